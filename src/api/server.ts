@@ -1,0 +1,327 @@
+import { timingSafeEqual } from 'node:crypto';
+import net from 'node:net';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import swagger from '@fastify/swagger';
+import websocket from '@fastify/websocket';
+import { asVmkitError, vmkitError } from '../errors.js';
+import { INSTANCE_TYPES } from '../domain/instance-types.js';
+import type { InstanceManager, CreateInstanceRequest } from '../instances/manager.js';
+import type { ImageStore } from '../images/image-store.js';
+import type { OperationManager } from '../operations/operations.js';
+import type { EventBus } from '../operations/events.js';
+import type { ForwardRequest } from '../network/forwards.js';
+import type { DoctorReport } from '../host/doctor.js';
+import { async, errorBody, sync } from './responses.js';
+import {
+  asyncResponse,
+  createInstanceSchema,
+  errorResponse,
+  forwardRequestSchema,
+  imageSchema,
+  instanceSchema,
+  nameParam,
+  operationSchema,
+  stateChangeSchema,
+  syncResponse,
+} from './schemas.js';
+
+export const API_VERSION = '1.0';
+
+/** What the HTTP layer may call: it parses requests into these calls and nothing else. */
+export interface ApiContext {
+  version: string;
+  hostName: string;
+  dataDir: string;
+  accel: () => Promise<string>;
+  instances: InstanceManager;
+  images: ImageStore;
+  operations: OperationManager;
+  events: EventBus;
+  doctor: () => Promise<DoctorReport>;
+}
+
+export interface ApiOptions {
+  /** When set, every request must carry `Authorization: Bearer <token>` (TCP listeners). */
+  token?: string;
+  logger?: boolean;
+}
+
+function tokenMatches(header: string | undefined, token: string): boolean {
+  const m = /^Bearer (.+)$/.exec(header ?? '');
+  if (!m) return false;
+  const a = Buffer.from(m[1]!);
+  const b = Buffer.from(token);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse };
+
+export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({ logger: options.logger ?? false, bodyLimit: 1024 * 1024, forceCloseConnections: true });
+  // Response schemas document the API; answers are serialized as they are.
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+  app.addSchema(operationSchema);
+  app.addSchema(instanceSchema);
+  app.addSchema(imageSchema);
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'vmkit API',
+        version: API_VERSION,
+        description: 'The REST API of the vmkit daemon. Long work answers 202 with an operation; errors carry a stable code.',
+      },
+      components: {
+        securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+      },
+      security: [{ bearer: [] }],
+    },
+  });
+  await app.register(websocket);
+
+  if (options.token) {
+    const token = options.token;
+    app.addHook('onRequest', async (req, reply) => {
+      if (!tokenMatches(req.headers.authorization, token)) {
+        const err = vmkitError('VMKIT_UNAUTHORIZED', 'Missing or wrong API token.', {
+          hint: 'Send "Authorization: Bearer <token>" (vmkit --remote URL --token TOKEN).',
+        });
+        return reply.code(401).send(errorBody(err));
+      }
+    });
+  }
+
+  app.setErrorHandler((error, _req, reply) => {
+    const fe = error as { validation?: unknown; statusCode?: number; code?: string; message: string };
+    let err;
+    if (fe.validation) {
+      err = vmkitError('VMKIT_INVALID_ARGUMENT', `Invalid request: ${fe.message}`, { hint: 'See doc/api.md for the request body.' });
+    } else if (fe.code?.startsWith('FST_') && (fe.statusCode ?? 500) < 500) {
+      err = vmkitError('VMKIT_BAD_REQUEST', `Bad request: ${fe.message}`, { hint: 'Send a valid JSON body with Content-Type: application/json.' });
+    } else {
+      err = asVmkitError(error);
+    }
+    void reply.code(err.status).send(errorBody(err));
+  });
+  app.setNotFoundHandler((req, reply) => {
+    const err = vmkitError('VMKIT_NOT_FOUND', `No such endpoint: ${req.method} ${req.url}`, { hint: 'The API lives under /1.0/ (see doc/api.md).' });
+    void reply.code(404).send(errorBody(err));
+  });
+
+  const tags = (t: string) => [t];
+
+  app.get('/1.0', { schema: { tags: tags('server'), summary: 'Server information' } }, async (_req, reply) =>
+    sync(reply, {
+      apiVersion: API_VERSION,
+      version: ctx.version,
+      hostName: ctx.hostName,
+      dataDir: ctx.dataDir,
+      accel: await ctx.accel(),
+      pid: process.pid,
+    }),
+  );
+  app.get('/1.0/openapi.json', { schema: { hide: true } }, async (_req, reply) => reply.send(app.swagger()));
+  app.get('/1.0/doctor', { schema: { tags: tags('server'), summary: 'Host checks' } }, async (_req, reply) => sync(reply, await ctx.doctor()));
+  app.get('/1.0/types', { schema: { tags: tags('server'), summary: 'Instance types' } }, async (_req, reply) => sync(reply, INSTANCE_TYPES));
+
+  // ---- images
+  app.get('/1.0/images', { schema: { tags: tags('images'), summary: 'List images', response: { 200: syncResponse({ type: 'array', items: { $ref: 'Image#' } }) } } }, async (_req, reply) =>
+    sync(reply, await ctx.images.list()),
+  );
+  app.get<{ Params: { name: string } }>('/1.0/images/:name', { schema: { tags: tags('images'), summary: 'One image', params: nameParam, response: { 200: syncResponse({ $ref: 'Image#' }), '4xx': errorResponse } } }, async (req, reply) =>
+    sync(reply, await ctx.images.get(req.params.name)),
+  );
+
+  // ---- instances
+  app.get('/1.0/instances', { schema: { tags: tags('instances'), summary: 'List instances', response: { 200: syncResponse({ type: 'array', items: { $ref: 'Instance#' } }) } } }, async (_req, reply) =>
+    sync(reply, await ctx.instances.list()),
+  );
+  app.post<{ Body: CreateInstanceRequest & { start?: boolean } }>(
+    '/1.0/instances',
+    { schema: { tags: tags('instances'), summary: 'Create (and optionally start) an instance', body: createInstanceSchema, response: asyncReplies } },
+    async (req, reply) => {
+      const body = req.body;
+      // Validate synchronously what can be, so bad input answers 4xx, not a failed operation.
+      const { validateName } = await import('../domain/names.js');
+      validateName(body.name, 'instance name');
+      await ctx.images.get(body.image);
+      const op = ctx.operations.start({
+        kind: body.start ? 'instance.launch' : 'instance.create',
+        description: `${body.start ? 'Launching' : 'Creating'} ${body.name}`,
+        target: body.name,
+        mayCancel: true,
+        run: async (opCtx) => {
+          const created = await ctx.instances.create(body, opCtx);
+          if (!body.start) return created;
+          try {
+            return await ctx.instances.start(body.name, opCtx);
+          } catch (err) {
+            // launch = create + start: a failed start takes the fresh instance with it.
+            await ctx.instances.delete(body.name, { force: true }).catch(() => undefined);
+            throw err;
+          }
+        },
+      });
+      return async(reply, op);
+    },
+  );
+  app.get<{ Params: { name: string } }>('/1.0/instances/:name', { schema: { tags: tags('instances'), summary: 'One instance', params: nameParam, response: { 200: syncResponse({ $ref: 'Instance#' }), '4xx': errorResponse } } }, async (req, reply) =>
+    sync(reply, await ctx.instances.get(req.params.name)),
+  );
+  app.put<{ Params: { name: string }; Body: { action: 'start' | 'stop' | 'restart' | 'pause' | 'resume'; force?: boolean; timeout?: number } }>(
+    '/1.0/instances/:name/state',
+    { schema: { tags: tags('instances'), summary: 'Change the state: start, stop, restart, pause, resume', params: nameParam, body: stateChangeSchema, response: asyncReplies } },
+    async (req, reply) => {
+      const { name } = req.params;
+      const { action, force, timeout } = req.body;
+      await ctx.instances.get(name);
+      const verbs = { start: 'Starting', stop: 'Stopping', restart: 'Restarting', pause: 'Pausing', resume: 'Resuming' } as const;
+      const op = ctx.operations.start({
+        kind: `instance.${action}`,
+        description: `${verbs[action]} ${name}`,
+        target: name,
+        mayCancel: action === 'stop',
+        run: async (opCtx) => {
+          switch (action) {
+            case 'start':
+              return ctx.instances.start(name, opCtx);
+            case 'stop':
+              return ctx.instances.stop(name, { force, timeout }, opCtx);
+            case 'restart':
+              return ctx.instances.restart(name, { force, timeout }, opCtx);
+            case 'pause':
+              return ctx.instances.pause(name);
+            case 'resume':
+              return ctx.instances.resume(name);
+          }
+        },
+      });
+      return async(reply, op);
+    },
+  );
+  app.delete<{ Params: { name: string }; Querystring: { force?: boolean } }>(
+    '/1.0/instances/:name',
+    {
+      schema: {
+        tags: tags('instances'),
+        summary: 'Delete an instance (a running one only with force=true)',
+        params: nameParam,
+        querystring: { type: 'object', properties: { force: { type: 'boolean' } } },
+        response: asyncReplies,
+      },
+    },
+    async (req, reply) => {
+      const { name } = req.params;
+      await ctx.instances.get(name);
+      const op = ctx.operations.start({
+        kind: 'instance.delete',
+        description: `Deleting ${name}`,
+        target: name,
+        run: async (opCtx) => {
+          await ctx.instances.delete(name, { force: req.query.force }, opCtx);
+          return { deleted: name };
+        },
+      });
+      return async(reply, op);
+    },
+  );
+  app.get<{ Params: { name: string } }>('/1.0/instances/:name/forwards', { schema: { tags: tags('forwards'), summary: 'Port forwards of an instance', params: nameParam } }, async (req, reply) =>
+    sync(reply, await ctx.instances.listForwards(req.params.name)),
+  );
+  app.post<{ Params: { name: string }; Body: ForwardRequest }>(
+    '/1.0/instances/:name/forwards',
+    { schema: { tags: tags('forwards'), summary: 'Add a port forward (applied live)', params: nameParam, body: forwardRequestSchema } },
+    async (req, reply) => sync(reply, await ctx.instances.addForward(req.params.name, req.body), 201),
+  );
+  app.delete<{ Params: { name: string; port: number }; Querystring: { proto?: 'tcp' | 'udp'; address?: string } }>(
+    '/1.0/instances/:name/forwards/:port',
+    {
+      schema: {
+        tags: tags('forwards'),
+        summary: 'Remove a port forward (applied live)',
+        params: { type: 'object', properties: { name: { type: 'string' }, port: { type: 'integer' } }, required: ['name', 'port'] },
+        querystring: { type: 'object', properties: { proto: { type: 'string', enum: ['tcp', 'udp'] }, address: { type: 'string' } } },
+      },
+    },
+    async (req, reply) => sync(reply, await ctx.instances.removeForward(req.params.name, req.params.port, req.query.proto, req.query.address)),
+  );
+  app.get<{ Params: { name: string }; Querystring: { tail?: number } }>(
+    '/1.0/instances/:name/logs',
+    {
+      schema: {
+        tags: tags('instances'),
+        summary: 'Serial console output (text)',
+        params: nameParam,
+        querystring: { type: 'object', properties: { tail: { type: 'integer', minimum: 1 } } },
+      },
+    },
+    async (req, reply) => reply.type('text/plain; charset=utf-8').send(await ctx.instances.logs(req.params.name, req.query.tail)),
+  );
+  app.get<{ Params: { name: string } }>(
+    '/1.0/instances/:name/console',
+    { websocket: true, schema: { tags: tags('instances'), summary: 'Serial console (WebSocket, binary frames)', params: nameParam } },
+    (socket, req: FastifyRequest<{ Params: { name: string } }>) => {
+      ctx.instances
+        .serialSocket(req.params.name)
+        .then((path) => {
+          const serial = net.connect(path);
+          serial.on('data', (d) => socket.send(d));
+          serial.on('close', () => socket.close(1000, 'console closed'));
+          serial.on('error', () => socket.close(1011, 'console unavailable'));
+          socket.on('message', (d: Buffer) => serial.write(d));
+          socket.on('close', () => serial.destroy());
+        })
+        .catch((err: unknown) => {
+          const e = asVmkitError(err);
+          socket.send(JSON.stringify(errorBody(e)));
+          socket.close(1008, e.code);
+        });
+    },
+  );
+
+  // ---- operations
+  app.get('/1.0/operations', { schema: { tags: tags('operations'), summary: 'List operations', response: { 200: syncResponse({ type: 'array', items: { $ref: 'Operation#' } }) } } }, async (_req, reply) =>
+    sync(reply, ctx.operations.list()),
+  );
+  app.get<{ Params: { id: string } }>('/1.0/operations/:id', { schema: { tags: tags('operations'), summary: 'One operation', response: { 200: syncResponse({ $ref: 'Operation#' }), '4xx': errorResponse } } }, async (req, reply) =>
+    sync(reply, ctx.operations.get(req.params.id)),
+  );
+  app.get<{ Params: { id: string }; Querystring: { timeout?: number } }>(
+    '/1.0/operations/:id/wait',
+    {
+      schema: {
+        tags: tags('operations'),
+        summary: 'Wait for an operation to end (or the timeout, seconds)',
+        querystring: { type: 'object', properties: { timeout: { type: 'number', minimum: 0, maximum: 3600 } } },
+        response: { 200: syncResponse({ $ref: 'Operation#' }), '4xx': errorResponse },
+      },
+    },
+    async (req, reply) => sync(reply, await ctx.operations.wait(req.params.id, (req.query.timeout ?? 60) * 1000)),
+  );
+  app.delete<{ Params: { id: string } }>('/1.0/operations/:id', { schema: { tags: tags('operations'), summary: 'Cancel an operation' } }, async (req, reply) =>
+    sync(reply, ctx.operations.cancel(req.params.id)),
+  );
+
+  // ---- events (Server-Sent Events)
+  app.get<{ Querystring: { type?: string } }>(
+    '/1.0/events',
+    { schema: { tags: tags('events'), summary: 'Event stream (text/event-stream)', querystring: { type: 'object', properties: { type: { type: 'string' } } } } },
+    (req, reply) => {
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+      res.write(': vmkit events\n\n');
+      const filter = req.query.type;
+      const unsubscribe = ctx.events.subscribe((e) => {
+        if (!filter || e.type === filter) res.write(`data: ${JSON.stringify(e)}\n\n`);
+      });
+      const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
+      req.raw.on('close', () => {
+        clearInterval(ping);
+        unsubscribe();
+      });
+    },
+  );
+
+  return app;
+}

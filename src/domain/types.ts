@@ -1,0 +1,137 @@
+/** Wire and domain types shared by the daemon, the API, the CLI and the store. */
+
+export type InstanceState =
+  | 'stopped'
+  | 'starting'
+  | 'running'
+  | 'paused'
+  | 'stopping'
+  | 'suspended'
+  | 'migrating'
+  | 'error'
+  | 'deleting';
+
+export type NicModel = 'virtio-net' | 'e1000' | 'rtl8139';
+export const NIC_MODELS: readonly NicModel[] = ['virtio-net', 'e1000', 'rtl8139'];
+
+export type Protocol = 'tcp' | 'udp';
+
+export interface Nic {
+  /** Stable id inside the instance (nic0, nic1, …); also the QEMU netdev id. */
+  id: string;
+  model: NicModel;
+  mac: string;
+  /** `user` = QEMU user-mode NAT; other values name a vmkit network. */
+  network: string;
+  ipv4?: string;
+}
+
+export interface PortForward {
+  proto: Protocol;
+  hostAddress: string;
+  hostPort: number;
+  guestPort: number;
+  /** The NIC the forward goes to (its netdev). */
+  nic: string;
+}
+
+export interface DiskRef {
+  /** Role inside the instance: `root` is the boot disk. */
+  name: string;
+  /** Path relative to the owner's folder. */
+  file: string;
+  format: 'qcow2' | 'raw';
+}
+
+export interface ImageBoot {
+  kernel: string;
+  initrd?: string;
+  cmdline: string;
+}
+
+export interface Image {
+  name: string;
+  version: string;
+  description: string;
+  arch: 'x86_64';
+  /** Direct kernel boot files (relative to the image folder); absent = firmware boots the disk. */
+  boot?: ImageBoot;
+  defaults: { cpus: number; memoryMiB: number };
+  nicModels: NicModel[];
+  disks: Array<DiskRef & { virtualSize?: number; actualSize?: number }>;
+  source: 'builtin' | 'import' | 'publish' | 'pull';
+  createdAt: string;
+}
+
+export interface Instance {
+  id: string;
+  name: string;
+  image: string;
+  imageVersion: string;
+  type?: string;
+  cpus: number;
+  memoryMiB: number;
+  nics: Nic[];
+  forwards: PortForward[];
+  disks: DiskRef[];
+  state: InstanceState;
+  /** Why the instance is in its state when that is not obvious (error, forced stop …). */
+  stateReason?: string;
+  createdAt: string;
+  updatedAt: string;
+  lastStartedAt?: string;
+  /** The host that owns the instance (cluster); the local host name when alone. */
+  host: string;
+}
+
+/** What the API adds to an instance while it runs. */
+export interface InstanceRuntime {
+  pid?: number;
+  accel?: 'kvm' | 'tcg';
+  qemuStatus?: string;
+  uptimeSeconds?: number;
+  consoleLog?: string;
+}
+
+export interface InstanceView extends Instance {
+  runtime: InstanceRuntime;
+}
+
+export interface InstanceType {
+  name: string;
+  cpus: number;
+  memoryMiB: number;
+  description: string;
+}
+
+export type OperationStatus = 'pending' | 'running' | 'success' | 'failure' | 'cancelled';
+
+export interface OperationProgress {
+  phase: string;
+  percent?: number;
+  bytesDone?: number;
+  bytesTotal?: number;
+}
+
+export interface Operation {
+  id: string;
+  kind: string;
+  description: string;
+  target?: string;
+  status: OperationStatus;
+  progress: OperationProgress;
+  mayCancel: boolean;
+  createdAt: string;
+  updatedAt: string;
+  result?: unknown;
+  error?: { code: string; message: string; hint?: string };
+}
+
+export interface VmkitEvent {
+  type: 'lifecycle' | 'operation' | 'log';
+  timestamp: string;
+  /** e.g. instance-started, instance-stopped, instance-crashed, operation-updated. */
+  action: string;
+  target?: string;
+  metadata?: unknown;
+}

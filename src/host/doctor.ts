@@ -1,0 +1,87 @@
+import { accessSync } from 'node:fs';
+import { access, constants } from 'node:fs/promises';
+import { findQemuBinary, probeAccelerator } from '../qemu/accel.js';
+
+/** `vmkit doctor`: what this host has, and how to fix what it lacks. */
+export interface DoctorCheck {
+  name: string;
+  ok: boolean;
+  /** A failed required check means VMs cannot run. */
+  required: boolean;
+  detail: string;
+  hint?: string;
+}
+
+export interface DoctorReport {
+  ok: boolean;
+  checks: DoctorCheck[];
+}
+
+function findOnPath(cmd: string): string | null {
+  for (const dir of (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/sbin'])) {
+    if (!dir) continue;
+    try {
+      accessSync(`${dir}/${cmd}`, constants.X_OK);
+      return `${dir}/${cmd}`;
+    } catch {
+      /* not here */
+    }
+  }
+  return null;
+}
+
+const TOOLS: Array<{ cmd: string; pkg: string; required: boolean; why: string }> = [
+  { cmd: 'qemu-img', pkg: 'qemu-utils', required: true, why: 'creates and inspects disk volumes' },
+  { cmd: 'mkfs.vfat', pkg: 'dosfstools', required: true, why: 'makes config drives' },
+  { cmd: 'mcopy', pkg: 'mtools', required: true, why: 'fills config drives' },
+  { cmd: 'ip', pkg: 'iproute2', required: false, why: 'bridges and taps for virtual networks' },
+  { cmd: 'nft', pkg: 'nftables', required: false, why: 'NAT, isolation and kernel port forwards' },
+  { cmd: 'dnsmasq', pkg: 'dnsmasq-base', required: false, why: 'DHCP and DNS on virtual networks' },
+];
+
+export async function runDoctor(dataDir: string): Promise<DoctorReport> {
+  const checks: DoctorCheck[] = [];
+  const qemu = findQemuBinary();
+  checks.push(
+    qemu
+      ? { name: 'qemu', ok: true, required: true, detail: qemu }
+      : {
+          name: 'qemu',
+          ok: false,
+          required: true,
+          detail: 'qemu-system-x86_64 is not on PATH',
+          hint: 'Install it: apt-get install qemu-system-x86 (or add its folder to PATH).',
+        },
+  );
+  if (qemu) {
+    try {
+      const probe = await probeAccelerator({ qemuBinary: qemu });
+      checks.push({
+        name: 'accelerator',
+        ok: true,
+        required: true,
+        detail: probe.accel === 'kvm' ? 'KVM is usable' : `TCG software emulation (KVM not usable: ${probe.kvm.reason ?? 'unknown'})`,
+        hint: probe.accel === 'tcg' ? 'VMs run, but slower. For KVM: enable virtualization in the firmware or nested virtualization, and load kvm_intel/kvm_amd.' : undefined,
+      });
+    } catch (err) {
+      checks.push({ name: 'accelerator', ok: false, required: true, detail: (err as Error).message });
+    }
+  }
+  for (const t of TOOLS) {
+    const path = findOnPath(t.cmd);
+    checks.push({
+      name: t.cmd,
+      ok: !!path,
+      required: t.required,
+      detail: path ? `${path} (${t.why})` : `not found (${t.why})`,
+      hint: path ? undefined : `Install it: apt-get install ${t.pkg}`,
+    });
+  }
+  try {
+    await access(dataDir, constants.W_OK);
+    checks.push({ name: 'data folder', ok: true, required: true, detail: `${dataDir} is writable` });
+  } catch {
+    checks.push({ name: 'data folder', ok: false, required: true, detail: `${dataDir} is not writable`, hint: 'Run as root or choose another folder with VMKIT_DIR / --dir.' });
+  }
+  return { ok: checks.every((c) => c.ok || !c.required), checks };
+}

@@ -1,0 +1,114 @@
+import { copyFile, chmod, mkdir, readFile, readdir, rename, rm, stat, constants } from 'node:fs/promises';
+import { join } from 'node:path';
+import { vmkitError } from '../errors.js';
+import { validateName } from '../domain/names.js';
+import type { Image } from '../domain/types.js';
+import type { DataPaths } from '../paths.js';
+import type { Store } from '../store/store.js';
+import { volumeInfo } from '../storage/qemu-img.js';
+
+/** What the appliance build (guest/build.sh) writes beside its files. */
+interface ApplianceManifest {
+  name: string;
+  version: string;
+  description: string;
+  arch: 'x86_64';
+  boot?: Image['boot'];
+  defaults: Image['defaults'];
+  nicModels: Image['nicModels'];
+  disks: Array<{ file: string; format: 'qcow2' | 'raw' }>;
+}
+
+/**
+ * Images: static, read-only metadata + volumes in `<data>/images/<name>/`. A folder appears
+ * by rename only when complete and its row is written after, so a crash leaves at most a
+ * temporary folder that `reconcile` removes.
+ */
+export class ImageStore {
+  constructor(
+    private readonly store: Store,
+    private readonly paths: DataPaths,
+  ) {}
+
+  async list(): Promise<Image[]> {
+    return (await this.store.list<Image>('images')).map((v) => v.value);
+  }
+
+  async get(name: string): Promise<Image> {
+    const found = await this.store.get<Image>('images', name);
+    if (!found) {
+      throw vmkitError('VMKIT_IMAGE_NOT_FOUND', `There is no image "${name}".`, {
+        hint: '"vmkit image list" shows the images this host has.',
+      });
+    }
+    return found.value;
+  }
+
+  /** Absolute path of a file of an image. */
+  file(image: Image, relative: string): string {
+    return join(this.paths.image(image.name), relative);
+  }
+
+  /** Removes leftovers of interrupted imports: temporary folders and folders with no row. */
+  async reconcile(): Promise<void> {
+    await mkdir(this.paths.images, { recursive: true });
+    const rows = new Set((await this.store.list<Image>('images')).map((v) => v.key));
+    for (const entry of await readdir(this.paths.images)) {
+      if (entry.startsWith('.tmp-') || !rows.has(entry)) {
+        await rm(join(this.paths.images, entry), { recursive: true, force: true });
+      }
+    }
+  }
+
+  /**
+   * Registers the built-in appliance from the folder guest/build.sh produced. A newer build
+   * (another version) replaces the old image only when no instance uses it.
+   */
+  async ensureAppliance(buildDir: string, inUse: (image: string) => Promise<boolean>): Promise<Image | undefined> {
+    let manifest: ApplianceManifest;
+    try {
+      manifest = JSON.parse(await readFile(join(buildDir, 'image.json'), 'utf8')) as ApplianceManifest;
+    } catch {
+      return undefined;
+    }
+    const name = validateName(manifest.name, 'image name');
+    const existing = await this.store.get<Image>('images', name);
+    if (existing && (existing.value.version === manifest.version || (await inUse(name)))) return existing.value;
+    const tmp = join(this.paths.images, `.tmp-${name}-${process.pid}`);
+    await rm(tmp, { recursive: true, force: true });
+    await mkdir(tmp, { recursive: true });
+    try {
+      const files = [...manifest.disks.map((d) => d.file)];
+      if (manifest.boot?.kernel) files.push(manifest.boot.kernel);
+      if (manifest.boot?.initrd) files.push(manifest.boot.initrd);
+      for (const f of files) {
+        await copyFile(join(buildDir, f), join(tmp, f), constants.COPYFILE_FICLONE);
+        await chmod(join(tmp, f), 0o444);
+      }
+      const disks: Image['disks'] = [];
+      for (const d of manifest.disks) {
+        const info = await volumeInfo(join(tmp, d.file), d.format);
+        disks.push({ name: disks.length === 0 ? 'root' : `disk${disks.length}`, file: d.file, format: d.format, virtualSize: info.virtualSize, actualSize: (await stat(join(tmp, d.file))).size });
+      }
+      const image: Image = {
+        name,
+        version: manifest.version,
+        description: manifest.description,
+        arch: manifest.arch,
+        boot: manifest.boot,
+        defaults: manifest.defaults,
+        nicModels: manifest.nicModels,
+        disks,
+        source: 'builtin',
+        createdAt: new Date().toISOString(),
+      };
+      await rm(this.paths.image(name), { recursive: true, force: true });
+      await rename(tmp, this.paths.image(name));
+      await this.store.put('images', name, image);
+      return image;
+    } catch (err) {
+      await rm(tmp, { recursive: true, force: true });
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,684 @@
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import { mkdir, readFile, readdir, rm, open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { vmkitError } from '../errors.js';
+import { validateName } from '../domain/names.js';
+import { assertTransition, isActive } from '../domain/state.js';
+import { findInstanceType } from '../domain/instance-types.js';
+import type { Image, Instance, InstanceState, InstanceView, Nic, NicModel, PortForward } from '../domain/types.js';
+import { NIC_MODELS } from '../domain/types.js';
+import type { DataPaths } from '../paths.js';
+import type { Store } from '../store/store.js';
+import type { ImageStore } from '../images/image-store.js';
+import type { EventBus } from '../operations/events.js';
+import type { OperationContext } from '../operations/operations.js';
+import { createLinkedClone } from '../storage/qemu-img.js';
+import { writeConfigDrive } from '../storage/config-drive.js';
+import { buildQemuArgv, hostfwdRule, RUN_FILES, type QemuDisk } from '../qemu/argv.js';
+import { launchQemu, findQemuProcess, waitForExit, isProcessAlive } from '../qemu/process.js';
+import type { QmpClient, QmpEvent } from '../qemu/qmp.js';
+import { QmpClient as Qmp } from '../qemu/qmp.js';
+import {
+  assertHostPortFree,
+  describeForward,
+  forwardsCollide,
+  normalizeForward,
+  type ForwardRequest,
+} from '../network/forwards.js';
+
+export interface CreateInstanceRequest {
+  name: string;
+  image: string;
+  type?: string;
+  cpus?: number;
+  memoryMiB?: number;
+  nics?: Array<{ network?: string; model?: NicModel }>;
+  forwards?: ForwardRequest[];
+  allowPrivileged?: boolean;
+}
+
+export interface StopOptions {
+  force?: boolean;
+  /** Seconds to wait for the guest to power off before forcing. */
+  timeout?: number;
+}
+
+export interface HostEnvironment {
+  hostName: string;
+  qemuBinary: () => string;
+  accel: () => Promise<'kvm' | 'tcg'>;
+}
+
+/** What the daemon holds for a running QEMU. */
+interface Runtime {
+  pid: number;
+  qmp: QmpClient;
+  startedAtMs: number;
+  /** Set when the daemon asked QEMU to end, so its exit is a stop, not a crash. */
+  expectExit: boolean;
+  guestShutdown: boolean;
+  accel: 'kvm' | 'tcg';
+}
+
+const DEFAULT_STOP_TIMEOUT_S = 30;
+
+/**
+ * Instance lifecycle: create from an image (linked clone), start/stop/pause/resume/restart,
+ * delete, port forwards, and re-attaching to running QEMU processes after a daemon restart.
+ * The API and CLI are skins over these methods; every state change is checked by the state
+ * machine, persisted, and announced as an event.
+ */
+export class InstanceManager {
+  private readonly runtimes = new Map<string, Runtime>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly paths: DataPaths,
+    private readonly images: ImageStore,
+    private readonly events: EventBus,
+    private readonly host: HostEnvironment,
+  ) {}
+
+  /** Serializes work on one instance, so two operations never interleave on it. */
+  private withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(name) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(fn);
+    this.locks.set(name, next);
+    void next.finally(() => {
+      if (this.locks.get(name) === next) this.locks.delete(name);
+    }).catch(() => undefined);
+    return next;
+  }
+
+  async list(): Promise<InstanceView[]> {
+    return (await this.store.list<Instance>('instances')).map((v) => this.view(v.value));
+  }
+
+  async get(name: string): Promise<InstanceView> {
+    return this.view(await this.load(name));
+  }
+
+  private view(inst: Instance): InstanceView {
+    const rt = this.runtimes.get(inst.name);
+    return {
+      ...inst,
+      runtime: rt
+        ? {
+            pid: rt.pid,
+            accel: rt.accel,
+            qemuStatus: inst.state === 'paused' ? 'paused' : 'running',
+            uptimeSeconds: Math.round((Date.now() - rt.startedAtMs) / 100) / 10,
+          }
+        : {},
+    };
+  }
+
+  private async load(name: string): Promise<Instance> {
+    const found = await this.store.get<Instance>('instances', name);
+    if (!found) {
+      throw vmkitError('VMKIT_INSTANCE_NOT_FOUND', `There is no instance "${name}".`, {
+        hint: '"vmkit list" shows the instances.',
+      });
+    }
+    return found.value;
+  }
+
+  private async save(inst: Instance): Promise<void> {
+    inst.updatedAt = new Date().toISOString();
+    await this.store.put('instances', inst.name, inst);
+  }
+
+  private async setState(inst: Instance, state: InstanceState, reason?: string): Promise<void> {
+    inst.state = state;
+    inst.stateReason = reason;
+    await this.save(inst);
+  }
+
+  // ---- create -------------------------------------------------------------------------
+
+  async create(req: CreateInstanceRequest, ctx?: OperationContext): Promise<InstanceView> {
+    const name = validateName(req.name, 'instance name');
+    return this.withLock(name, async () => {
+      if (await this.store.get('instances', name)) {
+        throw vmkitError('VMKIT_ALREADY_EXISTS', `An instance named "${name}" already exists.`, {
+          hint: 'Choose another name, or delete the existing instance first.',
+        });
+      }
+      const image = await this.images.get(req.image);
+      const { cpus, memoryMiB } = this.sizeFor(req, image);
+      const nics = await this.allocateNics(req.nics ?? [{}], image);
+      const forwards = (req.forwards ?? []).map((f) =>
+        normalizeForward({ ...f, allowPrivileged: f.allowPrivileged ?? req.allowPrivileged }, nics[0]!.id),
+      );
+      this.assertNoSelfCollision(forwards);
+      await this.assertNoForwardConflict(name, forwards);
+      for (const f of forwards) await assertHostPortFree(f);
+
+      const id = randomBytes(6).toString('hex');
+      const dir = this.paths.instance(id);
+      const now = new Date().toISOString();
+      const inst: Instance = {
+        id,
+        name,
+        image: image.name,
+        imageVersion: image.version,
+        type: req.type,
+        cpus,
+        memoryMiB,
+        nics,
+        forwards,
+        disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2' }],
+        state: 'stopped',
+        createdAt: now,
+        updatedAt: now,
+        host: this.host.hostName,
+      };
+      ctx?.progress({ phase: 'cloning disk', percent: 30 });
+      // Files first, row second: a crash in between leaves a folder without a row, which
+      // reconcile() removes; never a row pointing at a missing disk.
+      await mkdir(dir, { recursive: true });
+      try {
+        const rootImage = image.disks[0]!;
+        await createLinkedClone(this.images.file(image, rootImage.file), rootImage.format, join(dir, 'root.qcow2'));
+        ctx?.checkCancelled();
+        await this.store.put('instances', name, inst, { expectRevision: 0 });
+      } catch (err) {
+        await rm(dir, { recursive: true, force: true });
+        throw err;
+      }
+      this.events.lifecycle('instance-created', name);
+      return this.view(inst);
+    });
+  }
+
+  private sizeFor(req: CreateInstanceRequest, image: Image): { cpus: number; memoryMiB: number } {
+    const t = req.type ? findInstanceType(req.type) : undefined;
+    const cpus = req.cpus ?? t?.cpus ?? image.defaults.cpus;
+    const memoryMiB = req.memoryMiB ?? t?.memoryMiB ?? image.defaults.memoryMiB;
+    const hostCpus = os.cpus().length;
+    const hostMiB = Math.floor(os.totalmem() / 1024 / 1024);
+    if (!Number.isInteger(cpus) || cpus < 1 || cpus > hostCpus) {
+      throw vmkitError('VMKIT_RESOURCES_EXCEEDED', `${cpus} vCPUs is not possible on this host (1 to ${hostCpus}).`, {
+        hint: `Ask for at most ${hostCpus} vCPUs (the host's CPU count).`,
+      });
+    }
+    if (!Number.isInteger(memoryMiB) || memoryMiB < 32 || memoryMiB > hostMiB) {
+      throw vmkitError('VMKIT_RESOURCES_EXCEEDED', `${memoryMiB} MiB of memory is not possible on this host (32 to ${hostMiB} MiB).`, {
+        hint: `Ask for at most ${hostMiB} MiB (the host's memory).`,
+      });
+    }
+    return { cpus, memoryMiB };
+  }
+
+  private async allocateNics(reqs: Array<{ network?: string; model?: NicModel }>, image: Image): Promise<Nic[]> {
+    const used = new Set((await this.store.list<Instance>('instances')).flatMap((v) => v.value.nics.map((n) => n.mac)));
+    return reqs.map((r, i) => {
+      const model = r.model ?? image.nicModels[0] ?? 'virtio-net';
+      if (!NIC_MODELS.includes(model)) {
+        throw vmkitError('VMKIT_INVALID_ARGUMENT', `Unknown NIC model "${model}".`, { hint: `Use one of ${NIC_MODELS.join(', ')}.` });
+      }
+      const network = r.network ?? 'user';
+      if (network !== 'user') {
+        throw vmkitError('VMKIT_INVALID_ARGUMENT', `Network "${network}" does not exist.`, {
+          hint: 'Only user-mode NAT ("user") NICs are available on this host.',
+        });
+      }
+      let mac: string;
+      do {
+        // 52:54:00 is QEMU's locally administered prefix.
+        mac = ['52', '54', '00', ...[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+      } while (used.has(mac));
+      used.add(mac);
+      return { id: `nic${i}`, model, mac, network };
+    });
+  }
+
+  private assertNoSelfCollision(forwards: PortForward[]): void {
+    forwards.forEach((f, i) => {
+      const other = forwards.slice(0, i).find((g) => forwardsCollide(f, g));
+      if (other) {
+        throw vmkitError('VMKIT_FORWARD_CONFLICT', `Forwards ${describeForward(other)} and ${describeForward(f)} use the same host port.`, {
+          hint: 'Give each forward its own host port.',
+        });
+      }
+    });
+  }
+
+  private async assertNoForwardConflict(self: string, forwards: PortForward[]): Promise<void> {
+    for (const { value: other } of await this.store.list<Instance>('instances')) {
+      if (other.name === self) continue;
+      for (const f of forwards) {
+        const hit = other.forwards.find((g) => forwardsCollide(f, g));
+        if (hit) {
+          throw vmkitError('VMKIT_FORWARD_CONFLICT', `Host port ${f.hostPort}/${f.proto} is already forwarded to instance "${other.name}" (${describeForward(hit)}).`, {
+            hint: `Choose another host port, or remove that forward ("vmkit forward remove ${other.name} ${hit.hostPort}").`,
+          });
+        }
+      }
+    }
+  }
+
+  // ---- start --------------------------------------------------------------------------
+
+  async start(name: string, ctx?: OperationContext): Promise<InstanceView> {
+    return this.withLock(name, () => this.startLocked(name, ctx));
+  }
+
+  private async startLocked(name: string, ctx?: OperationContext): Promise<InstanceView> {
+    const inst = await this.load(name);
+    if (inst.state === 'running' || inst.state === 'paused') {
+      throw vmkitError('VMKIT_INSTANCE_RUNNING', `Instance "${name}" is already ${inst.state}.`, {
+        hint: inst.state === 'paused' ? `Resume it with "vmkit resume ${name}".` : `Use "vmkit restart ${name}" to restart it.`,
+      });
+    }
+    assertTransition(name, inst.state, 'starting', 'start');
+    const image = await this.images.get(inst.image);
+    for (const f of inst.forwards) await assertHostPortFree(f);
+    const accel = await this.host.accel();
+    const qemuBinary = this.host.qemuBinary();
+
+    await this.setState(inst, 'starting');
+    this.events.lifecycle('instance-starting', name);
+    const dir = this.paths.instance(inst.id);
+    const runDir = this.paths.run(inst.id);
+    try {
+      ctx?.progress({ phase: 'preparing', percent: 10 });
+      await rm(runDir, { recursive: true, force: true });
+      await mkdir(runDir, { recursive: true, mode: 0o750 });
+      await this.rotateConsoleLog(inst);
+      await writeConfigDrive(join(dir, 'cidata.img'), { instanceId: inst.id, hostname: inst.name, nics: inst.nics });
+      const disks: QemuDisk[] = inst.disks.map((d) => ({ id: d.name, file: join(dir, d.file), format: d.format }));
+      disks.push({ id: 'cidata', file: join(dir, 'cidata.img'), format: 'raw', readOnly: true });
+      const argv = buildQemuArgv({
+        qemuBinary,
+        name: inst.name,
+        instanceId: inst.id,
+        accel,
+        cpus: inst.cpus,
+        memoryMiB: inst.memoryMiB,
+        kernel: image.boot ? this.images.file(image, image.boot.kernel) : undefined,
+        initrd: image.boot?.initrd ? this.images.file(image, image.boot.initrd) : undefined,
+        cmdline: image.boot?.cmdline,
+        disks,
+        nics: inst.nics,
+        forwards: inst.forwards,
+        runDir,
+        consoleLog: this.paths.consoleLog(inst.id),
+        startPaused: true,
+      });
+      ctx?.progress({ phase: 'starting QEMU', percent: 40 });
+      const { pid, qmp } = await launchQemu(argv, runDir);
+      const rt: Runtime = { pid, qmp, startedAtMs: Date.now(), expectExit: false, guestShutdown: false, accel };
+      this.attach(inst.name, rt);
+      ctx?.progress({ phase: 'booting', percent: 80 });
+      await qmp.cont();
+      rt.startedAtMs = Date.now();
+      inst.lastStartedAt = new Date().toISOString();
+      await this.setState(inst, 'running');
+      this.events.lifecycle('instance-started', name, { pid });
+      return this.view(inst);
+    } catch (err) {
+      await this.killRuntime(inst.name);
+      await rm(runDir, { recursive: true, force: true }).catch(() => undefined);
+      const fresh = await this.load(name);
+      await this.setState(fresh, 'stopped', `last start failed: ${(err as Error).message}`);
+      this.events.lifecycle('instance-stopped', name, { reason: 'start failed' });
+      throw err;
+    }
+  }
+
+  /** Keeps the console log from growing without bound: past 1 MiB, keep the last half. */
+  private async rotateConsoleLog(inst: Instance): Promise<void> {
+    const file = this.paths.consoleLog(inst.id);
+    const fh = await open(file, 'a+').catch(() => undefined);
+    if (!fh) return;
+    try {
+      const { size } = await fh.stat();
+      if (size <= 1024 * 1024) return;
+      const keep = Buffer.alloc(512 * 1024);
+      await fh.read(keep, 0, keep.length, size - keep.length);
+      await fh.truncate(0);
+      await fh.write(keep, 0, keep.length, 0);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Watches a QEMU: its QMP events and the end of its QMP connection (= the process ended). */
+  private attach(name: string, rt: Runtime): void {
+    this.runtimes.set(name, rt);
+    rt.qmp.on('event', (e: QmpEvent) => void this.onQmpEvent(name, rt, e));
+    rt.qmp.on('close', () => void this.onQemuGone(name, rt));
+  }
+
+  private async onQmpEvent(name: string, rt: Runtime, e: QmpEvent): Promise<void> {
+    if (e.event === 'SHUTDOWN') {
+      rt.guestShutdown = true;
+      return;
+    }
+    if (this.runtimes.get(name) !== rt) return;
+    // Pauses and resumes made outside the daemon (e.g. by QEMU on an I/O error) are reflected.
+    if (e.event === 'STOP' || e.event === 'RESUME') {
+      const inst = await this.store.get<Instance>('instances', name);
+      if (!inst) return;
+      const want: InstanceState = e.event === 'STOP' ? 'paused' : 'running';
+      if (inst.value.state === 'running' || inst.value.state === 'paused') {
+        if (inst.value.state !== want) {
+          await this.setState(inst.value, want);
+          this.events.lifecycle(want === 'paused' ? 'instance-paused' : 'instance-resumed', name);
+        }
+      }
+    }
+  }
+
+  private async onQemuGone(name: string, rt: Runtime): Promise<void> {
+    if (this.runtimes.get(name) !== rt) return;
+    await waitForExit(rt.pid, 5_000);
+    this.runtimes.delete(name);
+    const found = await this.store.get<Instance>('instances', name);
+    if (!found) return;
+    const inst = found.value;
+    await rm(this.paths.run(inst.id), { recursive: true, force: true }).catch(() => undefined);
+    if (inst.state === 'deleting') return;
+    if (rt.expectExit || rt.guestShutdown) {
+      await this.setState(inst, 'stopped', rt.guestShutdown && !rt.expectExit ? 'the guest powered off' : undefined);
+      this.events.lifecycle('instance-stopped', name);
+    } else {
+      await this.setState(inst, 'error', 'the QEMU process ended unexpectedly (killed or crashed); its forwards were released');
+      this.events.lifecycle('instance-crashed', name, { pid: rt.pid });
+    }
+  }
+
+  private async killRuntime(name: string): Promise<void> {
+    const rt = this.runtimes.get(name);
+    if (!rt) return;
+    rt.expectExit = true;
+    this.runtimes.delete(name);
+    rt.qmp.close();
+    if (isProcessAlive(rt.pid)) {
+      try {
+        process.kill(rt.pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+      await waitForExit(rt.pid, 5_000);
+    }
+  }
+
+  private runtime(inst: Instance): Runtime {
+    const rt = this.runtimes.get(inst.name);
+    if (!rt) {
+      throw vmkitError('VMKIT_INVALID_STATE', `Instance "${inst.name}" has no QEMU process attached.`, {
+        hint: `Start it with "vmkit start ${inst.name}".`,
+      });
+    }
+    return rt;
+  }
+
+  // ---- stop / restart / pause / resume --------------------------------------------------
+
+  async stop(name: string, opts: StopOptions = {}, ctx?: OperationContext): Promise<InstanceView> {
+    return this.withLock(name, () => this.stopLocked(name, opts, ctx));
+  }
+
+  private async stopLocked(name: string, opts: StopOptions, ctx?: OperationContext): Promise<InstanceView> {
+    const inst = await this.load(name);
+    if (!isActive(inst.state)) {
+      throw vmkitError('VMKIT_INVALID_STATE', `Instance "${name}" is not running (it is ${inst.state}).`, {
+        hint: `Start it with "vmkit start ${name}".`,
+      });
+    }
+    assertTransition(name, inst.state, 'stopping', 'stop');
+    const rt = this.runtime(inst);
+    const previous = inst.state;
+    await this.setState(inst, 'stopping');
+    this.events.lifecycle('instance-stopping', name, { force: !!opts.force });
+    rt.expectExit = true;
+    let forced = !!opts.force;
+    try {
+      if (!forced) {
+        ctx?.progress({ phase: 'ACPI power button pressed', percent: 20 });
+        if (previous === 'paused') await rt.qmp.cont();
+        await rt.qmp.systemPowerdown();
+        const timeoutMs = (opts.timeout ?? DEFAULT_STOP_TIMEOUT_S) * 1000;
+        if (!(await waitForExitOrCancel(rt.pid, timeoutMs, ctx))) forced = true;
+      }
+      if (forced) {
+        ctx?.progress({ phase: 'forcing', percent: 70 });
+        await rt.qmp.quit().catch(() => undefined);
+        if (!(await waitForExit(rt.pid, 3_000))) {
+          process.kill(rt.pid, 'SIGKILL');
+          await waitForExit(rt.pid, 5_000);
+        }
+      }
+    } catch (err) {
+      if (isProcessAlive(rt.pid) && this.runtimes.get(name) === rt) {
+        rt.expectExit = false;
+        const again = await this.load(name);
+        await this.setState(again, previous);
+        throw err;
+      }
+    }
+    this.runtimes.delete(name);
+    rt.qmp.close();
+    await rm(this.paths.run(inst.id), { recursive: true, force: true });
+    const after = await this.load(name);
+    await this.setState(after, 'stopped', forced && !opts.force ? 'forced after the guest did not power off in time' : undefined);
+    this.events.lifecycle('instance-stopped', name, { forced });
+    return this.view(after);
+  }
+
+  async restart(name: string, opts: StopOptions = {}, ctx?: OperationContext): Promise<InstanceView> {
+    return this.withLock(name, async () => {
+      const inst = await this.load(name);
+      if (isActive(inst.state)) await this.stopLocked(name, opts, ctx);
+      return this.startLocked(name, ctx);
+    });
+  }
+
+  async pause(name: string): Promise<InstanceView> {
+    return this.withLock(name, async () => {
+      const inst = await this.load(name);
+      if (inst.state !== 'running') assertTransition(name, inst.state, 'paused', 'pause');
+      if (inst.state === 'paused') return this.view(inst);
+      if (inst.state !== 'running') {
+        throw vmkitError('VMKIT_INVALID_STATE', `Cannot pause instance "${name}": it is ${inst.state}.`);
+      }
+      await this.runtime(inst).qmp.stop();
+      await this.setState(inst, 'paused');
+      this.events.lifecycle('instance-paused', name);
+      return this.view(inst);
+    });
+  }
+
+  async resume(name: string): Promise<InstanceView> {
+    return this.withLock(name, async () => {
+      const inst = await this.load(name);
+      if (inst.state !== 'paused') {
+        throw vmkitError('VMKIT_INVALID_STATE', `Cannot resume instance "${name}": it is ${inst.state}, not paused.`, {
+          hint: inst.state === 'stopped' ? `Use "vmkit start ${name}".` : undefined,
+        });
+      }
+      await this.runtime(inst).qmp.cont();
+      await this.setState(inst, 'running');
+      this.events.lifecycle('instance-resumed', name);
+      return this.view(inst);
+    });
+  }
+
+  // ---- delete -------------------------------------------------------------------------
+
+  async delete(name: string, opts: { force?: boolean } = {}, ctx?: OperationContext): Promise<void> {
+    return this.withLock(name, async () => {
+      const inst = await this.load(name);
+      if (isActive(inst.state)) {
+        if (!opts.force) {
+          throw vmkitError('VMKIT_INSTANCE_RUNNING', `Instance "${name}" is ${inst.state}; it is not deleted.`, {
+            hint: `Stop it first ("vmkit stop ${name}") or pass --force to stop and delete it.`,
+          });
+        }
+        await this.stopLocked(name, { force: true }, ctx);
+      }
+      await this.finishDelete(await this.load(name));
+    });
+  }
+
+  /** Row marked first, files removed, row deleted last: a crash mid-way is finished on restart. */
+  private async finishDelete(inst: Instance): Promise<void> {
+    if (inst.state !== 'deleting') await this.setState(inst, 'deleting');
+    await this.killRuntime(inst.name);
+    await rm(this.paths.instance(inst.id), { recursive: true, force: true });
+    await this.store.delete('instances', inst.name);
+    this.events.lifecycle('instance-deleted', inst.name);
+  }
+
+  // ---- forwards -----------------------------------------------------------------------
+
+  async listForwards(name: string): Promise<PortForward[]> {
+    return (await this.load(name)).forwards;
+  }
+
+  async addForward(name: string, req: ForwardRequest): Promise<PortForward> {
+    return this.withLock(name, async () => {
+      const inst = await this.load(name);
+      const nic = inst.nics.find((n) => n.network === 'user');
+      if (!nic) {
+        throw vmkitError('VMKIT_INVALID_ARGUMENT', `Instance "${name}" has no user-mode NIC to forward to.`);
+      }
+      const f = normalizeForward(req, nic.id);
+      const mine = inst.forwards.find((g) => forwardsCollide(f, g));
+      if (mine) {
+        throw vmkitError('VMKIT_FORWARD_CONFLICT', `Instance "${name}" already forwards ${describeForward(mine)}.`, {
+          hint: `Remove it first ("vmkit forward remove ${name} ${mine.hostPort}").`,
+        });
+      }
+      await this.assertNoForwardConflict(name, [f]);
+      await assertHostPortFree(f);
+      const rt = this.runtimes.get(name);
+      if (rt) await rt.qmp.hmpOrThrow(`hostfwd_add ${f.nic} ${hostfwdRule(f)}`);
+      try {
+        inst.forwards.push(f);
+        await this.save(inst);
+      } catch (err) {
+        if (rt) await rt.qmp.humanMonitorCommand(`hostfwd_remove ${f.nic} ${f.proto}:${f.hostAddress}:${f.hostPort}`).catch(() => undefined);
+        throw err;
+      }
+      this.events.lifecycle('forward-added', name, f);
+      return f;
+    });
+  }
+
+  async removeForward(name: string, hostPort: number, proto: 'tcp' | 'udp' = 'tcp', hostAddress?: string): Promise<PortForward> {
+    return this.withLock(name, async () => {
+      const inst = await this.load(name);
+      const idx = inst.forwards.findIndex(
+        (f) => f.hostPort === hostPort && f.proto === proto && (!hostAddress || f.hostAddress === hostAddress),
+      );
+      if (idx < 0) {
+        throw vmkitError('VMKIT_FORWARD_NOT_FOUND', `Instance "${name}" has no ${proto} forward from host port ${hostPort}.`, {
+          hint: `"vmkit forward list ${name}" shows its forwards.`,
+        });
+      }
+      const f = inst.forwards[idx]!;
+      const rt = this.runtimes.get(name);
+      if (rt) {
+        const out = await rt.qmp.humanMonitorCommand(`hostfwd_remove ${f.nic} ${f.proto}:${f.hostAddress}:${f.hostPort}`);
+        if (out.trim() && !/removed/i.test(out)) {
+          throw vmkitError('VMKIT_QMP_ERROR', `QEMU refused to remove forward ${describeForward(f)}: ${out.trim()}`);
+        }
+      }
+      inst.forwards.splice(idx, 1);
+      await this.save(inst);
+      this.events.lifecycle('forward-removed', name, f);
+      return f;
+    });
+  }
+
+  // ---- console ------------------------------------------------------------------------
+
+  async logs(name: string, tailBytes?: number): Promise<string> {
+    const inst = await this.load(name);
+    const text = await readFile(this.paths.consoleLog(inst.id), 'utf8').catch(() => '');
+    return tailBytes && text.length > tailBytes ? text.slice(-tailBytes) : text;
+  }
+
+  async serialSocket(name: string): Promise<string> {
+    const inst = await this.load(name);
+    this.runtime(inst);
+    return join(this.paths.run(inst.id), RUN_FILES.serial);
+  }
+
+  // ---- recovery -----------------------------------------------------------------------
+
+  /**
+   * After a daemon (re)start: re-attach to every QEMU still running, settle instances whose
+   * process is gone, finish interrupted deletes and remove folders no row owns.
+   */
+  async recover(): Promise<void> {
+    await mkdir(this.paths.instances, { recursive: true });
+    const rows = (await this.store.list<Instance>('instances')).map((v) => v.value);
+    const ids = new Set(rows.map((r) => r.id));
+    for (const entry of await readdir(this.paths.instances)) {
+      if (!ids.has(entry)) await rm(this.paths.instance(entry), { recursive: true, force: true });
+    }
+    for (const inst of rows) {
+      if (inst.state === 'deleting') {
+        await this.finishDelete(inst);
+        continue;
+      }
+      const runDir = this.paths.run(inst.id);
+      const pid = await findQemuProcess(runDir, inst.id);
+      if (!pid) {
+        if (isActive(inst.state)) {
+          await rm(runDir, { recursive: true, force: true });
+          await this.setState(inst, 'stopped', 'QEMU ended while the daemon was not running');
+          this.events.lifecycle('instance-stopped', inst.name, { reason: 'found stopped after daemon restart' });
+        }
+        continue;
+      }
+      try {
+        const qmp = await Qmp.connect(join(runDir, RUN_FILES.qmp), { timeoutMs: 5_000 });
+        const status = await qmp.queryStatus();
+        const rt: Runtime = {
+          pid,
+          qmp,
+          startedAtMs: inst.lastStartedAt ? Date.parse(inst.lastStartedAt) : Date.now(),
+          expectExit: false,
+          guestShutdown: false,
+          accel: (await qmp.queryKvm()).enabled ? 'kvm' : 'tcg',
+        };
+        this.attach(inst.name, rt);
+        // A start interrupted between launch and `cont` is finished; a stop interrupted
+        // before QEMU ended is undone (the VM keeps running).
+        if (status.status === 'prelaunch') await qmp.cont();
+        const state: InstanceState = status.status === 'paused' ? 'paused' : 'running';
+        if (inst.state !== state) await this.setState(inst, state);
+      } catch (err) {
+        await this.setState(inst, 'error', `cannot re-attach to QEMU pid ${pid}: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  /** Lets go of every QEMU without stopping it (daemon shutdown): VMs keep running. */
+  detachAll(): void {
+    for (const [name, rt] of this.runtimes) {
+      this.runtimes.delete(name);
+      rt.qmp.close();
+    }
+  }
+
+  async usesImage(image: string): Promise<boolean> {
+    return (await this.store.list<Instance>('instances')).some((v) => v.value.image === image);
+  }
+}
+
+async function waitForExitOrCancel(pid: number, timeoutMs: number, ctx?: OperationContext): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await waitForExit(pid, Math.min(250, deadline - Date.now()))) return true;
+    if (ctx?.signal.aborted) return false;
+  }
+  return waitForExit(pid, 0);
+}

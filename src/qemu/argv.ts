@@ -1,0 +1,124 @@
+import type { Nic, NicModel, PortForward } from '../domain/types.js';
+
+/**
+ * The one place that knows QEMU's command line. Tuned like a careful toolstack (libvirt's
+ * argv is the one to beat): nothing implicit (`-nodefaults -no-user-config`), every disk
+ * format named with `-blockdev`, a seccomp sandbox, and every channel (QMP, serial, VNC) on a
+ * unix socket in the instance's run folder so a restarted daemon can find it again.
+ */
+export interface QemuDisk {
+  id: string;
+  file: string;
+  format: 'qcow2' | 'raw';
+  readOnly?: boolean;
+}
+
+export interface QemuLaunchSpec {
+  qemuBinary: string;
+  name: string;
+  instanceId: string;
+  accel: 'kvm' | 'tcg';
+  cpus: number;
+  memoryMiB: number;
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  disks: readonly QemuDisk[];
+  nics: readonly Nic[];
+  forwards: readonly PortForward[];
+  runDir: string;
+  /** Everything the guest prints on its serial port is appended here (survives restarts). */
+  consoleLog: string;
+  /** Start with vCPUs stopped (`-S`): the daemon attaches QMP, then sends `cont`. */
+  startPaused: boolean;
+}
+
+export const RUN_FILES = {
+  qmp: 'qmp.sock',
+  serial: 'serial.sock',
+  vnc: 'vnc.sock',
+  pid: 'qemu.pid',
+  stderr: 'qemu.stderr',
+} as const;
+
+const NIC_DEVICE: Record<NicModel, string> = {
+  'virtio-net': 'virtio-net-pci',
+  e1000: 'e1000',
+  rtl8139: 'rtl8139',
+};
+
+export function nicDevice(model: NicModel): string {
+  return NIC_DEVICE[model];
+}
+
+/** `hostfwd=` value, also the argument of HMP `hostfwd_add`. */
+export function hostfwdRule(f: PortForward): string {
+  return `${f.proto}:${f.hostAddress}:${f.hostPort}-:${f.guestPort}`;
+}
+
+function blockdevArgs(d: QemuDisk): string[] {
+  const file = {
+    driver: 'file',
+    filename: d.file,
+    'node-name': `${d.id}-file`,
+    'read-only': d.readOnly ?? false,
+    discard: 'unmap',
+  };
+  const fmt = {
+    driver: d.format,
+    file: `${d.id}-file`,
+    'node-name': d.id,
+    'read-only': d.readOnly ?? false,
+    discard: 'unmap',
+  };
+  return ['-blockdev', JSON.stringify(file), '-blockdev', JSON.stringify(fmt)];
+}
+
+export function buildQemuArgv(spec: QemuLaunchSpec): string[] {
+  const run = (f: keyof typeof RUN_FILES) => `${spec.runDir}/${RUN_FILES[f]}`;
+  const argv: string[] = [
+    spec.qemuBinary,
+    '-name', `guest=${spec.name},debug-threads=on`,
+    '-nodefaults',
+    '-no-user-config',
+    '-machine', `pc,accel=${spec.accel},usb=off,dump-guest-core=off`,
+    '-cpu', spec.accel === 'kvm' ? 'host' : 'max',
+    '-smp', String(spec.cpus),
+    '-m', `${spec.memoryMiB}M`,
+    '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
+    '-display', 'none',
+    '-vga', 'none',
+    '-vnc', `unix:${run('vnc')}`,
+    '-chardev', `socket,id=qmp,path=${run('qmp')},server=on,wait=off`,
+    '-mon', 'chardev=qmp,mode=control',
+    '-chardev', `socket,id=serial0,path=${run('serial')},server=on,wait=off,logfile=${spec.consoleLog},logappend=on`,
+    '-serial', 'chardev:serial0',
+    '-pidfile', run('pid'),
+    '-msg', 'timestamp=on',
+    // The instance id on the command line lets recovery tell our QEMU from a reused pid.
+    '-uuid', instanceUuid(spec.instanceId),
+  ];
+  if (spec.kernel) argv.push('-kernel', spec.kernel);
+  if (spec.initrd) argv.push('-initrd', spec.initrd);
+  if (spec.kernel && spec.cmdline) argv.push('-append', spec.cmdline);
+  spec.disks.forEach((d, i) => {
+    argv.push(...blockdevArgs(d));
+    argv.push('-device', `virtio-blk-pci,drive=${d.id},id=${d.id}-dev${i === 0 ? ',bootindex=1' : ''}`);
+  });
+  for (const nic of spec.nics) {
+    if (nic.network !== 'user') continue;
+    const fwds = spec.forwards.filter((f) => f.nic === nic.id).map((f) => `,hostfwd=${hostfwdRule(f)}`);
+    argv.push('-netdev', `user,id=${nic.id}${fwds.join('')}`);
+    argv.push('-device', `${nicDevice(nic.model)},netdev=${nic.id},mac=${nic.mac},id=${nic.id}-dev`);
+  }
+  // No -daemonize: the seccomp sandbox (spawn=deny) forbids its fork. The daemon starts
+  // QEMU in its own session instead, so it outlives the daemon all the same.
+  if (spec.startPaused) argv.push('-S');
+  return argv;
+}
+
+/** A deterministic RFC 4122-shaped UUID derived from the instance id (hex). */
+export function instanceUuid(id: string): string {
+  const hex = (id + '0'.repeat(32)).slice(0, 32);
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-8${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
+}
