@@ -103,12 +103,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     doctor: () => runDoctor(paths.root),
   };
   const servers: FastifyInstance[] = [];
-  const local = await buildApi(context);
-  await rm(paths.socket, { force: true });
-  await local.listen({ path: paths.socket });
-  await chmod(paths.socket, 0o660);
-  servers.push(local);
-  log(`vmkit ${VERSION} listening on ${paths.socket}`);
+  // TCP first: once the unix socket exists, clients may assume every listener is up.
   if (options.listen) {
     const { host, port } = parseListen(options.listen);
     const remote = await buildApi(context, { token: options.token });
@@ -116,6 +111,12 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     servers.push(remote);
     log(`vmkit listening on http://${options.listen} (token required)`);
   }
+  const local = await buildApi(context);
+  await rm(paths.socket, { force: true });
+  await local.listen({ path: paths.socket });
+  await chmod(paths.socket, 0o660);
+  servers.push(local);
+  log(`vmkit ${VERSION} listening on ${paths.socket}`);
   void accel().then((a) => log(`accelerator: ${a}`));
 
   let closed = false;

@@ -57,7 +57,13 @@ function tokenMatches(header: string | undefined, token: string): boolean {
 const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse };
 
 export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promise<FastifyInstance> {
-  const app = Fastify({ logger: options.logger ?? false, bodyLimit: 1024 * 1024, forceCloseConnections: true });
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit: 1024 * 1024,
+    forceCloseConnections: true,
+    // Unknown fields are an error, not silently dropped.
+    ajv: { customOptions: { removeAdditional: false } },
+  });
   // Response schemas document the API; answers are serialized as they are.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
   app.addSchema(operationSchema);
@@ -316,7 +322,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
         if (!filter || e.type === filter) res.write(`data: ${JSON.stringify(e)}\n\n`);
       });
       const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
-      req.raw.on('close', () => {
+      res.on('close', () => {
         clearInterval(ping);
         unsubscribe();
       });

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Sets up everything vmkit needs on a Debian 12 host, idempotently: system packages (apt),
+# npm dependencies, the TypeScript build and the built-in appliance. Run as root.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# qemu-system-x86/qemu-utils: the hypervisor and volumes; busybox-static, e2fsprogs, cpio:
+# the appliance build; dosfstools/mtools: config drives; iproute2, nftables, dnsmasq-base:
+# networks; curl, socat: the demo and tests.
+PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip dosfstools mtools iproute2 nftables dnsmasq-base curl socat ca-certificates)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "These packages are missing: ${missing[*]} — run this as root (or install them with apt-get)." >&2
+    exit 1
+  fi
+  log "Installing system packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  log "Installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+log "Building vmkit"
+npx tsc -p tsconfig.json
+npx tsc -p tsconfig.test.json
+
+log "Building the built-in appliance"
+bash guest/build.sh .cache/appliance

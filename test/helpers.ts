@@ -1,0 +1,225 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import { join, resolve } from 'node:path';
+
+/** Shared pieces of the integration tests: a real daemon in its own data folder, the real CLI. */
+export const ROOT = resolve(import.meta.dirname, '..');
+export const VMKIT_BIN = join(ROOT, 'bin', 'vmkit.js');
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface TestDaemon {
+  dir: string;
+  proc: ChildProcess;
+  env: NodeJS.ProcessEnv;
+  cli(args: string[], options?: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): CliResult;
+  cliJson<T = unknown>(args: string[]): T;
+  api<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
+  kill9(): Promise<void>;
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function testEnv(dir: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return { ...process.env, VMKIT_DIR: dir, VMKIT_ACCEL: process.env.VMKIT_TEST_ACCEL ?? 'tcg', VMKIT_REMOTE: '', VMKIT_TOKEN: '', ...extra };
+}
+
+async function waitForSocket(path: string, proc: ChildProcess, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (proc.exitCode !== null) throw new Error(`daemon exited with ${proc.exitCode}`);
+    const ok = await new Promise<boolean>((res) => {
+      const s = net.connect(path, () => {
+        s.destroy();
+        res(true);
+      });
+      s.on('error', () => res(false));
+    });
+    if (ok) return;
+    await sleep(50);
+  }
+  throw new Error(`daemon socket ${path} did not appear`);
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export async function startTestDaemon(options: { extraArgs?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<TestDaemon> {
+  // Short paths: QEMU's unix sockets live below the data folder (107-byte limit).
+  const dir = mkdtempSync('/tmp/vmkt-');
+  const env = testEnv(dir, options.env);
+  let log = '';
+  const spawnDaemon = () => {
+    const proc = spawn(process.execPath, [VMKIT_BIN, 'daemon', '--dir', dir, ...(options.extraArgs ?? [])], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    proc.stdout?.on('data', (d: Buffer) => (log += d.toString()));
+    proc.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+    return proc;
+  };
+  const d: TestDaemon = {
+    dir,
+    env,
+    proc: spawnDaemon(),
+    cli(args, o = {}) {
+      const r = spawnSync(process.execPath, [VMKIT_BIN, ...args], {
+        env: { ...env, ...o.env },
+        input: o.input,
+        encoding: 'utf8',
+        timeout: o.timeoutMs ?? 120_000,
+      });
+      return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+    },
+    cliJson<T>(args: string[]): T {
+      const r = d.cli([...args, '--format', 'json']);
+      if (r.code !== 0) throw new Error(`vmkit ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
+      return JSON.parse(r.stdout) as T;
+    },
+    api(method, path, body) {
+      return unixRequest(join(dir, 'vmkit.sock'), method, path, body);
+    },
+    async kill9() {
+      d.proc.kill('SIGKILL');
+      await new Promise((r) => (d.proc.exitCode !== null || d.proc.signalCode ? r(null) : d.proc.once('exit', r)));
+    },
+    async restart() {
+      d.proc = spawnDaemon();
+      await waitForSocket(join(dir, 'vmkit.sock'), d.proc);
+    },
+    async stop() {
+      // Delete every instance the test left (this kills their QEMU), then the daemon.
+      const qemus = qemuPidsUnder(dir);
+      if (d.proc.exitCode === null && !d.proc.signalCode) {
+        d.proc.kill('SIGTERM');
+        await new Promise((r) => d.proc.once('exit', r));
+      }
+      for (const pid of qemus.concat(qemuPidsUnder(dir))) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+  try {
+    await waitForSocket(join(dir, 'vmkit.sock'), d.proc);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\n${log}`);
+  }
+  return d;
+}
+
+/** QEMU processes whose command line mentions a folder (the test's data folder). */
+export function qemuPidsUnder(dir: string): number[] {
+  const pids: number[] = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${e}/cmdline`, 'utf8');
+      if (cmd.startsWith('qemu-system') || cmd.includes('/qemu-system')) {
+        if (cmd.includes(dir)) pids.push(Number(e));
+      }
+    } catch {
+      /* raced */
+    }
+  }
+  return pids;
+}
+
+export function processAlive(pid: number): boolean {
+  if (!existsSync(`/proc/${pid}`)) return false;
+  try {
+    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+export function unixRequest<T>(socketPath: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T }> {
+  return new Promise((resolvePromise, reject) => {
+    const data = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+    const req = http.request(
+      { socketPath, method, path, headers: { ...(data ? { 'content-type': 'application/json' } : {}), ...headers } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => {
+          let parsed: unknown = text;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            /* text answer */
+          }
+          resolvePromise({ status: res.statusCode ?? 0, body: parsed as T });
+        });
+      },
+    );
+    req.on('error', reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
+export async function httpGet(url: string, timeoutMs = 2000): Promise<{ status: number; body: string }> {
+  const ctrl = new AbortController();
+  const t = setTimeout(() => ctrl.abort(), timeoutMs);
+  try {
+    const res = await fetch(url, { signal: ctrl.signal });
+    return { status: res.status, body: await res.text() };
+  } finally {
+    clearTimeout(t);
+  }
+}
+
+/** Polls until the guest answers HTTP through a forward. */
+export async function waitForHttp(url: string, timeoutMs = 60_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const r = await httpGet(url, 1500);
+      if (r.status === 200) return r.body;
+    } catch (err) {
+      last = err;
+    }
+    await sleep(200);
+  }
+  throw new Error(`${url} did not answer within ${timeoutMs} ms: ${String(last)}`);
+}
+
+/** A TCP port nobody listens on right now (the kernel picks it). */
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => res(port));
+    });
+    s.on('error', rej);
+  });
+}
+
+export interface GuestStatus {
+  hostname: string;
+  uptime: number;
+  bootCount: number;
+  ipv4: string[];
+  nics: Array<{ name: string; mac: string; driver: string; ipv4: string[] }>;
+  counter: number;
+}
+
+export async function guestStatus(port: number): Promise<GuestStatus> {
+  return JSON.parse(await waitForHttp(`http://127.0.0.1:${port}/status`)) as GuestStatus;
+}
