@@ -1,0 +1,52 @@
+import { Command } from 'commander';
+import { VmkitError } from '../errors.js';
+import { DEFAULT_DIR } from './client.js';
+import { globals } from './common.js';
+
+/** What src/daemon.ts takes. */
+export interface DaemonOptions {
+  dir: string;
+  listen?: string;
+  token?: string;
+}
+
+type RunDaemon = (opts: DaemonOptions) => Promise<void>;
+
+// Loaded lazily (and by a non-literal specifier) so every other command starts fast
+// without pulling in fastify, sqlite and QEMU code.
+const DAEMON_MODULE = '../daemon.js';
+
+/** `vmkit daemon`: runs vmkitd in the foreground (what the systemd unit starts). */
+export function daemonCommand(): Command {
+  return new Command('daemon')
+    .description('Run the vmkit daemon in the foreground')
+    .option('--listen <addr:port>', 'also serve the API on TCP (needs --token or VMKIT_TOKEN)')
+    .action(async (opts: { listen?: string }, self: Command) => {
+      const g = globals(self);
+      if (opts.listen !== undefined && !/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(opts.listen)) {
+        throw new VmkitError('VMKIT_INVALID_ARGUMENT', `--listen ${JSON.stringify(opts.listen)} is not ADDRESS:PORT.`, {
+          hint: 'For example: --listen 127.0.0.1:8443 or --listen 0.0.0.0:8443',
+        });
+      }
+      const mod = (await import(DAEMON_MODULE)) as { runDaemon?: RunDaemon };
+      if (typeof mod.runDaemon !== 'function') {
+        throw new VmkitError('VMKIT_INTERNAL', 'This vmkit build has no daemon (dist/daemon.js lacks runDaemon).', {
+          hint: 'Rebuild vmkit with "npm run build".',
+        });
+      }
+      await mod.runDaemon({
+        dir: g.dir || process.env.VMKIT_DIR || DEFAULT_DIR,
+        listen: opts.listen,
+        token: g.token || process.env.VMKIT_TOKEN || undefined,
+      });
+    })
+    .addHelpText(
+      'after',
+      `
+Examples:
+  sudo vmkit daemon
+  vmkit daemon --dir ~/.local/share/vmkit
+  VMKIT_TOKEN=s3cret vmkit daemon --listen 0.0.0.0:8443
+  vmkit --remote http://host:8443 --token s3cret list`,
+    );
+}

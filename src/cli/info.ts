@@ -1,0 +1,47 @@
+import { Command } from 'commander';
+import type { InstanceView } from '../domain/types.js';
+import { clientFor, globals, instancePath, print } from './common.js';
+import { formatDuration, formatForward, formatMiB, renderInfo, type Field } from './output.js';
+
+/** The readable view of one instance, runtime included. */
+export function instanceFields(i: InstanceView): Field[] {
+  const rt = i.runtime ?? {};
+  return [
+    ['Name', i.name],
+    ['ID', i.id],
+    ['State', i.stateReason ? `${i.state} (${i.stateReason})` : i.state],
+    ['Image', i.imageVersion ? `${i.image} (${i.imageVersion})` : i.image],
+    ['Type', i.type],
+    ['CPUs', i.cpus],
+    ['Memory', formatMiB(i.memoryMiB)],
+    ['Host', i.host],
+    ['Created', i.createdAt],
+    ['Last started', i.lastStartedAt],
+    ['PID', rt.pid],
+    ['Accelerator', rt.accel],
+    ['QEMU status', rt.qemuStatus],
+    ['Uptime', formatDuration(rt.uptimeSeconds)],
+    ['NICs', (i.nics ?? []).map((n) => [n.id, n.model, n.mac, n.network, n.ipv4 ?? ''].join('  ').trimEnd())],
+    ['Forwards', (i.forwards ?? []).map((f) => `${formatForward(f)}${f.nic ? `  (${f.nic})` : ''}`)],
+    ['Disks', (i.disks ?? []).map((d) => `${d.name}  ${d.file}  ${d.format}`)],
+  ];
+}
+
+/** `vmkit info NAME`: the full state of one instance. */
+export function infoCommand(): Command {
+  return new Command('info')
+    .alias('show')
+    .description('Show an instance in full, including its runtime (pid, accelerator, uptime)')
+    .argument('<name>', 'instance name')
+    .action(async (name: string, _opts: unknown, self: Command) => {
+      const instance = await clientFor(self).get<InstanceView>(instancePath(name));
+      print(renderInfo(instance, globals(self).format, () => instanceFields(instance)));
+    })
+    .addHelpText(
+      'after',
+      `
+Examples:
+  vmkit info web1
+  vmkit info web1 --format yaml`,
+    );
+}

@@ -1,0 +1,73 @@
+import { Command } from 'commander';
+import { mutate, positiveInt } from './common.js';
+import { parseForwardSpec, type ForwardSpec } from './forward.js';
+
+interface LaunchOptions {
+  type?: string;
+  cpus?: number;
+  memory?: number;
+  forward: ForwardSpec[];
+  allowPrivileged?: boolean;
+  wait: boolean;
+}
+
+/** The POST /1.0/instances body for launch/create; only flags the user gave are sent. */
+export function createBody(image: string, name: string, opts: LaunchOptions, start: boolean): Record<string, unknown> {
+  const body: Record<string, unknown> = { name, image, start };
+  if (opts.type) body.type = opts.type;
+  if (opts.cpus !== undefined) body.cpus = opts.cpus;
+  if (opts.memory !== undefined) body.memoryMiB = opts.memory;
+  if (opts.forward.length > 0) body.forwards = opts.forward;
+  if (opts.allowPrivileged) body.allowPrivileged = true;
+  return body;
+}
+
+function build(verb: 'launch' | 'create'): Command {
+  const start = verb === 'launch';
+  const cmd = new Command(verb)
+    .description(start ? 'Create an instance from an image and start it' : 'Create an instance from an image without starting it')
+    .argument('<image>', 'image name (see "vmkit image list")')
+    .argument('<name>', 'instance name: a-z, 0-9 and "-"')
+    .option('-t, --type <type>', 'instance type (see "vmkit types")')
+    .option('-c, --cpus <n>', 'virtual CPUs (overrides the type)', positiveInt('--cpus'))
+    .option('-m, --memory <MiB>', 'memory in MiB (overrides the type)', positiveInt('--memory'))
+    .option(
+      '-p, --forward <spec>',
+      'forward [ADDRESS:]HOSTPORT:GUESTPORT[/udp]; repeatable',
+      (value: string, prev: ForwardSpec[]) => [...prev, parseForwardSpec(value)],
+      [] as ForwardSpec[],
+    )
+    .option('--allow-privileged', 'allow forwarding host ports below 1024')
+    .option('--no-wait', 'return once the operation is accepted, print its id')
+    .action(async (image: string, name: string, opts: LaunchOptions, self: Command) => {
+      await mutate(self, 'POST', '/1.0/instances', createBody(image, name, opts, start), {
+        wait: opts.wait,
+        done: start ? `Instance ${name} created and started.` : `Instance ${name} created.`,
+      });
+    });
+  cmd.addHelpText(
+    'after',
+    start
+      ? `
+Examples:
+  vmkit launch appliance web1
+  vmkit launch appliance web1 --type small --forward 8080:80
+  vmkit launch appliance dns1 --cpus 2 --memory 512 --forward 0.0.0.0:5353:53/udp
+  vmkit launch appliance web2 --forward 80:80 --allow-privileged --no-wait`
+      : `
+Examples:
+  vmkit create appliance web1 --forward 8080:80
+  vmkit start web1`,
+  );
+  return cmd;
+}
+
+/** `vmkit launch IMAGE NAME`: create and start in one operation. */
+export function launchCommand(): Command {
+  return build('launch');
+}
+
+/** `vmkit create IMAGE NAME`: create only (same flags as launch). */
+export function createCommand(): Command {
+  return build('create');
+}

@@ -1,0 +1,58 @@
+import { Command } from 'commander';
+import { instancePath, mutate, positiveInt } from './common.js';
+
+type Action = 'start' | 'stop' | 'restart' | 'pause' | 'resume';
+
+const DONE: Record<Action, string> = {
+  start: 'started',
+  stop: 'stopped',
+  restart: 'restarted',
+  pause: 'paused',
+  resume: 'resumed',
+};
+
+const DESCRIPTION: Record<Action, string> = {
+  start: 'Start an instance',
+  stop: 'Stop an instance: ACPI power button, forced off after --timeout seconds',
+  restart: 'Restart an instance',
+  pause: 'Pause an instance (its vCPUs stop; memory is kept)',
+  resume: 'Resume a paused instance',
+};
+
+function stateCommand(action: Action): Command {
+  const cmd = new Command(action)
+    .description(DESCRIPTION[action])
+    .argument('<name>', 'instance name')
+    .option('--no-wait', 'return once the operation is accepted, print its id');
+  if (action === 'stop' || action === 'restart') {
+    cmd.option('-f, --force', 'stop at once, without asking the guest').option(
+      '--timeout <sec>',
+      'seconds to wait for the guest to power off before forcing (default 30)',
+      positiveInt('--timeout'),
+    );
+  }
+  cmd.action(async (name: string, opts: { force?: boolean; timeout?: number; wait: boolean }, self: Command) => {
+    const body: Record<string, unknown> = { action };
+    if (opts.force) body.force = true;
+    if (opts.timeout !== undefined) body.timeout = opts.timeout;
+    await mutate(self, 'PUT', instancePath(name, 'state'), body, { wait: opts.wait, done: `Instance ${name} ${DONE[action]}.` });
+  });
+  cmd.addHelpText(
+    'after',
+    action === 'stop'
+      ? `
+Examples:
+  vmkit stop web1
+  vmkit stop web1 --timeout 10
+  vmkit stop web1 --force`
+      : `
+Example:
+  vmkit ${action} web1`,
+  );
+  return cmd;
+}
+
+/** `vmkit start|stop|restart|pause|resume NAME`: PUT /1.0/instances/NAME/state. */
+export function stateCommands(): Command[] {
+  return (['start', 'stop', 'restart', 'pause', 'resume'] as const).map(stateCommand);
+}
