@@ -108,6 +108,6 @@ Try:
   ./bin/vmkit.js stop demo1 ; ./bin/vmkit.js start demo1
 
 To stop:
-  ./bin/vmkit.js delete demo1 demo2 --force     # or "stop" to keep them
+  ./bin/vmkit.js delete demo1 --force ; ./bin/vmkit.js delete demo2 --force
   kill $(cat ${join(dir, 'vmkitd.pid')})        # the daemon (VMs keep running without it)
 `);

@@ -62,6 +62,7 @@ interface Runtime {
 }
 
 const DEFAULT_STOP_TIMEOUT_S = 30;
+const USER_NET_GUEST_IP = '10.0.2.15';
 
 /**
  * Instance lifecycle: create from an image (linked clone), start/stop/pause/resume/restart,
@@ -104,6 +105,8 @@ export class InstanceManager {
     const rt = this.runtimes.get(inst.name);
     return {
       ...inst,
+      // QEMU's user-mode DHCP server always leases 10.0.2.15 to its (only) guest.
+      nics: inst.nics.map((n) => (rt && n.network === 'user' && !n.ipv4 ? { ...n, ipv4: USER_NET_GUEST_IP } : n)),
       runtime: rt
         ? {
             pid: rt.pid,
