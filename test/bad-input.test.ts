@@ -1,6 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import WebSocket from 'ws';
 import os from 'node:os';
 import { existsSync, mkdtempSync, readdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -132,6 +133,16 @@ describe('the TCP API needs the token', () => {
     const cli = d.cli(['list', '--remote', `http://127.0.0.1:${port}`, '--token', 's3cret-token', '--format', 'json']);
     assert.equal(cli.code, 0, cli.stderr);
     assert.deepEqual(JSON.parse(cli.stdout), []);
+  });
+
+  it('refuses a console WebSocket without the token', async () => {
+    const status = await new Promise<number>((resolve) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/1.0/instances/any/console`);
+      ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      ws.on('open', () => resolve(101));
+      ws.on('error', () => undefined);
+    });
+    assert.equal(status, 401);
   });
 });
 

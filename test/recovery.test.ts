@@ -2,6 +2,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { join } from 'node:path';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import { freePort, guestStatus, httpGet, processAlive, sleep, startTestDaemon, waitForHttp, type TestDaemon } from './helpers.js';
 
 interface InstanceJson {
@@ -100,5 +102,23 @@ describe('the daemon can die at any moment', () => {
     assert.equal(info.state, 'stopped');
     assert.match(info.stateReason ?? '', /daemon was not running/);
     assert.equal(d.cli(['delete', 'vm1']).code, 0);
+  });
+
+  it('a restart removes what an interrupted create or delete left behind', async () => {
+    assert.equal(d.cli(['create', 'appliance', 'half']).code, 0);
+    const id = d.cliJson<{ id: string }>(['info', 'half']).id;
+    await d.kill9();
+    // As if the daemon died after cloning a disk but before writing its row …
+    mkdirSync(join(d.dir, 'instances', 'deadbeef0001'));
+    writeFileSync(join(d.dir, 'instances', 'deadbeef0001', 'root.qcow2'), 'partial');
+    // … and in the middle of deleting "half" (row marked, files partly gone).
+    const db = new Database(join(d.dir, 'vmkit.db'));
+    const row = db.prepare("SELECT value FROM objects WHERE kind = 'instances' AND key = 'half'").get() as { value: string };
+    db.prepare("UPDATE objects SET value = ? WHERE kind = 'instances' AND key = 'half'").run(JSON.stringify({ ...JSON.parse(row.value), state: 'deleting' }));
+    db.close();
+    await d.restart();
+    assert.equal(existsSync(join(d.dir, 'instances', 'deadbeef0001')), false, 'orphan folder removed');
+    assert.equal(existsSync(join(d.dir, 'instances', id)), false, 'interrupted delete finished');
+    assert.deepEqual(d.cliJson<unknown[]>(['list']), []);
   });
 });
