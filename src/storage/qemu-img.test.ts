@@ -1,0 +1,36 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { createLinkedClone, infoArgv, linkedCloneArgv, volumeInfo } from './qemu-img.js';
+
+describe('qemu-img', () => {
+  it('always names formats (golden argv)', () => {
+    assert.deepEqual(linkedCloneArgv('/img/root.qcow2', 'qcow2', '/i/root.qcow2'), [
+      'qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', '/img/root.qcow2', '/i/root.qcow2',
+    ]);
+    assert.deepEqual(infoArgv('/x.raw', 'raw'), ['qemu-img', 'info', '--output=json', '-f', 'raw', '/x.raw']);
+  });
+
+  it('makes a linked clone in O(1): a small overlay naming its backing file and format', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmkit-img-'));
+    try {
+      const base = join(dir, 'base.qcow2');
+      assert.equal(spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', base, '50G']).status, 0);
+      const t0 = Date.now();
+      await createLinkedClone(base, 'qcow2', join(dir, 'clone.qcow2'));
+      const elapsed = Date.now() - t0;
+      const info = await volumeInfo(join(dir, 'clone.qcow2'), 'qcow2');
+      assert.equal(info.format, 'qcow2');
+      assert.equal(info.virtualSize, 50 * 1024 ** 3);
+      assert.equal(info.backingFile, base);
+      assert.ok(statSync(join(dir, 'clone.qcow2')).size < 1024 * 1024, 'the overlay holds no data');
+      assert.ok(elapsed < 5000, `clone took ${elapsed} ms`);
+      await assert.rejects(volumeInfo(join(dir, 'missing.qcow2'), 'qcow2'), { code: 'VMKIT_STORAGE_FAILED' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
