@@ -51,6 +51,26 @@ test('a refused console upgrade reports the daemon error', async () => {
   }
 });
 
+test('an error frame + close 1008 after the upgrade is reported as the error', async () => {
+  const d = new FakeDaemon();
+  await d.listen();
+  d.onConsole = (ws) => {
+    ws.send(JSON.stringify({ type: 'error', status_code: 409, error: { code: 'VMKIT_INVALID_STATE', message: 'web1 is stopped', hint: 'vmkit start web1' } }));
+    ws.close(1008, 'VMKIT_INVALID_STATE');
+  };
+  try {
+    const output = new PassThrough();
+    const out = collect(output);
+    await assert.rejects(runConsole(new VmkitClient({ dir: d.dir }), 'web1', { input: new PassThrough(), output, status: new PassThrough() }), {
+      code: 'VMKIT_INVALID_STATE',
+      message: 'web1 is stopped',
+    });
+    assert.equal(out(), '');
+  } finally {
+    await d.close();
+  }
+});
+
 test('a missing daemon is reported as unreachable', async () => {
   await assert.rejects(
     runConsole(new VmkitClient({ dir: '/nonexistent/vmkit-test' }), 'web1', { input: new PassThrough(), output: new PassThrough(), status: new PassThrough() }),

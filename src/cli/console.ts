@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import WebSocket from 'ws';
 import { VmkitError } from '../errors.js';
-import { parseAnswer, type VmkitClient } from './client.js';
+import { parseAnswer, toVmkitError, type VmkitClient } from './client.js';
 import { clientFor, instancePath } from './common.js';
 
 /** Ctrl-] — the telnet/virsh detach key; never meaningful to a serial console. */
@@ -68,11 +68,31 @@ export function runConsole(client: VmkitClient, name: string, io: ConsoleIO): Pr
       input.on('end', onEnd);
       input.resume();
     });
-    ws.on('message', (data: WebSocket.RawData) => {
-      if (Array.isArray(data)) for (const b of data) output.write(b);
-      else output.write(Buffer.isBuffer(data) ? data : Buffer.from(data));
+    // Guest output comes in binary frames. A text frame holding an error envelope is how the
+    // daemon refuses after the upgrade (then closes with 1008 and the code as reason).
+    let refused: VmkitError | undefined;
+    ws.on('message', (data: WebSocket.RawData, isBinary: boolean) => {
+      const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+      if (!isBinary) {
+        try {
+          parseAnswer({ status: 200, contentType: 'application/json', body: buf });
+        } catch (err) {
+          if (err instanceof VmkitError) {
+            refused = err;
+            return;
+          }
+        }
+      }
+      output.write(buf);
     });
-    ws.on('close', () => finish());
+    ws.on('close', (code: number, reason: Buffer) => {
+      if (refused) return finish(refused);
+      if (code === 1008 || code === 1011) {
+        const why = reason.toString() || 'console unavailable';
+        return finish(toVmkitError(why.startsWith('VMKIT_') ? why : 'VMKIT_INTERNAL', `The console of ${name} closed: ${why}.`));
+      }
+      finish();
+    });
     ws.on('unexpected-response', (_req, res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));

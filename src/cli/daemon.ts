@@ -3,19 +3,6 @@ import { VmkitError } from '../errors.js';
 import { DEFAULT_DIR } from './client.js';
 import { globals } from './common.js';
 
-/** What src/daemon.ts takes. */
-export interface DaemonOptions {
-  dir: string;
-  listen?: string;
-  token?: string;
-}
-
-type RunDaemon = (opts: DaemonOptions) => Promise<void>;
-
-// Loaded lazily (and by a non-literal specifier) so every other command starts fast
-// without pulling in fastify, sqlite and QEMU code.
-const DAEMON_MODULE = '../daemon.js';
-
 /** `vmkit daemon`: runs vmkitd in the foreground (what the systemd unit starts). */
 export function daemonCommand(): Command {
   return new Command('daemon')
@@ -28,13 +15,9 @@ export function daemonCommand(): Command {
           hint: 'For example: --listen 127.0.0.1:8443 or --listen 0.0.0.0:8443',
         });
       }
-      const mod = (await import(DAEMON_MODULE)) as { runDaemon?: RunDaemon };
-      if (typeof mod.runDaemon !== 'function') {
-        throw new VmkitError('VMKIT_INTERNAL', 'This vmkit build has no daemon (dist/daemon.js lacks runDaemon).', {
-          hint: 'Rebuild vmkit with "npm run build".',
-        });
-      }
-      await mod.runDaemon({
+      // Loaded lazily so every other command starts fast without fastify, sqlite and QEMU code.
+      const { runDaemon } = await import('../daemon.js');
+      await runDaemon({
         dir: g.dir || process.env.VMKIT_DIR || DEFAULT_DIR,
         listen: opts.listen,
         token: g.token || process.env.VMKIT_TOKEN || undefined,

@@ -67,6 +67,10 @@ export function withProto(spec: ForwardSpec, proto: Protocol | undefined, text: 
   return { ...spec, proto };
 }
 
+function isForward(v: unknown): v is PortForward {
+  return typeof v === 'object' && v !== null && typeof (v as PortForward).hostPort === 'number' && typeof (v as PortForward).guestPort === 'number';
+}
+
 /** The columns of `vmkit forward list`. */
 const COLUMNS = [
   { header: 'PROTO', value: (f: PortForward) => f.proto },
@@ -101,7 +105,8 @@ Examples:
       const spec = withProto(parseForwardSpec(text), opts.proto, text);
       const body = { ...spec, ...(opts.allowPrivileged ? { allowPrivileged: true } : {}) };
       await mutate(self, 'POST', instancePath(name, 'forwards'), body, {
-        done: `Forward ${formatForward({ ...spec, hostAddress: spec.hostAddress ?? '' })} added to ${name}.`,
+        // The daemon answers with the forward as stored (address default filled in).
+        done: (added) => `Forward ${formatForward(isForward(added) ? added : { ...spec, hostAddress: spec.hostAddress ?? '' })} added to ${name}.`,
       });
     });
 

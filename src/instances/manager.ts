@@ -377,16 +377,18 @@ export class InstanceManager {
   }
 
   private async onQemuGone(name: string, rt: Runtime): Promise<void> {
-    if (this.runtimes.get(name) !== rt) return;
+    // A stop or kill the daemon asked for is settled by the code that asked.
+    if (rt.expectExit || this.runtimes.get(name) !== rt) return;
     await waitForExit(rt.pid, 5_000);
+    if (rt.expectExit || this.runtimes.get(name) !== rt) return;
     this.runtimes.delete(name);
     const found = await this.store.get<Instance>('instances', name);
     if (!found) return;
     const inst = found.value;
     await rm(this.paths.run(inst.id), { recursive: true, force: true }).catch(() => undefined);
     if (inst.state === 'deleting') return;
-    if (rt.expectExit || rt.guestShutdown) {
-      await this.setState(inst, 'stopped', rt.guestShutdown && !rt.expectExit ? 'the guest powered off' : undefined);
+    if (rt.guestShutdown) {
+      await this.setState(inst, 'stopped', 'the guest powered off');
       this.events.lifecycle('instance-stopped', name);
     } else {
       await this.setState(inst, 'error', 'the QEMU process ended unexpectedly (killed or crashed); its forwards were released');
