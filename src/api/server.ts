@@ -5,6 +5,7 @@ import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
 import { asVmkitError, vmkitError } from '../errors.js';
 import { INSTANCE_TYPES } from '../domain/instance-types.js';
+import { validateName } from '../domain/names.js';
 import type { InstanceManager, CreateInstanceRequest } from '../instances/manager.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { OperationManager } from '../operations/operations.js';
@@ -148,7 +149,6 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
     async (req, reply) => {
       const body = req.body;
       // Validate synchronously what can be, so bad input answers 4xx, not a failed operation.
-      const { validateName } = await import('../domain/names.js');
       validateName(body.name, 'instance name');
       await ctx.images.get(body.image);
       const op = ctx.operations.start({
