@@ -13,6 +13,7 @@ import { listCommand } from './list.js';
 import { logsCommand } from './logs.js';
 import { operationCommand } from './operation.js';
 import { FORMATS, type Format } from './output.js';
+import { snapshotCommand } from './snapshot.js';
 import { stateCommands } from './state.js';
 import { typesCommand } from './types.js';
 
@@ -41,6 +42,7 @@ export function buildProgram(): Command {
   program.addCommand(infoCommand());
   for (const c of stateCommands()) program.addCommand(c);
   program.addCommand(deleteCommand());
+  program.addCommand(snapshotCommand());
   program.addCommand(forwardCommand());
   program.addCommand(consoleCommand());
   program.addCommand(logsCommand());
