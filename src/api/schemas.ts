@@ -86,6 +86,7 @@ export const instanceSchema = {
     createdAt: { type: 'string' },
     updatedAt: { type: 'string' },
     lastStartedAt: { type: 'string' },
+    currentSnapshot: { type: 'string', description: 'the snapshot the instance descends from (parent of the next one)' },
     runtime: {
       type: 'object',
       properties: {
