@@ -51,6 +51,17 @@ export interface RestoreResult {
 
 const key = (instance: string, snap: string) => `${instance}/${snap}`;
 
+/** The name grammar, plus the reserved suspend tag. */
+export function validateSnapshotName(name: unknown): string {
+  const valid = validateName(name, 'snapshot name');
+  if (valid === SUSPEND_TAG) {
+    throw vmkitError('VMKIT_NAME_INVALID', `The snapshot name "${SUSPEND_TAG}" is reserved (it holds a suspended instance's state).`, {
+      hint: 'Choose another name.',
+    });
+  }
+  return valid;
+}
+
 export class SnapshotManager {
   constructor(
     private readonly store: Store,
@@ -106,7 +117,7 @@ export class SnapshotManager {
   /** Checks what can be checked before an operation is started (4xx instead of a failed operation). */
   async precheck(instance: string, snapshot?: string, exists?: boolean): Promise<void> {
     validateName(instance, 'instance name');
-    if (snapshot !== undefined) validateName(snapshot, 'snapshot name');
+    if (snapshot !== undefined) validateSnapshotName(snapshot);
     const inst = await this.access.load(instance);
     if (snapshot === undefined || exists === undefined) return;
     if (exists) await this.row(inst, snapshot);
@@ -125,7 +136,7 @@ export class SnapshotManager {
   // ---- create ---------------------------------------------------------------------------
 
   async create(instance: string, req: CreateSnapshotRequest, ctx?: OperationContext): Promise<SnapshotResult> {
-    const name = validateName(req.name, 'snapshot name');
+    const name = validateSnapshotName(req.name);
     return this.access.withLock(instance, async () => {
       const t0 = Date.now();
       const inst = await this.access.load(instance);
@@ -192,7 +203,7 @@ export class SnapshotManager {
   // ---- restore --------------------------------------------------------------------------
 
   async restore(instance: string, name: string, ctx?: OperationContext): Promise<RestoreResult> {
-    validateName(name, 'snapshot name');
+    validateSnapshotName(name);
     return this.access.withLock(instance, async () => {
       const t0 = Date.now();
       let inst = await this.access.load(instance);
@@ -253,7 +264,7 @@ export class SnapshotManager {
   // ---- delete ---------------------------------------------------------------------------
 
   async delete(instance: string, name: string, ctx?: OperationContext): Promise<{ deleted: string }> {
-    validateName(name, 'snapshot name');
+    validateSnapshotName(name);
     return this.access.withLock(instance, async () => {
       const inst = await this.access.load(instance);
       const snap = await this.row(inst, name);
