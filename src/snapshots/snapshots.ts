@@ -217,7 +217,14 @@ export class SnapshotManager {
           await this.access.owningRunState(inst.name, async () => {
             // snapshot-load stops the vCPUs itself; they stay stopped until we say so.
             if (inst.state === 'running') await qmp.stop();
-            await load(qmp);
+            try {
+              await load(qmp);
+            } catch (err) {
+              // QEMU checks the tag and its vmstate before it reverts anything, so the usual
+              // failures leave the guest as it was: let it go on.
+              if (inst.state === 'running') await qmp.cont().catch(() => undefined);
+              throw err;
+            }
             if (snap.vmState === 'running') await qmp.cont();
           });
           inst = await this.access.load(instance);
@@ -313,11 +320,17 @@ export class SnapshotManager {
       await this.access.owningRunState(inst.name, async () => {
         // Stopped first, so the guest does not run on between the save and the quit.
         await qmp.stop();
-        if ((await this.liveSnapshots(qmp)).some((s) => s.name === SUSPEND_TAG)) {
-          await runJob(qmp, 'snapshot-delete', { tag: SUSPEND_TAG, devices: [ROOT_NODE] });
+        try {
+          if ((await this.liveSnapshots(qmp)).some((s) => s.name === SUSPEND_TAG)) {
+            await runJob(qmp, 'snapshot-delete', { tag: SUSPEND_TAG, devices: [ROOT_NODE] });
+          }
+          ctx?.progress({ phase: 'saving memory and disk', percent: 30 });
+          await saveVm(qmp, SUSPEND_TAG, true);
+        } catch (err) {
+          // Nothing was suspended: the guest goes on as it was.
+          if (inst.state === 'running') await qmp.cont().catch(() => undefined);
+          throw err;
         }
-        ctx?.progress({ phase: 'saving memory and disk', percent: 30 });
-        await saveVm(qmp, SUSPEND_TAG, true);
       });
       ctx?.progress({ phase: 'ending QEMU', percent: 80 });
       await this.access.quit(inst.name, 'suspended');
