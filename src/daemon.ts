@@ -91,7 +91,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   const appliance = await images.ensureAppliance(options.applianceDir ?? process.env.VMKIT_APPLIANCE_DIR ?? DEFAULT_APPLIANCE_DIR, (n) => instances.usesImage(n));
   if (!appliance) log('warning: the built-in appliance is not built (run "npm run setup"); "appliance" is not available');
   const snapshots = new SnapshotManager(store, instances.access(), events);
-  snapshots.installResumeHooks((h) => instances.setResumeHooks(h));
+  snapshots.installSuspendHandler((h) => instances.setSuspendHandler(h));
   await instances.recover();
   await snapshots.recover();
 

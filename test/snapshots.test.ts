@@ -96,6 +96,10 @@ describe('snapshots and suspend', () => {
 
   it('restores disk and memory from the same instant', async () => {
     writeGuestFile('web1', '/data/mark', 'A');
+    // A process that runs at snapshot time, killed afterwards: the revert brings it back.
+    const started = sh('web1', 'sleep 7777 & echo "<<bg=$!>>"');
+    const bgPid = /<<bg=(\d+)>>/.exec(started)?.[1];
+    assert.ok(bgPid, started);
     const atSnapshot = (await guestStatus(port)).counter;
     const snap = createSnapshot(['web1', 'before', '--description', 'file says A']);
     assert.equal(snap.withMemory, true);
@@ -106,6 +110,8 @@ describe('snapshots and suspend', () => {
 
     writeGuestFile('web1', '/data/mark', 'B');
     assert.equal(readGuestFile('web1', '/data/mark'), 'B');
+    sh('web1', `kill ${bgPid}`);
+    assert.equal(readGuestFile('web1', `/proc/${bgPid}/cmdline`), 'MISSING', 'the process is gone before the revert');
     await counterAbove(atSnapshot + 4);
 
     restore('before');
@@ -113,6 +119,7 @@ describe('snapshots and suspend', () => {
     const back = (await guestStatus(port)).counter;
     assert.ok(back <= atSnapshot + 2, `counter back near the snapshot (${atSnapshot} -> ${back})`);
     assert.equal(readGuestFile('web1', '/data/mark'), 'A');
+    assert.match(readGuestFile('web1', `/proc/${bgPid}/cmdline`), /sleep/, 'the process killed after the snapshot runs again');
     await counterAbove(back);
 
     const list = d.cliJson<SnapshotJson[]>(['snapshot', 'list', 'web1']);
@@ -191,10 +198,23 @@ describe('snapshots and suspend', () => {
     // The suspend tag is gone once resumed.
     const disk = join(d.dir, 'instances', d.cliJson<InstanceJson>(['info', 'web1']).id, 'root.qcow2');
     assert.ok(!diskTags(disk).includes('vmkit-suspend'));
+
+    // A suspended instance is not stopped by accident: only --force drops its saved state.
+    cli(['suspend', 'web1']);
+    assert.ok(diskTags(disk).includes('vmkit-suspend'));
+    const refused = d.cli(['stop', 'web1']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /VMKIT_INVALID_STATE/);
+    assert.match(refused.stderr, /Hint: .*vmkit start web1.*--force/);
+    cli(['stop', 'web1', '--force']);
+    const stopped = d.cliJson<InstanceJson>(['info', 'web1']);
+    assert.equal(stopped.state, 'stopped');
+    assert.match(stopped.stateReason ?? '', /discarded/);
+    assert.ok(!diskTags(disk).includes('vmkit-suspend'), 'the saved state is gone');
   });
 
   it('a disk-only snapshot of a stopped VM brings back its disk', async () => {
-    cli(['stop', 'web1']);
+    if (d.cliJson<InstanceJson>(['info', 'web1']).state !== 'stopped') cli(['stop', 'web1']);
     const snap = createSnapshot(['web1', 'stopped-disk']);
     assert.equal(snap.withMemory, false);
     cli(['start', 'web1']);

@@ -76,6 +76,14 @@ export interface StartHooks {
   afterStart?: (qmp: QmpClient, inst: Instance) => Promise<void>;
 }
 
+/** What the snapshot module provides for suspended instances. */
+export interface SuspendHandler {
+  /** Start steps that resume a suspended instance from its saved state. */
+  resumeHooks(inst: Instance): StartHooks;
+  /** Drops the saved state of a suspended instance (stop --force). */
+  discard(inst: Instance): Promise<void>;
+}
+
 /**
  * The small, explicit surface the snapshot module (src/snapshots/) uses: the per-instance
  * lock, the instance row, the QMP connection of a running QEMU, and the start/stop steps.
@@ -155,10 +163,10 @@ export class InstanceManager {
     };
   }
 
-  /** Hooks used when a `suspended` instance is started (set by the snapshot module). */
-  private resumeHooks?: (inst: Instance) => StartHooks;
-  setResumeHooks(hooks: (inst: Instance) => StartHooks): void {
-    this.resumeHooks = hooks;
+  /** How a `suspended` instance is resumed or its saved state dropped (set by the snapshot module). */
+  private suspendHandler?: SuspendHandler;
+  setSuspendHandler(handler: SuspendHandler): void {
+    this.suspendHandler = handler;
   }
 
   async list(): Promise<InstanceView[]> {
@@ -337,7 +345,7 @@ export class InstanceManager {
 
   private async startLocked(name: string, ctx?: OperationContext, hooks?: StartHooks): Promise<InstanceView> {
     const inst = await this.load(name);
-    if (!hooks && inst.state === 'suspended' && this.resumeHooks) hooks = this.resumeHooks(inst);
+    if (!hooks && inst.state === 'suspended' && this.suspendHandler) hooks = this.suspendHandler.resumeHooks(inst);
     if (inst.state === 'running' || inst.state === 'paused') {
       throw vmkitError('VMKIT_INSTANCE_RUNNING', `Instance "${name}" is already ${inst.state}.`, {
         hint: inst.state === 'paused' ? `Resume it with "vmkit resume ${name}".` : `Use "vmkit restart ${name}" to restart it.`,
@@ -506,6 +514,18 @@ export class InstanceManager {
 
   private async stopLocked(name: string, opts: StopOptions, ctx?: OperationContext): Promise<InstanceView> {
     const inst = await this.load(name);
+    if (inst.state === 'suspended' && this.suspendHandler) {
+      if (!opts.force) {
+        throw vmkitError('VMKIT_INVALID_STATE', `Instance "${name}" is suspended: no QEMU runs, its state is saved on its disk.`, {
+          hint: `Resume it with "vmkit start ${name}", or discard the saved state with "vmkit stop ${name} --force".`,
+          details: { state: inst.state },
+        });
+      }
+      await this.suspendHandler.discard(inst);
+      await this.setState(inst, 'stopped', 'its suspended state was discarded (stop --force)');
+      this.events.lifecycle('instance-stopped', name, { forced: true });
+      return this.view(inst);
+    }
     if (!isActive(inst.state)) {
       throw vmkitError('VMKIT_INVALID_STATE', `Instance "${name}" is not running (it is ${inst.state}).`, {
         hint: `Start it with "vmkit start ${name}".`,

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { vmkitError } from '../errors.js';
 import { validateName } from '../domain/names.js';
 import type { Instance, InstanceView, Snapshot } from '../domain/types.js';
-import type { InstanceAccess, StartHooks } from '../instances/manager.js';
+import type { InstanceAccess, SuspendHandler } from '../instances/manager.js';
 import type { EventBus } from '../operations/events.js';
 import type { OperationContext } from '../operations/operations.js';
 import type { QmpClient, QmpEvent } from '../qemu/qmp.js';
@@ -69,16 +69,22 @@ export class SnapshotManager {
     private readonly events: EventBus,
   ) {}
 
-  /** Makes `start` of a suspended instance resume from its saved state. */
-  installResumeHooks(set: (hooks: (inst: Instance) => StartHooks) => void): void {
-    set(() => ({
-      beforeCont: async (qmp) => {
-        await runJob(qmp, 'snapshot-load', { tag: SUSPEND_TAG, vmstate: ROOT_NODE, devices: [ROOT_NODE] });
+  /** Makes `start` of a suspended instance resume from its saved state, `stop --force` drop it. */
+  installSuspendHandler(set: (handler: SuspendHandler) => void): void {
+    set({
+      resumeHooks: () => ({
+        beforeCont: async (qmp) => {
+          await runJob(qmp, 'snapshot-load', { tag: SUSPEND_TAG, vmstate: ROOT_NODE, devices: [ROOT_NODE] });
+        },
+        afterStart: async (qmp) => {
+          await runJob(qmp, 'snapshot-delete', { tag: SUSPEND_TAG, devices: [ROOT_NODE] });
+        },
+      }),
+      discard: async (inst) => {
+        const file = this.access.rootDisk(inst);
+        if ((await listDiskSnapshots(file)).some((s) => s.name === SUSPEND_TAG)) await diskSnapshot('delete', file, SUSPEND_TAG);
       },
-      afterStart: async (qmp) => {
-        await runJob(qmp, 'snapshot-delete', { tag: SUSPEND_TAG, devices: [ROOT_NODE] });
-      },
-    }));
+    });
     // Rows die with their instance.
     this.events.subscribe((e) => {
       if (e.type === 'lifecycle' && e.action === 'instance-deleted' && e.target) void this.dropRows(e.target).catch(() => undefined);
