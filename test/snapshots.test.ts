@@ -75,6 +75,7 @@ describe('snapshots and suspend', () => {
     const op = d.cliJson<OperationJson<{ snapshot: SnapshotJson; durationMs: number }>>(['snapshot', 'create', ...args]);
     timings[`create ${args[1]}`] = Date.now() - t0;
     assert.equal(op.status, 'success');
+    timings[`paused for ${args[1]}`] = op.result.snapshot.pausedMs;
     return op.result.snapshot;
   }
 
@@ -106,7 +107,6 @@ describe('snapshots and suspend', () => {
     assert.equal(snap.vmState, 'running');
     assert.ok(snap.pausedMs > 0 && snap.pausedMs < 10_000, `paused ${snap.pausedMs} ms`);
     assert.ok((snap.size ?? 0) > 0, 'the vmstate has a size');
-    timings['paused for snapshot'] = snap.pausedMs;
 
     writeGuestFile('web1', '/data/mark', 'B');
     assert.equal(readGuestFile('web1', '/data/mark'), 'B');
@@ -291,6 +291,25 @@ describe('snapshots and suspend', () => {
       assert.ok(rows.every((r) => r === 'before' || r === 'stopped-disk' || /^crash\d$/.test(r)), rows.join(','));
       // Either outcome is fine: the snapshot exists whole (listed, tagged) or not at all.
       console.log(`kill after ${delayMs} ms: ${name} ${rows.includes(name) ? 'kept' : 'absent'}`);
+      await guestStatus(port);
+    }
+    // Suspend interrupted: the instance ends suspended (saved state kept) or running/paused
+    // (saved state dropped), and either way it can be brought back.
+    for (const delayMs of [0, 250]) {
+      const res = await d.api<{ type: string }>('PUT', '/1.0/instances/web1/state', { action: 'suspend' });
+      assert.equal(res.status, 202);
+      await sleep(delayMs);
+      await d.kill9();
+      await sleep(300);
+      await d.restart();
+      const info = d.cliJson<InstanceJson>(['info', 'web1']);
+      const tags = diskTags(disk);
+      console.log(`suspend killed after ${delayMs} ms: ${info.state}`);
+      assert.ok(['running', 'paused', 'suspended'].includes(info.state), info.state);
+      assert.equal(tags.includes('vmkit-suspend'), info.state === 'suspended', `suspend tag iff suspended (${tags.join(',')})`);
+      if (info.state === 'paused') cli(['resume', 'web1']);
+      if (info.state === 'suspended') cli(['start', 'web1']);
+      assert.equal(d.cliJson<InstanceJson>(['info', 'web1']).state, 'running');
       await guestStatus(port);
     }
     // And snapshots work after it all.

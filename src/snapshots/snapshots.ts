@@ -338,6 +338,10 @@ export class SnapshotManager {
           throw err;
         }
       });
+      // The row says `suspended` before QEMU is asked to quit: a daemon that dies now finds
+      // either the paused QEMU (re-attached as paused, the tag dropped) or no QEMU and the
+      // saved state (still suspended) — never a lost suspend.
+      await this.access.setState(await this.access.load(inst.name), 'suspended');
       ctx?.progress({ phase: 'ending QEMU', percent: 80 });
       await this.access.quit(inst.name, 'suspended');
       const fresh = await this.access.load(instance);
