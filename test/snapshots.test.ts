@@ -211,6 +211,19 @@ describe('snapshots and suspend', () => {
     assert.equal(stopped.state, 'stopped');
     assert.match(stopped.stateReason ?? '', /discarded/);
     assert.ok(!diskTags(disk).includes('vmkit-suspend'), 'the saved state is gone');
+
+    // A saved state that cannot be loaded fails the start clearly and leaves a stopped instance.
+    cli(['start', 'web1']);
+    await waitForHttp(`http://127.0.0.1:${port}/status`);
+    cli(['suspend', 'web1']);
+    const rm = spawnSync('qemu-img', ['snapshot', '-d', 'vmkit-suspend', '--image-opts', `driver=qcow2,file.filename=${disk}`], { encoding: 'utf8' });
+    assert.equal(rm.status, 0, rm.stderr);
+    const failed = d.cli(['start', 'web1']);
+    assert.equal(failed.code, 3, failed.stderr);
+    assert.match(failed.stderr, /VMKIT_QMP_ERROR/);
+    const after2 = d.cliJson<InstanceJson>(['info', 'web1']);
+    assert.equal(after2.state, 'stopped');
+    assert.match(after2.stateReason ?? '', /last start failed/);
   });
 
   it('a disk-only snapshot of a stopped VM brings back its disk', async () => {

@@ -74,7 +74,14 @@ export class SnapshotManager {
     set({
       resumeHooks: () => ({
         beforeCont: async (qmp) => {
-          await runJob(qmp, 'snapshot-load', { tag: SUSPEND_TAG, vmstate: ROOT_NODE, devices: [ROOT_NODE] });
+          try {
+            await runJob(qmp, 'snapshot-load', { tag: SUSPEND_TAG, vmstate: ROOT_NODE, devices: [ROOT_NODE] });
+          } catch (err) {
+            // The start fails and leaves the instance stopped (next start: a cold boot), so the
+            // saved state can never be used again: do not let it hold disk space.
+            await runJob(qmp, 'snapshot-delete', { tag: SUSPEND_TAG, devices: [ROOT_NODE] }).catch(() => undefined);
+            throw err;
+          }
         },
         afterStart: async (qmp) => {
           await runJob(qmp, 'snapshot-delete', { tag: SUSPEND_TAG, devices: [ROOT_NODE] });
