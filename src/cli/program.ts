@@ -58,6 +58,8 @@ Examples:
   vmkit launch appliance web1 --forward 8080:80
   vmkit list
   vmkit console web1
+  vmkit snapshot create web1 before-upgrade && vmkit snapshot restore web1 before-upgrade
+  vmkit suspend web1 && vmkit start web1
   vmkit stop web1 && vmkit delete web1
   vmkit --remote https://host:8443 --token "$TOKEN" list --format json
 
