@@ -115,7 +115,8 @@ describe('snapshots and suspend', () => {
     writeGuestFile('web1', '/data/mark', 'B');
     assert.equal(readGuestFile('web1', '/data/mark'), 'B');
     sh('web1', `kill ${bgPid}`);
-    assert.equal(readGuestFile('web1', `/proc/${bgPid}/cmdline`), 'MISSING', 'the process is gone before the revert');
+    // Gone, or a zombie (empty cmdline) until the console shell reaps it.
+    assert.doesNotMatch(readGuestFile('web1', `/proc/${bgPid}/cmdline`), /sleep/, 'the process is gone before the revert');
     await counterAbove(atSnapshot + 4);
 
     restore('before');
