@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useRef, useState, type ReactNode } from 'react';
+import { useCallback, useEffect, useMemo, useRef, useState, type ReactNode } from 'react';
 import { api, setBearer, setUnauthorizedHandler } from './api.js';
 import { ErrorBox } from './components/ui.js';
 import { FeedbackContext, type Feedback } from './feedback.js';
@@ -58,12 +58,15 @@ export function App() {
     setToasts((t) => [...t.slice(-3), { id, error }]);
     setTimeout(() => setToasts((t) => t.filter((x) => x.id !== id)), 12_000);
   }, []);
-  const feedback: Feedback = {
-    error: showError,
-    watch: (op: Operation) => {
-      watched.current.add(op.id);
-    },
-  };
+  const feedback: Feedback = useMemo(
+    () => ({
+      error: showError,
+      watch: (op: Operation) => {
+        watched.current.add(op.id);
+      },
+    }),
+    [showError],
+  );
   // A watched operation that fails is said in words, wherever the user is by then.
   useEffect(() => {
     for (const id of watched.current) {

@@ -1,8 +1,9 @@
 import { useEffect, useState, type FormEvent } from 'react';
 import { api } from '../api.js';
-import { ErrorBox, Field } from '../components/ui.js';
+import { ErrorBox, Field, ProgressBar } from '../components/ui.js';
 import { useFeedback } from '../feedback.js';
 import { formatMemory } from '../lib/format.js';
+import type { Operation } from '../lib/types.js';
 import { cpusProblem, forwardProblems, memoryProblem, nameProblem, type ForwardDraft } from '../lib/validate.js';
 import { go, type ConsoleData } from '../store.js';
 
@@ -20,12 +21,13 @@ export function CreatePage({ data, initialImage }: { data: ConsoleData; initialI
   const [submitted, setSubmitted] = useState(false);
   const [serverError, setServerError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  const [pending, setPending] = useState<Operation | null>(null);
 
   useEffect(() => {
     if (!image && data.images.length) setImage(data.images[0]!.name);
   }, [data.images, image]);
 
-  const taken = name !== '' && data.instances[name] !== undefined;
+  const taken = name !== '' && data.instances[name] !== undefined && pending?.target !== name;
   const problems = {
     name: nameProblem(name) ?? (taken ? `"${name}" is already taken.` : null),
     image: image ? null : 'Choose an image.',
@@ -51,14 +53,27 @@ export function CreatePage({ data, initialImage }: { data: ConsoleData; initialI
         forwards: forwards.map((f) => ({ hostPort: Number(f.hostPort), guestPort: Number(f.guestPort), proto: f.proto })),
         start,
       });
-      fb.watch(op);
-      go('instances');
+      setPending(op);
     } catch (err) {
       setServerError(err);
-    } finally {
       setBusy(false);
     }
   };
+
+  // Stay on the form until the instance exists (then its list shows it come up live) or
+  // the operation fails before that (then the form says why and can be fixed).
+  useEffect(() => {
+    if (!pending) return;
+    const op = data.operations[pending.id] ?? pending;
+    if (op.status === 'failure' || op.status === 'cancelled') {
+      setServerError(op.error ?? { code: 'VMKIT_OPERATION_CANCELLED', message: 'The operation was cancelled.' });
+      setPending(null);
+      setBusy(false);
+    } else if (data.instances[pending.target ?? ''] || op.status === 'success') {
+      fb.watch(op);
+      go('instances');
+    }
+  }, [pending, data.operations, data.instances, fb]);
 
   const setFwd = (i: number, patch: Partial<ForwardDraft>) => setForwards((fs) => fs.map((f, j) => (j === i ? { ...f, ...patch } : f)));
   const chosenType = data.types.find((t) => t.name === type);
@@ -145,6 +160,7 @@ export function CreatePage({ data, initialImage }: { data: ConsoleData; initialI
         </label>
         {submitted && !valid && <p className="problem">Fix the fields marked above.</p>}
         <ErrorBox error={serverError} onClose={() => setServerError(null)} />
+        {pending && <ProgressBar status="running" percent={data.operations[pending.id]?.progress?.percent} />}
         <div className="form-actions">
           <button type="button" onClick={() => go('instances')}>
             Cancel
