@@ -173,7 +173,36 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     }
     assert.ok(answered, `no answer to hostname on the console:\n${rows.join('\n')}`);
     assert.ok(rows.some((r) => r.includes(`${VM}:/# `)), 'the appliance prompt is shown');
+    // Freeze the guest's power-button watcher: a graceful stop then waits (for the cancel test).
+    await page.keyboard.type('for p in /proc/[0-9]*; do grep -qs powerbtn $p/cmdline && kill -STOP ${p##*/}; done; echo frozen-$((6*7))');
+    await page.keyboard.press('Enter');
+    const until = Date.now() + 15_000;
+    while (!(await terminalRows(page)).some((r) => r.trim() === 'frozen-42') && Date.now() < until) await sleep(200);
+    assert.ok((await terminalRows(page)).some((r) => r.trim() === 'frozen-42'), 'the guest ran the second command');
     await shot(page, '05-serial-console');
+  });
+
+  it('shows a running operation with its progress bar and cancels it', async () => {
+    await page.click('[data-tab=overview]');
+    await page.click('.page-head [data-action=stop]');
+    await page.click('[data-nav=operations]');
+    const op = 'li.op[data-kind="instance.stop"]';
+    await page.waitForSelector(`${op} .op-running`);
+    await page.waitForSelector(`${op} [role=progressbar][aria-valuenow="20"]`);
+    assert.match((await page.textContent('[data-testid=active-ops]')) ?? '', /1/);
+    await shot(page, '06-operation-running');
+    // Cancelling a graceful stop ends the wait for the guest: the daemon forces it off now
+    // instead of after the 30 s timeout.
+    const t0 = Date.now();
+    await page.click(`${op} [data-action=cancel]`);
+    await page.waitForSelector(`${op}:not(.status-running)`, { timeout: 20_000 });
+    assert.ok(Date.now() - t0 < 15_000, 'the cancel cut the 30 s wait short');
+    await page.click('[data-nav=instances]');
+    await page.waitForSelector(`tr[data-instance=${VM}] [data-testid=state]:text-is("stopped")`);
+    // Start it again from the list.
+    await page.click(`tr[data-instance=${VM}] [data-action=start]`);
+    await page.waitForSelector(`tr[data-instance=${VM}] [data-testid=state]:text-is("running")`, { timeout: 120_000 });
+    await page.click(`tr[data-instance=${VM}] a.name`);
   });
 
   it('shows the graphical console over VNC', async () => {
@@ -181,7 +210,7 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     await page.waitForSelector('[data-testid=vnc-status]:text-is("connected")');
     await page.waitForSelector('[data-testid=vnc-screen] canvas');
     await sleep(1000);
-    await shot(page, '06-graphical-console');
+    await shot(page, '07-graphical-console');
   });
 
   it('adds a forward in the UI and reaches the guest through it', async () => {
@@ -193,27 +222,27 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     await page.waitForSelector(`tr[data-forward="${hostPort}"]`);
     const body = await waitForHttp(`http://127.0.0.1:${hostPort}/`, 60_000);
     assert.match(body, new RegExp(VM));
-    await shot(page, '07-forwards');
+    await shot(page, '08-forwards');
     await page.click('[data-tab=overview]');
     await page.waitForSelector('dl.facts');
     assert.match((await page.textContent('dl.facts')) ?? '', new RegExp(`127\\.0\\.0\\.1:${hostPort}→80/tcp`));
-    await shot(page, '08-overview');
+    await shot(page, '09-overview');
   });
 
   it('shows operations with progress, images, and fits a phone screen', async () => {
     await page.click('[data-nav=operations]');
     await page.waitForSelector('li.op[data-kind="instance.launch"] .op-success');
-    await shot(page, '09-operations');
+    await shot(page, '10-operations');
     await page.click('[data-nav=images]');
     await page.waitForSelector('tr[data-image=appliance]');
-    await shot(page, '10-images');
+    await shot(page, '11-images');
     const phone = await context.newPage();
     await phone.setViewportSize({ width: 390, height: 844 });
     await phone.goto(`${base}/ui/#/instances`);
     await phone.waitForSelector(`tr[data-instance=${VM}]`);
     const width = (await phone.evaluate('document.documentElement.scrollWidth')) as number;
     assert.ok(width <= 390, `no horizontal scrolling on a phone (page is ${width}px wide)`);
-    await phone.screenshot({ path: join(ARTIFACTS, '11-phone-instances.png') });
+    await phone.screenshot({ path: join(ARTIFACTS, '12-phone-instances.png') });
     await phone.close();
   });
 
@@ -221,7 +250,7 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     await page.click('[data-nav=instances]');
     await page.click(`tr[data-instance=${VM}] [data-action=delete]`);
     await page.waitForSelector('[role=dialog]');
-    await shot(page, '12-delete-confirm');
+    await shot(page, '13-delete-confirm');
     await page.click('[data-testid=confirm]');
     await page.waitForSelector(`tr[data-instance=${VM}]`, { state: 'detached', timeout: 60_000 });
     const deadline = Date.now() + 20_000;

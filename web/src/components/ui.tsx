@@ -28,7 +28,7 @@ export function ErrorBox({ error, onClose }: { error: unknown; onClose?: () => v
 }
 
 export function ProgressBar({ percent, status }: { percent?: number; status: string }) {
-  const p = Math.max(0, Math.min(100, percent ?? (status === 'success' ? 100 : 0)));
+  const p = status === 'success' || status === 'failure' ? 100 : Math.max(0, Math.min(100, percent ?? 0));
   const indeterminate = percent === undefined && (status === 'running' || status === 'pending');
   return (
     <div className={`progress ${indeterminate ? 'indeterminate' : ''} status-${status}`} role="progressbar" aria-valuenow={indeterminate ? undefined : p} aria-valuemin={0} aria-valuemax={100}>
