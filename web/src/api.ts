@@ -90,17 +90,37 @@ export function wsUrl(path: string): string {
   return `${protocol === 'https:' ? 'wss' : 'ws'}://${host}${path}`;
 }
 
-/** The event stream; `onOpen` runs on every (re)connect so the caller can catch up. */
+/**
+ * The event stream; `onOpen` runs on every (re)connect so the caller can catch up. The browser
+ * retries a dropped stream by itself, but gives up when the daemon answered with an error
+ * (401 after a daemon restart, 5xx): then a fresh stream is opened a few seconds later.
+ */
 export function subscribeEvents(handlers: { onEvent: (e: VmkitEvent) => void; onOpen: () => void; onDown: () => void }): () => void {
-  const es = new EventSource('/1.0/events', { withCredentials: true });
-  es.onopen = () => handlers.onOpen();
-  es.onmessage = (m) => {
-    try {
-      handlers.onEvent(JSON.parse(m.data as string) as VmkitEvent);
-    } catch {
-      /* a comment or a broken line */
-    }
+  let es: EventSource | null = null;
+  let retry: ReturnType<typeof setTimeout> | undefined;
+  let stopped = false;
+  const open = () => {
+    es = new EventSource('/1.0/events', { withCredentials: true });
+    es.onopen = () => handlers.onOpen();
+    es.onmessage = (m) => {
+      try {
+        handlers.onEvent(JSON.parse(m.data as string) as VmkitEvent);
+      } catch {
+        /* a comment or a broken line */
+      }
+    };
+    es.onerror = () => {
+      handlers.onDown();
+      if (es?.readyState === EventSource.CLOSED && !stopped) {
+        es.close();
+        retry = setTimeout(open, 3000);
+      }
+    };
   };
-  es.onerror = () => handlers.onDown();
-  return () => es.close();
+  open();
+  return () => {
+    stopped = true;
+    clearTimeout(retry);
+    es?.close();
+  };
 }

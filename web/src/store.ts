@@ -76,7 +76,11 @@ export function useConsoleData(enabled: boolean): ConsoleData {
         setLive(true);
         refreshAll();
       },
-      onDown: () => setLive(false),
+      onDown: () => {
+        setLive(false);
+        // Signed out (daemon restarted, session expired)? A 401 here shows the sign-in page.
+        api.session().catch(() => undefined);
+      },
     });
     // Uptime and other runtime figures change without events: a slow poll keeps them fresh.
     const poll = setInterval(refreshAll, 30_000);

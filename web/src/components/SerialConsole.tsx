@@ -2,7 +2,7 @@ import { useEffect, useRef, useState } from 'react';
 import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
 import '@xterm/xterm/css/xterm.css';
-import { wsUrl } from '../api.js';
+import { api, wsUrl } from '../api.js';
 
 type Status = 'connecting' | 'connected' | 'closed';
 
@@ -22,40 +22,59 @@ export function SerialConsole({ name, running }: { name: string; running: boolea
     fit.fit();
     setStatus('connecting');
     setReason('');
-    const ws = new WebSocket(wsUrl(`/1.0/instances/${encodeURIComponent(name)}/console`));
-    ws.binaryType = 'arraybuffer';
+    let ws: WebSocket | null = null;
+    let disposed = false;
     const enc = new TextEncoder();
-    ws.onopen = () => {
-      setStatus('connected');
-      term.focus();
-      // Wake the prompt up so the user sees where they are.
-      ws.send(enc.encode('\r'));
-    };
-    ws.onmessage = (m) => {
-      if (typeof m.data === 'string') {
-        try {
-          const e = JSON.parse(m.data) as { error?: { message?: string } };
-          setReason(e.error?.message ?? m.data);
-        } catch {
-          term.write(m.data);
+    const wire = (ws: WebSocket) => {
+      ws.binaryType = 'arraybuffer';
+      ws.onopen = () => {
+        setStatus('connected');
+        term.focus();
+        // Wake the prompt up so the user sees where they are.
+        ws.send(enc.encode('\r'));
+      };
+      ws.onmessage = (m) => {
+        if (typeof m.data === 'string') {
+          try {
+            const e = JSON.parse(m.data) as { error?: { message?: string } };
+            setReason(e.error?.message ?? m.data);
+          } catch {
+            term.write(m.data);
+          }
+          return;
         }
-        return;
-      }
-      term.write(new Uint8Array(m.data as ArrayBuffer));
+        term.write(new Uint8Array(m.data as ArrayBuffer));
+      };
+      ws.onclose = (e) => {
+        setStatus('closed');
+        setReason((r) => r || e.reason || (e.code === 1006 ? 'The connection was refused or lost.' : ''));
+      };
     };
-    ws.onclose = (e) => {
-      setStatus('closed');
-      setReason((r) => r || e.reason || (e.code === 1006 ? 'The connection was refused or lost.' : ''));
+    const connect = () => {
+      if (disposed) return;
+      ws = new WebSocket(wsUrl(`/1.0/instances/${encodeURIComponent(name)}/console`));
+      wire(ws);
     };
+    // What the guest printed before: the tail of its console log, then the live console.
+    api
+      .logs(name, 8192)
+      .then((text) => {
+        const nl = text.length >= 8192 ? text.indexOf('\n') : -1;
+        const tail = text.slice(nl + 1);
+        if (tail && !disposed) term.write(`\x1b[2m${tail.replace(/\r?\n/g, '\r\n')}\x1b[0m\r\n\x1b[2m--- live ---\x1b[0m\r\n`);
+      })
+      .catch(() => undefined)
+      .finally(connect);
     const sub = term.onData((d) => {
-      if (ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d));
+      if (ws?.readyState === WebSocket.OPEN) ws.send(enc.encode(d));
     });
     const onResize = () => fit.fit();
     window.addEventListener('resize', onResize);
     return () => {
       window.removeEventListener('resize', onResize);
+      disposed = true;
       sub.dispose();
-      ws.close();
+      ws?.close();
       term.dispose();
     };
   }, [name, running, attempt]);

@@ -1,8 +1,7 @@
-import { useEffect, useState, type FormEvent, type ReactNode } from 'react';
+import { lazy, Suspense, useEffect, useState, type FormEvent, type ReactNode } from 'react';
 import { api } from '../api.js';
 import { InstanceActions } from '../components/InstanceActions.js';
-import { SerialConsole } from '../components/SerialConsole.js';
-import { VncConsole } from '../components/VncConsole.js';
+
 import { ErrorBox, Field, StateBadge } from '../components/ui.js';
 import { useFeedback } from '../feedback.js';
 import { addresses, formatForward, formatMemory, formatUptime, timeAgo } from '../lib/format.js';
@@ -10,6 +9,11 @@ import type { Instance } from '../lib/types.js';
 import { addressProblem, portProblem } from '../lib/validate.js';
 import { OperationRow, isActive } from './Operations.js';
 import { go, type ConsoleData } from '../store.js';
+
+// xterm.js and noVNC load only when a console is opened: the list pages stay light on phones.
+const SerialConsole = lazy(() => import('../components/SerialConsole.js').then((m) => ({ default: m.SerialConsole })));
+const VncConsole = lazy(() => import('../components/VncConsole.js').then((m) => ({ default: m.VncConsole })));
+const loading = <p className="muted">Loading the console…</p>;
 
 const isUp = (i: Instance) => i.state === 'running' || i.state === 'paused';
 
@@ -20,8 +24,24 @@ const isUp = (i: Instance) => i.state === 'running' || i.state === 'paused';
 export const INSTANCE_TABS: Array<{ id: string; title: string; render: (inst: Instance, data: ConsoleData) => ReactNode }> = [
   { id: 'overview', title: 'Overview', render: (i, d) => <Overview inst={i} data={d} /> },
   { id: 'forwards', title: 'Forwards', render: (i) => <Forwards inst={i} /> },
-  { id: 'console', title: 'Serial console', render: (i) => <SerialConsole name={i.name} running={isUp(i)} /> },
-  { id: 'screen', title: 'Graphical console', render: (i) => <VncConsole name={i.name} running={isUp(i)} /> },
+  {
+    id: 'console',
+    title: 'Serial console',
+    render: (i) => (
+      <Suspense fallback={loading}>
+        <SerialConsole name={i.name} running={isUp(i)} />
+      </Suspense>
+    ),
+  },
+  {
+    id: 'screen',
+    title: 'Graphical console',
+    render: (i) => (
+      <Suspense fallback={loading}>
+        <VncConsole name={i.name} running={isUp(i)} />
+      </Suspense>
+    ),
+  },
   { id: 'log', title: 'Log', render: (i) => <Log inst={i} /> },
 ];
 
@@ -59,7 +79,21 @@ export function InstanceDetailPage({ data, name, tab }: { data: ConsoleData; nam
   );
 }
 
+/** Seconds since the instance object was read, so uptime counts on between reads. */
+function useSecondsSince(stamp: unknown): number {
+  const [t0, setT0] = useState(() => Date.now());
+  const [now, setNow] = useState(() => Date.now());
+  useEffect(() => setT0(Date.now()), [stamp]);
+  useEffect(() => {
+    const t = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(t);
+  }, []);
+  return Math.max(0, (now - t0) / 1000);
+}
+
 function Overview({ inst, data }: { inst: Instance; data: ConsoleData }) {
+  const since = useSecondsSince(inst);
+  const uptime = inst.runtime?.uptimeSeconds !== undefined && inst.state === 'running' ? inst.runtime.uptimeSeconds + since : inst.runtime?.uptimeSeconds;
   const ops = Object.values(data.operations)
     .filter((o) => o.target === inst.name)
     .sort((a, b) => b.createdAt.localeCompare(a.createdAt));
@@ -74,7 +108,7 @@ function Overview({ inst, data }: { inst: Instance; data: ConsoleData }) {
     ['Forwards', inst.forwards.map(formatForward).join(', ') || '—'],
     ['Host', inst.host ?? '—'],
     ['Process', inst.runtime?.pid ? `pid ${inst.runtime.pid}, ${inst.runtime.accel ?? ''}, QEMU ${inst.runtime.qemuStatus ?? '?'}` : '—'],
-    ['Uptime', formatUptime(inst.runtime?.uptimeSeconds)],
+    ['Uptime', formatUptime(uptime)],
     ['Created', timeAgo(inst.createdAt)],
   ];
   return (
