@@ -227,12 +227,23 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     await page.waitForSelector('dl.facts');
     assert.match((await page.textContent('dl.facts')) ?? '', new RegExp(`127\\.0\\.0\\.1:${hostPort}→80/tcp`));
     await shot(page, '09-overview');
+    // Pause and resume from the instance page; the badge follows the events.
+    await page.click('.page-head [data-action=pause]');
+    await page.waitForSelector('.page-head [data-testid=state]:text-is("paused")');
+    await page.click('.page-head [data-action=resume]');
+    await page.waitForSelector('.page-head [data-testid=state]:text-is("running")');
   });
 
   it('shows operations with progress, images, and fits a phone screen', async () => {
     await page.click('[data-nav=operations]');
     await page.waitForSelector('li.op[data-kind="instance.launch"] .op-success');
     await shot(page, '10-operations');
+    await page.click('[data-nav=instances]');
+    await page.fill('input[type=search]', 'no-such-thing');
+    await page.waitForSelector('text=Nothing matches the filter.');
+    await page.fill('input[type=search]', 'appliance');
+    await page.waitForSelector(`tr[data-instance=${VM}]`);
+    await page.fill('input[type=search]', '');
     await page.click('[data-nav=images]');
     await page.waitForSelector('tr[data-image=appliance]');
     await shot(page, '11-images');
