@@ -270,4 +270,22 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     const list = await d.api<{ metadata: unknown[] }>('GET', '/1.0/instances');
     assert.deepEqual(list.body.metadata, []);
   });
+
+  it('survives a daemon restart: renews its session, or asks to sign in again after a reload', async () => {
+    // The page still holds the token it signed in with: it trades it for a new cookie.
+    await d.kill9();
+    await d.restart();
+    await page.waitForSelector('[data-testid=live].off');
+    await page.waitForSelector('[data-testid=live].on', { timeout: 30_000 });
+    // A reloaded page has no token in memory; after another restart its cookie is unknown.
+    await page.reload();
+    await page.waitForSelector('[data-testid=live].on');
+    await d.kill9();
+    await d.restart();
+    await page.reload();
+    await page.waitForSelector('[data-testid=signin-form]');
+    await page.fill('input[name=token]', TOKEN);
+    await page.click('button[type=submit]');
+    await page.waitForSelector('[data-testid=live].on');
+  });
 });

@@ -54,10 +54,22 @@ export async function request<T>(method: string, path: string, body?: unknown): 
   }
   if (!res.ok || env?.type === 'error') {
     const e = env?.error ?? { code: 'VMKIT_INTERNAL', message: `${res.status} ${res.statusText}` };
-    if (res.status === 401 && path !== '/1.0/auth/session') onUnauthorized?.();
+    // A wrong token at sign-in is the form's business; any other 401 means signed out.
+    if (res.status === 401 && !(method === 'POST' && path === '/1.0/auth/session')) onUnauthorized?.();
     throw new ApiError(e.code, e.message, res.status, e.hint);
   }
   return (env?.metadata ?? text) as T;
+}
+
+/**
+ * After the daemon restarted, the session cookie is unknown to it while the token this page
+ * was signed in with still works: trade it for a new cookie so the event stream and the
+ * consoles (which only carry cookies) work again. Without a token in memory (the page was
+ * reloaded) the 401 that follows shows the sign-in page.
+ */
+export async function renewSession(): Promise<void> {
+  const s = await request<{ method: string }>('GET', '/1.0/auth/session');
+  if (s.method === 'bearer' && bearer) await request('POST', '/1.0/auth/session', { token: bearer });
 }
 
 export const api = {

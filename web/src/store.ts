@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
-import { api, subscribeEvents } from './api.js';
+import { api, renewSession, subscribeEvents } from './api.js';
 import type { Image, Instance, InstanceType, Operation, VmkitEvent } from './lib/types.js';
 
 export interface ConsoleData {
@@ -78,8 +78,8 @@ export function useConsoleData(enabled: boolean): ConsoleData {
       },
       onDown: () => {
         setLive(false);
-        // Signed out (daemon restarted, session expired)? A 401 here shows the sign-in page.
-        api.session().catch(() => undefined);
+        // Daemon restarted or session expired: renew it, or (a 401) show the sign-in page.
+        renewSession().catch(() => undefined);
       },
     });
     // Uptime and other runtime figures change without events: a slow poll keeps them fresh.
