@@ -254,6 +254,14 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     const width = (await phone.evaluate('document.documentElement.scrollWidth')) as number;
     assert.ok(width <= 390, `no horizontal scrolling on a phone (page is ${width}px wide)`);
     await phone.screenshot({ path: join(ARTIFACTS, '12-phone-instances.png') });
+    await phone.goto(`${base}/ui/#/instances/${VM}/overview`);
+    await phone.waitForSelector('dl.facts');
+    const detailWidth = (await phone.evaluate('document.documentElement.scrollWidth')) as number;
+    assert.ok(detailWidth <= 390, `the instance page fits a phone (${detailWidth}px)`);
+    await phone.screenshot({ path: join(ARTIFACTS, '12-phone-instance.png') });
+    await phone.goto(`${base}/ui/#/instances/${VM}/console`);
+    await phone.waitForSelector('[data-testid=serial-status]:text-is("connected")');
+    await phone.screenshot({ path: join(ARTIFACTS, '12-phone-console.png') });
     await phone.close();
   });
 

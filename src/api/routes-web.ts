@@ -140,6 +140,8 @@ export function registerWebRoutes(app: FastifyInstance, ctx: ApiContext, options
     async (req, reply) => {
       if (options.token === undefined) return sync(reply, { authenticated: true, required: false });
       if (!sameBytes(req.body.token, options.token)) {
+        // A pause per wrong guess slows down anyone trying tokens through the browser sign-in.
+        await new Promise((r) => setTimeout(r, 300));
         const err = vmkitError('VMKIT_UNAUTHORIZED', 'Wrong API token.', { hint: 'Use the token the daemon was started with (--token / VMKIT_TOKEN).' });
         return reply.code(401).send(errorBody(err));
       }
