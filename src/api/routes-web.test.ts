@@ -32,6 +32,8 @@ describe('web routes: helpers', () => {
     assert.equal(isPublicPath('GET', '/1.0/events?type=lifecycle'), false);
     assert.equal(isPublicPath('POST', '/1.0/auth/session'), true);
     assert.equal(isPublicPath('GET', '/1.0/auth/session'), false);
+    for (const url of ['//1.0/instances', '/1.0%2Finstances', '/%31.0/instances', '/x', '/openapi.json']) assert.equal(isPublicPath('GET', url), false, url);
+    assert.equal(isPublicPath('POST', '/ui/'), false);
   });
 
   it('parses cookies and expires sessions', () => {
@@ -98,6 +100,14 @@ describe('web routes through the API', () => {
     assert.equal(page.statusCode, 200);
     assert.match(page.body, /<title>vmkit/);
     assert.equal((await app.inject({ method: 'GET', url: '/ui/assets/missing.js' })).statusCode, 404);
+  });
+
+  it('lets no spelling of an API path past the token check', async () => {
+    for (const url of ['//1.0/instances', '/1.0%2Finstances', '/%31.0/instances', '/ui/../1.0/instances', '/ui/%2e%2e/1.0/instances', '/1.0/instances/', '/1.0//instances']) {
+      const r = await app.inject({ method: 'GET', url });
+      assert.ok(r.statusCode === 401 || r.statusCode === 404, `${url}: ${r.statusCode}`);
+      assert.ok(!r.body.includes('"type":"sync"'), `${url} answered data: ${r.body}`);
+    }
   });
 
   it('never serves files outside the web root', async () => {

@@ -79,11 +79,16 @@ export class WebSessions {
   }
 }
 
-/** Paths anyone may load on a TCP listener: the app's files and the sign-in itself. */
+/**
+ * Paths anyone may load on a TCP listener: the app's files (`/`, `/ui`, `/ui/…`, served only
+ * from the web root) and the sign-in itself. An allow-list, so no spelling of an API path
+ * (`//1.0/…`, `/1.0%2F…`) slips through.
+ */
 export function isPublicPath(method: string, url: string): boolean {
   const path = url.split('?')[0]!;
   if (path === '/1.0/auth/session') return method === 'POST' || method === 'DELETE';
-  return path !== '/1.0' && !path.startsWith('/1.0/');
+  if (method !== 'GET' && method !== 'HEAD') return false;
+  return path === '/' || path === '/ui' || path.startsWith('/ui/');
 }
 
 const CONTENT_TYPES: Record<string, string> = {
