@@ -55,6 +55,7 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
   let browser: Browser;
   let context: BrowserContext;
   let page: Page;
+  const pageProblems: string[] = [];
 
   before(async () => {
     ensureWebBuilt();
@@ -70,6 +71,10 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     page = await context.newPage();
     page.setDefaultTimeout(30_000);
+    page.on('console', (m) => {
+      if (m.type() === 'error' && /Content Security Policy|Refused to/i.test(m.text())) pageProblems.push(m.text());
+    });
+    page.on('pageerror', (e) => pageProblems.push(`uncaught: ${e.message}`));
   });
   after(async () => {
     await browser?.close().catch(() => undefined);
@@ -295,5 +300,9 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     await page.fill('input[name=token]', TOKEN);
     await page.click('button[type=submit]');
     await page.waitForSelector('[data-testid=live].on');
+  });
+
+  it('ran without uncaught errors or content-security-policy refusals in the page', () => {
+    assert.deepEqual(pageProblems, []);
   });
 });

@@ -217,6 +217,8 @@ export function registerWebRoutes(app: FastifyInstance, ctx: ApiContext, options
       .header('cache-control', 'no-cache')
       .header('x-content-type-options', 'nosniff')
       .header('x-frame-options', 'DENY')
+      // Scripts only from here; xterm.js injects <style> elements, noVNC draws on canvases.
+      .header('content-security-policy', "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
       .send(await readFile(join(webRoot, 'index.html')));
   };
   app.get('/', { schema: { hide: true } }, async (_req, reply) => reply.redirect('/ui/'));
