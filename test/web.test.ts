@@ -218,7 +218,7 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     await shot(page, '07-graphical-console');
   });
 
-  it('adds a forward in the UI and reaches the guest through it', async () => {
+  it('adds a forward in the UI, reaches the guest through it; pause, resume, restart; removes the forward', async () => {
     const hostPort = await freePort();
     await page.click('[data-tab=forwards]');
     await page.fill('[data-testid=forward-form] input[name=hostPort]', String(hostPort));
@@ -237,6 +237,14 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     await page.waitForSelector('.page-head [data-testid=state]:text-is("paused")');
     await page.click('.page-head [data-action=resume]');
     await page.waitForSelector('.page-head [data-testid=state]:text-is("running")');
+    // Restart: the operation appears on the instance's page and ends in success.
+    await page.click('.page-head [data-action=restart]');
+    await page.waitForSelector('li.op[data-kind="instance.restart"] .op-success', { timeout: 90_000 });
+    // Remove the forward again: the host port stops answering.
+    await page.click('[data-tab=forwards]');
+    await page.click(`tr[data-forward="${hostPort}"] [data-action=remove-forward]`);
+    await page.waitForSelector(`tr[data-forward="${hostPort}"]`, { state: 'detached' });
+    await assert.rejects(fetch(`http://127.0.0.1:${hostPort}/`, { signal: AbortSignal.timeout(1500) }));
   });
 
   it('shows operations with progress, images, and fits a phone screen', async () => {
