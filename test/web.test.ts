@@ -292,6 +292,31 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     assert.deepEqual(list.body.metadata, []);
   });
 
+  it('creates a stopped instance with explicit vCPUs and memory, from the images page', async () => {
+    await page.click('[data-nav=images]');
+    await page.click('tr[data-image=appliance] button');
+    await page.waitForSelector('[data-testid=create-form]');
+    assert.equal(await page.inputValue('select[name=image]'), 'appliance');
+    await page.fill('input[name=name]', 'webui2');
+    await page.check('input[name=sizing] >> nth=1');
+    await page.fill('input[name=cpus]', '0');
+    await page.fill('input[name=memory]', '32');
+    await page.click('[data-testid=create-submit]');
+    assert.match((await page.textContent('form')) ?? '', /Between 1 and 64 vCPUs/);
+    assert.match((await page.textContent('form')) ?? '', /At least 64 MiB/);
+    await page.fill('input[name=cpus]', '2');
+    await page.fill('input[name=memory]', '512');
+    await page.uncheck('input[name=start]');
+    await page.click('[data-testid=create-submit]');
+    const row = 'tr[data-instance=webui2]';
+    await page.waitForSelector(`${row} [data-testid=state]:text-is("stopped")`);
+    const text = (await page.textContent(row)) ?? '';
+    assert.match(text, /appliance\s*2\s*512 MiB/);
+    await page.click(`${row} [data-action=delete]`);
+    await page.click('[data-testid=confirm]');
+    await page.waitForSelector(row, { state: 'detached' });
+  });
+
   it('survives a daemon restart: renews its session, or asks to sign in again after a reload', async () => {
     // The page still holds the token it signed in with: it trades it for a new cookie.
     await d.kill9();
