@@ -35,7 +35,7 @@ export function SignInPage({ onSignedIn }: { onSignedIn: () => void }) {
         <button type="submit" className="primary wide" disabled={busy}>
           {busy ? 'Signing in…' : 'Sign in'}
         </button>
-        <p className="help">The browser keeps a session cookie for 12 hours; the token itself is not stored.</p>
+        <p className="help">The browser keeps a session cookie for 12 hours; the token stays in this page’s memory only and is never saved.</p>
       </form>
     </main>
   );
