@@ -9,6 +9,7 @@ import { DataPaths, resolveDataDir } from './paths.js';
 import { SqliteStore } from './store/sqlite.js';
 import { ImageStore } from './images/image-store.js';
 import { InstanceManager } from './instances/manager.js';
+import { NetworkManager } from './network/manager.js';
 import { EventBus } from './operations/events.js';
 import { OperationManager } from './operations/operations.js';
 import { buildApi, type ApiContext } from './api/server.js';
@@ -85,11 +86,15 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   };
   const hostName = os.hostname();
   const instances = new InstanceManager(store, paths, images, events, { hostName, qemuBinary, accel });
+  const networks = new NetworkManager(store, paths.root, events);
+  instances.setNetworking(networks);
 
   await images.reconcile();
   const appliance = await images.ensureAppliance(options.applianceDir ?? process.env.VMKIT_APPLIANCE_DIR ?? DEFAULT_APPLIANCE_DIR, (n) => instances.usesImage(n));
   if (!appliance) log('warning: the built-in appliance is not built (run "npm run setup"); "appliance" is not available');
   await instances.recover();
+  // After the instances: taps of VMs that still run are kept, the rest is made to match.
+  await networks.reconcile().catch((err: Error) => log(`warning: networks not reconciled: ${err.message}`));
 
   const context: ApiContext = {
     version: VERSION,
@@ -101,6 +106,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     operations,
     events,
     doctor: () => runDoctor(paths.root),
+    networks,
   };
   const servers: FastifyInstance[] = [];
   // TCP first: once the unix socket exists, clients may assume every listener is up.

@@ -33,9 +33,30 @@ export interface CreateInstanceRequest {
   type?: string;
   cpus?: number;
   memoryMiB?: number;
-  nics?: Array<{ network?: string; model?: NicModel }>;
+  nics?: NicRequest[];
   forwards?: ForwardRequest[];
   allowPrivileged?: boolean;
+}
+
+export interface NicRequest {
+  network?: string;
+  model?: NicModel;
+  /** A static IPv4 address on a vmkit network (reserved in its DHCP server too). */
+  ipv4?: string;
+}
+
+/** What instances need from vmkit networks (src/network/manager.ts implements it). */
+export interface InstanceNetworking {
+  /** Checks the network and picks the NIC's address (static, or a DHCP reservation). */
+  allocate(network: string, requestedIp: string | undefined, pending: readonly Nic[]): Promise<{ ipv4?: string; dhcp?: boolean }>;
+  addressing(network: string): Promise<{ prefix: number; gateway?: string; dns?: string[] } | undefined>;
+  taps(inst: Instance): Record<string, string>;
+  /** Before QEMU starts: taps, reservations, rules. */
+  plug(inst: Instance): Promise<void>;
+  /** After QEMU ended: taps removed, rules updated. */
+  unplug(inst: Instance): Promise<void>;
+  /** Instances or forwards changed: reservations and rules re-applied. */
+  sync(): Promise<void>;
 }
 
 export interface StopOptions {
@@ -73,6 +94,7 @@ const USER_NET_GUEST_IP = '10.0.2.15';
 export class InstanceManager {
   private readonly runtimes = new Map<string, Runtime>();
   private readonly locks = new Map<string, Promise<unknown>>();
+  private networking?: InstanceNetworking;
 
   constructor(
     private readonly store: Store,
@@ -81,6 +103,10 @@ export class InstanceManager {
     private readonly events: EventBus,
     private readonly host: HostEnvironment,
   ) {}
+
+  setNetworking(n: InstanceNetworking): void {
+    this.networking = n;
+  }
 
   /** Serializes work on one instance, so two operations never interleave on it. */
   private withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -152,8 +178,9 @@ export class InstanceManager {
       const image = await this.images.get(req.image);
       const { cpus, memoryMiB } = this.sizeFor(req, image);
       const nics = await this.allocateNics(req.nics ?? [{}], image);
+      const forwardNic = nics.find((n) => n.network === 'user') ?? nics.find((n) => n.ipv4) ?? nics[0]!;
       const forwards = (req.forwards ?? []).map((f) =>
-        normalizeForward({ ...f, allowPrivileged: f.allowPrivileged ?? req.allowPrivileged }, nics[0]!.id),
+        normalizeForward({ ...f, allowPrivileged: f.allowPrivileged ?? req.allowPrivileged }, forwardNic.id),
       );
       this.assertNoSelfCollision(forwards);
       await this.assertNoForwardConflict(name, forwards);
@@ -191,6 +218,7 @@ export class InstanceManager {
         await rm(dir, { recursive: true, force: true });
         throw err;
       }
+      if (inst.nics.some((n) => n.network !== 'user')) await this.networking?.sync();
       this.events.lifecycle('instance-created', name);
       return this.view(inst);
     });
@@ -215,18 +243,28 @@ export class InstanceManager {
     return { cpus, memoryMiB };
   }
 
-  private async allocateNics(reqs: Array<{ network?: string; model?: NicModel }>, image: Image): Promise<Nic[]> {
+  private async allocateNics(reqs: NicRequest[], image: Image, first = 0): Promise<Nic[]> {
     const used = new Set((await this.store.list<Instance>('instances')).flatMap((v) => v.value.nics.map((n) => n.mac)));
-    return reqs.map((r, i) => {
+    const out: Nic[] = [];
+    for (const [i, r] of reqs.entries()) {
       const model = r.model ?? image.nicModels[0] ?? 'virtio-net';
       if (!NIC_MODELS.includes(model)) {
         throw vmkitError('VMKIT_INVALID_ARGUMENT', `Unknown NIC model "${model}".`, { hint: `Use one of ${NIC_MODELS.join(', ')}.` });
       }
       const network = r.network ?? 'user';
-      if (network !== 'user') {
-        throw vmkitError('VMKIT_INVALID_ARGUMENT', `Network "${network}" does not exist.`, {
+      let address: { ipv4?: string; dhcp?: boolean } = {};
+      if (network === 'user') {
+        if (r.ipv4) {
+          throw vmkitError('VMKIT_INVALID_ARGUMENT', 'A user-mode NIC cannot have a static address (QEMU gives it 10.0.2.15).', {
+            hint: 'Put the NIC on a vmkit network ("vmkit network create") to choose its address.',
+          });
+        }
+      } else if (!this.networking) {
+        throw vmkitError('VMKIT_NETWORK_NOT_FOUND', `Network "${network}" does not exist.`, {
           hint: 'Only user-mode NAT ("user") NICs are available on this host.',
         });
+      } else {
+        address = await this.networking.allocate(network, r.ipv4, out);
       }
       let mac: string;
       do {
@@ -234,8 +272,9 @@ export class InstanceManager {
         mac = ['52', '54', '00', ...[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
       } while (used.has(mac));
       used.add(mac);
-      return { id: `nic${i}`, model, mac, network };
-    });
+      out.push({ id: `nic${first + i}`, model, mac, network, ...(address.ipv4 ? { ipv4: address.ipv4 } : {}), ...(address.dhcp ? { dhcp: true } : {}) });
+    }
+    return out;
   }
 
   private assertNoSelfCollision(forwards: PortForward[]): void {
@@ -291,7 +330,13 @@ export class InstanceManager {
       await rm(runDir, { recursive: true, force: true });
       await mkdir(runDir, { recursive: true, mode: 0o750 });
       await this.rotateConsoleLog(inst);
-      await writeConfigDrive(join(dir, 'cidata.img'), { instanceId: inst.id, hostname: inst.name, nics: inst.nics });
+      const addressing: Record<string, { prefix: number; gateway?: string; dns?: string[] }> = {};
+      for (const nic of inst.nics) {
+        const a = nic.network !== 'user' && nic.ipv4 && !nic.dhcp ? await this.networking?.addressing(nic.network) : undefined;
+        if (a) addressing[nic.id] = a;
+      }
+      await writeConfigDrive(join(dir, 'cidata.img'), { instanceId: inst.id, hostname: inst.name, nics: inst.nics, addressing });
+      await this.networking?.plug(inst);
       const disks: QemuDisk[] = inst.disks.map((d) => ({ id: d.name, file: join(dir, d.file), format: d.format }));
       disks.push({ id: 'cidata', file: join(dir, 'cidata.img'), format: 'raw', readOnly: true });
       const argv = buildQemuArgv({
@@ -307,6 +352,7 @@ export class InstanceManager {
         disks,
         nics: inst.nics,
         forwards: inst.forwards,
+        taps: this.networking?.taps(inst),
         runDir,
         consoleLog: this.paths.consoleLog(inst.id),
         startPaused: true,
@@ -327,6 +373,7 @@ export class InstanceManager {
       await rm(runDir, { recursive: true, force: true }).catch(() => undefined);
       const fresh = await this.load(name);
       await this.setState(fresh, 'stopped', `last start failed: ${(err as Error).message}`);
+      await this.networking?.unplug(fresh).catch(() => undefined);
       this.events.lifecycle('instance-stopped', name, { reason: 'start failed' });
       throw err;
     }
@@ -394,6 +441,7 @@ export class InstanceManager {
       await this.setState(inst, 'error', 'the QEMU process ended unexpectedly (killed or crashed); its forwards were released');
       this.events.lifecycle('instance-crashed', name, { pid: rt.pid });
     }
+    await this.networking?.unplug(inst).catch(() => undefined);
   }
 
   private async killRuntime(name: string): Promise<void> {
@@ -471,6 +519,7 @@ export class InstanceManager {
     await rm(this.paths.run(inst.id), { recursive: true, force: true });
     const after = await this.load(name);
     await this.setState(after, 'stopped', forced && !opts.force ? 'forced after the guest did not power off in time' : undefined);
+    await this.networking?.unplug(after).catch(() => undefined);
     this.events.lifecycle('instance-stopped', name, { forced });
     return this.view(after);
   }
@@ -536,6 +585,10 @@ export class InstanceManager {
     await this.killRuntime(inst.name);
     await rm(this.paths.instance(inst.id), { recursive: true, force: true });
     await this.store.delete('instances', inst.name);
+    if (inst.nics.some((n) => n.network !== 'user')) {
+      await this.networking?.unplug(inst).catch(() => undefined);
+      await this.networking?.sync().catch(() => undefined);
+    }
     this.events.lifecycle('instance-deleted', inst.name);
   }
 
@@ -548,9 +601,13 @@ export class InstanceManager {
   async addForward(name: string, req: ForwardRequest): Promise<PortForward> {
     return this.withLock(name, async () => {
       const inst = await this.load(name);
-      const nic = inst.nics.find((n) => n.network === 'user');
-      if (!nic) {
-        throw vmkitError('VMKIT_INVALID_ARGUMENT', `Instance "${name}" has no user-mode NIC to forward to.`);
+      const nic = req.nic
+        ? inst.nics.find((n) => n.id === req.nic)
+        : (inst.nics.find((n) => n.network === 'user') ?? inst.nics.find((n) => n.ipv4));
+      if (!nic || (nic.network !== 'user' && !nic.ipv4)) {
+        throw vmkitError('VMKIT_INVALID_ARGUMENT', `Instance "${name}" has no ${req.nic ? `NIC ${req.nic} with an address` : 'user-mode or nat NIC'} to forward to.`, {
+          hint: 'Forwards go to a user-mode NIC or to a NIC with an address on a nat network.',
+        });
       }
       const f = normalizeForward(req, nic.id);
       const mine = inst.forwards.find((g) => forwardsCollide(f, g));
@@ -561,13 +618,19 @@ export class InstanceManager {
       }
       await this.assertNoForwardConflict(name, [f]);
       await assertHostPortFree(f);
-      const rt = this.runtimes.get(name);
+      const rt = nic.network === 'user' ? this.runtimes.get(name) : undefined;
       if (rt) await rt.qmp.hmpOrThrow(`hostfwd_add ${f.nic} ${hostfwdRule(f)}`);
       try {
         inst.forwards.push(f);
         await this.save(inst);
+        // Forwards to NICs on nat networks are nftables DNAT rules, re-applied as a whole.
+        if (nic.network !== 'user') await this.networking?.sync();
       } catch (err) {
         if (rt) await rt.qmp.humanMonitorCommand(`hostfwd_remove ${f.nic} ${f.proto}:${f.hostAddress}:${f.hostPort}`).catch(() => undefined);
+        if (nic.network !== 'user') {
+          inst.forwards = inst.forwards.filter((g) => g !== f);
+          await this.save(inst);
+        }
         throw err;
       }
       this.events.lifecycle('forward-added', name, f);
@@ -587,7 +650,8 @@ export class InstanceManager {
         });
       }
       const f = inst.forwards[idx]!;
-      const rt = this.runtimes.get(name);
+      const onUser = inst.nics.find((n) => n.id === f.nic)?.network === 'user';
+      const rt = onUser ? this.runtimes.get(name) : undefined;
       if (rt) {
         const out = await rt.qmp.humanMonitorCommand(`hostfwd_remove ${f.nic} ${f.proto}:${f.hostAddress}:${f.hostPort}`);
         if (out.trim() && !/removed/i.test(out)) {
@@ -596,6 +660,7 @@ export class InstanceManager {
       }
       inst.forwards.splice(idx, 1);
       await this.save(inst);
+      if (!onUser) await this.networking?.sync();
       this.events.lifecycle('forward-removed', name, f);
       return f;
     });
