@@ -72,3 +72,36 @@ export function dnsmasqPids(name: string): number[] {
     }
   });
 }
+
+/**
+ * Runs a shell command on a guest's serial console (the appliance's root shell) and returns
+ * its output and exit status.
+ */
+export async function guestExec(serialSocket: string, command: string, timeoutMs = 30_000): Promise<{ code: number; out: string }> {
+  const net = await import('node:net');
+  const mark = `__END${Math.random().toString(36).slice(2, 8)}__`;
+  return new Promise((resolve, reject) => {
+    const s = net.connect(serialSocket);
+    let buf = '';
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`guest command timed out: ${command}\n${buf.slice(-2000)}`));
+    }, timeoutMs);
+    s.on('data', (d: Buffer) => {
+      buf += d.toString('utf8');
+      const m = new RegExp(`${mark}(\\d+)`).exec(buf);
+      if (m) {
+        clearTimeout(timer);
+        s.destroy();
+        const start = buf.indexOf(`${mark}$?`);
+        const body = buf.slice(start >= 0 ? buf.indexOf('\n', start) + 1 : 0, m.index);
+        resolve({ code: Number(m[1]), out: body.replace(/\x1b\[[0-9;]*[a-zA-Z]/g, '').replace(/\r/g, '') });
+      }
+    });
+    s.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    s.on('connect', () => s.write(`\n${command}; echo ${mark}$?\n`));
+  });
+}

@@ -3,6 +3,7 @@ import { vmkitError } from '../errors.js';
 import type { NetworkManager } from '../network/manager.js';
 import type { CreateNetworkRequest } from '../network/network.js';
 import type { ApiContext } from './server.js';
+import { checkForward } from '../network/check.js';
 import { sync } from './responses.js';
 import { errorResponse, nameParam, syncResponse } from './schemas.js';
 
@@ -85,6 +86,18 @@ export function registerNetworkRoutes(app: FastifyInstance, ctx: ApiContext): vo
     '/1.0/networks/:name',
     { schema: { tags, summary: 'One network: leases, attached NICs, forwards', params: nameParam, response: { 200: syncResponse({ $ref: 'Network#' }), '4xx': errorResponse } } },
     async (req, reply) => sync(reply, await networksOf(ctx).get(req.params.name)),
+  );
+  app.post<{ Params: { name: string; port: number }; Querystring: { proto?: 'tcp' | 'udp' } }>(
+    '/1.0/instances/:name/forwards/:port/check',
+    {
+      schema: {
+        tags: ['forwards'],
+        summary: 'Reachability check of a forward: host → forward → guest port',
+        params: { type: 'object', properties: { name: { type: 'string' }, port: { type: 'integer' } }, required: ['name', 'port'] },
+        querystring: { type: 'object', properties: { proto: { type: 'string', enum: ['tcp', 'udp'] } } },
+      },
+    },
+    async (req, reply) => sync(reply, await checkForward(await ctx.instances.get(req.params.name), req.params.port, req.query.proto)),
   );
   app.delete<{ Params: { name: string } }>(
     '/1.0/networks/:name',

@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { VmkitError } from '../errors.js';
 import type { PortForward, Protocol } from '../domain/types.js';
 import { clientFor, globals, instancePath, mutate, print } from './common.js';
-import { formatForward, renderList } from './output.js';
+import { formatForward, renderData, renderList } from './output.js';
 
 /** A forward as the API takes it in POST /1.0/instances and POST …/forwards. */
 export interface ForwardSpec {
@@ -118,6 +118,23 @@ Examples:
     .action(async (name: string, _opts: unknown, self: Command) => {
       const forwards = await clientFor(self).get<PortForward[]>(instancePath(name, 'forwards'));
       print(renderList(forwards, globals(self).format, COLUMNS));
+    });
+
+  cmd
+    .command('check')
+    .description('Check a forward: connect to the host port and say whether the guest port answers')
+    .argument('<name>', 'instance name')
+    .argument('<hostport>', 'the host port of the forward')
+    .action(async (name: string, hostPort: string, _opts: unknown, self: Command) => {
+      const r = await clientFor(self).request('POST', `${instancePath(name, 'forwards', encodeURIComponent(hostPort))}/check`, {});
+      const c = r.metadata as { reachable: boolean; via: string; millis: number; error?: string; guestAddress?: string; guestReachable?: boolean; forward: PortForward };
+      const format = globals(self).format;
+      if (format === 'json' || format === 'yaml') print(renderData(c, format));
+      else {
+        const guest = c.guestAddress ? ` (guest ${c.guestAddress}:${c.forward.guestPort} ${c.guestReachable ? 'answers directly' : 'does not answer directly'})` : '';
+        print(`${formatForward(c.forward)} via ${c.via}: ${c.reachable ? `reachable in ${c.millis} ms` : `NOT reachable (${c.error ?? 'no answer'})`}${guest}`);
+      }
+      if (!c.reachable) process.exitCode = 3;
     });
 
   cmd

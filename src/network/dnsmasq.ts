@@ -147,14 +147,10 @@ export async function stopDnsmasq(files: DnsmasqFiles): Promise<void> {
   const pid = await readPid(files);
   if (!pid) return;
   process.kill(pid, 'SIGTERM');
-  for (let i = 0; i < 100; i++) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      break;
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  // Gone = no process, or a zombie waiting for init to reap it (it holds no ports any more).
+  const gone = async () => !/^\d+ \(.*\) [^ZX]/.test(await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => ''));
+  for (let i = 0; i < 250 && !(await gone()); i++) await new Promise((r) => setTimeout(r, 10));
+  if (!(await gone())) process.kill(pid, 'SIGKILL');
   await rm(files.pid, { force: true });
 }
 
