@@ -58,10 +58,15 @@ export function renderRuleset(input: RulesetInput): string {
 
   for (const n of routed) {
     const br = q(n.bridge);
+    // Guest to guest on one network is plain bridging; with br_netfilter loaded it still
+    // passes this hook, and must not be taken for routing between networks.
+    forwardRules.push(`iifname ${br} oifname ${br} accept`);
     if (n.mode === 'nat' && n.subnet) {
       // Guests reach the world; the world reaches guests only through forwards (DNAT).
+      // (Replies of forwarded connections carry the host's address once de-NATed.)
+      forwardRules.push(`iifname ${br} ct state established,related accept`);
+      forwardRules.push(`oifname ${br} ct state established,related accept`);
       forwardRules.push(`iifname ${br} ip saddr ${n.subnet} oifname != "vmkbr-*" accept`);
-      forwardRules.push(`oifname ${br} ip daddr ${n.subnet} ct state established,related accept`);
       forwardRules.push(`oifname ${br} ct status dnat accept`);
       postRules.push(`ip saddr ${n.subnet} ip daddr != ${n.subnet} oifname != ${br} masquerade`);
       // Hairpin: a guest using the host's forward to reach a guest on its own bridge.
@@ -74,6 +79,9 @@ export function renderRuleset(input: RulesetInput): string {
     forwardRules.push(`iifname ${br} drop`, `oifname ${br} drop`);
 
     // What guests may ask of the host itself.
+    // Replies to the host's own connections (and to forwards from its loopback, whose
+    // replies are addressed to 127.0.0.1 once de-NATed); internal guests get none.
+    if (n.mode !== 'internal') inputRules.push(`iifname ${br} ct state established,related accept`);
     inputRules.push(`iifname ${br} udp dport 67 accept`);
     if (n.hostAddress) {
       if (n.dns) inputRules.push(`iifname ${br} ip daddr ${n.hostAddress} udp dport 53 accept`, `iifname ${br} ip daddr ${n.hostAddress} tcp dport 53 accept`);
