@@ -162,6 +162,30 @@ describe('guests on networks (namespaces)', { timeout: 900_000 }, () => {
     assert.match(ns(host, ['nft', 'list', 'table', 'bridge', 'vmkit']), /udp sport 67 drop/);
   });
 
+  it('hot-plugs and hot-unplugs a NIC on a running guest', async () => {
+    const status = async () =>
+      JSON.parse((await inGuest('g1', 'wget -qO- http://127.0.0.1/status')).out.trim().split('\n').pop()!) as { nics: Array<{ mac: string; ipv4: string[] }> };
+    assert.equal(d.cli(['network', 'create', 'lab2', '--mode', 'host-only', '--subnet', '10.83.0.0/24']).code, 0);
+    const r = d.cli(['nic', 'add', 'g1', '--network', 'lab2', '--format', 'json']);
+    assert.equal(r.code, 0, r.stderr);
+    const nic = JSON.parse(r.stdout) as { id: string; mac: string; ipv4: string };
+    assert.equal(nic.id, 'nic2');
+    let seen: { mac: string; ipv4: string[] } | undefined;
+    for (let i = 0; i < 60 && !seen?.ipv4.length; i++) {
+      seen = (await status()).nics.find((n) => n.mac === nic.mac);
+      if (!seen?.ipv4.length) await sleep(500);
+    }
+    assert.deepEqual(seen?.ipv4, [nic.ipv4], 'the guest sees the new NIC and gets its reserved address');
+    assert.match(curl(host, `http://${nic.ipv4}/`).stdout, /Hello from g1/);
+    const bad = d.cli(['nic', 'remove', 'g1', 'nic9']);
+    assert.match(bad.stderr, /VMKIT_NIC_NOT_FOUND/);
+    const rm = d.cli(['nic', 'remove', 'g1', 'nic2']);
+    assert.equal(rm.code, 0, rm.stderr);
+    assert.ok(!(await status()).nics.some((n) => n.mac === nic.mac), 'the NIC is gone from the guest');
+    assert.doesNotMatch(ns(host, ['ip', '-o', 'link']), new RegExp(`vmkt-${ids.g1!.id.slice(0, 7)}-2`));
+    assert.deepEqual(d.cliJson<Inst>(['info', 'g1']).nics.map((n) => n.id), ['nic0', 'nic1']);
+  });
+
   it('stopping a guest removes its taps and rules; a network in use is not deleted', async () => {
     const del = d.cli(['network', 'delete', 'backend']);
     assert.equal(del.code, 1);

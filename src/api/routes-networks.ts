@@ -4,6 +4,7 @@ import type { NetworkManager } from '../network/manager.js';
 import type { CreateNetworkRequest } from '../network/network.js';
 import type { ApiContext } from './server.js';
 import { checkForward } from '../network/check.js';
+import type { NicRequest } from '../instances/manager.js';
 import { sync } from './responses.js';
 import { errorResponse, nameParam, syncResponse } from './schemas.js';
 
@@ -98,6 +99,34 @@ export function registerNetworkRoutes(app: FastifyInstance, ctx: ApiContext): vo
       },
     },
     async (req, reply) => sync(reply, await checkForward(await ctx.instances.get(req.params.name), req.params.port, req.query.proto)),
+  );
+  app.post<{ Params: { name: string }; Body: NicRequest }>(
+    '/1.0/instances/:name/nics',
+    {
+      schema: {
+        tags: ['nics'],
+        summary: 'Add a NIC (hot-plugged when running)',
+        params: nameParam,
+        body: {
+          type: 'object',
+          required: ['network'],
+          additionalProperties: false,
+          properties: { network: { type: 'string' }, model: { type: 'string', enum: ['virtio-net', 'e1000', 'rtl8139'] }, ipv4: { type: 'string' } },
+        },
+      },
+    },
+    async (req, reply) => sync(reply, await ctx.instances.addNic(req.params.name, req.body), 201),
+  );
+  app.delete<{ Params: { name: string; nic: string } }>(
+    '/1.0/instances/:name/nics/:nic',
+    {
+      schema: {
+        tags: ['nics'],
+        summary: 'Remove a NIC (hot-unplugged when running: device_del, DEVICE_DELETED, netdev_del)',
+        params: { type: 'object', properties: { name: { type: 'string' }, nic: { type: 'string' } }, required: ['name', 'nic'] },
+      },
+    },
+    async (req, reply) => sync(reply, await ctx.instances.removeNic(req.params.name, req.params.nic)),
   );
   app.delete<{ Params: { name: string } }>(
     '/1.0/networks/:name',

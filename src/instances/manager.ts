@@ -15,7 +15,7 @@ import type { EventBus } from '../operations/events.js';
 import type { OperationContext } from '../operations/operations.js';
 import { createLinkedClone } from '../storage/qemu-img.js';
 import { writeConfigDrive } from '../storage/config-drive.js';
-import { buildQemuArgv, hostfwdRule, RUN_FILES, type QemuDisk } from '../qemu/argv.js';
+import { buildQemuArgv, hostfwdRule, nicDevice, RUN_FILES, type QemuDisk } from '../qemu/argv.js';
 import { launchQemu, findQemuProcess, waitForExit, isProcessAlive } from '../qemu/process.js';
 import type { QmpClient, QmpEvent } from '../qemu/qmp.js';
 import { QmpClient as Qmp } from '../qemu/qmp.js';
@@ -663,6 +663,101 @@ export class InstanceManager {
       if (!onUser) await this.networking?.sync();
       this.events.lifecycle('forward-removed', name, f);
       return f;
+    });
+  }
+
+  // ---- NICs (hot-plug) ------------------------------------------------------------------
+
+  /** Adds a NIC; on a running instance it is hot-plugged (QMP netdev_add + device_add). */
+  async addNic(name: string, req: NicRequest): Promise<Nic> {
+    return this.withLock(name, async () => {
+      const inst = await this.load(name);
+      if (inst.state !== 'stopped' && inst.state !== 'running') {
+        throw vmkitError('VMKIT_INVALID_STATE', `Cannot add a NIC to instance "${name}" while it is ${inst.state}.`, {
+          hint: 'NICs are added to stopped or running instances.',
+        });
+      }
+      const image = await this.images.get(inst.image);
+      const next = Math.max(-1, ...inst.nics.map((n) => Number(n.id.replace(/^nic/, '')))) + 1;
+      const [nic] = await this.allocateNics([req], image, next);
+      const before = inst.nics;
+      inst.nics = [...before, nic!];
+      await this.save(inst);
+      const rt = inst.state === 'running' ? this.runtimes.get(name) : undefined;
+      try {
+        if (nic!.network !== 'user') {
+          if (rt) await this.networking?.plug(inst);
+          else await this.networking?.sync();
+        }
+        if (rt) {
+          const tap = this.networking?.taps(inst)[nic!.id];
+          await rt.qmp.execute('netdev_add', tap ? { type: 'tap', id: nic!.id, ifname: tap, script: 'no', downscript: 'no' } : { type: 'user', id: nic!.id });
+          try {
+            await rt.qmp.execute('device_add', { driver: nicDevice(nic!.model), netdev: nic!.id, mac: nic!.mac, id: `${nic!.id}-dev` });
+          } catch (err) {
+            await rt.qmp.execute('netdev_del', { id: nic!.id }).catch(() => undefined);
+            throw err;
+          }
+        }
+      } catch (err) {
+        inst.nics = before;
+        await this.save(inst);
+        if (nic!.network !== 'user') {
+          await this.networking?.unplug({ ...inst, nics: [nic!] }).catch(() => undefined);
+          await this.networking?.sync().catch(() => undefined);
+        }
+        throw err;
+      }
+      this.events.lifecycle('nic-added', name, nic);
+      return nic!;
+    });
+  }
+
+  /** Removes a NIC (and its forwards); on a running instance it is hot-unplugged. */
+  async removeNic(name: string, nicId: string): Promise<Nic> {
+    return this.withLock(name, async () => {
+      const inst = await this.load(name);
+      const nic = inst.nics.find((n) => n.id === nicId);
+      if (!nic) {
+        throw vmkitError('VMKIT_NIC_NOT_FOUND', `Instance "${name}" has no NIC "${nicId}".`, { hint: `"vmkit nic list ${name}" shows its NICs.` });
+      }
+      if (inst.state !== 'stopped' && inst.state !== 'running') {
+        throw vmkitError('VMKIT_INVALID_STATE', `Cannot remove a NIC from instance "${name}" while it is ${inst.state}.`);
+      }
+      const rt = inst.state === 'running' ? this.runtimes.get(name) : undefined;
+      if (rt) {
+        // The guest must release the device (ACPI eject) before its netdev can go.
+        const deleted = new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => {
+            rt.qmp.off('event', onEvent);
+            resolve(false);
+          }, 15_000);
+          const onEvent = (e: QmpEvent) => {
+            if (e.event === 'DEVICE_DELETED' && e.data.device === `${nic.id}-dev`) {
+              clearTimeout(timer);
+              rt.qmp.off('event', onEvent);
+              resolve(true);
+            }
+          };
+          rt.qmp.on('event', onEvent);
+        });
+        await rt.qmp.execute('device_del', { id: `${nic.id}-dev` });
+        if (!(await deleted)) {
+          throw vmkitError('VMKIT_TIMEOUT', `The guest of "${name}" did not release NIC ${nic.id} within 15 s.`, {
+            hint: 'The guest needs ACPI PCI hot-plug; stop the instance and remove the NIC then.',
+          });
+        }
+        await rt.qmp.execute('netdev_del', { id: nic.id });
+      }
+      inst.nics = inst.nics.filter((n) => n !== nic);
+      inst.forwards = inst.forwards.filter((f) => f.nic !== nic.id);
+      await this.save(inst);
+      if (nic.network !== 'user') {
+        await this.networking?.unplug({ ...inst, nics: [nic] });
+        await this.networking?.sync();
+      }
+      this.events.lifecycle('nic-removed', name, nic);
+      return nic;
     });
   }
 
