@@ -186,6 +186,17 @@ describe('guests on networks (namespaces)', { timeout: 900_000 }, () => {
     assert.deepEqual(d.cliJson<Inst>(['info', 'g1']).nics.map((n) => n.id), ['nic0', 'nic1']);
   });
 
+  it('a daemon restart keeps running guests connected and re-applies what went missing', async () => {
+    assert.equal(d.cli(['forward', 'add', 'g1', '0.0.0.0:8090:80', '--nic', 'nic0']).code, 0);
+    await d.kill9();
+    ns(host, ['nft', 'delete', 'table', 'inet', 'vmkit']);
+    await d.restart();
+    assert.match(curl(outside, 'http://10.99.0.1:8090/').stdout, /Hello from g1/);
+    const r = await inGuest('g1', 'timeout 5 wget -qO- http://10.99.0.2:8000/');
+    assert.match(r.out, /hello-from-outside/);
+    assert.match(ns(host, ['ip', '-o', 'link']), new RegExp(`vmkt-${ids.g1!.id.slice(0, 7)}-0`));
+  });
+
   it('stopping a guest removes its taps and rules; a network in use is not deleted', async () => {
     const del = d.cli(['network', 'delete', 'backend']);
     assert.equal(del.code, 1);
