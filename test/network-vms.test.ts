@@ -109,6 +109,8 @@ describe('guests on networks (namespaces)', { timeout: 900_000 }, () => {
     assert.equal(d.cli(['forward', 'add', 'g1', '0.0.0.0:8080:80']).code, 0);
     assert.match(curl(outside, 'http://10.99.0.1:8080/').stdout, /Hello from g1/);
     assert.match(curl(host, 'http://127.0.0.1:8080/').stdout, /Hello from g1/);
+    // Hairpin: the guest itself through the host's forward.
+    assert.match((await inGuest('g1', 'timeout 5 wget -qO- http://10.99.0.1:8080/')).out, /Hello from g1/);
     const chk = d.cli(['forward', 'check', 'g1', '8080']);
     assert.equal(chk.code, 0, chk.stderr + chk.stdout);
     // Loopback only (the default address).
@@ -160,6 +162,33 @@ describe('guests on networks (namespaces)', { timeout: 900_000 }, () => {
     assert.match(r.out, /Hello from g2/);
     // Rogue DHCP answers (source port 67) from guests are dropped at their tap.
     assert.match(ns(host, ['nft', 'list', 'table', 'bridge', 'vmkit']), /udp sport 67 drop/);
+  });
+
+  it('a guest running its own DHCP server answers nobody', async () => {
+    // A network where vmkit serves no DHCP at all: any lease g3 gets would be the rogue's.
+    assert.equal(d.cli(['network', 'create', 'quiet', '--mode', 'internal', '--subnet', '10.86.0.0/24', '--no-dhcp', '--no-dns']).code, 0);
+    const rogue = JSON.parse(d.cli(['nic', 'add', 'g2', '--network', 'quiet', '--ip', '10.86.0.10', '--format', 'json']).stdout) as { mac: string };
+    const victim = JSON.parse(d.cli(['nic', 'add', 'g3', '--network', 'quiet', '--format', 'json']).stdout) as { mac: string };
+    const ifOf = async (g: string, mac: string) => {
+      for (let i = 0; i < 40; i++) {
+        const out = (await inGuest(g, `grep -il '${mac}' /sys/class/net/*/address`)).out.trim();
+        const m = /\/sys\/class\/net\/([A-Za-z0-9_.-]+)\/address/.exec(out);
+        if (m) return m[1]!;
+        await sleep(500);
+      }
+      throw new Error(`${g} does not see ${mac}`);
+    };
+    const rIf = await ifOf('g2', rogue.mac);
+    const vIf = await ifOf('g3', victim.mac);
+    await sleep(2000);
+    const conf = `start 10.86.0.100\\nend 10.86.0.110\\ninterface ${rIf}\\nlease_file /tmp/rogue.leases\\noption router 10.86.0.66\\n`;
+    let r = await inGuest('g2', `ip addr replace 10.86.0.10/24 dev ${rIf}; touch /tmp/rogue.leases; printf '${conf}' > /tmp/rogue.conf && udhcpd /tmp/rogue.conf && sleep 1 && pidof udhcpd`);
+    assert.equal(r.code, 0, `the rogue server runs: ${r.out}`);
+    r = await inGuest('g3', `udhcpc -n -q -f -t 4 -T 1 -i ${vIf} -s /bin/true 2>&1`, 60_000);
+    assert.notEqual(r.code, 0, `g3 got a lease from the rogue: ${r.out}`);
+    assert.doesNotMatch(r.out, /obtained/);
+    assert.equal(d.cli(['nic', 'remove', 'g2', 'nic2']).code, 0);
+    assert.equal(d.cli(['nic', 'remove', 'g3', 'nic1']).code, 0);
   });
 
   it('hot-plugs and hot-unplugs a NIC on a running guest', async () => {

@@ -89,6 +89,8 @@ export async function ensureTap(name: string, bridge: string): Promise<void> {
   if (!(await linkExists(name))) await ip(['tuntap', 'add', 'dev', name, 'mode', 'tap', 'vnet_hdr']);
   await sysctl(`net/ipv6/conf/${name}/disable_ipv6`, '1').catch(() => undefined);
   await ip(['link', 'set', 'dev', name, 'master', bridge, 'up']);
+  // Hairpin: a guest reaching itself through a port forward gets its frames back on its own port.
+  await ip(['link', 'set', 'dev', name, 'type', 'bridge_slave', 'hairpin', 'on']);
 }
 
 /** Puts a host interface into a bridge (bridged mode). */
