@@ -182,9 +182,10 @@ describe('guests on networks (namespaces)', { timeout: 900_000 }, () => {
     const vIf = await ifOf('g3', victim.mac);
     await sleep(2000);
     const conf = `start 10.86.0.100\\nend 10.86.0.110\\ninterface ${rIf}\\nlease_file /tmp/rogue.leases\\noption router 10.86.0.66\\n`;
-    let r = await inGuest('g2', `ip addr replace 10.86.0.10/24 dev ${rIf}; touch /tmp/rogue.leases; printf '${conf}' > /tmp/rogue.conf && udhcpd /tmp/rogue.conf && sleep 1 && pidof udhcpd`);
+    // (The appliance's own DHCP clients for the new NICs would reset them: stopped first.)
+    let r = await inGuest('g2', `kill $(pidof udhcpc); sleep 0.5; ip addr replace 10.86.0.10/24 dev ${rIf}; touch /tmp/rogue.leases; printf '${conf}' > /tmp/rogue.conf && udhcpd /tmp/rogue.conf && sleep 1 && pidof udhcpd`);
     assert.equal(r.code, 0, `the rogue server runs: ${r.out}`);
-    r = await inGuest('g3', `udhcpc -n -q -f -t 4 -T 1 -i ${vIf} -s /bin/true 2>&1`, 60_000);
+    r = await inGuest('g3', `kill $(pidof udhcpc); udhcpc -n -q -f -t 4 -T 1 -i ${vIf} -s /bin/true 2>&1`, 60_000);
     assert.notEqual(r.code, 0, `g3 got a lease from the rogue: ${r.out}`);
     assert.doesNotMatch(r.out, /obtained/);
     assert.equal(d.cli(['nic', 'remove', 'g2', 'nic2']).code, 0);
