@@ -66,12 +66,13 @@ export function renderConfig(n: Network, files: DnsmasqFiles): string {
   if (n.mode !== 'nat') lines.push('no-resolv');
   if (!n.dns) lines.push('port=0');
   if (n.dhcp && n.dhcpRange) {
-    const pool = Math.max(1, parseCidr(n.subnet).last - parseCidr(n.subnet).first);
+    // Every guest address is a reservation; the limit is the subnet less the host's address.
+    const leaseMax = c.last - c.first;
     lines.push(
       `dhcp-range=${n.dhcpRange.start},${n.dhcpRange.end},${netmask(c.prefix)},1h`,
       `dhcp-leasefile=${files.leases}`,
       `dhcp-hostsfile=${files.dhcpHosts}`,
-      `dhcp-lease-max=${pool}`,
+      `dhcp-lease-max=${leaseMax}`,
       'dhcp-authoritative',
       'dhcp-no-override',
     );
