@@ -118,6 +118,12 @@ describe('networks (no VM)', { timeout: 600_000 }, () => {
     assert.equal(opErr(r)?.code, 'VMKIT_ADDRESS_IN_USE');
     r = await create('t7', [{ network: 'nosuch' }]);
     assert.equal(opErr(r)?.code, 'VMKIT_NETWORK_NOT_FOUND');
+    r = await create('t8', [{ network: 'lab' }]);
+    assert.equal(opErr(r), undefined);
+    const fw = await d.api('POST', '/1.0/instances/t8/forwards', { hostPort: 18080, guestPort: 80 });
+    assert.equal(errCode(fw), 'VMKIT_INVALID_ARGUMENT');
+    assert.match((fw.body as ApiError).error.message, /nat networks; "lab" is host-only/);
+    assert.equal(d.cli(['delete', 't8']).code, 0);
     const t2 = d.cliJson<{ nics: Array<{ network: string; ipv4?: string; model: string; dhcp?: boolean }> }>(['info', 't2']);
     assert.deepEqual(t2.nics.map((n) => [n.network, n.ipv4, n.model, !!n.dhcp]), [['tiny', '10.84.0.101', 'virtio-net', true], ['lab', '10.81.0.10', 'e1000', false]]);
     // Reservations reach dnsmasq.

@@ -57,6 +57,8 @@ export interface InstanceNetworking {
   unplug(inst: Instance): Promise<void>;
   /** Instances or forwards changed: reservations and rules re-applied. */
   sync(): Promise<void>;
+  /** Throws unless port forwards can reach a NIC on this network (nat only). */
+  assertForwardable(network: string): Promise<void>;
 }
 
 export interface StopOptions {
@@ -182,6 +184,7 @@ export class InstanceManager {
       const forwards = (req.forwards ?? []).map((f) =>
         normalizeForward({ ...f, allowPrivileged: f.allowPrivileged ?? req.allowPrivileged }, forwardNic.id),
       );
+      if (forwards.length > 0 && forwardNic.network !== 'user') await this.networking?.assertForwardable(forwardNic.network);
       this.assertNoSelfCollision(forwards);
       await this.assertNoForwardConflict(name, forwards);
       for (const f of forwards) await assertHostPortFree(f);
@@ -609,6 +612,7 @@ export class InstanceManager {
           hint: 'Forwards go to a user-mode NIC or to a NIC with an address on a nat network.',
         });
       }
+      if (nic.network !== 'user') await this.networking?.assertForwardable(nic.network);
       const f = normalizeForward(req, nic.id);
       const mine = inst.forwards.find((g) => forwardsCollide(f, g));
       if (mine) {

@@ -277,6 +277,15 @@ export class NetworkManager {
     return { ipv4: allocateAddress(n, taken), dhcp: true };
   }
 
+  async assertForwardable(network: string): Promise<void> {
+    const n = await this.load(network);
+    if (n.mode !== 'nat') {
+      throw vmkitError('VMKIT_INVALID_ARGUMENT', `Port forwards go to NICs on nat networks; "${network}" is ${n.mode}.`, {
+        hint: n.mode === 'host-only' ? 'The host reaches host-only guests directly at their address.' : 'Put a NIC on a nat network (or "user") and forward to it (--nic).',
+      });
+    }
+  }
+
   /** Static settings for the config drive of a NIC with a static address. */
   async addressing(network: string): Promise<NicAddressing | undefined> {
     const n = await this.load(network).catch(() => undefined);
