@@ -1,7 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { sleep, startTestDaemon, type TestDaemon } from './helpers.js';
 import { createNetns, deleteNetns, guestExec, links, ns, nsRun, veth } from './netns.js';
@@ -17,12 +17,13 @@ describe('bridged network (namespaces)', { timeout: 600_000 }, () => {
   let lan: string;
   let dhcp: ChildProcess | undefined;
   let id = '';
+  let tmp = '';
 
   before(async () => {
     host = createNetns('bhost');
     lan = createNetns('blan');
     veth(host, 'lan0', undefined, lan, 'lanp', '192.168.50.1/24');
-    const tmp = mkdtempSync('/tmp/vmkt-lan-');
+    tmp = mkdtempSync('/tmp/vmkt-lan-');
     dhcp = spawn('ip', ['netns', 'exec', lan, 'dnsmasq', '--no-daemon', '--conf-file=/dev/null', '--interface=lanp', '--bind-interfaces', '--port=0',
       '--dhcp-range=192.168.50.100,192.168.50.150,12h', `--dhcp-leasefile=${join(tmp, 'leases')}`, `--pid-file=${join(tmp, 'pid')}`], { stdio: 'ignore' });
     d = await startTestDaemon({ netns: host });
@@ -32,6 +33,7 @@ describe('bridged network (namespaces)', { timeout: 600_000 }, () => {
     await d?.stop();
     if (host) deleteNetns(host);
     if (lan) deleteNetns(lan);
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
 
   it('refuses an uplink that is missing or carries an address', () => {

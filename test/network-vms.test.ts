@@ -2,7 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, existsSync, rmSync } from 'node:fs';
 import { ROOT, sleep, startTestDaemon, type TestDaemon } from './helpers.js';
 import { createNetns, deleteNetns, guestExec, ns, nsRun, veth } from './netns.js';
 
@@ -27,6 +27,7 @@ describe('guests on networks (namespaces)', { timeout: 900_000 }, () => {
   let host: string;
   let outside: string;
   let web: ChildProcess | undefined;
+  let www = '';
   const ids: Record<string, Inst> = {};
 
   const serial = (name: string) => join(d.dir, 'instances', ids[name]!.id, 'run', 'serial.sock');
@@ -47,7 +48,7 @@ describe('guests on networks (namespaces)', { timeout: 900_000 }, () => {
     host = createNetns('host');
     outside = createNetns('out');
     veth(host, 'up-out', '10.99.0.1/24', outside, 'out-host', '10.99.0.2/24');
-    const www = mkdtempSync('/tmp/vmkt-www-');
+    www = mkdtempSync('/tmp/vmkt-www-');
     writeFileSync(join(www, 'index.html'), 'hello-from-outside\n');
     web = spawn('ip', ['netns', 'exec', outside, 'python3', '-m', 'http.server', '--bind', '10.99.0.2', '8000', '--directory', www], { stdio: 'ignore' });
     const env = NIC_MODELS ? { VMKIT_APPLIANCE_DIR: APPLIANCE_NET } : {};
@@ -76,6 +77,7 @@ describe('guests on networks (namespaces)', { timeout: 900_000 }, () => {
     await d?.stop();
     if (host) deleteNetns(host);
     if (outside) deleteNetns(outside);
+    if (www) rmSync(www, { recursive: true, force: true });
   });
 
   it('gives every NIC its address: DHCP reservations and a static one, several NICs and models', async () => {
