@@ -133,6 +133,9 @@ busybox depmod -b "$WORK/kernel" "$KVER"
 want="$GUEST_MODULES $GUEST_EXTRA_MODULES"
 # anything ext4 (root fs) needs, if it is built as a module
 if grep -q '^CONFIG_EXT4_FS=m' "$KCONFIG"; then want="ext4 $want"; fi
+# ext4 asks the crypto API for crc32c at mount time; without modprobe in the initramfs a
+# modular crc32c (the generic amd64 kernel) must be loaded up front.
+if grep -q '^CONFIG_CRYPTO_CRC32C=m' "$KCONFIG"; then want="crc32c_generic $want"; fi
 if grep -q '^CONFIG_VIRTIO_BLK=y' "$KCONFIG"; then want=${want/virtio_blk/}; fi
 
 declare -A MODPATH=() SEEN=()

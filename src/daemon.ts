@@ -10,6 +10,7 @@ import { SqliteStore } from './store/sqlite.js';
 import { ImageStore } from './images/image-store.js';
 import { InstanceManager } from './instances/manager.js';
 import { SnapshotManager } from './snapshots/snapshots.js';
+import { NetworkManager } from './network/manager.js';
 import { EventBus } from './operations/events.js';
 import { OperationManager } from './operations/operations.js';
 import { buildApi, type ApiContext } from './api/server.js';
@@ -86,6 +87,8 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   };
   const hostName = os.hostname();
   const instances = new InstanceManager(store, paths, images, events, { hostName, qemuBinary, accel });
+  const networks = new NetworkManager(store, paths.root, events);
+  instances.setNetworking(networks);
 
   await images.reconcile();
   const appliance = await images.ensureAppliance(options.applianceDir ?? process.env.VMKIT_APPLIANCE_DIR ?? DEFAULT_APPLIANCE_DIR, (n) => instances.usesImage(n));
@@ -94,6 +97,8 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   snapshots.installSuspendHandler((h) => instances.setSuspendHandler(h));
   await instances.recover();
   await snapshots.recover();
+  // After the instances: taps of VMs that still run are kept, the rest is made to match.
+  await networks.reconcile().catch((err: Error) => log(`warning: networks not reconciled: ${err.message}`));
 
   const context: ApiContext = {
     version: VERSION,
@@ -106,6 +111,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     operations,
     events,
     doctor: () => runDoctor(paths.root),
+    networks,
   };
   const servers: FastifyInstance[] = [];
   // TCP first: once the unix socket exists, clients may assume every listener is up.

@@ -52,13 +52,16 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-export async function startTestDaemon(options: { extraArgs?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<TestDaemon> {
+export async function startTestDaemon(options: { extraArgs?: string[]; env?: NodeJS.ProcessEnv; netns?: string } = {}): Promise<TestDaemon> {
   // Short paths: QEMU's unix sockets live below the data folder (107-byte limit).
   const dir = mkdtempSync('/tmp/vmkt-');
   const env = testEnv(dir, options.env);
   let log = '';
   const spawnDaemon = () => {
-    const proc = spawn(process.execPath, [VMKIT_BIN, 'daemon', '--dir', dir, ...(options.extraArgs ?? [])], {
+    const daemonArgv = [process.execPath, VMKIT_BIN, 'daemon', '--dir', dir, ...(options.extraArgs ?? [])];
+    // In a network namespace every bridge, tap, rule and dnsmasq the daemon makes lives there.
+    const argv = options.netns ? ['ip', 'netns', 'exec', options.netns, ...daemonArgv] : daemonArgv;
+    const proc = spawn(argv[0]!, argv.slice(1), {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });

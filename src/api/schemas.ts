@@ -75,6 +75,7 @@ export const instanceSchema = {
           mac: { type: 'string' },
           network: { type: 'string' },
           ipv4: { type: 'string' },
+          dhcp: { type: 'boolean' },
         },
       },
     },
@@ -138,6 +139,7 @@ export const forwardRequestSchema = {
     proto: { type: 'string', enum: ['tcp', 'udp'] },
     hostAddress: { type: 'string' },
     allowPrivileged: { type: 'boolean' },
+    nic: { type: 'string' },
   },
 } as const;
 
@@ -156,7 +158,7 @@ export const createInstanceSchema = {
       items: {
         type: 'object',
         additionalProperties: false,
-        properties: { network: { type: 'string' }, model: { type: 'string', enum: ['virtio-net', 'e1000', 'rtl8139'] } },
+        properties: { network: { type: 'string' }, model: { type: 'string', enum: ['virtio-net', 'e1000', 'rtl8139'] }, ipv4: { type: 'string' } },
       },
     },
     forwards: { type: 'array', items: forwardRequestSchema },

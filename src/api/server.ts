@@ -13,6 +13,8 @@ import type { OperationManager } from '../operations/operations.js';
 import type { EventBus } from '../operations/events.js';
 import type { ForwardRequest } from '../network/forwards.js';
 import type { DoctorReport } from '../host/doctor.js';
+import type { NetworkManager } from '../network/manager.js';
+import { registerNetworkRoutes } from './routes-networks.js';
 import { async, errorBody, sync } from './responses.js';
 import { isPublicPath, registerWebRoutes, WebSessions } from './routes-web.js';
 import {
@@ -45,6 +47,8 @@ export interface ApiContext {
   operations: OperationManager;
   events: EventBus;
   doctor: () => Promise<DoctorReport>;
+  /** Absent = no network support (user-mode NICs only). */
+  networks?: NetworkManager;
 }
 
 export interface ApiOptions {
@@ -417,6 +421,8 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
       });
     },
   );
+
+  registerNetworkRoutes(app, ctx);
 
   return app;
 }

@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { VmkitError } from '../errors.js';
 import type { PortForward, Protocol } from '../domain/types.js';
 import { clientFor, globals, instancePath, mutate, print } from './common.js';
-import { formatForward, renderList } from './output.js';
+import { formatForward, renderData, renderList } from './output.js';
 
 /** A forward as the API takes it in POST /1.0/instances and POST …/forwards. */
 export interface ForwardSpec {
@@ -90,6 +90,9 @@ Examples:
   vmkit forward add web1 8080:80                 # 127.0.0.1:8080 -> guest port 80/tcp
   vmkit forward add web1 0.0.0.0:5353:53/udp     # on every host address, UDP
   vmkit forward add web1 80:80 --allow-privileged
+  vmkit forward add web1 8080:80 --address 0.0.0.0 --proto udp
+  vmkit forward add web1 8443:443 --nic nic1        # a NIC on a nat network: nftables DNAT
+  vmkit forward check web1 8080                  # host -> forward -> guest port answers?
   vmkit forward list web1
   vmkit forward remove web1 8080`,
   );
@@ -100,10 +103,17 @@ Examples:
     .argument('<name>', 'instance name')
     .argument('<spec>', '[ADDRESS:]HOSTPORT:GUESTPORT[/udp]')
     .addOption(new Option('--proto <proto>', 'protocol').choices(['tcp', 'udp']))
+    .option('--address <addr>', 'host address to listen on (instead of ADDRESS: in the spec)')
+    .option('--nic <nic>', 'the NIC to forward to (default: the user-mode NIC, else the first NIC with an address)')
     .option('--allow-privileged', 'allow a host port below 1024')
-    .action(async (name: string, text: string, opts: { proto?: Protocol; allowPrivileged?: boolean }, self: Command) => {
-      const spec = withProto(parseForwardSpec(text), opts.proto, text);
-      const body = { ...spec, ...(opts.allowPrivileged ? { allowPrivileged: true } : {}) };
+    .action(async (name: string, text: string, opts: { proto?: Protocol; address?: string; nic?: string; allowPrivileged?: boolean }, self: Command) => {
+      let spec = withProto(parseForwardSpec(text), opts.proto, text);
+      if (opts.address) {
+        if (spec.hostAddress !== undefined && spec.hostAddress !== opts.address) throw bad(text, `it names ${spec.hostAddress} but --address says ${opts.address}`);
+        if (isIP(opts.address) !== 4) throw bad(text, `--address ${JSON.stringify(opts.address)} is not an IPv4 address`);
+        spec = { ...spec, hostAddress: opts.address };
+      }
+      const body = { ...spec, ...(opts.nic ? { nic: opts.nic } : {}), ...(opts.allowPrivileged ? { allowPrivileged: true } : {}) };
       await mutate(self, 'POST', instancePath(name, 'forwards'), body, {
         // The daemon answers with the forward as stored (address default filled in).
         done: (added) => `Forward ${formatForward(isForward(added) ? added : { ...spec, hostAddress: spec.hostAddress ?? '' })} added to ${name}.`,
@@ -118,6 +128,23 @@ Examples:
     .action(async (name: string, _opts: unknown, self: Command) => {
       const forwards = await clientFor(self).get<PortForward[]>(instancePath(name, 'forwards'));
       print(renderList(forwards, globals(self).format, COLUMNS));
+    });
+
+  cmd
+    .command('check')
+    .description('Check a forward: connect to the host port and say whether the guest port answers')
+    .argument('<name>', 'instance name')
+    .argument('<hostport>', 'the host port of the forward')
+    .action(async (name: string, hostPort: string, _opts: unknown, self: Command) => {
+      const r = await clientFor(self).request('POST', `${instancePath(name, 'forwards', encodeURIComponent(hostPort))}/check`, {});
+      const c = r.metadata as { reachable: boolean; via: string; millis: number; error?: string; guestAddress?: string; guestReachable?: boolean; forward: PortForward };
+      const format = globals(self).format;
+      if (format === 'json' || format === 'yaml') print(renderData(c, format));
+      else {
+        const guest = c.guestAddress ? ` (guest ${c.guestAddress}:${c.forward.guestPort} ${c.guestReachable ? 'answers directly' : 'does not answer directly'})` : '';
+        print(`${formatForward(c.forward)} via ${c.via}: ${c.reachable ? `reachable in ${c.millis} ms` : `NOT reachable (${c.error ?? 'no answer'})`}${guest}`);
+      }
+      if (!c.reachable) process.exitCode = 3;
     });
 
   cmd

@@ -1,12 +1,14 @@
 import { Command } from 'commander';
 import { mutate, positiveInt } from './common.js';
 import { parseForwardSpec, type ForwardSpec } from './forward.js';
+import { parseNicSpec, type NicSpec } from './nic.js';
 
 interface LaunchOptions {
   type?: string;
   cpus?: number;
   memory?: number;
   forward: ForwardSpec[];
+  nic?: NicSpec[];
   allowPrivileged?: boolean;
   wait: boolean;
 }
@@ -17,6 +19,7 @@ export function createBody(image: string, name: string, opts: LaunchOptions, sta
   if (opts.type) body.type = opts.type;
   if (opts.cpus !== undefined) body.cpus = opts.cpus;
   if (opts.memory !== undefined) body.memoryMiB = opts.memory;
+  if (opts.nic && opts.nic.length > 0) body.nics = opts.nic;
   if (opts.forward.length > 0) body.forwards = opts.forward;
   if (opts.allowPrivileged) body.allowPrivileged = true;
   return body;
@@ -36,6 +39,11 @@ function build(verb: 'launch' | 'create'): Command {
       'forward [ADDRESS:]HOSTPORT:GUESTPORT[/udp]; repeatable',
       (value: string, prev: ForwardSpec[]) => [...prev, parseForwardSpec(value)],
       [] as ForwardSpec[],
+    )
+    .option(
+      '-n, --nic <spec>',
+      'NIC on a network: NETWORK[:MODEL][,ip=ADDRESS]; repeatable (default: one user-mode NIC)',
+      (value: string, prev: NicSpec[] | undefined) => [...(prev ?? []), parseNicSpec(value)],
     )
     .option('--allow-privileged', 'allow forwarding host ports below 1024')
     .option('--no-wait', 'return once the operation is accepted, print its id')

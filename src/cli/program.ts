@@ -11,6 +11,8 @@ import { infoCommand } from './info.js';
 import { createCommand, launchCommand } from './launch.js';
 import { listCommand } from './list.js';
 import { logsCommand } from './logs.js';
+import { networkCommand } from './network.js';
+import { nicCommand } from './nic.js';
 import { operationCommand } from './operation.js';
 import { FORMATS, type Format } from './output.js';
 import { snapshotCommand } from './snapshot.js';
@@ -44,6 +46,8 @@ export function buildProgram(): Command {
   program.addCommand(deleteCommand());
   program.addCommand(snapshotCommand());
   program.addCommand(forwardCommand());
+  program.addCommand(networkCommand());
+  program.addCommand(nicCommand());
   program.addCommand(consoleCommand());
   program.addCommand(logsCommand());
   program.addCommand(imageCommand());

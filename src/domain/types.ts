@@ -24,6 +24,8 @@ export interface Nic {
   /** `user` = QEMU user-mode NAT; other values name a vmkit network. */
   network: string;
   ipv4?: string;
+  /** The address is a DHCP reservation the guest asks for (not configured statically). */
+  dhcp?: boolean;
 }
 
 export interface PortForward {

@@ -15,7 +15,7 @@ import type { EventBus } from '../operations/events.js';
 import type { OperationContext } from '../operations/operations.js';
 import { createLinkedClone } from '../storage/qemu-img.js';
 import { writeConfigDrive } from '../storage/config-drive.js';
-import { buildQemuArgv, hostfwdRule, RUN_FILES, type QemuDisk } from '../qemu/argv.js';
+import { buildQemuArgv, hostfwdRule, nicDevice, RUN_FILES, type QemuDisk } from '../qemu/argv.js';
 import { launchQemu, findQemuProcess, waitForExit, isProcessAlive } from '../qemu/process.js';
 import type { QmpClient, QmpEvent } from '../qemu/qmp.js';
 import { QmpClient as Qmp } from '../qemu/qmp.js';
@@ -33,9 +33,32 @@ export interface CreateInstanceRequest {
   type?: string;
   cpus?: number;
   memoryMiB?: number;
-  nics?: Array<{ network?: string; model?: NicModel }>;
+  nics?: NicRequest[];
   forwards?: ForwardRequest[];
   allowPrivileged?: boolean;
+}
+
+export interface NicRequest {
+  network?: string;
+  model?: NicModel;
+  /** A static IPv4 address on a vmkit network (reserved in its DHCP server too). */
+  ipv4?: string;
+}
+
+/** What instances need from vmkit networks (src/network/manager.ts implements it). */
+export interface InstanceNetworking {
+  /** Checks the network and picks the NIC's address (static, or a DHCP reservation). */
+  allocate(network: string, requestedIp: string | undefined, pending: readonly Nic[]): Promise<{ ipv4?: string; dhcp?: boolean }>;
+  addressing(network: string): Promise<{ prefix: number; gateway?: string; dns?: string[] } | undefined>;
+  taps(inst: Instance): Record<string, string>;
+  /** Before QEMU starts: taps, reservations, rules. */
+  plug(inst: Instance): Promise<void>;
+  /** After QEMU ended: taps removed, rules updated. */
+  unplug(inst: Instance): Promise<void>;
+  /** Instances or forwards changed: reservations and rules re-applied. */
+  sync(): Promise<void>;
+  /** Throws unless port forwards can reach a NIC on this network (nat only). */
+  assertForwardable(network: string): Promise<void>;
 }
 
 export interface StopOptions {
@@ -119,6 +142,7 @@ const USER_NET_GUEST_IP = '10.0.2.15';
 export class InstanceManager {
   private readonly runtimes = new Map<string, Runtime>();
   private readonly locks = new Map<string, Promise<unknown>>();
+  private networking?: InstanceNetworking;
 
   constructor(
     private readonly store: Store,
@@ -127,6 +151,10 @@ export class InstanceManager {
     private readonly events: EventBus,
     private readonly host: HostEnvironment,
   ) {}
+
+  setNetworking(n: InstanceNetworking): void {
+    this.networking = n;
+  }
 
   /** Serializes work on one instance, so two operations never interleave on it. */
   private withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -229,9 +257,11 @@ export class InstanceManager {
       const image = await this.images.get(req.image);
       const { cpus, memoryMiB } = this.sizeFor(req, image);
       const nics = await this.allocateNics(req.nics ?? [{}], image);
+      const forwardNic = nics.find((n) => n.network === 'user') ?? nics.find((n) => n.ipv4) ?? nics[0]!;
       const forwards = (req.forwards ?? []).map((f) =>
-        normalizeForward({ ...f, allowPrivileged: f.allowPrivileged ?? req.allowPrivileged }, nics[0]!.id),
+        normalizeForward({ ...f, allowPrivileged: f.allowPrivileged ?? req.allowPrivileged }, forwardNic.id),
       );
+      if (forwards.length > 0 && forwardNic.network !== 'user') await this.networking?.assertForwardable(forwardNic.network);
       this.assertNoSelfCollision(forwards);
       await this.assertNoForwardConflict(name, forwards);
       for (const f of forwards) await assertHostPortFree(f);
@@ -268,6 +298,7 @@ export class InstanceManager {
         await rm(dir, { recursive: true, force: true });
         throw err;
       }
+      if (inst.nics.some((n) => n.network !== 'user')) await this.networking?.sync();
       this.events.lifecycle('instance-created', name);
       return this.view(inst);
     });
@@ -292,18 +323,28 @@ export class InstanceManager {
     return { cpus, memoryMiB };
   }
 
-  private async allocateNics(reqs: Array<{ network?: string; model?: NicModel }>, image: Image): Promise<Nic[]> {
+  private async allocateNics(reqs: NicRequest[], image: Image, first = 0): Promise<Nic[]> {
     const used = new Set((await this.store.list<Instance>('instances')).flatMap((v) => v.value.nics.map((n) => n.mac)));
-    return reqs.map((r, i) => {
+    const out: Nic[] = [];
+    for (const [i, r] of reqs.entries()) {
       const model = r.model ?? image.nicModels[0] ?? 'virtio-net';
       if (!NIC_MODELS.includes(model)) {
         throw vmkitError('VMKIT_INVALID_ARGUMENT', `Unknown NIC model "${model}".`, { hint: `Use one of ${NIC_MODELS.join(', ')}.` });
       }
       const network = r.network ?? 'user';
-      if (network !== 'user') {
-        throw vmkitError('VMKIT_INVALID_ARGUMENT', `Network "${network}" does not exist.`, {
+      let address: { ipv4?: string; dhcp?: boolean } = {};
+      if (network === 'user') {
+        if (r.ipv4) {
+          throw vmkitError('VMKIT_INVALID_ARGUMENT', 'A user-mode NIC cannot have a static address (QEMU gives it 10.0.2.15).', {
+            hint: 'Put the NIC on a vmkit network ("vmkit network create") to choose its address.',
+          });
+        }
+      } else if (!this.networking) {
+        throw vmkitError('VMKIT_NETWORK_NOT_FOUND', `Network "${network}" does not exist.`, {
           hint: 'Only user-mode NAT ("user") NICs are available on this host.',
         });
+      } else {
+        address = await this.networking.allocate(network, r.ipv4, out);
       }
       let mac: string;
       do {
@@ -311,8 +352,9 @@ export class InstanceManager {
         mac = ['52', '54', '00', ...[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
       } while (used.has(mac));
       used.add(mac);
-      return { id: `nic${i}`, model, mac, network };
-    });
+      out.push({ id: `nic${first + i}`, model, mac, network, ...(address.ipv4 ? { ipv4: address.ipv4 } : {}), ...(address.dhcp ? { dhcp: true } : {}) });
+    }
+    return out;
   }
 
   private assertNoSelfCollision(forwards: PortForward[]): void {
@@ -369,7 +411,13 @@ export class InstanceManager {
       await rm(runDir, { recursive: true, force: true });
       await mkdir(runDir, { recursive: true, mode: 0o750 });
       await this.rotateConsoleLog(inst);
-      await writeConfigDrive(join(dir, 'cidata.img'), { instanceId: inst.id, hostname: inst.name, nics: inst.nics });
+      const addressing: Record<string, { prefix: number; gateway?: string; dns?: string[] }> = {};
+      for (const nic of inst.nics) {
+        const a = nic.network !== 'user' && nic.ipv4 && !nic.dhcp ? await this.networking?.addressing(nic.network) : undefined;
+        if (a) addressing[nic.id] = a;
+      }
+      await writeConfigDrive(join(dir, 'cidata.img'), { instanceId: inst.id, hostname: inst.name, nics: inst.nics, addressing });
+      await this.networking?.plug(inst);
       const disks: QemuDisk[] = inst.disks.map((d) => ({ id: d.name, file: join(dir, d.file), format: d.format }));
       disks.push({ id: 'cidata', file: join(dir, 'cidata.img'), format: 'raw', readOnly: true });
       const argv = buildQemuArgv({
@@ -385,6 +433,7 @@ export class InstanceManager {
         disks,
         nics: inst.nics,
         forwards: inst.forwards,
+        taps: this.networking?.taps(inst),
         runDir,
         consoleLog: this.paths.consoleLog(inst.id),
         startPaused: true,
@@ -416,6 +465,7 @@ export class InstanceManager {
       await rm(runDir, { recursive: true, force: true }).catch(() => undefined);
       const fresh = await this.load(name);
       await this.setState(fresh, 'stopped', `last start failed: ${(err as Error).message}`);
+      await this.networking?.unplug(fresh).catch(() => undefined);
       this.events.lifecycle('instance-stopped', name, { reason: 'start failed' });
       throw err;
     }
@@ -483,6 +533,7 @@ export class InstanceManager {
       await this.setState(inst, 'error', 'the QEMU process ended unexpectedly (killed or crashed); its forwards were released');
       this.events.lifecycle('instance-crashed', name, { pid: rt.pid });
     }
+    await this.networking?.unplug(inst).catch(() => undefined);
   }
 
   private async killRuntime(name: string): Promise<void> {
@@ -572,6 +623,7 @@ export class InstanceManager {
     await rm(this.paths.run(inst.id), { recursive: true, force: true });
     const after = await this.load(name);
     await this.setState(after, 'stopped', forced && !opts.force ? 'forced after the guest did not power off in time' : undefined);
+    await this.networking?.unplug(after).catch(() => undefined);
     this.events.lifecycle('instance-stopped', name, { forced });
     return this.view(after);
   }
@@ -655,6 +707,10 @@ export class InstanceManager {
     await this.killRuntime(inst.name);
     await rm(this.paths.instance(inst.id), { recursive: true, force: true });
     await this.store.delete('instances', inst.name);
+    if (inst.nics.some((n) => n.network !== 'user')) {
+      await this.networking?.unplug(inst).catch(() => undefined);
+      await this.networking?.sync().catch(() => undefined);
+    }
     this.events.lifecycle('instance-deleted', inst.name);
   }
 
@@ -667,10 +723,15 @@ export class InstanceManager {
   async addForward(name: string, req: ForwardRequest): Promise<PortForward> {
     return this.withLock(name, async () => {
       const inst = await this.load(name);
-      const nic = inst.nics.find((n) => n.network === 'user');
-      if (!nic) {
-        throw vmkitError('VMKIT_INVALID_ARGUMENT', `Instance "${name}" has no user-mode NIC to forward to.`);
+      const nic = req.nic
+        ? inst.nics.find((n) => n.id === req.nic)
+        : (inst.nics.find((n) => n.network === 'user') ?? inst.nics.find((n) => n.ipv4));
+      if (!nic || (nic.network !== 'user' && !nic.ipv4)) {
+        throw vmkitError('VMKIT_INVALID_ARGUMENT', `Instance "${name}" has no ${req.nic ? `NIC ${req.nic} with an address` : 'user-mode or nat NIC'} to forward to.`, {
+          hint: 'Forwards go to a user-mode NIC or to a NIC with an address on a nat network.',
+        });
       }
+      if (nic.network !== 'user') await this.networking?.assertForwardable(nic.network);
       const f = normalizeForward(req, nic.id);
       const mine = inst.forwards.find((g) => forwardsCollide(f, g));
       if (mine) {
@@ -680,13 +741,19 @@ export class InstanceManager {
       }
       await this.assertNoForwardConflict(name, [f]);
       await assertHostPortFree(f);
-      const rt = this.runtimes.get(name);
+      const rt = nic.network === 'user' ? this.runtimes.get(name) : undefined;
       if (rt) await rt.qmp.hmpOrThrow(`hostfwd_add ${f.nic} ${hostfwdRule(f)}`);
       try {
         inst.forwards.push(f);
         await this.save(inst);
+        // Forwards to NICs on nat networks are nftables DNAT rules, re-applied as a whole.
+        if (nic.network !== 'user') await this.networking?.sync();
       } catch (err) {
         if (rt) await rt.qmp.humanMonitorCommand(`hostfwd_remove ${f.nic} ${f.proto}:${f.hostAddress}:${f.hostPort}`).catch(() => undefined);
+        if (nic.network !== 'user') {
+          inst.forwards = inst.forwards.filter((g) => g !== f);
+          await this.save(inst);
+        }
         throw err;
       }
       this.events.lifecycle('forward-added', name, f);
@@ -706,7 +773,8 @@ export class InstanceManager {
         });
       }
       const f = inst.forwards[idx]!;
-      const rt = this.runtimes.get(name);
+      const onUser = inst.nics.find((n) => n.id === f.nic)?.network === 'user';
+      const rt = onUser ? this.runtimes.get(name) : undefined;
       if (rt) {
         const out = await rt.qmp.humanMonitorCommand(`hostfwd_remove ${f.nic} ${f.proto}:${f.hostAddress}:${f.hostPort}`);
         if (out.trim() && !/removed/i.test(out)) {
@@ -715,8 +783,104 @@ export class InstanceManager {
       }
       inst.forwards.splice(idx, 1);
       await this.save(inst);
+      if (!onUser) await this.networking?.sync();
       this.events.lifecycle('forward-removed', name, f);
       return f;
+    });
+  }
+
+  // ---- NICs (hot-plug) ------------------------------------------------------------------
+
+  /** Adds a NIC; on a running instance it is hot-plugged (QMP netdev_add + device_add). */
+  async addNic(name: string, req: NicRequest): Promise<Nic> {
+    return this.withLock(name, async () => {
+      const inst = await this.load(name);
+      if (inst.state !== 'stopped' && inst.state !== 'running') {
+        throw vmkitError('VMKIT_INVALID_STATE', `Cannot add a NIC to instance "${name}" while it is ${inst.state}.`, {
+          hint: 'NICs are added to stopped or running instances.',
+        });
+      }
+      const image = await this.images.get(inst.image);
+      const next = Math.max(-1, ...inst.nics.map((n) => Number(n.id.replace(/^nic/, '')))) + 1;
+      const [nic] = await this.allocateNics([req], image, next);
+      const before = inst.nics;
+      inst.nics = [...before, nic!];
+      await this.save(inst);
+      const rt = inst.state === 'running' ? this.runtimes.get(name) : undefined;
+      try {
+        if (nic!.network !== 'user') {
+          if (rt) await this.networking?.plug(inst);
+          else await this.networking?.sync();
+        }
+        if (rt) {
+          const tap = this.networking?.taps(inst)[nic!.id];
+          await rt.qmp.execute('netdev_add', tap ? { type: 'tap', id: nic!.id, ifname: tap, script: 'no', downscript: 'no' } : { type: 'user', id: nic!.id });
+          try {
+            await rt.qmp.execute('device_add', { driver: nicDevice(nic!.model), netdev: nic!.id, mac: nic!.mac, id: `${nic!.id}-dev` });
+          } catch (err) {
+            await rt.qmp.execute('netdev_del', { id: nic!.id }).catch(() => undefined);
+            throw err;
+          }
+        }
+      } catch (err) {
+        inst.nics = before;
+        await this.save(inst);
+        if (nic!.network !== 'user') {
+          await this.networking?.unplug({ ...inst, nics: [nic!] }).catch(() => undefined);
+          await this.networking?.sync().catch(() => undefined);
+        }
+        throw err;
+      }
+      this.events.lifecycle('nic-added', name, nic);
+      return nic!;
+    });
+  }
+
+  /** Removes a NIC (and its forwards); on a running instance it is hot-unplugged. */
+  async removeNic(name: string, nicId: string): Promise<Nic> {
+    return this.withLock(name, async () => {
+      const inst = await this.load(name);
+      const nic = inst.nics.find((n) => n.id === nicId);
+      if (!nic) {
+        throw vmkitError('VMKIT_NIC_NOT_FOUND', `Instance "${name}" has no NIC "${nicId}".`, { hint: `"vmkit nic list ${name}" shows its NICs.` });
+      }
+      if (inst.state !== 'stopped' && inst.state !== 'running') {
+        throw vmkitError('VMKIT_INVALID_STATE', `Cannot remove a NIC from instance "${name}" while it is ${inst.state}.`);
+      }
+      const rt = inst.state === 'running' ? this.runtimes.get(name) : undefined;
+      if (rt) {
+        // The guest must release the device (ACPI eject) before its netdev can go.
+        const deleted = new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => {
+            rt.qmp.off('event', onEvent);
+            resolve(false);
+          }, 15_000);
+          const onEvent = (e: QmpEvent) => {
+            if (e.event === 'DEVICE_DELETED' && e.data.device === `${nic.id}-dev`) {
+              clearTimeout(timer);
+              rt.qmp.off('event', onEvent);
+              resolve(true);
+            }
+          };
+          rt.qmp.on('event', onEvent);
+        });
+        await rt.qmp.execute('device_del', { id: `${nic.id}-dev` });
+        if (!(await deleted)) {
+          throw vmkitError('VMKIT_TIMEOUT', `The guest of "${name}" did not release NIC ${nic.id} within 15 s.`, {
+            hint: 'The guest needs ACPI PCI hot-plug; stop the instance and remove the NIC then.',
+          });
+        }
+        await rt.qmp.execute('netdev_del', { id: nic.id });
+      }
+      inst.nics = inst.nics.filter((n) => n !== nic);
+      inst.forwards = inst.forwards.filter((f) => f.nic !== nic.id);
+      await this.save(inst);
+      if (nic.network !== 'user') {
+        await this.networking?.unplug({ ...inst, nics: [nic] });
+        await this.networking?.sync();
+      }
+      this.events.lifecycle('nic-removed', name, nic);
+      return nic;
     });
   }
 

@@ -10,6 +10,8 @@ export interface ForwardRequest {
   proto?: Protocol;
   hostAddress?: string;
   allowPrivileged?: boolean;
+  /** The NIC to forward to (default: the first user-mode NIC, else the first with an address). */
+  nic?: string;
 }
 
 export const DEFAULT_FORWARD_ADDRESS = '127.0.0.1';

@@ -26,6 +26,8 @@ export interface QemuLaunchSpec {
   disks: readonly QemuDisk[];
   nics: readonly Nic[];
   forwards: readonly PortForward[];
+  /** NIC id → tap interface (made by vmkit before QEMU starts) for NICs on vmkit networks. */
+  taps?: Readonly<Record<string, string>>;
   runDir: string;
   /** Everything the guest prints on its serial port is appended here (survives restarts). */
   consoleLog: string;
@@ -54,6 +56,11 @@ export function nicDevice(model: NicModel): string {
 /** `hostfwd=` value, also the argument of HMP `hostfwd_add`. */
 export function hostfwdRule(f: PortForward): string {
   return `${f.proto}:${f.hostAddress}:${f.hostPort}-:${f.guestPort}`;
+}
+
+/** A tap made by vmkit (no helper scripts: QEMU only opens it). Also the QMP netdev_add form. */
+export function tapNetdev(id: string, tap: string): string {
+  return `tap,id=${id},ifname=${tap},script=no,downscript=no`;
 }
 
 function blockdevArgs(d: QemuDisk): string[] {
@@ -109,9 +116,14 @@ export function buildQemuArgv(spec: QemuLaunchSpec): string[] {
     argv.push('-device', `virtio-blk-pci,drive=${d.id},id=${d.id}-dev${i === 0 ? ',bootindex=1' : ''}`);
   });
   for (const nic of spec.nics) {
-    if (nic.network !== 'user') continue;
-    const fwds = spec.forwards.filter((f) => f.nic === nic.id).map((f) => `,hostfwd=${hostfwdRule(f)}`);
-    argv.push('-netdev', `user,id=${nic.id}${fwds.join('')}`);
+    if (nic.network === 'user') {
+      const fwds = spec.forwards.filter((f) => f.nic === nic.id).map((f) => `,hostfwd=${hostfwdRule(f)}`);
+      argv.push('-netdev', `user,id=${nic.id}${fwds.join('')}`);
+    } else {
+      const tap = spec.taps?.[nic.id];
+      if (!tap) continue;
+      argv.push('-netdev', tapNetdev(nic.id, tap));
+    }
     argv.push('-device', `${nicDevice(nic.model)},netdev=${nic.id},mac=${nic.mac},id=${nic.id}-dev`);
   }
   // No -daemonize: the seccomp sandbox (spawn=deny) forbids its fork. The daemon starts

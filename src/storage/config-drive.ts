@@ -12,6 +12,8 @@ export interface ConfigDriveInput {
   instanceId: string;
   hostname: string;
   nics: readonly Nic[];
+  /** Per NIC id: prefix, gateway and DNS of a static address (vmkit networks). */
+  addressing?: Readonly<Record<string, { prefix: number; gateway?: string; dns?: readonly string[] }>>;
 }
 
 export function metaData(input: ConfigDriveInput): string {
@@ -22,8 +24,11 @@ export function networkConfig(input: ConfigDriveInput): string {
   const lines = ['version: 2', 'ethernets:'];
   input.nics.forEach((nic) => {
     lines.push(`  ${nic.id}:`, '    match:', `      macaddress: "${nic.mac}"`);
-    if (nic.ipv4 && nic.network !== 'user') {
-      lines.push('    dhcp4: false', `    addresses: ["${nic.ipv4}"]`);
+    const a = input.addressing?.[nic.id];
+    if (nic.ipv4 && nic.network !== 'user' && !nic.dhcp) {
+      lines.push('    dhcp4: false', `    addresses: ["${nic.ipv4}${a ? `/${a.prefix}` : ''}"]`);
+      if (a?.gateway) lines.push(`    gateway4: ${a.gateway}`);
+      if (a?.dns?.length) lines.push(`    nameservers: {addresses: [${a.dns.join(', ')}]}`);
     } else {
       lines.push('    dhcp4: true');
     }

@@ -1,0 +1,682 @@
+// Shared machinery of the vmkit benchmarks (bench/start.js, bench/snapshot.js).
+// Plain Node ESM. Importing it installs the clean-up handlers (exit on failure, Ctrl-C,
+// SIGTERM, SIGHUP: everything registered with onCleanup() runs, last first).
+
+import { spawn, execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import http from 'node:http';
+import net from 'node:net';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+
+export const execFileP = promisify(execFile);
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const VMKIT_BIN = path.join(ROOT, 'bin', 'vmkit.js');
+export const MARKER = 'vmkit-appliance: userspace';
+export const POLL_MS = 5; // the same console poll for all three
+export const BOOT_TIMEOUT_MS = 120_000;
+export const DOMAIN = 'vmkit-bench';
+export const VIRSH = ['-c', 'qemu:///system'];
+
+export function die(msg) {
+  console.error(`bench: ${msg}`);
+  process.exit(2);
+}
+
+export const log = (msg) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 23)}] ${msg}\n`);
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---- clean-up registry (runs on success, failure and Ctrl-C) -----------------------------
+
+const cleanups = []; // LIFO
+let cleaning = null;
+export function onCleanup(name, fn) {
+  const entry = { name, fn };
+  cleanups.push(entry);
+  return () => {
+    const i = cleanups.indexOf(entry);
+    if (i >= 0) cleanups.splice(i, 1);
+  };
+}
+/** True once the clean-up has begun (a signal or a failure): long loops should stop. */
+export function isCleaningUp() {
+  return cleaning !== null;
+}
+export async function cleanupAll() {
+  if (cleaning) return cleaning;
+  cleaning = (async () => {
+    while (cleanups.length) {
+      const { name, fn } = cleanups.pop();
+      try {
+        await fn();
+      } catch (err) {
+        log(`clean-up "${name}" failed: ${err.message}`);
+      }
+    }
+  })();
+  return cleaning;
+}
+// A closed stdout/stderr (e.g. "| head") must not kill the bench before it cleans up.
+for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
+for (const ev of ['uncaughtException', 'unhandledRejection']) {
+  process.on(ev, (err) => {
+    try { log(`${ev}: ${err?.stack ?? err}`); } catch { /* stderr gone */ }
+    cleanupAll().finally(() => process.exit(1));
+  });
+}
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    log(`${sig}: cleaning up`);
+    cleanupAll().finally(() => process.exit(130));
+  });
+}
+
+// ---- helpers ------------------------------------------------------------------------------
+
+export function pidAlive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return e.code === 'EPERM';
+  }
+}
+
+export async function waitPidGone(pid, ms) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (!pidAlive(pid)) return true;
+    // a zombie child of ours counts as gone
+    const st = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    if (!st || / Z /.test(st.slice(st.lastIndexOf(')')))) return true;
+    await sleep(20);
+  }
+  return !pidAlive(pid);
+}
+
+export async function killPid(pid, label) {
+  if (!pid || !pidAlive(pid)) return;
+  try { process.kill(pid, 'SIGTERM'); } catch { return; }
+  if (await waitPidGone(pid, 5000)) return;
+  log(`${label} (pid ${pid}) ignored SIGTERM, sending SIGKILL`);
+  try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  await waitPidGone(pid, 5000);
+}
+
+export function fileSize(file) {
+  try {
+    return fs.statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Resolves with performance.now() when `marker` (default MARKER) shows up in `file` after
+ * byte `offset`. The same 5 ms poll for all contenders (QEMU itself writes the file in all cases).
+ */
+export function waitForMarker(file, offset, timeoutMs = BOOT_TIMEOUT_MS, marker = MARKER) {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    let pos = offset;
+    let text = '';
+    let fd = -1;
+    const buf = Buffer.alloc(64 * 1024);
+    const finish = (fn, v) => {
+      clearInterval(timer);
+      if (fd >= 0) try { fs.closeSync(fd); } catch { /* ignore */ }
+      fn(v);
+    };
+    const tick = () => {
+      const now = performance.now();
+      try {
+        if (fd < 0) fd = fs.openSync(file, 'r');
+        for (;;) {
+          const n = fs.readSync(fd, buf, 0, buf.length, pos);
+          if (n <= 0) break;
+          pos += n;
+          text += buf.toString('latin1', 0, n);
+        }
+      } catch (e) {
+        if (e.code !== 'ENOENT') return finish(reject, e);
+      }
+      if (text.includes(marker)) return finish(resolve, now);
+      if (text.length > 1 << 20) text = text.slice(-4096);
+      if (now - started > timeoutMs) finish(reject, new Error(`"${marker}" did not appear in ${file} within ${timeoutMs} ms`));
+    };
+    const timer = setInterval(tick, POLL_MS);
+    tick();
+  });
+}
+
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+export function percentile(xs, p) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
+}
+
+export async function run(cmd, args, opts = {}) {
+  return execFileP(cmd, args, { maxBuffer: 16 << 20, ...opts });
+}
+
+// ---- HTTP over the daemon's unix socket --------------------------------------------------
+
+export function makeApi(socketPath) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+  const request = (method, urlPath, body, { raw = false } = {}) =>
+    new Promise((resolve, reject) => {
+      const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+      const req = http.request(
+        {
+          socketPath,
+          agent,
+          method,
+          path: urlPath,
+          headers: data ? { 'content-type': 'application/json', 'content-length': data.length } : {},
+        },
+        (res) => {
+          const chunks = [];
+          res.on('data', (c) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            if (raw) return resolve({ status: res.statusCode, text });
+            let json;
+            try {
+              json = JSON.parse(text);
+            } catch {
+              return reject(new Error(`${method} ${urlPath}: HTTP ${res.statusCode}, not JSON: ${text.slice(0, 200)}`));
+            }
+            if (json.type === 'error') {
+              const e = new Error(`${method} ${urlPath}: ${json.error?.code}: ${json.error?.message}`);
+              e.code = json.error?.code;
+              return reject(e);
+            }
+            resolve(json);
+          });
+          res.on('error', reject);
+        },
+      );
+      req.on('error', reject);
+      req.end(data);
+    });
+  const waitOp = async (opPath, timeoutS = 120) => {
+    const r = await request('GET', `${opPath}/wait?timeout=${timeoutS}`);
+    const op = r.metadata;
+    if (op.status !== 'success') throw new Error(`operation ${op.kind} ${op.target}: ${op.status}: ${op.error?.code ?? ''} ${op.error?.message ?? ''}`);
+    return op;
+  };
+  return { request, waitOp, close: () => agent.destroy() };
+}
+
+// ---- vmkit daemon -------------------------------------------------------------------------
+
+export async function startDaemon(dir, o) {
+  const env = { ...process.env, VMKIT_ACCEL: o.accel, VMKIT_APPLIANCE_DIR: o.applianceDir, VMKIT_DIR: dir };
+  const errLog = fs.openSync(path.join(dir, '..', `${path.basename(dir)}.daemon.log`), 'a');
+  const child = spawn(process.execPath, [VMKIT_BIN, 'daemon', '--dir', dir], { env, stdio: ['ignore', errLog, errLog] });
+  fs.closeSync(errLog);
+  let exited = null;
+  child.on('exit', (code, sig) => (exited = code ?? sig));
+  const api = makeApi(path.join(dir, 'vmkit.sock'));
+  const daemon = { pid: child.pid, dir, api, child, env };
+  let stopped = false;
+  daemon.stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    // Force-stop every instance still running (QEMU outlives the daemon by design).
+    try {
+      const list = await api.request('GET', '/1.0/instances');
+      for (const inst of list.metadata) {
+        if (inst.state === 'stopped') continue;
+        try {
+          const r = await api.request('PUT', `/1.0/instances/${inst.name}/state`, { action: 'stop', force: true });
+          await api.waitOp(r.operation, 30);
+        } catch (e) {
+          log(`stopping ${inst.name}: ${e.message}`);
+        }
+      }
+    } catch (e) {
+      log(`listing instances at daemon stop: ${e.message}`);
+    }
+    api.close();
+    if (exited === null) await killPid(child.pid, 'vmkit daemon');
+    // Belt and braces: any QEMU left behind in this data folder.
+    for (const pidFile of await findFiles(path.join(dir, 'instances'), 'qemu.pid')) {
+      const pid = Number((await fsp.readFile(pidFile, 'utf8').catch(() => '')).trim());
+      if (pid && (await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).includes(dir)) await killPid(pid, 'leftover QEMU');
+    }
+  };
+  onCleanup(`vmkit daemon ${dir}`, () => daemon.stop());
+  const end = Date.now() + 30_000;
+  for (;;) {
+    if (exited !== null) throw new Error(`vmkit daemon exited (${exited}); see ${dir}.daemon.log`);
+    try {
+      const info = await api.request('GET', '/1.0');
+      daemon.info = info.metadata;
+      break;
+    } catch {
+      if (Date.now() > end) throw new Error('vmkit daemon did not answer within 30 s');
+      await sleep(50);
+    }
+  }
+  return daemon;
+}
+
+export async function findFiles(dir, base, depth = 3) {
+  const out = [];
+  let entries;
+  try {
+    entries = await fsp.readdir(dir, { withFileTypes: true });
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory() && depth > 0) out.push(...(await findFiles(p, base, depth - 1)));
+    else if (e.name === base) out.push(p);
+  }
+  return out;
+}
+
+/** CPU time (user + system, ms) used so far by the given processes (0 for vanished ones). */
+export async function cpuMs(pids) {
+  let ticks = 0;
+  for (const pid of pids) {
+    const st = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    if (!st) continue;
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(f[11]) + Number(f[12]); // utime, stime
+  }
+  return (ticks * 1000) / CLK_TCK;
+}
+export const CLK_TCK = 100;
+
+export async function rssKiB(pid) {
+  const st = await fsp.readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(st)[1]);
+}
+
+// ---- the guest ----------------------------------------------------------------------------
+
+export async function prepareGuest(o, work) {
+  const manifest = JSON.parse(await fsp.readFile(path.join(o.applianceDir, 'image.json'), 'utf8'));
+  // Private copies in a world-readable folder: libvirt's QEMU runs as libvirt-qemu and its
+  // dynamic ownership relabels (chowns) every file of the domain incl. the backing file, so
+  // nothing of the shared .cache/appliance is handed to it.
+  const g = path.join(work, 'guest');
+  await fsp.mkdir(g, { mode: 0o755 });
+  await fsp.chmod(g, 0o755);
+  const files = {};
+  for (const [key, name] of [['kernel', manifest.boot.kernel], ['initrd', manifest.boot.initrd], ['base', manifest.disks[0].file]]) {
+    files[key] = path.join(g, name);
+    await fsp.copyFile(path.join(o.applianceDir, name), files[key]);
+    await fsp.chmod(files[key], 0o644);
+  }
+  const overlay = async (name) => {
+    const f = path.join(g, name);
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', manifest.disks[0].format, '-b', files.base, f]);
+    await fsp.chmod(f, 0o666);
+    return f;
+  };
+  return {
+    manifest,
+    cmdline: manifest.boot.cmdline,
+    memoryMiB: manifest.defaults.memoryMiB,
+    cpus: manifest.defaults.cpus,
+    ...files,
+    dir: g,
+    overlay, // (file name) => path of a new qcow2 overlay of the base image in the guest folder
+    rawOverlay: await overlay('raw-overlay.qcow2'),
+    libvirtOverlay: await overlay('libvirt-overlay.qcow2'),
+    rawConsole: path.join(g, 'raw-console.log'),
+    libvirtConsole: path.join(g, 'libvirt-console.log'),
+  };
+}
+
+// ---- contender 1: raw QEMU ----------------------------------------------------------------
+
+/**
+ * A minimal QEMU argv for the appliance. `opts` (all optional) override the defaults of
+ * bench/start.js: name, memoryMiB, overlay (root disk), console (serial log file), mac,
+ * qmp (path of a QMP unix socket to serve), hostfwd ("tcp::HOST-:GUEST" list).
+ */
+export function rawArgv(o, guest, opts = {}) {
+  const argv = [
+    '-name', `guest=${opts.name ?? 'bench-raw'}`,
+    '-nodefaults', '-no-user-config',
+    '-machine', `pc,accel=${o.accel}`,
+    '-cpu', o.accel === 'kvm' ? 'host' : 'max',
+    '-smp', String(guest.cpus),
+    '-m', `${opts.memoryMiB ?? guest.memoryMiB}M`,
+    '-display', 'none', '-vga', 'none',
+    '-chardev', `file,id=serial0,path=${opts.console ?? guest.rawConsole},append=on`,
+    '-serial', 'chardev:serial0',
+    '-kernel', guest.kernel, '-initrd', guest.initrd, '-append', guest.cmdline,
+    '-blockdev', JSON.stringify({ driver: 'file', filename: opts.overlay ?? guest.rawOverlay, 'node-name': 'root-file' }),
+    '-blockdev', JSON.stringify({ driver: 'qcow2', file: 'root-file', 'node-name': 'root' }),
+    '-device', 'virtio-blk-pci,drive=root,id=root-dev,bootindex=1',
+    '-netdev', `user,id=nic0${(opts.hostfwd ?? []).map((f) => `,hostfwd=${f}`).join('')}`,
+    '-device', `virtio-net-pci,netdev=nic0,mac=${opts.mac ?? '52:54:00:be:4c:01'},id=nic0-dev`,
+  ];
+  if (opts.qmp) argv.push('-chardev', `socket,id=qmp,path=${opts.qmp},server=on,wait=off`, '-mon', 'chardev=qmp,mode=control');
+  return argv;
+}
+// ---- contender 2: libvirt -----------------------------------------------------------------
+
+export async function procsNamed(name) {
+  const pids = [];
+  for (const d of await fsp.readdir('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const comm = (await fsp.readFile(`/proc/${d}/comm`, 'utf8').catch(() => '')).trim();
+    if (comm === name) pids.push(Number(d));
+  }
+  return pids;
+}
+
+export async function haveCmd(cmd) {
+  try {
+    await run('sh', ['-c', `command -v ${cmd}`]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function ensureLibvirtInstalled() {
+  if ((await haveCmd('virsh')) && (await haveCmd('libvirtd')) && (await haveCmd('virtlogd'))) return;
+  if (process.getuid() !== 0) throw new Error('libvirt is not installed and this is not root');
+  log('installing libvirt (apt-get install libvirt-daemon-system libvirt-clients)');
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const install = () => run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'libvirt-daemon-system', 'libvirt-clients'], { env });
+  try {
+    await install();
+  } catch {
+    await run('apt-get', ['update', '-qq'], { env });
+    await install();
+  }
+}
+
+export async function startLibvirtDaemons() {
+  const pids = async () => [...(await procsNamed('libvirtd')), ...(await procsNamed('virtlogd'))];
+  await startLibvirtDaemonsOnly();
+  return pids;
+}
+
+export async function startLibvirtDaemonsOnly() {
+  for (const name of ['virtlogd', 'libvirtd']) {
+    if ((await procsNamed(name)).length) {
+      log(`${name} already runs; using it (and leaving it running)`);
+      continue;
+    }
+    const before = new Set(await procsNamed(name));
+    await run(name, ['-d']);
+    let mine = [];
+    for (let i = 0; i < 100 && !mine.length; i++) {
+      mine = (await procsNamed(name)).filter((p) => !before.has(p));
+      if (!mine.length) await sleep(50);
+    }
+    if (!mine.length) throw new Error(`${name} -d did not leave a running ${name}`);
+    log(`started ${name} (pid ${mine.join(',')})`);
+    onCleanup(`stop ${name}`, async () => {
+      for (const p of mine) await killPid(p, name);
+      log(`stopped ${name}`);
+    });
+  }
+  // libvirtd needs a moment before its socket answers
+  for (let i = 0; ; i++) {
+    try {
+      await run('virsh', [...VIRSH, 'version']);
+      return;
+    } catch (e) {
+      if (i > 100) throw new Error(`libvirtd does not answer: ${e.stderr || e.message}`);
+      await sleep(100);
+    }
+  }
+}
+
+/**
+ * The libvirt domain of bench/start.js. `opts` (all optional): name, memoryMiB, overlay
+ * (root disk), console (serial log file), mac.
+ */
+export function domainXml(o, guest, opts = {}) {
+  const esc = (s) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/'/g, '&apos;');
+  return `<domain type='${o.accel === 'kvm' ? 'kvm' : 'qemu'}'>
+  <name>${opts.name ?? DOMAIN}</name>
+  <memory unit='MiB'>${opts.memoryMiB ?? guest.memoryMiB}</memory>
+  <vcpu>${guest.cpus}</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>${esc(guest.kernel)}</kernel>
+    <initrd>${esc(guest.initrd)}</initrd>
+    <cmdline>${esc(guest.cmdline)}</cmdline>
+  </os>
+  <features><acpi/></features>
+  <cpu mode='${o.accel === 'kvm' ? 'host-passthrough' : 'maximum'}'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='${esc(opts.overlay ?? guest.libvirtOverlay)}'/>
+      <backingStore type='file'>
+        <format type='qcow2'/>
+        <source file='${esc(guest.base)}'/>
+        <backingStore/>
+      </backingStore>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='user'>
+      <mac address='${opts.mac ?? '52:54:00:be:4c:02'}'/>
+      <model type='virtio'/>
+    </interface>
+    <serial type='file'>
+      <source path='${esc(opts.console ?? guest.libvirtConsole)}' append='on'/>
+      <target port='0'/>
+    </serial>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+`;
+}
+
+/**
+ * libvirt probes QEMU once and caches the capabilities, but it throws the cache away (and
+ * re-probes, ~2-4 s, on every "virsh start") when the probe saw KVM and /dev/kvm is not
+ * read-writable by its qemu user ("KVM was enabled when probing ..., but it is not available
+ * now"). Here /dev/kvm is root:root 0600 (no udev); a normal host has root:kvm 0660 and
+ * libvirt-qemu in group kvm. So for the duration of the run /dev/kvm gets the normal mode,
+ * and its original owner/mode is restored at the end (--no-kvm-fix leaves it alone).
+ */
+export async function normalizeDevKvm(o) {
+  if (!o.kvmFix) return;
+  let st;
+  try {
+    st = fs.statSync('/dev/kvm');
+  } catch {
+    return; // no KVM at all: libvirt's cache stays valid
+  }
+  let kvmGid;
+  let qemuGroups;
+  try {
+    kvmGid = Number((await run('getent', ['group', 'kvm'])).stdout.split(':')[2]);
+    qemuGroups = (await run('id', ['-G', 'libvirt-qemu'])).stdout.trim().split(/\s+/).map(Number);
+  } catch {
+    return;
+  }
+  const mode = st.mode & 0o777;
+  const ok = (qemuGroups.includes(st.gid) && (mode & 0o060) === 0o060) || (mode & 0o006) === 0o006;
+  if (ok || !qemuGroups.includes(kvmGid)) return;
+  fs.chownSync('/dev/kvm', st.uid, kvmGid);
+  fs.chmodSync('/dev/kvm', mode | 0o060);
+  log(`/dev/kvm: ${mode.toString(8)} ${st.uid}:${st.gid} -> ${(mode | 0o060).toString(8)} ${st.uid}:${kvmGid} (group kvm, as udev sets it) for libvirt; restored at the end`);
+  onCleanup('restore /dev/kvm', () => {
+    fs.chownSync('/dev/kvm', st.uid, st.gid);
+    fs.chmodSync('/dev/kvm', mode);
+    log(`/dev/kvm restored to ${mode.toString(8)} ${st.uid}:${st.gid}`);
+  });
+}
+
+// ---- main ---------------------------------------------------------------------------------
+
+export function fmtMs(x) {
+  return x === undefined ? '-' : x >= 100 ? x.toFixed(0) : x.toFixed(1);
+}
+export const mib = (kib) => (kib / 1024).toFixed(1);
+
+// ---- QMP client (raw QEMU) ----------------------------------------------------------------
+
+/**
+ * A minimal QMP client over a unix socket: greeting, qmp_capabilities, execute(), events.
+ * Retries the connection until QEMU has created the socket (up to `timeoutMs`).
+ */
+export async function qmpConnect(socketPath, timeoutMs = 30_000) {
+  const end = Date.now() + timeoutMs;
+  let sock;
+  for (;;) {
+    try {
+      sock = await new Promise((resolve, reject) => {
+        const s = net.createConnection(socketPath);
+        s.once('connect', () => resolve(s));
+        s.once('error', reject);
+      });
+      break;
+    } catch (e) {
+      if (Date.now() > end) throw new Error(`QMP ${socketPath}: ${e.message}`);
+      await sleep(20);
+    }
+  }
+  let buf = '';
+  let nextId = 1;
+  const pending = new Map();
+  const listeners = new Set();
+  let greeting;
+  const greeted = new Promise((r) => (greeting = r));
+  let closedErr = null;
+  sock.setEncoding('utf8');
+  sock.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i).trim();
+      buf = buf.slice(i + 1);
+      if (!line) continue;
+      const msg = JSON.parse(line);
+      if (msg.QMP) greeting(msg);
+      else if (msg.event) for (const l of [...listeners]) l(msg);
+      else if (msg.id !== undefined && pending.has(msg.id)) {
+        const { resolve, reject, command } = pending.get(msg.id);
+        pending.delete(msg.id);
+        if (msg.error) reject(new Error(`QMP ${command}: ${msg.error.class}: ${msg.error.desc}`));
+        else resolve(msg.return);
+      }
+    }
+  });
+  const fail = (err) => {
+    closedErr = err;
+    for (const { reject } of pending.values()) reject(err);
+    pending.clear();
+  };
+  sock.on('error', (e) => fail(e));
+  sock.on('close', () => fail(new Error('QMP connection closed')));
+  const execute = (command, args) =>
+    new Promise((resolve, reject) => {
+      if (closedErr) return reject(closedErr);
+      const id = nextId++;
+      pending.set(id, { resolve, reject, command });
+      sock.write(JSON.stringify(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id }) + '\n');
+    });
+  const waitForEvent = (name, predicate = () => true, ms = 300_000) =>
+    new Promise((resolve, reject) => {
+      const l = (e) => {
+        if (e.event !== name || !predicate(e)) return;
+        listeners.delete(l);
+        clearTimeout(t);
+        resolve(e);
+      };
+      const t = setTimeout(() => {
+        listeners.delete(l);
+        reject(new Error(`QMP event ${name} not seen within ${ms} ms`));
+      }, ms);
+      listeners.add(l);
+    });
+  await greeted;
+  await execute('qmp_capabilities');
+  return { execute, waitForEvent, close: () => sock.destroy() };
+}
+
+/**
+ * Runs a QMP job (snapshot-save/-load/-delete) to its end the way vmkit's runJob() does
+ * (src/snapshots/snapshots.ts): subscribe to JOB_STATUS_CHANGE, start it, wait for
+ * `concluded`, read its error from query-jobs, job-dismiss.
+ */
+let jobSeq = 0;
+export async function qmpRunJob(qmp, command, args) {
+  const jobId = `bench-${command}-${++jobSeq}`;
+  const concluded = qmp.waitForEvent('JOB_STATUS_CHANGE', (e) => e.data.id === jobId && e.data.status === 'concluded');
+  concluded.catch(() => undefined);
+  await qmp.execute(command, { 'job-id': jobId, ...args });
+  await concluded;
+  const jobs = await qmp.execute('query-jobs');
+  const job = jobs.find((j) => j.id === jobId);
+  await qmp.execute('job-dismiss', { id: jobId }).catch(() => undefined);
+  if (job?.error) throw new Error(`QEMU ${command} ${JSON.stringify(args)}: ${job.error}`);
+}
+
+// ---- TCP / HTTP ---------------------------------------------------------------------------
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** One GET, no keep-alive; resolves with the status code, rejects on any socket error/timeout. */
+export function httpGetStatus(port, urlPath = '/status', timeoutMs = 2000) {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false, timeout: timeoutMs }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+  });
+}
+
+/**
+ * Polls GET http://127.0.0.1:PORT/status every `pollMs` until it answers 200; resolves with
+ * performance.now() at the answer. Connection refused/reset (QEMU not listening yet, or
+ * slirp finding no listener in the guest) just means "not yet".
+ */
+export async function waitHttp200(port, { timeoutMs = BOOT_TIMEOUT_MS, pollMs = POLL_MS, urlPath = '/status' } = {}) {
+  const end = performance.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    try {
+      const st = await httpGetStatus(port, urlPath);
+      if (st === 200) return performance.now();
+      last = `HTTP ${st}`;
+    } catch (e) {
+      last = e.code || e.message;
+    }
+    if (performance.now() > end) throw new Error(`http://127.0.0.1:${port}${urlPath} did not answer 200 within ${timeoutMs} ms (last: ${last})`);
+    await sleep(pollMs);
+  }
+}

@@ -1,0 +1,359 @@
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { vmkitError } from '../errors.js';
+import { isActive } from '../domain/state.js';
+import type { Instance, Nic, PortForward } from '../domain/types.js';
+import type { Store } from '../store/store.js';
+import type { EventBus } from '../operations/events.js';
+import * as bridge from './bridge.js';
+import * as nft from './nftables.js';
+import * as dns from './dnsmasq.js';
+import {
+  allocateAddress,
+  bridgeName,
+  cidrsOverlap,
+  ipToInt,
+  parseCidr,
+  tapName,
+  validateNetworkRequest,
+  type CreateNetworkRequest,
+  type Network,
+} from './network.js';
+
+export interface NetworkNicView {
+  instance: string;
+  nic: string;
+  mac: string;
+  model: string;
+  ipv4?: string;
+  tap: string;
+  state: string;
+}
+
+export interface NetworkView extends Network {
+  nics: NetworkNicView[];
+  leases: dns.Lease[];
+  forwards: Array<PortForward & { instance: string; guestIp?: string }>;
+}
+
+/** Per-NIC static settings the config drive needs (prefix, gateway, DNS). */
+export interface NicAddressing {
+  prefix: number;
+  gateway?: string;
+  dns?: string[];
+}
+
+/**
+ * Networks: create/list/info/delete, and everything the instance manager needs from them
+ * (addresses for new NICs, taps around a QEMU's life, rules for forwards). The wanted state
+ * is the store (networks + instances); bridges, taps, dnsmasq and nftables are made to
+ * match it, at every change and at start-up.
+ */
+export class NetworkManager {
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly store: Store,
+    private readonly root: string,
+    private readonly events: EventBus,
+  ) {}
+
+  /** One change at a time: the host's network state is shared by all networks. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.chain.catch(() => undefined).then(fn);
+    this.chain = next;
+    return next;
+  }
+
+  private dir(name: string): string {
+    return join(this.root, 'networks', name);
+  }
+
+  private files(name: string): dns.DnsmasqFiles {
+    return dns.dnsmasqFiles(this.dir(name));
+  }
+
+  private async networks(): Promise<Network[]> {
+    return (await this.store.list<Network>('networks')).map((v) => v.value);
+  }
+
+  private async instances(): Promise<Instance[]> {
+    return (await this.store.list<Instance>('instances')).map((v) => v.value).filter((i) => i.state !== 'deleting');
+  }
+
+  async exists(name: string): Promise<boolean> {
+    return (await this.store.get('networks', name)) !== undefined;
+  }
+
+  async load(name: string): Promise<Network> {
+    const found = await this.store.get<Network>('networks', name);
+    if (!found) {
+      throw vmkitError('VMKIT_NETWORK_NOT_FOUND', `There is no network "${name}".`, { hint: '"vmkit network list" shows the networks ("user" is QEMU user-mode NAT).' });
+    }
+    return found.value;
+  }
+
+  async list(): Promise<NetworkView[]> {
+    const insts = await this.instances();
+    return Promise.all((await this.networks()).map((n) => this.view(n, insts)));
+  }
+
+  async get(name: string): Promise<NetworkView> {
+    return this.view(await this.load(name), await this.instances());
+  }
+
+  private async view(n: Network, insts: Instance[]): Promise<NetworkView> {
+    const nics: NetworkNicView[] = [];
+    const forwards: NetworkView['forwards'] = [];
+    for (const inst of insts) {
+      for (const nic of inst.nics.filter((x) => x.network === n.name)) {
+        nics.push({ instance: inst.name, nic: nic.id, mac: nic.mac, model: nic.model, ipv4: nic.ipv4, tap: tapName(inst.id, nic.id), state: inst.state });
+        for (const f of inst.forwards.filter((x) => x.nic === nic.id)) forwards.push({ ...f, instance: inst.name, guestIp: nic.ipv4 });
+      }
+    }
+    return { ...n, nics, leases: dns.needsDnsmasq(n) ? await dns.readLeases(this.files(n.name)) : [], forwards };
+  }
+
+  // ---- create / delete ------------------------------------------------------------------
+
+  create(req: CreateNetworkRequest): Promise<Network> {
+    const valid = validateNetworkRequest(req);
+    return this.serial(async () => {
+      if (await this.exists(valid.name)) {
+        throw vmkitError('VMKIT_ALREADY_EXISTS', `A network named "${valid.name}" already exists.`, { hint: 'Choose another name, or delete it first.' });
+      }
+      const all = await this.networks();
+      if (valid.subnet) await this.assertNoOverlap(valid.subnet, all);
+      if (valid.uplink) await this.assertUplinkUsable(valid.uplink, all);
+      const n: Network = { ...valid, bridge: bridgeName(valid.name, new Set(all.map((x) => x.bridge))), createdAt: new Date().toISOString() };
+      // Host objects first, row last: a failure undoes them; a crash leaves objects no row
+      // owns, which reconcile() removes.
+      try {
+        await this.realize(n, []);
+        await this.store.put('networks', n.name, n, { expectRevision: 0 });
+        await this.applyRules([...all, n], await this.instances());
+      } catch (err) {
+        await this.store.delete('networks', n.name).catch(() => undefined);
+        await this.teardown(n).catch(() => undefined);
+        await this.applyRules(all, await this.instances()).catch(() => undefined);
+        throw err;
+      }
+      this.events.lifecycle('network-created', n.name, { mode: n.mode });
+      return n;
+    });
+  }
+
+  delete(name: string): Promise<void> {
+    return this.serial(async () => {
+      const n = await this.load(name);
+      const users = (await this.instances()).filter((i) => i.nics.some((x) => x.network === name));
+      if (users.length > 0) {
+        throw vmkitError('VMKIT_NETWORK_IN_USE', `Network "${name}" is used by ${users.length} instance(s): ${users.map((u) => u.name).join(', ')}.`, {
+          hint: 'Remove their NICs from it ("vmkit nic remove") or delete those instances first.',
+        });
+      }
+      await this.teardown(n);
+      await this.store.delete('networks', name);
+      await this.applyRules(await this.networks(), await this.instances());
+      this.events.lifecycle('network-deleted', name);
+    });
+  }
+
+  private async assertNoOverlap(subnet: string, all: Network[]): Promise<void> {
+    const c = parseCidr(subnet);
+    for (const other of all) {
+      if (other.subnet && cidrsOverlap(c, parseCidr(other.subnet))) {
+        throw vmkitError('VMKIT_SUBNET_OVERLAP', `The subnet ${subnet} overlaps network "${other.name}" (${other.subnet}).`, {
+          hint: 'Choose a subnet no other network uses ("vmkit network list").',
+        });
+      }
+    }
+    for (const link of await bridge.listLinks()) {
+      if (link.ifname.startsWith('vmkbr-')) continue;
+      for (const a of link.addresses.filter((x) => x.family === 'inet')) {
+        const size = 2 ** (32 - a.prefixlen);
+        const net = Math.floor(ipToInt(a.local) / size) * size;
+        const theirs = { network: net, prefix: a.prefixlen, size, first: net + 1, last: net + size - 2, broadcast: net + size - 1 };
+        if (a.local.startsWith('127.')) continue;
+        if (cidrsOverlap(c, theirs)) {
+          throw vmkitError('VMKIT_SUBNET_OVERLAP', `The subnet ${subnet} overlaps the host's address ${a.local}/${a.prefixlen} on ${link.ifname}.`, {
+            hint: 'Choose a subnet the host does not already use ("ip -4 addr").',
+          });
+        }
+      }
+    }
+  }
+
+  private async assertUplinkUsable(uplink: string, all: Network[]): Promise<void> {
+    const link = (await bridge.listLinks()).find((l) => l.ifname === uplink);
+    if (!link) {
+      throw vmkitError('VMKIT_INVALID_ARGUMENT', `The uplink interface "${uplink}" does not exist.`, { hint: '"ip link" lists the host\'s interfaces.' });
+    }
+    const user = all.find((n) => n.uplink === uplink);
+    if (user || link.master) {
+      throw vmkitError('VMKIT_INVALID_ARGUMENT', `The uplink "${uplink}" is already in a bridge (${user ? `network "${user.name}"` : link.master}).`, {
+        hint: 'Use an interface no bridge holds.',
+      });
+    }
+    if (link.linkKind === 'bridge' || link.ifname === 'lo') {
+      throw vmkitError('VMKIT_INVALID_ARGUMENT', `"${uplink}" cannot be an uplink (it is ${link.ifname === 'lo' ? 'the loopback' : 'a bridge'}).`, {
+        hint: 'Use an Ethernet interface (or a veth) without an address.',
+      });
+    }
+    const addrs = link.addresses.filter((a) => a.family === 'inet' || (a.family === 'inet6' && !a.local.startsWith('fe80')));
+    if (addrs.length > 0) {
+      throw vmkitError('VMKIT_UPLINK_HAS_ADDRESS', `The uplink "${uplink}" carries the address ${addrs.map((a) => `${a.local}/${a.prefixlen}`).join(', ')}; putting it in a bridge would cut the host off.`, {
+        hint: 'Use an interface without an address, or move its address to another interface first.',
+      });
+    }
+  }
+
+  /** Bridge (+ address, uplink) and dnsmasq for one network; idempotent. */
+  private async realize(n: Network, insts: Instance[]): Promise<void> {
+    const prefix = n.subnet ? parseCidr(n.subnet).prefix : 0;
+    await bridge.ensureBridge(n.bridge, n.hostAddress ? { ip: n.hostAddress, prefix } : undefined);
+    if (n.uplink) await bridge.enslave(n.uplink, n.bridge);
+    if (n.mode === 'nat') await bridge.enableForwarding();
+    if (dns.needsDnsmasq(n)) await dns.ensureDnsmasq(n, this.files(n.name), this.reservations(n, insts));
+  }
+
+  private async teardown(n: Network): Promise<void> {
+    await dns.stopDnsmasq(this.files(n.name));
+    if (n.uplink) await bridge.release(n.uplink);
+    await bridge.deleteLink(n.bridge);
+    await rm(this.dir(n.name), { recursive: true, force: true });
+  }
+
+  private reservations(n: Network, insts: Instance[]): dns.Reservation[] {
+    return insts.flatMap((i) => i.nics.filter((x) => x.network === n.name && x.ipv4).map((x) => ({ mac: x.mac, ipv4: x.ipv4!, name: i.name })));
+  }
+
+  private async applyRules(nets: Network[], insts: Instance[]): Promise<void> {
+    const byName = new Map(nets.map((n) => [n.name, n]));
+    const nics: nft.RulesetNic[] = [];
+    const forwards: nft.RulesetForward[] = [];
+    for (const inst of insts.filter((i) => isActive(i.state) || i.state === 'starting')) {
+      for (const nic of inst.nics) {
+        const n = byName.get(nic.network);
+        if (!n) continue;
+        nics.push({ tap: tapName(inst.id, nic.id), mac: nic.mac, ipv4: nic.ipv4 ?? '', bridge: n.bridge });
+        if (n.mode !== 'nat' || !nic.ipv4) continue;
+        for (const f of inst.forwards.filter((x) => x.nic === nic.id)) {
+          forwards.push({ proto: f.proto, hostAddress: f.hostAddress, hostPort: f.hostPort, guestIp: nic.ipv4, guestPort: f.guestPort, bridge: n.bridge });
+        }
+      }
+    }
+    if (nets.length === 0 && nics.length === 0) {
+      await nft.removeRuleset();
+      return;
+    }
+    await nft.applyRuleset({ networks: nets, nics, forwards });
+  }
+
+  /** Re-applies reservations and rules after instances changed (created, deleted, forwards). */
+  sync(): Promise<void> {
+    return this.serial(async () => {
+      const nets = await this.networks();
+      const insts = await this.instances();
+      for (const n of nets) if (dns.needsDnsmasq(n)) await dns.reloadDnsmasq(this.files(n.name), this.reservations(n, insts));
+      await this.applyRules(nets, insts);
+    });
+  }
+
+  // ---- what the instance manager asks -----------------------------------------------------
+
+  /**
+   * Checks a NIC request against its network and picks its address (the requested static
+   * one, or a DHCP reservation from the pool). `pending` = NICs being allocated in the same
+   * request.
+   */
+  async allocate(network: string, requestedIp: string | undefined, pending: readonly Nic[]): Promise<{ ipv4?: string; dhcp?: boolean }> {
+    const n = await this.load(network);
+    const taken = new Set<string>();
+    for (const inst of await this.instances()) for (const x of inst.nics) if (x.network === network && x.ipv4) taken.add(x.ipv4);
+    for (const x of pending) if (x.network === network && x.ipv4) taken.add(x.ipv4);
+    if (requestedIp !== undefined) return { ipv4: allocateAddress(n, taken, requestedIp) };
+    if (!n.dhcp || !n.subnet) return {};
+    return { ipv4: allocateAddress(n, taken), dhcp: true };
+  }
+
+  async assertForwardable(network: string): Promise<void> {
+    const n = await this.load(network);
+    if (n.mode !== 'nat') {
+      throw vmkitError('VMKIT_INVALID_ARGUMENT', `Port forwards go to NICs on nat networks; "${network}" is ${n.mode}.`, {
+        hint: n.mode === 'host-only' ? 'The host reaches host-only guests directly at their address.' : 'Put a NIC on a nat network (or "user") and forward to it (--nic).',
+      });
+    }
+  }
+
+  /** Static settings for the config drive of a NIC with a static address. */
+  async addressing(network: string): Promise<NicAddressing | undefined> {
+    const n = await this.load(network).catch(() => undefined);
+    if (!n?.subnet) return undefined;
+    return {
+      prefix: parseCidr(n.subnet).prefix,
+      gateway: n.mode === 'nat' ? n.hostAddress : undefined,
+      dns: n.dns && n.hostAddress ? [n.hostAddress] : undefined,
+    };
+  }
+
+  /** The tap names of an instance's NICs on vmkit networks (nic id → ifname). */
+  taps(inst: Instance): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const nic of inst.nics) if (nic.network !== 'user') out[nic.id] = tapName(inst.id, nic.id);
+    return out;
+  }
+
+  /** Before QEMU starts: taps on their bridges, reservations, rules (anti-spoofing, forwards). */
+  plug(inst: Instance): Promise<void> {
+    return this.serial(async () => {
+      const nets = await this.networks();
+      for (const nic of inst.nics.filter((x) => x.network !== 'user')) {
+        const n = nets.find((x) => x.name === nic.network);
+        if (!n) throw vmkitError('VMKIT_NETWORK_NOT_FOUND', `NIC ${nic.id} of "${inst.name}" is on network "${nic.network}", which does not exist.`, { hint: 'Create the network again or remove the NIC.' });
+        await bridge.ensureTap(tapName(inst.id, nic.id), n.bridge);
+      }
+      const insts = await this.instances();
+      for (const n of nets) if (dns.needsDnsmasq(n)) await dns.reloadDnsmasq(this.files(n.name), this.reservations(n, insts));
+      await this.applyRules(nets, insts);
+    });
+  }
+
+  /** After QEMU ended: its taps go, and with them its rules. */
+  unplug(inst: Instance): Promise<void> {
+    return this.serial(async () => {
+      for (const nic of inst.nics.filter((x) => x.network !== 'user')) await bridge.deleteLink(tapName(inst.id, nic.id));
+      await this.applyRules(await this.networks(), await this.instances());
+    });
+  }
+
+  // ---- start-up -------------------------------------------------------------------------------
+
+  /**
+   * Makes the host match the store after a daemon (re)start: every network's bridge, address
+   * and dnsmasq; taps of running instances kept, others removed; bridges, dnsmasq processes
+   * and folders no network owns removed; the rules re-applied as a whole.
+   */
+  reconcile(): Promise<void> {
+    return this.serial(async () => {
+      const nets = await this.networks();
+      const insts = await this.instances();
+      const names = new Set(nets.map((n) => n.name));
+      await mkdir(join(this.root, 'networks'), { recursive: true });
+      for (const entry of await readdir(join(this.root, 'networks'))) {
+        if (names.has(entry)) continue;
+        await dns.stopDnsmasq(this.files(entry));
+        await rm(this.dir(entry), { recursive: true, force: true });
+      }
+      for (const n of nets) await this.realize(n, insts);
+      const wantedBridges = new Set(nets.map((n) => n.bridge));
+      const wantedTaps = new Set(
+        insts.filter((i) => isActive(i.state)).flatMap((i) => i.nics.filter((x) => x.network !== 'user').map((x) => tapName(i.id, x.id))),
+      );
+      const have = await bridge.listVmkitLinks();
+      for (const t of have.taps) if (!wantedTaps.has(t)) await bridge.deleteLink(t);
+      for (const b of have.bridges) if (!wantedBridges.has(b)) await bridge.deleteLink(b);
+      await this.applyRules(nets, insts);
+    });
+  }
+}
