@@ -1,34 +1,62 @@
+import { resolve } from 'node:path';
 import { Command } from 'commander';
-import type { Image } from '../domain/types.js';
-import { clientFor, globals, print } from './common.js';
+import type { FidelityEntry, Image, ImageView, Operation } from '../domain/types.js';
+import { clientFor, globals, mutate, print } from './common.js';
 import { formatMiB, renderInfo, renderList, type Field } from './output.js';
 
+function size(bytes: number | undefined): string {
+  if (bytes === undefined) return '';
+  if (bytes >= 2 ** 30) return `${(bytes / 2 ** 30).toFixed(1)}GiB`;
+  return `${Math.round(bytes / 2 ** 20)}MiB`;
+}
+
 /** The readable view of one image. */
-export function imageFields(i: Image): Field[] {
+export function imageFields(i: Image | ImageView): Field[] {
+  const users = 'users' in i ? i.users : undefined;
   return [
     ['Name', i.name],
     ['Version', i.version],
     ['Description', i.description],
     ['Architecture', i.arch],
     ['Source', i.source],
+    ['Origin', i.origin],
     ['Created', i.createdAt],
+    ['Checksum', i.checksum],
     ['Default CPUs', i.defaults?.cpus],
     ['Default memory', formatMiB(i.defaults?.memoryMiB)],
     ['NIC models', (i.nicModels ?? []).join(', ')],
     ['Boot', i.boot ? `kernel ${i.boot.kernel}${i.boot.initrd ? `, initrd ${i.boot.initrd}` : ''}` : 'firmware (disk)'],
-    ['Disks', (i.disks ?? []).map((d) => [d.name, d.file, d.format, d.virtualSize !== undefined ? `${Math.round(d.virtualSize / 2 ** 20)}MiB` : ''].join('  ').trimEnd())],
+    ['Disks', (i.disks ?? []).map((d) => [d.name, d.file, d.format, d.virtualSize !== undefined ? `virtual ${size(d.virtualSize)}` : '', d.actualSize !== undefined ? `actual ${size(d.actualSize)}` : ''].join('  ').trimEnd())],
+    ['Used by', users ? users.instances : undefined],
   ];
 }
 
-/** `vmkit image list|info`: the images instances can be created from. */
+/** The fidelity report of an import/export: what mapped, what was defaulted, what was dropped. */
+export function renderFidelity(entries: FidelityEntry[]): string {
+  const lines = ['Fidelity report:'];
+  for (const e of entries) {
+    const mark = e.status === 'mapped' ? 'mapped   ' : e.status === 'defaulted' ? 'defaulted' : 'DROPPED  ';
+    lines.push(`  ${mark}  ${e.item}${e.value ? `: ${e.value}` : ''}${e.reason ? ` (${e.reason})` : ''}`);
+  }
+  return lines.join('\n');
+}
+
+function resultOf<T>(op: unknown): T {
+  return ((op as Operation).result ?? op) as T;
+}
+
+/** `vmkit image …`: the images instances are created from. */
 export function imageCommand(): Command {
-  const cmd = new Command('image').description('Inspect the images instances are created from');
+  const cmd = new Command('image').description('Images: list, inspect, import, export, delete');
   cmd.addHelpText(
     'after',
     `
 Examples:
   vmkit image list
-  vmkit image info appliance`,
+  vmkit image info appliance
+  vmkit image import ./disk.vmdk --name legacy-app
+  vmkit image import ./appliance.ova
+  vmkit image delete legacy-app`,
   );
   cmd
     .command('list')
@@ -50,11 +78,40 @@ Examples:
   cmd
     .command('info')
     .alias('show')
-    .description('Show one image')
+    .description('Show one image: disks (format, virtual and actual size), checksum, metadata, users')
     .argument('<name>', 'image name')
     .action(async (name: string, _opts: unknown, self: Command) => {
-      const image = await clientFor(self).get<Image>(`/1.0/images/${encodeURIComponent(name)}`);
+      const image = await clientFor(self).get<ImageView>(`/1.0/images/${encodeURIComponent(name)}`);
       print(renderInfo(image, globals(self).format, () => imageFields(image)));
+    });
+  cmd
+    .command('import')
+    .description('Import a disk image (.qcow2 .raw/.img .vmdk .vdi .vhdx) or an .ova as a new image')
+    .argument('<file>', 'path of the file (on the daemon host; relative paths are made absolute here)')
+    .option('-n, --name <name>', 'image name (default: from the file name)')
+    .option('-F, --disk-format <format>', 'declare the file format instead of the extension (qcow2, raw, vmdk, vdi, vhdx, ova); --format stays the output format')
+    .option('-d, --description <text>', 'description')
+    .option('--no-wait', 'return once the operation is accepted, print its id')
+    .action(async (file: string, opts: { name?: string; diskFormat?: string; description?: string; wait: boolean }, self: Command) => {
+      const body: Record<string, unknown> = { source: resolve(file) };
+      if (opts.name) body.name = opts.name;
+      if (opts.diskFormat) body.format = opts.diskFormat;
+      if (opts.description) body.description = opts.description;
+      await mutate(self, 'POST', '/1.0/images', body, {
+        wait: opts.wait,
+        done: (op) => {
+          const r = resultOf<{ image: Image; fidelity: FidelityEntry[] }>(op);
+          return `Image ${r.image.name} imported.\n${renderFidelity(r.fidelity)}`;
+        },
+      });
+    });
+  cmd
+    .command('delete')
+    .alias('rm')
+    .description('Delete an image (refused while an instance uses it)')
+    .argument('<name>', 'image name')
+    .action(async (name: string, _opts: unknown, self: Command) => {
+      await mutate(self, 'DELETE', `/1.0/images/${encodeURIComponent(name)}`, undefined, { done: `Image ${name} deleted.` });
     });
   return cmd;
 }

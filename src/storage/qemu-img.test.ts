@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { createLinkedClone, infoArgv, linkedCloneArgv, volumeInfo } from './qemu-img.js';
+import { compareArgv, convertArgv, createLinkedClone, flattenArgv, infoArgv, linkedCloneArgv, rebaseArgv, untrustedInfoArgv, volumeInfo } from './qemu-img.js';
 
 describe('qemu-img', () => {
   it('always names formats (golden argv)', () => {
@@ -12,6 +12,18 @@ describe('qemu-img', () => {
       'qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', '/img/root.qcow2', '/i/root.qcow2',
     ]);
     assert.deepEqual(infoArgv('/x.raw', 'raw'), ['qemu-img', 'info', '--output=json', '-f', 'raw', '/x.raw']);
+    assert.deepEqual(untrustedInfoArgv('/u.vmdk', 'vmdk'), [
+      'prlimit', '--cpu=30', `--as=${1024 ** 3}`, '--', 'qemu-img', 'info', '--output=json', '-f', 'vmdk', '/u.vmdk',
+    ]);
+    assert.deepEqual(convertArgv('/u.vdi', 'vdi', '/i/root.qcow2', 'qcow2', { untrusted: true }), [
+      'prlimit', '--cpu=3600', `--as=${2 * 1024 ** 3}`, '--', 'qemu-img', 'convert', '-p', '-f', 'vdi', '-O', 'qcow2', '/u.vdi', '/i/root.qcow2',
+    ]);
+    assert.deepEqual(convertArgv('/i/root.qcow2', 'qcow2', '/o/d.vmdk', 'vmdk', { options: ['subformat=streamOptimized'] }), [
+      'qemu-img', 'convert', '-p', '-f', 'qcow2', '-O', 'vmdk', '-o', 'subformat=streamOptimized', '/i/root.qcow2', '/o/d.vmdk',
+    ]);
+    assert.deepEqual(flattenArgv('/a/root.qcow2', '/b/root.qcow2'), ['qemu-img', 'convert', '-p', '-f', 'qcow2', '-O', 'qcow2', '/a/root.qcow2', '/b/root.qcow2']);
+    assert.deepEqual(rebaseArgv('/a/root.qcow2', '/a/layer.qcow2', 'qcow2'), ['qemu-img', 'rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', '/a/layer.qcow2', '/a/root.qcow2']);
+    assert.deepEqual(compareArgv('/a', 'qcow2', '/b', 'vmdk'), ['qemu-img', 'compare', '-q', '-f', 'qcow2', '-F', 'vmdk', '/a', '/b']);
   });
 
   it('makes a linked clone in O(1): a small overlay naming its backing file and format', async () => {

@@ -1,0 +1,81 @@
+import type { FastifyInstance } from 'fastify';
+import type { ApiContext } from './server.js';
+import type { ImageView } from '../domain/types.js';
+import { vmkitError } from '../errors.js';
+import { async, sync } from './responses.js';
+import { asyncResponse, errorResponse, nameParam, syncResponse } from './schemas.js';
+import { assertAbsolute, importDisk } from '../images/import.js';
+
+const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse };
+const tags = ['images'];
+
+const importSchema = {
+  type: 'object',
+  required: ['source'],
+  additionalProperties: false,
+  properties: {
+    source: { type: 'string', minLength: 1, description: 'absolute path of a disk image or OVA on the daemon host' },
+    name: { type: 'string' },
+    format: { type: 'string', enum: ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'ova'] },
+    description: { type: 'string', maxLength: 1000 },
+  },
+} as const;
+
+/** An image with its checksum and what depends on it. */
+async function imageView(ctx: ApiContext, name: string): Promise<ImageView> {
+  await ctx.images.checksum(name);
+  const image = await ctx.images.get(name);
+  const instances = (await ctx.instances.list()).filter((i) => i.image === name).map((i) => i.name);
+  return { ...image, users: { instances } };
+}
+
+/**
+ * Images, clones and appliances: /1.0/images (list, info, import, export, delete) and the
+ * instance → image/instance verbs (clone, publish). Registered by buildApi().
+ */
+export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void {
+  app.get('/1.0/images', { schema: { tags, summary: 'List images', response: { 200: syncResponse({ type: 'array', items: { $ref: 'Image#' } }) } } }, async (_req, reply) =>
+    sync(reply, await ctx.images.list()),
+  );
+  app.get<{ Params: { name: string } }>(
+    '/1.0/images/:name',
+    { schema: { tags, summary: 'One image, with its checksum and users', params: nameParam, response: { 200: syncResponse({ $ref: 'Image#' }), '4xx': errorResponse } } },
+    async (req, reply) => sync(reply, await imageView(ctx, req.params.name)),
+  );
+  app.delete<{ Params: { name: string } }>(
+    '/1.0/images/:name',
+    { schema: { tags, summary: 'Delete an image (refused while an instance uses it)', params: nameParam, response: { '4xx': errorResponse } } },
+    async (req, reply) => {
+      const { name } = req.params;
+      const view = await imageView(ctx, name);
+      if (view.users.instances.length > 0) {
+        throw vmkitError('VMKIT_IMAGE_IN_USE', `Image "${name}" is used by instance(s) ${view.users.instances.join(', ')}.`, {
+          hint: 'Delete those instances first (a full clone or a published image keeps their data).',
+        });
+      }
+      await ctx.images.remove(name);
+      ctx.events.lifecycle('image-deleted', name);
+      return sync(reply, { deleted: name });
+    },
+  );
+  app.post<{ Body: { source: string; name?: string; format?: string; description?: string } }>(
+    '/1.0/images',
+    { schema: { tags, summary: 'Import a disk image (qcow2, raw, vmdk, vdi, vhdx) or an OVA from a path on the daemon host', body: importSchema, response: asyncReplies } },
+    async (req, reply) => {
+      const body = req.body;
+      assertAbsolute(body.source, 'source');
+      const op = ctx.operations.start({
+        kind: 'image.import',
+        description: `Importing ${body.source}`,
+        target: body.name,
+        mayCancel: true,
+        run: async (opCtx) => {
+          const r = await importDisk(ctx.images, body, opCtx);
+          ctx.events.lifecycle('image-created', r.image.name);
+          return r;
+        },
+      });
+      return async(reply, op);
+    },
+  );
+}
