@@ -5,6 +5,7 @@ import { vmkitError } from '../errors.js';
 import { async, sync } from './responses.js';
 import { asyncResponse, errorResponse, nameParam, syncResponse } from './schemas.js';
 import { assertAbsolute, importDisk } from '../images/import.js';
+import { publishInstance } from '../images/publish.js';
 
 const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse };
 const tags = ['images'];
@@ -73,6 +74,68 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
           const r = await importDisk(ctx.images, body, opCtx);
           ctx.events.lifecycle('image-created', r.image.name);
           return r;
+        },
+      });
+      return async(reply, op);
+    },
+  );
+
+  app.post<{ Params: { name: string }; Body: { name: string; full?: boolean } }>(
+    '/1.0/instances/:name/clone',
+    {
+      schema: {
+        tags: ['instances'],
+        summary: 'Clone a stopped instance: linked (default, O(1)) or full (independent copy)',
+        params: nameParam,
+        body: { type: 'object', required: ['name'], additionalProperties: false, properties: { name: { type: 'string' }, full: { type: 'boolean' } } },
+        response: asyncReplies,
+      },
+    },
+    async (req, reply) => {
+      const source = req.params.name;
+      const { name, full } = req.body;
+      const { validateName } = await import('../domain/names.js');
+      validateName(name, 'instance name');
+      await ctx.instances.get(source);
+      const op = ctx.operations.start({
+        kind: 'instance.clone',
+        description: `Cloning ${source} to ${name}${full ? ' (full copy)' : ''}`,
+        target: name,
+        mayCancel: true,
+        run: (opCtx) => ctx.instances.clone(source, name, { full }, opCtx),
+      });
+      return async(reply, op);
+    },
+  );
+  app.post<{ Params: { name: string }; Body: { name: string; description?: string; version?: string } }>(
+    '/1.0/instances/:name/publish',
+    {
+      schema: {
+        tags: ['images'],
+        summary: 'Publish a stopped instance as a new image (disk flattened)',
+        params: nameParam,
+        body: {
+          type: 'object',
+          required: ['name'],
+          additionalProperties: false,
+          properties: { name: { type: 'string' }, description: { type: 'string', maxLength: 1000 }, version: { type: 'string', maxLength: 64 } },
+        },
+        response: asyncReplies,
+      },
+    },
+    async (req, reply) => {
+      const source = req.params.name;
+      await ctx.instances.get(source);
+      await ctx.images.assertFree(req.body.name);
+      const op = ctx.operations.start({
+        kind: 'image.publish',
+        description: `Publishing ${source} as image ${req.body.name}`,
+        target: req.body.name,
+        mayCancel: true,
+        run: async (opCtx) => {
+          const image = await publishInstance(ctx.images, ctx.instances, source, req.body, opCtx);
+          ctx.events.lifecycle('image-created', image.name);
+          return image;
         },
       });
       return async(reply, op);

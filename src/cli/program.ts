@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT_CODES_HELP, reportError } from './common.js';
+import { cloneCommand } from './clone.js';
 import { consoleCommand } from './console.js';
 import { daemonCommand } from './daemon.js';
 import { deleteCommand } from './delete.js';
@@ -12,6 +13,7 @@ import { createCommand, launchCommand } from './launch.js';
 import { listCommand } from './list.js';
 import { logsCommand } from './logs.js';
 import { operationCommand } from './operation.js';
+import { publishCommand } from './publish.js';
 import { FORMATS, type Format } from './output.js';
 import { stateCommands } from './state.js';
 import { typesCommand } from './types.js';
@@ -45,6 +47,8 @@ export function buildProgram(): Command {
   program.addCommand(consoleCommand());
   program.addCommand(logsCommand());
   program.addCommand(imageCommand());
+  program.addCommand(cloneCommand());
+  program.addCommand(publishCommand());
   program.addCommand(typesCommand());
   program.addCommand(doctorCommand());
   program.addCommand(operationCommand());
