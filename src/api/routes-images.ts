@@ -6,6 +6,7 @@ import { async, sync } from './responses.js';
 import { asyncResponse, errorResponse, nameParam, syncResponse } from './schemas.js';
 import { assertAbsolute, importDisk } from '../images/import.js';
 import { publishInstance } from '../images/publish.js';
+import { exportImage, importOva } from '../images/ova.js';
 
 const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse };
 const tags = ['images'];
@@ -71,7 +72,8 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
         target: body.name,
         mayCancel: true,
         run: async (opCtx) => {
-          const r = await importDisk(ctx.images, body, opCtx);
+          const isOva = body.format === 'ova' || (!body.format && /\.ova$/i.test(body.source));
+          const r = isOva ? await importOva(ctx.images, body, opCtx) : await importDisk(ctx.images, body, opCtx);
           ctx.events.lifecycle('image-created', r.image.name);
           return r;
         },
@@ -80,6 +82,36 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
     },
   );
 
+  app.post<{ Params: { name: string }; Body: { path: string; format?: string } }>(
+    '/1.0/images/:name/export',
+    {
+      schema: {
+        tags,
+        summary: 'Export an image to a path on the daemon host: OVA (OVF 1.0 + stream-optimized VMDK) or a qcow2/vmdk/vdi/vhdx/raw disk',
+        params: nameParam,
+        body: {
+          type: 'object',
+          required: ['path'],
+          additionalProperties: false,
+          properties: { path: { type: 'string', minLength: 1 }, format: { type: 'string', enum: ['ova', 'qcow2', 'vmdk', 'vdi', 'vhdx', 'raw'] } },
+        },
+        response: asyncReplies,
+      },
+    },
+    async (req, reply) => {
+      const { name } = req.params;
+      assertAbsolute(req.body.path, 'path');
+      await ctx.images.get(name);
+      const op = ctx.operations.start({
+        kind: 'image.export',
+        description: `Exporting ${name} to ${req.body.path}`,
+        target: name,
+        mayCancel: true,
+        run: (opCtx) => exportImage(ctx.images, name, req.body, opCtx),
+      });
+      return async(reply, op);
+    },
+  );
   app.post<{ Params: { name: string }; Body: { name: string; full?: boolean } }>(
     '/1.0/instances/:name/clone',
     {

@@ -56,6 +56,9 @@ Examples:
   vmkit image info appliance
   vmkit image import ./disk.vmdk --name legacy-app
   vmkit image import ./appliance.ova
+  vmkit image export legacy-app ./out.ova
+  vmkit image export legacy-app ./out.qcow2
+  vmkit image export legacy-app ./disk.img --disk-format raw
   vmkit image delete legacy-app`,
   );
   cmd
@@ -102,6 +105,24 @@ Examples:
         done: (op) => {
           const r = resultOf<{ image: Image; fidelity: FidelityEntry[] }>(op);
           return `Image ${r.image.name} imported.\n${renderFidelity(r.fidelity)}`;
+        },
+      });
+    });
+  cmd
+    .command('export')
+    .description('Export an image: .ova (OVF 1.0 + stream-optimized VMDK, for VirtualBox/VMware) or one disk (.qcow2 .vmdk .vdi .vhdx .raw)')
+    .argument('<name>', 'image name')
+    .argument('<file>', 'destination path (on the daemon host; relative paths are made absolute here); must not exist')
+    .option('-F, --disk-format <format>', 'ova, qcow2, vmdk, vdi, vhdx or raw (default: from the extension); --format stays the output format')
+    .option('--no-wait', 'return once the operation is accepted, print its id')
+    .action(async (name: string, file: string, opts: { diskFormat?: string; wait: boolean }, self: Command) => {
+      const body: Record<string, unknown> = { path: resolve(file) };
+      if (opts.diskFormat) body.format = opts.diskFormat;
+      await mutate(self, 'POST', `/1.0/images/${encodeURIComponent(name)}/export`, body, {
+        wait: opts.wait,
+        done: (op) => {
+          const r = resultOf<{ path: string; format: string; size: number; fidelity: FidelityEntry[] }>(op);
+          return `Image ${name} exported to ${r.path} (${r.format}, ${size(r.size)}).\n${renderFidelity(r.fidelity)}`;
         },
       });
     });
