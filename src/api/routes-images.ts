@@ -7,6 +7,18 @@ import { asyncResponse, errorResponse, nameParam, syncResponse } from './schemas
 import { assertAbsolute, importDisk } from '../images/import.js';
 import { publishInstance } from '../images/publish.js';
 import { exportImage, importOva } from '../images/ova.js';
+import { RepositoryManager } from '../images/repository.js';
+
+/** One repository manager per daemon (buildApi runs once per listener with the same context). */
+const repoManagers = new WeakMap<ApiContext, RepositoryManager>();
+function reposOf(ctx: ApiContext): RepositoryManager {
+  let r = repoManagers.get(ctx);
+  if (!r) {
+    r = new RepositoryManager(ctx.images, ctx.dataDir);
+    repoManagers.set(ctx, r);
+  }
+  return r;
+}
 
 const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse };
 const tags = ['images'];
@@ -36,6 +48,9 @@ async function imageView(ctx: ApiContext, name: string): Promise<ImageView> {
  * instance → image/instance verbs (clone, publish). Registered by buildApi().
  */
 export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void {
+  app.addHook('onClose', async () => {
+    await repoManagers.get(ctx)?.stopServing();
+  });
   app.get('/1.0/images', { schema: { tags, summary: 'List images', response: { 200: syncResponse({ type: 'array', items: { $ref: 'Image#' } }) } } }, async (_req, reply) =>
     sync(reply, await ctx.images.list()),
   );
@@ -169,6 +184,100 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
           ctx.events.lifecycle('image-created', image.name);
           return image;
         },
+      });
+      return async(reply, op);
+    },
+  );
+
+  // ---- repositories
+  const repoTags = ['repositories'];
+  const repoNameParam = { type: 'object', properties: { name: { type: 'string' } }, required: ['name'] } as const;
+  app.get('/1.0/repos', { schema: { tags: repoTags, summary: 'List the remote repositories this daemon knows' } }, async (_req, reply) =>
+    sync(reply, (await reposOf(ctx).remotes()).map(RepositoryManager.redact)),
+  );
+  app.post<{ Body: { name: string; url: string; token?: string } }>(
+    '/1.0/repos',
+    {
+      schema: {
+        tags: repoTags,
+        summary: 'Add a remote repository (its index is fetched to check it)',
+        body: { type: 'object', required: ['name', 'url'], additionalProperties: false, properties: { name: { type: 'string' }, url: { type: 'string' }, token: { type: 'string' } } },
+      },
+    },
+    async (req, reply) => sync(reply, RepositoryManager.redact(await reposOf(ctx).addRemote(req.body)), 201),
+  );
+  app.delete<{ Params: { name: string } }>('/1.0/repos/:name', { schema: { tags: repoTags, summary: 'Forget a remote repository', params: repoNameParam } }, async (req, reply) => {
+    await reposOf(ctx).removeRemote(req.params.name);
+    return sync(reply, { removed: req.params.name });
+  });
+  app.get<{ Params: { name: string } }>('/1.0/repos/:name/images', { schema: { tags: repoTags, summary: 'Images a remote repository offers', params: repoNameParam } }, async (req, reply) =>
+    sync(reply, await reposOf(ctx).remoteImages(req.params.name)),
+  );
+  app.get('/1.0/repo/serve', { schema: { tags: repoTags, summary: 'Whether this daemon serves its images as a repository' } }, async (_req, reply) => sync(reply, reposOf(ctx).status()));
+  app.put<{ Body: { listen: string; token?: string } }>(
+    '/1.0/repo/serve',
+    {
+      schema: {
+        tags: repoTags,
+        summary: 'Serve this daemon\'s images as an HTTP repository (read-only; with a token also writable by push)',
+        body: { type: 'object', required: ['listen'], additionalProperties: false, properties: { listen: { type: 'string' }, token: { type: 'string', minLength: 8 } } },
+      },
+    },
+    async (req, reply) => sync(reply, await reposOf(ctx).serve(req.body.listen, req.body.token)),
+  );
+  app.delete('/1.0/repo/serve', { schema: { tags: repoTags, summary: 'Stop serving the repository' } }, async (_req, reply) => {
+    await reposOf(ctx).stopServing();
+    return sync(reply, reposOf(ctx).status());
+  });
+  app.post<{ Body: { repo: string; image: string; name?: string } }>(
+    '/1.0/images/pull',
+    {
+      schema: {
+        tags,
+        summary: 'Download an image from a repository (resumable, sha256 verified before it appears)',
+        body: { type: 'object', required: ['repo', 'image'], additionalProperties: false, properties: { repo: { type: 'string' }, image: { type: 'string' }, name: { type: 'string' } } },
+        response: asyncReplies,
+      },
+    },
+    async (req, reply) => {
+      const { repo, image, name } = req.body;
+      await reposOf(ctx).remote(repo);
+      await ctx.images.assertFree(name ?? image);
+      const op = ctx.operations.start({
+        kind: 'image.pull',
+        description: `Pulling ${repo}:${image}`,
+        target: name ?? image,
+        mayCancel: true,
+        run: async (opCtx) => {
+          const pulled = await reposOf(ctx).pull(repo, image, name, opCtx);
+          ctx.events.lifecycle('image-created', pulled.name);
+          return pulled;
+        },
+      });
+      return async(reply, op);
+    },
+  );
+  app.post<{ Params: { name: string }; Body: { repo: string } }>(
+    '/1.0/images/:name/push',
+    {
+      schema: {
+        tags,
+        summary: 'Upload an image to a writable repository',
+        params: nameParam,
+        body: { type: 'object', required: ['repo'], additionalProperties: false, properties: { repo: { type: 'string' } } },
+        response: asyncReplies,
+      },
+    },
+    async (req, reply) => {
+      const { name } = req.params;
+      await ctx.images.get(name);
+      await reposOf(ctx).remote(req.body.repo);
+      const op = ctx.operations.start({
+        kind: 'image.push',
+        description: `Pushing ${name} to ${req.body.repo}`,
+        target: name,
+        mayCancel: true,
+        run: (opCtx) => reposOf(ctx).push(name, req.body.repo, opCtx),
       });
       return async(reply, op);
     },

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { Command } from 'commander';
 import type { FidelityEntry, Image, ImageView, Operation } from '../domain/types.js';
+import { VmkitError } from '../errors.js';
 import { clientFor, globals, mutate, print } from './common.js';
 import { formatMiB, renderInfo, renderList, type Field } from './output.js';
 
@@ -59,19 +60,25 @@ Examples:
   vmkit image export legacy-app ./out.ova
   vmkit image export legacy-app ./out.qcow2
   vmkit image export legacy-app ./disk.img --disk-format raw
-  vmkit image delete legacy-app`,
+  vmkit image delete legacy-app
+  vmkit image list lab:
+  vmkit image pull lab:app-v2
+  vmkit image push app-v2 lab:`,
   );
   cmd
     .command('list')
     .alias('ls')
-    .description('List images')
-    .action(async (_opts: unknown, self: Command) => {
-      const images = await clientFor(self).get<Image[]>('/1.0/images');
+    .description('List images (of this host, or of a repository with "REPO:")')
+    .argument('[repo]', 'a repository as "NAME:" (see "vmkit repo list")')
+    .action(async (repo: string | undefined, _opts: unknown, self: Command) => {
+      const images = repo
+        ? await clientFor(self).get<Image[]>(`/1.0/repos/${encodeURIComponent(repo.replace(/:$/, ''))}/images`)
+        : await clientFor(self).get<Image[]>('/1.0/images');
       print(
         renderList(images, globals(self).format, [
           { header: 'NAME', value: (i) => i.name },
           { header: 'VERSION', value: (i) => i.version },
-          { header: 'SOURCE', value: (i) => i.source },
+          { header: 'SOURCE', value: (i) => i.source ?? repo },
           { header: 'CPUS', value: (i) => i.defaults?.cpus },
           { header: 'MEMORY', value: (i) => formatMiB(i.defaults?.memoryMiB) },
           { header: 'DESCRIPTION', value: (i) => i.description },
@@ -125,6 +132,29 @@ Examples:
           return `Image ${name} exported to ${r.path} (${r.format}, ${size(r.size)}).\n${renderFidelity(r.fidelity)}`;
         },
       });
+    });
+  cmd
+    .command('pull')
+    .description('Download an image from a repository: resumable, sha256-verified before it appears')
+    .argument('<ref>', 'REPO:IMAGE')
+    .option('-n, --name <name>', 'local image name (default: the remote name)')
+    .option('--no-wait', 'return once the operation is accepted, print its id')
+    .action(async (ref: string, opts: { name?: string; wait: boolean }, self: Command) => {
+      const m = /^([^:]+):(.+)$/.exec(ref);
+      if (!m) throw new VmkitError('VMKIT_INVALID_ARGUMENT', `"${ref}" is not REPO:IMAGE.`, { hint: 'Example: vmkit image pull lab:app-v2' });
+      const body: Record<string, unknown> = { repo: m[1], image: m[2] };
+      if (opts.name) body.name = opts.name;
+      await mutate(self, 'POST', '/1.0/images/pull', body, { wait: opts.wait, done: `Image ${opts.name ?? m[2]} pulled from ${m[1]}.` });
+    });
+  cmd
+    .command('push')
+    .description('Upload an image to a writable repository (added with a token)')
+    .argument('<name>', 'image name')
+    .argument('<repo>', 'REPO: (see "vmkit repo list")')
+    .option('--no-wait', 'return once the operation is accepted, print its id')
+    .action(async (name: string, repo: string, opts: { wait: boolean }, self: Command) => {
+      const r = repo.replace(/:$/, '');
+      await mutate(self, 'POST', `/1.0/images/${encodeURIComponent(name)}/push`, { repo: r }, { wait: opts.wait, done: `Image ${name} pushed to ${r}.` });
     });
   cmd
     .command('delete')

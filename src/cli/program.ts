@@ -14,6 +14,7 @@ import { listCommand } from './list.js';
 import { logsCommand } from './logs.js';
 import { operationCommand } from './operation.js';
 import { publishCommand } from './publish.js';
+import { repoCommand } from './repo.js';
 import { FORMATS, type Format } from './output.js';
 import { stateCommands } from './state.js';
 import { typesCommand } from './types.js';
@@ -49,6 +50,7 @@ export function buildProgram(): Command {
   program.addCommand(imageCommand());
   program.addCommand(cloneCommand());
   program.addCommand(publishCommand());
+  program.addCommand(repoCommand());
   program.addCommand(typesCommand());
   program.addCommand(doctorCommand());
   program.addCommand(operationCommand());
