@@ -27,6 +27,9 @@ interface ApplianceManifest {
  * temporary folder that `reconcile` removes.
  */
 export class ImageStore {
+  /** Names an import/publish/pull is building right now (so two cannot race for one name). */
+  private readonly reserved = new Set<string>();
+
   constructor(
     private readonly store: Store,
     private readonly paths: DataPaths,
@@ -54,11 +57,21 @@ export class ImageStore {
   /** Fails with VMKIT_ALREADY_EXISTS when the name is taken (checked before long work starts). */
   async assertFree(name: string): Promise<void> {
     validateName(name, 'image name');
-    if (await this.store.get('images', name)) {
+    if (this.reserved.has(name) || (await this.store.get('images', name))) {
       throw vmkitError('VMKIT_ALREADY_EXISTS', `An image named "${name}" already exists.`, {
         hint: 'Choose another --name, or delete the existing image first ("vmkit image delete NAME").',
       });
     }
+  }
+
+  /**
+   * Claims a name for an image being built; returns the release function (call it in a
+   * finally). Fails like assertFree when the name is taken or claimed.
+   */
+  async reserve(name: string): Promise<() => void> {
+    await this.assertFree(name);
+    this.reserved.add(name);
+    return () => this.reserved.delete(name);
   }
 
   /**
@@ -74,7 +87,7 @@ export class ImageStore {
 
   /** Makes a complete temporary folder the image's folder, files read-only, then writes the row. */
   async commit(image: Image, tmp: string): Promise<Image> {
-    await this.assertFree(image.name);
+    if (await this.store.get('images', image.name)) await this.assertFree(image.name);
     for (const d of image.disks) {
       const st = await stat(join(tmp, d.file));
       d.actualSize = st.size;

@@ -60,7 +60,15 @@ export async function convertInto(
 /** `vmkit image import DISK`: a bare disk image becomes an image that boots with firmware. */
 export async function importDisk(images: ImageStore, req: ImportRequest, ctx?: OperationContext): Promise<ImportResult> {
   const name = validateName(req.name ?? defaultImageName(req.source), 'image name');
-  await images.assertFree(name);
+  const release = await images.reserve(name);
+  try {
+    return await importDiskAs(images, name, req, ctx);
+  } finally {
+    release();
+  }
+}
+
+async function importDiskAs(images: ImageStore, name: string, req: ImportRequest, ctx?: OperationContext): Promise<ImportResult> {
   ctx?.progress({ phase: 'inspecting', percent: 0 });
   const file = await inspectUntrusted(req.source, req.format);
   const tmp = await images.tempDir(`import-${name}`);

@@ -49,7 +49,15 @@ function diskFormatOf(uri: string, href: string): ForeignFormat | undefined {
 
 export async function importOva(images: ImageStore, req: ImportRequest, ctx?: OperationContext): Promise<ImportResult> {
   const name = validateName(req.name ?? defaultImageName(req.source), 'image name');
-  await images.assertFree(name);
+  const release = await images.reserve(name);
+  try {
+    return await importOvaAs(images, name, req, ctx);
+  } finally {
+    release();
+  }
+}
+
+async function importOvaAs(images: ImageStore, name: string, req: ImportRequest, ctx?: OperationContext): Promise<ImportResult> {
   ctx?.progress({ phase: 'reading the archive', percent: 0 });
   const st = await stat(req.source).catch(() => undefined);
   if (!st?.isFile()) throw vmkitError('VMKIT_FILE_NOT_FOUND', `${req.source} is not a file on the daemon's host.`, { hint: 'Give the path of an .ova file.' });
@@ -274,17 +282,18 @@ export async function exportImage(images: ImageStore, name: string, req: ExportR
       const ovfPath = join(work, ovfName);
       await writeFile(ovfPath, buildOvf({ name: image.name, description: image.description, cpus: image.defaults.cpus, memoryMiB: image.defaults.memoryMiB, disks, nics, boot }));
       const ovfFile = { name: ovfName, path: ovfPath, size: (await stat(ovfPath)).size };
-      ctx?.progress({ phase: 'computing checksums', percent: 72 });
-      const lines: string[] = [];
-      for (const f of [ovfFile, ...files]) lines.push(`SHA256(${f.name})= ${await hashFile(f.path, 'sha256', ctx?.signal)}`);
-      const mfPath = join(work, `${stem}.mf`);
-      await writeFile(mfPath, lines.join('\n') + '\n');
-      const all = [ovfFile, { name: `${stem}.mf`, path: mfPath, size: (await stat(mfPath)).size }, ...files];
+      // One pass over each file: hashed while it is copied into the archive; the manifest
+      // (fixed size: one SHA256 line per file) is written into its reserved slot at the end.
+      const hashed = [ovfFile, ...files].map((f) => ({ ...f, hash: createHash('sha256') }));
+      const mfLine = (name: string, hex: string) => `SHA256(${name})= ${hex}\n`;
+      const mfSize = hashed.reduce((s, f) => s + Buffer.byteLength(mfLine(f.name, '0'.repeat(64))), 0);
+      const manifest = () => Buffer.from(hashed.map((f) => mfLine(f.name, f.hash.digest('hex'))).join(''));
+      const all = [hashed[0]!, { name: `${stem}.mf`, size: mfSize, later: manifest }, ...hashed.slice(1)];
       const tarTotal = all.reduce((s, f) => s + f.size, 0);
       let written = 0;
       await writeTar(partial, all, (n) => {
         written += n;
-        ctx?.progress({ phase: 'writing the OVA', percent: 75 + Math.round((written / Math.max(1, tarTotal)) * 24), bytesDone: written, bytesTotal: tarTotal });
+        ctx?.progress({ phase: 'writing the OVA', percent: 70 + Math.round((written / Math.max(1, tarTotal)) * 29), bytesDone: written, bytesTotal: tarTotal });
       }, ctx?.signal);
     }
     ctx?.checkCancelled();

@@ -20,7 +20,15 @@ export interface PublishRequest {
  */
 export async function publishInstance(images: ImageStore, instances: InstanceManager, source: string, req: PublishRequest, ctx?: OperationContext): Promise<Image> {
   const name = validateName(req.name, 'image name');
-  await images.assertFree(name);
+  const release = await images.reserve(name);
+  try {
+    return await publishAs(images, instances, source, name, req, ctx);
+  } finally {
+    release();
+  }
+}
+
+async function publishAs(images: ImageStore, instances: InstanceManager, source: string, name: string, req: PublishRequest, ctx?: OperationContext): Promise<Image> {
   await instances.get(source);
   const tmp = await images.tempDir(`publish-${name}`);
   try {

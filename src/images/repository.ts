@@ -368,7 +368,15 @@ export class RepositoryManager {
     if (!entry) throw vmkitError('VMKIT_REPO_NOT_FOUND', `Repository ${repoName} has no image "${imageName}".`, { hint: `"vmkit image list ${repoName}:" shows its images.` });
     validateRepoImage(entry);
     const name = validateName(localName ?? imageName, 'image name');
-    await this.images.assertFree(name);
+    const release = await this.images.reserve(name);
+    try {
+      return await this.pullAs(remote, repoName, imageName, entry, name, ctx);
+    } finally {
+      release();
+    }
+  }
+
+  private async pullAs(remote: Remote, repoName: string, imageName: string, entry: RepoImage, name: string, ctx?: OperationContext): Promise<Image> {
     await mkdir(this.downloads, { recursive: true });
     const total = entry.files.reduce((s, f) => s + f.size, 0);
     let before = 0;

@@ -154,11 +154,23 @@ export function tarHeader(name: string, size: number, mtime = Math.floor(Date.no
   return h;
 }
 
+/** A member to archive: a file (optionally hashed as it is copied) or bytes produced after every file member is written. */
+export interface TarInput {
+  name: string;
+  size: number;
+  path?: string;
+  /** Updated with the file's bytes while they are copied (one pass: no separate hashing read). */
+  hash?: { update(b: Buffer): unknown };
+  /** Content made once all `path` members are written (e.g. a manifest of their hashes); must be `size` bytes. */
+  later?: () => Buffer;
+}
+
 /**
- * Writes `files` (in order) as a tar archive to `dest`, reporting bytes written; the caller
- * removes `dest` on failure.
+ * Writes the members (in order) as a tar archive to `dest`, reporting bytes copied; `later`
+ * members get their space reserved and are filled in at the end. The caller removes `dest`
+ * on failure.
  */
-export async function writeTar(dest: string, files: Array<{ name: string; path: string; size: number }>, onBytes?: (n: number) => void, signal?: AbortSignal): Promise<void> {
+export async function writeTar(dest: string, files: TarInput[], onBytes?: (n: number) => void, signal?: AbortSignal): Promise<void> {
   const out = await open(dest, 'wx', 0o644);
   try {
     let pos = 0;
@@ -166,19 +178,32 @@ export async function writeTar(dest: string, files: Array<{ name: string; path: 
       await out.write(b, 0, b.length, pos);
       pos += b.length;
     };
+    const deferred: Array<{ at: number; f: TarInput }> = [];
     for (const f of files) {
       await write(tarHeader(f.name, f.size));
+      const pad = (BLOCK - (f.size % BLOCK)) % BLOCK;
+      if (f.later) {
+        deferred.push({ at: pos, f });
+        pos += f.size + pad;
+        continue;
+      }
       let n = 0;
-      for await (const chunk of createReadStream(f.path, { highWaterMark: 1024 * 1024, signal })) {
-        await write(chunk as Buffer);
-        n += (chunk as Buffer).length;
-        onBytes?.((chunk as Buffer).length);
+      for await (const chunk of createReadStream(f.path!, { highWaterMark: 1024 * 1024, signal })) {
+        const b = chunk as Buffer;
+        f.hash?.update(b);
+        await write(b);
+        n += b.length;
+        onBytes?.(b.length);
       }
       if (n !== f.size) throw new Error(`${f.path} changed while it was archived`);
-      const pad = (BLOCK - (n % BLOCK)) % BLOCK;
       if (pad) await write(Buffer.alloc(pad));
     }
     await write(Buffer.alloc(BLOCK * 2));
+    for (const { at, f } of deferred) {
+      const b = f.later!();
+      if (b.length !== f.size) throw new Error(`tar member ${f.name}: ${b.length} bytes instead of ${f.size}`);
+      await out.write(b, 0, b.length, at);
+    }
   } finally {
     await out.close();
   }
