@@ -1,6 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, writeFile, readdir, copyFile, constants } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, writeFile, copyFile, constants } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -487,11 +487,5 @@ export class RepositoryManager {
     });
     if (!res.ok) repoError(`Repository ${repoName} refused image ${image.name}: ${res.status} ${await res.text()}`, 'An image of that name may already exist there.');
     return { repo: repoName, image: image.name };
-  }
-
-  /** Partial downloads left by a crash are kept for resumption; stale uploads are not. */
-  async reconcile(): Promise<void> {
-    await rm(this.uploads, { recursive: true, force: true });
-    for (const e of await readdir(this.downloads).catch(() => [] as string[])) if (!/^[0-9a-f]{64}\.part$/.test(e)) await rm(join(this.downloads, e), { force: true });
   }
 }

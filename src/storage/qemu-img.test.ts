@@ -1,10 +1,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { compareArgv, convertArgv, createLinkedClone, flattenArgv, infoArgv, linkedCloneArgv, rebaseArgv, untrustedInfoArgv, volumeInfo } from './qemu-img.js';
+import { compareArgv, compareVolumes, convertArgv, convertVolume, createLinkedClone, flattenArgv, infoArgv, linkedCloneArgv, rebaseArgv, untrustedInfoArgv, volumeInfo } from './qemu-img.js';
 
 describe('qemu-img', () => {
   it('always names formats (golden argv)', () => {
@@ -41,6 +42,28 @@ describe('qemu-img', () => {
       assert.ok(statSync(join(dir, 'clone.qcow2')).size < 1024 * 1024, 'the overlay holds no data');
       assert.ok(elapsed < 5000, `clone took ${elapsed} ms`);
       await assert.rejects(volumeInfo(join(dir, 'missing.qcow2'), 'qcow2'), { code: 'VMKIT_STORAGE_FAILED' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('converts with progress, and a cancel kills qemu-img at once', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmkit-conv-'));
+    try {
+      const src = join(dir, 'src.raw');
+      writeFileSync(src, Buffer.concat(Array.from({ length: 16 }, () => randomBytes(8 * 1024 * 1024))));
+      const seen: number[] = [];
+      await convertVolume(src, 'raw', join(dir, 'out.vmdk'), 'vmdk', { options: ['subformat=streamOptimized'], onProgress: (f) => seen.push(f) });
+      assert.ok(seen.length > 0 && seen.at(-1)! <= 1, 'progress reported');
+      assert.ok(await compareVolumes(src, 'raw', join(dir, 'out.vmdk'), 'vmdk'));
+      const ctrl = new AbortController();
+      const t0 = Date.now();
+      setTimeout(() => ctrl.abort(), 100);
+      await assert.rejects(convertVolume(src, 'raw', join(dir, 'c.vmdk'), 'vmdk', { options: ['subformat=streamOptimized'], signal: ctrl.signal }), { code: 'VMKIT_OPERATION_CANCELLED' });
+      assert.ok(Date.now() - t0 < 3000, 'stopped promptly');
+      ctrl.abort();
+      await assert.rejects(convertVolume(src, 'raw', join(dir, 'd.qcow2'), 'qcow2', { signal: ctrl.signal }), { code: 'VMKIT_OPERATION_CANCELLED' });
+      assert.ok(!existsSync(join(dir, 'd.qcow2')));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
