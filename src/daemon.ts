@@ -9,6 +9,7 @@ import { DataPaths, resolveDataDir } from './paths.js';
 import { SqliteStore } from './store/sqlite.js';
 import { ImageStore } from './images/image-store.js';
 import { InstanceManager } from './instances/manager.js';
+import { SnapshotManager } from './snapshots/snapshots.js';
 import { EventBus } from './operations/events.js';
 import { OperationManager } from './operations/operations.js';
 import { buildApi, type ApiContext } from './api/server.js';
@@ -89,7 +90,10 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   await images.reconcile();
   const appliance = await images.ensureAppliance(options.applianceDir ?? process.env.VMKIT_APPLIANCE_DIR ?? DEFAULT_APPLIANCE_DIR, (n) => instances.usesImage(n));
   if (!appliance) log('warning: the built-in appliance is not built (run "npm run setup"); "appliance" is not available');
+  const snapshots = new SnapshotManager(store, instances.access(), events);
+  snapshots.installSuspendHandler((h) => instances.setSuspendHandler(h));
   await instances.recover();
+  await snapshots.recover();
 
   const context: ApiContext = {
     version: VERSION,
@@ -97,6 +101,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     dataDir: paths.root,
     accel,
     instances,
+    snapshots,
     images,
     operations,
     events,

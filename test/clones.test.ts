@@ -43,8 +43,17 @@ describe('clones, replicas and publish', () => {
     assert.equal(macs.size, list.length, 'each replica has its own MAC');
     for (const i of list) {
       assert.equal(backingOf(join(d.dir, 'instances', i.id, 'root.qcow2')), join(d.dir, 'images', 'appliance', 'root.qcow2'));
-      assert.equal(d.cli(['delete', i.name]).code, 0);
     }
+    // A linked clone would freeze the source's internal snapshots: refused, --full works.
+    const snap = d.cli(['snapshot', 'create', 'rep-1', 's1']);
+    assert.equal(snap.code, 0, snap.stderr);
+    const refused = d.cli(['clone', 'rep-1', 'rep-1-copy']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /VMKIT_INVALID_STATE/);
+    assert.match(refused.stderr, /--full/);
+    const full = d.cli(['clone', 'rep-1', 'rep-1-full', '--full']);
+    assert.equal(full.code, 0, full.stderr);
+    for (const name of ['rep-1', 'rep-2', 'rep-3', 'rep-1-full']) assert.equal(d.cli(['delete', name]).code, 0, name);
   });
 
   it('linked and full clones and publish carry the disk state of a stopped source', async () => {

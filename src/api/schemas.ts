@@ -86,6 +86,7 @@ export const instanceSchema = {
     createdAt: { type: 'string' },
     updatedAt: { type: 'string' },
     lastStartedAt: { type: 'string' },
+    currentSnapshot: { type: 'string', description: 'the snapshot the instance descends from (parent of the next one)' },
     runtime: {
       type: 'object',
       properties: {
@@ -176,7 +177,7 @@ export const stateChangeSchema = {
   required: ['action'],
   additionalProperties: false,
   properties: {
-    action: { type: 'string', enum: ['start', 'stop', 'restart', 'pause', 'resume'] },
+    action: { type: 'string', enum: ['start', 'stop', 'restart', 'pause', 'resume', 'suspend'] },
     force: { type: 'boolean' },
     timeout: { type: 'number', minimum: 0 },
   },
@@ -212,4 +213,38 @@ export const nameParam = {
   type: 'object',
   properties: { name: { type: 'string' } },
   required: ['name'],
+} as const;
+
+export const snapshotSchema = {
+  $id: 'Snapshot',
+  type: 'object',
+  properties: {
+    instance: { type: 'string' },
+    instanceId: { type: 'string' },
+    name: { type: 'string' },
+    description: { type: 'string' },
+    parent: { type: 'string' },
+    createdAt: { type: 'string' },
+    withMemory: { type: 'boolean' },
+    vmState: { type: 'string', enum: ['running', 'paused'], nullable: true },
+    pausedMs: { type: 'number' },
+    size: { type: 'integer' },
+  },
+} as const;
+
+export const createSnapshotSchema = {
+  type: 'object',
+  required: ['name'],
+  additionalProperties: false,
+  properties: {
+    name: { type: 'string' },
+    description: { type: 'string', maxLength: 1024 },
+    memory: { type: 'boolean', description: 'false = disk only (crash-consistent for a running instance); default true' },
+  },
+} as const;
+
+export const snapshotParams = {
+  type: 'object',
+  properties: { name: { type: 'string' }, snapshot: { type: 'string' } },
+  required: ['name', 'snapshot'],
 } as const;

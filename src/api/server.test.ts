@@ -11,6 +11,7 @@ import { SqliteStore } from '../store/sqlite.js';
 import { DataPaths } from '../paths.js';
 import { ImageStore } from '../images/image-store.js';
 import { InstanceManager } from '../instances/manager.js';
+import { SnapshotManager } from '../snapshots/snapshots.js';
 import { EventBus } from '../operations/events.js';
 import { OperationManager } from '../operations/operations.js';
 
@@ -38,6 +39,7 @@ describe('REST API', () => {
       dataDir: dir,
       accel: async () => 'tcg',
       instances,
+      snapshots: new SnapshotManager(store, instances.access(), events),
       images,
       operations: new OperationManager(events),
       events,

@@ -5,7 +5,9 @@ import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
 import { asVmkitError, vmkitError } from '../errors.js';
 import { INSTANCE_TYPES } from '../domain/instance-types.js';
+import { validateName } from '../domain/names.js';
 import type { InstanceManager, CreateInstanceRequest } from '../instances/manager.js';
+import type { SnapshotManager, CreateSnapshotRequest } from '../snapshots/snapshots.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { OperationManager } from '../operations/operations.js';
 import type { EventBus } from '../operations/events.js';
@@ -22,6 +24,9 @@ import {
   instanceSchema,
   nameParam,
   operationSchema,
+  createSnapshotSchema,
+  snapshotParams,
+  snapshotSchema,
   stateChangeSchema,
   syncResponse,
 } from './schemas.js';
@@ -35,6 +40,7 @@ export interface ApiContext {
   dataDir: string;
   accel: () => Promise<string>;
   instances: InstanceManager;
+  snapshots: SnapshotManager;
   images: ImageStore;
   operations: OperationManager;
   events: EventBus;
@@ -70,6 +76,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
   app.addSchema(operationSchema);
   app.addSchema(instanceSchema);
   app.addSchema(imageSchema);
+  app.addSchema(snapshotSchema);
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
@@ -144,7 +151,6 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
     async (req, reply) => {
       const body = req.body;
       // Validate synchronously what can be, so bad input answers 4xx, not a failed operation.
-      const { validateName } = await import('../domain/names.js');
       validateName(body.name, 'instance name');
       await ctx.images.get(body.image);
       const op = ctx.operations.start({
@@ -170,14 +176,14 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
   app.get<{ Params: { name: string } }>('/1.0/instances/:name', { schema: { tags: tags('instances'), summary: 'One instance', params: nameParam, response: { 200: syncResponse({ $ref: 'Instance#' }), '4xx': errorResponse } } }, async (req, reply) =>
     sync(reply, await ctx.instances.get(req.params.name)),
   );
-  app.put<{ Params: { name: string }; Body: { action: 'start' | 'stop' | 'restart' | 'pause' | 'resume'; force?: boolean; timeout?: number } }>(
+  app.put<{ Params: { name: string }; Body: { action: 'start' | 'stop' | 'restart' | 'pause' | 'resume' | 'suspend'; force?: boolean; timeout?: number } }>(
     '/1.0/instances/:name/state',
-    { schema: { tags: tags('instances'), summary: 'Change the state: start, stop, restart, pause, resume', params: nameParam, body: stateChangeSchema, response: asyncReplies } },
+    { schema: { tags: tags('instances'), summary: 'Change the state: start, stop, restart, pause, resume, suspend', params: nameParam, body: stateChangeSchema, response: asyncReplies } },
     async (req, reply) => {
       const { name } = req.params;
       const { action, force, timeout } = req.body;
       await ctx.instances.get(name);
-      const verbs = { start: 'Starting', stop: 'Stopping', restart: 'Restarting', pause: 'Pausing', resume: 'Resuming' } as const;
+      const verbs = { start: 'Starting', stop: 'Stopping', restart: 'Restarting', pause: 'Pausing', resume: 'Resuming', suspend: 'Suspending' } as const;
       const op = ctx.operations.start({
         kind: `instance.${action}`,
         description: `${verbs[action]} ${name}`,
@@ -195,6 +201,8 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
               return ctx.instances.pause(name);
             case 'resume':
               return ctx.instances.resume(name);
+            case 'suspend':
+              return ctx.snapshots.suspend(name, opCtx);
           }
         },
       });
@@ -278,6 +286,81 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
           socket.send(JSON.stringify(errorBody(e)));
           socket.close(1008, e.code);
         });
+    },
+  );
+
+  // ---- snapshots
+  app.get<{ Params: { name: string } }>(
+    '/1.0/instances/:name/snapshots',
+    { schema: { tags: tags('snapshots'), summary: 'Snapshots of an instance (oldest first)', params: nameParam, response: { 200: syncResponse({ type: 'array', items: { $ref: 'Snapshot#' } }), '4xx': errorResponse } } },
+    async (req, reply) => sync(reply, await ctx.snapshots.list(req.params.name)),
+  );
+  app.post<{ Params: { name: string }; Body: CreateSnapshotRequest }>(
+    '/1.0/instances/:name/snapshots',
+    {
+      schema: {
+        tags: tags('snapshots'),
+        summary: 'Take a snapshot: disk + memory of a running/paused instance (memory=false: disk only), disk of a stopped one',
+        params: nameParam,
+        body: createSnapshotSchema,
+        response: asyncReplies,
+      },
+    },
+    async (req, reply) => {
+      const { name } = req.params;
+      await ctx.snapshots.precheck(name, req.body.name, false);
+      const op = ctx.operations.start({
+        kind: 'snapshot.create',
+        description: `Snapshotting ${name} as ${req.body.name}`,
+        target: name,
+        run: (opCtx) => ctx.snapshots.create(name, req.body, opCtx),
+      });
+      return async(reply, op);
+    },
+  );
+  app.get<{ Params: { name: string; snapshot: string } }>(
+    '/1.0/instances/:name/snapshots/:snapshot',
+    { schema: { tags: tags('snapshots'), summary: 'One snapshot', params: snapshotParams, response: { 200: syncResponse({ $ref: 'Snapshot#' }), '4xx': errorResponse } } },
+    async (req, reply) => {
+      await ctx.snapshots.precheck(req.params.name, req.params.snapshot);
+      return sync(reply, await ctx.snapshots.get(req.params.name, req.params.snapshot));
+    },
+  );
+  app.delete<{ Params: { name: string; snapshot: string } }>(
+    '/1.0/instances/:name/snapshots/:snapshot',
+    { schema: { tags: tags('snapshots'), summary: 'Delete a snapshot (its space is reclaimed; the others stay valid)', params: snapshotParams, response: asyncReplies } },
+    async (req, reply) => {
+      const { name, snapshot } = req.params;
+      await ctx.snapshots.precheck(name, snapshot, true);
+      const op = ctx.operations.start({
+        kind: 'snapshot.delete',
+        description: `Deleting snapshot ${snapshot} of ${name}`,
+        target: name,
+        run: (opCtx) => ctx.snapshots.delete(name, snapshot, opCtx),
+      });
+      return async(reply, op);
+    },
+  );
+  app.post<{ Params: { name: string; snapshot: string } }>(
+    '/1.0/instances/:name/snapshots/:snapshot/restore',
+    {
+      schema: {
+        tags: tags('snapshots'),
+        summary: 'Restore a snapshot: with memory the instance is back at that instant (running or paused as it was); disk-only needs a stopped instance',
+        params: snapshotParams,
+        response: asyncReplies,
+      },
+    },
+    async (req, reply) => {
+      const { name, snapshot } = req.params;
+      await ctx.snapshots.precheck(name, snapshot, true);
+      const op = ctx.operations.start({
+        kind: 'snapshot.restore',
+        description: `Restoring ${name} to snapshot ${snapshot}`,
+        target: name,
+        run: (opCtx) => ctx.snapshots.restore(name, snapshot, opCtx),
+      });
+      return async(reply, op);
     },
   );
 

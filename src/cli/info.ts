@@ -17,6 +17,7 @@ export function instanceFields(i: InstanceView): Field[] {
     ['Host', i.host],
     ['Created', i.createdAt],
     ['Last started', i.lastStartedAt],
+    ['Snapshot', i.currentSnapshot],
     ['PID', rt.pid],
     ['Accelerator', rt.accel],
     ['QEMU status', rt.qemuStatus],

@@ -16,6 +16,7 @@ import { operationCommand } from './operation.js';
 import { publishCommand } from './publish.js';
 import { repoCommand } from './repo.js';
 import { FORMATS, type Format } from './output.js';
+import { snapshotCommand } from './snapshot.js';
 import { stateCommands } from './state.js';
 import { typesCommand } from './types.js';
 
@@ -44,6 +45,7 @@ export function buildProgram(): Command {
   program.addCommand(infoCommand());
   for (const c of stateCommands()) program.addCommand(c);
   program.addCommand(deleteCommand());
+  program.addCommand(snapshotCommand());
   program.addCommand(forwardCommand());
   program.addCommand(consoleCommand());
   program.addCommand(logsCommand());
@@ -62,6 +64,8 @@ Examples:
   vmkit launch appliance web1 --forward 8080:80
   vmkit list
   vmkit console web1
+  vmkit snapshot create web1 before-upgrade && vmkit snapshot restore web1 before-upgrade
+  vmkit suspend web1 && vmkit start web1
   vmkit stop web1 && vmkit delete web1
   vmkit --remote https://host:8443 --token "$TOKEN" list --format json
 

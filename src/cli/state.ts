@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { instancePath, mutate, positiveInt } from './common.js';
 
-type Action = 'start' | 'stop' | 'restart' | 'pause' | 'resume';
+type Action = 'start' | 'stop' | 'restart' | 'pause' | 'resume' | 'suspend';
 
 const DONE: Record<Action, string> = {
   start: 'started',
@@ -9,6 +9,7 @@ const DONE: Record<Action, string> = {
   restart: 'restarted',
   pause: 'paused',
   resume: 'resumed',
+  suspend: 'suspended (state saved to disk; "vmkit start" resumes it)',
 };
 
 const DESCRIPTION: Record<Action, string> = {
@@ -17,6 +18,7 @@ const DESCRIPTION: Record<Action, string> = {
   restart: 'Restart an instance',
   pause: 'Pause an instance (its vCPUs stop; memory is kept)',
   resume: 'Resume a paused instance',
+  suspend: 'Suspend an instance: save memory and device state to its disk and end QEMU; start resumes it',
 };
 
 function stateCommand(action: Action): Command {
@@ -52,7 +54,7 @@ Example:
   return cmd;
 }
 
-/** `vmkit start|stop|restart|pause|resume NAME`: PUT /1.0/instances/NAME/state. */
+/** `vmkit start|stop|restart|pause|resume|suspend NAME`: PUT /1.0/instances/NAME/state. */
 export function stateCommands(): Command[] {
-  return (['start', 'stop', 'restart', 'pause', 'resume'] as const).map(stateCommand);
+  return (['start', 'stop', 'restart', 'pause', 'resume', 'suspend'] as const).map(stateCommand);
 }

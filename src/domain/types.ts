@@ -99,6 +99,8 @@ export interface Instance {
   createdAt: string;
   updatedAt: string;
   lastStartedAt?: string;
+  /** The snapshot the instance's state descends from (parent of the next snapshot). */
+  currentSnapshot?: string;
   /** The host that owns the instance (cluster); the local host name when alone. */
   host: string;
   /** A linked clone: the instance whose frozen disk layer this one's disk is backed by. */
@@ -155,4 +157,24 @@ export interface VmkitEvent {
   action: string;
   target?: string;
   metadata?: unknown;
+}
+
+/** A checkpoint of an instance: an internal qcow2 snapshot of its root disk (+ vmstate). */
+export interface Snapshot {
+  instance: string;
+  /** The instance's id: a row whose id does not match belongs to a deleted namesake. */
+  instanceId: string;
+  name: string;
+  description?: string;
+  /** The snapshot the instance descended from when this one was taken. */
+  parent?: string;
+  createdAt: string;
+  /** Memory and device state are included: a restore resumes at that instant. */
+  withMemory: boolean;
+  /** Run state at save time (memory snapshots); null for disk-only ones. */
+  vmState: 'running' | 'paused' | null;
+  /** How long the guest was paused (or its I/O held) while the snapshot was taken. */
+  pausedMs: number;
+  /** Bytes of saved VM state (qcow2 keeps disk clusters shared, so this is the memory part). */
+  size?: number;
 }

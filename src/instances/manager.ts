@@ -13,7 +13,7 @@ import type { Store } from '../store/store.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { EventBus } from '../operations/events.js';
 import type { OperationContext } from '../operations/operations.js';
-import { createLinkedClone, flattenVolume } from '../storage/qemu-img.js';
+import { createLinkedClone, flattenVolume, listDiskSnapshots } from '../storage/qemu-img.js';
 import { writeConfigDrive } from '../storage/config-drive.js';
 import { buildQemuArgv, hostfwdRule, RUN_FILES, type QemuDisk } from '../qemu/argv.js';
 import { launchQemu, findQemuProcess, waitForExit, isProcessAlive } from '../qemu/process.js';
@@ -59,6 +59,52 @@ interface Runtime {
   expectExit: boolean;
   guestShutdown: boolean;
   accel: 'kvm' | 'tcg';
+  /**
+   * Set while a snapshot/suspend job drives the run state itself: QEMU's own STOP/RESUME
+   * events during the job are then not mirrored into the instance row.
+   */
+  ownRunState?: boolean;
+}
+
+/** Extra steps of a start: restore saved state before `cont` (suspend/restore), stay paused. */
+export interface StartHooks {
+  /** Called with QEMU launched paused (-S), before `cont`. */
+  beforeCont?: (qmp: QmpClient, inst: Instance) => Promise<void>;
+  /** Keep the vCPUs stopped: the instance ends `paused`. */
+  leavePaused?: boolean;
+  /** Called once the instance runs (or is paused as asked); failures here do not fail the start. */
+  afterStart?: (qmp: QmpClient, inst: Instance) => Promise<void>;
+}
+
+/** What the snapshot module provides for suspended instances. */
+export interface SuspendHandler {
+  /** Start steps that resume a suspended instance from its saved state. */
+  resumeHooks(inst: Instance): StartHooks;
+  /** Drops the saved state of a suspended instance (stop --force). */
+  discard(inst: Instance): Promise<void>;
+}
+
+/**
+ * The small, explicit surface the snapshot module (src/snapshots/) uses: the per-instance
+ * lock, the instance row, the QMP connection of a running QEMU, and the start/stop steps.
+ * Every method except withLock must be called inside withLock for that instance.
+ */
+export interface InstanceAccess {
+  withLock<T>(name: string, fn: () => Promise<T>): Promise<T>;
+  load(name: string): Promise<Instance>;
+  save(inst: Instance): Promise<void>;
+  setState(inst: Instance, state: InstanceState, reason?: string): Promise<void>;
+  view(inst: Instance): InstanceView;
+  /** The root disk's file. */
+  rootDisk(inst: Instance): string;
+  /** The QMP client of the instance's QEMU, or undefined when none runs. */
+  qmp(name: string): QmpClient | undefined;
+  /** Runs fn while QEMU's STOP/RESUME events are not mirrored into the row. */
+  owningRunState<T>(name: string, fn: () => Promise<T>): Promise<T>;
+  start(name: string, ctx: OperationContext | undefined, hooks: StartHooks): Promise<InstanceView>;
+  stop(name: string, opts: StopOptions, ctx?: OperationContext): Promise<InstanceView>;
+  /** Ends QEMU (its state already saved) and leaves the instance in `state` (suspended). */
+  quit(name: string, state: InstanceState, reason?: string): Promise<void>;
 }
 
 const DEFAULT_STOP_TIMEOUT_S = 30;
@@ -91,6 +137,37 @@ export class InstanceManager {
       if (this.locks.get(name) === next) this.locks.delete(name);
     }).catch(() => undefined);
     return next;
+  }
+
+  /** Lets the snapshot module take part in the lifecycle (see InstanceAccess). */
+  access(): InstanceAccess {
+    return {
+      withLock: (name, fn) => this.withLock(name, fn),
+      load: (name) => this.load(name),
+      save: (inst) => this.save(inst),
+      setState: (inst, state, reason) => this.setState(inst, state, reason),
+      view: (inst) => this.view(inst),
+      rootDisk: (inst) => join(this.paths.instance(inst.id), inst.disks.find((d) => d.name === 'root')!.file),
+      qmp: (name) => this.runtimes.get(name)?.qmp,
+      owningRunState: async (name, fn) => {
+        const rt = this.runtimes.get(name);
+        if (rt) rt.ownRunState = true;
+        try {
+          return await fn();
+        } finally {
+          if (rt) rt.ownRunState = false;
+        }
+      },
+      start: (name, ctx, hooks) => this.startLocked(name, ctx, hooks),
+      stop: (name, opts, ctx) => this.stopLocked(name, opts, ctx),
+      quit: (name, state, reason) => this.quitLocked(name, state, reason),
+    };
+  }
+
+  /** How a `suspended` instance is resumed or its saved state dropped (set by the snapshot module). */
+  private suspendHandler?: SuspendHandler;
+  setSuspendHandler(handler: SuspendHandler): void {
+    this.suspendHandler = handler;
   }
 
   async list(): Promise<InstanceView[]> {
@@ -269,8 +346,9 @@ export class InstanceManager {
     return this.withLock(name, () => this.startLocked(name, ctx));
   }
 
-  private async startLocked(name: string, ctx?: OperationContext): Promise<InstanceView> {
+  private async startLocked(name: string, ctx?: OperationContext, hooks?: StartHooks): Promise<InstanceView> {
     const inst = await this.load(name);
+    if (!hooks && inst.state === 'suspended' && this.suspendHandler) hooks = this.suspendHandler.resumeHooks(inst);
     if (inst.state === 'running' || inst.state === 'paused') {
       throw vmkitError('VMKIT_INSTANCE_RUNNING', `Instance "${name}" is already ${inst.state}.`, {
         hint: inst.state === 'paused' ? `Resume it with "vmkit resume ${name}".` : `Use "vmkit restart ${name}" to restart it.`,
@@ -315,13 +393,24 @@ export class InstanceManager {
       const { pid, qmp } = await launchQemu(argv, runDir);
       const rt: Runtime = { pid, qmp, startedAtMs: Date.now(), expectExit: false, guestShutdown: false, accel };
       this.attach(inst.name, rt);
+      if (hooks?.beforeCont) {
+        ctx?.progress({ phase: 'restoring saved state', percent: 60 });
+        rt.ownRunState = true;
+        await hooks.beforeCont(qmp, inst);
+      }
       ctx?.progress({ phase: 'booting', percent: 80 });
-      await qmp.cont();
+      if (!hooks?.leavePaused) await qmp.cont();
+      rt.ownRunState = false;
       rt.startedAtMs = Date.now();
       inst.lastStartedAt = new Date().toISOString();
-      await this.setState(inst, 'running');
+      await this.setState(inst, hooks?.leavePaused ? 'paused' : 'running');
       this.events.lifecycle('instance-started', name, { pid });
-      return this.view(inst);
+      if (hooks?.afterStart) {
+        await hooks.afterStart(qmp, inst).catch((err: unknown) => {
+          console.error(`vmkitd: after starting ${name}: ${(err as Error).message}`);
+        });
+      }
+      return this.view(await this.load(name));
     } catch (err) {
       await this.killRuntime(inst.name);
       await rm(runDir, { recursive: true, force: true }).catch(() => undefined);
@@ -361,7 +450,7 @@ export class InstanceManager {
       rt.guestShutdown = true;
       return;
     }
-    if (this.runtimes.get(name) !== rt) return;
+    if (this.runtimes.get(name) !== rt || rt.ownRunState) return;
     // Pauses and resumes made outside the daemon (e.g. by QEMU on an I/O error) are reflected.
     if (e.event === 'STOP' || e.event === 'RESUME') {
       const inst = await this.store.get<Instance>('instances', name);
@@ -430,6 +519,18 @@ export class InstanceManager {
 
   private async stopLocked(name: string, opts: StopOptions, ctx?: OperationContext): Promise<InstanceView> {
     const inst = await this.load(name);
+    if (inst.state === 'suspended' && this.suspendHandler) {
+      if (!opts.force) {
+        throw vmkitError('VMKIT_INVALID_STATE', `Instance "${name}" is suspended: no QEMU runs, its state is saved on its disk.`, {
+          hint: `Resume it with "vmkit start ${name}", or discard the saved state with "vmkit stop ${name} --force".`,
+          details: { state: inst.state },
+        });
+      }
+      await this.suspendHandler.discard(inst);
+      await this.setState(inst, 'stopped', 'its suspended state was discarded (stop --force)');
+      this.events.lifecycle('instance-stopped', name, { forced: true });
+      return this.view(inst);
+    }
     if (!isActive(inst.state)) {
       throw vmkitError('VMKIT_INVALID_STATE', `Instance "${name}" is not running (it is ${inst.state}).`, {
         hint: `Start it with "vmkit start ${name}".`,
@@ -473,6 +574,24 @@ export class InstanceManager {
     await this.setState(after, 'stopped', forced && !opts.force ? 'forced after the guest did not power off in time' : undefined);
     this.events.lifecycle('instance-stopped', name, { forced });
     return this.view(after);
+  }
+
+  /** QEMU's state was saved (suspend): end the process and leave the instance in `state`. */
+  private async quitLocked(name: string, state: InstanceState, reason?: string): Promise<void> {
+    const inst = await this.load(name);
+    const rt = this.runtime(inst);
+    assertTransition(name, inst.state, state, 'suspend');
+    rt.expectExit = true;
+    this.runtimes.delete(name);
+    await rt.qmp.quit();
+    if (!(await waitForExit(rt.pid, 5_000))) {
+      process.kill(rt.pid, 'SIGKILL');
+      await waitForExit(rt.pid, 5_000);
+    }
+    rt.qmp.close();
+    await rm(this.paths.run(inst.id), { recursive: true, force: true });
+    await this.setState(inst, state, reason);
+    this.events.lifecycle(state === 'suspended' ? 'instance-suspended' : 'instance-stopped', name);
   }
 
   async restart(name: string, opts: StopOptions = {}, ctx?: OperationContext): Promise<InstanceView> {
@@ -567,6 +686,14 @@ export class InstanceManager {
               onProgress: (f) => ctx?.progress({ phase: 'copying disk', percent: Math.min(99, Math.round(f * 100)) }),
             });
           } else {
+            // Internal snapshots live in the source's disk file, which a linked clone freezes
+            // into a read-only layer: they would no longer be revertible.
+            const snaps = await listDiskSnapshots(join(srcDir, 'root.qcow2'));
+            if (snaps.length > 0) {
+              throw vmkitError('VMKIT_INVALID_STATE', `Instance "${source}" has snapshots (${snaps.map((x) => x.name).join(', ')}); a linked clone would freeze them.`, {
+                hint: `Use "vmkit clone ${source} ${cloneName} --full", or delete its snapshots first.`,
+              });
+            }
             ctx?.progress({ phase: 'freezing the source disk', percent: 30 });
             const layer = join(srcDir, `layer-${randomBytes(4).toString('hex')}.qcow2`);
             await rename(join(srcDir, 'root.qcow2'), layer);

@@ -5,10 +5,27 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { compareArgv, compareVolumes, convertArgv, convertVolume, createLinkedClone, flattenArgv, infoArgv, linkedCloneArgv, rebaseArgv, untrustedInfoArgv, volumeInfo } from './qemu-img.js';
+import {
+  compareArgv,
+  compareVolumes,
+  convertArgv,
+  convertVolume,
+  createLinkedClone,
+  flattenArgv,
+  fromQemuSnapshot,
+  infoArgv,
+  linkedCloneArgv,
+  qcow2ImageOpts,
+  rebaseArgv,
+  snapshotArgv,
+  snapshotListArgv,
+  untrustedInfoArgv,
+  volumeInfo,
+} from './qemu-img.js';
 
-describe('qemu-img', () => {
-  it('always names formats (golden argv)', () => {
+/** Golden argv of every qemu-img call: the format is always named, never probed. */
+describe('qemu-img argv', () => {
+  it('creates linked clones and inspects with the format named', () => {
     assert.deepEqual(linkedCloneArgv('/img/root.qcow2', 'qcow2', '/i/root.qcow2'), [
       'qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', '/img/root.qcow2', '/i/root.qcow2',
     ]);
@@ -25,8 +42,33 @@ describe('qemu-img', () => {
     assert.deepEqual(flattenArgv('/a/root.qcow2', '/b/root.qcow2'), ['qemu-img', 'convert', '-p', '-f', 'qcow2', '-O', 'qcow2', '/a/root.qcow2', '/b/root.qcow2']);
     assert.deepEqual(rebaseArgv('/a/root.qcow2', '/a/layer.qcow2', 'qcow2'), ['qemu-img', 'rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', '/a/layer.qcow2', '/a/root.qcow2']);
     assert.deepEqual(compareArgv('/a', 'qcow2', '/b', 'vmdk'), ['qemu-img', 'compare', '-q', '-f', 'qcow2', '-F', 'vmdk', '/a', '/b']);
+    assert.deepEqual(infoArgv('/i/root.qcow2', 'qcow2'), ['qemu-img', 'info', '--output=json', '-f', 'qcow2', '/i/root.qcow2']);
   });
 
+  it('creates, applies and deletes internal snapshots through --image-opts driver=qcow2', () => {
+    const opts = 'driver=qcow2,file.driver=file,file.filename=/d/instances/ab/root.qcow2';
+    assert.deepEqual(snapshotArgv('create', '/d/instances/ab/root.qcow2', 'before-upgrade'), [
+      'qemu-img', 'snapshot', '-q', '-c', 'before-upgrade', '--image-opts', opts,
+    ]);
+    assert.deepEqual(snapshotArgv('apply', '/d/instances/ab/root.qcow2', 's1'), ['qemu-img', 'snapshot', '-q', '-a', 's1', '--image-opts', opts]);
+    assert.deepEqual(snapshotArgv('delete', '/d/instances/ab/root.qcow2', 's1'), ['qemu-img', 'snapshot', '-q', '-d', 's1', '--image-opts', opts]);
+  });
+
+  it('doubles commas in paths so a path cannot add options', () => {
+    assert.equal(qcow2ImageOpts('/d/a,driver=raw/root.qcow2'), 'driver=qcow2,file.driver=file,file.filename=/d/a,,driver=raw/root.qcow2');
+  });
+
+  it('lists snapshots as JSON through qemu-img info', () => {
+    assert.deepEqual(snapshotListArgv('/i/root.qcow2'), ['qemu-img', 'info', '--output=json', '-f', 'qcow2', '/i/root.qcow2']);
+    assert.deepEqual(fromQemuSnapshot({ name: 's1', 'vm-state-size': 1024, 'date-sec': 1764083666, 'date-nsec': 0 }), {
+      name: 's1',
+      vmStateSize: 1024,
+      createdAt: '2025-11-25T15:14:26.000Z',
+    });
+  });
+});
+
+describe('qemu-img against the real program', () => {
   it('makes a linked clone in O(1): a small overlay naming its backing file and format', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'vmkit-img-'));
     try {

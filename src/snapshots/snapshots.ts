@@ -1,0 +1,532 @@
+import { randomBytes } from 'node:crypto';
+import { vmkitError } from '../errors.js';
+import { validateName } from '../domain/names.js';
+import type { Instance, InstanceView, Snapshot } from '../domain/types.js';
+import type { InstanceAccess, SuspendHandler } from '../instances/manager.js';
+import type { EventBus } from '../operations/events.js';
+import type { OperationContext } from '../operations/operations.js';
+import type { QmpClient, QmpEvent } from '../qemu/qmp.js';
+import type { Store } from '../store/store.js';
+import {
+  diskSnapshot,
+  fromQemuSnapshot,
+  listDiskSnapshots,
+  type InternalSnapshotInfo,
+  type QemuSnapshotJson,
+} from '../storage/qemu-img.js';
+
+/**
+ * Checkpoints as internal qcow2 snapshots of the instance's root disk (see doc/snapshots.md).
+ * A running/paused instance is saved with QEMU's `snapshot-save` job (disk + RAM + device
+ * state in the qcow2, one instant); `--no-memory` uses `blockdev-snapshot-internal-sync`
+ * (crash-consistent disk); a stopped instance uses `qemu-img snapshot`. Rows in the store
+ * (kind `snapshots`, key `<instance>/<snapshot>`) carry the metadata; the QEMU tag is
+ * written first and the row second, and recover() reconciles the two after a crash.
+ */
+
+/** The reserved tag holding a suspended instance's state (not a valid user name: it has no row). */
+export const SUSPEND_TAG = 'vmkit-suspend';
+/** Only the root disk takes part: the config drive (cidata) is raw and read-only. */
+const ROOT_NODE = 'root';
+const JOB_TIMEOUT_MS = 300_000;
+
+export interface CreateSnapshotRequest {
+  name: string;
+  description?: string;
+  /** false = disk only (crash-consistent for a running instance). Default true. */
+  memory?: boolean;
+}
+
+export interface SnapshotResult {
+  snapshot: Snapshot;
+  /** Wall time of the whole operation. */
+  durationMs: number;
+}
+
+export interface RestoreResult {
+  instance: InstanceView;
+  snapshot: Snapshot;
+  durationMs: number;
+}
+
+const key = (instance: string, snap: string) => `${instance}/${snap}`;
+
+/** The name grammar, plus the reserved suspend tag. */
+export function validateSnapshotName(name: unknown): string {
+  const valid = validateName(name, 'snapshot name');
+  if (valid === SUSPEND_TAG) {
+    throw vmkitError('VMKIT_NAME_INVALID', `The snapshot name "${SUSPEND_TAG}" is reserved (it holds a suspended instance's state).`, {
+      hint: 'Choose another name.',
+    });
+  }
+  return valid;
+}
+
+export class SnapshotManager {
+  constructor(
+    private readonly store: Store,
+    private readonly access: InstanceAccess,
+    private readonly events: EventBus,
+  ) {}
+
+  /** Makes `start` of a suspended instance resume from its saved state, `stop --force` drop it. */
+  installSuspendHandler(set: (handler: SuspendHandler) => void): void {
+    set({
+      resumeHooks: () => ({
+        beforeCont: async (qmp) => {
+          try {
+            await runJob(qmp, 'snapshot-load', { tag: SUSPEND_TAG, vmstate: ROOT_NODE, devices: [ROOT_NODE] });
+          } catch (err) {
+            // The start fails and leaves the instance stopped (next start: a cold boot), so the
+            // saved state can never be used again: do not let it hold disk space.
+            await runJob(qmp, 'snapshot-delete', { tag: SUSPEND_TAG, devices: [ROOT_NODE] }).catch(() => undefined);
+            throw err;
+          }
+        },
+        afterStart: async (qmp) => {
+          await runJob(qmp, 'snapshot-delete', { tag: SUSPEND_TAG, devices: [ROOT_NODE] });
+        },
+      }),
+      discard: async (inst) => {
+        const file = this.access.rootDisk(inst);
+        if ((await listDiskSnapshots(file)).some((s) => s.name === SUSPEND_TAG)) await diskSnapshot('delete', file, SUSPEND_TAG);
+      },
+    });
+    // Rows die with their instance.
+    this.events.subscribe((e) => {
+      if (e.type === 'lifecycle' && e.action === 'instance-deleted' && e.target) void this.dropRows(e.target).catch(() => undefined);
+    });
+  }
+
+  // ---- queries --------------------------------------------------------------------------
+
+  async list(instance: string): Promise<Snapshot[]> {
+    const inst = await this.access.load(instance);
+    return this.rowsOf(inst);
+  }
+
+  async get(instance: string, name: string): Promise<Snapshot> {
+    const inst = await this.access.load(instance);
+    return this.row(inst, name);
+  }
+
+  private async rowsOf(inst: Instance): Promise<Snapshot[]> {
+    return (await this.store.list<Snapshot>('snapshots'))
+      .map((v) => v.value)
+      .filter((s) => s.instance === inst.name && s.instanceId === inst.id)
+      .sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+
+  private async row(inst: Instance, name: string): Promise<Snapshot> {
+    const found = await this.store.get<Snapshot>('snapshots', key(inst.name, name));
+    if (!found || found.value.instanceId !== inst.id) {
+      throw vmkitError('VMKIT_SNAPSHOT_NOT_FOUND', `Instance "${inst.name}" has no snapshot "${name}".`, {
+        hint: `"vmkit snapshot list ${inst.name}" shows its snapshots.`,
+      });
+    }
+    return found.value;
+  }
+
+  /** Checks what can be checked before an operation is started (4xx instead of a failed operation). */
+  async precheck(instance: string, snapshot?: string, exists?: boolean): Promise<void> {
+    validateName(instance, 'instance name');
+    if (snapshot !== undefined) validateSnapshotName(snapshot);
+    const inst = await this.access.load(instance);
+    if (snapshot === undefined || exists === undefined) return;
+    if (exists) await this.row(inst, snapshot);
+    else await this.assertFree(inst, snapshot);
+  }
+
+  private async assertFree(inst: Instance, name: string): Promise<void> {
+    const found = await this.store.get<Snapshot>('snapshots', key(inst.name, name));
+    if (found && found.value.instanceId === inst.id) {
+      throw vmkitError('VMKIT_ALREADY_EXISTS', `Instance "${inst.name}" already has a snapshot named "${name}".`, {
+        hint: `Choose another name, or delete it first ("vmkit snapshot delete ${inst.name} ${name}").`,
+      });
+    }
+  }
+
+  // ---- create ---------------------------------------------------------------------------
+
+  async create(instance: string, req: CreateSnapshotRequest, ctx?: OperationContext): Promise<SnapshotResult> {
+    const name = validateSnapshotName(req.name);
+    return this.access.withLock(instance, async () => {
+      const t0 = Date.now();
+      const inst = await this.access.load(instance);
+      await this.assertFree(inst, name);
+      const file = this.access.rootDisk(inst);
+      let withMemory = req.memory !== false;
+      let vmState: Snapshot['vmState'] = null;
+      let pausedMs = 0;
+      if (inst.state === 'running' || inst.state === 'paused') {
+        const qmp = this.qmpOf(inst);
+        // A leftover tag of the same name (e.g. from a crash before the row was written) goes first.
+        if ((await this.liveSnapshots(qmp)).some((s) => s.name === name)) {
+          await runJob(qmp, 'snapshot-delete', { tag: name, devices: [ROOT_NODE] });
+        }
+        if (withMemory) {
+          vmState = inst.state;
+          ctx?.progress({ phase: 'saving memory and disk', percent: 20 });
+          pausedMs = await this.access.owningRunState(inst.name, () => saveVm(qmp, name, inst.state === 'paused'));
+        } else {
+          ctx?.progress({ phase: 'snapshotting disk', percent: 20 });
+          const t = Date.now();
+          await qmp.execute('blockdev-snapshot-internal-sync', { device: ROOT_NODE, name }, { timeoutMs: JOB_TIMEOUT_MS });
+          pausedMs = Date.now() - t;
+        }
+      } else if (inst.state === 'stopped') {
+        withMemory = false;
+        ctx?.progress({ phase: 'snapshotting disk', percent: 20 });
+        if ((await listDiskSnapshots(file)).some((s) => s.name === name)) await diskSnapshot('delete', file, name);
+        await diskSnapshot('create', file, name);
+      } else {
+        throw vmkitError('VMKIT_INVALID_STATE', `Cannot snapshot instance "${inst.name}": it is ${inst.state}.`, {
+          hint:
+            inst.state === 'suspended'
+              ? `Start it first ("vmkit start ${inst.name}"); its suspended state is itself a saved checkpoint.`
+              : 'Snapshots are taken of running, paused or stopped instances; wait for the current operation to finish.',
+          details: { state: inst.state },
+        });
+      }
+      ctx?.progress({ phase: 'recording', percent: 90 });
+      const size = await this.sizeOf(inst, name).catch(() => undefined);
+      const snap: Snapshot = {
+        instance: inst.name,
+        instanceId: inst.id,
+        name,
+        description: req.description,
+        parent: inst.currentSnapshot,
+        createdAt: new Date().toISOString(),
+        withMemory,
+        vmState,
+        pausedMs,
+        size,
+      };
+      // The tag exists now; the row makes it visible. A crash in between leaves a tag that
+      // recover() deletes.
+      await this.store.put('snapshots', key(inst.name, name), snap);
+      const fresh = await this.access.load(inst.name);
+      fresh.currentSnapshot = name;
+      await this.access.save(fresh);
+      this.events.lifecycle('snapshot-created', inst.name, { snapshot: name, withMemory, pausedMs });
+      return { snapshot: snap, durationMs: Date.now() - t0 };
+    });
+  }
+
+  // ---- restore --------------------------------------------------------------------------
+
+  async restore(instance: string, name: string, ctx?: OperationContext): Promise<RestoreResult> {
+    validateSnapshotName(name);
+    return this.access.withLock(instance, async () => {
+      const t0 = Date.now();
+      let inst = await this.access.load(instance);
+      const snap = await this.row(inst, name);
+      const file = this.access.rootDisk(inst);
+      const load = (qmp: QmpClient) => runJob(qmp, 'snapshot-load', { tag: name, vmstate: ROOT_NODE, devices: [ROOT_NODE] });
+      if (snap.withMemory) {
+        if (inst.state === 'running' || inst.state === 'paused') {
+          const qmp = this.qmpOf(inst);
+          ctx?.progress({ phase: 'loading memory and disk', percent: 30 });
+          await this.access.owningRunState(inst.name, async () => {
+            // snapshot-load stops the vCPUs itself; they stay stopped until we say so.
+            if (inst.state === 'running') await qmp.stop();
+            try {
+              await load(qmp);
+            } catch (err) {
+              // QEMU checks the tag and its vmstate before it reverts anything, so the usual
+              // failures leave the guest as it was: let it go on.
+              if (inst.state === 'running') await qmp.cont().catch(() => undefined);
+              throw err;
+            }
+            if (snap.vmState === 'running') await qmp.cont();
+          });
+          inst = await this.access.load(instance);
+          await this.access.setState(inst, snap.vmState === 'running' ? 'running' : 'paused');
+        } else if (inst.state === 'stopped' || inst.state === 'suspended') {
+          const wasSuspended = inst.state === 'suspended';
+          ctx?.progress({ phase: 'starting QEMU and loading the snapshot', percent: 30 });
+          await this.access.start(instance, ctx, {
+            beforeCont: async (qmp) => load(qmp),
+            leavePaused: snap.vmState === 'paused',
+            afterStart: wasSuspended
+              ? async (qmp) => {
+                  await runJob(qmp, 'snapshot-delete', { tag: SUSPEND_TAG, devices: [ROOT_NODE] });
+                }
+              : undefined,
+          });
+        } else {
+          throw this.badState(inst, 'restore a snapshot of');
+        }
+      } else {
+        if (inst.state === 'running' || inst.state === 'paused') {
+          throw vmkitError('VMKIT_INSTANCE_RUNNING', `Snapshot "${name}" holds the disk only; instance "${inst.name}" must be stopped to restore it.`, {
+            hint: `Stop it first ("vmkit stop ${inst.name}"), then restore; the restored instance starts with a cold boot.`,
+          });
+        }
+        if (inst.state === 'suspended') {
+          // Reverting the disk invalidates the saved memory: drop it, the instance is stopped.
+          await diskSnapshot('delete', file, SUSPEND_TAG).catch(() => undefined);
+          await this.access.setState(inst, 'stopped', 'suspended state discarded by a snapshot restore');
+        } else if (inst.state !== 'stopped') {
+          throw this.badState(inst, 'restore a snapshot of');
+        }
+        ctx?.progress({ phase: 'reverting disk', percent: 50 });
+        await diskSnapshot('apply', file, name);
+      }
+      const fresh = await this.access.load(instance);
+      fresh.currentSnapshot = name;
+      await this.access.save(fresh);
+      this.events.lifecycle('snapshot-restored', instance, { snapshot: name });
+      return { instance: this.access.view(fresh), snapshot: snap, durationMs: Date.now() - t0 };
+    });
+  }
+
+  // ---- delete ---------------------------------------------------------------------------
+
+  async delete(instance: string, name: string, ctx?: OperationContext): Promise<{ deleted: string }> {
+    validateSnapshotName(name);
+    return this.access.withLock(instance, async () => {
+      const inst = await this.access.load(instance);
+      const snap = await this.row(inst, name);
+      ctx?.progress({ phase: 'deleting', percent: 30 });
+      if (inst.state === 'running' || inst.state === 'paused') {
+        const qmp = this.qmpOf(inst);
+        if ((await this.liveSnapshots(qmp)).some((s) => s.name === name)) {
+          await runJob(qmp, 'snapshot-delete', { tag: name, devices: [ROOT_NODE] });
+        }
+      } else if (inst.state === 'stopped' || inst.state === 'suspended' || inst.state === 'error') {
+        const file = this.access.rootDisk(inst);
+        if ((await listDiskSnapshots(file)).some((s) => s.name === name)) await diskSnapshot('delete', file, name);
+      } else {
+        throw this.badState(inst, 'delete a snapshot of');
+      }
+      // Tag gone first, then the row; children now descend from the deleted one's parent.
+      await this.store.delete('snapshots', key(inst.name, name));
+      for (const child of (await this.rowsOf(inst)).filter((s) => s.parent === name)) {
+        child.parent = snap.parent;
+        await this.store.put('snapshots', key(inst.name, child.name), child);
+      }
+      const fresh = await this.access.load(instance);
+      if (fresh.currentSnapshot === name) {
+        fresh.currentSnapshot = snap.parent;
+        await this.access.save(fresh);
+      }
+      this.events.lifecycle('snapshot-deleted', instance, { snapshot: name });
+      return { deleted: name };
+    });
+  }
+
+  // ---- suspend --------------------------------------------------------------------------
+
+  /** Saves the whole VM into the disk (reserved tag), ends QEMU: the instance is `suspended`. */
+  async suspend(instance: string, ctx?: OperationContext): Promise<InstanceView & { savedMs: number }> {
+    return this.access.withLock(instance, async () => {
+      const t0 = Date.now();
+      const inst = await this.access.load(instance);
+      if (inst.state !== 'running' && inst.state !== 'paused') {
+        throw vmkitError('VMKIT_INVALID_STATE', `Cannot suspend instance "${inst.name}": it is ${inst.state}.`, {
+          hint: inst.state === 'suspended' ? `It is suspended already; "vmkit start ${inst.name}" resumes it.` : 'Only a running or paused instance can be suspended.',
+          details: { state: inst.state },
+        });
+      }
+      const qmp = this.qmpOf(inst);
+      await this.access.owningRunState(inst.name, async () => {
+        // Stopped first, so the guest does not run on between the save and the quit.
+        await qmp.stop();
+        try {
+          if ((await this.liveSnapshots(qmp)).some((s) => s.name === SUSPEND_TAG)) {
+            await runJob(qmp, 'snapshot-delete', { tag: SUSPEND_TAG, devices: [ROOT_NODE] });
+          }
+          ctx?.progress({ phase: 'saving memory and disk', percent: 30 });
+          await saveVm(qmp, SUSPEND_TAG, true);
+        } catch (err) {
+          // Nothing was suspended: the guest goes on as it was.
+          if (inst.state === 'running') await qmp.cont().catch(() => undefined);
+          throw err;
+        }
+      });
+      // The row says `suspended` before QEMU is asked to quit: a daemon that dies now finds
+      // either the paused QEMU (re-attached as paused, the tag dropped) or no QEMU and the
+      // saved state (still suspended) — never a lost suspend.
+      await this.access.setState(await this.access.load(inst.name), 'suspended');
+      ctx?.progress({ phase: 'ending QEMU', percent: 80 });
+      await this.access.quit(inst.name, 'suspended');
+      const fresh = await this.access.load(instance);
+      return { ...this.access.view(fresh), savedMs: Date.now() - t0 };
+    });
+  }
+
+  // ---- recovery -------------------------------------------------------------------------
+
+  /**
+   * After a daemon (re)start, once instances are re-attached: let snapshot jobs a crash left
+   * behind finish, then make rows and tags agree (tag without row → deleted; row without tag →
+   * deleted; a suspended instance without its suspend tag → stopped).
+   */
+  async recover(): Promise<void> {
+    // Rows of instances that no longer exist go first.
+    for (const s of (await this.store.list<Snapshot>('snapshots')).map((v) => v.value)) {
+      if (!(await this.store.get('instances', s.instance))) await this.store.delete('snapshots', key(s.instance, s.name));
+    }
+    const names = (await this.store.list<Instance>('instances')).map((v) => v.key);
+    for (const name of names) {
+      await this.access
+        .withLock(name, () => this.reconcile(name))
+        .catch((err: unknown) => console.error(`vmkitd: reconciling snapshots of ${name}: ${(err as Error).message}`));
+    }
+  }
+
+  private async reconcile(name: string): Promise<void> {
+    let inst = await this.access.load(name);
+    const rows = new Map((await this.store.list<Snapshot>('snapshots')).filter((v) => v.value.instance === name).map((v) => [v.value.name, v.value]));
+    for (const [snapName, s] of rows) {
+      if (s.instanceId !== inst.id) {
+        await this.store.delete('snapshots', key(name, snapName));
+        rows.delete(snapName);
+      }
+    }
+    let tags: InternalSnapshotInfo[];
+    const qmp = this.access.qmp(name);
+    if ((inst.state === 'running' || inst.state === 'paused') && qmp) {
+      await this.access.owningRunState(name, () => settleJobs(qmp));
+      // The job may have paused and resumed the guest: the row follows QEMU.
+      const status = await qmp.queryStatus();
+      const state = status.running ? 'running' : 'paused';
+      inst = await this.access.load(name);
+      if (inst.state !== state) await this.access.setState(inst, state);
+      tags = await this.liveSnapshots(qmp);
+      for (const t of tags) {
+        if (!rows.has(t.name)) await runJob(qmp, 'snapshot-delete', { tag: t.name, devices: [ROOT_NODE] });
+      }
+    } else if (inst.state === 'stopped' || inst.state === 'suspended' || inst.state === 'error') {
+      const file = this.access.rootDisk(inst);
+      tags = await listDiskSnapshots(file);
+      for (const t of tags) {
+        if (rows.has(t.name)) continue;
+        if (t.name === SUSPEND_TAG && inst.state === 'suspended') continue;
+        await diskSnapshot('delete', file, t.name);
+      }
+      if (inst.state === 'suspended' && !tags.some((t) => t.name === SUSPEND_TAG)) {
+        await this.access.setState(inst, 'stopped', 'its suspended state was lost; the next start is a cold boot');
+      }
+    } else {
+      return;
+    }
+    const tagNames = new Set(tags.map((t) => t.name));
+    for (const snapName of rows.keys()) {
+      if (!tagNames.has(snapName)) {
+        await this.store.delete('snapshots', key(name, snapName));
+        rows.delete(snapName);
+      }
+    }
+    inst = await this.access.load(name);
+    if (inst.currentSnapshot && !rows.has(inst.currentSnapshot)) {
+      inst.currentSnapshot = undefined;
+      await this.access.save(inst);
+    }
+  }
+
+  private async dropRows(instance: string): Promise<void> {
+    for (const v of await this.store.list<Snapshot>('snapshots')) {
+      if (v.value.instance === instance) await this.store.delete('snapshots', v.key);
+    }
+  }
+
+  // ---- helpers --------------------------------------------------------------------------
+
+  private qmpOf(inst: Instance): QmpClient {
+    const qmp = this.access.qmp(inst.name);
+    if (!qmp) {
+      throw vmkitError('VMKIT_INVALID_STATE', `Instance "${inst.name}" has no QEMU process attached.`, {
+        hint: `Start it with "vmkit start ${inst.name}".`,
+      });
+    }
+    return qmp;
+  }
+
+  private async liveSnapshots(qmp: QmpClient): Promise<InternalSnapshotInfo[]> {
+    const nodes = await qmp.execute<Array<{ 'node-name': string; image?: { snapshots?: QemuSnapshotJson[] } }>>('query-named-block-nodes', { flat: true });
+    const root = nodes.find((n) => n['node-name'] === ROOT_NODE);
+    return (root?.image?.snapshots ?? []).map(fromQemuSnapshot);
+  }
+
+  private async sizeOf(inst: Instance, name: string): Promise<number | undefined> {
+    const qmp = this.access.qmp(inst.name);
+    const list = qmp && (inst.state === 'running' || inst.state === 'paused') ? await this.liveSnapshots(qmp) : await listDiskSnapshots(this.access.rootDisk(inst));
+    return list.find((s) => s.name === name)?.vmStateSize;
+  }
+
+  private badState(inst: Instance, verb: string) {
+    return vmkitError('VMKIT_INVALID_STATE', `Cannot ${verb} instance "${inst.name}": it is ${inst.state}.`, {
+      hint: 'Wait for the current operation to finish, or start/stop the instance first.',
+      details: { state: inst.state },
+    });
+  }
+}
+
+// ---- QMP jobs ---------------------------------------------------------------------------
+
+interface QmpJobInfo {
+  id: string;
+  type: string;
+  status: string;
+  error?: string;
+}
+
+/**
+ * Runs a QMP job (snapshot-save/-load/-delete) to its end: subscribe to JOB_STATUS_CHANGE
+ * before starting it, wait for `concluded`, read its error from query-jobs, dismiss it.
+ */
+export async function runJob(qmp: QmpClient, command: string, args: Record<string, unknown>): Promise<void> {
+  const jobId = `vmkit-${command}-${randomBytes(4).toString('hex')}`;
+  const concluded = qmp.waitForEvent('JOB_STATUS_CHANGE', {
+    timeoutMs: JOB_TIMEOUT_MS,
+    predicate: (e) => e.data.id === jobId && e.data.status === 'concluded',
+  });
+  concluded.catch(() => undefined);
+  await qmp.execute(command, { 'job-id': jobId, ...args });
+  await concluded;
+  const jobs = await qmp.execute<QmpJobInfo[]>('query-jobs');
+  const job = jobs.find((j) => j.id === jobId);
+  await qmp.execute('job-dismiss', { id: jobId }).catch(() => undefined);
+  if (job?.error) {
+    throw vmkitError('VMKIT_QMP_ERROR', `QEMU ${command} of "${String(args.tag)}" failed: ${job.error}`, {
+      hint: 'The instance is unchanged where QEMU could undo the step; "vmkit info" shows its state.',
+    });
+  }
+}
+
+/**
+ * snapshot-save; resolves with how long the guest was paused. QEMU stops the vCPUs for the
+ * save and restarts them when they were running (STOP/RESUME events, timestamped by QEMU).
+ */
+async function saveVm(qmp: QmpClient, tag: string, alreadyPaused: boolean): Promise<number> {
+  let stopAt: number | undefined;
+  let resumeAt: number | undefined;
+  const ts = (e: QmpEvent) => e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000;
+  const onEvent = (e: QmpEvent) => {
+    if (e.event === 'STOP' && stopAt === undefined) stopAt = ts(e);
+    if (e.event === 'RESUME') resumeAt = ts(e);
+  };
+  qmp.on('event', onEvent);
+  const t0 = Date.now();
+  try {
+    await runJob(qmp, 'snapshot-save', { tag, vmstate: ROOT_NODE, devices: [ROOT_NODE] });
+  } finally {
+    qmp.off('event', onEvent);
+  }
+  if (alreadyPaused || stopAt === undefined || resumeAt === undefined) return Date.now() - t0;
+  return Math.round(resumeAt - stopAt);
+}
+
+/** Waits for jobs left over by a crashed daemon to end, and dismisses them. */
+async function settleJobs(qmp: QmpClient): Promise<void> {
+  const deadline = Date.now() + JOB_TIMEOUT_MS;
+  for (;;) {
+    const jobs = await qmp.execute<QmpJobInfo[]>('query-jobs');
+    const open = jobs.filter((j) => j.status !== 'concluded' && j.status !== 'null');
+    for (const j of jobs.filter((j) => j.status === 'concluded')) await qmp.execute('job-dismiss', { id: j.id }).catch(() => undefined);
+    if (open.length === 0 || Date.now() > deadline) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
