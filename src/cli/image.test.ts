@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import { renderFidelity } from './image.js';
 import { replicaNames } from './launch.js';
 import { buildProgram } from './program.js';
+import { progressLine } from './output.js';
+import type { Operation } from '../domain/types.js';
 
 describe('image, clone, publish and repo commands', () => {
   it('names replicas NAME-1..N', () => {
@@ -31,5 +33,10 @@ describe('image, clone, publish and repo commands', () => {
     assert.ok(imp.options.some((o) => o.long === '--disk-format'));
     const launch = program.commands.find((c) => c.name() === 'launch')!;
     assert.ok(launch.options.some((o) => o.long === '--count'));
+  });
+
+  it('shows bytes in the progress bar of transfers', () => {
+    const op = { description: 'Importing /x.vmdk', status: 'running', progress: { phase: 'converting vmdk to qcow2', percent: 50, bytesDone: 512 * 2 ** 20, bytesTotal: 2 ** 30 } } as Operation;
+    assert.equal(progressLine(op, 10), 'Importing /x.vmdk [#####-----]  50% converting vmdk to qcow2 (512.0MiB/1.0GiB)');
   });
 });
