@@ -34,10 +34,11 @@ async function publishAs(images: ImageStore, instances: InstanceManager, source:
   try {
     const image = await instances.withStoppedInstance(source, 'published', async (inst, rootDisk) => {
       const from = await images.get(inst.image);
-      ctx?.progress({ phase: 'flattening disk', percent: 0 });
+      const total = (await volumeInfo(rootDisk, 'qcow2')).virtualSize;
+      ctx?.progress({ phase: 'flattening disk', percent: 0, bytesDone: 0, bytesTotal: total });
       await flattenVolume(rootDisk, join(tmp, 'root.qcow2'), {
         signal: ctx?.signal,
-        onProgress: (f) => ctx?.progress({ phase: 'flattening disk', percent: Math.min(98, Math.round(f * 100)) }),
+        onProgress: (f) => ctx?.progress({ phase: 'flattening disk', percent: Math.min(98, Math.round(f * 100)), bytesDone: Math.round(f * total), bytesTotal: total }),
       });
       ctx?.checkCancelled();
       if (from.boot) {

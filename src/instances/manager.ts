@@ -13,7 +13,7 @@ import type { Store } from '../store/store.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { EventBus } from '../operations/events.js';
 import type { OperationContext } from '../operations/operations.js';
-import { createLinkedClone, flattenVolume, listDiskSnapshots } from '../storage/qemu-img.js';
+import { createLinkedClone, flattenVolume, listDiskSnapshots, volumeInfo } from '../storage/qemu-img.js';
 import { writeConfigDrive } from '../storage/config-drive.js';
 import { buildQemuArgv, hostfwdRule, RUN_FILES, type QemuDisk } from '../qemu/argv.js';
 import { launchQemu, findQemuProcess, waitForExit, isProcessAlive } from '../qemu/process.js';
@@ -680,10 +680,11 @@ export class InstanceManager {
         await mkdir(dir, { recursive: true });
         try {
           if (opts.full) {
-            ctx?.progress({ phase: 'copying disk', percent: 0 });
+            const total = (await volumeInfo(join(srcDir, 'root.qcow2'), 'qcow2')).virtualSize;
+            ctx?.progress({ phase: 'copying disk', percent: 0, bytesDone: 0, bytesTotal: total });
             await flattenVolume(join(srcDir, 'root.qcow2'), join(dir, 'root.qcow2'), {
               signal: ctx?.signal,
-              onProgress: (f) => ctx?.progress({ phase: 'copying disk', percent: Math.min(99, Math.round(f * 100)) }),
+              onProgress: (f) => ctx?.progress({ phase: 'copying disk', percent: Math.min(99, Math.round(f * 100)), bytesDone: Math.round(f * total), bytesTotal: total }),
             });
           } else {
             // Internal snapshots live in the source's disk file, which a linked clone freezes
