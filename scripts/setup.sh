@@ -6,8 +6,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # qemu-system-x86/qemu-utils: the hypervisor and volumes; busybox-static, e2fsprogs, cpio:
 # the appliance build; dosfstools/mtools: config drives; iproute2, nftables, dnsmasq-base:
-# networks; curl, socat: the demo and tests.
-PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip dosfstools mtools iproute2 nftables dnsmasq-base curl socat ca-certificates)
+# networks; curl, socat: the demo and tests; chromium, chromium-driver: the web console's
+# browser tests (driven by playwright-core, which downloads no browser of its own).
+PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip dosfstools mtools iproute2 nftables dnsmasq-base curl socat ca-certificates chromium chromium-driver)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -33,6 +34,9 @@ fi
 log "Building vmkit"
 npx tsc -p tsconfig.json
 npx tsc -p tsconfig.test.json
+
+log "Building the web console"
+npm run --silent build:web
 
 log "Building the built-in appliance"
 bash guest/build.sh .cache/appliance

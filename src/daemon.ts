@@ -114,7 +114,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     const remote = await buildApi(context, { token: options.token });
     await remote.listen({ host, port });
     servers.push(remote);
-    log(`vmkit listening on http://${options.listen} (token required)`);
+    log(`vmkit listening on http://${options.listen} (token required); web console: http://${options.listen}/ui/`);
   }
   const local = await buildApi(context);
   await rm(paths.socket, { force: true });

@@ -7,13 +7,8 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { buildApi, type ApiContext } from './server.js';
 import { generateOpenApi } from './openapi-gen.js';
-import { SqliteStore } from '../store/sqlite.js';
-import { DataPaths } from '../paths.js';
-import { ImageStore } from '../images/image-store.js';
-import { InstanceManager } from '../instances/manager.js';
-import { SnapshotManager } from '../snapshots/snapshots.js';
-import { EventBus } from '../operations/events.js';
-import { OperationManager } from '../operations/operations.js';
+import { makeTestContext } from './test-context.js';
+import type { SqliteStore } from '../store/sqlite.js';
 
 /** API tests through inject(): no sockets, real store and managers, no VM started. */
 describe('REST API', () => {
@@ -24,27 +19,8 @@ describe('REST API', () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'vmkit-api-'));
-    const paths = new DataPaths(dir);
-    store = new SqliteStore(join(dir, 'db'));
-    const events = new EventBus();
-    const images = new ImageStore(store, paths);
-    const instances = new InstanceManager(store, paths, images, events, {
-      hostName: 'test',
-      qemuBinary: () => 'qemu-system-x86_64',
-      accel: async () => 'tcg',
-    });
-    const ctx: ApiContext = {
-      version: '0.0.0',
-      hostName: 'test',
-      dataDir: dir,
-      accel: async () => 'tcg',
-      instances,
-      snapshots: new SnapshotManager(store, instances.access(), events),
-      images,
-      operations: new OperationManager(events),
-      events,
-      doctor: async () => ({ ok: true, checks: [] }),
-    };
+    let ctx: ApiContext;
+    ({ ctx, store } = makeTestContext(dir));
     app = await buildApi(ctx);
     tokenApp = await buildApi(ctx, { token: 'secret' });
   });

@@ -15,6 +15,7 @@ import type { ForwardRequest } from '../network/forwards.js';
 import type { DoctorReport } from '../host/doctor.js';
 import { async, errorBody, sync } from './responses.js';
 import { registerImageRoutes } from './routes-images.js';
+import { isPublicPath, registerWebRoutes, WebSessions } from './routes-web.js';
 import {
   asyncResponse,
   createInstanceSchema,
@@ -93,12 +94,15 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
   });
   await app.register(websocket);
 
+  const sessions = new WebSessions();
   if (options.token) {
     const token = options.token;
     app.addHook('onRequest', async (req, reply) => {
-      if (!tokenMatches(req.headers.authorization, token)) {
+      // The bearer token, or a browser's session cookie (routes-web.ts); the web console's
+      // static files and its sign-in need neither.
+      if (!tokenMatches(req.headers.authorization, token) && !sessions.accepts(req) && !isPublicPath(req.method, req.url)) {
         const err = vmkitError('VMKIT_UNAUTHORIZED', 'Missing or wrong API token.', {
-          hint: 'Send "Authorization: Bearer <token>" (vmkit --remote URL --token TOKEN).',
+          hint: 'Send "Authorization: Bearer <token>" (vmkit --remote URL --token TOKEN); a browser signs in at /ui/.',
         });
         return reply.code(401).send(errorBody(err));
       }
@@ -363,6 +367,8 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
       return async(reply, op);
     },
   );
+
+  registerWebRoutes(app, ctx, { token: options.token, sessions });
 
   // ---- operations
   app.get('/1.0/operations', { schema: { tags: tags('operations'), summary: 'List operations', response: { 200: syncResponse({ type: 'array', items: { $ref: 'Operation#' } }) } } }, async (_req, reply) =>

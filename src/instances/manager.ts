@@ -843,6 +843,13 @@ export class InstanceManager {
     return join(this.paths.run(inst.id), RUN_FILES.serial);
   }
 
+  /** The VNC server socket of a running instance (its graphical console). */
+  async vncSocket(name: string): Promise<string> {
+    const inst = await this.load(name);
+    this.runtime(inst);
+    return join(this.paths.run(inst.id), RUN_FILES.vnc);
+  }
+
   // ---- recovery -----------------------------------------------------------------------
 
   /**

@@ -36,6 +36,7 @@ describe('buildQemuArgv (golden)', () => {
       '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
       '-display', 'none',
       '-vga', 'none',
+      '-device', 'VGA,id=video0',
       '-vnc', 'unix:/d/run/vnc.sock',
       '-chardev', 'socket,id=qmp,path=/d/run/qmp.sock,server=on,wait=off',
       '-mon', 'chardev=qmp,mode=control',

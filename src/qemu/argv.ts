@@ -88,6 +88,9 @@ export function buildQemuArgv(spec: QemuLaunchSpec): string[] {
     '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
     '-display', 'none',
     '-vga', 'none',
+    // A plain VGA adapter so the graphical console (VNC, web console) has a screen; it does
+    // not slow a TCG boot measurably (doc/web.md has the figures).
+    '-device', 'VGA,id=video0',
     '-vnc', `unix:${run('vnc')}`,
     '-chardev', `socket,id=qmp,path=${run('qmp')},server=on,wait=off`,
     '-mon', 'chardev=qmp,mode=control',

@@ -1,0 +1,77 @@
+import { useState } from 'react';
+import { api } from '../api.js';
+import { actionsFor } from '../lib/format.js';
+import type { Instance } from '../lib/types.js';
+import { Confirm } from './ui.js';
+import { useFeedback } from '../feedback.js';
+import type { Operation } from '../lib/types.js';
+
+const LABELS = { start: 'Start', stop: 'Stop', 'force-stop': 'Force stop', restart: 'Restart', pause: 'Pause', resume: 'Resume' } as const;
+
+/** The verbs an instance's state allows, and delete behind a confirmation. */
+export function InstanceActions({ inst, onDeleted, compact }: { inst: Instance; onDeleted?: () => void; compact?: boolean }) {
+  const fb = useFeedback();
+  const [asking, setAsking] = useState<null | 'delete' | 'force-stop'>(null);
+  const [busy, setBusy] = useState(false);
+  const run = async (p: () => Promise<Operation>) => {
+    setBusy(true);
+    try {
+      fb.watch(await p());
+    } catch (err) {
+      fb.error(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  const act = (a: keyof typeof LABELS) => {
+    if (a === 'force-stop') return setAsking('force-stop');
+    void run(() => api.changeState(inst.name, a));
+  };
+  const running = inst.state !== 'stopped' && inst.state !== 'error' && inst.state !== 'suspended';
+  return (
+    <div className={`actions ${compact ? 'compact' : ''}`}>
+      {actionsFor(inst.state).map((a) => (
+        <button key={a} disabled={busy} onClick={() => act(a)} data-action={a} className={a === 'force-stop' ? 'warn' : ''}>
+          {LABELS[a]}
+        </button>
+      ))}
+      <button className="danger" disabled={busy || inst.state === 'deleting'} onClick={() => setAsking('delete')} data-action="delete">
+        Delete
+      </button>
+      {asking === 'delete' && (
+        <Confirm
+          title={`Delete ${inst.name}?`}
+          confirmLabel={running ? 'Stop and delete' : 'Delete'}
+          danger
+          onCancel={() => setAsking(null)}
+          onConfirm={() => {
+            setAsking(null);
+            void run(async () => {
+              const op = await api.remove(inst.name, running);
+              onDeleted?.();
+              return op;
+            });
+          }}
+        >
+          <p>
+            Its disks and settings are removed for good. {running && <strong>It is {inst.state}: it will be stopped at once, without a clean shutdown.</strong>}
+          </p>
+        </Confirm>
+      )}
+      {asking === 'force-stop' && (
+        <Confirm
+          title={`Force stop ${inst.name}?`}
+          confirmLabel="Force stop"
+          danger
+          onCancel={() => setAsking(null)}
+          onConfirm={() => {
+            setAsking(null);
+            void run(() => api.changeState(inst.name, 'stop', true));
+          }}
+        >
+          <p>Like pulling the power cord: the guest does not get to shut down, unsaved data in it is lost.</p>
+        </Confirm>
+      )}
+    </div>
+  );
+}
