@@ -88,7 +88,7 @@ async function pair(reps, base, baseCleanup, mine, mineCleanup) {
   return [Math.min(...b), Math.min(...m)];
 }
 
-const daemon = spawn(process.execPath, [path.join(ROOT, 'bin', 'vmkit.js'), 'daemon', '--dir', dataDir], { env: { ...process.env, VMKIT_ACCEL: 'tcg' }, stdio: ['ignore', 'ignore', fs.openSync(path.join(opts.dir, 'vmkit-bench-daemon.log'), 'w')] });
+const daemon = spawn(process.execPath, [path.join(ROOT, 'bin', 'vmkit.js'), 'daemon', '--dir', dataDir], { env: { ...process.env, VMKIT_ACCEL: 'tcg' }, stdio: ['ignore', 'ignore', 'inherit'] });
 try {
   for (let i = 0; i < 200 && !fs.existsSync(path.join(dataDir, 'vmkit.sock')); i++) await new Promise((r) => setTimeout(r, 50));
   console.log(`vmkit images benchmark — ${new Date().toISOString()}, qemu-img ${spawnSync('qemu-img', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0]}`);
