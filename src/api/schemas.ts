@@ -126,6 +126,13 @@ export const imageSchema = {
     },
     source: { type: 'string' },
     createdAt: { type: 'string' },
+    checksum: { type: 'string' },
+    origin: { type: 'string' },
+    fidelity: {
+      type: 'array',
+      items: { type: 'object', properties: { item: { type: 'string' }, value: { type: 'string' }, status: { type: 'string' }, reason: { type: 'string' } } },
+    },
+    users: { type: 'object', properties: { instances: { type: 'array', items: { type: 'string' } } } },
   },
 } as const;
 

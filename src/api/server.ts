@@ -16,6 +16,7 @@ import type { DoctorReport } from '../host/doctor.js';
 import type { NetworkManager } from '../network/manager.js';
 import { registerNetworkRoutes } from './routes-networks.js';
 import { async, errorBody, sync } from './responses.js';
+import { registerImageRoutes } from './routes-images.js';
 import { isPublicPath, registerWebRoutes, WebSessions } from './routes-web.js';
 import {
   asyncResponse,
@@ -145,13 +146,8 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
   app.get('/1.0/doctor', { schema: { tags: tags('server'), summary: 'Host checks' } }, async (_req, reply) => sync(reply, await ctx.doctor()));
   app.get('/1.0/types', { schema: { tags: tags('server'), summary: 'Instance types' } }, async (_req, reply) => sync(reply, INSTANCE_TYPES));
 
-  // ---- images
-  app.get('/1.0/images', { schema: { tags: tags('images'), summary: 'List images', response: { 200: syncResponse({ type: 'array', items: { $ref: 'Image#' } }) } } }, async (_req, reply) =>
-    sync(reply, await ctx.images.list()),
-  );
-  app.get<{ Params: { name: string } }>('/1.0/images/:name', { schema: { tags: tags('images'), summary: 'One image', params: nameParam, response: { 200: syncResponse({ $ref: 'Image#' }), '4xx': errorResponse } } }, async (req, reply) =>
-    sync(reply, await ctx.images.get(req.params.name)),
-  );
+  // ---- images, clones, appliances (routes-images.ts)
+  registerImageRoutes(app, ctx);
 
   // ---- instances
   app.get('/1.0/instances', { schema: { tags: tags('instances'), summary: 'List instances', response: { 200: syncResponse({ type: 'array', items: { $ref: 'Instance#' } }) } } }, async (_req, reply) =>

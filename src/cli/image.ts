@@ -1,46 +1,85 @@
+import { resolve } from 'node:path';
 import { Command } from 'commander';
-import type { Image } from '../domain/types.js';
-import { clientFor, globals, print } from './common.js';
+import type { FidelityEntry, Image, ImageView, Operation } from '../domain/types.js';
+import { VmkitError } from '../errors.js';
+import { clientFor, globals, mutate, print } from './common.js';
 import { formatMiB, renderInfo, renderList, type Field } from './output.js';
 
+function size(bytes: number | undefined): string {
+  if (bytes === undefined) return '';
+  if (bytes >= 2 ** 30) return `${(bytes / 2 ** 30).toFixed(1)}GiB`;
+  return `${Math.round(bytes / 2 ** 20)}MiB`;
+}
+
 /** The readable view of one image. */
-export function imageFields(i: Image): Field[] {
+export function imageFields(i: Image | ImageView): Field[] {
+  const users = 'users' in i ? i.users : undefined;
   return [
     ['Name', i.name],
     ['Version', i.version],
     ['Description', i.description],
     ['Architecture', i.arch],
     ['Source', i.source],
+    ['Origin', i.origin],
     ['Created', i.createdAt],
+    ['Checksum', i.checksum],
     ['Default CPUs', i.defaults?.cpus],
     ['Default memory', formatMiB(i.defaults?.memoryMiB)],
     ['NIC models', (i.nicModels ?? []).join(', ')],
     ['Boot', i.boot ? `kernel ${i.boot.kernel}${i.boot.initrd ? `, initrd ${i.boot.initrd}` : ''}` : 'firmware (disk)'],
-    ['Disks', (i.disks ?? []).map((d) => [d.name, d.file, d.format, d.virtualSize !== undefined ? `${Math.round(d.virtualSize / 2 ** 20)}MiB` : ''].join('  ').trimEnd())],
+    ['Disks', (i.disks ?? []).map((d) => [d.name, d.file, d.format, d.virtualSize !== undefined ? `virtual ${size(d.virtualSize)}` : '', d.actualSize !== undefined ? `actual ${size(d.actualSize)}` : ''].join('  ').trimEnd())],
+    ['Used by', users ? users.instances : undefined],
+    ['Fidelity', i.fidelity ? renderFidelity(i.fidelity).split('\n').slice(1).map((l) => l.trim()) : undefined],
   ];
 }
 
-/** `vmkit image list|info`: the images instances can be created from. */
+/** The fidelity report of an import/export: what mapped, what was defaulted, what was dropped. */
+export function renderFidelity(entries: FidelityEntry[]): string {
+  const lines = ['Fidelity report:'];
+  for (const e of entries) {
+    const mark = e.status === 'mapped' ? 'mapped   ' : e.status === 'defaulted' ? 'defaulted' : 'DROPPED  ';
+    lines.push(`  ${mark}  ${e.item}${e.value ? `: ${e.value}` : ''}${e.reason ? ` (${e.reason})` : ''}`);
+  }
+  return lines.join('\n');
+}
+
+function resultOf<T>(op: unknown): T {
+  return ((op as Operation).result ?? op) as T;
+}
+
+/** `vmkit image …`: the images instances are created from. */
 export function imageCommand(): Command {
-  const cmd = new Command('image').description('Inspect the images instances are created from');
+  const cmd = new Command('image').description('Images: list, inspect, import, export, delete');
   cmd.addHelpText(
     'after',
     `
 Examples:
   vmkit image list
-  vmkit image info appliance`,
+  vmkit image info appliance
+  vmkit image import ./disk.vmdk --name legacy-app
+  vmkit image import ./appliance.ova
+  vmkit image export legacy-app ./out.ova
+  vmkit image export legacy-app ./out.qcow2
+  vmkit image export legacy-app ./disk.img --disk-format raw
+  vmkit image delete legacy-app
+  vmkit image list lab:
+  vmkit image pull lab:app-v2
+  vmkit image push app-v2 lab:`,
   );
   cmd
     .command('list')
     .alias('ls')
-    .description('List images')
-    .action(async (_opts: unknown, self: Command) => {
-      const images = await clientFor(self).get<Image[]>('/1.0/images');
+    .description('List images (of this host, or of a repository with "REPO:")')
+    .argument('[repo]', 'a repository as "NAME:" (see "vmkit repo list")')
+    .action(async (repo: string | undefined, _opts: unknown, self: Command) => {
+      const images = repo
+        ? await clientFor(self).get<Image[]>(`/1.0/repos/${encodeURIComponent(repo.replace(/:$/, ''))}/images`)
+        : await clientFor(self).get<Image[]>('/1.0/images');
       print(
         renderList(images, globals(self).format, [
           { header: 'NAME', value: (i) => i.name },
           { header: 'VERSION', value: (i) => i.version },
-          { header: 'SOURCE', value: (i) => i.source },
+          { header: 'SOURCE', value: (i) => i.source ?? repo },
           { header: 'CPUS', value: (i) => i.defaults?.cpus },
           { header: 'MEMORY', value: (i) => formatMiB(i.defaults?.memoryMiB) },
           { header: 'DESCRIPTION', value: (i) => i.description },
@@ -50,11 +89,81 @@ Examples:
   cmd
     .command('info')
     .alias('show')
-    .description('Show one image')
+    .description('Show one image: disks (format, virtual and actual size), checksum, metadata, users')
     .argument('<name>', 'image name')
     .action(async (name: string, _opts: unknown, self: Command) => {
-      const image = await clientFor(self).get<Image>(`/1.0/images/${encodeURIComponent(name)}`);
+      const image = await clientFor(self).get<ImageView>(`/1.0/images/${encodeURIComponent(name)}`);
       print(renderInfo(image, globals(self).format, () => imageFields(image)));
+    });
+  cmd
+    .command('import')
+    .description('Import a disk image (.qcow2 .raw/.img .vmdk .vdi .vhdx) or an .ova as a new image')
+    .argument('<file>', 'path of the file (on the daemon host; relative paths are made absolute here)')
+    .option('-n, --name <name>', 'image name (default: from the file name)')
+    .option('-F, --disk-format <format>', 'declare the file format instead of the extension (qcow2, raw, vmdk, vdi, vhdx, ova); --format stays the output format')
+    .option('-d, --description <text>', 'description')
+    .option('--no-wait', 'return once the operation is accepted, print its id')
+    .action(async (file: string, opts: { name?: string; diskFormat?: string; description?: string; wait: boolean }, self: Command) => {
+      const body: Record<string, unknown> = { source: resolve(file) };
+      if (opts.name) body.name = opts.name;
+      if (opts.diskFormat) body.format = opts.diskFormat;
+      if (opts.description) body.description = opts.description;
+      await mutate(self, 'POST', '/1.0/images', body, {
+        wait: opts.wait,
+        done: (op) => {
+          const r = resultOf<{ image: Image; fidelity: FidelityEntry[] }>(op);
+          return `Image ${r.image.name} imported.\n${renderFidelity(r.fidelity)}`;
+        },
+      });
+    });
+  cmd
+    .command('export')
+    .description('Export an image: .ova (OVF 1.0 + stream-optimized VMDK, for VirtualBox/VMware) or one disk (.qcow2 .vmdk .vdi .vhdx .raw)')
+    .argument('<name>', 'image name')
+    .argument('<file>', 'destination path (on the daemon host; relative paths are made absolute here); must not exist')
+    .option('-F, --disk-format <format>', 'ova, qcow2, vmdk, vdi, vhdx or raw (default: from the extension); --format stays the output format')
+    .option('--no-wait', 'return once the operation is accepted, print its id')
+    .action(async (name: string, file: string, opts: { diskFormat?: string; wait: boolean }, self: Command) => {
+      const body: Record<string, unknown> = { path: resolve(file) };
+      if (opts.diskFormat) body.format = opts.diskFormat;
+      await mutate(self, 'POST', `/1.0/images/${encodeURIComponent(name)}/export`, body, {
+        wait: opts.wait,
+        done: (op) => {
+          const r = resultOf<{ path: string; format: string; size: number; fidelity: FidelityEntry[] }>(op);
+          return `Image ${name} exported to ${r.path} (${r.format}, ${size(r.size)}).\n${renderFidelity(r.fidelity)}`;
+        },
+      });
+    });
+  cmd
+    .command('pull')
+    .description('Download an image from a repository: resumable, sha256-verified before it appears')
+    .argument('<ref>', 'REPO:IMAGE')
+    .option('-n, --name <name>', 'local image name (default: the remote name)')
+    .option('--no-wait', 'return once the operation is accepted, print its id')
+    .action(async (ref: string, opts: { name?: string; wait: boolean }, self: Command) => {
+      const m = /^([^:]+):(.+)$/.exec(ref);
+      if (!m) throw new VmkitError('VMKIT_INVALID_ARGUMENT', `"${ref}" is not REPO:IMAGE.`, { hint: 'Example: vmkit image pull lab:app-v2' });
+      const body: Record<string, unknown> = { repo: m[1], image: m[2] };
+      if (opts.name) body.name = opts.name;
+      await mutate(self, 'POST', '/1.0/images/pull', body, { wait: opts.wait, done: `Image ${opts.name ?? m[2]} pulled from ${m[1]}.` });
+    });
+  cmd
+    .command('push')
+    .description('Upload an image to a writable repository (added with a token)')
+    .argument('<name>', 'image name')
+    .argument('<repo>', 'REPO: (see "vmkit repo list")')
+    .option('--no-wait', 'return once the operation is accepted, print its id')
+    .action(async (name: string, repo: string, opts: { wait: boolean }, self: Command) => {
+      const r = repo.replace(/:$/, '');
+      await mutate(self, 'POST', `/1.0/images/${encodeURIComponent(name)}/push`, { repo: r }, { wait: opts.wait, done: `Image ${name} pushed to ${r}.` });
+    });
+  cmd
+    .command('delete')
+    .alias('rm')
+    .description('Delete an image (refused while an instance uses it)')
+    .argument('<name>', 'image name')
+    .action(async (name: string, _opts: unknown, self: Command) => {
+      await mutate(self, 'DELETE', `/1.0/images/${encodeURIComponent(name)}`, undefined, { done: `Image ${name} deleted.` });
     });
   return cmd;
 }

@@ -10,6 +10,7 @@ interface LaunchOptions {
   forward: ForwardSpec[];
   nic?: NicSpec[];
   allowPrivileged?: boolean;
+  count?: number;
   wait: boolean;
 }
 
@@ -23,6 +24,11 @@ export function createBody(image: string, name: string, opts: LaunchOptions, sta
   if (opts.forward.length > 0) body.forwards = opts.forward;
   if (opts.allowPrivileged) body.allowPrivileged = true;
   return body;
+}
+
+/** `--count N`: NAME-1 … NAME-N. */
+export function replicaNames(name: string, count: number): string[] {
+  return Array.from({ length: count }, (_, i) => `${name}-${i + 1}`);
 }
 
 function build(verb: 'launch' | 'create'): Command {
@@ -46,12 +52,16 @@ function build(verb: 'launch' | 'create'): Command {
       (value: string, prev: NicSpec[] | undefined) => [...(prev ?? []), parseNicSpec(value)],
     )
     .option('--allow-privileged', 'allow forwarding host ports below 1024')
+    .option('--count <n>', 'make N replicas NAME-1..NAME-N from the image (linked clones)', positiveInt('--count'))
     .option('--no-wait', 'return once the operation is accepted, print its id')
     .action(async (image: string, name: string, opts: LaunchOptions, self: Command) => {
-      await mutate(self, 'POST', '/1.0/instances', createBody(image, name, opts, start), {
-        wait: opts.wait,
-        done: start ? `Instance ${name} created and started.` : `Instance ${name} created.`,
-      });
+      const names = opts.count ? replicaNames(name, opts.count) : [name];
+      for (const n of names) {
+        await mutate(self, 'POST', '/1.0/instances', createBody(image, n, opts, start), {
+          wait: opts.wait,
+          done: start ? `Instance ${n} created and started.` : `Instance ${n} created.`,
+        });
+      }
     });
   cmd.addHelpText(
     'after',
@@ -61,7 +71,8 @@ Examples:
   vmkit launch appliance web1
   vmkit launch appliance web1 --type small --forward 8080:80
   vmkit launch appliance dns1 --cpus 2 --memory 512 --forward 0.0.0.0:5353:53/udp
-  vmkit launch appliance web2 --forward 80:80 --allow-privileged --no-wait`
+  vmkit launch appliance web2 --forward 80:80 --allow-privileged --no-wait
+  vmkit launch appliance app --count 3          # app-1, app-2, app-3`
       : `
 Examples:
   vmkit create appliance web1 --forward 8080:80

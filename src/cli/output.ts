@@ -107,7 +107,20 @@ export function progressLine(op: Operation, barWidth = 20): string {
   if (p?.percent === undefined) return `${op.description}: ${p?.phase ?? op.status}`;
   const pct = Math.max(0, Math.min(100, p.percent));
   const filled = Math.round((pct / 100) * barWidth);
-  return `${op.description} [${'#'.repeat(filled)}${'-'.repeat(barWidth - filled)}] ${String(Math.round(pct)).padStart(3)}% ${p.phase}`;
+  const bytes = p.bytesTotal ? ` (${formatBytes(p.bytesDone ?? 0)}/${formatBytes(p.bytesTotal)})` : '';
+  return `${op.description} [${'#'.repeat(filled)}${'-'.repeat(barWidth - filled)}] ${String(Math.round(pct)).padStart(3)}% ${p.phase}${bytes}`;
+}
+
+/** 1536 → "1.5KiB", in binary units (image and transfer sizes). */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v}B` : `${v.toFixed(1)}${units[i]}`;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT_CODES_HELP, reportError } from './common.js';
+import { cloneCommand } from './clone.js';
 import { consoleCommand } from './console.js';
 import { daemonCommand } from './daemon.js';
 import { deleteCommand } from './delete.js';
@@ -14,6 +15,8 @@ import { logsCommand } from './logs.js';
 import { networkCommand } from './network.js';
 import { nicCommand } from './nic.js';
 import { operationCommand } from './operation.js';
+import { publishCommand } from './publish.js';
+import { repoCommand } from './repo.js';
 import { FORMATS, type Format } from './output.js';
 import { snapshotCommand } from './snapshot.js';
 import { stateCommands } from './state.js';
@@ -51,6 +54,9 @@ export function buildProgram(): Command {
   program.addCommand(consoleCommand());
   program.addCommand(logsCommand());
   program.addCommand(imageCommand());
+  program.addCommand(cloneCommand());
+  program.addCommand(publishCommand());
+  program.addCommand(repoCommand());
   program.addCommand(typesCommand());
   program.addCommand(doctorCommand());
   program.addCommand(operationCommand());

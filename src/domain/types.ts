@@ -63,6 +63,25 @@ export interface Image {
   disks: Array<DiskRef & { virtualSize?: number; actualSize?: number }>;
   source: 'builtin' | 'import' | 'publish' | 'pull';
   createdAt: string;
+  /** `sha256:<hex>` of the first disk's file as stored (computed once, then kept). */
+  checksum?: string;
+  /** Where the image came from: an imported file, a published instance, a repository. */
+  origin?: string;
+  /** What an import mapped and dropped (see doc/images.md). */
+  fidelity?: FidelityEntry[];
+}
+
+/** One line of an import/export fidelity report. */
+export interface FidelityEntry {
+  item: string;
+  value?: string;
+  status: 'mapped' | 'defaulted' | 'dropped';
+  reason?: string;
+}
+
+/** An image and what depends on it (instances created from it). */
+export interface ImageView extends Image {
+  users: { instances: string[] };
 }
 
 export interface Instance {
@@ -86,6 +105,8 @@ export interface Instance {
   currentSnapshot?: string;
   /** The host that owns the instance (cluster); the local host name when alone. */
   host: string;
+  /** A linked clone: the instance whose frozen disk layer this one's disk is backed by. */
+  linkedFrom?: string;
 }
 
 /** What the API adds to an instance while it runs. */

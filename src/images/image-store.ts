@@ -1,3 +1,5 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { copyFile, chmod, mkdir, readFile, readdir, rename, rm, stat, constants } from 'node:fs/promises';
 import { join } from 'node:path';
 import { vmkitError } from '../errors.js';
@@ -25,6 +27,9 @@ interface ApplianceManifest {
  * temporary folder that `reconcile` removes.
  */
 export class ImageStore {
+  /** Names an import/publish/pull is building right now (so two cannot race for one name). */
+  private readonly reserved = new Set<string>();
+
   constructor(
     private readonly store: Store,
     private readonly paths: DataPaths,
@@ -47,6 +52,74 @@ export class ImageStore {
   /** Absolute path of a file of an image. */
   file(image: Image, relative: string): string {
     return join(this.paths.image(image.name), relative);
+  }
+
+  /** Fails with VMKIT_ALREADY_EXISTS when the name is taken (checked before long work starts). */
+  async assertFree(name: string): Promise<void> {
+    validateName(name, 'image name');
+    if (this.reserved.has(name) || (await this.store.get('images', name))) {
+      throw vmkitError('VMKIT_ALREADY_EXISTS', `An image named "${name}" already exists.`, {
+        hint: 'Choose another --name, or delete the existing image first ("vmkit image delete NAME").',
+      });
+    }
+  }
+
+  /**
+   * Claims a name for an image being built; returns the release function (call it in a
+   * finally). Fails like assertFree when the name is taken or claimed.
+   */
+  async reserve(name: string): Promise<() => void> {
+    await this.assertFree(name);
+    this.reserved.add(name);
+    return () => this.reserved.delete(name);
+  }
+
+  /**
+   * A fresh temporary folder for an image being built (import, publish, pull). It becomes
+   * the image folder by rename in `commit`; `reconcile` removes it after a crash.
+   */
+  async tempDir(purpose: string): Promise<string> {
+    await mkdir(this.paths.images, { recursive: true });
+    const dir = join(this.paths.images, `.tmp-${purpose}-${randomBytes(4).toString('hex')}`);
+    await mkdir(dir);
+    return dir;
+  }
+
+  /** Makes a complete temporary folder the image's folder, files read-only, then writes the row. */
+  async commit(image: Image, tmp: string): Promise<Image> {
+    if (await this.store.get('images', image.name)) await this.assertFree(image.name);
+    for (const d of image.disks) {
+      const st = await stat(join(tmp, d.file));
+      d.actualSize = st.size;
+    }
+    for (const f of await readdir(tmp)) await chmod(join(tmp, f), 0o444);
+    await rm(this.paths.image(image.name), { recursive: true, force: true });
+    await rename(tmp, this.paths.image(image.name));
+    try {
+      await this.store.put('images', image.name, image, { expectRevision: 0 });
+    } catch (err) {
+      await rm(this.paths.image(image.name), { recursive: true, force: true });
+      throw err;
+    }
+    return image;
+  }
+
+  /** Deletes an image; the caller has checked that nothing uses it. */
+  async remove(name: string): Promise<void> {
+    await this.get(name);
+    // Row first: a crash after it leaves a folder without a row, which reconcile removes.
+    await this.store.delete('images', name);
+    await rm(this.paths.image(name), { recursive: true, force: true });
+  }
+
+  /** sha256 of the first disk file, computed once and kept in the row. */
+  async checksum(name: string): Promise<string> {
+    const image = await this.get(name);
+    if (image.checksum) return image.checksum;
+    const sum = `sha256:${await sha256File(this.file(image, image.disks[0]!.file))}`;
+    const fresh = await this.store.get<Image>('images', name);
+    if (fresh) await this.store.put('images', name, { ...fresh.value, checksum: sum });
+    return sum;
   }
 
   /** Removes leftovers of interrupted imports: temporary folders and folders with no row. */
@@ -111,4 +184,10 @@ export class ImageStore {
       throw err;
     }
   }
+}
+
+export async function sha256File(path: string, signal?: AbortSignal): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024, signal })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
-import { mkdir, readFile, readdir, rm, open } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readdir, rename, rm, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { vmkitError } from '../errors.js';
 import { validateName } from '../domain/names.js';
@@ -13,7 +13,7 @@ import type { Store } from '../store/store.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { EventBus } from '../operations/events.js';
 import type { OperationContext } from '../operations/operations.js';
-import { createLinkedClone } from '../storage/qemu-img.js';
+import { createLinkedClone, flattenVolume, listDiskSnapshots, volumeInfo } from '../storage/qemu-img.js';
 import { writeConfigDrive } from '../storage/config-drive.js';
 import { buildQemuArgv, hostfwdRule, nicDevice, RUN_FILES, type QemuDisk } from '../qemu/argv.js';
 import { launchQemu, findQemuProcess, waitForExit, isProcessAlive } from '../qemu/process.js';
@@ -684,11 +684,120 @@ export class InstanceManager {
     });
   }
 
+  // ---- clone / publish ---------------------------------------------------------------
+
+  /**
+   * Clones a stopped instance. Linked (default): the source's disk becomes a frozen,
+   * read-only layer in its folder, and both the source and the clone get a fresh qcow2
+   * overlay on it — O(1) in disk size; the source then cannot be deleted while the clone
+   * exists. Full: the whole chain (overlay + image) is flattened into an independent copy.
+   * The clone gets new MACs and no port forwards (host ports cannot be shared).
+   */
+  async clone(source: string, name: string, opts: { full?: boolean } = {}, ctx?: OperationContext): Promise<InstanceView> {
+    const cloneName = validateName(name, 'instance name');
+    return this.withLock(source, () =>
+      this.withLock(cloneName, async () => {
+        const src = await this.load(source);
+        if (src.state !== 'stopped') {
+          throw vmkitError('VMKIT_INVALID_STATE', `Instance "${source}" is ${src.state}; only a stopped instance is cloned.`, {
+            hint: `Stop it first ("vmkit stop ${source}").`,
+          });
+        }
+        if (await this.store.get('instances', cloneName)) {
+          throw vmkitError('VMKIT_ALREADY_EXISTS', `An instance named "${cloneName}" already exists.`, { hint: 'Choose another name.' });
+        }
+        const image = await this.images.get(src.image);
+        const nics = await this.allocateNics(src.nics.map((n) => ({ network: n.network, model: n.model })), image);
+        const id = randomBytes(6).toString('hex');
+        const dir = this.paths.instance(id);
+        const srcDir = this.paths.instance(src.id);
+        const now = new Date().toISOString();
+        const inst: Instance = {
+          id,
+          name: cloneName,
+          image: src.image,
+          imageVersion: src.imageVersion,
+          type: src.type,
+          cpus: src.cpus,
+          memoryMiB: src.memoryMiB,
+          nics,
+          forwards: [],
+          disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2' }],
+          state: 'stopped',
+          createdAt: now,
+          updatedAt: now,
+          host: this.host.hostName,
+          ...(opts.full ? {} : { linkedFrom: src.name }),
+        };
+        await mkdir(dir, { recursive: true });
+        try {
+          if (opts.full) {
+            const total = (await volumeInfo(join(srcDir, 'root.qcow2'), 'qcow2')).virtualSize;
+            ctx?.progress({ phase: 'copying disk', percent: 0, bytesDone: 0, bytesTotal: total });
+            await flattenVolume(join(srcDir, 'root.qcow2'), join(dir, 'root.qcow2'), {
+              signal: ctx?.signal,
+              onProgress: (f) => ctx?.progress({ phase: 'copying disk', percent: Math.min(99, Math.round(f * 100)), bytesDone: Math.round(f * total), bytesTotal: total }),
+            });
+          } else {
+            // Internal snapshots live in the source's disk file, which a linked clone freezes
+            // into a read-only layer: they would no longer be revertible.
+            const snaps = await listDiskSnapshots(join(srcDir, 'root.qcow2'));
+            if (snaps.length > 0) {
+              throw vmkitError('VMKIT_INVALID_STATE', `Instance "${source}" has snapshots (${snaps.map((x) => x.name).join(', ')}); a linked clone would freeze them.`, {
+                hint: `Use "vmkit clone ${source} ${cloneName} --full", or delete its snapshots first.`,
+              });
+            }
+            ctx?.progress({ phase: 'freezing the source disk', percent: 30 });
+            const layer = join(srcDir, `layer-${randomBytes(4).toString('hex')}.qcow2`);
+            await rename(join(srcDir, 'root.qcow2'), layer);
+            try {
+              await createLinkedClone(layer, 'qcow2', join(srcDir, 'root.qcow2'));
+            } catch (err) {
+              await rename(layer, join(srcDir, 'root.qcow2'));
+              throw err;
+            }
+            await chmod(layer, 0o444);
+            await createLinkedClone(layer, 'qcow2', join(dir, 'root.qcow2'));
+          }
+          ctx?.checkCancelled();
+          await this.store.put('instances', cloneName, inst, { expectRevision: 0 });
+        } catch (err) {
+          await rm(dir, { recursive: true, force: true });
+          throw err;
+        }
+        this.events.lifecycle('instance-created', cloneName, { clonedFrom: source, full: !!opts.full });
+        return this.view(inst);
+      }),
+    );
+  }
+
+  /**
+   * Runs `fn` on a stopped instance's root disk while holding its lock (publish reads the
+   * disk; nothing may start the instance meanwhile).
+   */
+  async withStoppedInstance<T>(name: string, verb: string, fn: (inst: Instance, rootDisk: string) => Promise<T>): Promise<T> {
+    return this.withLock(name, async () => {
+      const inst = await this.load(name);
+      if (inst.state !== 'stopped') {
+        throw vmkitError('VMKIT_INVALID_STATE', `Instance "${name}" is ${inst.state}; only a stopped instance can be ${verb}.`, {
+          hint: `Stop it first ("vmkit stop ${name}").`,
+        });
+      }
+      return fn(inst, join(this.paths.instance(inst.id), inst.disks[0]!.file));
+    });
+  }
+
   // ---- delete -------------------------------------------------------------------------
 
   async delete(name: string, opts: { force?: boolean } = {}, ctx?: OperationContext): Promise<void> {
     return this.withLock(name, async () => {
       const inst = await this.load(name);
+      const clones = (await this.store.list<Instance>('instances')).filter((v) => v.value.linkedFrom === name).map((v) => v.key);
+      if (clones.length > 0) {
+        throw vmkitError('VMKIT_INSTANCE_IN_USE', `Linked clone(s) ${clones.join(', ')} depend on the disk of "${name}".`, {
+          hint: 'Delete the clones first, or make independent copies with "vmkit clone SOURCE NAME --full".',
+        });
+      }
       if (isActive(inst.state)) {
         if (!opts.force) {
           throw vmkitError('VMKIT_INSTANCE_RUNNING', `Instance "${name}" is ${inst.state}; it is not deleted.`, {

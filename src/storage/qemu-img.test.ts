@@ -1,10 +1,27 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { createLinkedClone, fromQemuSnapshot, infoArgv, linkedCloneArgv, qcow2ImageOpts, snapshotArgv, snapshotListArgv, volumeInfo } from './qemu-img.js';
+import {
+  compareArgv,
+  compareVolumes,
+  convertArgv,
+  convertVolume,
+  createLinkedClone,
+  flattenArgv,
+  fromQemuSnapshot,
+  infoArgv,
+  linkedCloneArgv,
+  qcow2ImageOpts,
+  rebaseArgv,
+  snapshotArgv,
+  snapshotListArgv,
+  untrustedInfoArgv,
+  volumeInfo,
+} from './qemu-img.js';
 
 /** Golden argv of every qemu-img call: the format is always named, never probed. */
 describe('qemu-img argv', () => {
@@ -12,6 +29,19 @@ describe('qemu-img argv', () => {
     assert.deepEqual(linkedCloneArgv('/img/root.qcow2', 'qcow2', '/i/root.qcow2'), [
       'qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', '/img/root.qcow2', '/i/root.qcow2',
     ]);
+    assert.deepEqual(infoArgv('/x.raw', 'raw'), ['qemu-img', 'info', '--output=json', '-f', 'raw', '/x.raw']);
+    assert.deepEqual(untrustedInfoArgv('/u.vmdk', 'vmdk'), [
+      'prlimit', '--cpu=30', `--as=${1024 ** 3}`, '--', 'qemu-img', 'info', '--output=json', '-f', 'vmdk', '/u.vmdk',
+    ]);
+    assert.deepEqual(convertArgv('/u.vdi', 'vdi', '/i/root.qcow2', 'qcow2', { untrusted: true }), [
+      'prlimit', '--cpu=3600', `--as=${2 * 1024 ** 3}`, '--', 'qemu-img', 'convert', '-p', '-f', 'vdi', '-O', 'qcow2', '/u.vdi', '/i/root.qcow2',
+    ]);
+    assert.deepEqual(convertArgv('/i/root.qcow2', 'qcow2', '/o/d.vmdk', 'vmdk', { options: ['subformat=streamOptimized'] }), [
+      'qemu-img', 'convert', '-p', '-f', 'qcow2', '-O', 'vmdk', '-o', 'subformat=streamOptimized', '/i/root.qcow2', '/o/d.vmdk',
+    ]);
+    assert.deepEqual(flattenArgv('/a/root.qcow2', '/b/root.qcow2'), ['qemu-img', 'convert', '-p', '-f', 'qcow2', '-O', 'qcow2', '/a/root.qcow2', '/b/root.qcow2']);
+    assert.deepEqual(rebaseArgv('/a/root.qcow2', '/a/layer.qcow2', 'qcow2'), ['qemu-img', 'rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', '/a/layer.qcow2', '/a/root.qcow2']);
+    assert.deepEqual(compareArgv('/a', 'qcow2', '/b', 'vmdk'), ['qemu-img', 'compare', '-q', '-f', 'qcow2', '-F', 'vmdk', '/a', '/b']);
     assert.deepEqual(infoArgv('/i/root.qcow2', 'qcow2'), ['qemu-img', 'info', '--output=json', '-f', 'qcow2', '/i/root.qcow2']);
   });
 
@@ -54,6 +84,28 @@ describe('qemu-img against the real program', () => {
       assert.ok(statSync(join(dir, 'clone.qcow2')).size < 1024 * 1024, 'the overlay holds no data');
       assert.ok(elapsed < 5000, `clone took ${elapsed} ms`);
       await assert.rejects(volumeInfo(join(dir, 'missing.qcow2'), 'qcow2'), { code: 'VMKIT_STORAGE_FAILED' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('converts with progress, and a cancel kills qemu-img at once', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmkit-conv-'));
+    try {
+      const src = join(dir, 'src.raw');
+      writeFileSync(src, Buffer.concat(Array.from({ length: 16 }, () => randomBytes(8 * 1024 * 1024))));
+      const seen: number[] = [];
+      await convertVolume(src, 'raw', join(dir, 'out.vmdk'), 'vmdk', { options: ['subformat=streamOptimized'], onProgress: (f) => seen.push(f) });
+      assert.ok(seen.length > 0 && seen.at(-1)! <= 1, 'progress reported');
+      assert.ok(await compareVolumes(src, 'raw', join(dir, 'out.vmdk'), 'vmdk'));
+      const ctrl = new AbortController();
+      const t0 = Date.now();
+      setTimeout(() => ctrl.abort(), 100);
+      await assert.rejects(convertVolume(src, 'raw', join(dir, 'c.vmdk'), 'vmdk', { options: ['subformat=streamOptimized'], signal: ctrl.signal }), { code: 'VMKIT_OPERATION_CANCELLED' });
+      assert.ok(Date.now() - t0 < 3000, 'stopped promptly');
+      ctrl.abort();
+      await assert.rejects(convertVolume(src, 'raw', join(dir, 'd.qcow2'), 'qcow2', { signal: ctrl.signal }), { code: 'VMKIT_OPERATION_CANCELLED' });
+      assert.ok(!existsSync(join(dir, 'd.qcow2')));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

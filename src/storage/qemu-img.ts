@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import { vmkitError } from '../errors.js';
 import { run } from '../util/exec.js';
 
 /** Every qemu-img invocation lives here, and every one names the format: QEMU never guesses. */
@@ -34,6 +36,162 @@ export async function volumeInfo(file: string, format: VolumeFormat): Promise<Vo
   const { stdout } = await run(infoArgv(file, format), { errorCode: 'VMKIT_STORAGE_FAILED', timeoutMs: 30_000 });
   const j = JSON.parse(stdout) as { format: string; 'virtual-size': number; 'actual-size': number; 'backing-filename'?: string };
   return { format: j.format, virtualSize: j['virtual-size'], actualSize: j['actual-size'], backingFile: j['backing-filename'] };
+}
+
+// ---- untrusted images: inspect, convert, compare ------------------------------------------
+
+/** Formats vmkit reads from outside (import) and writes (export). */
+export type ForeignFormat = 'qcow2' | 'raw' | 'vmdk' | 'vdi' | 'vhdx';
+export const FOREIGN_FORMATS: readonly ForeignFormat[] = ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx'];
+
+/** Resource limits for qemu-img on untrusted input (prlimit from util-linux). */
+export interface Limits {
+  cpuSeconds: number;
+  addressSpaceBytes: number;
+}
+export const INFO_LIMITS: Limits = { cpuSeconds: 30, addressSpaceBytes: 1024 ** 3 };
+export const CONVERT_LIMITS: Limits = { cpuSeconds: 3600, addressSpaceBytes: 2 * 1024 ** 3 };
+
+function limited(limits: Limits, argv: string[]): string[] {
+  return ['prlimit', `--cpu=${limits.cpuSeconds}`, `--as=${limits.addressSpaceBytes}`, '--', ...argv];
+}
+
+/** `qemu-img info` of an untrusted file: the format named, never a backing chain, under limits. */
+export function untrustedInfoArgv(file: string, format: ForeignFormat): string[] {
+  return limited(INFO_LIMITS, ['qemu-img', 'info', '--output=json', '-f', format, file]);
+}
+
+export interface ForeignInfo {
+  format: string;
+  virtualSize: number;
+  actualSize: number;
+  backingFile?: string;
+  /** qcow2: an external data file. */
+  dataFile?: string;
+  /** vmdk: create type and extent file names. */
+  vmdkCreateType?: string;
+  extents: string[];
+}
+
+export function parseInfo(json: string): ForeignInfo {
+  const j = JSON.parse(json) as {
+    format: string;
+    'virtual-size': number;
+    'actual-size'?: number;
+    'backing-filename'?: string;
+    'full-backing-filename'?: string;
+    'format-specific'?: { type?: string; data?: { 'data-file'?: string; 'create-type'?: string; extents?: Array<{ filename?: string }> } };
+  };
+  const fs = j['format-specific']?.data;
+  return {
+    format: j.format,
+    virtualSize: j['virtual-size'],
+    actualSize: j['actual-size'] ?? 0,
+    backingFile: j['backing-filename'] ?? j['full-backing-filename'],
+    dataFile: fs?.['data-file'],
+    vmdkCreateType: fs?.['create-type'],
+    extents: (fs?.extents ?? []).map((e) => e.filename ?? ''),
+  };
+}
+
+export async function untrustedInfo(file: string, format: ForeignFormat): Promise<ForeignInfo> {
+  const { stdout } = await run(untrustedInfoArgv(file, format), {
+    errorCode: 'VMKIT_IMAGE_FORMAT',
+    timeoutMs: 60_000,
+    hint: `The file is not a valid ${format} image (or qemu-img hit its resource limits).`,
+  });
+  return parseInfo(stdout);
+}
+
+export interface ConvertOptions {
+  /** Untrusted source: run under CONVERT_LIMITS. */
+  untrusted?: boolean;
+  /** e.g. ['subformat=streamOptimized'] for OVA disks. */
+  options?: string[];
+  onProgress?: (fraction: number) => void;
+  signal?: AbortSignal;
+}
+
+export function convertArgv(src: string, srcFormat: ForeignFormat, dest: string, destFormat: ForeignFormat, opts: Pick<ConvertOptions, 'untrusted' | 'options'> = {}): string[] {
+  const argv = ['qemu-img', 'convert', '-p', '-f', srcFormat, '-O', destFormat];
+  if (opts.options?.length) argv.push('-o', opts.options.join(','));
+  argv.push(src, dest);
+  return opts.untrusted ? limited(CONVERT_LIMITS, argv) : argv;
+}
+
+/**
+ * Copies/converts a volume with qemu-img's own progress (`-p`), cancellable: an abort kills
+ * qemu-img at once (the caller removes the partial output).
+ */
+export function convertVolume(src: string, srcFormat: ForeignFormat, dest: string, destFormat: ForeignFormat, opts: ConvertOptions = {}): Promise<void> {
+  return runWithProgress(convertArgv(src, srcFormat, dest, destFormat, opts), opts);
+}
+
+/** Flattens an instance's overlay chain (overlay + backing image) into one independent volume. */
+export function flattenArgv(src: string, dest: string): string[] {
+  return ['qemu-img', 'convert', '-p', '-f', 'qcow2', '-O', 'qcow2', src, dest];
+}
+
+export function flattenVolume(src: string, dest: string, opts: Pick<ConvertOptions, 'onProgress' | 'signal'> = {}): Promise<void> {
+  return runWithProgress(flattenArgv(src, dest), opts);
+}
+
+/** A linked clone whose backing file is the given volume (relative paths stay relative). */
+export function rebaseArgv(file: string, backing: string, backingFormat: VolumeFormat): string[] {
+  return ['qemu-img', 'rebase', '-u', '-f', 'qcow2', '-F', backingFormat, '-b', backing, file];
+}
+
+/** Points an overlay at another backing file without touching data (`rebase -u`). */
+export async function rebaseUnsafe(file: string, backing: string, backingFormat: VolumeFormat): Promise<void> {
+  await run(rebaseArgv(file, backing, backingFormat), { errorCode: 'VMKIT_STORAGE_FAILED', timeoutMs: 30_000 });
+}
+
+export function compareArgv(a: string, aFormat: ForeignFormat, b: string, bFormat: ForeignFormat): string[] {
+  return ['qemu-img', 'compare', '-q', '-f', aFormat, '-F', bFormat, a, b];
+}
+
+/** true when the two volumes have the same guest-visible content. */
+export async function compareVolumes(a: string, aFormat: ForeignFormat, b: string, bFormat: ForeignFormat): Promise<boolean> {
+  const r = await run(compareArgv(a, aFormat, b, bFormat), { errorCode: 'VMKIT_STORAGE_FAILED', timeoutMs: 600_000, allowFailure: true });
+  if (r.code === 0) return true;
+  if (r.code === 1) return false;
+  throw new Error(`qemu-img compare failed: ${r.stderr.trim()}`);
+}
+
+function runWithProgress(argv: string[], opts: Pick<ConvertOptions, 'onProgress' | 'signal'>): Promise<void> {
+  const [cmd, ...args] = argv;
+  return new Promise((resolve, reject) => {
+    if (opts.signal?.aborted) {
+      reject(vmkitError('VMKIT_OPERATION_CANCELLED', 'Cancelled before qemu-img started.'));
+      return;
+    }
+    const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let cancelled = false;
+    const onAbort = () => {
+      cancelled = true;
+      child.kill('SIGKILL');
+    };
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      const all = [...d.matchAll(/\((\d+(?:\.\d+)?)\/100%\)/g)];
+      const last = all.at(-1);
+      if (last) opts.onProgress?.(Number(last[1]) / 100);
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('error', (err) => {
+      opts.signal?.removeEventListener('abort', onAbort);
+      reject(vmkitError('VMKIT_QEMU_MISSING', `Cannot run ${cmd}: ${err.message}`, { hint: 'Install qemu-utils (run "vmkit doctor").' }));
+    });
+    child.on('close', (code, signal) => {
+      opts.signal?.removeEventListener('abort', onAbort);
+      if (cancelled) reject(vmkitError('VMKIT_OPERATION_CANCELLED', 'Cancelled: qemu-img was stopped and its output removed.'));
+      else if (code !== 0) {
+        const why = stderr.trim().split('\n').slice(-3).join(' ') || `exit ${code ?? signal}`;
+        reject(vmkitError('VMKIT_STORAGE_FAILED', `qemu-img failed: ${why}`, { details: { argv }, hint: 'Check free space in the data folder and that the source is a valid image.' }));
+      } else resolve();
+    });
+  });
 }
 
 // ---- internal snapshots (stopped instances only: a running QEMU holds the image lock) ----

@@ -1,0 +1,491 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, readFile, rename, rm, stat, writeFile, copyFile, constants } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Transform } from 'node:stream';
+import { vmkitError } from '../errors.js';
+import { validateName } from '../domain/names.js';
+import type { Image } from '../domain/types.js';
+import type { OperationContext } from '../operations/operations.js';
+import type { ImageStore } from './image-store.js';
+import { inspectUntrusted } from './safety.js';
+
+/**
+ * Appliance repositories over plain HTTP. A repository is an index (`/index.json`: images
+ * with their metadata and files, each with size and sha256) plus content-addressed blobs
+ * (`/blobs/<sha256>`, Range requests honoured so downloads resume). Any vmkit daemon can
+ * serve its own images as one (`vmkit repo serve`); with a token it also accepts pushes.
+ * Everything that comes from a repository is untrusted: sha256 verified before an image
+ * appears, disks inspected like an import.
+ */
+
+export const INDEX_FORMAT = 'vmkit-repo-1';
+
+export interface RepoFile {
+  file: string;
+  size: number;
+  sha256: string;
+}
+
+export interface RepoImage extends Omit<Image, 'source' | 'fidelity' | 'origin' | 'checksum'> {
+  files: RepoFile[];
+}
+
+export interface RepoIndex {
+  format: string;
+  images: RepoImage[];
+}
+
+export interface Remote {
+  name: string;
+  url: string;
+  token?: string;
+}
+
+export interface ServeStatus {
+  serving: boolean;
+  url?: string;
+  writable?: boolean;
+}
+
+const SHA = /^[0-9a-f]{64}$/;
+const MAX_INDEX_BYTES = 16 * 1024 * 1024;
+
+function repoError(message: string, hint = 'Check the repository URL ("vmkit repo list") and that it is a vmkit repository.'): never {
+  throw vmkitError('VMKIT_REPO_FAILED', message, { hint });
+}
+
+/** Files of an image in the order a repository lists them (disks, then boot files). */
+export function imageFiles(image: Image): string[] {
+  const files = image.disks.map((d) => d.file);
+  if (image.boot?.kernel) files.push(image.boot.kernel);
+  if (image.boot?.initrd) files.push(image.boot.initrd);
+  return files;
+}
+
+function plainFileName(f: string): boolean {
+  return /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(f) && !f.includes('..');
+}
+
+/** Checks an index entry from a remote before anything is downloaded. */
+export function validateRepoImage(x: RepoImage): void {
+  validateName(x.name, 'image name');
+  const files = new Set(x.files.map((f) => f.file));
+  for (const f of x.files) {
+    if (!plainFileName(f.file)) repoError(`The index names a file "${f.file}" vmkit does not accept.`);
+    if (!SHA.test(f.sha256)) repoError(`The index gives no valid sha256 for ${f.file}.`);
+    if (!Number.isSafeInteger(f.size) || f.size < 0) repoError(`The index gives no valid size for ${f.file}.`);
+  }
+  if (!Array.isArray(x.disks) || x.disks.length === 0) repoError(`Image ${x.name} has no disk in the index.`);
+  for (const d of x.disks) if (d.format !== 'qcow2' || !files.has(d.file)) repoError(`Image ${x.name}: disk ${d.file} must be a listed qcow2 file.`);
+  for (const f of [x.boot?.kernel, x.boot?.initrd]) if (f && !files.has(f)) repoError(`Image ${x.name}: boot file ${f} is not listed.`);
+}
+
+export class RepositoryManager {
+  private server?: http.Server;
+  private serveToken?: string;
+  private readonly digests = new Map<string, { key: string; sha256: string }>();
+
+  constructor(
+    private readonly images: ImageStore,
+    private readonly dataDir: string,
+  ) {}
+
+  private get remotesFile(): string {
+    return join(this.dataDir, 'repos.json');
+  }
+  private get downloads(): string {
+    return join(this.dataDir, 'downloads');
+  }
+  private get uploads(): string {
+    return join(this.dataDir, 'uploads');
+  }
+
+  // ---- remotes --------------------------------------------------------------------------
+
+  async remotes(): Promise<Remote[]> {
+    try {
+      return JSON.parse(await readFile(this.remotesFile, 'utf8')) as Remote[];
+    } catch {
+      return [];
+    }
+  }
+
+  private async saveRemotes(list: Remote[]): Promise<void> {
+    const tmp = `${this.remotesFile}.tmp-${process.pid}`;
+    await writeFile(tmp, JSON.stringify(list, null, 2), { mode: 0o600 });
+    await rename(tmp, this.remotesFile);
+  }
+
+  async addRemote(r: Remote): Promise<Remote> {
+    validateName(r.name, 'repository name');
+    let url: URL;
+    try {
+      url = new URL(r.url);
+    } catch {
+      throw vmkitError('VMKIT_INVALID_ARGUMENT', `"${r.url}" is not a URL.`, { hint: 'Example: vmkit repo add lab http://127.0.0.1:8444' });
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw vmkitError('VMKIT_INVALID_ARGUMENT', 'A repository URL is http:// or https://.', { hint: 'Example: http://127.0.0.1:8444' });
+    const list = await this.remotes();
+    if (list.some((x) => x.name === r.name)) throw vmkitError('VMKIT_ALREADY_EXISTS', `A repository named "${r.name}" exists.`, { hint: `Remove it first ("vmkit repo remove ${r.name}").` });
+    const remote: Remote = { name: r.name, url: url.toString().replace(/\/$/, ''), ...(r.token ? { token: r.token } : {}) };
+    await this.fetchIndex(remote);
+    list.push(remote);
+    await this.saveRemotes(list);
+    return remote;
+  }
+
+  async removeRemote(name: string): Promise<void> {
+    const list = await this.remotes();
+    if (!list.some((x) => x.name === name)) this.notFound(name);
+    await this.saveRemotes(list.filter((x) => x.name !== name));
+  }
+
+  private notFound(name: string): never {
+    throw vmkitError('VMKIT_REPO_NOT_FOUND', `There is no repository "${name}".`, { hint: '"vmkit repo list" shows them; "vmkit repo add NAME URL" adds one.' });
+  }
+
+  async remote(name: string): Promise<Remote> {
+    return (await this.remotes()).find((x) => x.name === name) ?? this.notFound(name);
+  }
+
+  /** Public view: never the token. */
+  static redact(r: Remote): { name: string; url: string; token: boolean } {
+    return { name: r.name, url: r.url, token: !!r.token };
+  }
+
+  async fetchIndex(remote: Remote): Promise<RepoIndex> {
+    let res: Response;
+    try {
+      res = await fetch(`${remote.url}/index.json`, { signal: AbortSignal.timeout(15_000) });
+    } catch (err) {
+      repoError(`Repository ${remote.url} cannot be reached: ${(err as Error).message}`, 'Is the repository running ("vmkit repo serve" on that host)?');
+    }
+    if (!res.ok) repoError(`Repository ${remote.url} answered ${res.status} for its index.`);
+    const text = await res.text();
+    if (text.length > MAX_INDEX_BYTES) repoError('The repository index is too large.');
+    let index: RepoIndex;
+    try {
+      index = JSON.parse(text) as RepoIndex;
+    } catch {
+      repoError(`Repository ${remote.url} sent an index that is not JSON.`);
+    }
+    if (index.format !== INDEX_FORMAT || !Array.isArray(index.images)) repoError(`Repository ${remote.url} does not speak ${INDEX_FORMAT}.`);
+    return index;
+  }
+
+  async remoteImages(name: string): Promise<RepoImage[]> {
+    return (await this.fetchIndex(await this.remote(name))).images;
+  }
+
+  // ---- serving --------------------------------------------------------------------------
+
+  private async sha256Of(path: string): Promise<string> {
+    const st = await stat(path);
+    const key = `${st.size}:${st.mtimeMs}:${st.ino}`;
+    const cached = this.digests.get(path);
+    if (cached?.key === key) return cached.sha256;
+    const h = createHash('sha256');
+    for await (const c of createReadStream(path, { highWaterMark: 1024 * 1024 })) h.update(c as Buffer);
+    const sha256 = h.digest('hex');
+    this.digests.set(path, { key, sha256 });
+    return sha256;
+  }
+
+  async index(): Promise<{ index: RepoIndex; blobs: Map<string, string> }> {
+    const blobs = new Map<string, string>();
+    const images: RepoImage[] = [];
+    for (const image of await this.images.list()) {
+      const files: RepoFile[] = [];
+      for (const f of imageFiles(image)) {
+        const path = this.images.file(image, f);
+        const sha256 = await this.sha256Of(path);
+        files.push({ file: f, size: (await stat(path)).size, sha256 });
+        blobs.set(sha256, path);
+      }
+      const { source: _s, fidelity: _f, origin: _o, checksum: _c, ...meta } = image;
+      images.push({ ...meta, files });
+    }
+    return { index: { format: INDEX_FORMAT, images }, blobs };
+  }
+
+  status(): ServeStatus {
+    const addr = this.server?.address() as AddressInfo | null | undefined;
+    if (!this.server || !addr) return { serving: false };
+    const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+    return { serving: true, url: `http://${host}:${addr.port}`, writable: !!this.serveToken };
+  }
+
+  async serve(listen: string, token?: string): Promise<ServeStatus> {
+    const m = /^(.*):(\d+)$/.exec(listen);
+    if (!m || !m[1] || Number(m[2]) > 65535) throw vmkitError('VMKIT_INVALID_ARGUMENT', `--listen "${listen}" is not ADDR:PORT.`, { hint: 'Example: --listen 127.0.0.1:8444' });
+    await this.stopServing();
+    await rm(this.uploads, { recursive: true, force: true });
+    const server = http.createServer((req, res) => {
+      this.handle(req, res).catch((err: unknown) => {
+        if (!res.headersSent) {
+          res.writeHead(500, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ error: (err as Error).message }));
+        } else res.destroy();
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(err.code === 'EADDRINUSE' ? vmkitError('VMKIT_PORT_IN_USE', `${listen} is already in use.`, { hint: 'Choose another --listen port.' }) : err),
+      );
+      server.listen(Number(m[2]), m[1]!.replace(/^\[|\]$/g, ''), () => resolve());
+    });
+    this.server = server;
+    this.serveToken = token;
+    return this.status();
+  }
+
+  async stopServing(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (s) await new Promise<void>((r) => s.close(() => r()));
+  }
+
+  private authorized(req: http.IncomingMessage): boolean {
+    if (!this.serveToken) return false;
+    const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
+    if (!m) return false;
+    const a = Buffer.from(m[1]!);
+    const b = Buffer.from(this.serveToken);
+    return a.length === b.length && timingSafeEqual(a, b);
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const json = (status: number, body: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    if (req.method === 'GET' && url.pathname === '/index.json') return json(200, (await this.index()).index);
+    const blob = /^\/blobs\/([0-9a-f]{64})$/.exec(url.pathname);
+    if (blob && (req.method === 'GET' || req.method === 'HEAD')) {
+      const path = (await this.index()).blobs.get(blob[1]!);
+      if (!path) return json(404, { error: 'no such blob' });
+      const size = (await stat(path)).size;
+      const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+      const start = range ? Number(range[1]) : 0;
+      if (start > size) return json(416, { error: 'range not satisfiable' });
+      res.writeHead(range ? 206 : 200, {
+        'content-type': 'application/octet-stream',
+        'content-length': String(size - start),
+        'accept-ranges': 'bytes',
+        ...(range ? { 'content-range': `bytes ${start}-${size - 1}/${size}` } : {}),
+      });
+      if (req.method === 'HEAD' || start === size) return void res.end();
+      await pipeline(createReadStream(path, { start }), res);
+      return;
+    }
+    // Pushes: only with the serve token.
+    if (req.method === 'PUT' && (blob || url.pathname.startsWith('/images/'))) {
+      if (!this.authorized(req)) return json(this.serveToken ? 401 : 405, { error: this.serveToken ? 'token required' : 'this repository is read-only' });
+      if (blob) {
+        await mkdir(this.uploads, { recursive: true });
+        const tmp = join(this.uploads, `${blob[1]}.${randomBytes(4).toString('hex')}`);
+        const h = createHash('sha256');
+        await pipeline(req, new Transform({ transform: (c: Buffer, _e, cb) => (h.update(c), cb(null, c)) }), createWriteStream(tmp, { flags: 'wx' }));
+        if (h.digest('hex') !== blob[1]) {
+          await rm(tmp, { force: true });
+          return json(400, { error: 'sha256 mismatch' });
+        }
+        await rename(tmp, join(this.uploads, blob[1]!));
+        return json(201, { stored: blob[1] });
+      }
+      const name = decodeURIComponent(url.pathname.slice('/images/'.length));
+      let body = '';
+      for await (const c of req) {
+        body += (c as Buffer).toString('utf8');
+        if (body.length > 1024 * 1024) return json(413, { error: 'too large' });
+      }
+      const entry = JSON.parse(body) as RepoImage;
+      if (entry.name !== name) return json(400, { error: 'name mismatch' });
+      try {
+        validateRepoImage(entry);
+        await this.images.assertFree(name);
+      } catch (err) {
+        return json(409, { error: (err as Error).message });
+      }
+      const tmp = await this.images.tempDir(`push-${name}`);
+      try {
+        for (const f of entry.files) {
+          const src = join(this.uploads, f.sha256);
+          if (!(await stat(src).then((s) => s.size === f.size, () => false))) {
+            await rm(tmp, { recursive: true, force: true });
+            return json(400, { error: `blob ${f.sha256} (${f.file}) was not uploaded` });
+          }
+          await copyFile(src, join(tmp, f.file), constants.COPYFILE_FICLONE);
+        }
+        const image = await this.finishImage(entry, tmp, 'pull', `push from ${req.socket.remoteAddress ?? '?'}`);
+        return json(201, { image: image.name });
+      } catch (err) {
+        await rm(tmp, { recursive: true, force: true });
+        return json(400, { error: (err as Error).message });
+      }
+    }
+    json(404, { error: 'not found' });
+  }
+
+  /** Inspects the disks of a downloaded/uploaded image like an import, then registers it. */
+  private async finishImage(entry: RepoImage, tmp: string, source: Image['source'], origin: string, name = entry.name): Promise<Image> {
+    for (const d of entry.disks) {
+      const inspected = await inspectUntrusted(join(tmp, d.file), 'qcow2');
+      d.virtualSize = inspected.info.virtualSize;
+    }
+    const image: Image = {
+      name,
+      version: String(entry.version ?? ''),
+      description: String(entry.description ?? ''),
+      arch: 'x86_64',
+      boot: entry.boot ? { kernel: entry.boot.kernel, initrd: entry.boot.initrd, cmdline: String(entry.boot.cmdline ?? '') } : undefined,
+      defaults: { cpus: Number(entry.defaults?.cpus) || 1, memoryMiB: Number(entry.defaults?.memoryMiB) || 512 },
+      nicModels: (entry.nicModels ?? []).filter((m) => ['virtio-net', 'e1000', 'rtl8139'].includes(m)),
+      disks: entry.disks.map((d) => ({ name: d.name, file: d.file, format: 'qcow2', virtualSize: d.virtualSize })),
+      source,
+      origin,
+      createdAt: new Date().toISOString(),
+    };
+    return this.images.commit(image, tmp);
+  }
+
+  // ---- pull / push ----------------------------------------------------------------------
+
+  /**
+   * Downloads an image: each file into `<data>/downloads/<sha256>.part` (resumed with a
+   * Range request after a dropped connection or an interrupted pull), verified against the
+   * index sha256, then the image is inspected and registered. A mismatch or a cancel
+   * removes the partial files; the image never appears.
+   */
+  async pull(repoName: string, imageName: string, localName: string | undefined, ctx?: OperationContext): Promise<Image> {
+    const remote = await this.remote(repoName);
+    const entry = (await this.fetchIndex(remote)).images.find((i) => i.name === imageName);
+    if (!entry) throw vmkitError('VMKIT_REPO_NOT_FOUND', `Repository ${repoName} has no image "${imageName}".`, { hint: `"vmkit image list ${repoName}:" shows its images.` });
+    validateRepoImage(entry);
+    const name = validateName(localName ?? imageName, 'image name');
+    const release = await this.images.reserve(name);
+    try {
+      return await this.pullAs(remote, repoName, imageName, entry, name, ctx);
+    } finally {
+      release();
+    }
+  }
+
+  private async pullAs(remote: Remote, repoName: string, imageName: string, entry: RepoImage, name: string, ctx?: OperationContext): Promise<Image> {
+    await mkdir(this.downloads, { recursive: true });
+    const total = entry.files.reduce((s, f) => s + f.size, 0);
+    let before = 0;
+    const tmp = await this.images.tempDir(`pull-${name}`);
+    try {
+      for (const f of entry.files) {
+        const part = join(this.downloads, `${f.sha256}.part`);
+        await this.download(remote, f, part, (n) =>
+          ctx?.progress({ phase: `downloading ${f.file}`, percent: Math.min(99, Math.round(((before + n) / Math.max(1, total)) * 100)), bytesDone: before + n, bytesTotal: total }),
+          ctx,
+        );
+        before += f.size;
+        ctx?.progress({ phase: `verifying ${f.file}`, percent: Math.min(99, Math.round((before / Math.max(1, total)) * 100)), bytesDone: before, bytesTotal: total });
+        const h = createHash('sha256');
+        for await (const c of createReadStream(part, { highWaterMark: 1024 * 1024, signal: ctx?.signal })) h.update(c as Buffer);
+        if (h.digest('hex') !== f.sha256) {
+          await rm(part, { force: true });
+          throw vmkitError('VMKIT_CHECKSUM_MISMATCH', `${f.file} from ${repoName} does not match the sha256 in the repository index.`, {
+            hint: 'The download was corrupted or the repository is wrong; nothing was kept. Try again or ask the repository owner.',
+          });
+        }
+        await rename(part, join(tmp, f.file));
+      }
+      ctx?.checkCancelled();
+      ctx?.progress({ phase: 'inspecting', percent: 99, bytesDone: total, bytesTotal: total });
+      return await this.finishImage(structuredClone(entry), tmp, 'pull', `${repoName}:${imageName}`, name);
+    } catch (err) {
+      await rm(tmp, { recursive: true, force: true });
+      if (ctx?.signal.aborted) for (const f of entry.files) await rm(join(this.downloads, `${f.sha256}.part`), { force: true });
+      throw err;
+    }
+  }
+
+  private async download(remote: Remote, f: RepoFile, part: string, onBytes: (n: number) => void, ctx?: OperationContext): Promise<void> {
+    let lastError: unknown;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      ctx?.checkCancelled();
+      const have = await stat(part).then((s) => s.size, () => 0);
+      if (have > f.size) await rm(part, { force: true });
+      if (have === f.size) return;
+      const from = have > f.size ? 0 : have;
+      onBytes(from);
+      try {
+        const res = await fetch(`${remote.url}/blobs/${f.sha256}`, { headers: from ? { range: `bytes=${from}-` } : {}, signal: ctx?.signal });
+        if (!res.ok || !res.body) repoError(`Repository ${remote.name} answered ${res.status} for ${f.file}.`);
+        const resumed = res.status === 206;
+        let n = resumed ? from : 0;
+        const out = createWriteStream(part, { flags: resumed ? 'a' : 'w' });
+        const counter = new Transform({
+          transform: (c: Buffer, _e, cb) => {
+            n += c.length;
+            if (n > f.size) return cb(new Error('more bytes than the index says'));
+            onBytes(n);
+            cb(null, c);
+          },
+        });
+        await pipeline(res.body as unknown as NodeJS.ReadableStream, counter, out);
+        if (n === f.size) return;
+        lastError = new Error(`connection ended after ${n} of ${f.size} bytes`);
+      } catch (err) {
+        if (ctx?.signal.aborted) throw vmkitError('VMKIT_OPERATION_CANCELLED', 'The pull was cancelled; partial downloads were removed.');
+        if ((err as { code?: string }).code === 'VMKIT_REPO_FAILED') throw err;
+        lastError = err;
+      }
+      await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
+    }
+    repoError(`Downloading ${f.file} from ${remote.name} failed: ${(lastError as Error)?.message ?? 'unknown error'}`, 'Run the pull again: it resumes where it stopped.');
+  }
+
+  /** Uploads an image's files (content-addressed) and then its metadata to a writable repository. */
+  async push(imageName: string, repoName: string, ctx?: OperationContext): Promise<{ repo: string; image: string }> {
+    const remote = await this.remote(repoName);
+    if (!remote.token) throw vmkitError('VMKIT_INVALID_ARGUMENT', `Repository ${repoName} has no token; pushing needs one.`, { hint: `Re-add it with "vmkit repo add ${repoName} URL --token TOKEN".` });
+    const image = await this.images.get(imageName);
+    const files: RepoFile[] = [];
+    for (const f of imageFiles(image)) {
+      const path = this.images.file(image, f);
+      files.push({ file: f, size: (await stat(path)).size, sha256: await this.sha256Of(path) });
+    }
+    const total = files.reduce((s, f) => s + f.size, 0);
+    let done = 0;
+    const auth = { authorization: `Bearer ${remote.token}` };
+    for (const f of files) {
+      ctx?.checkCancelled();
+      const body = createReadStream(this.images.file(image, f.file), { highWaterMark: 1024 * 1024 });
+      const start = done;
+      body.on('data', (c) => ctx?.progress({ phase: `uploading ${f.file}`, percent: Math.min(99, Math.round(((done += c.length) / Math.max(1, total)) * 100)), bytesDone: done, bytesTotal: total }));
+      const res = await fetch(`${remote.url}/blobs/${f.sha256}`, {
+        method: 'PUT',
+        headers: { ...auth, 'content-type': 'application/octet-stream', 'content-length': String(f.size) },
+        body: body as unknown as RequestInit['body'],
+        duplex: 'half',
+        signal: ctx?.signal,
+      } as RequestInit & { duplex: 'half' }).catch((err: unknown) => {
+        if (ctx?.signal.aborted) throw vmkitError('VMKIT_OPERATION_CANCELLED', 'The push was cancelled.');
+        repoError(`Upload to ${remote.name} failed: ${(err as Error).message}`);
+      });
+      if (res.status === 401) throw vmkitError('VMKIT_UNAUTHORIZED', `Repository ${repoName} refused the token.`, { hint: 'Check the token given to "vmkit repo add".' });
+      if (!res.ok) repoError(`Repository ${repoName} refused ${f.file}: ${res.status} ${await res.text()}`);
+      done = start + f.size;
+    }
+    const { source: _s, fidelity: _f, origin: _o, checksum: _c, ...meta } = image;
+    const res = await fetch(`${remote.url}/images/${encodeURIComponent(image.name)}`, {
+      method: 'PUT',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ ...meta, files }),
+      signal: ctx?.signal,
+    });
+    if (!res.ok) repoError(`Repository ${repoName} refused image ${image.name}: ${res.status} ${await res.text()}`, 'An image of that name may already exist there.');
+    return { repo: repoName, image: image.name };
+  }
+}
