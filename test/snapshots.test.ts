@@ -158,6 +158,35 @@ describe('snapshots and suspend', () => {
     for (const s of ['c1', 'c3']) cli(['snapshot', 'delete', 'web1', s]);
   });
 
+  it("a clone from a snapshot boots with the snapshot's disk; its writes change neither the source nor the snapshot", async () => {
+    writeGuestFile('web1', '/data/cl', 'at-snap');
+    createSnapshot(['web1', 'cl-snap']);
+    writeGuestFile('web1', '/data/cl', 'after-snap');
+    // The source keeps running while the clone is made.
+    cli(['clone', 'web1', 'web1c', '--from-snapshot', 'cl-snap']);
+    assert.equal(d.cliJson<InstanceJson>(['info', 'web1']).state, 'running');
+    const clone = d.cliJson<InstanceJson>(['info', 'web1c']);
+    assert.equal(clone.state, 'stopped');
+    // Linked: the new disk is an overlay of the image's read-only volume.
+    const info = spawnSync('qemu-img', ['info', '--output=json', '-f', 'qcow2', join(d.dir, 'instances', clone.id, 'root.qcow2')], { encoding: 'utf8' });
+    assert.match(JSON.parse(info.stdout)['backing-filename'] ?? '', /images\/appliance\//);
+    const port2 = await freePort();
+    cli(['forward', 'add', 'web1c', `${port2}:80`]);
+    cli(['start', 'web1c']);
+    assert.equal((await guestStatus(port2)).hostname, 'web1c');
+    assert.equal(readGuestFile('web1c', '/data/cl'), 'at-snap');
+    writeGuestFile('web1c', '/data/cl', 'in-clone');
+    assert.equal(readGuestFile('web1', '/data/cl'), 'after-snap', 'the source is untouched');
+    restore('cl-snap');
+    assert.equal(readGuestFile('web1', '/data/cl'), 'at-snap', 'the snapshot is untouched');
+    cli(['delete', 'web1c', '--force']);
+    cli(['snapshot', 'delete', 'web1', 'cl-snap']);
+    const missing = d.cli(['clone', 'web1', 'web1d', '--from-snapshot', 'nope']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /VMKIT_SNAPSHOT_NOT_FOUND/);
+    assert.equal(d.cli(['info', 'web1d']).code, 1, 'nothing left behind');
+  });
+
   it('a disk-only snapshot of a running VM is taken live and restored only when stopped', () => {
     const snap = createSnapshot(['web1', 'live-disk', '--no-memory']);
     assert.equal(snap.withMemory, false);

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { validateName } from '../domain/names.js';
 import type { ApiContext } from './server.js';
 import type { ImageView } from '../domain/types.js';
 import { vmkitError } from '../errors.js';
@@ -127,29 +128,34 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
       return async(reply, op);
     },
   );
-  app.post<{ Params: { name: string }; Body: { name: string; full?: boolean } }>(
+  app.post<{ Params: { name: string }; Body: { name: string; full?: boolean; fromSnapshot?: string } }>(
     '/1.0/instances/:name/clone',
     {
       schema: {
         tags: ['instances'],
-        summary: 'Clone a stopped instance: linked (default, O(1)) or full (independent copy)',
+        summary: 'Clone an instance: a stopped one, or any one from a snapshot; linked (default) or full (independent copy)',
         params: nameParam,
-        body: { type: 'object', required: ['name'], additionalProperties: false, properties: { name: { type: 'string' }, full: { type: 'boolean' } } },
+        body: {
+          type: 'object',
+          required: ['name'],
+          additionalProperties: false,
+          properties: { name: { type: 'string' }, full: { type: 'boolean' }, fromSnapshot: { type: 'string' } },
+        },
         response: asyncReplies,
       },
     },
     async (req, reply) => {
       const source = req.params.name;
-      const { name, full } = req.body;
-      const { validateName } = await import('../domain/names.js');
+      const { name, full, fromSnapshot } = req.body;
       validateName(name, 'instance name');
+      if (fromSnapshot !== undefined) validateName(fromSnapshot, 'snapshot name');
       await ctx.instances.get(source);
       const op = ctx.operations.start({
         kind: 'instance.clone',
-        description: `Cloning ${source} to ${name}${full ? ' (full copy)' : ''}`,
+        description: `Cloning ${source}${fromSnapshot ? ` at snapshot ${fromSnapshot}` : ''} to ${name}${full ? ' (full copy)' : ''}`,
         target: name,
         mayCancel: true,
-        run: (opCtx) => ctx.instances.clone(source, name, { full }, opCtx),
+        run: (opCtx) => ctx.instances.clone(source, name, { full, fromSnapshot }, opCtx),
       });
       return async(reply, op);
     },

@@ -13,7 +13,7 @@ import type { Store } from '../store/store.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { EventBus } from '../operations/events.js';
 import type { OperationContext } from '../operations/operations.js';
-import { createLinkedClone, flattenVolume, listDiskSnapshots, volumeInfo } from '../storage/qemu-img.js';
+import { createLinkedClone, exportSnapshotVolume, flattenVolume, listDiskSnapshots, sharedVolumeInfo, volumeInfo } from '../storage/qemu-img.js';
 import { writeConfigDrive } from '../storage/config-drive.js';
 import { buildQemuArgv, hostfwdRule, nicDevice, RUN_FILES, type QemuDisk } from '../qemu/argv.js';
 import { launchQemu, findQemuProcess, waitForExit, isProcessAlive } from '../qemu/process.js';
@@ -693,8 +693,9 @@ export class InstanceManager {
    * exists. Full: the whole chain (overlay + image) is flattened into an independent copy.
    * The clone gets new MACs and no port forwards (host ports cannot be shared).
    */
-  async clone(source: string, name: string, opts: { full?: boolean } = {}, ctx?: OperationContext): Promise<InstanceView> {
+  async clone(source: string, name: string, opts: { full?: boolean; fromSnapshot?: string } = {}, ctx?: OperationContext): Promise<InstanceView> {
     const cloneName = validateName(name, 'instance name');
+    if (opts.fromSnapshot !== undefined) return this.cloneFromSnapshot(source, cloneName, validateName(opts.fromSnapshot, 'snapshot name'), !!opts.full, ctx);
     return this.withLock(source, () =>
       this.withLock(cloneName, async () => {
         const src = await this.load(source);
@@ -766,6 +767,73 @@ export class InstanceManager {
           throw err;
         }
         this.events.lifecycle('instance-created', cloneName, { clonedFrom: source, full: !!opts.full });
+        return this.view(inst);
+      }),
+    );
+  }
+
+  /**
+   * A new instance whose disk is the source's disk at a snapshot. The source may run (the
+   * snapshot's clusters are immutable). Linked by default: the new disk holds only what
+   * differs from the source's read-only backing volume and is an overlay of it.
+   */
+  private async cloneFromSnapshot(source: string, cloneName: string, snapshot: string, full: boolean, ctx?: OperationContext): Promise<InstanceView> {
+    return this.withLock(source, () =>
+      this.withLock(cloneName, async () => {
+        const src = await this.load(source);
+        if (src.state === 'deleting' || src.state === 'migrating') {
+          throw vmkitError('VMKIT_INVALID_STATE', `Instance "${source}" is ${src.state}.`, { hint: 'Wait for the running operation to finish.' });
+        }
+        if (!(await this.store.get('snapshots', `${source}/${snapshot}`))) {
+          throw vmkitError('VMKIT_SNAPSHOT_NOT_FOUND', `Instance "${source}" has no snapshot "${snapshot}".`, {
+            hint: `"vmkit snapshot list ${source}" shows its snapshots.`,
+          });
+        }
+        if (await this.store.get('instances', cloneName)) {
+          throw vmkitError('VMKIT_ALREADY_EXISTS', `An instance named "${cloneName}" already exists.`, { hint: 'Choose another name.' });
+        }
+        const image = await this.images.get(src.image);
+        const nics = await this.allocateNics(src.nics.map((n) => ({ network: n.network, model: n.model })), image);
+        const id = randomBytes(6).toString('hex');
+        const dir = this.paths.instance(id);
+        const srcDisk = join(this.paths.instance(src.id), 'root.qcow2');
+        const srcInfo = await sharedVolumeInfo(srcDisk);
+        const base = full ? undefined : srcInfo.backing;
+        const now = new Date().toISOString();
+        // A base inside the source's folder (a frozen layer) ties the clone to the source.
+        const tiedToSource = !!base && base.file.startsWith(this.paths.instance(src.id) + '/');
+        const inst: Instance = {
+          id,
+          name: cloneName,
+          image: src.image,
+          imageVersion: src.imageVersion,
+          type: src.type,
+          cpus: src.cpus,
+          memoryMiB: src.memoryMiB,
+          nics,
+          forwards: [],
+          disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2' }],
+          state: 'stopped',
+          createdAt: now,
+          updatedAt: now,
+          host: this.host.hostName,
+          ...(tiedToSource ? { linkedFrom: src.name } : {}),
+        };
+        await mkdir(dir, { recursive: true });
+        try {
+          const total = srcInfo.virtualSize;
+          ctx?.progress({ phase: `copying snapshot ${snapshot}`, percent: 0, bytesDone: 0, bytesTotal: total });
+          await exportSnapshotVolume(srcDisk, snapshot, join(dir, 'root.qcow2'), base, {
+            signal: ctx?.signal,
+            onProgress: (f) => ctx?.progress({ phase: `copying snapshot ${snapshot}`, percent: Math.min(99, Math.round(f * 100)), bytesDone: Math.round(f * total), bytesTotal: total }),
+          });
+          ctx?.checkCancelled();
+          await this.store.put('instances', cloneName, inst, { expectRevision: 0 });
+        } catch (err) {
+          await rm(dir, { recursive: true, force: true });
+          throw err;
+        }
+        this.events.lifecycle('instance-created', cloneName, { clonedFrom: source, snapshot, full });
         return this.view(inst);
       }),
     );

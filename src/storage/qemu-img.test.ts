@@ -18,6 +18,8 @@ import {
   qcow2ImageOpts,
   rebaseArgv,
   snapshotArgv,
+  sharedInfoArgv,
+  snapshotExportArgv,
   snapshotListArgv,
   untrustedInfoArgv,
   volumeInfo,
@@ -52,6 +54,16 @@ describe('qemu-img argv', () => {
     ]);
     assert.deepEqual(snapshotArgv('apply', '/d/instances/ab/root.qcow2', 's1'), ['qemu-img', 'snapshot', '-q', '-a', 's1', '--image-opts', opts]);
     assert.deepEqual(snapshotArgv('delete', '/d/instances/ab/root.qcow2', 's1'), ['qemu-img', 'snapshot', '-q', '-d', 's1', '--image-opts', opts]);
+  });
+
+  it('exports a snapshot state with the format named, sharing the lock of a running VM', () => {
+    assert.deepEqual(snapshotExportArgv('/i/root.qcow2', 'snap1', '/j/root.qcow2', { file: '/img/root.qcow2', format: 'qcow2' }), [
+      'qemu-img', 'convert', '-p', '-U', '-f', 'qcow2', '-l', 'snapshot.name=snap1', '-O', 'qcow2', '-B', '/img/root.qcow2', '-F', 'qcow2', '/i/root.qcow2', '/j/root.qcow2',
+    ]);
+    assert.deepEqual(snapshotExportArgv('/i/root.qcow2', 'snap1', '/j/root.qcow2'), [
+      'qemu-img', 'convert', '-p', '-U', '-f', 'qcow2', '-l', 'snapshot.name=snap1', '-O', 'qcow2', '/i/root.qcow2', '/j/root.qcow2',
+    ]);
+    assert.deepEqual(sharedInfoArgv('/i/root.qcow2'), ['qemu-img', 'info', '-U', '--output=json', '-f', 'qcow2', '/i/root.qcow2']);
   });
 
   it('doubles commas in paths so a path cannot add options', () => {

@@ -136,6 +136,38 @@ export function flattenVolume(src: string, dest: string, opts: Pick<ConvertOptio
   return runWithProgress(flattenArgv(src, dest), opts);
 }
 
+/**
+ * The disk as it was at an internal snapshot, into a new qcow2. `-U` because the source may
+ * belong to a running VM: a snapshot's clusters never change, so sharing the read is safe.
+ * With `base`, only what differs from it is written and the result is an overlay of it
+ * (a linked clone); without, an independent copy.
+ */
+export function snapshotExportArgv(src: string, tag: string, dest: string, base?: { file: string; format: VolumeFormat }): string[] {
+  const argv = ['qemu-img', 'convert', '-p', '-U', '-f', 'qcow2', '-l', `snapshot.name=${tag}`, '-O', 'qcow2'];
+  if (base) argv.push('-B', base.file, '-F', base.format);
+  argv.push(src, dest);
+  return argv;
+}
+
+export function exportSnapshotVolume(src: string, tag: string, dest: string, base: { file: string; format: VolumeFormat } | undefined, opts: Pick<ConvertOptions, 'onProgress' | 'signal'> = {}): Promise<void> {
+  return runWithProgress(snapshotExportArgv(src, tag, dest, base), opts);
+}
+
+/** `qemu-img info -U` of an instance volume a running QEMU may hold: size and backing. */
+export function sharedInfoArgv(file: string): string[] {
+  return ['qemu-img', 'info', '-U', '--output=json', '-f', 'qcow2', file];
+}
+
+export async function sharedVolumeInfo(file: string): Promise<{ virtualSize: number; backing?: { file: string; format: VolumeFormat } }> {
+  const { stdout } = await run(sharedInfoArgv(file), { errorCode: 'VMKIT_STORAGE_FAILED', timeoutMs: 30_000 });
+  const j = JSON.parse(stdout) as { 'virtual-size': number; 'full-backing-filename'?: string; 'backing-filename-format'?: string };
+  const backingFile = j['full-backing-filename'];
+  return {
+    virtualSize: j['virtual-size'],
+    backing: backingFile ? { file: backingFile, format: j['backing-filename-format'] === 'raw' ? 'raw' : 'qcow2' } : undefined,
+  };
+}
+
 /** A linked clone whose backing file is the given volume (relative paths stay relative). */
 export function rebaseArgv(file: string, backing: string, backingFormat: VolumeFormat): string[] {
   return ['qemu-img', 'rebase', '-u', '-f', 'qcow2', '-F', backingFormat, '-b', backing, file];
