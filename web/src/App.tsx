@@ -7,6 +7,7 @@ import { CreatePage } from './pages/Create.js';
 import { ImagesPage } from './pages/Images.js';
 import { InstanceDetailPage } from './pages/InstanceDetail.js';
 import { InstancesPage } from './pages/Instances.js';
+import { NetworksPage } from './pages/Networks.js';
 import { OperationsPage, isActive } from './pages/Operations.js';
 import { SignInPage } from './pages/SignIn.js';
 import { useConsoleData, useRoute, type ConsoleData } from './store.js';
@@ -23,6 +24,7 @@ export const PAGES: Array<{ id: string; title: string; render: (data: ConsoleDat
   },
   { id: 'operations', title: 'Operations', render: (d) => <OperationsPage data={d} /> },
   { id: 'images', title: 'Images', render: (d) => <ImagesPage data={d} /> },
+  { id: 'networks', title: 'Networks', render: (d, parts) => <NetworksPage data={d} name={parts[1]} /> },
 ];
 
 interface Toast {

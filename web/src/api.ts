@@ -1,4 +1,4 @@
-import type { Forward, Image, Instance, InstanceType, Operation, VmkitEvent } from './lib/types.js';
+import type { Forward, Image, Instance, InstanceType, Network, Operation, Snapshot, VmkitEvent } from './lib/types.js';
 
 /**
  * The daemon's REST API from the browser. Signed-in browsers carry the session cookie
@@ -84,7 +84,7 @@ export const api = {
   operations: () => request<Operation[]>('GET', '/1.0/operations'),
   create: (body: { name: string; image: string; type?: string; cpus?: number; memoryMiB?: number; forwards?: Array<Omit<Forward, 'hostAddress' | 'nic'> & { hostAddress?: string }>; start?: boolean }) =>
     request<Operation>('POST', '/1.0/instances', body),
-  changeState: (name: string, action: 'start' | 'stop' | 'restart' | 'pause' | 'resume', force?: boolean) =>
+  changeState: (name: string, action: 'start' | 'stop' | 'restart' | 'pause' | 'resume' | 'suspend', force?: boolean) =>
     request<Operation>('PUT', `/1.0/instances/${encodeURIComponent(name)}/state`, force === undefined ? { action } : { action, force }),
   remove: (name: string, force: boolean) => request<Operation>('DELETE', `/1.0/instances/${encodeURIComponent(name)}${force ? '?force=true' : ''}`),
   addForward: (name: string, f: { hostPort: number; guestPort: number; proto: 'tcp' | 'udp'; hostAddress?: string }) =>
@@ -93,6 +93,17 @@ export const api = {
     request<unknown>('DELETE', `/1.0/instances/${encodeURIComponent(name)}/forwards/${f.hostPort}?proto=${f.proto}&address=${encodeURIComponent(f.hostAddress)}`),
   logs: (name: string, tail = 65536) => request<string>('GET', `/1.0/instances/${encodeURIComponent(name)}/logs?tail=${tail}`),
   cancel: (id: string) => request<Operation>('DELETE', `/1.0/operations/${encodeURIComponent(id)}`),
+  snapshots: (name: string) => request<Snapshot[]>('GET', `/1.0/instances/${encodeURIComponent(name)}/snapshots`),
+  createSnapshot: (name: string, body: { name: string; description?: string; memory?: boolean }) =>
+    request<Operation>('POST', `/1.0/instances/${encodeURIComponent(name)}/snapshots`, body),
+  restoreSnapshot: (name: string, snap: string) =>
+    request<Operation>('POST', `/1.0/instances/${encodeURIComponent(name)}/snapshots/${encodeURIComponent(snap)}/restore`),
+  deleteSnapshot: (name: string, snap: string) => request<Operation>('DELETE', `/1.0/instances/${encodeURIComponent(name)}/snapshots/${encodeURIComponent(snap)}`),
+  networks: () => request<Network[]>('GET', '/1.0/networks'),
+  createNetwork: (body: { name: string; mode: string; subnet?: string; dhcpRange?: string; dhcp?: boolean; dns?: boolean; uplink?: string }) =>
+    request<Network>('POST', '/1.0/networks', body),
+  deleteNetwork: (name: string) => request<unknown>('DELETE', `/1.0/networks/${encodeURIComponent(name)}`),
+  network: (name: string) => request<Network>('GET', `/1.0/networks/${encodeURIComponent(name)}`),
   wait: (id: string, timeoutSeconds = 120) => request<Operation>('GET', `/1.0/operations/${encodeURIComponent(id)}/wait?timeout=${timeoutSeconds}`),
 };
 

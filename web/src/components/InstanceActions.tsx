@@ -6,7 +6,11 @@ import { Confirm } from './ui.js';
 import { useFeedback } from '../feedback.js';
 import type { Operation } from '../lib/types.js';
 
-const LABELS = { start: 'Start', stop: 'Stop', 'force-stop': 'Force stop', restart: 'Restart', pause: 'Pause', resume: 'Resume' } as const;
+const TITLES: Partial<Record<keyof typeof LABELS, string>> = {
+  pause: 'Stop the vCPUs; the guest stays in memory',
+  suspend: 'Save the memory and devices to disk and end QEMU; Start resumes from there',
+};
+const LABELS = { start: 'Start', stop: 'Stop', 'force-stop': 'Force stop', restart: 'Restart', pause: 'Pause', suspend: 'Suspend', resume: 'Resume' } as const;
 
 /** The verbs an instance's state allows, and delete behind a confirmation. */
 export function InstanceActions({ inst, onDeleted, compact }: { inst: Instance; onDeleted?: () => void; compact?: boolean }) {
@@ -31,7 +35,7 @@ export function InstanceActions({ inst, onDeleted, compact }: { inst: Instance; 
   return (
     <div className={`actions ${compact ? 'compact' : ''}`}>
       {actionsFor(inst.state).map((a) => (
-        <button key={a} disabled={busy} onClick={() => act(a)} data-action={a} className={a === 'force-stop' ? 'warn' : ''}>
+        <button key={a} disabled={busy} onClick={() => act(a)} data-action={a} title={a === 'start' && inst.state === 'suspended' ? 'Resume from the saved state' : TITLES[a]} className={a === 'force-stop' ? 'warn' : ''}>
           {LABELS[a]}
         </button>
       ))}

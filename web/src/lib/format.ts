@@ -64,21 +64,31 @@ export function filterAndSort(list: readonly Instance[], opts: { text?: string; 
   return out;
 }
 
-/** Which verbs make sense in a state (the server still decides). */
-export function actionsFor(state: Instance['state']): Array<'start' | 'stop' | 'force-stop' | 'restart' | 'pause' | 'resume'> {
+export type Verb = 'start' | 'stop' | 'force-stop' | 'restart' | 'pause' | 'suspend' | 'resume';
+
+/** Which verbs make sense in a state (the server still decides). Start resumes a suspended one. */
+export function actionsFor(state: Instance['state']): Verb[] {
   switch (state) {
     case 'stopped':
     case 'error':
     case 'suspended':
       return ['start'];
     case 'running':
-      return ['stop', 'force-stop', 'restart', 'pause'];
+      return ['stop', 'force-stop', 'restart', 'pause', 'suspend'];
     case 'paused':
-      return ['resume', 'force-stop'];
+      return ['resume', 'suspend', 'force-stop'];
     case 'starting':
     case 'stopping':
       return ['force-stop'];
     default:
       return [];
   }
+}
+
+/** A duration in ms for people: 840 ms, 2.4 s, 1m 5s. */
+export function formatDuration(ms: number | undefined): string {
+  if (ms === undefined || !Number.isFinite(ms)) return '—';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`;
+  return formatUptime(ms / 1000);
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { cpusProblem, forwardProblems, memoryProblem, nameProblem, portProblem, addressProblem } from './validate.js';
-import { actionsFor, filterAndSort, formatForward, formatMemory } from './format.js';
+import { cpusProblem, forwardProblems, memoryProblem, nameProblem, portProblem, addressProblem, snapshotNameProblem, networkProblems, subnetProblem } from './validate.js';
+import { actionsFor, filterAndSort, formatDuration, formatForward, formatMemory } from './format.js';
 import { codeInWords, describeError } from './errors.js';
 import type { Instance } from './types.js';
 
@@ -15,6 +15,27 @@ describe('validation mirrors the server', () => {
     expect(nameProblem('-web')).toMatch(/Start and end/);
     expect(nameProblem('web-')).toMatch(/Start and end/);
     expect(nameProblem('wéb')).toMatch(/a-z/);
+  });
+  it('checks snapshot names with the same grammar, the reserved tag and taken names', () => {
+    expect(snapshotNameProblem('before-upgrade')).toBeNull();
+    expect(snapshotNameProblem('')).toMatch(/snapshot a name/);
+    expect(snapshotNameProblem('Snap_1')).toMatch(/lowercase/);
+    expect(snapshotNameProblem('snap-')).toMatch(/Start and end/);
+    expect(snapshotNameProblem('vmkit-suspend')).toMatch(/reserved/);
+    expect(snapshotNameProblem('s1', ['s1'])).toMatch(/already/);
+  });
+  it('checks network forms like the server', () => {
+    expect(subnetProblem('10.80.0.0/24')).toBeNull();
+    expect(subnetProblem('10.80.0.1/24')).toMatch(/10\.80\.0\.0\/24/);
+    expect(subnetProblem('10.80.0.0/30')).toMatch(/29/);
+    expect(subnetProblem('127.0.0.0/8')).toMatch(/reserved/);
+    expect(subnetProblem('10.80.0.0')).toMatch(/NETWORK\/PREFIX/);
+    const d = { name: 'lan', mode: 'nat' as const, subnet: '10.80.0.0/24', dhcpRange: '', uplink: '' };
+    expect(networkProblems(d)).toEqual({ name: null, subnet: null, uplink: null });
+    expect(networkProblems({ ...d, name: 'user' }).name).toMatch(/reserved/);
+    expect(networkProblems({ ...d, subnet: '' }).subnet).toMatch(/needs a subnet/);
+    expect(networkProblems({ ...d, mode: 'internal', subnet: '' }).subnet).toBeNull();
+    expect(networkProblems({ ...d, mode: 'bridged', subnet: '' }).uplink).toMatch(/host interface/);
   });
   it('checks ports, sizes, addresses and duplicate forwards', () => {
     expect(portProblem('8080', 'host port')).toBeNull();
@@ -57,6 +78,14 @@ describe('formatting, filtering, sorting', () => {
     expect(actionsFor('stopped')).toEqual(['start']);
     expect(actionsFor('running')).toContain('pause');
     expect(actionsFor('paused')).toContain('resume');
+    expect(actionsFor('running')).toContain('suspend');
+    expect(actionsFor('suspended')).toEqual(['start']);
+  });
+  it('formats durations', () => {
+    expect(formatDuration(840)).toBe('840 ms');
+    expect(formatDuration(2400)).toBe('2.4 s');
+    expect(formatDuration(65_000)).toBe('1m 5s');
+    expect(formatDuration(undefined)).toBe('—');
   });
   it('says error codes in words', () => {
     expect(codeInWords('VMKIT_ALREADY_EXISTS')).toMatch(/taken/);

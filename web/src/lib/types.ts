@@ -34,6 +34,8 @@ export interface Instance {
   createdAt?: string;
   updatedAt?: string;
   lastStartedAt?: string;
+  /** The snapshot the instance descends from (parent of the next one). */
+  currentSnapshot?: string;
   runtime?: { pid?: number; accel?: string; qemuStatus?: string; uptimeSeconds?: number };
 }
 
@@ -76,4 +78,44 @@ export interface VmkitEvent {
   target?: string;
   timestamp: string;
   metadata?: unknown;
+}
+
+export interface Snapshot {
+  instance: string;
+  name: string;
+  description?: string;
+  parent?: string;
+  createdAt: string;
+  withMemory: boolean;
+  /** Run state at save time (a restore ends in it); null for disk-only. */
+  vmState?: 'running' | 'paused' | null;
+  /** How long the guest was paused (memory) or its disk I/O held (disk only). */
+  pausedMs?: number;
+  /** The saved VM state in bytes. */
+  size?: number;
+}
+
+/** The result of a snapshot.create operation. */
+export interface SnapshotCreateResult {
+  snapshot: Snapshot;
+  durationMs: number;
+}
+
+export type NetworkMode = 'nat' | 'host-only' | 'internal' | 'bridged';
+
+export interface Network {
+  name: string;
+  mode: NetworkMode;
+  bridge: string;
+  subnet?: string;
+  hostAddress?: string;
+  dhcp: boolean;
+  dhcpRange?: { start: string; end: string };
+  dns: boolean;
+  uplink?: string;
+  createdAt?: string;
+  nics: Array<{ instance: string; nic: string; mac: string; model: string; ipv4?: string; tap: string; state: string }>;
+  /** dnsmasq's leases; expires is seconds since the epoch (0 = infinite). */
+  leases: Array<{ expires: number; mac: string; ipv4: string; hostname?: string }>;
+  forwards: Array<Forward & { instance: string; guestIp?: string }>;
 }

@@ -5,12 +5,24 @@
  */
 export const NAME_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
-export function nameProblem(name: string): string | null {
-  if (name.length === 0) return 'Give the instance a name.';
+export function nameProblem(name: string, what = 'the instance'): string | null {
+  if (name.length === 0) return `Give ${what} a name.`;
   if (name.length > 63) return `At most 63 characters (this one has ${name.length}).`;
   if (/[A-Z]/.test(name)) return 'Use lowercase letters only.';
   if (/[^a-z0-9-]/.test(name)) return 'Only letters a-z, digits and "-" are allowed (no spaces, dots or slashes).';
   if (!NAME_PATTERN.test(name)) return 'Start and end with a letter or a digit.';
+  return null;
+}
+
+/** The tag that holds a suspended instance's state: not a name for a snapshot. */
+export const SUSPEND_TAG = 'vmkit-suspend';
+
+/** Snapshot names follow the instance-name grammar (src/snapshots/snapshots.ts), are unique per instance. */
+export function snapshotNameProblem(name: string, taken: readonly string[] = []): string | null {
+  const p = nameProblem(name, 'the snapshot');
+  if (p) return p;
+  if (name === SUSPEND_TAG) return `"${SUSPEND_TAG}" is reserved (it holds a suspended instance's state).`;
+  if (taken.includes(name)) return 'The instance already has a snapshot of that name.';
   return null;
 }
 
@@ -61,4 +73,51 @@ export function forwardProblems(rows: readonly ForwardDraft[]): Array<string | n
     seen.add(key);
     return null;
   });
+}
+
+export type NetworkModeDraft = 'nat' | 'host-only' | 'internal' | 'bridged';
+
+export interface NetworkDraft {
+  name: string;
+  mode: NetworkModeDraft;
+  subnet: string;
+  dhcpRange: string;
+  uplink: string;
+}
+
+/** A subnet the way the server takes it (src/network/network.ts parseCidr): NETWORK/PREFIX, prefix 8–29, no host bits. */
+export function subnetProblem(subnet: string): string | null {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(subnet.trim());
+  if (!m) return 'Write it as NETWORK/PREFIX, e.g. 10.80.0.0/24.';
+  const octets = m.slice(1, 5).map(Number);
+  if (octets.some((o) => o > 255)) return 'Each part of the address is 0–255.';
+  const prefix = Number(m[5]);
+  if (prefix < 8 || prefix > 29) return 'The prefix is between /8 and /29.';
+  const addr = octets.reduce((a, o) => a * 256 + o, 0);
+  const size = 2 ** (32 - prefix);
+  const network = Math.floor(addr / size) * size;
+  if (network !== addr) {
+    const ip = [24, 16, 8, 0].map((sh) => Math.floor(network / 2 ** sh) % 256).join('.');
+    return `Host bits are set: did you mean ${ip}/${prefix}?`;
+  }
+  const first = octets[0]!;
+  if (first === 0 || first === 127 || first >= 224) return 'That is a reserved range (0/8, loopback, multicast).';
+  return null;
+}
+
+/** Problems of the create-network form, by field; the server still decides (overlaps, the host's interfaces). */
+export function networkProblems(d: NetworkDraft): { name: string | null; subnet: string | null; uplink: string | null } {
+  let name = nameProblem(d.name, 'the network');
+  if (!name && d.name === 'user') name = '"user" is reserved for QEMU user-mode NAT.';
+  let subnet: string | null = null;
+  let uplink: string | null = null;
+  if (d.mode === 'bridged') {
+    if (!d.uplink.trim()) uplink = 'A bridged network needs a host interface (one without an address).';
+    else if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(d.uplink.trim())) uplink = 'An interface name of at most 15 characters ("ip link" lists them).';
+  } else if (d.subnet.trim()) {
+    subnet = subnetProblem(d.subnet);
+  } else if (d.mode !== 'internal' || d.dhcpRange.trim()) {
+    subnet = `A ${d.mode} network needs a subnet${d.mode === 'internal' ? ' for DHCP' : ''}, e.g. 10.80.0.0/24.`;
+  }
+  return { name, subnet, uplink };
 }

@@ -8,6 +8,7 @@ import { addresses, formatForward, formatMemory, formatUptime, timeAgo } from '.
 import type { Instance } from '../lib/types.js';
 import { addressProblem, portProblem } from '../lib/validate.js';
 import { OperationRow, isActive } from './Operations.js';
+import { SnapshotsTab } from './Snapshots.js';
 import { go, type ConsoleData } from '../store.js';
 
 // xterm.js and noVNC load only when a console is opened: the list pages stay light on phones.
@@ -24,6 +25,7 @@ const isUp = (i: Instance) => i.state === 'running' || i.state === 'paused';
 export const INSTANCE_TABS: Array<{ id: string; title: string; render: (inst: Instance, data: ConsoleData) => ReactNode }> = [
   { id: 'overview', title: 'Overview', render: (i, d) => <Overview inst={i} data={d} /> },
   { id: 'forwards', title: 'Forwards', render: (i) => <Forwards inst={i} /> },
+  { id: 'snapshots', title: 'Snapshots', render: (i, d) => <SnapshotsTab inst={i} data={d} /> },
   {
     id: 'console',
     title: 'Serial console',
@@ -109,6 +111,7 @@ function Overview({ inst, data }: { inst: Instance; data: ConsoleData }) {
     ['Host', inst.host ?? '—'],
     ['Process', inst.runtime?.pid ? `pid ${inst.runtime.pid}, ${inst.runtime.accel ?? ''}, QEMU ${inst.runtime.qemuStatus ?? '?'}` : '—'],
     ['Uptime', formatUptime(uptime)],
+    ['Snapshot', inst.currentSnapshot ?? '—'],
     ['Created', timeAgo(inst.createdAt)],
   ];
   return (
