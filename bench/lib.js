@@ -661,22 +661,48 @@ export function httpGetStatus(port, urlPath = '/status', timeoutMs = 2000) {
 }
 
 /**
- * Polls GET http://127.0.0.1:PORT/status every `pollMs` until it answers 200; resolves with
- * performance.now() at the answer. Connection refused/reset (QEMU not listening yet, or
- * slirp finding no listener in the guest) just means "not yet".
+ * Resolves with performance.now() at the first 200 answer of GET http://127.0.0.1:PORT/status.
+ * One attempt at a time (the appliance's HTTP server, busybox `nc -ll -e`, serves one
+ * connection after the other, ≈ 0.2–0.4 s each under TCG, so parallel attempts would queue
+ * behind each other); a new one starts `pollMs` after the previous one failed, each given up
+ * after `attemptTimeoutMs`. Refused/reset connections (QEMU not listening yet, no listener in
+ * the guest) mean "not yet". Do not poll a paused guest with this: slirp accepts the host
+ * connection but the guest cannot answer the SYN, and that attempt only goes on after
+ * slirp's TCP retransmit (≈ 1–2 s).
  */
-export async function waitHttp200(port, { timeoutMs = BOOT_TIMEOUT_MS, pollMs = POLL_MS, urlPath = '/status' } = {}) {
-  const end = performance.now() + timeoutMs;
-  let last = '';
-  for (;;) {
-    try {
-      const st = await httpGetStatus(port, urlPath);
-      if (st === 200) return performance.now();
-      last = `HTTP ${st}`;
-    } catch (e) {
-      last = e.code || e.message;
-    }
-    if (performance.now() > end) throw new Error(`http://127.0.0.1:${port}${urlPath} did not answer 200 within ${timeoutMs} ms (last: ${last})`);
-    await sleep(pollMs);
-  }
+export function waitHttp200(port, { timeoutMs = BOOT_TIMEOUT_MS, pollMs = 20, urlPath = '/status', attemptTimeoutMs = 2000, maxInFlight = 1 } = {}) {
+  return new Promise((resolve, reject) => {
+    const start = performance.now();
+    let done = false;
+    let inFlight = 0;
+    let last = '';
+    const finish = () => {
+      done = true;
+      clearInterval(timer);
+    };
+    const attempt = () => {
+      if (done) return;
+      if (performance.now() - start > timeoutMs) {
+        finish();
+        reject(new Error(`http://127.0.0.1:${port}${urlPath} did not answer 200 within ${timeoutMs} ms (last: ${last})`));
+        return;
+      }
+      if (inFlight >= maxInFlight) return;
+      inFlight++;
+      httpGetStatus(port, urlPath, attemptTimeoutMs)
+        .then(
+          (st) => {
+            if (st === 200 && !done) {
+              const t = performance.now();
+              finish();
+              resolve(t);
+            } else last = `HTTP ${st}`;
+          },
+          (e) => (last = e.code || e.message),
+        )
+        .finally(() => inFlight--);
+    };
+    const timer = setInterval(attempt, pollMs);
+    attempt();
+  });
 }

@@ -704,32 +704,9 @@ export class InstanceManager {
             hint: `Stop it first ("vmkit stop ${source}").`,
           });
         }
-        if (await this.store.get('instances', cloneName)) {
-          throw vmkitError('VMKIT_ALREADY_EXISTS', `An instance named "${cloneName}" already exists.`, { hint: 'Choose another name.' });
-        }
-        const image = await this.images.get(src.image);
-        const nics = await this.allocateNics(src.nics.map((n) => ({ network: n.network, model: n.model })), image);
-        const id = randomBytes(6).toString('hex');
-        const dir = this.paths.instance(id);
+        const inst = await this.cloneRecord(src, cloneName, !opts.full);
+        const dir = this.paths.instance(inst.id);
         const srcDir = this.paths.instance(src.id);
-        const now = new Date().toISOString();
-        const inst: Instance = {
-          id,
-          name: cloneName,
-          image: src.image,
-          imageVersion: src.imageVersion,
-          type: src.type,
-          cpus: src.cpus,
-          memoryMiB: src.memoryMiB,
-          nics,
-          forwards: [],
-          disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2' }],
-          state: 'stopped',
-          createdAt: now,
-          updatedAt: now,
-          host: this.host.hostName,
-          ...(opts.full ? {} : { linkedFrom: src.name }),
-        };
         await mkdir(dir, { recursive: true });
         try {
           if (opts.full) {
@@ -772,6 +749,33 @@ export class InstanceManager {
     );
   }
 
+  /** The row of a new clone of `src`: same image and size, new id and MACs, no forwards. */
+  private async cloneRecord(src: Instance, cloneName: string, linked: boolean): Promise<Instance> {
+    if (await this.store.get('instances', cloneName)) {
+      throw vmkitError('VMKIT_ALREADY_EXISTS', `An instance named "${cloneName}" already exists.`, { hint: 'Choose another name.' });
+    }
+    const image = await this.images.get(src.image);
+    const nics = await this.allocateNics(src.nics.map((n) => ({ network: n.network, model: n.model })), image);
+    const now = new Date().toISOString();
+    return {
+      id: randomBytes(6).toString('hex'),
+      name: cloneName,
+      image: src.image,
+      imageVersion: src.imageVersion,
+      type: src.type,
+      cpus: src.cpus,
+      memoryMiB: src.memoryMiB,
+      nics,
+      forwards: [],
+      disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2' }],
+      state: 'stopped',
+      createdAt: now,
+      updatedAt: now,
+      host: this.host.hostName,
+      ...(linked ? { linkedFrom: src.name } : {}),
+    };
+  }
+
   /**
    * A new instance whose disk is the source's disk at a snapshot. The source may run (the
    * snapshot's clusters are immutable). Linked by default: the new disk holds only what
@@ -789,36 +793,13 @@ export class InstanceManager {
             hint: `"vmkit snapshot list ${source}" shows its snapshots.`,
           });
         }
-        if (await this.store.get('instances', cloneName)) {
-          throw vmkitError('VMKIT_ALREADY_EXISTS', `An instance named "${cloneName}" already exists.`, { hint: 'Choose another name.' });
-        }
-        const image = await this.images.get(src.image);
-        const nics = await this.allocateNics(src.nics.map((n) => ({ network: n.network, model: n.model })), image);
-        const id = randomBytes(6).toString('hex');
-        const dir = this.paths.instance(id);
         const srcDisk = join(this.paths.instance(src.id), 'root.qcow2');
         const srcInfo = await sharedVolumeInfo(srcDisk);
         const base = full ? undefined : srcInfo.backing;
-        const now = new Date().toISOString();
         // A base inside the source's folder (a frozen layer) ties the clone to the source.
         const tiedToSource = !!base && base.file.startsWith(this.paths.instance(src.id) + '/');
-        const inst: Instance = {
-          id,
-          name: cloneName,
-          image: src.image,
-          imageVersion: src.imageVersion,
-          type: src.type,
-          cpus: src.cpus,
-          memoryMiB: src.memoryMiB,
-          nics,
-          forwards: [],
-          disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2' }],
-          state: 'stopped',
-          createdAt: now,
-          updatedAt: now,
-          host: this.host.hostName,
-          ...(tiedToSource ? { linkedFrom: src.name } : {}),
-        };
+        const inst = await this.cloneRecord(src, cloneName, tiedToSource);
+        const dir = this.paths.instance(inst.id);
         await mkdir(dir, { recursive: true });
         try {
           const total = srcInfo.virtualSize;
