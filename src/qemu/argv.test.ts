@@ -30,7 +30,7 @@ describe('buildQemuArgv (golden)', () => {
       '-nodefaults',
       '-no-user-config',
       '-machine', 'pc,accel=tcg,usb=off,dump-guest-core=off',
-      '-cpu', 'max',
+      '-cpu', 'qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16',
       '-smp', '2',
       '-m', '512M',
       '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
