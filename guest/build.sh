@@ -242,6 +242,7 @@ cat > "$STAGE/image.json" <<EOF
   },
   "defaults": { "cpus": 1, "memoryMiB": 256 },
   "nicModels": [$GUEST_NIC_MODELS],
+  "display": "none",
   "disks": [{ "file": "root.qcow2", "format": "qcow2" }],
   "kernelPackage": $(json_str "$KPKG $KPKG_VERSION")
 }

@@ -110,6 +110,7 @@ export const imageSchema = {
     arch: { type: 'string' },
     boot: { type: 'object', properties: { kernel: { type: 'string' }, initrd: { type: 'string' }, cmdline: { type: 'string' } } },
     defaults: { type: 'object', properties: { cpus: { type: 'integer' }, memoryMiB: { type: 'integer' } } },
+    display: { type: 'string', enum: ['vga', 'none'] },
     nicModels: { type: 'array', items: { type: 'string' } },
     disks: {
       type: 'array',

@@ -59,6 +59,8 @@ export interface Image {
   /** Direct kernel boot files (relative to the image folder); absent = firmware boots the disk. */
   boot?: ImageBoot;
   defaults: { cpus: number; memoryMiB: number };
+  /** `none`: the guest only uses its serial console, so no display device is given. */
+  display?: 'vga' | 'none';
   nicModels: NicModel[];
   disks: Array<DiskRef & { virtualSize?: number; actualSize?: number }>;
   source: 'builtin' | 'import' | 'publish' | 'pull';

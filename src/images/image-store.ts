@@ -18,6 +18,7 @@ interface ApplianceManifest {
   boot?: Image['boot'];
   defaults: Image['defaults'];
   nicModels: Image['nicModels'];
+  display?: Image['display'];
   disks: Array<{ file: string; format: 'qcow2' | 'raw' }>;
 }
 
@@ -171,6 +172,7 @@ export class ImageStore {
         boot: manifest.boot,
         defaults: manifest.defaults,
         nicModels: manifest.nicModels,
+        ...(manifest.display ? { display: manifest.display } : {}),
         disks,
         source: 'builtin',
         createdAt: new Date().toISOString(),

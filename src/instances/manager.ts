@@ -430,6 +430,7 @@ export class InstanceManager {
         kernel: image.boot ? this.images.file(image, image.boot.kernel) : undefined,
         initrd: image.boot?.initrd ? this.images.file(image, image.boot.initrd) : undefined,
         cmdline: image.boot?.cmdline,
+        display: image.display !== 'none',
         disks,
         nics: inst.nics,
         forwards: inst.forwards,

@@ -73,6 +73,13 @@ describe('buildQemuArgv (golden)', () => {
     assert.ok(argv.includes('e1000,netdev=nic0,mac=52:54:00:00:00:02,id=nic0-dev'));
     assert.ok(argv.includes('rtl8139,netdev=nic1,mac=52:54:00:00:00:03,id=nic1-dev'));
     assert.ok(!argv.includes('-S'));
+    assert.ok(argv.includes('VGA,id=video0'), 'a display by default');
+    const headless = buildQemuArgv({
+      qemuBinary: 'q', name: 'n', instanceId: 'ab', accel: 'tcg', cpus: 1, memoryMiB: 64, disks: [], nics: [],
+      forwards: [], runDir: '/r', consoleLog: '/c', startPaused: false, display: false,
+    });
+    assert.ok(!headless.includes('VGA,id=video0'));
+    assert.ok(headless.includes('-vnc'), 'VNC still answers');
     assert.ok(!argv.includes('-kernel'));
   });
 
