@@ -270,6 +270,20 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     assert.ok(width <= 390, `the snapshots tab fits a phone (${width}px)`);
     await phone.screenshot({ path: join(ARTIFACTS, '10-phone-snapshots.png') });
     await phone.close();
+    // Clone the running instance from the snapshot: the new instance is listed; delete it.
+    await page.click('tr[data-snapshot=snap1] [data-action=clone-snapshot]');
+    await page.fill('[data-testid=clone-form] input[name=cloneName]', 'websnapclone');
+    await page.click('[data-testid=clone-submit]');
+    await page.waitForSelector('[data-testid=clone-done]', { timeout: 120_000 });
+    await page.click('[data-testid=clone-close]');
+    await page.click('[data-nav=instances]');
+    const cloneRow = 'tr[data-instance=websnapclone]';
+    await page.waitForSelector(`${cloneRow} [data-testid=state]:text-is("stopped")`);
+    await page.click(`${cloneRow} [data-action=delete]`);
+    await page.click('[data-testid=confirm]');
+    await page.waitForSelector(cloneRow, { state: 'detached', timeout: 60_000 });
+    await page.goto(`${base}/ui/#/instances/${VM}/snapshots`);
+    await page.waitForSelector('tr[data-snapshot=snap1]');
     // Restore, after the confirmation: the guest is back at that instant, running.
     await page.click('tr[data-snapshot=snap1] [data-action=restore-snapshot]');
     await page.waitForSelector('[role=dialog]');
@@ -383,9 +397,71 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     await page.waitForSelector(`${row} [data-testid=state]:text-is("stopped")`);
     const text = (await page.textContent(row)) ?? '';
     assert.match(text, /appliance\s*2\s*512 MiB/);
+    // Clone it (stopped: directly, linked); the name is checked as you type.
+    await page.click(`${row} a.name`);
+    await page.click('.page-head [data-action=clone]');
+    const form = '[data-testid=clone-form]';
+    await page.fill(`${form} input[name=cloneName]`, 'Web_Clone');
+    assert.match((await page.textContent(`${form} .problem`)) ?? '', /lowercase/);
+    await page.fill(`${form} input[name=cloneName]`, 'webui2');
+    assert.match((await page.textContent(`${form} .problem`)) ?? '', /already an instance/);
+    await page.fill(`${form} input[name=cloneName]`, 'webclone');
+    assert.equal(await page.isChecked(`${form} input[name=full]`), false, 'linked by default');
+    await page.click('[data-testid=clone-submit]');
+    await page.waitForSelector('[data-testid=clone-op] li.op[data-kind="instance.clone"]');
+    await page.waitForSelector('[data-testid=clone-done]', { timeout: 120_000 });
+    await shot(page, '16-clone');
+    await page.click('[data-testid=clone-close]');
+    await page.click('[data-nav=instances]');
+    const cloneRow = 'tr[data-instance=webclone]';
+    await page.waitForSelector(`${cloneRow} [data-testid=state]:text-is("stopped")`);
+    await page.click(`${cloneRow} [data-action=delete]`);
+    await page.click('[data-testid=confirm]');
+    await page.waitForSelector(cloneRow, { state: 'detached' });
     await page.click(`${row} [data-action=delete]`);
     await page.click('[data-testid=confirm]');
     await page.waitForSelector(row, { state: 'detached' });
+  });
+
+  it('uploads a qcow2 on the images page: upload progress, then the import operation', async () => {
+    const file = join(d.dir, 'webdisk.qcow2');
+    const made = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', file, '32M'], { encoding: 'utf8' });
+    assert.equal(made.status, 0, made.stderr);
+    await page.click('[data-nav=images]');
+    // No repositories are configured here: the page says how to add one.
+    await page.waitForSelector('[data-testid=no-repos]');
+    await page.click('[data-testid=upload-open]');
+    await page.setInputFiles('[data-testid=upload-form] input[type=file]', file);
+    assert.equal(await page.inputValue('[data-testid=upload-form] input[name=imageName]'), 'webdisk', 'the name comes from the file');
+    await page.fill('[data-testid=upload-form] input[name=imageName]', 'appliance');
+    assert.match((await page.textContent('[data-testid=upload-form] .problem')) ?? '', /already an image/);
+    await page.fill('[data-testid=upload-form] input[name=imageName]', 'webdisk');
+    await page.selectOption('[data-testid=upload-form] select[name=diskFormat]', 'qcow2');
+    await page.click('[data-testid=upload-submit]');
+    await page.waitForSelector('[data-testid=upload-op] li.op[data-kind="image.import"] .op-success', { timeout: 60_000 });
+    await page.waitForSelector('tr[data-image=webdisk]');
+    assert.match((await page.textContent('tr[data-image=webdisk]')) ?? '', /qcow2, 32(\.0)? MiB/);
+    await shot(page, '17-upload');
+    const info = await d.api<{ metadata: { disks: Array<{ virtualSize: number }> } }>('GET', '/1.0/images/webdisk');
+    assert.equal(info.body.metadata.disks[0]?.virtualSize, 32 * 1024 * 1024);
+    assert.match((await page.textContent('tr[data-image=webdisk]')) ?? '', /Uploaded webdisk\.qcow2/);
+    // Repositories (fed by the browser itself: none is configured here) with a Pull button; an
+    // image that is here already says so; pulling from an unknown repository is said in words.
+    const reply = (metadata: unknown) => ({ contentType: 'application/json', body: JSON.stringify({ type: 'sync', status_code: 200, metadata }) });
+    await page.route('**/1.0/repos', (r) => r.fulfill(reply([{ name: 'hub', url: 'http://127.0.0.1:9/', token: false }])));
+    await page.route('**/1.0/repos/hub/images', (r) =>
+      r.fulfill(reply([{ name: 'webdisk', version: '1' }, { name: 'tiny', version: '2', description: 'a tiny disk', files: [{ size: 1048576 }] }])),
+    );
+    await page.click('[data-nav=instances]');
+    await page.click('[data-nav=images]');
+    await page.waitForSelector('[data-repo=hub] tr[data-repo-image=tiny]');
+    assert.equal((await page.textContent('[data-repo=hub] tr[data-repo-image=webdisk] [data-action=pull]'))?.trim(), 'Pulled');
+    assert.match((await page.textContent('[data-repo=hub] tr[data-repo-image=tiny]')) ?? '', /a tiny disk\s*1(\.0)? MiB/);
+    await page.click('[data-repo=hub] tr[data-repo-image=tiny] [data-action=pull]');
+    await page.waitForSelector('[data-testid=error]');
+    await shot(page, '18-repositories');
+    await page.unroute('**/1.0/repos/hub/images');
+    await page.unroute('**/1.0/repos');
   });
 
   it('survives a daemon restart: renews its session, or asks to sign in again after a reload', async () => {

@@ -9,6 +9,7 @@ import { assertAbsolute, importDisk } from '../images/import.js';
 import { publishInstance } from '../images/publish.js';
 import { exportImage, importOva } from '../images/ova.js';
 import { RepositoryManager } from '../images/repository.js';
+import { registerUploadRoute } from './upload.js';
 
 /** One repository manager per daemon (buildApi runs once per listener with the same context). */
 const repoManagers = new WeakMap<ApiContext, RepositoryManager>();
@@ -97,6 +98,8 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
       return async(reply, op);
     },
   );
+
+  registerUploadRoute(app, ctx);
 
   app.post<{ Params: { name: string }; Body: { path: string; format?: string } }>(
     '/1.0/images/:name/export',

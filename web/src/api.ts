@@ -104,8 +104,73 @@ export const api = {
     request<Network>('POST', '/1.0/networks', body),
   deleteNetwork: (name: string) => request<unknown>('DELETE', `/1.0/networks/${encodeURIComponent(name)}`),
   network: (name: string) => request<Network>('GET', `/1.0/networks/${encodeURIComponent(name)}`),
+  clone: (name: string, body: { name: string; full?: boolean; fromSnapshot?: string }) =>
+    request<Operation>('POST', `/1.0/instances/${encodeURIComponent(name)}/clone`, body),
+  repos: () => request<Repository[]>('GET', '/1.0/repos'),
+  repoImages: (repo: string) => request<RepoImage[]>('GET', `/1.0/repos/${encodeURIComponent(repo)}/images`),
+  pull: (body: { repo: string; image: string; name?: string }) => request<Operation>('POST', '/1.0/images/pull', body),
   wait: (id: string, timeoutSeconds = 120) => request<Operation>('GET', `/1.0/operations/${encodeURIComponent(id)}/wait?timeout=${timeoutSeconds}`),
 };
+
+export interface Repository {
+  name: string;
+  url: string;
+  token: boolean;
+}
+
+export interface RepoImage {
+  name: string;
+  version?: string;
+  description?: string;
+  arch?: string;
+  files?: Array<{ name?: string; size?: number; sha256?: string }>;
+}
+
+/**
+ * POST /1.0/images/upload: the file is the raw body, sent with XMLHttpRequest because fetch()
+ * reports no upload progress. `onProgress` gets the fraction sent (0–1). Resolves with the
+ * import operation the daemon started once the file is all there.
+ */
+export function uploadImage(
+  file: Blob,
+  query: { name: string; diskFormat?: string; filename?: string },
+  onProgress: (fraction: number) => void,
+  signal?: AbortSignal,
+): Promise<Operation> {
+  return new Promise((resolve, reject) => {
+    const q = new URLSearchParams();
+    q.set('name', query.name);
+    if (query.diskFormat) q.set('diskFormat', query.diskFormat);
+    if (query.filename) q.set('filename', query.filename);
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', `/1.0/images/upload?${q.toString()}`);
+    xhr.withCredentials = true;
+    xhr.setRequestHeader('content-type', 'application/octet-stream');
+    if (bearer) xhr.setRequestHeader('authorization', `Bearer ${bearer}`);
+    xhr.upload.onprogress = (e) => {
+      if (e.lengthComputable) onProgress(e.loaded / Math.max(1, e.total));
+    };
+    xhr.onerror = () => reject(new ApiError('VMKIT_NETWORK', 'The upload did not reach the daemon.', 0, 'Is the daemon running?'));
+    xhr.onabort = () => reject(new ApiError('VMKIT_CANCELLED', 'The upload was cancelled.', 0));
+    xhr.onload = () => {
+      let env: Envelope | undefined;
+      try {
+        env = JSON.parse(xhr.responseText) as Envelope;
+      } catch {
+        /* not JSON */
+      }
+      if (xhr.status >= 400 || env?.type === 'error' || !env) {
+        const e = env?.error ?? { code: 'VMKIT_INTERNAL', message: `${xhr.status} ${xhr.statusText}` };
+        if (xhr.status === 401) onUnauthorized?.();
+        reject(new ApiError(e.code, e.message, xhr.status, e.hint));
+        return;
+      }
+      resolve(env.metadata as Operation);
+    };
+    signal?.addEventListener('abort', () => xhr.abort());
+    xhr.send(file);
+  });
+}
 
 /** ws(s)://this-host/PATH: WebSockets carry the session cookie (same origin). */
 export function wsUrl(path: string): string {

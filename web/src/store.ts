@@ -64,6 +64,11 @@ export function useConsoleData(enabled: boolean): ConsoleData {
         return;
       }
       if (!e.target) return;
+      // An image imported, uploaded, pulled, published or deleted: read the image list again.
+      if (e.action?.startsWith('image-')) {
+        refreshImages();
+        return;
+      }
       if (e.action === 'instance-deleted') {
         setInstances(({ [e.target!]: _gone, ...rest }) => rest);
         return;

@@ -1,6 +1,7 @@
 import { lazy, Suspense, useEffect, useState, type FormEvent, type ReactNode } from 'react';
 import { api } from '../api.js';
 import { InstanceActions } from '../components/InstanceActions.js';
+import { CloneDialog } from '../components/Clone.js';
 
 import { ErrorBox, Field, StateBadge } from '../components/ui.js';
 import { useFeedback } from '../feedback.js';
@@ -50,6 +51,7 @@ export const INSTANCE_TABS: Array<{ id: string; title: string; render: (inst: In
 export function InstanceDetailPage({ data, name, tab }: { data: ConsoleData; name: string; tab?: string }) {
   const inst = data.instances[name];
   const current = INSTANCE_TABS.find((t) => t.id === tab) ?? INSTANCE_TABS[0]!;
+  const [cloning, setCloning] = useState(false);
   if (!inst) {
     return (
       <section>
@@ -67,8 +69,14 @@ export function InstanceDetailPage({ data, name, tab }: { data: ConsoleData; nam
           </a>{' '}
           / {inst.name} <StateBadge state={inst.state} />
         </h1>
-        <InstanceActions inst={inst} onDeleted={() => go('instances')} />
+        <div className="actions">
+          <InstanceActions inst={inst} onDeleted={() => go('instances')} />
+          <button onClick={() => setCloning(true)} data-action="clone" title="Clone this instance (a stopped one directly, any one from a snapshot)">
+            Clone
+          </button>
+        </div>
       </div>
+      {cloning && <CloneDialog inst={inst} data={data} onClose={() => setCloning(false)} />}
       <nav className="tabs" role="tablist">
         {INSTANCE_TABS.map((t) => (
           <a key={t.id} role="tab" aria-selected={t.id === current.id} className={t.id === current.id ? 'active' : ''} href={`#/instances/${encodeURIComponent(inst.name)}/${t.id}`} data-tab={t.id}>

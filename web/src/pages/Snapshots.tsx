@@ -1,6 +1,7 @@
 import { useEffect, useMemo, useState, type FormEvent } from 'react';
 import { api } from '../api.js';
 import { Confirm, ErrorBox, Field } from '../components/ui.js';
+import { CloneDialog } from '../components/Clone.js';
 import { useFeedback } from '../feedback.js';
 import { formatBytes, formatDuration, timeAgo } from '../lib/format.js';
 import type { Instance, Operation, Snapshot, SnapshotCreateResult } from '../lib/types.js';
@@ -21,6 +22,7 @@ export function SnapshotsTab({ inst, data }: { inst: Instance; data: ConsoleData
   const [loadError, setLoadError] = useState<unknown>(null);
   const [asking, setAsking] = useState<null | { what: 'restore' | 'delete'; snap: Snapshot }>(null);
   const [busy, setBusy] = useState(false);
+  const [cloneFrom, setCloneFrom] = useState<string | null>(null);
 
   const ops = useMemo(
     () =>
@@ -115,6 +117,9 @@ export function SnapshotsTab({ inst, data }: { inst: Instance; data: ConsoleData
                     <button disabled={busy || working} onClick={() => setAsking({ what: 'restore', snap: s })} data-action="restore-snapshot">
                       Restore
                     </button>
+                    <button disabled={busy || working} onClick={() => setCloneFrom(s.name)} data-action="clone-snapshot" title="A new instance from this snapshot">
+                      Clone from this snapshot
+                    </button>
                     <button className="danger" disabled={busy || working} onClick={() => setAsking({ what: 'delete', snap: s })} data-action="delete-snapshot">
                       Delete
                     </button>
@@ -131,6 +136,7 @@ export function SnapshotsTab({ inst, data }: { inst: Instance; data: ConsoleData
           <ul className="ops">{ops.slice(0, 6).map((o) => <OperationRow key={o.id} op={o} />)}</ul>
         </>
       )}
+      {cloneFrom && <CloneDialog inst={inst} data={data} fromSnapshot={cloneFrom} onClose={() => setCloneFrom(null)} />}
       {asking?.what === 'restore' && (
         <Confirm
           title={`Restore ${inst.name} to ${asking.snap.name}?`}
