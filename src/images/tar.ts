@@ -195,13 +195,21 @@ export async function writeTar(dest: string, files: TarInput[], onBytes?: (n: nu
         n += b.length;
         onBytes?.(b.length);
       }
-      if (n !== f.size) throw new Error(`${f.path} changed while it was archived`);
+      if (n !== f.size) {
+        throw vmkitError('VMKIT_STORAGE_FAILED', `${f.path} changed while it was archived.`, {
+          hint: 'Nothing may write to the image while it is exported; run the export again.',
+        });
+      }
       if (pad) await write(Buffer.alloc(pad));
     }
     await write(Buffer.alloc(BLOCK * 2));
     for (const { at, f } of deferred) {
       const b = f.later!();
-      if (b.length !== f.size) throw new Error(`tar member ${f.name}: ${b.length} bytes instead of ${f.size}`);
+      if (b.length !== f.size) {
+        throw vmkitError('VMKIT_INTERNAL', `tar member ${f.name}: ${b.length} bytes instead of ${f.size}.`, {
+          hint: 'This is a bug in the OVA writer; the partial file was not kept.',
+        });
+      }
       await out.write(b, 0, b.length, at);
     }
   } finally {

@@ -51,6 +51,7 @@ export function mcopyArgv(image: string, files: readonly string[]): string[] {
 /** Writes the drive to `dest` (replaced atomically). */
 export async function writeConfigDrive(dest: string, input: ConfigDriveInput): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'vmkit-cidata-'));
+  const tmpImage = `${dest}.tmp`;
   try {
     const files = {
       'meta-data': metaData(input),
@@ -63,7 +64,6 @@ export async function writeConfigDrive(dest: string, input: ConfigDriveInput): P
       await writeFile(p, content);
       paths.push(p);
     }
-    const tmpImage = `${dest}.tmp`;
     await rm(tmpImage, { force: true });
     await run(mkfsArgv(tmpImage), { errorCode: 'VMKIT_STORAGE_FAILED', timeoutMs: 20_000, hint: 'Install dosfstools (run "vmkit doctor").' });
     await run(mcopyArgv(tmpImage, paths), {
@@ -74,6 +74,8 @@ export async function writeConfigDrive(dest: string, input: ConfigDriveInput): P
     });
     await rename(tmpImage, dest);
   } finally {
+    // After the rename this is a no-op; after a failure it removes the half-made drive.
+    await rm(tmpImage, { force: true });
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -187,7 +187,9 @@ export async function compareVolumes(a: string, aFormat: ForeignFormat, b: strin
   const r = await run(compareArgv(a, aFormat, b, bFormat), { errorCode: 'VMKIT_STORAGE_FAILED', timeoutMs: 600_000, allowFailure: true });
   if (r.code === 0) return true;
   if (r.code === 1) return false;
-  throw new Error(`qemu-img compare failed: ${r.stderr.trim()}`);
+  throw vmkitError('VMKIT_STORAGE_FAILED', `qemu-img compare failed: ${r.stderr.trim()}`, {
+    hint: 'Check that both volumes exist and are readable.',
+  });
 }
 
 function runWithProgress(argv: string[], opts: Pick<ConvertOptions, 'onProgress' | 'signal'>): Promise<void> {
