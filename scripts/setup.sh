@@ -7,8 +7,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # qemu-system-x86/qemu-utils: the hypervisor and volumes; busybox-static, e2fsprogs, cpio:
 # the appliance build; dosfstools/mtools: config drives; iproute2, nftables, dnsmasq-base:
 # networks; curl, socat: the demo and tests; chromium, chromium-driver: the web console's
-# browser tests (driven by playwright-core, which downloads no browser of its own).
-PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip dosfstools mtools iproute2 nftables dnsmasq-base curl socat ca-certificates chromium chromium-driver)
+# browser tests (driven by playwright-core, which downloads no browser of its own);
+# etcd-server, etcd-client (etcdctl): the cluster store's tests run their own etcd processes.
+PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip dosfstools mtools iproute2 nftables dnsmasq-base curl socat ca-certificates chromium chromium-driver etcd-server etcd-client)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -24,6 +25,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "Installing system packages: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Installing etcd-server starts Debian's etcd service on 2379. vmkit's tests never use it
+  # (they start their own etcd on other ports), so the one just installed is stopped and
+  # disabled where systemd runs. Without systemd nothing is killed: the tests just ignore it.
+  if printf '%s\n' "${missing[@]}" | grep -qx etcd-server && [ -d /run/systemd/system ]; then
+    log "Stopping and disabling the packaged etcd service (tests run their own)"
+    systemctl disable --now etcd >/dev/null 2>&1 || true
+  fi
 fi
 
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
