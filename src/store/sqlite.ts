@@ -1,6 +1,5 @@
 import Database from 'better-sqlite3';
-import { vmkitError } from '../errors.js';
-import type { PutOptions, Store, StoreKind, Versioned } from './store.js';
+import { compareFailed, type PutOptions, type Store, type StoreKind, type Versioned } from './store.js';
 
 /** Schema migrations, applied in order; `user_version` records how far a database got. */
 const MIGRATIONS: readonly string[] = [
@@ -81,16 +80,8 @@ export class SqliteStore implements Store {
   private checkRevision(kind: StoreKind, key: string, options: PutOptions): void {
     if (options.expectRevision === undefined) return;
     const row = this.stmts.get.get(kind, key);
-    if (options.expectRevision === 0 && row) {
-      throw vmkitError('VMKIT_ALREADY_EXISTS', `${kind.replace(/s$/, '')} "${key}" already exists.`, {
-        hint: 'Choose another name, or delete the existing one first.',
-      });
-    }
-    if (options.expectRevision !== 0 && row?.revision !== options.expectRevision) {
-      throw vmkitError('VMKIT_INVALID_STATE', `${kind.replace(/s$/, '')} "${key}" was changed concurrently.`, {
-        hint: 'Retry the request.',
-      });
-    }
+    const holds = options.expectRevision === 0 ? !row : row?.revision === options.expectRevision;
+    if (!holds) throw compareFailed(kind, key, options.expectRevision);
   }
 
   async close(): Promise<void> {
