@@ -17,6 +17,11 @@ import { buildApi, type ApiContext } from './api/server.js';
 import { findQemuBinary, probeAccelerator } from './qemu/accel.js';
 import { isProcessAlive } from './qemu/process.js';
 import { runDoctor } from './host/doctor.js';
+import { ClusterManager } from './cluster/cluster.js';
+import { MigrationService } from './cluster/migration.js';
+import { hostFacts, sharedStorageId } from './cluster/host-facts.js';
+import { EtcdStore } from './store/etcd.js';
+import { qemuCapabilities } from './qemu/capabilities.js';
 
 export interface DaemonOptions {
   dir?: string;
@@ -25,6 +30,10 @@ export interface DaemonOptions {
   token?: string;
   /** Folder with the built appliance (guest/build.sh output). */
   applianceDir?: string;
+  /** Storage all cluster hosts mount at the same path (a NAS): new disks go there. */
+  sharedDir?: string;
+  /** The most memory (MiB) this host gives guests (default: all of it). */
+  guestMemoryMiB?: number;
   log?: (line: string) => void;
 }
 
@@ -85,8 +94,12 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     }
     return found;
   };
-  const hostName = os.hostname();
-  const instances = new InstanceManager(store, paths, images, events, { hostName, qemuBinary, accel });
+  let hostName = os.hostname();
+  const sharedDir = options.sharedDir ?? (process.env.VMKIT_SHARED_DIR || undefined);
+  if (sharedDir) await sharedStorageId(sharedDir);
+  const machineType = async () => (await qemuCapabilities(qemuBinary())).pc;
+  const hostEnv = { hostName, qemuBinary, accel, sharedDir, machineType };
+  const instances = new InstanceManager(store, paths, images, events, hostEnv);
   const networks = new NetworkManager(store, paths.root, events);
   instances.setNetworking(networks);
 
@@ -100,7 +113,50 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   // After the instances: taps of VMs that still run are kept, the rest is made to match.
   await networks.reconcile().catch((err: Error) => log(`warning: networks not reconciled: ${err.message}`));
 
-  const context: ApiContext = {
+  // ---- cluster (etcd) and migration
+  const servers: FastifyInstance[] = [];
+  let peerServer: { address: string; app: FastifyInstance } | undefined;
+  let context!: ApiContext;
+  const guestMemoryMiB = options.guestMemoryMiB ?? (Number(process.env.VMKIT_GUEST_MEMORY_MIB) || undefined);
+  const facts = () => hostFacts({ version: VERSION, qemuBinary, accel, instances, networks, images, sharedDir, guestMemoryMiB });
+  const cluster = new ClusterManager({
+    local: store,
+    events,
+    connect: async (endpoints) => {
+      const etcd = new EtcdStore({ endpoints });
+      try {
+        await etcd.list('cluster'); // reachable now, or a clear VMKIT_CLUSTER_UNAVAILABLE
+      } catch (err) {
+        await etcd.close().catch(() => undefined);
+        throw err;
+      }
+      return etcd;
+    },
+    hostFacts: facts,
+    localInstances: async () => (await instances.list()).map((i) => ({ name: i.name, image: i.image, cpus: i.cpus, memoryMiB: i.memoryMiB })),
+    listenPeer: async (address, token) => {
+      if (options.listen === address) return; // the API listener also takes the cluster token
+      if (peerServer?.address === address) return;
+      if (peerServer) await peerServer.app.close();
+      const { host, port } = parseListen(address);
+      const app = await buildApi(context, { token, extraTokens: () => [cluster.token] });
+      await app.listen({ host, port });
+      peerServer = { address, app };
+      log(`cluster peers reach this host at http://${address}`);
+    },
+    stopPeer: async () => {
+      await peerServer?.app.close();
+      peerServer = undefined;
+    },
+    log,
+  });
+  instances.setOwnership({
+    claim: (name, summary) => (cluster.joined ? cluster.claim(name, summary) : Promise.resolve()),
+    released: (name) => (cluster.joined ? cluster.released(name) : Promise.resolve()),
+  });
+  const migrations = new MigrationService(cluster, instances, instances.access(), snapshots, images, networks, store, events, facts);
+
+  context = {
     version: VERSION,
     hostName,
     dataDir: paths.root,
@@ -112,12 +168,32 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     events,
     doctor: () => runDoctor(paths.root),
     networks,
+    cluster,
+    migrations,
   };
-  const servers: FastifyInstance[] = [];
+  await cluster.start();
+  if (cluster.joined) {
+    hostName = cluster.name!;
+    context.hostName = hostName;
+    hostEnv.hostName = hostName;
+  }
+  // Migrations interrupted by a daemon death are finished or undone (etcd says which).
+  const recoverMigrations = async (): Promise<void> => {
+    for (let i = 0; ; i++) {
+      try {
+        await migrations.recover();
+        return;
+      } catch (err) {
+        if (i === 0) log(`warning: migrations not recovered yet: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 3_000));
+      }
+    }
+  };
+  if (cluster.joined) void recoverMigrations();
   // TCP first: once the unix socket exists, clients may assume every listener is up.
   if (options.listen) {
     const { host, port } = parseListen(options.listen);
-    const remote = await buildApi(context, { token: options.token });
+    const remote = await buildApi(context, { token: options.token, extraTokens: () => [cluster.token] });
     await remote.listen({ host, port });
     servers.push(remote);
     log(`vmkit listening on http://${options.listen} (token required); web console: http://${options.listen}/ui/`);
@@ -137,6 +213,8 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
       if (closed) return;
       closed = true;
       for (const s of servers) await s.close();
+      await peerServer?.app.close();
+      await cluster.close();
       // VMs keep running: the daemon only lets go of them.
       instances.detachAll();
       await store.close();

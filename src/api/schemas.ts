@@ -27,6 +27,9 @@ export const operationSchema = {
         percent: { type: 'number' },
         bytesDone: { type: 'number' },
         bytesTotal: { type: 'number' },
+        dirtyRatePagesPerSec: { type: 'number' },
+        expectedDowntimeMs: { type: 'number' },
+        downtimeMs: { type: 'number' },
       },
     },
     mayCancel: { type: 'boolean' },
@@ -45,6 +48,7 @@ const forwardSchema = {
     hostPort: { type: 'integer' },
     guestPort: { type: 'integer' },
     nic: { type: 'string' },
+    floating: { type: 'boolean' },
   },
 } as const;
 
@@ -148,6 +152,7 @@ export const forwardRequestSchema = {
     hostAddress: { type: 'string' },
     allowPrivileged: { type: 'boolean' },
     nic: { type: 'string' },
+    floating: { type: 'boolean' },
   },
 } as const;
 
@@ -172,6 +177,34 @@ export const createInstanceSchema = {
     forwards: { type: 'array', items: forwardRequestSchema },
     allowPrivileged: { type: 'boolean' },
     start: { type: 'boolean' },
+    /** Cluster: the host to create it on (default: the live host with the most free memory). */
+    target: { type: 'string' },
+    storage: { type: 'string', enum: ['local', 'shared'] },
+  },
+} as const;
+
+export const migrateSchema = {
+  type: 'object',
+  required: ['to'],
+  additionalProperties: false,
+  properties: {
+    to: { type: 'string' },
+    mode: { type: 'string', enum: ['cold', 'suspend', 'live', 'live-copy'] },
+    check: { type: 'boolean' },
+    downtimeMs: { type: 'integer', minimum: 1, maximum: 60000 },
+    bandwidthMiBs: { type: 'integer', minimum: 1, maximum: 100000 },
+  },
+} as const;
+
+export const clusterJoinSchema = {
+  type: 'object',
+  required: ['etcd', 'name', 'address'],
+  additionalProperties: false,
+  properties: {
+    etcd: { type: 'array', items: { type: 'string' }, minItems: 1 },
+    name: { type: 'string' },
+    address: { type: 'string' },
+    create: { type: 'boolean' },
   },
 } as const;
 

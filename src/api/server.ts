@@ -15,6 +15,9 @@ import type { ForwardRequest } from '../network/forwards.js';
 import type { DoctorReport } from '../host/doctor.js';
 import type { NetworkManager } from '../network/manager.js';
 import { registerNetworkRoutes } from './routes-networks.js';
+import { clusterInstances, registerClusterRoutes } from './routes-cluster.js';
+import type { ClusterManager } from '../cluster/cluster.js';
+import type { MigrationService } from '../cluster/migration.js';
 import { async, errorBody, sync } from './responses.js';
 import { registerImageRoutes } from './routes-images.js';
 import { isPublicPath, registerWebRoutes, WebSessions } from './routes-web.js';
@@ -50,11 +53,16 @@ export interface ApiContext {
   doctor: () => Promise<DoctorReport>;
   /** Absent = no network support (user-mode NICs only). */
   networks?: NetworkManager;
+  /** Cluster membership (etcd) and migration between hosts. */
+  cluster?: ClusterManager;
+  migrations?: MigrationService;
 }
 
 export interface ApiOptions {
   /** When set, every request must carry `Authorization: Bearer <token>` (TCP listeners). */
   token?: string;
+  /** Other tokens accepted too (the cluster token peers use). */
+  extraTokens?: () => Array<string | undefined>;
   logger?: boolean;
 }
 
@@ -104,7 +112,8 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
     app.addHook('onRequest', async (req, reply) => {
       // The bearer token, or a browser's session cookie (routes-web.ts); the web console's
       // static files and its sign-in need neither.
-      if (!tokenMatches(req.headers.authorization, token) && !sessions.accepts(req) && !isPublicPath(req.method, req.url)) {
+      const extra = options.extraTokens?.() ?? [];
+      if (!tokenMatches(req.headers.authorization, token) && !extra.some((t) => t && tokenMatches(req.headers.authorization, t)) && !sessions.accepts(req) && !isPublicPath(req.method, req.url)) {
         const err = vmkitError('VMKIT_UNAUTHORIZED', 'Missing or wrong API token.', {
           hint: 'Send "Authorization: Bearer <token>" (vmkit --remote URL --token TOKEN); a browser signs in at /ui/.',
         });
@@ -146,12 +155,24 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
   app.get('/1.0/doctor', { schema: { tags: tags('server'), summary: 'Host checks' } }, async (_req, reply) => sync(reply, await ctx.doctor()));
   app.get('/1.0/types', { schema: { tags: tags('server'), summary: 'Instance types' } }, async (_req, reply) => sync(reply, INSTANCE_TYPES));
 
+  // ---- cluster: forwarding to the owning host, membership, migration (routes-cluster.ts)
+  registerClusterRoutes(app, ctx);
+
   // ---- images, clones, appliances (routes-images.ts)
   registerImageRoutes(app, ctx);
 
   // ---- instances
-  app.get('/1.0/instances', { schema: { tags: tags('instances'), summary: 'List instances', response: { 200: syncResponse({ type: 'array', items: { $ref: 'Instance#' } }) } } }, async (_req, reply) =>
-    sync(reply, await ctx.instances.list()),
+  app.get<{ Querystring: { local?: boolean } }>(
+    '/1.0/instances',
+    {
+      schema: {
+        tags: tags('instances'),
+        summary: 'List instances (in a cluster: every host\'s, with its host; local=true: this host\'s only)',
+        querystring: { type: 'object', properties: { local: { type: 'boolean' } } },
+        response: { 200: syncResponse({ type: 'array', items: { $ref: 'Instance#' } }) },
+      },
+    },
+    async (req, reply) => sync(reply, ctx.cluster?.joined && !req.query.local ? await clusterInstances(ctx) : await ctx.instances.list()),
   );
   app.post<{ Body: CreateInstanceRequest & { start?: boolean } }>(
     '/1.0/instances',

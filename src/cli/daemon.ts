@@ -8,7 +8,9 @@ export function daemonCommand(): Command {
   return new Command('daemon')
     .description('Run the vmkit daemon in the foreground')
     .option('--listen <addr:port>', 'also serve the API on TCP (needs --token or VMKIT_TOKEN)')
-    .action(async (opts: { listen?: string }, self: Command) => {
+    .option('--shared-dir <path>', 'storage every cluster host mounts at this same path (a NAS): new disks go there, live migration moves memory only')
+    .option('--guest-memory <MiB>', 'the most memory this host gives guests (default: all of it)')
+    .action(async (opts: { listen?: string; sharedDir?: string; guestMemory?: string }, self: Command) => {
       const g = globals(self);
       if (opts.listen !== undefined && !/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(opts.listen)) {
         throw new VmkitError('VMKIT_INVALID_ARGUMENT', `--listen ${JSON.stringify(opts.listen)} is not ADDRESS:PORT.`, {
@@ -20,6 +22,8 @@ export function daemonCommand(): Command {
       await runDaemon({
         dir: g.dir || process.env.VMKIT_DIR || DEFAULT_DIR,
         listen: opts.listen,
+        sharedDir: opts.sharedDir,
+        guestMemoryMiB: opts.guestMemory ? Number(opts.guestMemory) : undefined,
         token: g.token || process.env.VMKIT_TOKEN || undefined,
       });
     })

@@ -106,14 +106,15 @@ Examples:
     .option('--address <addr>', 'host address to listen on (instead of ADDRESS: in the spec)')
     .option('--nic <nic>', 'the NIC to forward to (default: the user-mode NIC, else the first NIC with an address)')
     .option('--allow-privileged', 'allow a host port below 1024')
-    .action(async (name: string, text: string, opts: { proto?: Protocol; address?: string; nic?: string; allowPrivileged?: boolean }, self: Command) => {
+    .option('--floating', 'cluster: the address follows the instance to whichever host runs it (nat NICs)')
+    .action(async (name: string, text: string, opts: { proto?: Protocol; address?: string; nic?: string; allowPrivileged?: boolean; floating?: boolean }, self: Command) => {
       let spec = withProto(parseForwardSpec(text), opts.proto, text);
       if (opts.address) {
         if (spec.hostAddress !== undefined && spec.hostAddress !== opts.address) throw bad(text, `it names ${spec.hostAddress} but --address says ${opts.address}`);
         if (isIP(opts.address) !== 4) throw bad(text, `--address ${JSON.stringify(opts.address)} is not an IPv4 address`);
         spec = { ...spec, hostAddress: opts.address };
       }
-      const body = { ...spec, ...(opts.nic ? { nic: opts.nic } : {}), ...(opts.allowPrivileged ? { allowPrivileged: true } : {}) };
+      const body = { ...spec, ...(opts.nic ? { nic: opts.nic } : {}), ...(opts.allowPrivileged ? { allowPrivileged: true } : {}), ...(opts.floating ? { floating: true } : {}) };
       await mutate(self, 'POST', instancePath(name, 'forwards'), body, {
         // The daemon answers with the forward as stored (address default filled in).
         done: (added) => `Forward ${formatForward(isForward(added) ? added : { ...spec, hostAddress: spec.hostAddress ?? '' })} added to ${name}.`,

@@ -11,6 +11,9 @@ interface LaunchOptions {
   nic?: NicSpec[];
   allowPrivileged?: boolean;
   count?: number;
+  target?: string;
+  storage?: string;
+  floating?: boolean;
   wait: boolean;
 }
 
@@ -21,8 +24,10 @@ export function createBody(image: string, name: string, opts: LaunchOptions, sta
   if (opts.cpus !== undefined) body.cpus = opts.cpus;
   if (opts.memory !== undefined) body.memoryMiB = opts.memory;
   if (opts.nic && opts.nic.length > 0) body.nics = opts.nic;
-  if (opts.forward.length > 0) body.forwards = opts.forward;
+  if (opts.forward.length > 0) body.forwards = opts.floating ? opts.forward.map((f) => ({ ...f, floating: true })) : opts.forward;
   if (opts.allowPrivileged) body.allowPrivileged = true;
+  if (opts.target) body.target = opts.target;
+  if (opts.storage) body.storage = opts.storage;
   return body;
 }
 
@@ -53,6 +58,9 @@ function build(verb: 'launch' | 'create'): Command {
     )
     .option('--allow-privileged', 'allow forwarding host ports below 1024')
     .option('--count <n>', 'make N replicas NAME-1..NAME-N from the image (linked clones)', positiveInt('--count'))
+    .option('--floating', 'cluster: forward addresses follow the instance to whichever host runs it (nat NICs)')
+    .option('--target <host>', 'cluster: the host to create it on (default: the live host with the most free memory)')
+    .option('--storage <where>', 'local or shared (the daemon\'s --shared-dir; default shared when set)')
     .option('--no-wait', 'return once the operation is accepted, print its id')
     .action(async (image: string, name: string, opts: LaunchOptions, self: Command) => {
       const names = opts.count ? replicaNames(name, opts.count) : [name];
@@ -72,7 +80,8 @@ Examples:
   vmkit launch appliance web1 --type small --forward 8080:80
   vmkit launch appliance dns1 --cpus 2 --memory 512 --forward 0.0.0.0:5353:53/udp
   vmkit launch appliance web2 --forward 80:80 --allow-privileged --no-wait
-  vmkit launch appliance app --count 3          # app-1, app-2, app-3`
+  vmkit launch appliance app --count 3          # app-1, app-2, app-3
+  vmkit launch appliance web3 --target host-b   # in a cluster`
       : `
 Examples:
   vmkit create appliance web1 --forward 8080:80

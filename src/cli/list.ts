@@ -20,8 +20,12 @@ export function listCommand(): Command {
     .alias('ls')
     .description('List instances')
     .action(async (_opts: unknown, self: Command) => {
-      const instances = await clientFor(self).get<InstanceView[]>('/1.0/instances');
-      print(renderList(instances, globals(self).format, INSTANCE_COLUMNS));
+      const client = clientFor(self);
+      const instances = await client.get<InstanceView[]>('/1.0/instances');
+      // In a cluster every host's instances are listed: say where each runs.
+      const cluster = await client.get<{ joined?: boolean }>('/1.0/cluster').catch(() => ({ joined: false }));
+      const columns = cluster.joined ? [INSTANCE_COLUMNS[0]!, { header: 'HOST', value: (i: InstanceView) => i.host }, ...INSTANCE_COLUMNS.slice(1)] : INSTANCE_COLUMNS;
+      print(renderList(instances, globals(self).format, columns));
     })
     .addHelpText(
       'after',

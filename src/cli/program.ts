@@ -1,3 +1,5 @@
+import { clusterCommand } from './cluster.js';
+import { migrateCommand } from './migrate.js';
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT_CODES_HELP, reportError } from './common.js';
@@ -60,6 +62,8 @@ export function buildProgram(): Command {
   program.addCommand(typesCommand());
   program.addCommand(doctorCommand());
   program.addCommand(operationCommand());
+  program.addCommand(clusterCommand());
+  program.addCommand(migrateCommand());
   program.addCommand(daemonCommand());
   program.addHelpText(
     'after',

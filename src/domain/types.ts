@@ -35,6 +35,8 @@ export interface PortForward {
   guestPort: number;
   /** The NIC the forward goes to (its netdev). */
   nic: string;
+  /** The host address moves with the instance between cluster hosts (see src/network/floating.ts). */
+  floating?: boolean;
 }
 
 export interface DiskRef {
@@ -109,6 +111,8 @@ export interface Instance {
   host: string;
   /** A linked clone: the instance whose frozen disk layer this one's disk is backed by. */
   linkedFrom?: string;
+  /** QEMU's concrete machine type (e.g. pc-i440fx-7.2), fixed at creation: live migration needs the same on both ends. */
+  machine?: string;
 }
 
 /** What the API adds to an instance while it runs. */
@@ -138,6 +142,10 @@ export interface OperationProgress {
   percent?: number;
   bytesDone?: number;
   bytesTotal?: number;
+  /** Live migration: pages the guest dirties per second, QEMU's expected downtime, the measured one. */
+  dirtyRatePagesPerSec?: number;
+  expectedDowntimeMs?: number;
+  downtimeMs?: number;
 }
 
 export interface Operation {
@@ -155,7 +163,7 @@ export interface Operation {
 }
 
 export interface VmkitEvent {
-  type: 'lifecycle' | 'operation' | 'log';
+  type: 'lifecycle' | 'operation' | 'log' | 'cluster';
   timestamp: string;
   /** e.g. instance-started, instance-stopped, instance-crashed, operation-updated. */
   action: string;

@@ -123,6 +123,37 @@ export class ImageStore {
     return sum;
   }
 
+  /**
+   * The image's first disk inside shared storage (`<shared>/bases/<sha256>.<format>`), copied
+   * there once: disks on shared storage are backed by it so every host reaches the whole chain.
+   * Named by content, so hosts that built the same image share one copy.
+   */
+  async sharedBase(image: Image, sharedDir: string): Promise<string> {
+    const sum = (await this.checksum(image.name)).replace(/^sha256:/, '');
+    const disk = image.disks[0]!;
+    const dest = join(sharedDir, 'bases', `${sum}.${disk.format}`);
+    if (await stat(dest).then(() => true, () => false)) return dest;
+    await mkdir(join(sharedDir, 'bases'), { recursive: true });
+    const tmp = `${dest}.tmp-${randomBytes(4).toString('hex')}`;
+    try {
+      await copyFile(this.file(image, disk.file), tmp, constants.COPYFILE_FICLONE);
+      await chmod(tmp, 0o444);
+      await rename(tmp, dest);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
+    return dest;
+  }
+
+  /** An image with this first-disk checksum, if this host has one. */
+  async findByChecksum(checksum: string): Promise<Image | undefined> {
+    for (const image of await this.list()) {
+      if ((await this.checksum(image.name).catch(() => undefined)) === checksum) return this.get(image.name);
+    }
+    return undefined;
+  }
+
   /** Removes leftovers of interrupted imports: temporary folders and folders with no row. */
   async reconcile(): Promise<void> {
     await mkdir(this.paths.images, { recursive: true });

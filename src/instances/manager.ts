@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import { chmod, mkdir, readFile, readdir, rename, rm, open } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { vmkitError } from '../errors.js';
 import { validateName } from '../domain/names.js';
 import { assertTransition, isActive } from '../domain/state.js';
 import { findInstanceType } from '../domain/instance-types.js';
-import type { Image, Instance, InstanceState, InstanceView, Nic, NicModel, PortForward } from '../domain/types.js';
+import type { DiskRef, Image, Instance, InstanceState, InstanceView, Nic, NicModel, PortForward } from '../domain/types.js';
 import { NIC_MODELS } from '../domain/types.js';
 import type { DataPaths } from '../paths.js';
 import type { Store } from '../store/store.js';
@@ -36,6 +36,8 @@ export interface CreateInstanceRequest {
   nics?: NicRequest[];
   forwards?: ForwardRequest[];
   allowPrivileged?: boolean;
+  /** `local` keeps the disk in the host's data folder even when shared storage is set. */
+  storage?: 'local' | 'shared';
 }
 
 export interface NicRequest {
@@ -59,6 +61,14 @@ export interface InstanceNetworking {
   sync(): Promise<void>;
   /** Throws unless port forwards can reach a NIC on this network (nat only). */
   assertForwardable(network: string): Promise<void>;
+  /** The guest runs on this host: floating forward addresses move here. */
+  announce(inst: Instance): Promise<void>;
+}
+
+/** Cluster-wide instance names (src/cluster/cluster.ts implements it). */
+export interface InstanceOwnership {
+  claim(name: string, summary: { image: string; cpus: number; memoryMiB: number }): Promise<void>;
+  released(name: string): Promise<void>;
 }
 
 export interface StopOptions {
@@ -71,6 +81,10 @@ export interface HostEnvironment {
   hostName: string;
   qemuBinary: () => string;
   accel: () => Promise<'kvm' | 'tcg'>;
+  /** Storage every cluster host mounts at the same path (a NAS): new disks go there. */
+  sharedDir?: string;
+  /** QEMU's concrete machine type for `pc` on this host (e.g. pc-i440fx-7.2), fixed per instance. */
+  machineType?: () => Promise<string>;
 }
 
 /** What the daemon holds for a running QEMU. */
@@ -97,6 +111,10 @@ export interface StartHooks {
   leavePaused?: boolean;
   /** Called once the instance runs (or is paused as asked); failures here do not fail the start. */
   afterStart?: (qmp: QmpClient, inst: Instance) => Promise<void>;
+  /** Extra QEMU arguments (`-incoming defer` for the target of a migration). */
+  extraArgs?: string[];
+  /** The state the instance ends in instead of running/paused (`migrating` on a target). */
+  finalState?: InstanceState;
 }
 
 /** What the snapshot module provides for suspended instances. */
@@ -120,6 +138,17 @@ export interface InstanceAccess {
   view(inst: Instance): InstanceView;
   /** The root disk's file. */
   rootDisk(inst: Instance): string;
+  /** A disk's file (relative names live in the instance folder; shared disks are absolute). */
+  diskPath(inst: Instance, d: DiskRef): string;
+  instanceDir(inst: Instance): string;
+  /** Adds a row that must not exist yet (an instance arriving by migration). */
+  insert(inst: Instance): Promise<void>;
+  /** Lets go of an instance that now lives elsewhere: QEMU ended, row and local files removed, shared disks kept. */
+  release(inst: Instance): Promise<void>;
+  pid(name: string): number | undefined;
+  networking(): InstanceNetworking | undefined;
+  /** A QEMU the migration code drove is handed back to the lifecycle in this state. */
+  adopt(name: string, state: InstanceState): Promise<void>;
   /** The QMP client of the instance's QEMU, or undefined when none runs. */
   qmp(name: string): QmpClient | undefined;
   /** Runs fn while QEMU's STOP/RESUME events are not mirrored into the row. */
@@ -156,6 +185,22 @@ export class InstanceManager {
     this.networking = n;
   }
 
+  /** In a cluster, instance names are claimed cluster-wide (etcd) before a row is written. */
+  private ownership?: InstanceOwnership;
+  setOwnership(o: InstanceOwnership): void {
+    this.ownership = o;
+  }
+
+  private async insertRow(inst: Instance): Promise<void> {
+    await this.ownership?.claim(inst.name, { image: inst.image, cpus: inst.cpus, memoryMiB: inst.memoryMiB });
+    try {
+      await this.store.put('instances', inst.name, inst, { expectRevision: 0 });
+    } catch (err) {
+      await this.ownership?.released(inst.name).catch(() => undefined);
+      throw err;
+    }
+  }
+
   /** Serializes work on one instance, so two operations never interleave on it. */
   private withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.locks.get(name) ?? Promise.resolve();
@@ -175,7 +220,24 @@ export class InstanceManager {
       save: (inst) => this.save(inst),
       setState: (inst, state, reason) => this.setState(inst, state, reason),
       view: (inst) => this.view(inst),
-      rootDisk: (inst) => join(this.paths.instance(inst.id), inst.disks.find((d) => d.name === 'root')!.file),
+      rootDisk: (inst) => this.diskPath(inst, inst.disks.find((d) => d.name === 'root')!),
+      diskPath: (inst, d) => this.diskPath(inst, d),
+      instanceDir: (inst) => this.paths.instance(inst.id),
+      insert: async (inst) => {
+        inst.updatedAt = new Date().toISOString();
+        await this.store.put('instances', inst.name, inst, { expectRevision: 0 });
+      },
+      release: (inst) => this.release(inst),
+      pid: (name) => this.runtimes.get(name)?.pid,
+      networking: () => this.networking,
+      adopt: async (name, state) => {
+        const rt = this.runtimes.get(name);
+        if (rt) rt.ownRunState = false;
+        const inst = await this.load(name);
+        if (state === 'running' && inst.state !== 'running') inst.lastStartedAt = inst.lastStartedAt ?? new Date().toISOString();
+        await this.setState(inst, state);
+        this.events.lifecycle(state === 'running' ? 'instance-started' : 'instance-paused', name);
+      },
       qmp: (name) => this.runtimes.get(name)?.qmp,
       owningRunState: async (name, fn) => {
         const rt = this.runtimes.get(name);
@@ -204,6 +266,30 @@ export class InstanceManager {
 
   async get(name: string): Promise<InstanceView> {
     return this.view(await this.load(name));
+  }
+
+  /** A disk's file: relative names live in the instance folder, shared disks are absolute. */
+  diskPath(inst: Instance, d: DiskRef): string {
+    return resolve(this.paths.instance(inst.id), d.file);
+  }
+
+  /**
+   * The instance now lives on another host (migration done): end the local QEMU, drop the
+   * row and the local folder, unplug its taps. Shared disks stay: the new owner uses them.
+   */
+  private async release(inst: Instance): Promise<void> {
+    await this.killRuntime(inst.name);
+    await rm(this.paths.instance(inst.id), { recursive: true, force: true });
+    await this.store.delete('instances', inst.name);
+    if (inst.nics.some((n) => n.network !== 'user')) {
+      await this.networking?.unplug(inst).catch(() => undefined);
+      await this.networking?.sync().catch(() => undefined);
+    }
+  }
+
+  /** Whether a row for this instance exists on this host. */
+  async has(name: string): Promise<boolean> {
+    return (await this.store.get('instances', name)) !== undefined;
   }
 
   private view(inst: Instance): InstanceView {
@@ -262,6 +348,7 @@ export class InstanceManager {
         normalizeForward({ ...f, allowPrivileged: f.allowPrivileged ?? req.allowPrivileged }, forwardNic.id),
       );
       if (forwards.length > 0 && forwardNic.network !== 'user') await this.networking?.assertForwardable(forwardNic.network);
+      if (forwards.some((f) => f.floating) && forwardNic.network === 'user') throw floatingNeedsNat();
       this.assertNoSelfCollision(forwards);
       await this.assertNoForwardConflict(name, forwards);
       for (const f of forwards) await assertHostPortFree(f);
@@ -284,18 +371,31 @@ export class InstanceManager {
         createdAt: now,
         updatedAt: now,
         host: this.host.hostName,
+        machine: await this.host.machineType?.(),
       };
+      const shared = this.host.sharedDir && req.storage !== 'local' ? this.host.sharedDir : undefined;
+      if (shared) inst.disks = [{ name: 'root', file: join(shared, 'disks', id, 'root.qcow2'), format: 'qcow2' }];
       ctx?.progress({ phase: 'cloning disk', percent: 30 });
       // Files first, row second: a crash in between leaves a folder without a row, which
       // reconcile() removes; never a row pointing at a missing disk.
       await mkdir(dir, { recursive: true });
       try {
         const rootImage = image.disks[0]!;
-        await createLinkedClone(this.images.file(image, rootImage.file), rootImage.format, join(dir, 'root.qcow2'));
+        const rootFile = this.diskPath(inst, inst.disks[0]!);
+        if (shared) {
+          // Every host must reach the whole chain: the image's disk is copied once into the
+          // shared storage (named by its checksum) and the instance's disk is backed by that.
+          const base = await this.images.sharedBase(image, shared);
+          await mkdir(dirname(rootFile), { recursive: true });
+          await createLinkedClone(base, rootImage.format, rootFile);
+        } else {
+          await createLinkedClone(this.images.file(image, rootImage.file), rootImage.format, rootFile);
+        }
         ctx?.checkCancelled();
-        await this.store.put('instances', name, inst, { expectRevision: 0 });
+        await this.insertRow(inst);
       } catch (err) {
         await rm(dir, { recursive: true, force: true });
+        if (shared) await rm(join(shared, 'disks', id), { recursive: true, force: true });
         throw err;
       }
       if (inst.nics.some((n) => n.network !== 'user')) await this.networking?.sync();
@@ -418,7 +518,7 @@ export class InstanceManager {
       }
       await writeConfigDrive(join(dir, 'cidata.img'), { instanceId: inst.id, hostname: inst.name, nics: inst.nics, addressing });
       await this.networking?.plug(inst);
-      const disks: QemuDisk[] = inst.disks.map((d) => ({ id: d.name, file: join(dir, d.file), format: d.format }));
+      const disks: QemuDisk[] = inst.disks.map((d) => ({ id: d.name, file: this.diskPath(inst, d), format: d.format }));
       disks.push({ id: 'cidata', file: join(dir, 'cidata.img'), format: 'raw', readOnly: true });
       const argv = buildQemuArgv({
         qemuBinary,
@@ -438,6 +538,8 @@ export class InstanceManager {
         runDir,
         consoleLog: this.paths.consoleLog(inst.id),
         startPaused: true,
+        machine: inst.machine,
+        extraArgs: hooks?.extraArgs,
       });
       ctx?.progress({ phase: 'starting QEMU', percent: 40 });
       const { pid, qmp } = await launchQemu(argv, runDir);
@@ -448,12 +550,19 @@ export class InstanceManager {
         rt.ownRunState = true;
         await hooks.beforeCont(qmp, inst);
       }
+      if (hooks?.finalState) {
+        // A migration target: QEMU waits for the incoming state; the caller drives the rest.
+        rt.ownRunState = true;
+        await this.setState(inst, hooks.finalState);
+        return this.view(inst);
+      }
       ctx?.progress({ phase: 'booting', percent: 80 });
       if (!hooks?.leavePaused) await qmp.cont();
       rt.ownRunState = false;
       rt.startedAtMs = Date.now();
       inst.lastStartedAt = new Date().toISOString();
       await this.setState(inst, hooks?.leavePaused ? 'paused' : 'running');
+      await this.networking?.announce(inst).catch((err: Error) => console.error(`vmkitd: floating addresses of ${name}: ${err.message}`));
       this.events.lifecycle('instance-started', name, { pid });
       if (hooks?.afterStart) {
         await hooks.afterStart(qmp, inst).catch((err: unknown) => {
@@ -711,13 +820,19 @@ export class InstanceManager {
         await mkdir(dir, { recursive: true });
         try {
           if (opts.full) {
-            const total = (await volumeInfo(join(srcDir, 'root.qcow2'), 'qcow2')).virtualSize;
+            const srcFile = this.diskPath(src, src.disks[0]!);
+            const total = (await volumeInfo(srcFile, 'qcow2')).virtualSize;
             ctx?.progress({ phase: 'copying disk', percent: 0, bytesDone: 0, bytesTotal: total });
-            await flattenVolume(join(srcDir, 'root.qcow2'), join(dir, 'root.qcow2'), {
+            await flattenVolume(srcFile, join(dir, 'root.qcow2'), {
               signal: ctx?.signal,
               onProgress: (f) => ctx?.progress({ phase: 'copying disk', percent: Math.min(99, Math.round(f * 100)), bytesDone: Math.round(f * total), bytesTotal: total }),
             });
           } else {
+            if (isAbsolute(src.disks[0]!.file)) {
+              throw vmkitError('VMKIT_INVALID_STATE', `The disk of "${source}" is on shared storage; a linked clone would tie a local disk to it.`, {
+                hint: `Use "vmkit clone ${source} ${cloneName} --full".`,
+              });
+            }
             // Internal snapshots live in the source's disk file, which a linked clone freezes
             // into a read-only layer: they would no longer be revertible.
             const snaps = await listDiskSnapshots(join(srcDir, 'root.qcow2'));
@@ -739,7 +854,7 @@ export class InstanceManager {
             await createLinkedClone(layer, 'qcow2', join(dir, 'root.qcow2'));
           }
           ctx?.checkCancelled();
-          await this.store.put('instances', cloneName, inst, { expectRevision: 0 });
+          await this.insertRow(inst);
         } catch (err) {
           await rm(dir, { recursive: true, force: true });
           throw err;
@@ -794,7 +909,7 @@ export class InstanceManager {
             hint: `"vmkit snapshot list ${source}" shows its snapshots.`,
           });
         }
-        const srcDisk = join(this.paths.instance(src.id), 'root.qcow2');
+        const srcDisk = this.diskPath(src, src.disks[0]!);
         const srcInfo = await sharedVolumeInfo(srcDisk);
         const base = full ? undefined : srcInfo.backing;
         // A base inside the source's folder (a frozen layer) ties the clone to the source.
@@ -810,7 +925,7 @@ export class InstanceManager {
             onProgress: (f) => ctx?.progress({ phase: `copying snapshot ${snapshot}`, percent: Math.min(99, Math.round(f * 100)), bytesDone: Math.round(f * total), bytesTotal: total }),
           });
           ctx?.checkCancelled();
-          await this.store.put('instances', cloneName, inst, { expectRevision: 0 });
+          await this.insertRow(inst);
         } catch (err) {
           await rm(dir, { recursive: true, force: true });
           throw err;
@@ -833,7 +948,7 @@ export class InstanceManager {
           hint: `Stop it first ("vmkit stop ${name}").`,
         });
       }
-      return fn(inst, join(this.paths.instance(inst.id), inst.disks[0]!.file));
+      return fn(inst, this.diskPath(inst, inst.disks[0]!));
     });
   }
 
@@ -865,7 +980,9 @@ export class InstanceManager {
     if (inst.state !== 'deleting') await this.setState(inst, 'deleting');
     await this.killRuntime(inst.name);
     await rm(this.paths.instance(inst.id), { recursive: true, force: true });
+    for (const d of inst.disks) if (isAbsolute(d.file)) await rm(dirname(d.file), { recursive: true, force: true });
     await this.store.delete('instances', inst.name);
+    await this.ownership?.released(inst.name).catch(() => undefined);
     if (inst.nics.some((n) => n.network !== 'user')) {
       await this.networking?.unplug(inst).catch(() => undefined);
       await this.networking?.sync().catch(() => undefined);
@@ -892,6 +1009,7 @@ export class InstanceManager {
       }
       if (nic.network !== 'user') await this.networking?.assertForwardable(nic.network);
       const f = normalizeForward(req, nic.id);
+      if (f.floating && nic.network === 'user') throw floatingNeedsNat();
       const mine = inst.forwards.find((g) => forwardsCollide(f, g));
       if (mine) {
         throw vmkitError('VMKIT_FORWARD_CONFLICT', `Instance "${name}" already forwards ${describeForward(mine)}.`, {
@@ -907,6 +1025,7 @@ export class InstanceManager {
         await this.save(inst);
         // Forwards to NICs on nat networks are nftables DNAT rules, re-applied as a whole.
         if (nic.network !== 'user') await this.networking?.sync();
+        if (f.floating && this.runtimes.get(name)) await this.networking?.announce(inst);
       } catch (err) {
         if (rt) await rt.qmp.humanMonitorCommand(`hostfwd_remove ${f.nic} ${f.proto}:${f.hostAddress}:${f.hostPort}`).catch(() => undefined);
         if (nic.network !== 'user') {
@@ -1085,6 +1204,8 @@ export class InstanceManager {
       const runDir = this.paths.run(inst.id);
       const pid = await findQemuProcess(runDir, inst.id);
       if (!pid) {
+        // Settled by the migration recovery (it knows whether the move finished).
+        if (inst.state === 'migrating') continue;
         if (isActive(inst.state)) {
           await rm(runDir, { recursive: true, force: true });
           await this.setState(inst, 'stopped', 'QEMU ended while the daemon was not running');
@@ -1106,6 +1227,11 @@ export class InstanceManager {
         this.attach(inst.name, rt);
         // A start interrupted between launch and `cont` is finished; a stop interrupted
         // before QEMU ended is undone (the VM keeps running).
+        if (inst.state === 'migrating') {
+          // The migration code (src/cluster/migration.ts) decides: finish or undo.
+          rt.ownRunState = true;
+          continue;
+        }
         if (status.status === 'prelaunch') await qmp.cont();
         const state: InstanceState = status.status === 'paused' ? 'paused' : 'running';
         if (inst.state !== state) await this.setState(inst, state);
@@ -1126,6 +1252,12 @@ export class InstanceManager {
   async usesImage(image: string): Promise<boolean> {
     return (await this.store.list<Instance>('instances')).some((v) => v.value.image === image);
   }
+}
+
+function floatingNeedsNat(): Error {
+  return vmkitError('VMKIT_INVALID_ARGUMENT', 'A floating forward needs a NIC on a nat network (user-mode NICs forward from QEMU itself).', {
+    hint: 'Give the instance a NIC on a nat network: --nic NETWORK.',
+  });
 }
 
 async function waitForExitOrCancel(pid: number, timeoutMs: number, ctx?: OperationContext): Promise<boolean> {

@@ -65,10 +65,12 @@ async function sysctl(path: string, value: string): Promise<void> {
 }
 
 /** Creates (or keeps) a bridge, up, with `address/prefix` as its only IPv4 address when given. */
-export async function ensureBridge(name: string, address?: { ip: string; prefix: number }): Promise<void> {
+export async function ensureBridge(name: string, address?: { ip: string; prefix: number }, mac?: string): Promise<void> {
   if (!(await linkExists(name))) {
     // No STP, no forwarding delay: a guest's first DHCP packet must not be lost.
-    await ip(['link', 'add', 'name', name, 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0']);
+    await ip(['link', 'add', 'name', name, ...(mac ? ['address', mac] : []), 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0']);
+  } else if (mac) {
+    await ip(['link', 'set', 'dev', name, 'address', mac], true);
   }
   if (address) {
     await ip(['addr', 'replace', `${address.ip}/${address.prefix}`, 'dev', name]);

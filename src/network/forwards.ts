@@ -12,6 +12,8 @@ export interface ForwardRequest {
   allowPrivileged?: boolean;
   /** The NIC to forward to (default: the first user-mode NIC, else the first with an address). */
   nic?: string;
+  /** The host address follows the instance around the cluster (held by the host it runs on). */
+  floating?: boolean;
 }
 
 export const DEFAULT_FORWARD_ADDRESS = '127.0.0.1';
@@ -44,6 +46,14 @@ export function normalizeForward(req: ForwardRequest, nic: string): PortForward 
       hint: 'Pick a port of 1024 or more, or pass --allow-privileged if you really mean it.',
     });
   }
+  if (req.floating) {
+    if (!req.hostAddress || hostAddress === '0.0.0.0' || hostAddress.startsWith('127.')) {
+      throw vmkitError('VMKIT_INVALID_ARGUMENT', 'A floating forward needs its own address (not 0.0.0.0 or loopback).', {
+        hint: 'Give a free address of the hosts\' network, e.g. --forward 10.0.0.100:8080:80 --floating.',
+      });
+    }
+    return { proto, hostAddress, hostPort, guestPort, nic, floating: true };
+  }
   return { proto, hostAddress, hostPort, guestPort, nic };
 }
 
@@ -59,6 +69,8 @@ export function describeForward(f: PortForward): string {
 
 /** Whether something on this host already listens where the forward would. */
 export async function assertHostPortFree(f: PortForward): Promise<void> {
+  // A floating address is not on this host yet: nothing can listen there.
+  if (f.floating) return;
   const free = await new Promise<boolean>((resolve) => {
     if (f.proto === 'udp') {
       const sock = dgram.createSocket('udp4');

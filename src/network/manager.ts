@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+import { claimAddress, releaseAddress } from './floating.js';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { vmkitError } from '../errors.js';
@@ -49,6 +51,16 @@ export interface NicAddressing {
  * is the store (networks + instances); bridges, taps, dnsmasq and nftables are made to
  * match it, at every change and at start-up.
  */
+/**
+ * The bridge's MAC comes from the network's name and subnet, so the same network on every
+ * cluster host has the same gateway MAC: a guest that migrates keeps reaching its router
+ * without waiting for its ARP cache to expire.
+ */
+export function bridgeMac(n: Pick<Network, 'name' | 'subnet'>): string {
+  const h = createHash('sha256').update(`${n.name}/${n.subnet ?? ''}`).digest();
+  return ['02', ...[...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+}
+
 export class NetworkManager {
   private chain: Promise<unknown> = Promise.resolve();
 
@@ -211,7 +223,7 @@ export class NetworkManager {
   /** Bridge (+ address, uplink) and dnsmasq for one network; idempotent. */
   private async realize(n: Network, insts: Instance[]): Promise<void> {
     const prefix = n.subnet ? parseCidr(n.subnet).prefix : 0;
-    await bridge.ensureBridge(n.bridge, n.hostAddress ? { ip: n.hostAddress, prefix } : undefined);
+    await bridge.ensureBridge(n.bridge, n.hostAddress ? { ip: n.hostAddress, prefix } : undefined, bridgeMac(n));
     if (n.uplink) await bridge.enslave(n.uplink, n.bridge);
     if (n.mode === 'nat') await bridge.enableForwarding();
     if (dns.needsDnsmasq(n)) await dns.ensureDnsmasq(n, this.files(n.name), this.reservations(n, insts));
@@ -319,9 +331,17 @@ export class NetworkManager {
     });
   }
 
-  /** After QEMU ended: its taps go, and with them its rules. */
+  /** The guest runs here now: its floating forward addresses come to this host. */
+  announce(inst: Instance): Promise<void> {
+    return this.serial(async () => {
+      for (const f of inst.forwards) if (f.floating) await claimAddress(f.hostAddress);
+    });
+  }
+
+  /** After QEMU ended: its taps go, and with them its rules (and its floating addresses). */
   unplug(inst: Instance): Promise<void> {
     return this.serial(async () => {
+      for (const f of inst.forwards) if (f.floating) await releaseAddress(f.hostAddress).catch(() => undefined);
       for (const nic of inst.nics.filter((x) => x.network !== 'user')) await bridge.deleteLink(tapName(inst.id, nic.id));
       await this.applyRules(await this.networks(), await this.instances());
     });

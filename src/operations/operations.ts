@@ -80,6 +80,10 @@ export class OperationManager {
     return { ...op };
   }
 
+  has(id: string): boolean {
+    return this.ops.has(id);
+  }
+
   get(id: string): Operation {
     const op = this.ops.get(id);
     if (!op) {

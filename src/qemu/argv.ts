@@ -35,6 +35,10 @@ export interface QemuLaunchSpec {
   display?: boolean;
   /** Start with vCPUs stopped (`-S`): the daemon attaches QMP, then sends `cont`. */
   startPaused: boolean;
+  /** A concrete machine type (default `pc`, QEMU's newest i440FX). */
+  machine?: string;
+  /** Appended as they are (e.g. `-incoming defer`). */
+  extraArgs?: readonly string[];
 }
 
 /**
@@ -98,7 +102,7 @@ export function buildQemuArgv(spec: QemuLaunchSpec): string[] {
     '-name', `guest=${spec.name},debug-threads=on`,
     '-nodefaults',
     '-no-user-config',
-    '-machine', `pc,accel=${spec.accel},usb=off,dump-guest-core=off`,
+    '-machine', `${spec.machine ?? 'pc'},accel=${spec.accel},usb=off,dump-guest-core=off`,
     '-cpu', spec.accel === 'kvm' ? 'host' : TCG_CPU_MODEL,
     '-smp', String(spec.cpus),
     '-m', `${spec.memoryMiB}M`,
@@ -140,6 +144,7 @@ export function buildQemuArgv(spec: QemuLaunchSpec): string[] {
   // No -daemonize: the seccomp sandbox (spawn=deny) forbids its fork. The daemon starts
   // QEMU in its own session instead, so it outlives the daemon all the same.
   if (spec.startPaused) argv.push('-S');
+  if (spec.extraArgs) argv.push(...spec.extraArgs);
   return argv;
 }
 

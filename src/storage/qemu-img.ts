@@ -286,3 +286,12 @@ export interface QemuSnapshotJson {
 export function fromQemuSnapshot(s: QemuSnapshotJson): InternalSnapshotInfo {
   return { name: s.name, vmStateSize: s['vm-state-size'], createdAt: new Date(s['date-sec'] * 1000).toISOString() };
 }
+
+export function createEmptyArgv(file: string, virtualSize: number): string[] {
+  return ['qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'lazy_refcounts=off', file, String(virtualSize)];
+}
+
+/** An empty standalone qcow2 disk of a size (the target of a live storage copy). */
+export async function createEmptyVolume(file: string, virtualSize: number): Promise<void> {
+  await run(createEmptyArgv(file, virtualSize), { errorCode: 'VMKIT_STORAGE_FAILED', hint: 'Check that the data folder is writable and has free space.', timeoutMs: 60_000 });
+}

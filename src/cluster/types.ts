@@ -1,0 +1,105 @@
+import type { Store, StoreKind } from '../store/store.js';
+
+/** What each host publishes about itself in etcd (`hosts/<name>`), refreshed every few seconds. */
+export interface HostRecord {
+  name: string;
+  /** host:port of the host's API for its peers (TCP, bearer = the cluster token). */
+  address: string;
+  /** Changes each time the daemon starts: tells a re-registration from a name clash. */
+  hostId: string;
+  version: string;
+  cpus: number;
+  memoryTotalMiB: number;
+  memoryFreeMiB: number;
+  /** Memory of the instances this host runs (or keeps starting). */
+  memoryAssignedMiB: number;
+  qemuVersion: string;
+  machines: string[];
+  accel: 'kvm' | 'tcg';
+  /** The guest CPU model QEMU gets here (`host` under KVM names the physical CPU). */
+  cpuModel: string;
+  networks: Array<{ name: string; mode: string; subnet?: string }>;
+  images: Array<{ name: string; checksum?: string }>;
+  /** Shared storage (a NAS) this host mounts: same id = same storage. */
+  sharedStorage?: { id: string; path: string };
+  instances: number;
+  updatedAt: string;
+}
+
+export type HostState = 'alive' | 'dead';
+
+export interface HostView extends HostRecord {
+  state: HostState;
+  /** This is the host that answered. */
+  self: boolean;
+}
+
+/** Who owns an instance (`owners/<name>`): changed only by compare-and-swap. */
+export interface OwnerRecord {
+  host: string;
+  since: string;
+  image?: string;
+  cpus?: number;
+  memoryMiB?: number;
+}
+
+/** Kept in the local store (`meta/cluster`): how this host rejoins after a restart. */
+export interface ClusterConfig {
+  etcd: string[];
+  name: string;
+  address: string;
+  clusterId: string;
+  token: string;
+  joinedAt: string;
+}
+
+/** Cluster-wide facts in etcd (`cluster/config`). */
+export interface ClusterInfo {
+  id: string;
+  token: string;
+  createdAt: string;
+  createdBy: string;
+}
+
+export interface LeaseHandle {
+  put(kind: StoreKind, key: string, value: unknown): Promise<unknown>;
+  revoke(): Promise<void>;
+  onLost(cb: (err: Error) => void): unknown;
+}
+
+export interface WatchEvent {
+  type: 'put' | 'delete';
+  key: string;
+  value?: unknown;
+  revision: number;
+}
+
+/** The store operations a cluster needs beyond the plain Store: leases, watches, transactions. */
+export interface ClusterBackend extends Store {
+  grantLease(ttlSeconds: number): Promise<LeaseHandle>;
+  watch(kind: StoreKind, onChange: (ev: WatchEvent) => void): Promise<{ close(): Promise<void> }>;
+  txn(
+    compares: Array<{ kind: StoreKind; key: string; expectRevision: number }>,
+    puts: Array<{ kind: StoreKind; key: string; value: unknown }>,
+    deletes: Array<{ kind: StoreKind; key: string }>,
+  ): Promise<boolean>;
+}
+
+export type MigrationMode = 'cold' | 'suspend' | 'live' | 'live-copy';
+export const MIGRATION_MODES: readonly MigrationMode[] = ['cold', 'suspend', 'live', 'live-copy'];
+
+export interface Blocker {
+  /** Stable: qemu-version, machine-type, accelerator, cpu-model, memory, network, address, storage, image, state, host, name, port, snapshots. */
+  check: string;
+  message: string;
+}
+
+export interface MigrationPlan {
+  instance: string;
+  from: string;
+  to: string;
+  mode: MigrationMode;
+  sharedStorage: boolean;
+  blockers: Blocker[];
+  ok: boolean;
+}

@@ -1,0 +1,201 @@
+import { vmkitError } from '../errors.js';
+import type { QmpClient } from '../qemu/qmp.js';
+
+/**
+ * The QMP choreography of QEMU live migration, as plain functions over QMP clients (the
+ * cluster code in src/cluster/migration.ts decides who does what and when):
+ *
+ *   target: started with `-incoming defer -S`; for a storage copy `nbd-server-start` +
+ *           `block-export-add` (writable) of each disk; then `migrate-incoming tcp:IP:PORT`.
+ *   source: for a storage copy `blockdev-add` (nbd client) + `blockdev-mirror` per disk in
+ *           write-blocking mode, wait until every job is READY; `migrate-set-parameters`
+ *           (downtime limit, bandwidth); `migrate tcp:IP:PORT`; follow `query-migrate` until
+ *           completed; then `block-job-cancel` of the READY mirrors (a consistent end without
+ *           pivot) and `blockdev-del` of the nbd nodes.
+ *   target: `block-export-del` + `nbd-server-stop`, then `cont`: the guest runs only after no
+ *           mirror write can race its own writes.
+ */
+
+export interface MigrationProgress {
+  status: string;
+  transferredBytes: number;
+  remainingBytes: number;
+  totalBytes: number;
+  dirtyRatePagesPerSec?: number;
+  expectedDowntimeMs?: number;
+  setupTimeMs?: number;
+}
+
+export interface MigrationResult {
+  totalTimeMs: number;
+  downtimeMs?: number;
+  transferredBytes: number;
+}
+
+export interface MirrorJob {
+  job: string;
+  node: string;
+  targetNode: string;
+}
+
+interface QueryMigrate {
+  status?: string;
+  'total-time'?: number;
+  downtime?: number;
+  'expected-downtime'?: number;
+  'setup-time'?: number;
+  'error-desc'?: string;
+  ram?: { transferred: number; remaining: number; total: number; 'dirty-pages-rate'?: number };
+}
+
+interface BlockJobInfo {
+  device: string;
+  type: string;
+  len: number;
+  offset: number;
+  ready: boolean;
+  status?: string;
+}
+
+/** QEMU's default cap is 128 MiB/s; between hosts vmkit lets it go as fast as the link. */
+export const DEFAULT_MAX_BANDWIDTH = 10 * 1024 ** 3;
+
+export function buildIncomingArgs(): string[] {
+  return ['-incoming', 'defer'];
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function cancelledError(): Error {
+  return vmkitError('VMKIT_OPERATION_CANCELLED', 'The migration was cancelled; the instance keeps running on its host.', { hint: 'Start it again when ready.' });
+}
+
+export async function setMigrationParameters(qmp: QmpClient, p: { downtimeLimitMs?: number; maxBandwidthBytes?: number }): Promise<void> {
+  await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+  const params: Record<string, unknown> = { 'max-bandwidth': p.maxBandwidthBytes ?? DEFAULT_MAX_BANDWIDTH };
+  if (p.downtimeLimitMs !== undefined) params['downtime-limit'] = p.downtimeLimitMs;
+  await qmp.execute('migrate-set-parameters', params);
+}
+
+export async function startIncoming(targetQmp: QmpClient, listen: { host: string; port: number }): Promise<void> {
+  await targetQmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+  await targetQmp.execute('migrate-incoming', { uri: `tcp:${listen.host}:${listen.port}` });
+}
+
+export async function startNbdExport(targetQmp: QmpClient, o: { host: string; port: number; nodes: string[] }): Promise<void> {
+  await targetQmp.execute('nbd-server-start', { addr: { type: 'inet', data: { host: o.host, port: String(o.port) } } });
+  for (const node of o.nodes) {
+    await targetQmp.execute('block-export-add', { type: 'nbd', id: `mig-${node}`, 'node-name': node, name: node, writable: true });
+  }
+}
+
+export async function stopNbdExport(targetQmp: QmpClient): Promise<void> {
+  const exports = await targetQmp.execute<Array<{ id: string }>>('query-block-exports').catch(() => []);
+  for (const e of exports) await targetQmp.execute('block-export-del', { id: e.id, mode: 'hard' }).catch(() => undefined);
+  await targetQmp.execute('nbd-server-stop').catch(() => undefined);
+}
+
+async function blockJobs(qmp: QmpClient): Promise<BlockJobInfo[]> {
+  return qmp.execute<BlockJobInfo[]>('query-block-jobs');
+}
+
+/** Starts one mirror per disk to the target's NBD exports; resolves when all are READY. */
+export async function startMirror(
+  sourceQmp: QmpClient,
+  o: { host: string; port: number; nodes: Array<{ node: string; exportName: string }>; onProgress?: (done: number, total: number) => void; signal?: AbortSignal; sync?: 'full' | 'top' },
+): Promise<MirrorJob[]> {
+  const jobs: MirrorJob[] = [];
+  try {
+    for (const n of o.nodes) {
+      const targetNode = `mig-nbd-${n.node}`;
+      await sourceQmp.execute('blockdev-add', { driver: 'nbd', 'node-name': targetNode, server: { type: 'inet', host: o.host, port: String(o.port) }, export: n.exportName });
+      const job: MirrorJob = { job: `mig-${n.node}`, node: n.node, targetNode };
+      // write-blocking: once a block is copied, every guest write reaches the target before it
+      // completes, so at switch-over nothing is left to flush.
+      await sourceQmp.execute('blockdev-mirror', { 'job-id': job.job, device: n.node, target: targetNode, sync: o.sync ?? 'full', 'copy-mode': 'write-blocking', 'auto-finalize': true, 'auto-dismiss': true });
+      jobs.push(job);
+    }
+    for (;;) {
+      if (o.signal?.aborted) throw cancelledError();
+      const list = (await blockJobs(sourceQmp)).filter((j) => jobs.some((x) => x.job === j.device));
+      if (list.length < jobs.length) throw vmkitError('VMKIT_MIGRATION_FAILED', 'A storage mirror ended before it was in sync (the target stopped answering?).', { hint: 'Check the network to the target and retry.' });
+      o.onProgress?.(list.reduce((a, j) => a + j.offset, 0), list.reduce((a, j) => a + j.len, 0));
+      if (list.every((j) => j.ready)) return jobs;
+      await sleep(200);
+    }
+  } catch (err) {
+    await abortMirror(sourceQmp, jobs).catch(() => undefined);
+    for (const n of o.nodes) await sourceQmp.execute('blockdev-del', { 'node-name': `mig-nbd-${n.node}` }).catch(() => undefined);
+    throw err;
+  }
+}
+
+async function endJobs(sourceQmp: QmpClient, jobs: MirrorJob[], force: boolean): Promise<void> {
+  for (const j of jobs) await sourceQmp.execute('block-job-cancel', { device: j.job, ...(force ? { force: true } : {}) }).catch(() => undefined);
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    const left = (await blockJobs(sourceQmp).catch(() => [])).filter((x) => jobs.some((j) => j.job === x.device));
+    if (left.length === 0) break;
+    await sleep(50);
+  }
+  for (const j of jobs) await sourceQmp.execute('blockdev-del', { 'node-name': j.targetNode }).catch(() => undefined);
+}
+
+/** After the memory moved: end the READY mirrors consistently (cancel after READY = no pivot). */
+export function finishMirror(sourceQmp: QmpClient, jobs: MirrorJob[]): Promise<void> {
+  return endJobs(sourceQmp, jobs, false);
+}
+
+export function abortMirror(sourceQmp: QmpClient, jobs: MirrorJob[]): Promise<void> {
+  return endJobs(sourceQmp, jobs, true);
+}
+
+/** Sends the guest's memory and device state; resolves on `completed` with QEMU's own timings. */
+export async function migrate(
+  sourceQmp: QmpClient,
+  o: { host: string; port: number; onProgress?: (p: MigrationProgress) => void; signal?: AbortSignal; pollMs?: number },
+): Promise<MigrationResult> {
+  await sourceQmp.execute('migrate', { uri: `tcp:${o.host}:${o.port}` });
+  let cancelSent = false;
+  for (;;) {
+    if (o.signal?.aborted && !cancelSent) {
+      cancelSent = true;
+      await sourceQmp.execute('migrate_cancel').catch(() => undefined);
+    }
+    const q = await sourceQmp.execute<QueryMigrate>('query-migrate');
+    const status = q.status ?? 'none';
+    if (q.ram) {
+      o.onProgress?.({
+        status,
+        transferredBytes: q.ram.transferred,
+        remainingBytes: q.ram.remaining,
+        totalBytes: q.ram.total,
+        dirtyRatePagesPerSec: q.ram['dirty-pages-rate'],
+        expectedDowntimeMs: q['expected-downtime'],
+        setupTimeMs: q['setup-time'],
+      });
+    }
+    if (status === 'completed') return { totalTimeMs: q['total-time'] ?? 0, downtimeMs: q.downtime, transferredBytes: q.ram?.transferred ?? 0 };
+    if (status === 'failed') {
+      throw vmkitError('VMKIT_MIGRATION_FAILED', `QEMU failed the migration: ${q['error-desc'] ?? 'no reason given'}.`, { hint: 'Check the network between the hosts and retry.' });
+    }
+    if (status === 'cancelled' || (cancelSent && status === 'none')) throw cancelledError();
+    await sleep(o.pollMs ?? 50);
+  }
+}
+
+export async function cancelMigration(sourceQmp: QmpClient): Promise<void> {
+  await sourceQmp.execute('migrate_cancel').catch(() => undefined);
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    const q = await sourceQmp.execute<QueryMigrate>('query-migrate').catch(() => ({ status: 'none' }) as QueryMigrate);
+    if (!q.status || ['none', 'cancelled', 'failed', 'completed'].includes(q.status)) return;
+    await sleep(50);
+  }
+}
+
+export async function resumeTarget(targetQmp: QmpClient): Promise<void> {
+  await targetQmp.cont();
+}

@@ -1,0 +1,336 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, writeFileSync, chmodSync, linkSync, readdirSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { createClusterTopology, startEtcd, type ClusterTopology, type EtcdProcess } from './cluster-net.js';
+import { qemuPidsUnder, processAlive, sleep, startTestDaemon, type TestDaemon } from './helpers.js';
+
+/**
+ * Three hosts = three network namespaces on one bridge, each with its own vmkit daemon, one
+ * etcd in the "switch" namespace, and a shared folder as the NAS (hosts 1 and 2 mount it).
+ * Host 3 has no shared storage, little guest memory and no "lan" network.
+ */
+interface HostView {
+  name: string;
+  state: string;
+}
+interface InstanceRow {
+  name: string;
+  host: string;
+  state: string;
+  runtime: { pid?: number };
+  nics: Array<{ ipv4?: string }>;
+  disks: Array<{ file: string }>;
+  id: string;
+}
+interface Plan {
+  ok: boolean;
+  mode: string;
+  blockers: Array<{ check: string; message: string }>;
+}
+
+const TTL = 5;
+let topo: ClusterTopology;
+let etcd: EtcdProcess;
+let nas: string;
+const hosts: TestDaemon[] = [];
+const names = ['h1', 'h2', 'h3'];
+let vip: string;
+let oldQemuPath: string;
+
+function ok(d: TestDaemon, args: string[]): string {
+  const r = d.cli(args, { timeoutMs: 240_000 });
+  assert.equal(r.code, 0, `vmkit ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+function instances(d: TestDaemon): InstanceRow[] {
+  return d.cliJson<InstanceRow[]>(['list']);
+}
+
+function find(d: TestDaemon, name: string): InstanceRow | undefined {
+  return instances(d).find((i) => i.name === name);
+}
+
+/** GET /status of the appliance through a host-side address, from the switch namespace. */
+function guestStatus(url: string): { uptime: number; hostname: string } {
+  const r = topo.exec(topo.switchNetns, ['curl', '-sS', '-m', '5', url]);
+  assert.equal(r.code, 0, `curl ${url}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as { uptime: number; hostname: string };
+}
+
+async function waitFor(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await fn()) return;
+    await sleep(250);
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+function hostsSeenBy(d: TestDaemon): HostView[] {
+  return d.cliJson<HostView[]>(['cluster', 'list']);
+}
+
+/** No instance row, no QEMU and no migration record for `name` on a host. */
+function assertNoLeftovers(d: TestDaemon, name: string): void {
+  const rows = d.cliJson<InstanceRow[]>(['list']).filter((i) => i.name === name && i.host === names[hosts.indexOf(d)]);
+  assert.equal(rows.length, 0, `host still lists ${name}`);
+  const qemus = qemuPidsUnder(d.dir).filter((p) => {
+    const cmd = spawnSync('cat', [`/proc/${p}/cmdline`], { encoding: 'utf8' }).stdout;
+    return cmd.includes(`guest=${name},`);
+  });
+  assert.deepEqual(qemus, [], `QEMU of ${name} still runs on the target`);
+}
+
+async function startMigration(from: TestDaemon, name: string, to: string, extra: string[] = []): Promise<string> {
+  const r = from.cli(['migrate', name, '--to', to, '--no-wait', '--format', 'json', ...extra]);
+  assert.equal(r.code, 0, r.stderr);
+  return (JSON.parse(r.stdout) as { id: string }).id;
+}
+
+async function opStatus(d: TestDaemon, id: string): Promise<{ status: string; progress: { phase: string }; error?: { code: string } }> {
+  return (await d.api<{ metadata: { status: string; progress: { phase: string }; error?: { code: string } } }>('GET', `/1.0/operations/${id}`)).body.metadata;
+}
+
+describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () => {
+  before(async () => {
+    topo = await createClusterTopology(3);
+    etcd = await startEtcd({ netns: topo.switchNetns, host: topo.switchAddress, clientPort: 23790, peerPort: 23800 });
+    nas = mkdtempSync('/tmp/vmkc-nas-');
+    vip = `${topo.subnet.split('.').slice(0, 3).join('.')}.100`;
+    // Host 3's QEMU claims an older machine type list: the wrapper hides pc-i440fx-7.2.
+    const wrapDir = mkdtempSync('/tmp/vmkc-oldqemu-');
+    mkdirSync(join(wrapDir, 'bin'));
+    const real = spawnSync('sh', ['-c', 'command -v qemu-system-x86_64'], { encoding: 'utf8' }).stdout.trim();
+    writeFileSync(
+      join(wrapDir, 'bin', 'qemu-system-x86_64'),
+      `#!/bin/sh\nif [ "$1" = "-machine" ] && [ "$2" = "help" ]; then ${real} -machine help | grep -v '^pc-i440fx-7.2' | sed 's/alias of pc-i440fx-7.2/alias of pc-i440fx-7.1/'; exit 0; fi\nexec ${real} "$@"\n`,
+    );
+    chmodSync(join(wrapDir, 'bin', 'qemu-system-x86_64'), 0o755);
+    oldQemuPath = `${join(wrapDir, 'bin')}:${process.env.PATH}`;
+    for (const [i, h] of topo.hosts.entries()) {
+      const env: NodeJS.ProcessEnv = { VMKIT_CLUSTER_TTL: String(TTL), VMKIT_MIGRATION_PEER_TIMEOUT_MS: '3000' };
+      if (i < 2) env.VMKIT_SHARED_DIR = nas;
+      if (i === 2) env.VMKIT_GUEST_MEMORY_MIB = '600';
+      hosts.push(await startTestDaemon({ netns: h.netns, env }));
+    }
+    ok(hosts[0]!, ['cluster', 'init', '--etcd', etcd.endpoint, '--name', 'h1', '--address', `${topo.hosts[0]!.address}:8443`]);
+    ok(hosts[1]!, ['cluster', 'join', '--etcd', etcd.endpoint, '--name', 'h2', '--address', `${topo.hosts[1]!.address}:8443`]);
+    ok(hosts[2]!, ['cluster', 'join', '--etcd', etcd.endpoint, '--name', 'h3', '--address', `${topo.hosts[2]!.address}:8443`]);
+    for (const i of [0, 1]) ok(hosts[i]!, ['network', 'create', 'lan', '--mode', 'nat', '--subnet', '10.70.0.0/24']);
+  });
+
+  after(async () => {
+    for (const d of hosts) await d.stop().catch(() => undefined);
+    await etcd?.destroy?.().catch(() => undefined);
+    await topo?.destroy();
+    if (nas) await rm(nas, { recursive: true, force: true });
+  });
+
+  test('hosts register with leases; every host lists every host', () => {
+    for (const d of hosts) {
+      const seen = hostsSeenBy(d);
+      assert.deepEqual(seen.map((h) => `${h.name}:${h.state}`).sort(), ['h1:alive', 'h2:alive', 'h3:alive']);
+    }
+    const dup = hosts[2]!.cli(['cluster', 'init', '--etcd', etcd.endpoint, '--name', 'h1', '--address', `${topo.hosts[2]!.address}:8443`]);
+    assert.notEqual(dup.code, 0, 'a second membership is refused');
+  });
+
+  test('launch on a named host from another; any host lists and acts on it', () => {
+    ok(hosts[0]!, ['launch', 'appliance', 'remote1', '--target', 'h2']);
+    const seen = find(hosts[2]!, 'remote1');
+    assert.equal(seen?.host, 'h2');
+    assert.equal(seen?.state, 'running');
+    assert.ok(qemuPidsUnder(hosts[1]!.dir).length >= 1, 'its QEMU runs on h2');
+    // A name is unique in the whole cluster.
+    const clash = hosts[2]!.cli(['create', 'appliance', 'remote1', '--target', 'h3']);
+    assert.notEqual(clash.code, 0);
+    assert.match(clash.stderr, /already exists/);
+    ok(hosts[2]!, ['delete', 'remote1', '--force']);
+    assert.equal(find(hosts[0]!, 'remote1'), undefined);
+  });
+
+  test('pre-flight check names blockers and moves nothing', () => {
+    ok(hosts[0]!, ['create', 'appliance', 'big1', '--memory', '560', '--nic', 'lan', '--target', 'h1']);
+    const r = hosts[0]!.cli(['migrate', 'big1', '--to', 'h3', '--check', '--format', 'json']);
+    assert.equal(r.code, 1, 'blocked check exits 1');
+    const plan = JSON.parse(r.stdout) as Plan;
+    const checks = plan.blockers.map((b) => b.check);
+    assert.ok(checks.includes('network'), `network blocker: ${r.stdout}`);
+    assert.ok(checks.includes('memory'), `memory blocker: ${r.stdout}`);
+    const refused = hosts[0]!.cli(['migrate', 'big1', '--to', 'h3']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /VMKIT_MIGRATION_BLOCKED/);
+    assert.equal(find(hosts[0]!, 'big1')?.host, 'h1', 'nothing moved');
+    const fine = JSON.parse(hosts[0]!.cli(['migrate', 'big1', '--to', 'h2', '--check', '--format', 'json']).stdout) as Plan;
+    assert.equal(fine.ok, true, JSON.stringify(fine.blockers));
+    assert.equal(fine.mode, 'cold');
+    ok(hosts[0]!, ['delete', 'big1']);
+  });
+
+  test('live migration on shared storage: zero failed requests through a floating forward, uptime continues', async () => {
+    ok(hosts[0]!, ['launch', 'appliance', 'web1', '--target', 'h1', '--nic', 'lan,ip=10.70.0.50', '--forward', `${vip}:8080:80`, '--floating']);
+    const url = `http://${vip}:8080/status`;
+    await waitFor('the guest HTTP server through the floating address', () => topo.exec(topo.switchNetns, ['curl', '-sf', '-m', '2', url]).code === 0, 90_000);
+    const before = guestStatus(url);
+    // A client polls every 20 ms during the whole migration.
+    const poller: ChildProcess = topo.spawn(topo.switchNetns, [
+      process.execPath,
+      '-e',
+      `let okN=0,fail=0,slowest=0,stop=false;process.on('SIGTERM',()=>{stop=true});
+       (async()=>{while(!stop){const t=Date.now();try{const r=await fetch(${JSON.stringify(url)},{signal:AbortSignal.timeout(15000)});await r.text();if(r.ok)okN++;else fail++;}catch(e){fail++;console.error(String(e))}slowest=Math.max(slowest,Date.now()-t);await new Promise(r=>setTimeout(r,20));}
+       console.log(JSON.stringify({ok:okN,fail,slowestMs:slowest}));process.exit(0)})();`,
+    ], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let errs = '';
+    poller.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    poller.stderr!.on('data', (d: Buffer) => (errs += d.toString()));
+    await sleep(1_500);
+    const r = hosts[0]!.cli(['migrate', 'web1', '--to', 'h2', '--format', 'json'], { timeoutMs: 240_000 });
+    assert.equal(r.code, 0, r.stderr);
+    const result = (JSON.parse(r.stdout) as { result: { mode: string; downtimeMs?: number } }).result;
+    assert.equal(result.mode, 'live');
+    assert.equal(typeof result.downtimeMs, 'number', 'downtime reported');
+    await sleep(1_500);
+    poller.kill('SIGTERM');
+    await new Promise((res) => poller.once('exit', res));
+    const counts = JSON.parse(out) as { ok: number; fail: number; slowestMs: number };
+    console.log(`# polling through the floating forward during the migration: ${out.trim()}, downtime ${result.downtimeMs} ms`);
+    assert.ok(counts.ok > 20, `requests answered: ${out}`);
+    assert.equal(counts.fail, 0, `no failed request: ${out} ${errs}`);
+    const after = guestStatus(url);
+    assert.ok(after.uptime >= before.uptime, `uptime continues (${before.uptime} -> ${after.uptime})`);
+    const row = find(hosts[2]!, 'web1');
+    assert.equal(row?.host, 'h2');
+    assert.equal(row?.state, 'running');
+    assert.equal(qemuPidsUnder(hosts[0]!.dir).length, 0, 'the source QEMU is gone');
+  });
+
+  test('live migration with storage copy keeps the disk contents; suspend and cold modes', async () => {
+    ok(hosts[0]!, ['launch', 'appliance', 'web2', '--target', 'h1', '--storage', 'local']);
+    const src = hosts[0]!.cliJson<InstanceRow>(['info', 'web2']);
+    const srcDisk = join(hosts[0]!.dir, 'instances', src.id, 'root.qcow2');
+    // A second name for the source disk: it keeps the final state after vmkit removes the file.
+    const keep = join(hosts[0]!.dir, 'web2-source.qcow2');
+    linkSync(srcDisk, keep);
+    const r = hosts[0]!.cli(['migrate', 'web2', '--to', 'h3', '--format', 'json'], { timeoutMs: 300_000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { result: { mode: string } }).result.mode, 'live-copy');
+    ok(hosts[2]!, ['pause', 'web2']);
+    const dst = hosts[2]!.cliJson<InstanceRow>(['info', 'web2']);
+    const dstDisk = join(hosts[2]!.dir, 'instances', dst.id, 'root.qcow2');
+    const cmp = spawnSync('qemu-img', ['compare', '-U', keep, dstDisk], { encoding: 'utf8' });
+    assert.equal(cmp.status, 0, `disk contents identical: ${cmp.stdout}${cmp.stderr}`);
+    ok(hosts[2]!, ['resume', 'web2']);
+    // Suspend mode: memory saved into the disk, files copied, resumed on h1.
+    const s = hosts[2]!.cli(['migrate', 'web2', '--to', 'h1', '--mode', 'suspend', '--format', 'json'], { timeoutMs: 300_000 });
+    assert.equal(s.code, 0, s.stderr);
+    await waitFor('web2 running on h1 after suspend', () => find(hosts[0]!, 'web2')?.state === 'running' && find(hosts[0]!, 'web2')?.host === 'h1');
+    // Cold mode: shut down, copied, started on h2.
+    const c = hosts[0]!.cli(['migrate', 'web2', '--to', 'h2', '--mode', 'cold', '--format', 'json'], { timeoutMs: 300_000 });
+    assert.equal(c.code, 0, c.stderr);
+    await waitFor('web2 running on h2 after cold', () => find(hosts[1]!, 'web2')?.state === 'running');
+    assertNoLeftovers(hosts[0]!, 'web2');
+    ok(hosts[1]!, ['delete', 'web2', '--force']);
+  });
+
+  test('cancel, a killed target daemon, a cut link: the source keeps running, the target is clean, a retry works', async () => {
+    ok(hosts[0]!, ['launch', 'appliance', 'web3', '--target', 'h1', '--storage', 'local']);
+    const pid = find(hosts[0]!, 'web3')!.runtime.pid!;
+    // 1. cancel mid-way (bandwidth capped so the copy takes a while)
+    const op1 = await startMigration(hosts[0]!, 'web3', 'h3', ['--bandwidth', '1']);
+    await waitFor('the copy to start', async () => /copying|migrating/.test((await opStatus(hosts[0]!, op1)).progress.phase ?? ''));
+    ok(hosts[0]!, ['migrate', 'web3', '--cancel']);
+    await waitFor('the operation to end', async () => !['running', 'pending'].includes((await opStatus(hosts[0]!, op1)).status));
+    assert.equal((await opStatus(hosts[0]!, op1)).status, 'cancelled');
+    assert.equal(find(hosts[0]!, 'web3')?.state, 'running');
+    assert.ok(processAlive(pid));
+    await waitFor('h3 clean after cancel', () => {
+      try {
+        assertNoLeftovers(hosts[2]!, 'web3');
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    // 2. the target's daemon dies mid-way
+    const op2 = await startMigration(hosts[0]!, 'web3', 'h3', ['--bandwidth', '1']);
+    await waitFor('the copy to start', async () => /copying|migrating/.test((await opStatus(hosts[0]!, op2)).progress.phase ?? ''));
+    await hosts[2]!.kill9();
+    await waitFor('the source to give up', async () => !['running', 'pending'].includes((await opStatus(hosts[0]!, op2)).status), 60_000);
+    assert.equal((await opStatus(hosts[0]!, op2)).status, 'failure');
+    assert.equal(find(hosts[0]!, 'web3')?.state, 'running');
+    assert.ok(processAlive(pid));
+    await hosts[2]!.restart();
+    await waitFor('h3 clean after its restart', () => {
+      try {
+        assertNoLeftovers(hosts[2]!, 'web3');
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    // 3. the link to the target is cut mid-way (a guest on the shared storage: memory only moves)
+    ok(hosts[0]!, ['launch', 'appliance', 'web4', '--target', 'h1']);
+    const pid4 = find(hosts[0]!, 'web4')!.runtime.pid!;
+    const op3 = await startMigration(hosts[0]!, 'web4', 'h2', ['--bandwidth', '1']);
+    await waitFor('the copy to start', async () => /migrating/.test((await opStatus(hosts[0]!, op3)).progress.phase ?? ''));
+    topo.cutLink(1);
+    await waitFor('the source to give up', async () => !['running', 'pending'].includes((await opStatus(hosts[0]!, op3)).status), 60_000);
+    topo.restoreLink(1);
+    assert.equal((await opStatus(hosts[0]!, op3)).status, 'failure');
+    assert.equal(find(hosts[0]!, 'web4')?.state, 'running');
+    assert.ok(processAlive(pid4));
+    await waitFor('h2 clean after the link is back', () => {
+      try {
+        assertNoLeftovers(hosts[1]!, 'web4');
+        return true;
+      } catch {
+        return false;
+      }
+    }, 90_000);
+    const ok3 = hosts[0]!.cli(['migrate', 'web4', '--to', 'h2', '--format', 'json'], { timeoutMs: 300_000 });
+    assert.equal(ok3.code, 0, ok3.stderr);
+    ok(hosts[1]!, ['delete', 'web4', '--force']);
+    // 4. a retry succeeds
+    const ok4 = hosts[0]!.cli(['migrate', 'web3', '--to', 'h3', '--format', 'json'], { timeoutMs: 300_000 });
+    assert.equal(ok4.code, 0, ok4.stderr);
+    assert.equal(find(hosts[0]!, 'web3')?.host, 'h3');
+    ok(hosts[0]!, ['delete', 'web3', '--force']);
+  });
+
+  test('a dead host: lease expires, its VMs keep running, it re-registers and re-attaches', async () => {
+    const web1 = find(hosts[1]!, 'web1')!;
+    assert.equal(web1.host, 'h2');
+    await hosts[1]!.kill9();
+    await waitFor('h2 seen dead', () => hostsSeenBy(hosts[0]!).find((h) => h.name === 'h2')?.state === 'dead', (TTL + 10) * 1000);
+    assert.ok(processAlive(web1.runtime.pid!), 'its VM keeps running');
+    assert.equal(find(hosts[0]!, 'web1')?.host, 'h2', 'still listed on its host');
+    await hosts[1]!.restart();
+    await waitFor('h2 alive again', () => hostsSeenBy(hosts[0]!).find((h) => h.name === 'h2')?.state === 'alive');
+    const back = find(hosts[0]!, 'web1');
+    assert.equal(back?.state, 'running');
+    assert.equal(back?.runtime.pid, web1.runtime.pid);
+    // Maintenance: evacuate h2 (web1 goes back to h1, live over the shared storage).
+    ok(hosts[0]!, ['cluster', 'evacuate', 'h2']);
+    assert.equal(find(hosts[2]!, 'web1')?.host, 'h1');
+    void readdirSync;
+  });
+
+  test('a target whose QEMU lacks the machine type is named as a blocker', async () => {
+    // Host 3 comes back with a QEMU that only knows older machine types.
+    await hosts[2]!.kill9();
+    hosts[2]!.env.PATH = oldQemuPath;
+    await hosts[2]!.restart();
+    await waitFor('h3 alive with its new QEMU', () => hostsSeenBy(hosts[0]!).find((h) => h.name === 'h3')?.state === 'alive');
+    await sleep(4_000); // its record is refreshed every 3 s
+    const r = hosts[0]!.cli(['migrate', 'web1', '--to', 'h3', '--check', '--format', 'json']);
+    assert.equal(r.code, 1);
+    const plan = JSON.parse(r.stdout) as Plan;
+    assert.ok(plan.blockers.some((b) => b.check === 'machine-type' && /pc-i440fx-7\.2/.test(b.message)), r.stdout);
+    assert.equal(find(hosts[0]!, 'web1')?.host, 'h1', 'nothing moved');
+  });
+});
