@@ -216,10 +216,12 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     // A second name for the source disk: it keeps the final state after vmkit removes the file.
     const keep = join(hosts[0]!.dir, 'web2-source.qcow2');
     linkSync(srcDisk, keep);
+    // Paused, so neither side writes after the switch-over: the copies must then be equal bit for bit.
+    ok(hosts[0]!, ['pause', 'web2']);
     const r = hosts[0]!.cli(['migrate', 'web2', '--to', 'h3', '--format', 'json'], { timeoutMs: 300_000 });
     assert.equal(r.code, 0, r.stderr);
     assert.equal((JSON.parse(r.stdout) as { result: { mode: string } }).result.mode, 'live-copy');
-    ok(hosts[2]!, ['pause', 'web2']);
+    assert.equal(find(hosts[2]!, 'web2')?.state, 'paused', 'a paused guest arrives paused');
     const dst = hosts[2]!.cliJson<InstanceRow>(['info', 'web2']);
     const dstDisk = join(hosts[2]!.dir, 'instances', dst.id, 'root.qcow2');
     const cmp = spawnSync('qemu-img', ['compare', '-U', keep, dstDisk], { encoding: 'utf8' });

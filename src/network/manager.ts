@@ -251,7 +251,7 @@ export class NetworkManager {
         nics.push({ tap: tapName(inst.id, nic.id), mac: nic.mac, ipv4: nic.ipv4 ?? '', bridge: n.bridge });
         if (n.mode !== 'nat' || !nic.ipv4) continue;
         for (const f of inst.forwards.filter((x) => x.nic === nic.id)) {
-          forwards.push({ proto: f.proto, hostAddress: f.hostAddress, hostPort: f.hostPort, guestIp: nic.ipv4, guestPort: f.guestPort, bridge: n.bridge });
+          forwards.push({ proto: f.proto, hostAddress: f.hostAddress, hostPort: f.hostPort, guestIp: nic.ipv4, guestPort: f.guestPort, bridge: n.bridge, floating: f.floating });
         }
       }
     }

@@ -94,3 +94,14 @@ table bridge vmkit {
     assert.equal(renderFlush(), 'table inet vmkit\ndelete table inet vmkit\ntable bridge vmkit\ndelete table bridge vmkit\n');
   });
 });
+
+it('a floating forward also source-NATs what the guest sends from its port (migrated connections carry on)', () => {
+  const out = renderRuleset({
+    networks: [{ name: 'lan', mode: 'nat', bridge: 'vmkbr-lan', subnet: '10.70.0.0/24', hostAddress: '10.70.0.1', dhcp: false, dns: false, createdAt: '' }],
+    nics: [],
+    forwards: [{ proto: 'tcp', hostAddress: '10.9.0.100', hostPort: 8080, guestIp: '10.70.0.50', guestPort: 80, bridge: 'vmkbr-lan', floating: true }],
+  });
+  const snat = out.indexOf('ip saddr 10.70.0.50 tcp sport 80 oifname != "vmkbr-lan" snat ip to 10.9.0.100:8080');
+  assert.ok(snat > 0, out);
+  assert.ok(snat < out.indexOf('masquerade'), 'before the masquerade rules');
+});

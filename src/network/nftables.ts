@@ -27,6 +27,8 @@ export interface RulesetForward {
   guestIp: string;
   guestPort: number;
   bridge: string;
+  /** A floating address (cluster): see the source NAT below. */
+  floating?: boolean;
 }
 
 export interface RulesetInput {
@@ -48,6 +50,10 @@ export function renderRuleset(input: RulesetInput): string {
   const outDnatRules: string[] = [];
 
   for (const f of input.forwards) {
+    // A guest that just migrated here may speak first on a connection it had on the old host
+    // (retransmitting its answer). Its packets must leave with the floating address and port
+    // the client knows, not be masqueraded: then the client's connection carries on.
+    if (f.floating) postRules.push(`ip saddr ${f.guestIp} ${f.proto} sport ${f.guestPort} oifname != ${q(f.bridge)} snat ip to ${f.hostAddress}:${f.hostPort}`);
     const match = f.hostAddress === '0.0.0.0' ? 'fib daddr type local' : `ip daddr ${f.hostAddress}`;
     const rule = `${match} ${f.proto} dport ${f.hostPort} dnat ip to ${f.guestIp}:${f.guestPort}`;
     // From outside the host (and from guests: hairpin) …
