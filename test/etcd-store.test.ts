@@ -335,7 +335,9 @@ describe('EtcdStore (real etcd)', { timeout: 120_000 }, () => {
       await Promise.all([leader.restart({ waitHealthy: false }), follower.restart({ waitHealthy: false })]);
       await Promise.all(cluster.members.map((m) => m.waitHealthy()));
       const got = await until('a read with quorum back', () => all.get<{ owner: string }>('instances', 'vm1').catch(() => undefined), 15_000);
-      assert.deepEqual(got.value, { owner: 'h2' });
+      // The write refused without quorum may still be committed once quorum is back (etcd
+      // queued the proposal): its outcome is unknown, as VMKIT_CLUSTER_UNAVAILABLE says.
+      assert.ok(['h2', 'h3'].includes(got.value.owner), JSON.stringify(got.value));
       assert.equal(got.revision, r2);
     } finally {
       await cluster.destroy();
