@@ -338,7 +338,8 @@ describe('EtcdStore (real etcd)', { timeout: 120_000 }, () => {
       // The write refused without quorum may still be committed once quorum is back (etcd
       // queued the proposal): its outcome is unknown, as VMKIT_CLUSTER_UNAVAILABLE says.
       assert.ok(['h2', 'h3'].includes(got.value.owner), JSON.stringify(got.value));
-      assert.equal(got.revision, r2);
+      if (got.value.owner === 'h2') assert.equal(got.revision, r2);
+      else assert.ok(got.revision > r2);
     } finally {
       await cluster.destroy();
     }
