@@ -94,11 +94,20 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     }
     return found;
   };
-  let hostName = os.hostname();
+  // In a cluster the host goes by its cluster name (also after a join at run time).
+  const hostName = (): string => cluster.name ?? os.hostname();
   const sharedDir = options.sharedDir ?? (process.env.VMKIT_SHARED_DIR || undefined);
   if (sharedDir) await sharedStorageId(sharedDir);
   const machineType = async () => (await qemuCapabilities(qemuBinary())).pc;
-  const hostEnv = { hostName, qemuBinary, accel, sharedDir, machineType };
+  const hostEnv = {
+    get hostName() {
+      return hostName();
+    },
+    qemuBinary,
+    accel,
+    sharedDir,
+    machineType,
+  };
   const instances = new InstanceManager(store, paths, images, events, hostEnv);
   const networks = new NetworkManager(store, paths.root, events);
   instances.setNetworking(networks);
@@ -158,7 +167,9 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
 
   context = {
     version: VERSION,
-    hostName,
+    get hostName() {
+      return hostName();
+    },
     dataDir: paths.root,
     accel,
     instances,
@@ -172,11 +183,6 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     migrations,
   };
   await cluster.start();
-  if (cluster.joined) {
-    hostName = cluster.name!;
-    context.hostName = hostName;
-    hostEnv.hostName = hostName;
-  }
   // Migrations interrupted by a daemon death are finished or undone (etcd says which).
   const recoverMigrations = async (): Promise<void> => {
     for (let i = 0; ; i++) {

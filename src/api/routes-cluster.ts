@@ -13,34 +13,22 @@ const tags = (t: string) => [t];
 /** Operation id → the host that runs it (operations of forwarded requests). */
 const remoteOperations = new Map<string, string>();
 
-function requireCluster(ctx: ApiContext): NonNullable<ApiContext['cluster']> {
-  if (!ctx.cluster?.joined) {
-    throw vmkitError('VMKIT_CLUSTER_NOT_JOINED', 'This host is not in a cluster.', {
-      hint: 'Create or join one with "vmkit cluster init --etcd URL --name NAME --address ADDR:PORT".',
-    });
-  }
+function clusterOf(ctx: ApiContext): NonNullable<ApiContext['cluster']> {
+  if (!ctx.cluster) throw vmkitError('VMKIT_CLUSTER_NOT_JOINED', 'This daemon has no cluster support.', { hint: 'Update vmkit.' });
   return ctx.cluster;
+}
+
+function requireCluster(ctx: ApiContext): NonNullable<ApiContext['cluster']> {
+  const cluster = clusterOf(ctx);
+  cluster.requireJoined();
+  return cluster;
 }
 
 /** Sends the request as it came to another host and relays the answer. */
 async function proxy(ctx: ApiContext, req: FastifyRequest, reply: FastifyReply, host: string, body?: unknown): Promise<FastifyReply> {
   const peer = await requireCluster(ctx).peer(host);
-  const payload = body ?? req.body;
-  let res: Response;
-  try {
-    res = await fetch(peer.url(req.url), {
-      method: req.method,
-      headers: {
-        authorization: `Bearer ${ctx.cluster!.token}`,
-        'x-vmkit-forwarded-by': ctx.cluster!.name!,
-        ...(payload === undefined || payload === null ? {} : { 'content-type': 'application/json' }),
-      },
-      body: payload === undefined || payload === null ? undefined : JSON.stringify(payload),
-      signal: AbortSignal.timeout(3_700_000),
-    });
-  } catch (err) {
-    throw vmkitError('VMKIT_HOST_UNREACHABLE', `Cluster host "${host}" does not answer: ${(err as Error).message}.`, { hint: '"vmkit cluster list" shows its state.' });
-  }
+  // An hour and a bit: operation waits (`/wait?timeout=`) may take up to an hour.
+  const res = await peer.send(req.method, req.url, body ?? req.body, 3_700_000, { 'x-vmkit-forwarded-by': ctx.cluster!.name! });
   const text = await res.text();
   try {
     const j = JSON.parse(text) as { type?: string; metadata?: { id?: string } };
@@ -98,8 +86,7 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext): vo
     '/1.0/cluster',
     { schema: { tags: tags('cluster'), summary: 'Create (create=true) or join the cluster whose state lives in etcd', body: clusterJoinSchema } },
     async (req, reply) => {
-      if (!ctx.cluster) throw vmkitError('VMKIT_CLUSTER_NOT_JOINED', 'This daemon has no cluster support.', { hint: 'Update vmkit.' });
-      const cfg = await ctx.cluster.join({ ...req.body, create: req.body.create ?? true });
+      const cfg = await clusterOf(ctx).join({ ...req.body, create: req.body.create ?? true });
       return sync(reply, { joined: true, name: cfg.name, address: cfg.address, etcd: cfg.etcd, clusterId: cfg.clusterId });
     },
   );
@@ -220,8 +207,6 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext): vo
       await ctx.migrations!.abortIncoming(req.params.id);
       return sync(reply, { aborted: req.params.id });
     });
-    // The local part of the cluster-wide list (what a host answers its peers).
-    scope.get('/1.0/internal/instances', { schema: hide }, async (_req, reply) => sync(reply, await ctx.instances.list()));
   });
 }
 
@@ -240,7 +225,7 @@ export async function clusterInstances(ctx: ApiContext): Promise<InstanceView[]>
         let listed: InstanceView[] | undefined;
         if (h.state === 'alive') {
           try {
-            listed = await (await cluster.peer(h.name)).request<InstanceView[]>('GET', '/1.0/internal/instances', undefined, 3_000);
+            listed = await (await cluster.peer(h.name)).request<InstanceView[]>('GET', '/1.0/instances?local=true', undefined, 3_000);
           } catch {
             listed = undefined;
           }

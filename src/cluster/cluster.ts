@@ -112,14 +112,19 @@ export class ClusterManager {
     })();
   }
 
-  private requireBackend(): ClusterBackend {
+  /** Throws VMKIT_CLUSTER_NOT_JOINED unless this host is in a cluster. */
+  requireJoined(): void {
     if (!this.config) {
       throw vmkitError('VMKIT_CLUSTER_NOT_JOINED', 'This host is not in a cluster.', {
         hint: 'Create or join one with "vmkit cluster init --etcd URL --name NAME --address ADDR:PORT".',
       });
     }
+  }
+
+  private requireBackend(): ClusterBackend {
+    this.requireJoined();
     if (!this.backend) {
-      throw vmkitError('VMKIT_CLUSTER_UNAVAILABLE', `The cluster store (etcd at ${this.config.etcd.join(', ')}) is not reachable right now.`, {
+      throw vmkitError('VMKIT_CLUSTER_UNAVAILABLE', `The cluster store (etcd at ${this.config!.etcd.join(', ')}) is not reachable right now.`, {
         hint: 'Check that etcd runs and that this host reaches it; the daemon keeps retrying.',
       });
     }

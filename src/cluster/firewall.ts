@@ -1,7 +1,5 @@
-import { writeFile, rm, mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { run } from '../util/exec.js';
+import { nftStdin } from '../network/nftables.js';
 
 /**
  * Ports a migration listens on (QEMU's incoming migration, the NBD export) accept only the
@@ -23,16 +21,9 @@ export function migrationRuleset(ports: ReadonlyMap<number, string>): string {
 
 let chain: Promise<unknown> = Promise.resolve();
 
-async function apply(): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'vmkit-nft-'));
-  try {
-    const file = join(dir, 'rules.nft');
-    // Delete-and-create in one transaction: the table is replaced atomically.
-    await writeFile(file, `table inet ${TABLE}\ndelete table inet ${TABLE}\n${open.size > 0 ? migrationRuleset(open) : ''}`);
-    await run(['nft', '-f', file], { errorCode: 'VMKIT_NETWORK_FAILED', hint: 'Install nftables and run the daemon as root.', timeoutMs: 15_000 });
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+/** Delete-and-create in one transaction: the table is replaced atomically (or removed). */
+function apply(): Promise<void> {
+  return nftStdin(`table inet ${TABLE}\ndelete table inet ${TABLE}\n${open.size > 0 ? migrationRuleset(open) : ''}`);
 }
 
 function serial(fn: () => Promise<void>): Promise<void> {
@@ -52,5 +43,17 @@ export function closePeerPort(port: number): Promise<void> {
   return serial(async () => {
     if (!open.delete(port)) return;
     await apply();
+  });
+}
+
+/**
+ * Daemon start: rules a dead daemon left for its migrations go (the migrations themselves
+ * are settled by the recovery). A host that never migrated has no table and is not touched.
+ */
+export function resetPeerPorts(): Promise<void> {
+  return serial(async () => {
+    open.clear();
+    const found = await run(['nft', 'list', 'table', 'inet', TABLE], { allowFailure: true, errorCode: 'VMKIT_NETWORK_FAILED' }).catch(() => undefined);
+    if (found?.code === 0) await apply();
   });
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, rename } from 'node:fs/promises';
+import { mkdir, rename, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { isAbsolute } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -20,7 +20,7 @@ import { createEmptyVolume, rebaseUnsafe, sharedVolumeInfo } from '../storage/qe
 import * as engine from '../migration/qemu-migrate.js';
 import type { ClusterManager } from './cluster.js';
 import { splitAddress, type PeerClient } from './peer.js';
-import { closePeerPort, openPeerPort } from './firewall.js';
+import { closePeerPort, openPeerPort, resetPeerPorts } from './firewall.js';
 import type { Blocker, HostRecord, MigrationMode, MigrationPlan } from './types.js';
 
 export interface MigrateOptions {
@@ -65,6 +65,8 @@ interface MigrationRecord {
   phase: string;
   ports?: number[];
   wasRunning?: boolean;
+  /** Target: the id of the incoming instance (so an abort never touches another of that name). */
+  instanceId?: string;
   /** The instance's state on the source when it left (stopped or suspended for the copy modes). */
   sourceState?: InstanceState;
   startedAt: string;
@@ -205,6 +207,29 @@ export class MigrationService {
       ctx?.progress({ phase: 'suspending (saving memory to disk)', percent: 5 });
       await this.snapshots.suspend(name, ctx);
     }
+    try {
+      return await this.migrateLocked(name, opts, plan, peer, started, wasRunning, ctx);
+    } catch (err) {
+      // A cold or suspend move that failed leaves the guest stopped or suspended here: it was
+      // running, so it runs again (start resumes a suspended one) — unless it moved after all.
+      const e = asVmkitError(err);
+      if (wasRunning && (mode === 'cold' || mode === 'suspend') && !e.details?.moved) {
+        await this.instances.start(name).catch(() => undefined);
+      }
+      throw err;
+    }
+  }
+
+  private async migrateLocked(
+    name: string,
+    opts: MigrateOptions,
+    plan: MigrationPlan,
+    peer: PeerClient,
+    started: number,
+    wasRunning: boolean,
+    ctx?: OperationContext,
+  ): Promise<{ instance: string; from: string; to: string; mode: MigrationMode; totalTimeMs: number; downtimeMs?: number; transferredBytes?: number }> {
+    const mode = plan.mode;
     return this.access.withLock(name, async () => {
       const inst = await this.access.load(name);
       const owner = await this.cluster.owner(name);
@@ -225,6 +250,7 @@ export class MigrationService {
       const imageChecksum = await this.images.checksum(inst.image).catch(() => undefined);
       const snapshots = (await this.local.list('snapshots')).filter((s) => s.key.startsWith(`${name}/`)).map((s) => ({ key: s.key, value: s.value }));
       let prepared = false;
+      let switched = false;
       let jobs: engine.MirrorJob[] = [];
       const events = (action: string, metadata?: unknown) => this.events.lifecycle(action, name, { id, to: opts.to, mode, ...(metadata as object) });
       events('instance-migrating');
@@ -284,17 +310,14 @@ export class MigrationService {
         record.phase = 'switching over';
         ctx?.progress({ phase: 'switching over', percent: 96 });
         this.stopPeerWatch(id);
-        let finished = false;
         try {
           await peer.request('POST', `/1.0/internal/migrations/${id}/finish`, { ownerRevision: owner.revision, start: !live && wasRunning }, 60_000);
-          finished = true;
         } catch (err) {
           // The answer may be lost after the target took over: etcd tells.
           const now = await this.cluster.owner(name).catch(() => undefined);
-          if (now?.record.host === opts.to) finished = true;
-          else throw err;
+          if (now?.record.host !== opts.to) throw err;
         }
-        if (!finished) throw cancelled();
+        switched = true;
         // The target runs the guest now: let go here.
         record.phase = 'releasing source';
         const fresh = await this.access.load(name);
@@ -305,6 +328,13 @@ export class MigrationService {
         events('instance-migrated', { totalTimeMs, downtimeMs: result.downtimeMs });
         return { instance: name, from: this.cluster.name!, to: opts.to, mode, totalTimeMs, downtimeMs: result.downtimeMs, transferredBytes: result.transferredBytes };
       } catch (err) {
+        if (switched) {
+          // Nothing to undo: the instance lives on the target; only the clean-up here failed.
+          throw vmkitError('VMKIT_MIGRATION_FAILED', `"${name}" now runs on ${opts.to}, but this host could not let go of its copy: ${asVmkitError(err).message}`, {
+            hint: `Check "vmkit list"; delete the leftover folder of "${name}" on ${this.cluster.name} if one remains.`,
+            details: { moved: true },
+          });
+        }
         await this.rollbackSource(name, prevState, jobs, live);
         if (prepared) this.abortTarget(peer, id);
         events('instance-migration-failed', { error: asVmkitError(err).message });
@@ -316,9 +346,12 @@ export class MigrationService {
           });
         }
         if (byUser) throw cancelled();
-        throw err instanceof VmkitError && err.code !== 'VMKIT_OPERATION_CANCELLED' && err.code !== 'VMKIT_MIGRATION_BLOCKED' && !err.code.startsWith('VMKIT_MIGRATION')
-          ? vmkitError('VMKIT_MIGRATION_FAILED', `Migration of "${name}" to ${opts.to} failed: ${err.message}`, { hint: `"${name}" keeps running here; the target was cleaned up. ${err.hint ?? ''}`.trim() })
-          : err;
+        const e = asVmkitError(err);
+        if (e.code.startsWith('VMKIT_MIGRATION') || e.code === 'VMKIT_OPERATION_CANCELLED') throw e;
+        throw vmkitError('VMKIT_MIGRATION_FAILED', `Migration of "${name}" to ${opts.to} failed: ${e.message}`, {
+          hint: `"${name}" stays here; the target removes what it prepared. ${e.hint ?? ''}`.trim(),
+          details: { cause: e.code },
+        });
       } finally {
         ctx?.signal.removeEventListener('abort', onCancel);
         this.stopPeerWatch(id);
@@ -411,7 +444,7 @@ export class MigrationService {
       throw vmkitError('VMKIT_INVALID_STATE', `"${req.instance.name}" is not owned by ${req.source} in the cluster store.`, { hint: 'Retry from the owning host.' });
     }
     const live = req.mode === 'live' || req.mode === 'live-copy';
-    const record: MigrationRecord = { id: req.id, role: 'target', instance: req.instance.name, peer: req.source, mode: req.mode, phase: 'prepare', ports: [], wasRunning: req.wasRunning, sourceState: req.instance.state, startedAt: new Date().toISOString() };
+    const record: MigrationRecord = { id: req.id, role: 'target', instance: req.instance.name, peer: req.source, mode: req.mode, phase: 'prepare', ports: [], wasRunning: req.wasRunning, sourceState: req.instance.state, instanceId: req.instance.id, startedAt: new Date().toISOString() };
     await this.local.put('migrations', req.id, record);
     this.active.set(req.id, { record });
     const inst: Instance = {
@@ -459,6 +492,8 @@ export class MigrationService {
       return { migrationPort, nbdPort, targetIp: ip };
     } catch (err) {
       await this.abortIncoming(req.id).catch(() => undefined);
+      // A failure before the row was written leaves only the folder: it goes too.
+      if (!(await this.instances.has(inst.name))) await rm(this.access.instanceDir(inst), { recursive: true, force: true }).catch(() => undefined);
       throw err;
     }
   }
@@ -553,7 +588,7 @@ export class MigrationService {
     }
     await this.access.withLock(rec.instance, async () => {
       const inst = await this.access.load(rec.instance).catch(() => undefined);
-      if (inst) {
+      if (inst && (!rec.instanceId || inst.id === rec.instanceId)) {
         const snapKeys = (await this.local.list('snapshots')).filter((s) => s.key.startsWith(`${rec.instance}/`)).map((s) => s.key);
         await this.access.release(inst);
         for (const k of snapKeys) await this.local.delete('snapshots', k).catch(() => undefined);
@@ -600,6 +635,7 @@ export class MigrationService {
    * decided by who owns the instance in etcd (the one fact both sides agree on).
    */
   async recover(): Promise<void> {
+    await resetPeerPorts();
     for (const { value: rec } of await this.local.list<MigrationRecord>('migrations')) {
       const owner = await this.cluster.owner(rec.instance).catch(() => undefined);
       if (owner === undefined && this.cluster.joined) {

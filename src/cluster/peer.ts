@@ -19,19 +19,22 @@ export class PeerClient {
     return `http://${this.address}${path}`;
   }
 
-  async request<T = unknown>(method: string, path: string, body?: unknown, timeoutMs = 15_000): Promise<T> {
-    let res: Response;
+  /** The raw answer (request forwarding relays it as it is). */
+  async send(method: string, path: string, body?: unknown, timeoutMs = 15_000, headers: Record<string, string> = {}): Promise<Response> {
     try {
-      res = await fetch(this.url(path), {
+      return await fetch(this.url(path), {
         method,
-        headers: { authorization: `Bearer ${this.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-        body: body === undefined ? undefined : JSON.stringify(body),
+        headers: { authorization: `Bearer ${this.token}`, ...(body === undefined || body === null ? {} : { 'content-type': 'application/json' }), ...headers },
+        body: body === undefined || body === null ? undefined : JSON.stringify(body),
         signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (err) {
       throw unreachable(this.hostName, this.address, err);
     }
-    return parseReply<T>(res, this.hostName);
+  }
+
+  async request<T = unknown>(method: string, path: string, body?: unknown, timeoutMs = 15_000): Promise<T> {
+    return parseReply<T>(await this.send(method, path, body, timeoutMs), this.hostName);
   }
 
   /** Streams a file as the request body (disk images of a cold or suspend migration). */

@@ -146,14 +146,6 @@ export class ImageStore {
     return dest;
   }
 
-  /** An image with this first-disk checksum, if this host has one. */
-  async findByChecksum(checksum: string): Promise<Image | undefined> {
-    for (const image of await this.list()) {
-      if ((await this.checksum(image.name).catch(() => undefined)) === checksum) return this.get(image.name);
-    }
-    return undefined;
-  }
-
   /** Removes leftovers of interrupted imports: temporary folders and folders with no row. */
   async reconcile(): Promise<void> {
     await mkdir(this.paths.images, { recursive: true });

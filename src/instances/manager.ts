@@ -145,7 +145,6 @@ export interface InstanceAccess {
   insert(inst: Instance): Promise<void>;
   /** Lets go of an instance that now lives elsewhere: QEMU ended, row and local files removed, shared disks kept. */
   release(inst: Instance): Promise<void>;
-  pid(name: string): number | undefined;
   networking(): InstanceNetworking | undefined;
   /** A QEMU the migration code drove is handed back to the lifecycle in this state. */
   adopt(name: string, state: InstanceState): Promise<void>;
@@ -228,7 +227,6 @@ export class InstanceManager {
         await this.store.put('instances', inst.name, inst, { expectRevision: 0 });
       },
       release: (inst) => this.release(inst),
-      pid: (name) => this.runtimes.get(name)?.pid,
       networking: () => this.networking,
       adopt: async (name, state) => {
         const rt = this.runtimes.get(name);

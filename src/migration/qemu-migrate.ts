@@ -177,7 +177,15 @@ export async function migrate(
         setupTimeMs: q['setup-time'],
       });
     }
-    if (status === 'completed') return { totalTimeMs: q['total-time'] ?? 0, downtimeMs: q.downtime, transferredBytes: q.ram?.transferred ?? 0 };
+    if (status === 'completed') {
+      // QEMU 7.2 reports `completed` a moment before it fills in total-time and downtime.
+      let done = q;
+      for (let i = 0; i < 50 && !done['total-time']; i++) {
+        await sleep(10);
+        done = await sourceQmp.execute<QueryMigrate>('query-migrate');
+      }
+      return { totalTimeMs: done['total-time'] ?? 0, downtimeMs: done.downtime, transferredBytes: done.ram?.transferred ?? q.ram?.transferred ?? 0 };
+    }
     if (status === 'failed') {
       throw vmkitError('VMKIT_MIGRATION_FAILED', `QEMU failed the migration: ${q['error-desc'] ?? 'no reason given'}.`, { hint: 'Check the network between the hosts and retry.' });
     }

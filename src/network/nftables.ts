@@ -142,7 +142,8 @@ export function renderFlush(): string {
   return [`table inet ${TABLE}`, `delete table inet ${TABLE}`, `table bridge ${TABLE}`, `delete table bridge ${TABLE}`, ''].join('\n');
 }
 
-function nftStdin(script: string): Promise<void> {
+/** Runs an nft script (one transaction) from stdin. */
+export function nftStdin(script: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn('nft', ['-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
     let stderr = '';

@@ -288,7 +288,7 @@ export function fromQemuSnapshot(s: QemuSnapshotJson): InternalSnapshotInfo {
 }
 
 export function createEmptyArgv(file: string, virtualSize: number): string[] {
-  return ['qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'lazy_refcounts=off', file, String(virtualSize)];
+  return ['qemu-img', 'create', '-q', '-f', 'qcow2', file, String(virtualSize)];
 }
 
 /** An empty standalone qcow2 disk of a size (the target of a live storage copy). */
