@@ -9,8 +9,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # networks; curl, socat: the demo and tests; chromium, chromium-driver: the web console's
 # browser tests (driven by playwright-core, which downloads no browser of its own);
 # etcd-server, etcd-client (etcdctl): the cluster store (tests run their own etcd processes);
-# iputils-arping: floating forward addresses are announced with gratuitous ARP.
-PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip dosfstools mtools iproute2 nftables dnsmasq-base curl socat ca-certificates chromium chromium-driver etcd-server etcd-client iputils-arping)
+# iputils-arping, conntrack: floating forward addresses are announced with gratuitous ARP, and a
+# migration source forgets the tracked connections that led to its copy of the guest.
+PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip dosfstools mtools iproute2 nftables dnsmasq-base curl socat ca-certificates chromium chromium-driver etcd-server etcd-client iputils-arping conntrack)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -21,6 +21,7 @@ import * as engine from '../migration/qemu-migrate.js';
 import type { ClusterManager } from './cluster.js';
 import { splitAddress, type PeerClient } from './peer.js';
 import { closePeerPort, openPeerPort, resetPeerPorts } from './firewall.js';
+import { settleOwnership, stepLogger, takeOwnership, type StepLog } from './switchover.js';
 import type { Blocker, HostRecord, MigrationMode, MigrationPlan } from './types.js';
 
 export interface MigrateOptions {
@@ -251,6 +252,9 @@ export class MigrationService {
       const snapshots = (await this.local.list('snapshots')).filter((s) => s.key.startsWith(`${name}/`)).map((s) => ({ key: s.key, value: s.value }));
       let prepared = false;
       let switched = false;
+      let withdrawn = false;
+      let undecided = false;
+      const log = stepLogger(id, 'source', name);
       let jobs: engine.MirrorJob[] = [];
       const events = (action: string, metadata?: unknown) => this.events.lifecycle(action, name, { id, to: opts.to, mode, ...(metadata as object) });
       events('instance-migrating');
@@ -296,6 +300,14 @@ export class MigrationService {
             if (jobs.length > 0) await engine.finishMirror(qmp, jobs);
             jobs = [];
           });
+          log(`memory sent (QEMU: total ${result.totalTimeMs ?? '?'} ms, downtime ${result.downtimeMs ?? '?'} ms); the guest is stopped here`);
+          // The last state is on the target: floating addresses leave this host now, before
+          // the target claims them, so no client ever reaches two holders.
+          withdrawn = true;
+          await this.access
+            .networking()
+            ?.withdraw(inst, log)
+            .catch((err: Error) => log(`withdrawing floating addresses failed (the target claims them anyway): ${err.message}`));
         } else {
           record.phase = 'copying storage';
           if (!plan.sharedStorage) {
@@ -310,19 +322,31 @@ export class MigrationService {
         record.phase = 'switching over';
         ctx?.progress({ phase: 'switching over', percent: 96 });
         this.stopPeerWatch(id);
+        log('asking the target to take over');
         try {
           await peer.request('POST', `/1.0/internal/migrations/${id}/finish`, { ownerRevision: owner.revision, start: !live && wasRunning }, 60_000);
         } catch (err) {
-          // The answer may be lost after the target took over: etcd tells.
-          const now = await this.cluster.owner(name).catch(() => undefined);
-          if (now?.record.host !== opts.to) throw err;
+          // The answer may be lost after the target took over. etcd decides, and a fence
+          // makes the decision final: the guest never runs on both hosts.
+          log(`the target's answer: ${asVmkitError(err).message}; settling ownership in etcd`);
+          const holder = await settleOwnership(this.cluster, name, opts.to, owner.revision, log);
+          if (holder === 'unknown') {
+            undecided = true;
+            throw vmkitError('VMKIT_MIGRATION_FAILED', `Migration of "${name}" to ${opts.to}: the cluster store cannot say which host owns it now, so neither copy is resumed yet.`, {
+              hint: `The guest stays paused until etcd answers; this host then resumes it or lets it go. Check etcd, then "vmkit list".`,
+              details: { cause: asVmkitError(err).code },
+            });
+          }
+          if (holder === 'source') throw err;
         }
+        log('the target runs the guest');
         switched = true;
         // The target runs the guest now: let go here.
         record.phase = 'releasing source';
         const fresh = await this.access.load(name);
         await this.access.release(fresh);
         for (const s of snapshots) await this.local.delete('snapshots', s.key).catch(() => undefined);
+        log('released here');
         const totalTimeMs = Date.now() - started;
         ctx?.progress({ phase: 'done', percent: 100, downtimeMs: result.downtimeMs });
         events('instance-migrated', { totalTimeMs, downtimeMs: result.downtimeMs });
@@ -335,7 +359,11 @@ export class MigrationService {
             details: { moved: true },
           });
         }
-        await this.rollbackSource(name, prevState, jobs, live);
+        if (undecided) {
+          this.resolveLater(name, opts.to, owner.revision, prevState, withdrawn, peer, id, log);
+          throw err;
+        }
+        await this.rollbackSource(name, prevState, jobs, live, withdrawn, log);
         if (prepared) this.abortTarget(peer, id);
         events('instance-migration-failed', { error: asVmkitError(err).message });
         const byUser = ctx?.signal.aborted || abort.signal.reason === 'user';
@@ -356,7 +384,8 @@ export class MigrationService {
         ctx?.signal.removeEventListener('abort', onCancel);
         this.stopPeerWatch(id);
         this.active.delete(id);
-        await this.local.delete('migrations', id).catch(() => undefined);
+        // An undecided switch-over keeps its record: a restarted daemon settles it (recover).
+        if (!undecided) await this.local.delete('migrations', id).catch((err: Error) => log(`removing the migration record failed: ${err.message}`));
       }
     });
   }
@@ -368,17 +397,44 @@ export class MigrationService {
   }
 
   /** The source keeps (or gets back) the guest: mirrors stopped, QEMU resumed, state restored. */
-  private async rollbackSource(name: string, prevState: InstanceState, jobs: engine.MirrorJob[], live: boolean): Promise<void> {
+  private async rollbackSource(name: string, prevState: InstanceState, jobs: engine.MirrorJob[], live: boolean, withdrawn = false, log: StepLog = () => undefined): Promise<void> {
     const qmp = this.access.qmp(name);
     if (qmp && live) {
-      await engine.cancelMigration(qmp).catch(() => undefined);
-      if (jobs.length > 0) await engine.abortMirror(qmp, jobs).catch(() => undefined);
+      await engine.cancelMigration(qmp).catch((err: Error) => log(`migrate_cancel: ${err.message}`));
+      if (jobs.length > 0) await engine.abortMirror(qmp, jobs).catch((err: Error) => log(`aborting the storage mirror: ${err.message}`));
       const status = await qmp.queryStatus().catch(() => undefined);
       // After a completed memory copy the source sits in `postmigrate`: `cont` takes the disks back.
-      if (prevState === 'running' && status && status.status !== 'running') await qmp.cont().catch(() => undefined);
+      if (prevState === 'running' && status && status.status !== 'running') await qmp.cont().catch((err: Error) => log(`resuming the source: ${err.message}`));
+      log('the guest runs on here (rolled back)');
     }
     const inst = await this.access.load(name).catch(() => undefined);
     if (inst && inst.state !== prevState && live) await this.access.setState(inst, prevState);
+    if (inst && withdrawn) await this.access.networking()?.announce(inst, log).catch((err: Error) => log(`claiming floating addresses back: ${err.message}`));
+  }
+
+  /** An undecided switch-over: keep asking etcd, then resume here or let go. */
+  private resolveLater(name: string, to: string, revision: number, prevState: InstanceState, withdrawn: boolean, peer: PeerClient, id: string, log: StepLog): void {
+    void (async () => {
+      for (;;) {
+        const holder = await settleOwnership(this.cluster, name, to, revision, log, { attempts: 1 });
+        if (holder === 'unknown') {
+          await new Promise((r) => setTimeout(r, 2_000));
+          continue;
+        }
+        await this.access.withLock(name, async () => {
+          if (holder === 'target') {
+            const inst = await this.access.load(name).catch(() => undefined);
+            if (inst) await this.access.release(inst);
+          } else {
+            await this.rollbackSource(name, prevState, [], true, withdrawn, log);
+            this.abortTarget(peer, id);
+          }
+        });
+        await this.local.delete('migrations', id).catch((err: Error) => log(`removing the migration record failed: ${err.message}`));
+        log(`settled: the guest runs on ${holder === 'target' ? to : this.cluster.name}`);
+        return;
+      }
+    })().catch((err: Error) => log(`settling the switch-over failed: ${err.message}`));
   }
 
   /** Tells the target to remove what it prepared, retrying in the background (the link may be down). */
@@ -517,33 +573,32 @@ export class MigrationService {
     this.stopSourceWatch(id);
     const name = e.record.instance;
     const live = e.record.mode === 'live' || e.record.mode === 'live-copy';
+    const log = stepLogger(id, 'target', name);
     return this.access.withLock(name, async () => {
       const inst = await this.access.load(name);
       if (!live) await this.rebaseReceived(inst);
       const qmp = live ? this.qmpOf(name) : undefined;
+      log('asked to take over');
       if (qmp) {
         // The source reports completion a moment before the target has loaded the last state.
-        let st = await qmp.queryStatus();
-        for (let i = 0; i < 300 && st.status === 'inmigrate'; i++) {
-          await new Promise((r) => setTimeout(r, 100));
-          st = await qmp.queryStatus();
-        }
-        if (st.status !== 'postmigrate' && st.status !== 'paused' && st.status !== 'prelaunch') {
-          throw vmkitError('VMKIT_MIGRATION_FAILED', `The incoming QEMU is "${st.status}", not ready to run.`, { hint: 'Retry the migration.' });
-        }
-        if (e.record.mode === 'live-copy') await engine.stopNbdExport(qmp).catch(() => undefined);
+        await engine.awaitIncomingComplete(qmp);
+        log('incoming state loaded');
+        if (e.record.mode === 'live-copy') await engine.stopNbdExport(qmp).catch((err: Error) => log(`stopping the NBD export: ${err.message}`));
       }
-      const moved = await this.cluster.transfer(name, e.record.peer, this.cluster.name!, req.ownerRevision, { image: inst.image, cpus: inst.cpus, memoryMiB: inst.memoryMiB });
+      const moved = await takeOwnership(this.cluster, name, e.record.peer, req.ownerRevision, { image: inst.image, cpus: inst.cpus, memoryMiB: inst.memoryMiB }, log);
       if (!moved) throw vmkitError('VMKIT_MIGRATION_FAILED', `Ownership of "${name}" changed while it moved; this host did not take it.`, { hint: 'Check "vmkit list"; retry the migration.' });
+      log('owner in etcd');
       e.record.phase = 'running';
       await this.local.put('migrations', id, e.record);
       let state: InstanceState;
       if (live) {
+        // Floating addresses first (the source gave them up): packets that arrive before the
+        // guest runs wait in its tap queue instead of finding no host.
+        await this.access.networking()?.announce(inst, log).catch((err: Error) => log(`claiming floating addresses: ${err.message}`));
         if (e.record.wasRunning !== false) await engine.resumeTarget(qmp!);
+        log('guest resumed');
         state = e.record.wasRunning !== false ? 'running' : 'paused';
         await this.access.adopt(name, state);
-        // Clients of floating forwards follow the guest here (gratuitous ARP).
-        await this.access.networking()?.announce(inst).catch(() => undefined);
       } else {
         const wasSuspended = e.record.sourceState === 'suspended';
         await this.access.setState(inst, wasSuspended ? 'suspended' : 'stopped');
@@ -580,8 +635,10 @@ export class MigrationService {
   async abortIncoming(id: string): Promise<void> {
     const rec = this.active.get(id)?.record ?? (await this.local.get<MigrationRecord>('migrations', id))?.value;
     if (!rec || rec.role !== 'target') return;
+    // Unknown owner (etcd not answering): this host may have taken the guest over, so nothing
+    // is torn down (this throws); the watch, the source's retries or a restart ask again.
+    const owner = await this.cluster.owner(rec.instance);
     this.stopSourceWatch(id);
-    const owner = await this.cluster.owner(rec.instance).catch(() => undefined);
     if (owner?.record.host === this.cluster.name) {
       // Too late to undo: this host took the instance over.
       return;
@@ -636,16 +693,29 @@ export class MigrationService {
    */
   async recover(): Promise<void> {
     await resetPeerPorts();
+    const undecided = new Set<string>();
     for (const { value: rec } of await this.local.list<MigrationRecord>('migrations')) {
       const owner = await this.cluster.owner(rec.instance).catch(() => undefined);
       if (owner === undefined && this.cluster.joined) {
-        // etcd unreachable: decide later (keep the record).
-        if (!(await this.clusterReachable())) continue;
+        // etcd unreachable: decide later (keep the record, leave the guest as it is).
+        if (!(await this.clusterReachable())) {
+          undecided.add(rec.instance);
+          continue;
+        }
       }
       const me = this.cluster.name;
       if (rec.role === 'source') {
         const inst = await this.access.load(rec.instance).catch(() => undefined);
-        if (owner?.record.host && owner.record.host !== me) {
+        const log = stepLogger(rec.id, 'source', rec.instance);
+        // Still the owner: fence the target out before the guest may run here again (its
+        // "take over" may still be on its way).
+        const holder = owner && owner.record.host === me ? await settleOwnership(this.cluster, rec.instance, rec.peer, owner.revision, log, { attempts: 3 }) : undefined;
+        if (holder === 'unknown') {
+          // etcd does not answer: the guest stays paused; the next restart decides.
+          undecided.add(rec.instance);
+          continue;
+        }
+        if ((owner?.record.host && owner.record.host !== me) || holder === 'target') {
           // The target took over before this daemon died: let go of the local copy.
           if (inst) await this.access.withLock(rec.instance, () => this.access.release(inst));
         } else if (inst) {
@@ -685,13 +755,13 @@ export class MigrationService {
           await this.local.delete('migrations', rec.id);
         } else {
           this.active.set(rec.id, { record: rec });
-          await this.abortIncoming(rec.id);
+          await this.abortIncoming(rec.id).catch((err: Error) => console.error(`vmkitd: migration ${rec.id.slice(0, 8)}: undoing the incoming ${rec.instance} waits for etcd: ${err.message}`));
         }
       }
     }
     // A row left `migrating` with no migration record: give it back its plain state.
     for (const v of await this.instances.list()) {
-      if (v.state !== 'migrating') continue;
+      if (v.state !== 'migrating' || undecided.has(v.name)) continue;
       await this.access.withLock(v.name, async () => {
         const qmp = this.access.qmp(v.name);
         if (qmp) {
@@ -743,3 +813,4 @@ async function freePort(host: string): Promise<number> {
     });
   });
 }
+

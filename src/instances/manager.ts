@@ -62,7 +62,9 @@ export interface InstanceNetworking {
   /** Throws unless port forwards can reach a NIC on this network (nat only). */
   assertForwardable(network: string): Promise<void>;
   /** The guest runs on this host: floating forward addresses move here. */
-  announce(inst: Instance): Promise<void>;
+  announce(inst: Instance, log?: (msg: string) => void): Promise<void>;
+  /** A migration's switch-over: floating addresses (and their rules) leave this host. */
+  withdraw(inst: Instance, log?: (msg: string) => void): Promise<void>;
 }
 
 /** Cluster-wide instance names (src/cluster/cluster.ts implements it). */

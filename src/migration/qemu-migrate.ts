@@ -204,6 +204,28 @@ export async function cancelMigration(sourceQmp: QmpClient): Promise<void> {
   }
 }
 
+/**
+ * Waits until the target QEMU has loaded the whole incoming state, and proves it did: its
+ * own `query-migrate` says `completed` and its runstate is paused. `cont` on anything else
+ * would boot the guest afresh from its disk (a reboot) instead of resuming it.
+ */
+export async function awaitIncomingComplete(targetQmp: QmpClient, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let status = (await targetQmp.queryStatus()).status;
+  let mig = (await targetQmp.execute<QueryMigrate>('query-migrate')).status ?? 'none';
+  while (Date.now() < deadline && (status === 'inmigrate' || mig === 'active' || mig === 'setup')) {
+    await sleep(20);
+    status = (await targetQmp.queryStatus()).status;
+    mig = (await targetQmp.execute<QueryMigrate>('query-migrate')).status ?? 'none';
+  }
+  if (mig !== 'completed' || (status !== 'paused' && status !== 'postmigrate')) {
+    throw vmkitError('VMKIT_MIGRATION_FAILED', `The incoming QEMU has not loaded the guest's state (runstate "${status}", incoming migration "${mig}"); it is not resumed.`, {
+      hint: 'The guest keeps running on the source; retry the migration.',
+      details: { runstate: status, migration: mig },
+    });
+  }
+}
+
 export async function resumeTarget(targetQmp: QmpClient): Promise<void> {
   await targetQmp.cont();
 }

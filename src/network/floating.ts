@@ -2,18 +2,35 @@ import { run } from '../util/exec.js';
 import { listLinks } from './bridge.js';
 import { ipToInt } from './network.js';
 
+/**
+ * Floating addresses: a port forward can listen on an address that follows its instance
+ * around a cluster. The host running the instance holds the address (a /32 on the interface
+ * whose subnet contains it) and announces it with gratuitous ARP.
+ *
+ * The switch-over order (src/cluster/migration.ts) keeps the address on at most one host at
+ * any instant: the source withdraws it (address, DNAT rule and the conntrack entries that
+ * still point at its local copy of the guest) once QEMU has sent the last state, and the
+ * target claims it after it took ownership. Two holders at once made clients whose ARP entry
+ * still named the source reach a host that DNATs into a guest that no longer runs there.
+ * A client whose neighbour entry is stale afterwards still gets through: the source no longer
+ * owns the address and routes its packets on to the new holder.
+ */
+const HINT = 'Install iproute2, iputils-arping and conntrack, and run the daemon as root.';
+
 function inSubnet(ip: string, local: string, prefix: number): boolean {
   const size = 2 ** (32 - prefix);
   return Math.floor(ipToInt(ip) / size) === Math.floor(ipToInt(local) / size);
 }
 
-/**
- * Floating addresses: a port forward can listen on an address that follows its instance
- * around a cluster. The host running the instance holds the address (a /32 on the interface
- * whose subnet contains it) and announces it with gratuitous ARP, so clients' next packets
- * go to the new host the moment a migration switches over; the old host then drops it.
- */
-const HINT = 'Install iproute2 and iputils-arping, and run the daemon as root.';
+/** Gratuitous ARP: a request now, then one a second (Linux neighbours honour a GARP at once). */
+export function arpingArgv(dev: string, address: string, count: number): string[] {
+  return ['arping', '-U', '-c', String(count), '-I', dev, address];
+}
+
+/** Deletes the conntrack entries of connections made to `address` (their NAT points here). */
+export function conntrackFlushArgv(address: string): string[] {
+  return ['conntrack', '-D', '--orig-dst', address];
+}
 
 async function linkFor(address: string): Promise<string | undefined> {
   const links = await listLinks();
@@ -23,22 +40,47 @@ async function linkFor(address: string): Promise<string | undefined> {
   return match?.ifname;
 }
 
-/** Holds `address` on this host and tells the neighbours (unsolicited ARP). */
-export async function claimAddress(address: string): Promise<void> {
+/**
+ * Holds `address` on this host and starts announcing it. Returns once the address is
+ * assigned (this host answers ARP for it from then on); the gratuitous ARPs go out in the
+ * background, so a switch-over does not wait for them.
+ */
+export async function claimAddress(address: string, log: (msg: string) => void = () => undefined): Promise<void> {
   const dev = await linkFor(address);
-  if (!dev) return;
+  if (!dev) {
+    log(`floating ${address}: no interface on its subnet, not claimed`);
+    return;
+  }
   await run(['ip', 'addr', 'replace', `${address}/32`, 'dev', dev], { errorCode: 'VMKIT_NETWORK_FAILED', hint: HINT, timeoutMs: 10_000 });
-  // Announcements now and over the next 2 s: Linux neighbours ignore an update that comes
-  // within 1 s (locktime) of the previous one, and one lost frame must not strand clients.
-  await run(['arping', '-U', '-c', '1', '-I', dev, address], { allowFailure: true, timeoutMs: 3_000 }).catch(() => undefined);
-  void run(['arping', '-U', '-c', '3', '-I', dev, address], { allowFailure: true, timeoutMs: 6_000 }).catch(() => undefined);
+  log(`floating ${address}: claimed on ${dev}`);
+  // Three announcements, one a second: one lost frame must not strand clients.
+  run(arpingArgv(dev, address, 3), { allowFailure: true, timeoutMs: 6_000 }).then(
+    (r) => {
+      if (r.code !== 0) log(`floating ${address}: arping exited ${r.code}: ${r.stderr.trim()}`);
+    },
+    (err: Error) => log(`floating ${address}: arping failed: ${err.message}`),
+  );
 }
 
-export async function releaseAddress(address: string): Promise<void> {
+/** Gives `address` up on this host (idempotent). */
+export async function releaseAddress(address: string, log: (msg: string) => void = () => undefined): Promise<void> {
   const links = await listLinks();
   for (const l of links) {
     if (l.addresses.some((a) => a.family === 'inet' && a.local === address && a.prefixlen === 32)) {
-      await run(['ip', 'addr', 'del', `${address}/32`, 'dev', l.ifname], { allowFailure: true, timeoutMs: 10_000 });
+      await run(['ip', 'addr', 'del', `${address}/32`, 'dev', l.ifname], { errorCode: 'VMKIT_NETWORK_FAILED', hint: HINT, timeoutMs: 10_000 });
+      log(`floating ${address}: released from ${l.ifname}`);
     }
   }
+}
+
+/**
+ * Forgets the connections clients made to `address` on this host: their entries DNAT to a
+ * guest that now runs elsewhere, and would keep doing so for a client whose ARP entry still
+ * names this host. Without them, such packets are routed on to the new holder.
+ */
+export async function forgetConnections(address: string, log: (msg: string) => void = () => undefined): Promise<void> {
+  // conntrack exits 1 when no entry matched: not an error.
+  const r = await run(conntrackFlushArgv(address), { allowFailure: true, errorCode: 'VMKIT_NETWORK_FAILED', hint: HINT, timeoutMs: 10_000 });
+  const m = /(\d+) flow entries have been deleted/.exec(r.stderr);
+  log(`floating ${address}: ${m ? m[1] : 0} tracked connections forgotten`);
 }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { claimAddress, releaseAddress } from './floating.js';
+import { claimAddress, forgetConnections, releaseAddress } from './floating.js';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { vmkitError } from '../errors.js';
@@ -63,6 +63,11 @@ export function bridgeMac(n: Pick<Network, 'name' | 'subnet'>): string {
 
 export class NetworkManager {
   private chain: Promise<unknown> = Promise.resolve();
+  /**
+   * Instances (by id) whose floating forwards this host gave up mid-migration: their DNAT
+   * rules stay out of the ruleset until the guest runs here again (rollback) or leaves.
+   */
+  private readonly withdrawn = new Set<string>();
 
   constructor(
     private readonly store: Store,
@@ -251,6 +256,7 @@ export class NetworkManager {
         nics.push({ tap: tapName(inst.id, nic.id), mac: nic.mac, ipv4: nic.ipv4 ?? '', bridge: n.bridge });
         if (n.mode !== 'nat' || !nic.ipv4) continue;
         for (const f of inst.forwards.filter((x) => x.nic === nic.id)) {
+          if (f.floating && this.withdrawn.has(inst.id)) continue;
           forwards.push({ proto: f.proto, hostAddress: f.hostAddress, hostPort: f.hostPort, guestIp: nic.ipv4, guestPort: f.guestPort, bridge: n.bridge, floating: f.floating });
         }
       }
@@ -331,17 +337,42 @@ export class NetworkManager {
     });
   }
 
-  /** The guest runs here now: its floating forward addresses come to this host. */
-  announce(inst: Instance): Promise<void> {
+  /**
+   * The guest runs on this host: its floating forward addresses come here (the DNAT rules of
+   * a withdrawn instance come back first, so the address never answers without them).
+   */
+  announce(inst: Instance, log: (msg: string) => void = defaultLog): Promise<void> {
     return this.serial(async () => {
-      for (const f of inst.forwards) if (f.floating) await claimAddress(f.hostAddress);
+      const floating = inst.forwards.filter((f) => f.floating);
+      if (this.withdrawn.delete(inst.id) && floating.length > 0) await this.applyRules(await this.networks(), await this.instances());
+      for (const f of floating) await claimAddress(f.hostAddress, log);
+    });
+  }
+
+  /**
+   * A migration's switch-over: the guest stopped here for good (its last state is on the
+   * target), so its floating addresses leave this host before the target claims them — the
+   * address, its DNAT rules and the tracked connections that lead to the local copy.
+   */
+  withdraw(inst: Instance, log: (msg: string) => void = defaultLog): Promise<void> {
+    return this.serial(async () => {
+      const floating = inst.forwards.filter((f) => f.floating);
+      if (floating.length === 0) return;
+      this.withdrawn.add(inst.id);
+      for (const f of floating) await releaseAddress(f.hostAddress, log);
+      await this.applyRules(await this.networks(), await this.instances());
+      for (const f of floating) await forgetConnections(f.hostAddress, log);
     });
   }
 
   /** After QEMU ended: its taps go, and with them its rules (and its floating addresses). */
   unplug(inst: Instance): Promise<void> {
     return this.serial(async () => {
-      for (const f of inst.forwards) if (f.floating) await releaseAddress(f.hostAddress).catch(() => undefined);
+      this.withdrawn.delete(inst.id);
+      for (const f of inst.forwards) {
+        if (!f.floating) continue;
+        await releaseAddress(f.hostAddress).catch((err: Error) => console.error(`vmkitd: floating ${f.hostAddress} of ${inst.name}: ${err.message}`));
+      }
       for (const nic of inst.nics.filter((x) => x.network !== 'user')) await bridge.deleteLink(tapName(inst.id, nic.id));
       await this.applyRules(await this.networks(), await this.instances());
     });
@@ -376,4 +407,8 @@ export class NetworkManager {
       await this.applyRules(nets, insts);
     });
   }
+}
+
+function defaultLog(msg: string): void {
+  console.error(`vmkitd: ${new Date().toISOString()} ${msg}`);
 }
