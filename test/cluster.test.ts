@@ -95,6 +95,52 @@ async function opStatus(d: TestDaemon, id: string): Promise<{ status: string; pr
   return (await d.api<{ metadata: { status: string; progress: { phase: string }; error?: { code: string } } }>('GET', `/1.0/operations/${id}`)).body.metadata;
 }
 
+/** `ip -ts monitor address` in a namespace: when `address` came and went (µs since epoch). */
+function watchAddress(netns: string, address: string): { stop(): Promise<Array<{ added: boolean; atUs: number }>> } {
+  const proc = topo.spawn(netns, ['env', 'TZ=UTC', 'ip', '-ts', 'monitor', 'address'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let text = '';
+  proc.stdout!.on('data', (d: Buffer) => (text += d.toString()));
+  return {
+    async stop() {
+      await sleep(200);
+      proc.kill('SIGTERM');
+      const events: Array<{ added: boolean; atUs: number }> = [];
+      for (const line of text.split('\n')) {
+        const m = /^\[([^\]]+)\]\s*(Deleted\s+)?\d+:.*\binet ([\d.]+)\//.exec(line);
+        if (!m || m[3] !== address) continue;
+        const [date, frac = '0'] = m[1]!.split('.');
+        events.push({ added: !m[2], atUs: Date.parse(`${date}Z`) * 1000 + Number(frac.padEnd(6, '0').slice(0, 6)) });
+      }
+      return events;
+    },
+  };
+}
+
+/** A TCP connection from the switch, opened now; request() sends GET /status on it later. */
+function holdConnection(host: string, port: number): { connected: Promise<void>; request(): Promise<string> } {
+  const proc = topo.spawn(topo.switchNetns, [
+    process.execPath,
+    '-e',
+    `const s=require('net').connect(${port},${JSON.stringify(host)},()=>console.log('connected'));let b='';s.on('data',d=>b+=d);
+     s.on('end',()=>{process.stdout.write('ANSWER '+JSON.stringify(b)+'\\n');process.exit(0)});s.on('error',e=>{console.log('ANSWER '+JSON.stringify('error '+e.message));process.exit(0)});
+     process.stdin.once('data',()=>{s.write('GET /status HTTP/1.0\\r\\n\\r\\n');setTimeout(()=>{console.log('ANSWER '+JSON.stringify('timeout: '+b));process.exit(0)},8000)});`,
+  ], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  const lines = new Promise<void>((resolve) => proc.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    if (out.includes('connected')) resolve();
+  }));
+  return {
+    connected: Promise.race([lines, sleep(10_000).then(() => assert.fail(`no connection to ${host}:${port}: ${out}`))]),
+    async request() {
+      proc.stdin!.write('go\n');
+      await new Promise((res) => proc.once('exit', res));
+      const m = /ANSWER (.*)/.exec(out);
+      return m ? (JSON.parse(m[1]!) as string) : `no answer: ${out}`;
+    },
+  };
+}
+
 describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () => {
   before(async () => {
     topo = await createClusterTopology(3);
@@ -188,19 +234,44 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     let errs = '';
     poller.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     poller.stderr!.on('data', (d: Buffer) => (errs += d.toString()));
+    // Who holds the floating address, as the kernels of both hosts report it.
+    const monitors = [0, 1].map((i) => watchAddress(topo.hosts[i]!.netns, vip));
+    // A connection a client opened before the switch-over and uses after it.
+    const held = holdConnection(vip, 8080);
+    await held.connected;
     await sleep(1_500);
     const r = hosts[0]!.cli(['migrate', 'web1', '--to', 'h2', '--format', 'json'], { timeoutMs: 240_000 });
     assert.equal(r.code, 0, r.stderr);
-    const result = (JSON.parse(r.stdout) as { result: { mode: string; downtimeMs?: number } }).result;
+    const result = (JSON.parse(r.stdout) as { result: { mode: string; downtimeMs?: number; totalTimeMs: number } }).result;
     assert.equal(result.mode, 'live');
     assert.equal(typeof result.downtimeMs, 'number', 'downtime reported');
     await sleep(1_500);
     poller.kill('SIGTERM');
     await new Promise((res) => poller.once('exit', res));
     const counts = JSON.parse(out) as { ok: number; fail: number; slowestMs: number };
-    console.log(`# polling through the floating forward during the migration: ${out.trim()}, downtime ${result.downtimeMs} ms`);
+    console.log(`# polling through the floating forward during the migration: ${out.trim()}, downtime ${result.downtimeMs} ms, end to end ${result.totalTimeMs} ms`);
     assert.ok(counts.ok > 20, `requests answered: ${out}`);
     assert.equal(counts.fail, 0, `no failed request: ${out} ${errs}`);
+    // Never two holders: the source let the address go before the target took it.
+    const [srcEvents, dstEvents] = await Promise.all(monitors.map((m) => m.stop()));
+    const released = srcEvents.find((e) => !e.added);
+    const claimed = dstEvents.find((e) => e.added);
+    assert.ok(released && claimed, `the address moved: source ${JSON.stringify(srcEvents)}, target ${JSON.stringify(dstEvents)}`);
+    assert.ok(released.atUs <= claimed.atUs, `the source released ${vip} ${(released.atUs - claimed.atUs) / 1000} ms after the target claimed it`);
+    console.log(`# floating address: released on the source ${(claimed.atUs - released.atUs) / 1000} ms before the target claimed it`);
+    // A client whose ARP entry still names the source (it missed the announcements, as
+    // routers that ignore gratuitous ARP do) keeps its open connection and makes new ones:
+    // the source no longer DNATs the address into its stopped copy, it routes it on.
+    const sourceMac = topo.exec(topo.hosts[0]!.netns, ['cat', '/sys/class/net/eth0/address']).stdout.trim();
+    assert.equal(topo.exec(topo.switchNetns, ['ip', 'neigh', 'replace', vip, 'lladdr', sourceMac, 'dev', topo.bridge, 'nud', 'reachable']).code, 0);
+    try {
+      const answer = await held.request();
+      assert.match(answer, /^HTTP\/1\.[01] 200/, `the connection opened before the migration still answers: ${answer.slice(0, 200)}`);
+      const viaSource = guestStatus(url);
+      assert.ok(viaSource.uptime >= before.uptime, 'a new connection through the old host reaches the migrated guest');
+    } finally {
+      topo.exec(topo.switchNetns, ['ip', 'neigh', 'del', vip, 'dev', topo.bridge]);
+    }
     const after = guestStatus(url);
     assert.ok(after.uptime >= before.uptime, `uptime continues (${before.uptime} -> ${after.uptime})`);
     const row = find(hosts[2]!, 'web1');

@@ -25,6 +25,8 @@ export interface TestDaemon {
   kill9(): Promise<void>;
   restart(): Promise<void>;
   stop(): Promise<void>;
+  /** What the daemon printed (stdout and stderr, every run). */
+  log(): string;
 }
 
 export function testEnv(dir: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
@@ -89,6 +91,9 @@ export async function startTestDaemon(options: { extraArgs?: string[]; env?: Nod
     },
     api(method, path, body) {
       return unixRequest(join(dir, 'vmkit.sock'), method, path, body);
+    },
+    log() {
+      return log;
     },
     async kill9() {
       d.proc.kill('SIGKILL');
