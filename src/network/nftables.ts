@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { vmkitError } from '../errors.js';
 import { run } from '../util/exec.js';
 import type { Network } from './network.js';
@@ -143,20 +142,11 @@ export function renderFlush(): string {
 }
 
 /** Runs an nft script (one transaction) from stdin. */
-export function nftStdin(script: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('nft', ['-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', (err) =>
-      reject(vmkitError('VMKIT_NETWORK_FAILED', `Cannot run nft: ${err.message}`, { hint: 'Install nftables ("vmkit doctor").' })),
-    );
-    child.on('close', (code) => {
-      if (code === 0) resolve();
-      else reject(vmkitError('VMKIT_NETWORK_FAILED', `nft refused vmkit's ruleset: ${stderr.trim().split('\n').slice(0, 6).join(' ')}`, { hint: 'Run the daemon as root with nftables available ("vmkit doctor").' }));
-    });
-    child.stdin.end(script);
-  });
+export async function nftStdin(script: string): Promise<void> {
+  const r = await run(['nft', '-f', '-'], { input: script, allowFailure: true, errorCode: 'VMKIT_NETWORK_FAILED', hint: 'Install nftables ("vmkit doctor").', timeoutMs: 30_000 });
+  if (r.code !== 0) {
+    throw vmkitError('VMKIT_NETWORK_FAILED', `nft refused vmkit's ruleset: ${r.stderr.trim().split('\n').slice(0, 6).join(' ')}`, { hint: 'Run the daemon as root with nftables available ("vmkit doctor").' });
+  }
 }
 
 export async function applyRuleset(input: RulesetInput): Promise<void> {

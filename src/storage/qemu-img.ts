@@ -1,5 +1,4 @@
-import { spawn } from 'node:child_process';
-import { vmkitError } from '../errors.js';
+import { asVmkitError, vmkitError } from '../errors.js';
 import { run } from '../util/exec.js';
 
 /** Every qemu-img invocation lives here, and every one names the format: QEMU never guesses. */
@@ -192,40 +191,25 @@ export async function compareVolumes(a: string, aFormat: ForeignFormat, b: strin
   });
 }
 
-function runWithProgress(argv: string[], opts: Pick<ConvertOptions, 'onProgress' | 'signal'>): Promise<void> {
-  const [cmd, ...args] = argv;
-  return new Promise((resolve, reject) => {
-    if (opts.signal?.aborted) {
-      reject(vmkitError('VMKIT_OPERATION_CANCELLED', 'Cancelled before qemu-img started.'));
-      return;
-    }
-    const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    let cancelled = false;
-    const onAbort = () => {
-      cancelled = true;
-      child.kill('SIGKILL');
-    };
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      const all = [...d.matchAll(/\((\d+(?:\.\d+)?)\/100%\)/g)];
-      const last = all.at(-1);
+async function runWithProgress(argv: string[], opts: Pick<ConvertOptions, 'onProgress' | 'signal'>): Promise<void> {
+  const r = await run(argv, {
+    allowFailure: true,
+    signal: opts.signal,
+    errorCode: 'VMKIT_QEMU_MISSING',
+    hint: 'Install qemu-utils (run "vmkit doctor").',
+    onStdout: (d) => {
+      const last = [...d.matchAll(/\((\d+(?:\.\d+)?)\/100%\)/g)].at(-1);
       if (last) opts.onProgress?.(Number(last[1]) / 100);
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', (err) => {
-      opts.signal?.removeEventListener('abort', onAbort);
-      reject(vmkitError('VMKIT_QEMU_MISSING', `Cannot run ${cmd}: ${err.message}`, { hint: 'Install qemu-utils (run "vmkit doctor").' }));
-    });
-    child.on('close', (code, signal) => {
-      opts.signal?.removeEventListener('abort', onAbort);
-      if (cancelled) reject(vmkitError('VMKIT_OPERATION_CANCELLED', 'Cancelled: qemu-img was stopped and its output removed.'));
-      else if (code !== 0) {
-        const why = stderr.trim().split('\n').slice(-3).join(' ') || `exit ${code ?? signal}`;
-        reject(vmkitError('VMKIT_STORAGE_FAILED', `qemu-img failed: ${why}`, { details: { argv }, hint: 'Check free space in the data folder and that the source is a valid image.' }));
-      } else resolve();
-    });
+    },
+  }).catch((err: unknown) => {
+    const e = asVmkitError(err);
+    if (e.code === 'VMKIT_OPERATION_CANCELLED') throw vmkitError('VMKIT_OPERATION_CANCELLED', 'Cancelled: qemu-img was stopped and its output removed.', { hint: 'Start the operation again.' });
+    throw e;
   });
+  if (r.code !== 0) {
+    const why = r.stderr.trim().split('\n').slice(-3).join(' ') || `exit ${r.code}`;
+    throw vmkitError('VMKIT_STORAGE_FAILED', `qemu-img failed: ${why}`, { details: { argv }, hint: 'Check free space in the data folder and that the source is a valid image.' });
+  }
 }
 
 // ---- internal snapshots (stopped instances only: a running QEMU holds the image lock) ----

@@ -15,6 +15,12 @@ export interface RunOptions {
   env?: NodeJS.ProcessEnv;
   /** Do not throw on a non-zero exit; the caller reads `code`. */
   allowFailure?: boolean;
+  /** Written to the program's stdin (closed afterwards); without it stdin is /dev/null. */
+  input?: string;
+  /** Kills the program (SIGKILL); the promise rejects with VMKIT_OPERATION_CANCELLED. */
+  signal?: AbortSignal;
+  /** Each stdout chunk as it comes (progress output). */
+  onStdout?: (chunk: string) => void;
 }
 
 /**
@@ -26,12 +32,30 @@ export function run(argv: readonly string[], options: RunOptions = {}): Promise<
   if (!cmd) throw new Error('run: empty argv');
   const errorCode = options.errorCode ?? 'VMKIT_INTERNAL';
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
+    if (options.signal?.aborted) {
+      reject(vmkitError('VMKIT_OPERATION_CANCELLED', `Cancelled before ${cmd} started.`, { hint: 'Start the operation again.' }));
+      return;
+    }
+    const child = spawn(cmd, args, { stdio: [options.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
     let stdout = '';
     let stderr = '';
     let timedOut = false;
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    let cancelled = false;
+    const onAbort = () => {
+      cancelled = true;
+      child.kill('SIGKILL');
+    };
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    if (options.input !== undefined) {
+      // A program that exits before reading all of stdin makes the write fail: its exit tells why.
+      child.stdin!.on('error', () => undefined);
+      child.stdin!.end(options.input);
+    }
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+      options.onStdout?.(d);
+    });
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     const timer = options.timeoutMs
       ? setTimeout(() => {
           timedOut = true;
@@ -40,6 +64,7 @@ export function run(argv: readonly string[], options: RunOptions = {}): Promise<
       : undefined;
     child.on('error', (err: NodeJS.ErrnoException) => {
       if (timer) clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onAbort);
       reject(
         vmkitError(err.code === 'ENOENT' ? 'VMKIT_QEMU_MISSING' : errorCode, `Cannot run ${cmd}: ${err.message}`, {
           cause: err,
@@ -49,8 +74,11 @@ export function run(argv: readonly string[], options: RunOptions = {}): Promise<
     });
     child.on('close', (code, signal) => {
       if (timer) clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onAbort);
       const result = { stdout, stderr, code: code ?? -1 };
-      if (timedOut) {
+      if (cancelled) {
+        reject(vmkitError('VMKIT_OPERATION_CANCELLED', `Cancelled: ${cmd} was stopped.`, { hint: 'Start the operation again.' }));
+      } else if (timedOut) {
         reject(vmkitError('VMKIT_TIMEOUT', `${cmd} did not finish within ${options.timeoutMs} ms.`, { hint: options.hint }));
       } else if ((code !== 0 || signal) && !options.allowFailure) {
         const why = stderr.trim().split('\n').slice(-3).join(' ') || `exit ${code ?? signal}`;
