@@ -107,3 +107,12 @@ export async function release(uplink: string): Promise<void> {
 export async function enableForwarding(): Promise<void> {
   await sysctl('net/ipv4/ip_forward', '1');
 }
+
+/** A host address (a /32 floating address) on an interface; `replace` makes it idempotent. */
+export async function addHostAddress(dev: string, address: string): Promise<void> {
+  await ip(['addr', 'replace', `${address}/32`, 'dev', dev]);
+}
+
+export async function deleteHostAddress(dev: string, address: string): Promise<void> {
+  await ip(['addr', 'del', `${address}/32`, 'dev', dev]);
+}

@@ -1,9 +1,9 @@
 import { run } from '../util/exec.js';
-import { listLinks } from './bridge.js';
+import { addHostAddress, deleteHostAddress, listLinks } from './bridge.js';
 import { ipToInt } from './network.js';
 
 /**
- * Floating addresses: a port forward can listen on an address that follows its instance
+ * Floating addresses (`ip` itself runs in bridge.ts; this module runs arping and conntrack): a port forward can listen on an address that follows its instance
  * around a cluster. The host running the instance holds the address (a /32 on the interface
  * whose subnet contains it) and announces it with gratuitous ARP.
  *
@@ -51,7 +51,7 @@ export async function claimAddress(address: string, log: (msg: string) => void =
     log(`floating ${address}: no interface on its subnet, not claimed`);
     return;
   }
-  await run(['ip', 'addr', 'replace', `${address}/32`, 'dev', dev], { errorCode: 'VMKIT_NETWORK_FAILED', hint: HINT, timeoutMs: 10_000 });
+  await addHostAddress(dev, address);
   log(`floating ${address}: claimed on ${dev}`);
   // Three announcements, one a second: one lost frame must not strand clients.
   run(arpingArgv(dev, address, 3), { allowFailure: true, timeoutMs: 6_000 }).then(
@@ -67,7 +67,7 @@ export async function releaseAddress(address: string, log: (msg: string) => void
   const links = await listLinks();
   for (const l of links) {
     if (l.addresses.some((a) => a.family === 'inet' && a.local === address && a.prefixlen === 32)) {
-      await run(['ip', 'addr', 'del', `${address}/32`, 'dev', l.ifname], { errorCode: 'VMKIT_NETWORK_FAILED', hint: HINT, timeoutMs: 10_000 });
+      await deleteHostAddress(l.ifname, address);
       log(`floating ${address}: released from ${l.ifname}`);
     }
   }
