@@ -10,12 +10,19 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
 
 export const execFileP = promisify(execFile);
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const VMKIT_BIN = path.join(ROOT, 'bin', 'vmkit.js');
+
+/**
+ * The guest CPU model vmkit gives TCG guests (src/qemu/argv.ts), from the build itself: every
+ * contender boots the same model, or the comparison measures CPU models instead of toolstacks
+ * (`max` boots the appliance ≈15 % slower than this one under TCG).
+ */
+export const TCG_CPU_MODEL = (await import(pathToFileURL(path.join(ROOT, 'dist', 'qemu', 'argv.js')).href)).TCG_CPU_MODEL;
 export const MARKER = 'vmkit-appliance: userspace';
 export const POLL_MS = 5; // the same console poll for all three
 export const BOOT_TIMEOUT_MS = 120_000;
@@ -353,7 +360,7 @@ export function rawArgv(o, guest, opts = {}) {
     '-name', `guest=${opts.name ?? 'bench-raw'}`,
     '-nodefaults', '-no-user-config',
     '-machine', `pc,accel=${o.accel}`,
-    '-cpu', o.accel === 'kvm' ? 'host' : 'max',
+    '-cpu', o.accel === 'kvm' ? 'host' : TCG_CPU_MODEL,
     '-smp', String(guest.cpus),
     '-m', `${opts.memoryMiB ?? guest.memoryMiB}M`,
     '-display', 'none', '-vga', 'none',
@@ -442,6 +449,14 @@ export async function startLibvirtDaemonsOnly() {
   }
 }
 
+/** TCG_CPU_MODEL as libvirt's <cpu> element (model + required features); host-passthrough on KVM. */
+export function libvirtCpu(accel) {
+  if (accel === 'kvm') return "<cpu mode='host-passthrough'/>";
+  const [model, ...features] = TCG_CPU_MODEL.split(',');
+  const feats = features.map((f) => `<feature policy='require' name='${f.replace(/^\+/, '')}'/>`).join('');
+  return `<cpu mode='custom' match='exact'><model fallback='forbid'>${model}</model>${feats}</cpu>`;
+}
+
 /**
  * The libvirt domain of bench/start.js. `opts` (all optional): name, memoryMiB, overlay
  * (root disk), console (serial log file), mac.
@@ -459,7 +474,7 @@ export function domainXml(o, guest, opts = {}) {
     <cmdline>${esc(guest.cmdline)}</cmdline>
   </os>
   <features><acpi/></features>
-  <cpu mode='${o.accel === 'kvm' ? 'host-passthrough' : 'maximum'}'/>
+  ${libvirtCpu(o.accel)}
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>
