@@ -1,4 +1,4 @@
-import { vmkitError } from '../errors.js';
+import { vmkitError, type VmkitError } from '../errors.js';
 import type { InstanceState } from './types.js';
 
 /**
@@ -8,13 +8,19 @@ import type { InstanceState } from './types.js';
  */
 const TRANSITIONS: Record<InstanceState, readonly InstanceState[]> = {
   stopped: ['starting', 'deleting', 'migrating'],
-  starting: ['running', 'paused', 'error', 'stopped'],
+  // migrating: the target of a live migration starts QEMU waiting for the incoming state.
+  starting: ['running', 'paused', 'error', 'stopped', 'migrating'],
   running: ['paused', 'stopping', 'stopped', 'error', 'suspended', 'migrating', 'starting'],
   paused: ['running', 'stopping', 'stopped', 'error', 'suspended', 'migrating'],
-  stopping: ['stopped', 'error', 'running'],
-  suspended: ['starting', 'deleting', 'stopped'],
-  migrating: ['running', 'paused', 'stopped', 'error'],
-  error: ['starting', 'deleting', 'stopped'],
+  // paused: a failed stop of a paused instance, or one a daemon restart interrupted, leaves it paused.
+  stopping: ['stopped', 'error', 'running', 'paused'],
+  // paused: the daemon died between a suspend's row write and QEMU's quit; the re-attached
+  // QEMU is paused (see suspend in src/snapshots/). error: that re-attach failed.
+  suspended: ['starting', 'deleting', 'stopped', 'paused', 'error'],
+  // suspended: a suspend-mode migration's target row arrives migrating and ends suspended.
+  migrating: ['running', 'paused', 'stopped', 'error', 'suspended'],
+  // running, paused: a re-attach that failed left QEMU running; the next daemon start re-attaches.
+  error: ['starting', 'deleting', 'stopped', 'running', 'paused'],
   deleting: [],
 };
 
@@ -24,6 +30,11 @@ export function canTransition(from: InstanceState, to: InstanceState): boolean {
 
 export function assertTransition(name: string, from: InstanceState, to: InstanceState, verb: string): void {
   if (canTransition(from, to)) return;
+  throw invalidState(name, from, verb);
+}
+
+/** The VMKIT_INVALID_STATE error for `verb` on an instance in `from`, with a hint that fits. */
+export function invalidState(name: string, from: InstanceState, verb: string): VmkitError {
   const hints: Partial<Record<InstanceState, string>> = {
     running: `Stop it first with "vmkit stop ${name}", or use "vmkit restart ${name}".`,
     paused: `Resume it with "vmkit resume ${name}" or stop it with "vmkit stop ${name} --force".`,
@@ -33,7 +44,7 @@ export function assertTransition(name: string, from: InstanceState, to: Instance
     deleting: 'The instance is being deleted.',
     error: `Start it again with "vmkit start ${name}" or delete it.`,
   };
-  throw vmkitError('VMKIT_INVALID_STATE', `Cannot ${verb} instance "${name}": it is ${from}.`, {
+  return vmkitError('VMKIT_INVALID_STATE', `Cannot ${verb} instance "${name}": it is ${from}.`, {
     hint: hints[from],
     details: { state: from },
   });

@@ -1,0 +1,148 @@
+import { randomBytes } from 'node:crypto';
+import { vmkitError } from '../errors.js';
+import type { Image, Nic } from '../domain/types.js';
+import { NIC_MODELS } from '../domain/types.js';
+import { nicDevice } from '../qemu/argv.js';
+import type { QmpEvent } from '../qemu/qmp.js';
+import type { InstanceContext } from './registry.js';
+import type { NicRequest } from './types.js';
+
+/**
+ * An instance's NICs: new ones get a unique MAC and an address on their network (at create,
+ * clone, or later), and NICs are added and removed, hot-plugged on a running instance.
+ */
+export class Nics {
+  constructor(private readonly shared: InstanceContext) {}
+
+  /** NICs for `reqs`, numbered from nic<first>, with MACs no instance of this host uses. */
+  async allocate(reqs: NicRequest[], image: Image, first = 0): Promise<Nic[]> {
+    const networking = this.shared.peers.networking;
+    const used = new Set((await this.shared.registry.list()).flatMap((i) => i.nics.map((n) => n.mac)));
+    const out: Nic[] = [];
+    for (const [i, r] of reqs.entries()) {
+      const model = r.model ?? image.nicModels[0] ?? 'virtio-net';
+      if (!NIC_MODELS.includes(model)) {
+        throw vmkitError('VMKIT_INVALID_ARGUMENT', `Unknown NIC model "${model}".`, { hint: `Use one of ${NIC_MODELS.join(', ')}.` });
+      }
+      const network = r.network ?? 'user';
+      let address: { ipv4?: string; dhcp?: boolean } = {};
+      if (network === 'user') {
+        if (r.ipv4) {
+          throw vmkitError('VMKIT_INVALID_ARGUMENT', 'A user-mode NIC cannot have a static address (QEMU gives it 10.0.2.15).', {
+            hint: 'Put the NIC on a vmkit network ("vmkit network create") to choose its address.',
+          });
+        }
+      } else if (!networking) {
+        throw vmkitError('VMKIT_NETWORK_NOT_FOUND', `Network "${network}" does not exist.`, {
+          hint: 'Only user-mode NAT ("user") NICs are available on this host.',
+        });
+      } else {
+        address = await networking.allocate(network, r.ipv4, out);
+      }
+      let mac: string;
+      do {
+        // 52:54:00 is QEMU's locally administered prefix.
+        mac = ['52', '54', '00', ...[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+      } while (used.has(mac));
+      used.add(mac);
+      out.push({ id: `nic${first + i}`, model, mac, network, ...(address.ipv4 ? { ipv4: address.ipv4 } : {}), ...(address.dhcp ? { dhcp: true } : {}) });
+    }
+    return out;
+  }
+
+  /** Adds a NIC; on a running instance it is hot-plugged (QMP netdev_add + device_add). */
+  async add(name: string, req: NicRequest): Promise<Nic> {
+    const { registry, images, events, peers } = this.shared;
+    return registry.withLock(name, async () => {
+      const inst = await registry.load(name);
+      if (inst.state !== 'stopped' && inst.state !== 'running') {
+        throw vmkitError('VMKIT_INVALID_STATE', `Cannot add a NIC to instance "${name}" while it is ${inst.state}.`, {
+          hint: 'NICs are added to stopped or running instances.',
+        });
+      }
+      const image = await images.get(inst.image);
+      const next = Math.max(-1, ...inst.nics.map((n) => Number(n.id.replace(/^nic/, '')))) + 1;
+      const [nic] = await this.allocate([req], image, next);
+      const before = inst.nics;
+      inst.nics = [...before, nic!];
+      await registry.save(inst);
+      const rt = inst.state === 'running' ? registry.current(name) : undefined;
+      try {
+        if (nic!.network !== 'user') {
+          if (rt) await peers.networking?.plug(inst);
+          else await peers.networking?.sync();
+        }
+        if (rt) {
+          const tap = peers.networking?.taps(inst)[nic!.id];
+          await rt.qmp.execute('netdev_add', tap ? { type: 'tap', id: nic!.id, ifname: tap, script: 'no', downscript: 'no' } : { type: 'user', id: nic!.id });
+          try {
+            await rt.qmp.execute('device_add', { driver: nicDevice(nic!.model), netdev: nic!.id, mac: nic!.mac, id: `${nic!.id}-dev` });
+          } catch (err) {
+            // The device_add failure is what the caller sees; a netdev left behind goes with QEMU.
+            await rt.qmp.execute('netdev_del', { id: nic!.id }).catch(() => undefined);
+            throw err;
+          }
+        }
+      } catch (err) {
+        inst.nics = before;
+        await registry.save(inst);
+        if (nic!.network !== 'user') {
+          await peers.networking?.unplug({ ...inst, nics: [nic!] }).catch((e: Error) => console.error(`vmkitd: unplugging NIC ${nic!.id} of ${name}: ${e.message}`));
+          await peers.networking?.sync().catch((e: Error) => console.error(`vmkitd: network sync after NIC ${nic!.id} of ${name}: ${e.message}`));
+        }
+        throw err;
+      }
+      events.lifecycle('nic-added', name, nic);
+      return nic!;
+    });
+  }
+
+  /** Removes a NIC (and its forwards); on a running instance it is hot-unplugged. */
+  async remove(name: string, nicId: string): Promise<Nic> {
+    const { registry, events, peers } = this.shared;
+    return registry.withLock(name, async () => {
+      const inst = await registry.load(name);
+      const nic = inst.nics.find((n) => n.id === nicId);
+      if (!nic) {
+        throw vmkitError('VMKIT_NIC_NOT_FOUND', `Instance "${name}" has no NIC "${nicId}".`, { hint: `"vmkit nic list ${name}" shows its NICs.` });
+      }
+      if (inst.state !== 'stopped' && inst.state !== 'running') {
+        throw vmkitError('VMKIT_INVALID_STATE', `Cannot remove a NIC from instance "${name}" while it is ${inst.state}.`);
+      }
+      const rt = inst.state === 'running' ? registry.current(name) : undefined;
+      if (rt) {
+        // The guest must release the device (ACPI eject) before its netdev can go.
+        const deleted = new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => {
+            rt.qmp.off('event', onEvent);
+            resolve(false);
+          }, 15_000);
+          const onEvent = (e: QmpEvent) => {
+            if (e.event === 'DEVICE_DELETED' && e.data.device === `${nic.id}-dev`) {
+              clearTimeout(timer);
+              rt.qmp.off('event', onEvent);
+              resolve(true);
+            }
+          };
+          rt.qmp.on('event', onEvent);
+        });
+        await rt.qmp.execute('device_del', { id: `${nic.id}-dev` });
+        if (!(await deleted)) {
+          throw vmkitError('VMKIT_TIMEOUT', `The guest of "${name}" did not release NIC ${nic.id} within 15 s.`, {
+            hint: 'The guest needs ACPI PCI hot-plug; stop the instance and remove the NIC then.',
+          });
+        }
+        await rt.qmp.execute('netdev_del', { id: nic.id });
+      }
+      inst.nics = inst.nics.filter((n) => n !== nic);
+      inst.forwards = inst.forwards.filter((f) => f.nic !== nic.id);
+      await registry.save(inst);
+      if (nic.network !== 'user') {
+        await peers.networking?.unplug({ ...inst, nics: [nic] });
+        await peers.networking?.sync();
+      }
+      events.lifecycle('nic-removed', name, nic);
+      return nic;
+    });
+  }
+}

@@ -1,0 +1,176 @@
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import { mkdir, rm } from 'node:fs/promises';
+import { dirname, isAbsolute, join } from 'node:path';
+import { vmkitError } from '../errors.js';
+import { validateName } from '../domain/names.js';
+import { isActive } from '../domain/state.js';
+import { findInstanceType } from '../domain/instance-types.js';
+import type { Image, Instance, InstanceView } from '../domain/types.js';
+import type { OperationContext } from '../operations/operations.js';
+import { createLinkedClone } from '../storage/qemu-img.js';
+import { assertHostPortFree, normalizeForward } from '../network/forwards.js';
+import { floatingNeedsNat, type Forwards } from './forwards.js';
+import type { Lifecycle } from './lifecycle.js';
+import type { Nics } from './nics.js';
+import type { InstanceContext } from './registry.js';
+import type { CreateInstanceRequest } from './types.js';
+
+/**
+ * The birth and end of an instance on this host: create from an image (a linked clone of its
+ * disk), delete, and release (the instance moved to another host). Files and rows are
+ * ordered so a crash mid-way leaves nothing that recovery cannot finish or remove.
+ */
+export class Provisioning {
+  constructor(
+    private readonly shared: InstanceContext,
+    private readonly lifecycle: Lifecycle,
+    private readonly nics: Nics,
+    private readonly forwards: Forwards,
+  ) {}
+
+  async create(req: CreateInstanceRequest, ctx?: OperationContext): Promise<InstanceView> {
+    const { registry, store, images, paths, host, events, peers } = this.shared;
+    const name = validateName(req.name, 'instance name');
+    return registry.withLock(name, async () => {
+      if (await store.get('instances', name)) {
+        throw vmkitError('VMKIT_ALREADY_EXISTS', `An instance named "${name}" already exists.`, {
+          hint: 'Choose another name, or delete the existing instance first.',
+        });
+      }
+      const image = await images.get(req.image);
+      const { cpus, memoryMiB } = sizeFor(req, image);
+      const nics = await this.nics.allocate(req.nics ?? [{}], image);
+      const forwardNic = nics.find((n) => n.network === 'user') ?? nics.find((n) => n.ipv4) ?? nics[0]!;
+      const forwards = (req.forwards ?? []).map((f) =>
+        normalizeForward({ ...f, allowPrivileged: f.allowPrivileged ?? req.allowPrivileged }, forwardNic.id),
+      );
+      if (forwards.length > 0 && forwardNic.network !== 'user') await peers.networking?.assertForwardable(forwardNic.network);
+      if (forwards.some((f) => f.floating) && forwardNic.network === 'user') throw floatingNeedsNat();
+      this.forwards.assertNoSelfCollision(forwards);
+      await this.forwards.assertNoConflict(name, forwards);
+      for (const f of forwards) await assertHostPortFree(f);
+
+      const id = randomBytes(6).toString('hex');
+      const dir = paths.instance(id);
+      const now = new Date().toISOString();
+      const inst: Instance = {
+        id,
+        name,
+        image: image.name,
+        imageVersion: image.version,
+        type: req.type,
+        cpus,
+        memoryMiB,
+        nics,
+        forwards,
+        disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2' }],
+        state: 'stopped',
+        createdAt: now,
+        updatedAt: now,
+        host: host.hostName,
+        machine: await host.machineType?.(),
+      };
+      const shared = host.sharedDir && req.storage !== 'local' ? host.sharedDir : undefined;
+      if (shared) inst.disks = [{ name: 'root', file: join(shared, 'disks', id, 'root.qcow2'), format: 'qcow2' }];
+      ctx?.progress({ phase: 'cloning disk', percent: 30 });
+      // Files first, row second: a crash in between leaves a folder without a row, which
+      // reconcile() removes; never a row pointing at a missing disk.
+      await mkdir(dir, { recursive: true });
+      try {
+        const rootImage = image.disks[0]!;
+        const rootFile = registry.diskPath(inst, inst.disks[0]!);
+        if (shared) {
+          // Every host must reach the whole chain: the image's disk is copied once into the
+          // shared storage (named by its checksum) and the instance's disk is backed by that.
+          const base = await images.sharedBase(image, shared);
+          await mkdir(dirname(rootFile), { recursive: true });
+          await createLinkedClone(base, rootImage.format, rootFile);
+        } else {
+          await createLinkedClone(images.file(image, rootImage.file), rootImage.format, rootFile);
+        }
+        ctx?.checkCancelled();
+        await registry.insertRow(inst);
+      } catch (err) {
+        await rm(dir, { recursive: true, force: true });
+        if (shared) await rm(join(shared, 'disks', id), { recursive: true, force: true });
+        throw err;
+      }
+      if (inst.nics.some((n) => n.network !== 'user')) await peers.networking?.sync();
+      events.lifecycle('instance-created', name);
+      return registry.view(inst);
+    });
+  }
+
+  async delete(name: string, opts: { force?: boolean } = {}, ctx?: OperationContext): Promise<void> {
+    const { registry } = this.shared;
+    return registry.withLock(name, async () => {
+      const inst = await registry.load(name);
+      const clones = (await registry.list()).filter((i) => i.linkedFrom === name).map((i) => i.name);
+      if (clones.length > 0) {
+        throw vmkitError('VMKIT_INSTANCE_IN_USE', `Linked clone(s) ${clones.join(', ')} depend on the disk of "${name}".`, {
+          hint: 'Delete the clones first, or make independent copies with "vmkit clone SOURCE NAME --full".',
+        });
+      }
+      if (isActive(inst.state)) {
+        if (!opts.force) {
+          throw vmkitError('VMKIT_INSTANCE_RUNNING', `Instance "${name}" is ${inst.state}; it is not deleted.`, {
+            hint: `Stop it first ("vmkit stop ${name}") or pass --force to stop and delete it.`,
+          });
+        }
+        await this.lifecycle.stopLocked(name, { force: true }, ctx);
+      }
+      await this.finishDelete(await registry.load(name));
+    });
+  }
+
+  /** Row marked first, files removed, row deleted last: a crash mid-way is finished on restart. */
+  async finishDelete(inst: Instance): Promise<void> {
+    const { registry, store, paths, events, peers } = this.shared;
+    if (inst.state !== 'deleting') await registry.setState(inst, 'deleting');
+    await registry.killRuntime(inst.name);
+    await rm(paths.instance(inst.id), { recursive: true, force: true });
+    for (const d of inst.disks) if (isAbsolute(d.file)) await rm(dirname(d.file), { recursive: true, force: true });
+    await store.delete('instances', inst.name);
+    await peers.ownership?.released(inst.name).catch((err: Error) => console.error(`vmkitd: releasing the name ${inst.name}: ${err.message}`));
+    if (inst.nics.some((n) => n.network !== 'user')) {
+      await peers.networking?.unplug(inst).catch((err: Error) => console.error(`vmkitd: unplugging ${inst.name}: ${err.message}`));
+      await peers.networking?.sync().catch((err: Error) => console.error(`vmkitd: network sync after deleting ${inst.name}: ${err.message}`));
+    }
+    events.lifecycle('instance-deleted', inst.name);
+  }
+
+  /**
+   * The instance now lives on another host (migration done): end the local QEMU, drop the
+   * row and the local folder, unplug its taps. Shared disks stay: the new owner uses them.
+   */
+  async release(inst: Instance): Promise<void> {
+    const { registry, store, paths, peers } = this.shared;
+    await registry.killRuntime(inst.name);
+    await rm(paths.instance(inst.id), { recursive: true, force: true });
+    await store.delete('instances', inst.name);
+    if (inst.nics.some((n) => n.network !== 'user')) {
+      await peers.networking?.unplug(inst).catch((err: Error) => console.error(`vmkitd: unplugging ${inst.name}: ${err.message}`));
+      await peers.networking?.sync().catch((err: Error) => console.error(`vmkitd: network sync after releasing ${inst.name}: ${err.message}`));
+    }
+  }
+}
+
+function sizeFor(req: CreateInstanceRequest, image: Image): { cpus: number; memoryMiB: number } {
+  const t = req.type ? findInstanceType(req.type) : undefined;
+  const cpus = req.cpus ?? t?.cpus ?? image.defaults.cpus;
+  const memoryMiB = req.memoryMiB ?? t?.memoryMiB ?? image.defaults.memoryMiB;
+  const hostCpus = os.cpus().length;
+  const hostMiB = Math.floor(os.totalmem() / 1024 / 1024);
+  if (!Number.isInteger(cpus) || cpus < 1 || cpus > hostCpus) {
+    throw vmkitError('VMKIT_RESOURCES_EXCEEDED', `${cpus} vCPUs is not possible on this host (1 to ${hostCpus}).`, {
+      hint: `Ask for at most ${hostCpus} vCPUs (the host's CPU count).`,
+    });
+  }
+  if (!Number.isInteger(memoryMiB) || memoryMiB < 32 || memoryMiB > hostMiB) {
+    throw vmkitError('VMKIT_RESOURCES_EXCEEDED', `${memoryMiB} MiB of memory is not possible on this host (32 to ${hostMiB} MiB).`, {
+      hint: `Ask for at most ${hostMiB} MiB (the host's memory).`,
+    });
+  }
+  return { cpus, memoryMiB };
+}

@@ -1,0 +1,78 @@
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { canTransition, isActive } from '../domain/state.js';
+import type { InstanceState } from '../domain/types.js';
+import { RUN_FILES } from '../qemu/argv.js';
+import { findQemuProcess } from '../qemu/process.js';
+import { QmpClient } from '../qemu/qmp.js';
+import type { Provisioning } from './provision.js';
+import type { InstanceContext, Runtime } from './registry.js';
+
+/** What a daemon (re)start does for instances: QEMU processes that outlived it are re-attached. */
+export class Recovery {
+  constructor(
+    private readonly shared: InstanceContext,
+    private readonly provisioning: Provisioning,
+  ) {}
+
+  /**
+   * After a daemon (re)start: re-attach to every QEMU still running, settle instances whose
+   * process is gone, finish interrupted deletes and remove folders no row owns.
+   */
+  async recover(): Promise<void> {
+    const { registry, paths, events } = this.shared;
+    await mkdir(paths.instances, { recursive: true });
+    const rows = await registry.list();
+    const ids = new Set(rows.map((r) => r.id));
+    for (const entry of await readdir(paths.instances)) {
+      if (!ids.has(entry)) await rm(paths.instance(entry), { recursive: true, force: true });
+    }
+    for (const inst of rows) {
+      if (inst.state === 'deleting') {
+        await this.provisioning.finishDelete(inst);
+        continue;
+      }
+      const runDir = paths.run(inst.id);
+      const pid = await findQemuProcess(runDir, inst.id);
+      if (!pid) {
+        // Settled by the migration recovery (it knows whether the move finished).
+        if (inst.state === 'migrating') continue;
+        if (isActive(inst.state)) {
+          await rm(runDir, { recursive: true, force: true });
+          await registry.setState(inst, 'stopped', 'QEMU ended while the daemon was not running');
+          events.lifecycle('instance-stopped', inst.name, { reason: 'found stopped after daemon restart' });
+        }
+        continue;
+      }
+      try {
+        const qmp = await QmpClient.connect(join(runDir, RUN_FILES.qmp), { timeoutMs: 5_000 });
+        const status = await qmp.queryStatus();
+        const rt: Runtime = {
+          pid,
+          qmp,
+          startedAtMs: inst.lastStartedAt ? Date.parse(inst.lastStartedAt) : Date.now(),
+          expectExit: false,
+          guestShutdown: false,
+          accel: (await qmp.queryKvm()).enabled ? 'kvm' : 'tcg',
+        };
+        registry.attach(inst.name, rt);
+        // A start interrupted between launch and `cont` is finished; a stop interrupted
+        // before QEMU ended is undone (the VM keeps running).
+        if (inst.state === 'migrating') {
+          // The migration code (src/cluster/migration.ts) decides: finish or undo.
+          rt.ownRunState = true;
+          continue;
+        }
+        if (status.status === 'prelaunch') await qmp.cont();
+        const state: InstanceState = status.status === 'paused' ? 'paused' : 'running';
+        if (inst.state !== state) await registry.setState(inst, state);
+      } catch (err) {
+        const reason = `cannot re-attach to QEMU pid ${pid}: ${(err as Error).message}`;
+        // A row the state machine does not let fail (a QEMU found for a stopped instance) is
+        // left as it is: one odd instance must not keep the daemon from starting.
+        if (canTransition(inst.state, 'error')) await registry.setState(inst, 'error', reason);
+        else console.error(`vmkitd: instance ${inst.name} is ${inst.state}, ${reason}`);
+      }
+    }
+  }
+}

@@ -1,0 +1,295 @@
+import { rm } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { vmkitError } from '../errors.js';
+import { assertTransition } from '../domain/state.js';
+import type { DiskRef, Instance, InstanceState, InstanceView } from '../domain/types.js';
+import type { DataPaths } from '../paths.js';
+import type { Store } from '../store/store.js';
+import type { ImageStore } from '../images/image-store.js';
+import type { EventBus } from '../operations/events.js';
+import { isProcessAlive, waitForExit } from '../qemu/process.js';
+import type { QmpClient, QmpEvent } from '../qemu/qmp.js';
+import type { HostEnvironment, InstanceNetworking, InstanceOwnership, SuspendHandler } from './types.js';
+
+const USER_NET_GUEST_IP = '10.0.2.15';
+
+/** What the daemon holds for a running QEMU. */
+export interface Runtime {
+  pid: number;
+  qmp: QmpClient;
+  startedAtMs: number;
+  /** Set when the daemon asked QEMU to end, so its exit is a stop, not a crash. */
+  expectExit: boolean;
+  guestShutdown: boolean;
+  accel: 'kvm' | 'tcg';
+  /**
+   * Set while a snapshot/suspend job drives the run state itself: QEMU's own STOP/RESUME
+   * events during the job are then not mirrored into the instance row.
+   */
+  ownRunState?: boolean;
+}
+
+/**
+ * The modules the daemon builds after the instance manager (networks, cluster, snapshots)
+ * and hands in later; every instance module reads them at call time.
+ */
+export interface InstancePeers {
+  networking?: InstanceNetworking;
+  /** In a cluster, instance names are claimed cluster-wide (etcd) before a row is written. */
+  ownership?: InstanceOwnership;
+  /** How a `suspended` instance is resumed or its saved state dropped (set by the snapshot module). */
+  suspend?: SuspendHandler;
+}
+
+/** What every instance module shares, so none needs setters to reach another's internals. */
+export interface InstanceContext {
+  readonly store: Store;
+  readonly paths: DataPaths;
+  readonly images: ImageStore;
+  readonly events: EventBus;
+  readonly host: HostEnvironment;
+  readonly registry: InstanceRegistry;
+  readonly peers: InstancePeers;
+}
+
+/**
+ * The instances this host holds: their rows (load/save), the per-instance locks, the QEMU
+ * processes attached, and the one writer of an instance's state, which checks every change
+ * against the state machine (src/domain/state.ts).
+ */
+export class InstanceRegistry {
+  private readonly runtimes = new Map<string, Runtime>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly paths: DataPaths,
+    private readonly events: EventBus,
+    private readonly peers: InstancePeers,
+  ) {}
+
+  /** Serializes work on one instance, so two operations never interleave on it. */
+  withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(name) ?? Promise.resolve();
+    // The previous holder's failure is its caller's to report; this one runs regardless.
+    const next = prev.catch(() => undefined).then(fn);
+    this.locks.set(name, next);
+    // The failure goes to this call's caller (returned below); the clean-up must not re-raise it.
+    void next.finally(() => {
+      if (this.locks.get(name) === next) this.locks.delete(name);
+    }).catch(() => undefined);
+    return next;
+  }
+
+  async load(name: string): Promise<Instance> {
+    const found = await this.store.get<Instance>('instances', name);
+    if (!found) {
+      throw vmkitError('VMKIT_INSTANCE_NOT_FOUND', `There is no instance "${name}".`, {
+        hint: '"vmkit list" shows the instances.',
+      });
+    }
+    return found.value;
+  }
+
+  async save(inst: Instance): Promise<void> {
+    inst.updatedAt = new Date().toISOString();
+    await this.store.put('instances', inst.name, inst);
+  }
+
+  /** The only writer of an instance's state: a change the state machine forbids throws VMKIT_INVALID_STATE. */
+  async setState(inst: Instance, state: InstanceState, reason?: string): Promise<void> {
+    assertTransition(inst.name, inst.state, state, VERBS[state]);
+    inst.state = state;
+    inst.stateReason = reason;
+    await this.save(inst);
+  }
+
+  /** Writes a new row, after claiming its name cluster-wide when in a cluster. */
+  async insertRow(inst: Instance): Promise<void> {
+    await this.peers.ownership?.claim(inst.name, { image: inst.image, cpus: inst.cpus, memoryMiB: inst.memoryMiB });
+    try {
+      await this.store.put('instances', inst.name, inst, { expectRevision: 0 });
+    } catch (err) {
+      await this.peers.ownership?.released(inst.name).catch((e: Error) => console.error(`vmkitd: releasing the name ${inst.name}: ${e.message}`));
+      throw err;
+    }
+  }
+
+  /** Adds a row that must not exist yet (an instance arriving by migration: its name moves at take-over, not here). */
+  async insert(inst: Instance): Promise<void> {
+    inst.updatedAt = new Date().toISOString();
+    await this.store.put('instances', inst.name, inst, { expectRevision: 0 });
+  }
+
+  async list(): Promise<Instance[]> {
+    return (await this.store.list<Instance>('instances')).map((v) => v.value);
+  }
+
+  async has(name: string): Promise<boolean> {
+    return (await this.store.get('instances', name)) !== undefined;
+  }
+
+  /** A disk's file: relative names live in the instance folder, shared disks are absolute. */
+  diskPath(inst: Instance, d: DiskRef): string {
+    return resolve(this.paths.instance(inst.id), d.file);
+  }
+
+  instanceDir(inst: Instance): string {
+    return this.paths.instance(inst.id);
+  }
+
+  rootDisk(inst: Instance): string {
+    return this.diskPath(inst, inst.disks.find((d) => d.name === 'root')!);
+  }
+
+  view(inst: Instance): InstanceView {
+    const rt = this.runtimes.get(inst.name);
+    return {
+      ...inst,
+      // QEMU's user-mode DHCP server always leases 10.0.2.15 to its (only) guest.
+      nics: inst.nics.map((n) => (rt && n.network === 'user' && !n.ipv4 ? { ...n, ipv4: USER_NET_GUEST_IP } : n)),
+      runtime: rt
+        ? {
+            pid: rt.pid,
+            accel: rt.accel,
+            qemuStatus: inst.state === 'paused' ? 'paused' : 'running',
+            uptimeSeconds: Math.round((Date.now() - rt.startedAtMs) / 100) / 10,
+          }
+        : {},
+    };
+  }
+
+  // ---- QEMU processes ---------------------------------------------------------------------
+
+  /** The attached QEMU of an instance, or undefined when none runs. */
+  current(name: string): Runtime | undefined {
+    return this.runtimes.get(name);
+  }
+
+  /** The attached QEMU of an instance; throws when none runs. */
+  runtime(inst: Instance): Runtime {
+    const rt = this.runtimes.get(inst.name);
+    if (!rt) {
+      throw vmkitError('VMKIT_INVALID_STATE', `Instance "${inst.name}" has no QEMU process attached.`, {
+        hint: `Start it with "vmkit start ${inst.name}".`,
+      });
+    }
+    return rt;
+  }
+
+  /** Watches a QEMU: its QMP events and the end of its QMP connection (= the process ended). */
+  attach(name: string, rt: Runtime): void {
+    this.runtimes.set(name, rt);
+    rt.qmp.on('event', (e: QmpEvent) => {
+      this.onQmpEvent(name, rt, e).catch((err: Error) => console.error(`vmkitd: QEMU event ${e.event} of ${name}: ${err.message}`));
+    });
+    rt.qmp.on('close', () => {
+      this.onQemuGone(name, rt).catch((err: Error) => console.error(`vmkitd: settling the end of QEMU of ${name}: ${err.message}`));
+    });
+  }
+
+  /** Drops the entry of a QEMU whose end the caller settles itself. */
+  forget(name: string): void {
+    this.runtimes.delete(name);
+  }
+
+  /** Ends an instance's QEMU (if any) without touching its row. */
+  async killRuntime(name: string): Promise<void> {
+    const rt = this.runtimes.get(name);
+    if (!rt) return;
+    rt.expectExit = true;
+    this.runtimes.delete(name);
+    rt.qmp.close();
+    if (isProcessAlive(rt.pid)) {
+      try {
+        process.kill(rt.pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+      await waitForExit(rt.pid, 5_000);
+    }
+  }
+
+  /** Lets go of every QEMU without stopping it (daemon shutdown): VMs keep running. */
+  detachAll(): void {
+    for (const [name, rt] of this.runtimes) {
+      this.runtimes.delete(name);
+      rt.qmp.close();
+    }
+  }
+
+  /** A QEMU the migration code drove is handed back to the lifecycle in this state. */
+  async adopt(name: string, state: InstanceState): Promise<void> {
+    const rt = this.runtimes.get(name);
+    if (rt) rt.ownRunState = false;
+    const inst = await this.load(name);
+    if (state === 'running' && inst.state !== 'running') inst.lastStartedAt = inst.lastStartedAt ?? new Date().toISOString();
+    await this.setState(inst, state);
+    this.events.lifecycle(state === 'running' ? 'instance-started' : 'instance-paused', name);
+  }
+
+  /** Runs fn while QEMU's STOP/RESUME events are not mirrored into the row. */
+  async owningRunState<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const rt = this.runtimes.get(name);
+    if (rt) rt.ownRunState = true;
+    try {
+      return await fn();
+    } finally {
+      if (rt) rt.ownRunState = false;
+    }
+  }
+
+  private async onQmpEvent(name: string, rt: Runtime, e: QmpEvent): Promise<void> {
+    if (e.event === 'SHUTDOWN') {
+      rt.guestShutdown = true;
+      return;
+    }
+    if (this.runtimes.get(name) !== rt || rt.ownRunState) return;
+    // Pauses and resumes made outside the daemon (e.g. by QEMU on an I/O error) are reflected.
+    if (e.event === 'STOP' || e.event === 'RESUME') {
+      const inst = await this.store.get<Instance>('instances', name);
+      if (!inst) return;
+      const want: InstanceState = e.event === 'STOP' ? 'paused' : 'running';
+      if (inst.value.state === 'running' || inst.value.state === 'paused') {
+        if (inst.value.state !== want) {
+          await this.setState(inst.value, want);
+          this.events.lifecycle(want === 'paused' ? 'instance-paused' : 'instance-resumed', name);
+        }
+      }
+    }
+  }
+
+  private async onQemuGone(name: string, rt: Runtime): Promise<void> {
+    // A stop or kill the daemon asked for is settled by the code that asked.
+    if (rt.expectExit || this.runtimes.get(name) !== rt) return;
+    await waitForExit(rt.pid, 5_000);
+    if (rt.expectExit || this.runtimes.get(name) !== rt) return;
+    this.runtimes.delete(name);
+    const found = await this.store.get<Instance>('instances', name);
+    if (!found) return;
+    const inst = found.value;
+    await rm(this.paths.run(inst.id), { recursive: true, force: true }).catch((err: Error) => console.error(`vmkitd: removing the run folder of ${name}: ${err.message}`));
+    if (inst.state === 'deleting') return;
+    if (rt.guestShutdown) {
+      await this.setState(inst, 'stopped', 'the guest powered off');
+      this.events.lifecycle('instance-stopped', name);
+    } else {
+      await this.setState(inst, 'error', 'the QEMU process ended unexpectedly (killed or crashed); its forwards were released');
+      this.events.lifecycle('instance-crashed', name, { pid: rt.pid });
+    }
+    await this.peers.networking?.unplug(inst).catch((err: Error) => console.error(`vmkitd: unplugging ${name}: ${err.message}`));
+  }
+}
+
+// The verb an error names when a change to this state is refused ("Cannot pause instance …").
+const VERBS: Record<InstanceState, string> = {
+  starting: 'start',
+  running: 'run',
+  paused: 'pause',
+  stopping: 'stop',
+  stopped: 'stop',
+  suspended: 'suspend',
+  migrating: 'migrate',
+  error: 'mark as failed',
+  deleting: 'delete',
+};

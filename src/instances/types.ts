@@ -1,0 +1,123 @@
+// The types other modules import from ./manager.js (re-exported there): the public surface
+// of instances, kept apart from the code so every module can share it without cycles.
+import type { DiskRef, Instance, InstanceState, InstanceView, Nic, NicModel } from '../domain/types.js';
+import type { OperationContext } from '../operations/operations.js';
+import type { QmpClient } from '../qemu/qmp.js';
+import type { ForwardRequest } from '../network/forwards.js';
+
+export interface CreateInstanceRequest {
+  name: string;
+  image: string;
+  type?: string;
+  cpus?: number;
+  memoryMiB?: number;
+  nics?: NicRequest[];
+  forwards?: ForwardRequest[];
+  allowPrivileged?: boolean;
+  /** `local` keeps the disk in the host's data folder even when shared storage is set. */
+  storage?: 'local' | 'shared';
+}
+
+export interface NicRequest {
+  network?: string;
+  model?: NicModel;
+  /** A static IPv4 address on a vmkit network (reserved in its DHCP server too). */
+  ipv4?: string;
+}
+
+/** What instances need from vmkit networks (src/network/manager.ts implements it). */
+export interface InstanceNetworking {
+  /** Checks the network and picks the NIC's address (static, or a DHCP reservation). */
+  allocate(network: string, requestedIp: string | undefined, pending: readonly Nic[]): Promise<{ ipv4?: string; dhcp?: boolean }>;
+  addressing(network: string): Promise<{ prefix: number; gateway?: string; dns?: string[] } | undefined>;
+  taps(inst: Instance): Record<string, string>;
+  /** Before QEMU starts: taps, reservations, rules. */
+  plug(inst: Instance): Promise<void>;
+  /** After QEMU ended: taps removed, rules updated. */
+  unplug(inst: Instance): Promise<void>;
+  /** Instances or forwards changed: reservations and rules re-applied. */
+  sync(): Promise<void>;
+  /** Throws unless port forwards can reach a NIC on this network (nat only). */
+  assertForwardable(network: string): Promise<void>;
+  /** The guest runs on this host: floating forward addresses move here. */
+  announce(inst: Instance, log?: (msg: string) => void): Promise<void>;
+  /** A migration's switch-over: floating addresses (and their rules) leave this host. */
+  withdraw(inst: Instance, log?: (msg: string) => void): Promise<void>;
+}
+
+/** Cluster-wide instance names (src/cluster/cluster.ts implements it). */
+export interface InstanceOwnership {
+  claim(name: string, summary: { image: string; cpus: number; memoryMiB: number }): Promise<void>;
+  released(name: string): Promise<void>;
+}
+
+export interface StopOptions {
+  force?: boolean;
+  /** Seconds to wait for the guest to power off before forcing. */
+  timeout?: number;
+}
+
+export interface HostEnvironment {
+  hostName: string;
+  qemuBinary: () => string;
+  accel: () => Promise<'kvm' | 'tcg'>;
+  /** Storage every cluster host mounts at the same path (a NAS): new disks go there. */
+  sharedDir?: string;
+  /** QEMU's concrete machine type for `pc` on this host (e.g. pc-i440fx-7.2), fixed per instance. */
+  machineType?: () => Promise<string>;
+}
+
+/** Extra steps of a start: restore saved state before `cont` (suspend/restore), stay paused. */
+export interface StartHooks {
+  /** Called with QEMU launched paused (-S), before `cont`. */
+  beforeCont?: (qmp: QmpClient, inst: Instance) => Promise<void>;
+  /** Keep the vCPUs stopped: the instance ends `paused`. */
+  leavePaused?: boolean;
+  /** Called once the instance runs (or is paused as asked); failures here do not fail the start. */
+  afterStart?: (qmp: QmpClient, inst: Instance) => Promise<void>;
+  /** Extra QEMU arguments (`-incoming defer` for the target of a migration). */
+  extraArgs?: string[];
+  /** The state the instance ends in instead of running/paused (`migrating` on a target). */
+  finalState?: InstanceState;
+}
+
+/** What the snapshot module provides for suspended instances. */
+export interface SuspendHandler {
+  /** Start steps that resume a suspended instance from its saved state. */
+  resumeHooks(inst: Instance): StartHooks;
+  /** Drops the saved state of a suspended instance (stop --force). */
+  discard(inst: Instance): Promise<void>;
+}
+
+/**
+ * The small, explicit surface the snapshot module (src/snapshots/) uses: the per-instance
+ * lock, the instance row, the QMP connection of a running QEMU, and the start/stop steps.
+ * Every method except withLock must be called inside withLock for that instance.
+ */
+export interface InstanceAccess {
+  withLock<T>(name: string, fn: () => Promise<T>): Promise<T>;
+  load(name: string): Promise<Instance>;
+  save(inst: Instance): Promise<void>;
+  setState(inst: Instance, state: InstanceState, reason?: string): Promise<void>;
+  view(inst: Instance): InstanceView;
+  /** The root disk's file. */
+  rootDisk(inst: Instance): string;
+  /** A disk's file (relative names live in the instance folder; shared disks are absolute). */
+  diskPath(inst: Instance, d: DiskRef): string;
+  instanceDir(inst: Instance): string;
+  /** Adds a row that must not exist yet (an instance arriving by migration). */
+  insert(inst: Instance): Promise<void>;
+  /** Lets go of an instance that now lives elsewhere: QEMU ended, row and local files removed, shared disks kept. */
+  release(inst: Instance): Promise<void>;
+  networking(): InstanceNetworking | undefined;
+  /** A QEMU the migration code drove is handed back to the lifecycle in this state. */
+  adopt(name: string, state: InstanceState): Promise<void>;
+  /** The QMP client of the instance's QEMU, or undefined when none runs. */
+  qmp(name: string): QmpClient | undefined;
+  /** Runs fn while QEMU's STOP/RESUME events are not mirrored into the row. */
+  owningRunState<T>(name: string, fn: () => Promise<T>): Promise<T>;
+  start(name: string, ctx: OperationContext | undefined, hooks: StartHooks): Promise<InstanceView>;
+  stop(name: string, opts: StopOptions, ctx?: OperationContext): Promise<InstanceView>;
+  /** Ends QEMU (its state already saved) and leaves the instance in `state` (suspended). */
+  quit(name: string, state: InstanceState, reason?: string): Promise<void>;
+}
