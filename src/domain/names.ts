@@ -1,12 +1,13 @@
 import { vmkitError } from '../errors.js';
+import { NAME_MAX_LENGTH, NAME_PATTERN } from './name-rule.js';
 
 /**
  * One grammar for every name a user gives (instances, images, forwards' owners, snapshots,
  * networks): it becomes part of file paths, QEMU argv and later interface names, so it is
  * ASCII only — no path separators, shell metacharacters, whitespace or lookalike letters.
+ * The pattern itself lives in name-rule.ts, which the web console imports too.
  */
-export const NAME_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
-export const NAME_MAX_LENGTH = 63;
+export { NAME_MAX_LENGTH, NAME_PATTERN };
 
 export function validateName(name: unknown, what = 'name'): string {
   if (typeof name !== 'string' || name.length === 0) {

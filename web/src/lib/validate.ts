@@ -1,13 +1,15 @@
 /**
- * Form checks that run before a request is sent. They mirror the server's rules
- * (src/domain/names.ts, src/network/forwards.ts) so the message comes at once; the server
+ * Form checks that run before a request is sent. The name rule is the server's own
+ * (src/domain/name-rule.ts); the others mirror src/network/forwards.ts, so the message comes at once; the server
  * still decides, and its error codes are shown in words (errors.ts).
  */
-export const NAME_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+import { NAME_MAX_LENGTH, NAME_PATTERN } from '../../../src/domain/name-rule.js';
+
+export { NAME_PATTERN };
 
 export function nameProblem(name: string, what = 'the instance'): string | null {
   if (name.length === 0) return `Give ${what} a name.`;
-  if (name.length > 63) return `At most 63 characters (this one has ${name.length}).`;
+  if (name.length > NAME_MAX_LENGTH) return `At most ${NAME_MAX_LENGTH} characters (this one has ${name.length}).`;
   if (/[A-Z]/.test(name)) return 'Use lowercase letters only.';
   if (/[^a-z0-9-]/.test(name)) return 'Only letters a-z, digits and "-" are allowed (no spaces, dots or slashes).';
   if (!NAME_PATTERN.test(name)) return 'Start and end with a letter or a digit.';
