@@ -21,8 +21,14 @@ export interface RelayedAnswer {
   text: string;
 }
 
+/** What forwarding needs of the cluster manager (a ClusterManager; tests pass a fake). */
+export interface ForwardingCluster extends Pick<ClusterManager, 'joined' | 'name' | 'requireJoined' | 'place' | 'host'> {
+  owner(name: string): Promise<{ record: { host: string } } | undefined>;
+  peer(name: string): Promise<{ send(method: string, path: string, body: unknown, timeoutMs: number, headers: Record<string, string>): Promise<Response> }>;
+}
+
 export interface ForwardingDeps {
-  cluster: ClusterManager | undefined;
+  cluster: ForwardingCluster | undefined;
   instances: { has(name: string): Promise<boolean> };
   images: { get(name: string): Promise<Image> };
   operations: { has(id: string): boolean };

@@ -24,8 +24,8 @@ export interface Suspender {
 }
 
 export interface InstanceServiceDeps {
-  /** Only its public methods are used: its internals are being rewritten. */
-  instances: InstanceManager;
+  /** The instance manager's public verbs only (its internals are being rewritten). */
+  instances: Pick<InstanceManager, 'get' | 'create' | 'start' | 'stop' | 'restart' | 'pause' | 'resume' | 'delete' | 'clone'>;
   images: { get(name: string): Promise<unknown> };
   snapshots: Suspender;
   operations: OperationManager;
