@@ -13,7 +13,8 @@ import { SnapshotManager } from './snapshots/snapshots.js';
 import { NetworkManager } from './network/manager.js';
 import { EventBus } from './operations/events.js';
 import { OperationManager } from './operations/operations.js';
-import { buildApi, type ApiContext } from './api/server.js';
+import { createApiServices, type ApiContext } from './api/context.js';
+import { buildApi } from './api/server.js';
 import { findQemuBinary, probeAccelerator } from './qemu/accel.js';
 import { isProcessAlive } from './qemu/process.js';
 import { runDoctor } from './host/doctor.js';
@@ -181,6 +182,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     networks,
     cluster,
     migrations,
+    services: createApiServices({ dataDir: paths.root, instances, snapshots, images, operations, events, cluster, migrations }),
   };
   await cluster.start();
   // Migrations interrupted by a daemon death are finished or undone (etcd says which).

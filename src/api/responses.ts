@@ -1,6 +1,7 @@
 import type { FastifyReply } from 'fastify';
 import type { Operation } from '../domain/types.js';
 import type { VmkitError } from '../errors.js';
+import type { RelayedAnswer } from '../cluster/forwarding.js';
 
 /** The three answer shapes of the API (Incus-style): sync, async (an operation), error. */
 export function sync(reply: FastifyReply, metadata: unknown, status = 200): FastifyReply {
@@ -18,4 +19,9 @@ export function async(reply: FastifyReply, op: Operation): FastifyReply {
 
 export function errorBody(err: VmkitError): { type: 'error'; status_code: number; error: ReturnType<VmkitError['toJSON']> } {
   return { type: 'error', status_code: err.status, error: err.toJSON() };
+}
+
+/** Another host's answer, sent on as it came (forwarding in a cluster). */
+export function relayed(reply: FastifyReply, answer: RelayedAnswer): FastifyReply {
+  return reply.code(answer.status).header('content-type', answer.contentType).header('x-vmkit-host', answer.host).send(answer.text);
 }

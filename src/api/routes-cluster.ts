@@ -1,80 +1,35 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Readable } from 'node:stream';
-import { vmkitError } from '../errors.js';
-import type { InstanceView } from '../domain/types.js';
-import type { ApiContext } from './server.js';
-import { async, sync } from './responses.js';
+import type { ClusterManager } from '../cluster/cluster.js';
+import type { IncomingRequest } from '../cluster/forwarding.js';
+import { clusterSupport, joinedCluster } from '../cluster/support.js';
+import type { ApiContext } from './context.js';
+import { async, relayed, sync } from './responses.js';
 import { asyncResponse, clusterJoinSchema, errorResponse, migrateSchema, nameParam } from './schemas.js';
 import type { MigrationMode } from '../cluster/types.js';
 
 const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse };
 const tags = (t: string) => [t];
 
-/** Operation id → the host that runs it (operations of forwarded requests). */
-const remoteOperations = new Map<string, string>();
-
-function clusterOf(ctx: ApiContext): NonNullable<ApiContext['cluster']> {
-  if (!ctx.cluster) throw vmkitError('VMKIT_CLUSTER_NOT_JOINED', 'This daemon has no cluster support.', { hint: 'Update vmkit.' });
-  return ctx.cluster;
+function clusterOf(ctx: ApiContext): ClusterManager {
+  return clusterSupport(ctx.cluster);
 }
 
-function requireCluster(ctx: ApiContext): NonNullable<ApiContext['cluster']> {
-  const cluster = clusterOf(ctx);
-  cluster.requireJoined();
-  return cluster;
+function requireCluster(ctx: ApiContext): ClusterManager {
+  return joinedCluster(ctx.cluster);
 }
 
-/** Sends the request as it came to another host and relays the answer. */
-async function proxy(ctx: ApiContext, req: FastifyRequest, reply: FastifyReply, host: string, body?: unknown): Promise<FastifyReply> {
-  const peer = await requireCluster(ctx).peer(host);
-  // An hour and a bit: operation waits (`/wait?timeout=`) may take up to an hour.
-  const res = await peer.send(req.method, req.url, body ?? req.body, 3_700_000, { 'x-vmkit-forwarded-by': ctx.cluster!.name! });
-  const text = await res.text();
-  try {
-    const j = JSON.parse(text) as { type?: string; metadata?: { id?: string } };
-    if (j.type === 'async' && j.metadata?.id) remoteOperations.set(j.metadata.id, host);
-  } catch {
-    /* not JSON (logs) */
-  }
-  return reply
-    .code(res.status)
-    .header('content-type', res.headers.get('content-type') ?? 'application/json')
-    .header('x-vmkit-host', host)
-    .send(text);
+/** What forwarding needs of a request. */
+function incoming(req: FastifyRequest): IncomingRequest {
+  const by = req.headers['x-vmkit-forwarded-by'];
+  return { method: req.method, url: req.url, body: req.body, forwardedBy: Array.isArray(by) ? by[0] : by };
 }
 
 export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext): void {
   // ---- forwarding: any host acts on any instance -----------------------------------------
   app.addHook('preHandler', async (req, reply) => {
-    const cluster = ctx.cluster;
-    if (!cluster?.joined || req.headers['x-vmkit-forwarded-by']) return;
-    const path = req.url.split('?')[0]!;
-    const inst = /^\/1\.0\/instances\/([^/]+)(\/.*)?$/.exec(path);
-    if (inst) {
-      const name = decodeURIComponent(inst[1]!);
-      if (await ctx.instances.has(name)) return;
-      const owner = await cluster.owner(name).catch(() => undefined);
-      if (owner && owner.record.host !== cluster.name) return proxy(ctx, req, reply, owner.record.host);
-      return;
-    }
-    if (path === '/1.0/instances' && req.method === 'POST') {
-      const body = req.body as { target?: string; image: string; memoryMiB?: number; name: string };
-      let target = body.target;
-      if (!target) {
-        const image = await ctx.images.get(body.image).catch(() => undefined);
-        target = await cluster.place(body.image, body.memoryMiB ?? image?.defaults.memoryMiB ?? 256);
-      }
-      if (target === cluster.name) return;
-      const { target: _t, ...rest } = body;
-      void _t;
-      await cluster.host(target);
-      return proxy(ctx, req, reply, target, rest);
-    }
-    const op = /^\/1\.0\/operations\/([^/]+)(\/wait)?$/.exec(path);
-    if (op) {
-      const host = remoteOperations.get(op[1]!);
-      if (host && !ctx.operations.has(op[1]!)) return proxy(ctx, req, reply, host);
-    }
+    const answer = await ctx.services.forwarding.route(incoming(req));
+    if (answer) return relayed(reply, answer);
   });
 
   // ---- cluster membership ------------------------------------------------------------------
@@ -105,51 +60,8 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext): vo
     '/1.0/cluster/hosts/:host/evacuate',
     { schema: { tags: tags('cluster'), summary: 'Move every instance of a host to the others (maintenance)', response: asyncReplies } },
     async (req, reply) => {
-      const cluster = requireCluster(ctx);
-      const host = req.params.host;
-      await cluster.host(host);
-      if (host !== cluster.name && !req.headers['x-vmkit-forwarded-by']) return proxy(ctx, req, reply, host, req.body ?? {});
-      const op = ctx.operations.start({
-        kind: 'cluster.evacuate',
-        description: `Evacuating ${host}`,
-        target: host,
-        mayCancel: true,
-        run: async (opCtx) => {
-          const moved: Array<{ instance: string; to: string; mode: string }> = [];
-          const failed: Array<{ instance: string; error: string }> = [];
-          const list = await ctx.instances.list();
-          for (const [i, inst] of list.entries()) {
-            opCtx.checkCancelled();
-            opCtx.progress({ phase: `moving ${inst.name}`, percent: Math.round((i / Math.max(1, list.length)) * 100) });
-            try {
-              // The first host (emptiest first) the pre-flight check accepts.
-              let to: string | undefined;
-              const reasons: string[] = [];
-              for (const c of await cluster.candidates(inst.image, inst.memoryMiB, host)) {
-                const plan = await ctx.migrations!.plan(inst.name, { to: c.name, mode: req.body?.mode });
-                if (plan.ok) {
-                  to = c.name;
-                  break;
-                }
-                reasons.push(`${c.name}: ${plan.blockers.map((b) => b.message).join(' ')}`);
-              }
-              if (!to) throw new Error(reasons.length > 0 ? reasons.join('; ') : 'no other live host has room for it');
-              const r = await ctx.migrations!.migrate(inst.name, { to, mode: req.body?.mode }, opCtx);
-              moved.push({ instance: inst.name, to: r.to, mode: r.mode });
-            } catch (err) {
-              failed.push({ instance: inst.name, error: (err as Error).message });
-            }
-          }
-          if (failed.length > 0) {
-            throw vmkitError('VMKIT_MIGRATION_FAILED', `Evacuation of ${host} left ${failed.map((f) => `${f.instance} (${f.error})`).join('; ')}.`, {
-              hint: 'Fix the blockers ("vmkit migrate NAME --to HOST --check") and evacuate again.',
-              details: { moved, failed },
-            });
-          }
-          return { host, moved };
-        },
-      });
-      return async(reply, op);
+      const r = await ctx.services.evacuation.evacuate(req.params.host, req.body?.mode, incoming(req));
+      return 'operation' in r ? async(reply, r.operation) : relayed(reply, r.forwarded);
     },
   );
 
@@ -208,52 +120,4 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext): vo
       return sync(reply, { aborted: req.params.id });
     });
   });
-}
-
-/** GET /1.0/instances in a cluster: every host's instances; a dead host's are listed as unknown. */
-export async function clusterInstances(ctx: ApiContext): Promise<InstanceView[]> {
-  const cluster = ctx.cluster!;
-  const mine = await ctx.instances.list();
-  const out: InstanceView[] = mine.map((v) => ({ ...v, host: cluster.name! }));
-  const hosts = await cluster.listHosts();
-  const owners = await cluster.owners();
-  await Promise.all(
-    hosts
-      .filter((h) => !h.self)
-      .map(async (h) => {
-        const theirs = owners.filter((o) => o.record.host === h.name);
-        let listed: InstanceView[] | undefined;
-        if (h.state === 'alive') {
-          try {
-            listed = await (await cluster.peer(h.name)).request<InstanceView[]>('GET', '/1.0/instances?local=true', undefined, 3_000);
-          } catch {
-            listed = undefined;
-          }
-        }
-        if (listed) {
-          out.push(...listed.map((v) => ({ ...v, host: h.name })));
-        } else {
-          for (const o of theirs) {
-            out.push({
-              id: '',
-              name: o.name,
-              image: o.record.image ?? '',
-              imageVersion: '',
-              cpus: o.record.cpus ?? 0,
-              memoryMiB: o.record.memoryMiB ?? 0,
-              nics: [],
-              forwards: [],
-              disks: [],
-              state: 'unknown' as InstanceView['state'],
-              stateReason: `host ${h.name} is ${h.state === 'alive' ? 'not answering' : 'dead'}`,
-              createdAt: o.record.since,
-              updatedAt: o.record.since,
-              host: h.name,
-              runtime: {},
-            });
-          }
-        }
-      }),
-  );
-  return out.sort((a, b) => a.name.localeCompare(b.name));
 }

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { vmkitError } from '../errors.js';
 import type { NetworkManager } from '../network/manager.js';
 import type { CreateNetworkRequest } from '../network/network.js';
-import type { ApiContext } from './server.js';
+import type { ApiContext } from './context.js';
 import { checkForward } from '../network/check.js';
 import type { NicRequest } from '../instances/manager.js';
 import { sync } from './responses.js';

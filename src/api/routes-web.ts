@@ -8,7 +8,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { asVmkitError, vmkitError } from '../errors.js';
 import { errorBody, sync } from './responses.js';
 import { nameParam } from './schemas.js';
-import type { ApiContext } from './server.js';
+import type { ApiContext } from './context.js';
 
 /**
  * The web console: the built single-page app (dist-web/, `npm run build:web`) served at

@@ -5,19 +5,12 @@ import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
 import { asVmkitError, vmkitError } from '../errors.js';
 import { INSTANCE_TYPES } from '../domain/instance-types.js';
-import { validateName } from '../domain/names.js';
-import type { InstanceManager, CreateInstanceRequest } from '../instances/manager.js';
-import type { SnapshotManager, CreateSnapshotRequest } from '../snapshots/snapshots.js';
-import type { ImageStore } from '../images/image-store.js';
-import type { OperationManager } from '../operations/operations.js';
-import type { EventBus } from '../operations/events.js';
+import type { CreateSnapshotRequest } from '../snapshots/snapshots.js';
+import type { LaunchRequest, StateChange } from '../instances/service.js';
 import type { ForwardRequest } from '../network/forwards.js';
-import type { DoctorReport } from '../host/doctor.js';
-import type { NetworkManager } from '../network/manager.js';
+import type { ApiContext } from './context.js';
 import { registerNetworkRoutes } from './routes-networks.js';
-import { clusterInstances, registerClusterRoutes } from './routes-cluster.js';
-import type { ClusterManager } from '../cluster/cluster.js';
-import type { MigrationService } from '../cluster/migration.js';
+import { registerClusterRoutes } from './routes-cluster.js';
 import { async, errorBody, sync } from './responses.js';
 import { registerImageRoutes } from './routes-images.js';
 import { isPublicPath, registerWebRoutes, WebSessions } from './routes-web.js';
@@ -38,25 +31,6 @@ import {
 } from './schemas.js';
 
 export const API_VERSION = '1.0';
-
-/** What the HTTP layer may call: it parses requests into these calls and nothing else. */
-export interface ApiContext {
-  version: string;
-  hostName: string;
-  dataDir: string;
-  accel: () => Promise<string>;
-  instances: InstanceManager;
-  snapshots: SnapshotManager;
-  images: ImageStore;
-  operations: OperationManager;
-  events: EventBus;
-  doctor: () => Promise<DoctorReport>;
-  /** Absent = no network support (user-mode NICs only). */
-  networks?: NetworkManager;
-  /** Cluster membership (etcd) and migration between hosts. */
-  cluster?: ClusterManager;
-  migrations?: MigrationService;
-}
 
 export interface ApiOptions {
   /** When set, every request must carry `Authorization: Bearer <token>` (TCP listeners). */
@@ -172,71 +146,20 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
         response: { 200: syncResponse({ type: 'array', items: { $ref: 'Instance#' } }) },
       },
     },
-    async (req, reply) => sync(reply, ctx.cluster?.joined && !req.query.local ? await clusterInstances(ctx) : await ctx.instances.list()),
+    async (req, reply) => sync(reply, await ctx.services.listing.list({ local: req.query.local })),
   );
-  app.post<{ Body: CreateInstanceRequest & { start?: boolean } }>(
+  app.post<{ Body: LaunchRequest }>(
     '/1.0/instances',
     { schema: { tags: tags('instances'), summary: 'Create (and optionally start) an instance', body: createInstanceSchema, response: asyncReplies } },
-    async (req, reply) => {
-      const body = req.body;
-      // Validate synchronously what can be, so bad input answers 4xx, not a failed operation.
-      validateName(body.name, 'instance name');
-      await ctx.images.get(body.image);
-      const op = ctx.operations.start({
-        kind: body.start ? 'instance.launch' : 'instance.create',
-        description: `${body.start ? 'Launching' : 'Creating'} ${body.name}`,
-        target: body.name,
-        mayCancel: true,
-        run: async (opCtx) => {
-          const created = await ctx.instances.create(body, opCtx);
-          if (!body.start) return created;
-          try {
-            return await ctx.instances.start(body.name, opCtx);
-          } catch (err) {
-            // launch = create + start: a failed start takes the fresh instance with it.
-            await ctx.instances.delete(body.name, { force: true }).catch(() => undefined);
-            throw err;
-          }
-        },
-      });
-      return async(reply, op);
-    },
+    async (req, reply) => async(reply, await ctx.services.instances.launch(req.body)),
   );
   app.get<{ Params: { name: string } }>('/1.0/instances/:name', { schema: { tags: tags('instances'), summary: 'One instance', params: nameParam, response: { 200: syncResponse({ $ref: 'Instance#' }), '4xx': errorResponse } } }, async (req, reply) =>
     sync(reply, await ctx.instances.get(req.params.name)),
   );
-  app.put<{ Params: { name: string }; Body: { action: 'start' | 'stop' | 'restart' | 'pause' | 'resume' | 'suspend'; force?: boolean; timeout?: number } }>(
+  app.put<{ Params: { name: string }; Body: StateChange }>(
     '/1.0/instances/:name/state',
     { schema: { tags: tags('instances'), summary: 'Change the state: start, stop, restart, pause, resume, suspend', params: nameParam, body: stateChangeSchema, response: asyncReplies } },
-    async (req, reply) => {
-      const { name } = req.params;
-      const { action, force, timeout } = req.body;
-      await ctx.instances.get(name);
-      const verbs = { start: 'Starting', stop: 'Stopping', restart: 'Restarting', pause: 'Pausing', resume: 'Resuming', suspend: 'Suspending' } as const;
-      const op = ctx.operations.start({
-        kind: `instance.${action}`,
-        description: `${verbs[action]} ${name}`,
-        target: name,
-        mayCancel: action === 'stop',
-        run: async (opCtx) => {
-          switch (action) {
-            case 'start':
-              return ctx.instances.start(name, opCtx);
-            case 'stop':
-              return ctx.instances.stop(name, { force, timeout }, opCtx);
-            case 'restart':
-              return ctx.instances.restart(name, { force, timeout }, opCtx);
-            case 'pause':
-              return ctx.instances.pause(name);
-            case 'resume':
-              return ctx.instances.resume(name);
-            case 'suspend':
-              return ctx.snapshots.suspend(name, opCtx);
-          }
-        },
-      });
-      return async(reply, op);
-    },
+    async (req, reply) => async(reply, await ctx.services.instances.changeState(req.params.name, req.body)),
   );
   app.delete<{ Params: { name: string }; Querystring: { force?: boolean } }>(
     '/1.0/instances/:name',
@@ -249,20 +172,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
         response: asyncReplies,
       },
     },
-    async (req, reply) => {
-      const { name } = req.params;
-      await ctx.instances.get(name);
-      const op = ctx.operations.start({
-        kind: 'instance.delete',
-        description: `Deleting ${name}`,
-        target: name,
-        run: async (opCtx) => {
-          await ctx.instances.delete(name, { force: req.query.force }, opCtx);
-          return { deleted: name };
-        },
-      });
-      return async(reply, op);
-    },
+    async (req, reply) => async(reply, await ctx.services.instances.delete(req.params.name, { force: req.query.force })),
   );
   app.get<{ Params: { name: string } }>('/1.0/instances/:name/forwards', { schema: { tags: tags('forwards'), summary: 'Port forwards of an instance', params: nameParam } }, async (req, reply) =>
     sync(reply, await ctx.instances.listForwards(req.params.name)),

@@ -6,7 +6,7 @@ import { InstanceManager } from '../instances/manager.js';
 import { SnapshotManager } from '../snapshots/snapshots.js';
 import { EventBus } from '../operations/events.js';
 import { OperationManager } from '../operations/operations.js';
-import type { ApiContext } from './server.js';
+import { createApiServices, type ApiContext } from './context.js';
 
 /**
  * The real managers on a temporary data folder, for API tests through inject(): no daemon,
@@ -22,17 +22,20 @@ export function makeTestContext(dataDir: string, dbFile = join(dataDir, 'db')): 
     qemuBinary: () => 'qemu-system-x86_64',
     accel: async () => 'tcg',
   });
+  const snapshots = new SnapshotManager(store, instances.access(), events);
+  const operations = new OperationManager(events);
   const ctx: ApiContext = {
     version: '0.0.0',
     hostName: 'test',
     dataDir,
     accel: async () => 'tcg',
     instances,
-    snapshots: new SnapshotManager(store, instances.access(), events),
+    snapshots,
     images,
-    operations: new OperationManager(events),
+    operations,
     events,
     doctor: async () => ({ ok: true, checks: [] }),
+    services: createApiServices({ dataDir, instances, snapshots, images, operations, events }),
   };
   return { ctx, store };
 }

@@ -5,7 +5,8 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { buildApi, type ApiContext } from './server.js';
+import type { ApiContext } from './context.js';
+import { buildApi } from './server.js';
 import { makeTestContext } from './test-context.js';
 import type { SqliteStore } from '../store/sqlite.js';
 

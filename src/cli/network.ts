@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import type { NetworkView } from '../network/manager.js';
+import type { NetworkView } from '../network/types.js';
 import { clientFor, globals, mutate, print } from './common.js';
 import { renderInfo, renderList, type Field } from './output.js';
 

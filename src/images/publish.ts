@@ -1,11 +1,20 @@
 import { copyFile, constants, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { validateName } from '../domain/names.js';
-import type { Image } from '../domain/types.js';
-import type { InstanceManager } from '../instances/manager.js';
+import type { Image, Instance, InstanceView } from '../domain/types.js';
 import type { OperationContext } from '../operations/operations.js';
 import { flattenVolume, volumeInfo } from '../storage/qemu-img.js';
 import type { ImageStore } from './image-store.js';
+
+/**
+ * What publishing needs of the instance manager, by shape: instances/ imports images/, so
+ * images/ must not import instances/.
+ */
+export interface PublishSource {
+  get(name: string): Promise<InstanceView>;
+  /** Runs `fn` while the instance is held stopped (refused when it is not stopped). */
+  withStoppedInstance<T>(name: string, verb: string, fn: (inst: Instance, rootDisk: string) => Promise<T>): Promise<T>;
+}
 
 export interface PublishRequest {
   name: string;
@@ -18,7 +27,7 @@ export interface PublishRequest {
  * chain (overlay + layers + source image) is flattened into one independent qcow2, so the
  * new image depends on nothing; boot files, vCPUs, memory and NIC models come along.
  */
-export async function publishInstance(images: ImageStore, instances: InstanceManager, source: string, req: PublishRequest, ctx?: OperationContext): Promise<Image> {
+export async function publishInstance(images: ImageStore, instances: PublishSource, source: string, req: PublishRequest, ctx?: OperationContext): Promise<Image> {
   const name = validateName(req.name, 'image name');
   const release = await images.reserve(name);
   try {
@@ -28,7 +37,7 @@ export async function publishInstance(images: ImageStore, instances: InstanceMan
   }
 }
 
-async function publishAs(images: ImageStore, instances: InstanceManager, source: string, name: string, req: PublishRequest, ctx?: OperationContext): Promise<Image> {
+async function publishAs(images: ImageStore, instances: PublishSource, source: string, name: string, req: PublishRequest, ctx?: OperationContext): Promise<Image> {
   await instances.get(source);
   const tmp = await images.tempDir(`publish-${name}`);
   try {

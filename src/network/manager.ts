@@ -4,7 +4,7 @@ import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { vmkitError } from '../errors.js';
 import { isActive } from '../domain/state.js';
-import type { Instance, Nic, PortForward } from '../domain/types.js';
+import type { Instance, Nic } from '../domain/types.js';
 import type { Store } from '../store/store.js';
 import type { EventBus } from '../operations/events.js';
 import * as bridge from './bridge.js';
@@ -21,22 +21,9 @@ import {
   type CreateNetworkRequest,
   type Network,
 } from './network.js';
+import type { NetworkNicView, NetworkView } from './types.js';
 
-export interface NetworkNicView {
-  instance: string;
-  nic: string;
-  mac: string;
-  model: string;
-  ipv4?: string;
-  tap: string;
-  state: string;
-}
-
-export interface NetworkView extends Network {
-  nics: NetworkNicView[];
-  leases: dns.Lease[];
-  forwards: Array<PortForward & { instance: string; guestIp?: string }>;
-}
+export type { NetworkNicView, NetworkView } from './types.js';
 
 /** Per-NIC static settings the config drive needs (prefix, gateway, DNS). */
 export interface NicAddressing {

@@ -1,0 +1,102 @@
+import type { Image } from '../domain/types.js';
+import type { ClusterManager } from './cluster.js';
+import { joinedCluster } from './support.js';
+
+/** A request as it came in, as much of it as forwarding needs. */
+export interface IncomingRequest {
+  method: string;
+  /** Path and query string, as sent. */
+  url: string;
+  body: unknown;
+  /** The x-vmkit-forwarded-by header: set, the request was forwarded here and stays here. */
+  forwardedBy: string | undefined;
+}
+
+/** Another host's answer, relayed as it is (status, content type, body text). */
+export interface RelayedAnswer {
+  status: number;
+  contentType: string;
+  /** The host that answered (sent back as x-vmkit-host). */
+  host: string;
+  text: string;
+}
+
+/** What forwarding needs of the cluster manager (a ClusterManager; tests pass a fake). */
+export interface ForwardingCluster extends Pick<ClusterManager, 'joined' | 'name' | 'requireJoined' | 'place' | 'host'> {
+  owner(name: string): Promise<{ record: { host: string } } | undefined>;
+  peer(name: string): Promise<{ send(method: string, path: string, body: unknown, timeoutMs: number, headers: Record<string, string>): Promise<Response> }>;
+}
+
+export interface ForwardingDeps {
+  cluster: ForwardingCluster | undefined;
+  instances: { has(name: string): Promise<boolean> };
+  images: { get(name: string): Promise<Image> };
+  operations: { has(id: string): boolean };
+}
+
+// An hour and a bit: operation waits (`/wait?timeout=`) may take up to an hour.
+const FORWARD_TIMEOUT_MS = 3_700_000;
+
+/**
+ * Any host acts on any instance: a request about an instance another host owns, a create
+ * placed on another host, or a wait on an operation another host runs is sent there and its
+ * answer relayed. The operations of forwarded requests are remembered here (one service per
+ * daemon, shared by every listener) so their polls reach the host that runs them.
+ */
+export class ForwardingService {
+  /** Operation id → the host that runs it (operations of forwarded requests). */
+  private readonly remoteOperations = new Map<string, string>();
+
+  constructor(private readonly deps: ForwardingDeps) {}
+
+  /** Where the request belongs: another host's answer, or undefined to handle it here. */
+  async route(req: IncomingRequest): Promise<RelayedAnswer | undefined> {
+    const cluster = this.deps.cluster;
+    if (!cluster?.joined || req.forwardedBy) return undefined;
+    const path = req.url.split('?')[0]!;
+    const inst = /^\/1\.0\/instances\/([^/]+)(\/.*)?$/.exec(path);
+    if (inst) {
+      const name = decodeURIComponent(inst[1]!);
+      if (await this.deps.instances.has(name)) return undefined;
+      // Unreadable ownership: answer here, where the instance's absence gives a clear 404.
+      const owner = await cluster.owner(name).catch(() => undefined);
+      if (owner && owner.record.host !== cluster.name) return this.forward(req, owner.record.host);
+      return undefined;
+    }
+    if (path === '/1.0/instances' && req.method === 'POST') {
+      const body = req.body as { target?: string; image: string; memoryMiB?: number; name: string };
+      let target = body.target;
+      if (!target) {
+        // The image may exist on other hosts only: placement then goes by the 256 MiB default.
+        const image = await this.deps.images.get(body.image).catch(() => undefined);
+        target = await cluster.place(body.image, body.memoryMiB ?? image?.defaults.memoryMiB ?? 256);
+      }
+      if (target === cluster.name) return undefined;
+      const { target: _t, ...rest } = body;
+      void _t;
+      await cluster.host(target);
+      return this.forward(req, target, rest);
+    }
+    const op = /^\/1\.0\/operations\/([^/]+)(\/wait)?$/.exec(path);
+    if (op) {
+      const host = this.remoteOperations.get(op[1]!);
+      if (host && !this.deps.operations.has(op[1]!)) return this.forward(req, host);
+    }
+    return undefined;
+  }
+
+  /** Sends the request as it came (or with `body`) to `host` and returns its answer. */
+  async forward(req: IncomingRequest, host: string, body?: unknown): Promise<RelayedAnswer> {
+    const cluster = joinedCluster(this.deps.cluster);
+    const peer = await cluster.peer(host);
+    const res = await peer.send(req.method, req.url, body ?? req.body, FORWARD_TIMEOUT_MS, { 'x-vmkit-forwarded-by': cluster.name! });
+    const text = await res.text();
+    try {
+      const j = JSON.parse(text) as { type?: string; metadata?: { id?: string } };
+      if (j.type === 'async' && j.metadata?.id) this.remoteOperations.set(j.metadata.id, host);
+    } catch {
+      /* not JSON (logs) */
+    }
+    return { status: res.status, contentType: res.headers.get('content-type') ?? 'application/json', host, text };
+  }
+}
