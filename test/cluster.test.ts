@@ -226,9 +226,9 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     const poller: ChildProcess = topo.spawn(topo.switchNetns, [
       process.execPath,
       '-e',
-      `let okN=0,fail=0,slowest=0,stop=false;process.on('SIGTERM',()=>{stop=true});
-       (async()=>{while(!stop){const t=Date.now();try{const r=await fetch(${JSON.stringify(url)},{signal:AbortSignal.timeout(15000)});await r.text();if(r.ok)okN++;else fail++;}catch(e){fail++;console.error(String(e))}slowest=Math.max(slowest,Date.now()-t);await new Promise(r=>setTimeout(r,20));}
-       console.log(JSON.stringify({ok:okN,fail,slowestMs:slowest}));process.exit(0)})();`,
+      `let okN=0,fail=0,slowest=0,firstOk=0,lastOk=0,stop=false;process.on('SIGTERM',()=>{stop=true});
+       (async()=>{while(!stop){const t=Date.now();try{const r=await fetch(${JSON.stringify(url)},{signal:AbortSignal.timeout(15000)});await r.text();if(r.ok){okN++;firstOk=firstOk||t;lastOk=Date.now()}else fail++;}catch(e){fail++;console.error(String(e))}slowest=Math.max(slowest,Date.now()-t);await new Promise(r=>setTimeout(r,20));}
+       console.log(JSON.stringify({ok:okN,fail,slowestMs:slowest,firstOk,lastOk}));process.exit(0)})();`,
     ], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let errs = '';
@@ -240,7 +240,9 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     const held = holdConnection(vip, 8080);
     await held.connected;
     await sleep(1_500);
+    const migrateStart = Date.now();
     const r = hosts[0]!.cli(['migrate', 'web1', '--to', 'h2', '--format', 'json'], { timeoutMs: 240_000 });
+    const migrateEnd = Date.now();
     assert.equal(r.code, 0, r.stderr);
     const result = (JSON.parse(r.stdout) as { result: { mode: string; downtimeMs?: number; totalTimeMs: number } }).result;
     assert.equal(result.mode, 'live');
@@ -248,9 +250,12 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     await sleep(1_500);
     poller.kill('SIGTERM');
     await new Promise((res) => poller.once('exit', res));
-    const counts = JSON.parse(out) as { ok: number; fail: number; slowestMs: number };
+    const counts = JSON.parse(out) as { ok: number; fail: number; slowestMs: number; firstOk: number; lastOk: number };
     console.log(`# polling through the floating forward during the migration: ${out.trim()}, downtime ${result.downtimeMs} ms, end to end ${result.totalTimeMs} ms`);
-    assert.ok(counts.ok > 20, `requests answered: ${out}`);
+    // The client was answered before the migration began and after it ended (how many
+    // requests fit in between depends on the machine's load, not on vmkit).
+    assert.ok(counts.firstOk > 0 && counts.firstOk < migrateStart, `answered before the migration: ${out}`);
+    assert.ok(counts.lastOk > migrateEnd, `answered after the migration: ${out}`);
     assert.equal(counts.fail, 0, `no failed request: ${out} ${errs}`);
     // Never two holders: the source let the address go before the target took it.
     const [srcEvents, dstEvents] = await Promise.all(monitors.map((m) => m.stop()));
