@@ -17,7 +17,7 @@ import type { OperationContext } from '../operations/operations.js';
 import type { QmpClient } from '../qemu/qmp.js';
 import { compareVersions } from '../qemu/capabilities.js';
 import { createEmptyVolume, rebaseUnsafe, sharedVolumeInfo } from '../storage/qemu-img.js';
-import * as engine from '../migration/qemu-migrate.js';
+import * as engine from '../qemu/migrate.js';
 import type { ClusterManager } from './cluster.js';
 import { splitAddress, type PeerClient } from './peer.js';
 import { closePeerPort, openPeerPort, resetPeerPorts } from './firewall.js';

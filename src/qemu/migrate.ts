@@ -1,5 +1,5 @@
 import { vmkitError } from '../errors.js';
-import type { QmpClient } from '../qemu/qmp.js';
+import type { QmpClient } from './qmp.js';
 
 /**
  * The QMP choreography of QEMU live migration, as plain functions over QMP clients (the
