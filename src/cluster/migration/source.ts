@@ -4,6 +4,7 @@ import type { InstanceState } from '../../domain/types.js';
 import type { OperationContext } from '../../operations/operations.js';
 import * as engine from '../../qemu/migrate.js';
 import { sharedVolumeInfo } from '../../storage/qemu-img.js';
+import { Revert } from '../../util/revert.js';
 import type { PeerClient } from '../peer.js';
 import { settleOwnership, stepLogger, type StepLog } from '../switchover.js';
 import type { MigrationPlan } from '../types.js';
@@ -227,22 +228,41 @@ export class MigrationSource {
     });
   }
 
-  /** The source keeps (or gets back) the guest: mirrors stopped, QEMU resumed, state restored. */
+  /**
+   * The source keeps (or gets back) the guest: outgoing migration and mirrors stopped, QEMU
+   * resumed, its state restored, floating addresses claimed back. Every step is tried; one
+   * that fails is logged and the others still run.
+   */
   private async rollbackSource(name: string, prevState: InstanceState, jobs: engine.MirrorJob[], live: boolean, withdrawn: boolean, log: StepLog): Promise<void> {
     const { access } = this.ctx;
     const qmp = access.qmp(name);
-    if (qmp && live) {
-      await engine.cancelMigration(qmp).catch((err: Error) => log(`migrate_cancel: ${err.message}`));
-      if (jobs.length > 0) await engine.abortMirror(qmp, jobs).catch((err: Error) => log(`aborting the storage mirror: ${err.message}`));
-      // No answer: QEMU is gone and there is nothing to resume.
-      const status = await qmp.queryStatus().catch(() => undefined);
-      // After a completed memory copy the source sits in `postmigrate`: `cont` takes the disks back.
-      if (prevState === 'running' && status && status.status !== 'running') await qmp.cont().catch((err: Error) => log(`resuming the source: ${err.message}`));
-      log('the guest runs on here (rolled back)');
+    // Revert runs its steps newest first, so they are added here in the reverse of the order
+    // they run in: migrate_cancel, mirrors, cont, state, floating addresses.
+    const undo = new Revert(log);
+    if (withdrawn) {
+      undo.add('the withdrawal of the floating addresses', async () => {
+        const inst = await access.load(name).catch(() => undefined); // already gone: nothing to announce
+        if (inst) await access.networking()?.announce(inst, log);
+      });
     }
-    const inst = await access.load(name).catch(() => undefined); // already gone: nothing to restore
-    if (inst && inst.state !== prevState && live) await access.setState(inst, prevState);
-    if (inst && withdrawn) await access.networking()?.announce(inst, log).catch((err: Error) => log(`claiming floating addresses back: ${err.message}`));
+    if (live) {
+      undo.add(`the "migrating" state (back to ${prevState})`, async () => {
+        const inst = await access.load(name).catch(() => undefined); // already gone: no state to restore
+        if (inst && inst.state !== prevState) await access.setState(inst, prevState);
+      });
+    }
+    if (qmp && live) {
+      undo.add('the pause of the source (cont)', async () => {
+        // No answer: QEMU is gone and there is nothing to resume (the row says so next).
+        const status = await qmp.queryStatus().catch(() => undefined);
+        // After a completed memory copy the source sits in `postmigrate`: `cont` takes the disks back.
+        if (prevState === 'running' && status && status.status !== 'running') await qmp.cont();
+        log('the guest runs on here (rolled back)');
+      });
+      if (jobs.length > 0) undo.add('the storage mirror', () => engine.abortMirror(qmp, jobs));
+      undo.add('the outgoing migration (migrate_cancel)', () => engine.cancelMigration(qmp));
+    }
+    await undo.fail();
   }
 
   /** An undecided switch-over: keep asking etcd, then resume here or let go. */

@@ -7,6 +7,7 @@ import { asVmkitError, vmkitError } from '../../errors.js';
 import type { Instance, InstanceState } from '../../domain/types.js';
 import * as engine from '../../qemu/migrate.js';
 import { createEmptyVolume, rebaseUnsafe, sharedVolumeInfo } from '../../storage/qemu-img.js';
+import { Revert } from '../../util/revert.js';
 import { closePeerPort, openPeerPort } from '../firewall.js';
 import { stepLogger, takeOwnership } from '../switchover.js';
 import { freePort, type MigrationContext } from './context.js';
@@ -44,13 +45,29 @@ export class MigrationTarget {
       disks: req.instance.disks.map((d) => (req.sharedDisks ? d : { ...d, file: isAbsolute(d.file) ? `${d.name}.${d.format}` : d.file })),
     };
     const ip = this.ctx.myIp();
+    const log = stepLogger(req.id, 'target', name);
+    const undo = new Revert(log);
     try {
-      await mkdir(access.instanceDir(inst), { recursive: true });
+      const dir = access.instanceDir(inst);
+      await mkdir(dir, { recursive: true });
+      undo.add('the instance folder', async () => {
+        // A row of that name (another instance's, or ours when its release failed) keeps it.
+        if (!(await this.ctx.instances.has(name))) await rm(dir, { recursive: true, force: true });
+      });
       await access.insert(inst);
-      for (const s of req.snapshots) await local.put('snapshots', s.key, s.value);
+      // Releasing the row also ends the incoming QEMU started below.
+      undo.add(`the row of "${name}"`, () => access.withLock(name, async () => {
+        const cur = await access.load(name).catch(() => undefined); // already gone
+        if (cur && cur.id === inst.id) await access.release(cur);
+      }));
+      for (const s of req.snapshots) {
+        await local.put('snapshots', s.key, s.value);
+        undo.add(`snapshot row ${s.key}`, () => local.delete('snapshots', s.key));
+      }
       if (!live) {
         record.phase = 'receiving disks';
-        this.startSourceWatch(req.id, req.source);
+        this.startSourceWatch(req.id, req.source, undo);
+        undo.success();
         return { targetIp: ip };
       }
       if (!req.sharedDisks) {
@@ -59,31 +76,37 @@ export class MigrationTarget {
           await createEmptyVolume(access.diskPath(inst, d), size);
         }
       }
-      const migrationPort = await freePort(ip);
-      await openPeerPort(migrationPort, req.sourceIp);
-      record.ports!.push(migrationPort);
-      let nbdPort: number | undefined;
-      if (!req.sharedDisks) {
-        nbdPort = await freePort(ip);
-        await openPeerPort(nbdPort, req.sourceIp);
-        record.ports!.push(nbdPort);
-      }
+      const migrationPort = await this.openPort(record, ip, req.sourceIp, undo);
+      const nbdPort = req.sharedDisks ? undefined : await this.openPort(record, ip, req.sourceIp, undo);
       await local.put(RECORDS, req.id, record);
       await access.withLock(name, () => access.start(name, undefined, { extraArgs: engine.buildIncomingArgs(), finalState: 'migrating' }));
       const qmp = this.ctx.qmpOf(name);
       if (nbdPort) await engine.startNbdExport(qmp, { host: ip, port: nbdPort, nodes: inst.disks.map((d) => d.name) });
       await engine.startIncoming(qmp, { host: ip, port: migrationPort });
       record.phase = 'receiving memory';
-      this.startSourceWatch(req.id, req.source);
+      this.startSourceWatch(req.id, req.source, undo);
       this.ctx.events.lifecycle('instance-migrating-in', name, { id: req.id, from: req.source, mode: req.mode });
+      undo.success();
       return { migrationPort, nbdPort, targetIp: ip };
     } catch (err) {
-      const log = stepLogger(req.id, 'target', name);
-      await this.abortIncoming(req.id).catch((e: Error) => log(`preparing failed; undoing it failed too: ${e.message}`));
-      // A failure before the row was written leaves only the folder: it goes too.
-      if (!(await this.ctx.instances.has(name))) await rm(access.instanceDir(inst), { recursive: true, force: true }).catch((e: Error) => log(`removing the instance folder failed: ${e.message}`));
+      log(`preparing failed: ${asVmkitError(err).message}; undoing`);
+      // The record goes only once all it describes is gone; otherwise it stays for the
+      // recovery at the next start (a leftover row must not outlive its record).
+      if (await undo.fail()) await this.forget(record, log);
       throw err;
     }
+  }
+
+  /** A migration port that accepts the source only (firewall), recorded so it is closed again. */
+  private async openPort(record: MigrationRecord, ip: string, sourceIp: string, undo: Revert): Promise<number> {
+    const port = await freePort(ip);
+    await openPeerPort(port, sourceIp);
+    record.ports!.push(port);
+    undo.add(`the firewall opening of port ${port}`, async () => {
+      await closePeerPort(port);
+      record.ports = record.ports!.filter((p) => p !== port);
+    });
+    return port;
   }
 
   /** PUT /1.0/internal/migrations/:id/disks/:disk (cold and suspend modes). */
@@ -209,9 +232,10 @@ export class MigrationTarget {
   }
 
   /** The target checks that the source still drives the migration; if not, it cleans up. */
-  private startSourceWatch(id: string, source: string): void {
+  private startSourceWatch(id: string, source: string, undo: Revert): void {
     const entry = this.ctx.active.get(id);
     if (!entry) return;
+    undo.add('the watch of the source', () => this.ctx.stopWatch(id));
     let lastOk = Date.now();
     let lastError = '';
     entry.watchdog = setInterval(() => {
