@@ -92,7 +92,7 @@ export async function recover(ctx: MigrationContext, source: MigrationSource, ta
   }
 }
 
-/** `cont` when the guest should run and QEMU says it does not (no answer: left as it is). */
+// `cont` when the guest should run and QEMU says it does not (no answer: left as it is).
 async function resumeUnlessRunning(qmp: QmpClient, shouldRun: boolean, log: StepLog): Promise<void> {
   const st = await qmp.queryStatus().catch((err: Error) => {
     log(`query-status: ${err.message}`);
