@@ -41,7 +41,7 @@ import {
 } from './lib.js';
 
 const READY = 'vmkit-appliance: ready';
-const POLL_MS = 50; // query-migrate poll, as vmkit's engine (src/migration/qemu-migrate.ts)
+const POLL_MS = 50; // query-migrate poll, as vmkit's engine (src/qemu/migrate.ts)
 const DOWNTIME_LIMIT_MS = 50;
 const MAX_BANDWIDTH = 10 * 1024 ** 3; // vmkit's DEFAULT_MAX_BANDWIDTH
 const MIGRATE_TIMEOUT_MS = 180_000;

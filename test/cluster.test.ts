@@ -227,7 +227,7 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
       process.execPath,
       '-e',
       `let okN=0,fail=0,slowest=0,firstOk=0,lastOk=0,stop=false;process.on('SIGTERM',()=>{stop=true});
-       (async()=>{while(!stop){const t=Date.now();try{const r=await fetch(${JSON.stringify(url)},{signal:AbortSignal.timeout(15000)});await r.text();if(r.ok){okN++;firstOk=firstOk||t;lastOk=Date.now()}else fail++;}catch(e){fail++;console.error(String(e))}slowest=Math.max(slowest,Date.now()-t);await new Promise(r=>setTimeout(r,20));}
+       (async()=>{while(!stop){const t=Date.now();try{const r=await fetch(${JSON.stringify(url)},{signal:AbortSignal.timeout(15000)});await r.text();if(r.ok){okN++;firstOk=firstOk||t;lastOk=Date.now()}else fail++;}catch(e){fail++;console.error(new Date().toISOString()+' '+String(e)+' ('+String(e.cause?.code??e.cause?.message)+', after '+(Date.now()-t)+' ms)')}slowest=Math.max(slowest,Date.now()-t);await new Promise(r=>setTimeout(r,20));}
        console.log(JSON.stringify({ok:okN,fail,slowestMs:slowest,firstOk,lastOk}));process.exit(0)})();`,
     ], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -256,7 +256,9 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     // requests fit in between depends on the machine's load, not on vmkit).
     assert.ok(counts.firstOk > 0 && counts.firstOk < migrateStart, `answered before the migration: ${out}`);
     assert.ok(counts.lastOk > migrateEnd, `answered after the migration: ${out}`);
-    assert.equal(counts.fail, 0, `no failed request: ${out} ${errs}`);
+    // A failure names its cause (refused, reset, unreachable) and comes with both hosts' steps.
+    const steps = () => [0, 1].flatMap((i) => hosts[i]!.log().split('\n').filter((l) => /migration|floating/.test(l)).map((l) => `h${i + 1} ${l}`)).join('\n');
+    assert.equal(counts.fail, 0, `no failed request: ${out} ${errs}\n${counts.fail > 0 ? steps() : ''}`);
     // Never two holders: the source let the address go before the target took it.
     const [srcEvents, dstEvents] = await Promise.all(monitors.map((m) => m.stop()));
     const released = srcEvents.find((e) => !e.added);

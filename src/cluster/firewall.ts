@@ -9,24 +9,31 @@ import { nftStdin } from '../network/nftables.js';
 const TABLE = 'vmkit-migration';
 const open = new Map<number, string>();
 
-export function migrationRuleset(ports: ReadonlyMap<number, string>): string {
-  const lines = [`table inet ${TABLE} {`, '  chain input {', '    type filter hook input priority -5; policy accept;'];
-  for (const [port, peer] of [...ports].sort((a, b) => a[0] - b[0])) {
-    lines.push(`    tcp dport ${port} ip saddr != ${peer} drop`);
-    lines.push(`    tcp dport ${port} ip6 nexthdr tcp drop`);
+/**
+ * The `nft -f` script for the open ports (port -> peer IPv4): delete-and-create in one
+ * transaction, so the table is replaced atomically — or only removed when no port is open.
+ */
+export function renderMigrationRuleset(ports: ReadonlyMap<number, string>): string {
+  const lines = [`table inet ${TABLE}`, `delete table inet ${TABLE}`];
+  if (ports.size > 0) {
+    lines.push(`table inet ${TABLE} {`, '  chain input {', '    type filter hook input priority -5; policy accept;');
+    for (const [port, peer] of [...ports].sort((a, b) => a[0] - b[0])) {
+      lines.push(`    tcp dport ${port} ip saddr != ${peer} drop`);
+      lines.push(`    tcp dport ${port} ip6 nexthdr tcp drop`);
+    }
+    lines.push('  }', '}');
   }
-  lines.push('  }', '}');
   return lines.join('\n') + '\n';
 }
 
 let chain: Promise<unknown> = Promise.resolve();
 
-/** Delete-and-create in one transaction: the table is replaced atomically (or removed). */
 function apply(): Promise<void> {
-  return nftStdin(`table inet ${TABLE}\ndelete table inet ${TABLE}\n${open.size > 0 ? migrationRuleset(open) : ''}`);
+  return nftStdin(renderMigrationRuleset(open));
 }
 
 function serial(fn: () => Promise<void>): Promise<void> {
+  // An earlier change that failed was reported to its own caller; this one runs regardless.
   const next = chain.catch(() => undefined).then(fn);
   chain = next;
   return next;
@@ -53,6 +60,7 @@ export function closePeerPort(port: number): Promise<void> {
 export function resetPeerPorts(): Promise<void> {
   return serial(async () => {
     open.clear();
+    // nft cannot run at all: there is no table to reset (opening a port reports the cause).
     const found = await run(['nft', 'list', 'table', 'inet', TABLE], { allowFailure: true, errorCode: 'VMKIT_NETWORK_FAILED' }).catch(() => undefined);
     if (found?.code === 0) await apply();
   });

@@ -7,7 +7,7 @@ import { ipToInt } from './network.js';
  * around a cluster. The host running the instance holds the address (a /32 on the interface
  * whose subnet contains it) and announces it with gratuitous ARP.
  *
- * The switch-over order (src/cluster/migration.ts) keeps the address on at most one host at
+ * The switch-over order (src/cluster/migration/) keeps the address on at most one host at
  * any instant: the source withdraws it (address, DNAT rule and the conntrack entries that
  * still point at its local copy of the guest) once QEMU has sent the last state, and the
  * target claims it after it took ownership. Two holders at once made clients whose ARP entry

@@ -1,9 +1,9 @@
 import { vmkitError } from '../errors.js';
-import type { QmpClient } from '../qemu/qmp.js';
+import type { QmpClient } from './qmp.js';
 
 /**
  * The QMP choreography of QEMU live migration, as plain functions over QMP clients (the
- * cluster code in src/cluster/migration.ts decides who does what and when):
+ * cluster code in src/cluster/migration/ decides who does what and when):
  *
  *   target: started with `-incoming defer -S`; for a storage copy `nbd-server-start` +
  *           `block-export-add` (writable) of each disk; then `migrate-incoming tcp:IP:PORT`.
@@ -91,10 +91,20 @@ export async function startNbdExport(targetQmp: QmpClient, o: { host: string; po
   }
 }
 
+/**
+ * Every step is tried; the first failure is thrown at the end for the caller to log. The
+ * source ended its mirrors before the switch-over, so a leftover export gets no more writes.
+ */
 export async function stopNbdExport(targetQmp: QmpClient): Promise<void> {
-  const exports = await targetQmp.execute<Array<{ id: string }>>('query-block-exports').catch(() => []);
-  for (const e of exports) await targetQmp.execute('block-export-del', { id: e.id, mode: 'hard' }).catch(() => undefined);
-  await targetQmp.execute('nbd-server-stop').catch(() => undefined);
+  let first: unknown;
+  const keep = (err: unknown) => void (first ??= err);
+  const exports = await targetQmp.execute<Array<{ id: string }>>('query-block-exports').catch((err: unknown) => {
+    keep(err);
+    return [];
+  });
+  for (const e of exports) await targetQmp.execute('block-export-del', { id: e.id, mode: 'hard' }).catch(keep);
+  await targetQmp.execute('nbd-server-stop').catch(keep);
+  if (first !== undefined) throw first;
 }
 
 async function blockJobs(qmp: QmpClient): Promise<BlockJobInfo[]> {
@@ -126,6 +136,8 @@ export async function startMirror(
       await sleep(200);
     }
   } catch (err) {
+    // The caller hears why the mirror failed; this clean-up is best effort (abortMirror
+    // already tolerates ended jobs), and a node never added cannot be deleted.
     await abortMirror(sourceQmp, jobs).catch(() => undefined);
     for (const n of o.nodes) await sourceQmp.execute('blockdev-del', { 'node-name': `mig-nbd-${n.node}` }).catch(() => undefined);
     throw err;
@@ -133,13 +145,17 @@ export async function startMirror(
 }
 
 async function endJobs(sourceQmp: QmpClient, jobs: MirrorJob[], force: boolean): Promise<void> {
+  // A job that already ended (the target went away) refuses the cancel: nothing to end.
   for (const j of jobs) await sourceQmp.execute('block-job-cancel', { device: j.job, ...(force ? { force: true } : {}) }).catch(() => undefined);
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
+    // QEMU not answering: there is no job left to wait for.
     const left = (await blockJobs(sourceQmp).catch(() => [])).filter((x) => jobs.some((j) => j.job === x.device));
     if (left.length === 0) break;
     await sleep(50);
   }
+  // Refused when the node is gone already, or still held by a job that outlived the wait
+  // (QEMU keeps a dead NBD client node until it exits): nothing more to do here either way.
   for (const j of jobs) await sourceQmp.execute('blockdev-del', { 'node-name': j.targetNode }).catch(() => undefined);
 }
 
@@ -162,6 +178,7 @@ export async function migrate(
   for (;;) {
     if (o.signal?.aborted && !cancelSent) {
       cancelSent = true;
+      // The poll below reports how the migration ended, cancel refused or not.
       await sourceQmp.execute('migrate_cancel').catch(() => undefined);
     }
     const q = await sourceQmp.execute<QueryMigrate>('query-migrate');
@@ -195,9 +212,11 @@ export async function migrate(
 }
 
 export async function cancelMigration(sourceQmp: QmpClient): Promise<void> {
+  // Refused when no migration runs: the poll below returns at once then.
   await sourceQmp.execute('migrate_cancel').catch(() => undefined);
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
+    // QEMU not answering: no migration is left to cancel.
     const q = await sourceQmp.execute<QueryMigrate>('query-migrate').catch(() => ({ status: 'none' }) as QueryMigrate);
     if (!q.status || ['none', 'cancelled', 'failed', 'completed'].includes(q.status)) return;
     await sleep(50);

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { awaitIncomingComplete, buildIncomingArgs } from './qemu-migrate.js';
-import type { QmpClient } from '../qemu/qmp.js';
+import { awaitIncomingComplete, buildIncomingArgs } from './migrate.js';
+import type { QmpClient } from './qmp.js';
 
 /** A target QEMU that walks through the given (runstate, incoming migration) pairs. */
 function fakeTarget(steps: Array<[string, string]>): QmpClient {
