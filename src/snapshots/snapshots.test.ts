@@ -2,7 +2,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import type { QmpClient, QmpEvent } from '../qemu/qmp.js';
-import { SUSPEND_TAG, runJob, validateSnapshotName } from './snapshots.js';
+import { SUSPEND_TAG, validateSnapshotName } from './snapshots.js';
+import { runJob } from '../qemu/jobs.js';
 
 describe('snapshot names', () => {
   it('follow the common name grammar', () => {

@@ -1,11 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import { vmkitError } from '../errors.js';
 import { validateName } from '../domain/names.js';
 import type { Instance, InstanceView, Snapshot } from '../domain/types.js';
 import type { InstanceAccess, SuspendHandler } from '../instances/manager.js';
 import type { EventBus } from '../operations/events.js';
 import type { OperationContext } from '../operations/operations.js';
-import type { QmpClient, QmpEvent } from '../qemu/qmp.js';
+import type { QmpClient } from '../qemu/qmp.js';
+import { JOB_TIMEOUT_MS, ROOT_NODE, runJob, saveVm, settleJobs } from '../qemu/jobs.js';
 import type { Store } from '../store/store.js';
 import {
   diskSnapshot,
@@ -27,8 +27,6 @@ import {
 /** The reserved tag holding a suspended instance's state (not a valid user name: it has no row). */
 export const SUSPEND_TAG = 'vmkit-suspend';
 /** Only the root disk takes part: the config drive (cidata) is raw and read-only. */
-const ROOT_NODE = 'root';
-const JOB_TIMEOUT_MS = 300_000;
 
 export interface CreateSnapshotRequest {
   name: string;
@@ -461,72 +459,5 @@ export class SnapshotManager {
       hint: 'Wait for the current operation to finish, or start/stop the instance first.',
       details: { state: inst.state },
     });
-  }
-}
-
-// ---- QMP jobs ---------------------------------------------------------------------------
-
-interface QmpJobInfo {
-  id: string;
-  type: string;
-  status: string;
-  error?: string;
-}
-
-/**
- * Runs a QMP job (snapshot-save/-load/-delete) to its end: subscribe to JOB_STATUS_CHANGE
- * before starting it, wait for `concluded`, read its error from query-jobs, dismiss it.
- */
-export async function runJob(qmp: QmpClient, command: string, args: Record<string, unknown>): Promise<void> {
-  const jobId = `vmkit-${command}-${randomBytes(4).toString('hex')}`;
-  const concluded = qmp.waitForEvent('JOB_STATUS_CHANGE', {
-    timeoutMs: JOB_TIMEOUT_MS,
-    predicate: (e) => e.data.id === jobId && e.data.status === 'concluded',
-  });
-  concluded.catch(() => undefined);
-  await qmp.execute(command, { 'job-id': jobId, ...args });
-  await concluded;
-  const jobs = await qmp.execute<QmpJobInfo[]>('query-jobs');
-  const job = jobs.find((j) => j.id === jobId);
-  await qmp.execute('job-dismiss', { id: jobId }).catch(() => undefined);
-  if (job?.error) {
-    throw vmkitError('VMKIT_QMP_ERROR', `QEMU ${command} of "${String(args.tag)}" failed: ${job.error}`, {
-      hint: 'The instance is unchanged where QEMU could undo the step; "vmkit info" shows its state.',
-    });
-  }
-}
-
-/**
- * snapshot-save; resolves with how long the guest was paused. QEMU stops the vCPUs for the
- * save and restarts them when they were running (STOP/RESUME events, timestamped by QEMU).
- */
-async function saveVm(qmp: QmpClient, tag: string, alreadyPaused: boolean): Promise<number> {
-  let stopAt: number | undefined;
-  let resumeAt: number | undefined;
-  const ts = (e: QmpEvent) => e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000;
-  const onEvent = (e: QmpEvent) => {
-    if (e.event === 'STOP' && stopAt === undefined) stopAt = ts(e);
-    if (e.event === 'RESUME') resumeAt = ts(e);
-  };
-  qmp.on('event', onEvent);
-  const t0 = Date.now();
-  try {
-    await runJob(qmp, 'snapshot-save', { tag, vmstate: ROOT_NODE, devices: [ROOT_NODE] });
-  } finally {
-    qmp.off('event', onEvent);
-  }
-  if (alreadyPaused || stopAt === undefined || resumeAt === undefined) return Date.now() - t0;
-  return Math.round(resumeAt - stopAt);
-}
-
-/** Waits for jobs left over by a crashed daemon to end, and dismisses them. */
-async function settleJobs(qmp: QmpClient): Promise<void> {
-  const deadline = Date.now() + JOB_TIMEOUT_MS;
-  for (;;) {
-    const jobs = await qmp.execute<QmpJobInfo[]>('query-jobs');
-    const open = jobs.filter((j) => j.status !== 'concluded' && j.status !== 'null');
-    for (const j of jobs.filter((j) => j.status === 'concluded')) await qmp.execute('job-dismiss', { id: j.id }).catch(() => undefined);
-    if (open.length === 0 || Date.now() > deadline) return;
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
