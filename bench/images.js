@@ -51,11 +51,14 @@ const syncDisk = () => spawnSync('sync');
 function api(method, p, body) {
   return new Promise((resolve, reject) => {
     const data = body ? JSON.stringify(body) : undefined;
-    const req = http.request({ socketPath: path.join(dataDir, 'vmkit.sock'), method, path: p, agent: false, headers: data ? { 'content-type': 'application/json' } : {} }, (res) => {
-      let t = '';
-      res.on('data', (c) => (t += c));
-      res.on('end', () => resolve(JSON.parse(t)));
-    });
+    const req = http.request(
+      { socketPath: path.join(dataDir, 'vmkit.sock'), method, path: p, agent: false, headers: data ? { 'content-type': 'application/json' } : {} },
+      (res) => {
+        let t = '';
+        res.on('data', (c) => (t += c));
+        res.on('end', () => resolve(JSON.parse(t)));
+      },
+    );
     req.on('error', reject);
     if (data) req.write(data);
     req.end();
@@ -88,7 +91,10 @@ async function pair(reps, base, baseCleanup, mine, mineCleanup) {
   return [Math.min(...b), Math.min(...m)];
 }
 
-const daemon = spawn(process.execPath, [path.join(ROOT, 'bin', 'vmkit.js'), 'daemon', '--dir', dataDir], { env: { ...process.env, VMKIT_ACCEL: 'tcg' }, stdio: ['ignore', 'ignore', 'inherit'] });
+const daemon = spawn(process.execPath, [path.join(ROOT, 'bin', 'vmkit.js'), 'daemon', '--dir', dataDir], {
+  env: { ...process.env, VMKIT_ACCEL: 'tcg' },
+  stdio: ['ignore', 'ignore', 'inherit'],
+});
 try {
   for (let i = 0; i < 200 && !fs.existsSync(path.join(dataDir, 'vmkit.sock')); i++) await new Promise((r) => setTimeout(r, 50));
   console.log(`vmkit images benchmark — ${new Date().toISOString()}, qemu-img ${spawnSync('qemu-img', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0]}`);
@@ -114,12 +120,16 @@ try {
     }
     const r = stats(raw);
     const e = stats(e2e);
-    console.log(`   ${String(gib).padStart(2)} GiB image: qcow2 overlay median ${fmt(r.median)} (min ${fmt(r.min)}, max ${fmt(r.max)}); API create (launch --count per replica, no boot) median ${fmt(e.median)} (min ${fmt(e.min)}, max ${fmt(e.max)})`);
+    console.log(
+      `   ${String(gib).padStart(2)} GiB image: qcow2 overlay median ${fmt(r.median)} (min ${fmt(r.min)}, max ${fmt(r.max)}); API create (launch --count per replica, no boot) median ${fmt(e.median)} (min ${fmt(e.min)}, max ${fmt(e.max)})`,
+    );
     for (let i = 0; i < opts.clones; i++) await op('DELETE', `/1.0/instances/r${gib}-${i}`);
   }
 
   // ---- 2. throughput ---------------------------------------------------------------------
-  console.log(`\n2. Full copies of a 2 GiB qcow2 holding ${opts.dataMiB} MiB of random data (best of ${opts.reps} alternating runs, OVA ${opts.ovaReps}; ratio = qemu-img time / vmkit time, target >= 0.9)`);
+  console.log(
+    `\n2. Full copies of a 2 GiB qcow2 holding ${opts.dataMiB} MiB of random data (best of ${opts.reps} alternating runs, OVA ${opts.ovaReps}; ratio = qemu-img time / vmkit time, target >= 0.9)`,
+  );
   const rawData = path.join(work, 'data.raw');
   const fd = fs.openSync(rawData, 'w');
   const chunk = randomBytes(16 * 1024 * 1024);
@@ -147,13 +157,25 @@ try {
 
   for (const f of ['qcow2', 'vmdk']) {
     const out = path.join(work, `e.${f}`);
-    const [base, mine] = await pair(opts.reps, async () => q('convert', '-f', 'qcow2', '-O', f, stored, out), () => rm(out), () => op('POST', '/1.0/images/data/export', { path: out }), () => rm(out));
+    const [base, mine] = await pair(
+      opts.reps,
+      async () => q('convert', '-f', 'qcow2', '-O', f, stored, out),
+      () => rm(out),
+      () => op('POST', '/1.0/images/data/export', { path: out }),
+      () => rm(out),
+    );
     row(`export ${f}`, base, mine);
   }
   {
     const out = path.join(work, 'e.ova');
     const vm = path.join(work, 's.vmdk');
-    const [base, mine] = await pair(opts.ovaReps, async () => q('convert', '-f', 'qcow2', '-O', 'vmdk', '-o', 'subformat=streamOptimized', stored, vm), () => rm(vm), () => op('POST', '/1.0/images/data/export', { path: out }), () => rm(out));
+    const [base, mine] = await pair(
+      opts.ovaReps,
+      async () => q('convert', '-f', 'qcow2', '-O', 'vmdk', '-o', 'subformat=streamOptimized', stored, vm),
+      () => rm(vm),
+      () => op('POST', '/1.0/images/data/export', { path: out }),
+      () => rm(out),
+    );
     row('export OVA (vs stream-optimized VMDK convert alone)', base, mine);
   }
   {
@@ -161,7 +183,13 @@ try {
     const inst = (await api('GET', '/1.0/instances/src')).metadata;
     const chain = path.join(dataDir, 'instances', inst.id, 'root.qcow2');
     const out = path.join(work, 'f.qcow2');
-    const [base, mine] = await pair(opts.reps, async () => q('convert', '-f', 'qcow2', '-O', 'qcow2', chain, out), () => rm(out), () => op('POST', '/1.0/instances/src/clone', { name: 'full', full: true }), () => op('DELETE', '/1.0/instances/full'));
+    const [base, mine] = await pair(
+      opts.reps,
+      async () => q('convert', '-f', 'qcow2', '-O', 'qcow2', chain, out),
+      () => rm(out),
+      () => op('POST', '/1.0/instances/src/clone', { name: 'full', full: true }),
+      () => op('DELETE', '/1.0/instances/full'),
+    );
     row('full clone', base, mine);
   }
   for (const r of rows) {

@@ -71,7 +71,11 @@ export async function cleanupAll() {
 for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
 for (const ev of ['uncaughtException', 'unhandledRejection']) {
   process.on(ev, (err) => {
-    try { log(`${ev}: ${err?.stack ?? err}`); } catch { /* stderr gone */ }
+    try {
+      log(`${ev}: ${err?.stack ?? err}`);
+    } catch {
+      /* stderr gone */
+    }
     cleanupAll().finally(() => process.exit(1));
   });
 }
@@ -107,10 +111,18 @@ export async function waitPidGone(pid, ms) {
 
 export async function killPid(pid, label) {
   if (!pid || !pidAlive(pid)) return;
-  try { process.kill(pid, 'SIGTERM'); } catch { return; }
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
   if (await waitPidGone(pid, 5000)) return;
   log(`${label} (pid ${pid}) ignored SIGTERM, sending SIGKILL`);
-  try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    /* gone */
+  }
   await waitPidGone(pid, 5000);
 }
 
@@ -135,7 +147,12 @@ export function waitForMarker(file, offset, timeoutMs = BOOT_TIMEOUT_MS, marker 
     const buf = Buffer.alloc(64 * 1024);
     const finish = (fn, v) => {
       clearInterval(timer);
-      if (fd >= 0) try { fs.closeSync(fd); } catch { /* ignore */ }
+      if (fd >= 0)
+        try {
+          fs.closeSync(fd);
+        } catch {
+          /* ignore */
+        }
       fn(v);
     };
     const tick = () => {
@@ -322,7 +339,11 @@ export async function prepareGuest(o, work) {
   await fsp.mkdir(g, { mode: 0o755 });
   await fsp.chmod(g, 0o755);
   const files = {};
-  for (const [key, name] of [['kernel', manifest.boot.kernel], ['initrd', manifest.boot.initrd], ['base', manifest.disks[0].file]]) {
+  for (const [key, name] of [
+    ['kernel', manifest.boot.kernel],
+    ['initrd', manifest.boot.initrd],
+    ['base', manifest.disks[0].file],
+  ]) {
     files[key] = path.join(g, name);
     await fsp.copyFile(path.join(o.applianceDir, name), files[key]);
     await fsp.chmod(files[key], 0o644);
@@ -357,21 +378,42 @@ export async function prepareGuest(o, work) {
  */
 export function rawArgv(o, guest, opts = {}) {
   const argv = [
-    '-name', `guest=${opts.name ?? 'bench-raw'}`,
-    '-nodefaults', '-no-user-config',
-    '-machine', `pc,accel=${o.accel}`,
-    '-cpu', o.accel === 'kvm' ? 'host' : TCG_CPU_MODEL,
-    '-smp', String(guest.cpus),
-    '-m', `${opts.memoryMiB ?? guest.memoryMiB}M`,
-    '-display', 'none', '-vga', 'none',
-    '-chardev', `file,id=serial0,path=${opts.console ?? guest.rawConsole},append=on`,
-    '-serial', 'chardev:serial0',
-    '-kernel', guest.kernel, '-initrd', guest.initrd, '-append', guest.cmdline,
-    '-blockdev', JSON.stringify({ driver: 'file', filename: opts.overlay ?? guest.rawOverlay, 'node-name': 'root-file' }),
-    '-blockdev', JSON.stringify({ driver: 'qcow2', file: 'root-file', 'node-name': 'root' }),
-    '-device', 'virtio-blk-pci,drive=root,id=root-dev,bootindex=1',
-    '-netdev', `user,id=nic0${(opts.hostfwd ?? []).map((f) => `,hostfwd=${f}`).join('')}`,
-    '-device', `virtio-net-pci,netdev=nic0,mac=${opts.mac ?? '52:54:00:be:4c:01'},id=nic0-dev`,
+    '-name',
+    `guest=${opts.name ?? 'bench-raw'}`,
+    '-nodefaults',
+    '-no-user-config',
+    '-machine',
+    `pc,accel=${o.accel}`,
+    '-cpu',
+    o.accel === 'kvm' ? 'host' : TCG_CPU_MODEL,
+    '-smp',
+    String(guest.cpus),
+    '-m',
+    `${opts.memoryMiB ?? guest.memoryMiB}M`,
+    '-display',
+    'none',
+    '-vga',
+    'none',
+    '-chardev',
+    `file,id=serial0,path=${opts.console ?? guest.rawConsole},append=on`,
+    '-serial',
+    'chardev:serial0',
+    '-kernel',
+    guest.kernel,
+    '-initrd',
+    guest.initrd,
+    '-append',
+    guest.cmdline,
+    '-blockdev',
+    JSON.stringify({ driver: 'file', filename: opts.overlay ?? guest.rawOverlay, 'node-name': 'root-file' }),
+    '-blockdev',
+    JSON.stringify({ driver: 'qcow2', file: 'root-file', 'node-name': 'root' }),
+    '-device',
+    'virtio-blk-pci,drive=root,id=root-dev,bootindex=1',
+    '-netdev',
+    `user,id=nic0${(opts.hostfwd ?? []).map((f) => `,hostfwd=${f}`).join('')}`,
+    '-device',
+    `virtio-net-pci,netdev=nic0,mac=${opts.mac ?? '52:54:00:be:4c:01'},id=nic0-dev`,
   ];
   if (opts.qmp) argv.push('-chardev', `socket,id=qmp,path=${opts.qmp},server=on,wait=off`, '-mon', 'chardev=qmp,mode=control');
   return argv;

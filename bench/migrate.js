@@ -22,23 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
-import {
-  ROOT,
-  die,
-  log,
-  sleep,
-  onCleanup,
-  cleanupAll,
-  isCleaningUp,
-  killPid,
-  fileSize,
-  waitForMarker,
-  median,
-  prepareGuest,
-  rawArgv,
-  fmtMs,
-  qmpConnect,
-} from './lib.js';
+import { ROOT, die, log, sleep, onCleanup, cleanupAll, isCleaningUp, killPid, fileSize, waitForMarker, median, prepareGuest, rawArgv, fmtMs, qmpConnect } from './lib.js';
 
 const READY = 'vmkit-appliance: ready';
 const POLL_MS = 50; // query-migrate poll, as vmkit's engine (src/qemu/migrate.ts)
@@ -69,7 +53,9 @@ function parseArgs(argv) {
         if (!Number.isInteger(o.runs) || o.runs < 1) die('--runs needs an integer >= 1');
         break;
       case '--sizes':
-        o.sizes = String(argv[++i] ?? '').split(',').map(Number);
+        o.sizes = String(argv[++i] ?? '')
+          .split(',')
+          .map(Number);
         if (!o.sizes.length || o.sizes.some((s) => !Number.isInteger(s) || s < 128)) die('--sizes is a list of MiB >= 128, e.g. 256,1024');
         break;
       case '--load':
@@ -80,13 +66,19 @@ function parseArgs(argv) {
         o.settleMs = Number(argv[++i]);
         if (!Number.isInteger(o.settleMs) || o.settleMs < 0) die('--settle needs an integer >= 0');
         break;
-      case '--appliance': o.applianceDir = path.resolve(argv[++i] ?? ''); break;
-      case '--no-floating': o.floating = false; break;
-      case '-h': case '--help':
+      case '--appliance':
+        o.applianceDir = path.resolve(argv[++i] ?? '');
+        break;
+      case '--no-floating':
+        o.floating = false;
+        break;
+      case '-h':
+      case '--help':
         console.log('usage: node bench/migrate.js [--sizes MiB,MiB (256,1024)] [--runs N (1)] [--load idle,write] [--settle MS (2000)] [--appliance DIR] [--no-floating]');
         process.exit(0);
         break;
-      default: die(`unknown option ${a} (see --help)`);
+      default:
+        die(`unknown option ${a} (see --help)`);
     }
   }
   return o;
@@ -96,8 +88,7 @@ const since = (t0) => performance.now() - t0;
 const spawnSyncOk = (argv) => spawnSync(argv[0], argv.slice(1), { stdio: 'ignore', timeout: 10_000 }).status === 0;
 
 /** The memory-writing load typed into the guest's shell: a quarter of its RAM rewritten with random bytes, forever. */
-const loadCommand = (sizeMiB) =>
-  `while :; do dd if=/dev/urandom of=/dev/shm/f bs=1M count=${Math.floor(sizeMiB / 4)} 2>/dev/null; done & echo bench-load-$((6*7))`;
+const loadCommand = (sizeMiB) => `while :; do dd if=/dev/urandom of=/dev/shm/f bs=1M count=${Math.floor(sizeMiB / 4)} 2>/dev/null; done & echo bench-load-$((6*7))`;
 const LOAD_MARKER = 'bench-load-42'; // the shell prints it; the echoed command line does not contain it
 
 /**
@@ -136,7 +127,14 @@ function spawnQemu(netns, argv, label) {
   const died = new Promise((_, rej) => child.once('exit', (c, s) => rej(new Error(`${label} exited (${c ?? s}): ${stderr.trim()}`))));
   died.catch(() => undefined);
   const forget = onCleanup(label, () => killPid(child.pid, label));
-  return { child, died, stop: async () => { await killPid(child.pid, label); forget(); } };
+  return {
+    child,
+    died,
+    stop: async () => {
+      await killPid(child.pid, label);
+      forget();
+    },
+  };
 }
 
 async function rawRun(o, guest, work, topo, size, load, run) {
@@ -225,10 +223,21 @@ async function rawRun(o, guest, work, topo, size, load, run) {
  * time between two answers (what a user of the service sees of the switch-over).
  */
 function startPoller(topo, url) {
-  const child = spawn('ip', ['netns', 'exec', topo.switchNetns, process.execPath, '-e', `
+  const child = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      topo.switchNetns,
+      process.execPath,
+      '-e',
+      `
     let ok=0,fail=0,gap=0,last=Date.now(),stop=false;process.on('SIGTERM',()=>{stop=true});
     (async()=>{while(!stop){try{const r=await fetch(${JSON.stringify(url)},{signal:AbortSignal.timeout(15000)});await r.text();if(r.ok){ok++;const n=Date.now();gap=Math.max(gap,n-last);last=n}else fail++}catch{fail++}
-    await new Promise(r=>setTimeout(r,20))}console.log(JSON.stringify({ok,fail,gapMs:gap}));process.exit(0)})();`], { stdio: ['ignore', 'pipe', 'ignore'] });
+    await new Promise(r=>setTimeout(r,20))}console.log(JSON.stringify({ok,fail,gapMs:gap}));process.exit(0)})();`,
+    ],
+    { stdio: ['ignore', 'pipe', 'ignore'] },
+  );
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   const forget = onCleanup('floating poller', () => killPid(child.pid, 'poller'));
@@ -367,8 +376,10 @@ async function main() {
         try {
           const r = await rawRun(o, guest, work, cluster.topo, size, load, run);
           raw.push(r);
-          log(`${size} MiB ${load} run ${run + 1}: raw QEMU total-time ${r.totalMs} ms, downtime ${r.downtimeMs} ms, setup ${r.setupMs} ms, ` +
-            `${fmtMs(r.transferredMiB)} MiB sent, end-to-end ${fmtMs(r.e2eMs)} ms`);
+          log(
+            `${size} MiB ${load} run ${run + 1}: raw QEMU total-time ${r.totalMs} ms, downtime ${r.downtimeMs} ms, setup ${r.setupMs} ms, ` +
+              `${fmtMs(r.transferredMiB)} MiB sent, end-to-end ${fmtMs(r.e2eMs)} ms`,
+          );
         } catch (e) {
           log(`${size} MiB ${load} raw QEMU: ${e.message}`);
           notes.push(`${size} MiB ${load} run ${run + 1} raw QEMU: ${e.message}`);
@@ -376,8 +387,10 @@ async function main() {
         try {
           const r = await vmkitRun(o, cluster, size, load, run, notes);
           vk.push(r);
-          log(`${size} MiB ${load} run ${run + 1}: vmkit totalTimeMs ${r.totalMs} ms, downtime ${r.downtimeMs} ms, ` +
-            `${fmtMs(r.transferredMiB)} MiB sent, CLI wall ${fmtMs(r.cliMs)} ms`);
+          log(
+            `${size} MiB ${load} run ${run + 1}: vmkit totalTimeMs ${r.totalMs} ms, downtime ${r.downtimeMs} ms, ` +
+              `${fmtMs(r.transferredMiB)} MiB sent, CLI wall ${fmtMs(r.cliMs)} ms`,
+          );
         } catch (e) {
           log(`${size} MiB ${load} vmkit: ${e.message}`);
           notes.push(`${size} MiB ${load} run ${run + 1} vmkit: ${e.message}`);
@@ -386,8 +399,10 @@ async function main() {
           try {
             const r = await vmkitRun(o, cluster, size, load, run, notes, true);
             vkf.push(r);
-            log(`${size} MiB ${load} run ${run + 1}: vmkit nat NIC + floating forward: totalTimeMs ${r.totalMs} ms, downtime ${r.downtimeMs} ms, ` +
-              `CLI wall ${fmtMs(r.cliMs)} ms; client: ${r.clientOk} answered, ${r.clientFail} failed, longest gap ${r.clientGapMs} ms`);
+            log(
+              `${size} MiB ${load} run ${run + 1}: vmkit nat NIC + floating forward: totalTimeMs ${r.totalMs} ms, downtime ${r.downtimeMs} ms, ` +
+                `CLI wall ${fmtMs(r.cliMs)} ms; client: ${r.clientOk} answered, ${r.clientFail} failed, longest gap ${r.clientGapMs} ms`,
+            );
           } catch (e) {
             log(`${size} MiB ${load} vmkit floating: ${e.message}`);
             notes.push(`${size} MiB ${load} run ${run + 1} vmkit floating: ${e.message}`);
@@ -396,12 +411,25 @@ async function main() {
       }
       const med = (xs, k) => ((v) => (v.length ? median(v) : undefined))(xs.map((x) => x[k]).filter((v) => v !== undefined));
       rows.push({
-        size, load,
-        rawTotal: med(raw, 'totalMs'), rawE2e: med(raw, 'e2eMs'), rawDown: med(raw, 'downtimeMs'), rawMiB: med(raw, 'transferredMiB'),
-        vkTotal: med(vk, 'totalMs'), vkCli: med(vk, 'cliMs'), vkDown: med(vk, 'downtimeMs'), vkMiB: med(vk, 'transferredMiB'),
-        rawRuns: raw, vkRuns: vk,
-        fTotal: med(vkf, 'totalMs'), fCli: med(vkf, 'cliMs'), fDown: med(vkf, 'downtimeMs'), fGap: med(vkf, 'clientGapMs'),
-        fFail: vkf.reduce((a, x) => a + (x.clientFail ?? 0), 0), fOk: vkf.reduce((a, x) => a + (x.clientOk ?? 0), 0), fRuns: vkf,
+        size,
+        load,
+        rawTotal: med(raw, 'totalMs'),
+        rawE2e: med(raw, 'e2eMs'),
+        rawDown: med(raw, 'downtimeMs'),
+        rawMiB: med(raw, 'transferredMiB'),
+        vkTotal: med(vk, 'totalMs'),
+        vkCli: med(vk, 'cliMs'),
+        vkDown: med(vk, 'downtimeMs'),
+        vkMiB: med(vk, 'transferredMiB'),
+        rawRuns: raw,
+        vkRuns: vk,
+        fTotal: med(vkf, 'totalMs'),
+        fCli: med(vkf, 'cliMs'),
+        fDown: med(vkf, 'downtimeMs'),
+        fGap: med(vkf, 'clientGapMs'),
+        fFail: vkf.reduce((a, x) => a + (x.clientFail ?? 0), 0),
+        fOk: vkf.reduce((a, x) => a + (x.clientOk ?? 0), 0),
+        fRuns: vkf,
       });
     }
   }
@@ -416,7 +444,9 @@ async function main() {
   p();
   p(`## Live migration, shared storage, h1 -> h2 (TCG, ${o.runs} run(s) each${o.runs > 1 ? ', medians' : ''}; ms)`);
   p();
-  p('| guest | load | raw total-time | raw end-to-end | vmkit totalTimeMs | vmkit CLI wall | raw downtime | vmkit downtime | MiB sent raw / vmkit | vmkit total / raw end-to-end (≤ 1.1) | vmkit total / raw total-time | vmkit CLI / raw end-to-end | vmkit downtime ≤ 50 (idle) |');
+  p(
+    '| guest | load | raw total-time | raw end-to-end | vmkit totalTimeMs | vmkit CLI wall | raw downtime | vmkit downtime | MiB sent raw / vmkit | vmkit total / raw end-to-end (≤ 1.1) | vmkit total / raw total-time | vmkit CLI / raw end-to-end | vmkit downtime ≤ 50 (idle) |',
+  );
   p('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
   let allMet = true;
   for (const r of rows) {
@@ -426,36 +456,44 @@ async function main() {
     const totOk = rE === undefined ? undefined : rE <= 1.1;
     const downOk = r.load !== 'idle' ? undefined : r.vkDown === undefined ? undefined : r.vkDown <= DOWNTIME_LIMIT_MS;
     if (totOk === false || downOk === false || totOk === undefined) allMet = false;
-    p(`| ${r.size} MiB | ${r.load} | ${fmtMs(r.rawTotal)} | ${fmtMs(r.rawE2e)} | ${fmtMs(r.vkTotal)} | ${fmtMs(r.vkCli)} | ${fmtMs(r.rawDown)} | ${fmtMs(r.vkDown)} | ` +
-      `${fmtMs(r.rawMiB)} / ${fmtMs(r.vkMiB)} | ${fr(rE)} ${check(totOk)} | ${fr(rT)} | ${fr(rC)} | ${r.load === 'idle' ? check(downOk) : '(no target)'} |`);
+    p(
+      `| ${r.size} MiB | ${r.load} | ${fmtMs(r.rawTotal)} | ${fmtMs(r.rawE2e)} | ${fmtMs(r.vkTotal)} | ${fmtMs(r.vkCli)} | ${fmtMs(r.rawDown)} | ${fmtMs(r.vkDown)} | ` +
+        `${fmtMs(r.rawMiB)} / ${fmtMs(r.vkMiB)} | ${fr(rE)} ${check(totOk)} | ${fr(rT)} | ${fr(rC)} | ${r.load === 'idle' ? check(downOk) : '(no target)'} |`,
+    );
   }
   if (o.floating) {
     p();
     p(`## The same, with a nat NIC and a floating forward (a client polls the guest through the floating address every 20 ms)`);
     p();
-    p('| guest | load | raw end-to-end | vmkit totalTimeMs | vmkit CLI wall | vmkit downtime | client answered / failed | client longest gap | vmkit total / raw end-to-end | vmkit total ≤ 1500 (256 MiB idle) |');
+    p(
+      '| guest | load | raw end-to-end | vmkit totalTimeMs | vmkit CLI wall | vmkit downtime | client answered / failed | client longest gap | vmkit total / raw end-to-end | vmkit total ≤ 1500 (256 MiB idle) |',
+    );
     p('|---|---|---:|---:|---:|---:|---:|---:|---:|---|');
     for (const r of rows) {
       const rE = ratio(r.fTotal, r.rawE2e);
       const goal = r.size === 256 && r.load === 'idle' && r.fTotal !== undefined ? r.fTotal <= 1500 : undefined;
       if (goal === false || r.fFail > 0 || r.fTotal === undefined) allMet = false;
-      p(`| ${r.size} MiB | ${r.load} | ${fmtMs(r.rawE2e)} | ${fmtMs(r.fTotal)} | ${fmtMs(r.fCli)} | ${fmtMs(r.fDown)} | ${r.fOk} / ${r.fFail} | ${fmtMs(r.fGap)} | ${fr(rE)} | ${check(goal)} |`);
+      p(
+        `| ${r.size} MiB | ${r.load} | ${fmtMs(r.rawE2e)} | ${fmtMs(r.fTotal)} | ${fmtMs(r.fCli)} | ${fmtMs(r.fDown)} | ${r.fOk} / ${r.fFail} | ${fmtMs(r.fGap)} | ${fr(rE)} | ${check(goal)} |`,
+      );
     }
   }
   if (o.runs > 1) {
     p();
     p('Runs (ms):');
     for (const r of rows) {
-      p(`  ${r.size} MiB ${r.load}: raw total ${r.rawRuns.map((x) => x.totalMs).join(', ')} / e2e ${r.rawRuns.map((x) => fmtMs(x.e2eMs)).join(', ')} / down ${r.rawRuns.map((x) => x.downtimeMs).join(', ')}; ` +
-        `vmkit total ${r.vkRuns.map((x) => x.totalMs).join(', ')} / CLI ${r.vkRuns.map((x) => fmtMs(x.cliMs)).join(', ')} / down ${r.vkRuns.map((x) => x.downtimeMs ?? '-').join(', ')}`);
+      p(
+        `  ${r.size} MiB ${r.load}: raw total ${r.rawRuns.map((x) => x.totalMs).join(', ')} / e2e ${r.rawRuns.map((x) => fmtMs(x.e2eMs)).join(', ')} / down ${r.rawRuns.map((x) => x.downtimeMs).join(', ')}; ` +
+          `vmkit total ${r.vkRuns.map((x) => x.totalMs).join(', ')} / CLI ${r.vkRuns.map((x) => fmtMs(x.cliMs)).join(', ')} / down ${r.vkRuns.map((x) => x.downtimeMs ?? '-').join(', ')}`,
+      );
     }
   }
   p();
-  p('raw total-time / downtime: QEMU\'s query-migrate figures (migrate command -> completed). raw end-to-end: from spawning the');
+  p("raw total-time / downtime: QEMU's query-migrate figures (migrate command -> completed). raw end-to-end: from spawning the");
   p('target QEMU (-incoming defer -S) to its `cont` returning: QMP connect, capabilities, migrate-incoming, migrate, query-migrate');
   p(`every ${POLL_MS} ms, cont. vmkit totalTimeMs: the migrate operation on h1, from its start (pre-flight plan, preparing h2 incl.`);
   p('starting its QEMU, migration, finish = cont on h2 + ownership switch in etcd, releasing h1) to its end; vmkit downtime is');
-  p('QEMU\'s figure on the source. vmkit CLI wall: `vmkit migrate NAME --to h2 --format json` process start to exit.');
+  p("QEMU's figure on the source. vmkit CLI wall: `vmkit migrate NAME --to h2 --format json` process start to exit.");
   p(`Both: downtime-limit ${DOWNTIME_LIMIT_MS} ms, max-bandwidth 10 GiB/s, source in h1's namespace, target in h2's (veth + bridge).`);
   p(`write load: \`${loadCommand('SIZE').replace('NaN', 'SIZE/4')}\` typed into the serial console ${o.settleMs} ms before.`);
   p();

@@ -102,12 +102,23 @@ async function main() {
     for (const [k, f] of Object.entries(runs)) results[k] = f();
 
     // guest → host: the guest downloads MIB from a server in the daemon's namespace.
-    sink = spawn('ip', ['netns', 'exec', NS, process.execPath, '-e', `
+    sink = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        NS,
+        process.execPath,
+        '-e',
+        `
       const http = require('node:http'); const buf = Buffer.alloc(1 << 20);
       http.createServer((q, r) => { r.writeHead(200, {'content-length': ${MIB} * buf.length});
         let n = 0; const t0 = Date.now();
         const w = () => { while (n < ${MIB}) { n++; if (!r.write(buf)) return r.once('drain', w); } r.end(); };
-        r.on('finish', () => console.log(((${MIB}) / ((Date.now() - t0) / 1000)).toFixed(1))); w(); }).listen(19000, '0.0.0.0');`], { stdio: ['ignore', 'pipe', 'inherit'] });
+        r.on('finish', () => console.log(((${MIB}) / ((Date.now() - t0) / 1000)).toFixed(1))); w(); }).listen(19000, '0.0.0.0');`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     await sleep(800);
     const lines = [];
     sink.stdout.on('data', (d) => lines.push(...String(d).trim().split('\n')));
@@ -132,7 +143,11 @@ async function main() {
     daemon.kill('SIGTERM');
     await sleep(500);
     for (const pid of (spawnSync('ip', ['netns', 'pids', NS], { encoding: 'utf8' }).stdout || '').split('\n').filter(Boolean)) {
-      try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        /* gone */
+      }
     }
     await sleep(300);
     spawnSync('ip', ['netns', 'del', NS]);

@@ -70,27 +70,47 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     switch (a) {
-      case '--runs': o.runs = num(i++, a, 1); break;
-      case '--warmup': o.warmup = num(i++, a, 0); break;
-      case '--settle': o.settleMs = num(i++, a, 0); break;
+      case '--runs':
+        o.runs = num(i++, a, 1);
+        break;
+      case '--warmup':
+        o.warmup = num(i++, a, 0);
+        break;
+      case '--settle':
+        o.settleMs = num(i++, a, 0);
+        break;
       case '--sizes':
-        o.sizes = String(argv[++i] ?? '').split(',').map(Number);
+        o.sizes = String(argv[++i] ?? '')
+          .split(',')
+          .map(Number);
         if (!o.sizes.length || o.sizes.some((s) => !Number.isInteger(s) || s < 64)) die('--sizes is a list of MiB, e.g. 256,1024');
         break;
       case '--accel':
         o.accel = argv[++i];
         if (o.accel !== 'tcg' && o.accel !== 'kvm') die('--accel is tcg or kvm');
         break;
-      case '--appliance': o.applianceDir = path.resolve(argv[++i] ?? ''); break;
-      case '--skip-libvirt': o.libvirt = false; break;
-      case '--skip-suspend': o.suspend = false; break;
-      case '--no-kvm-fix': o.kvmFix = false; break;
-      case '-h': case '--help':
-        console.log('usage: node bench/snapshot.js [--runs N (3)] [--warmup N (1)] [--sizes MiB,MiB (256,1024)] [--accel tcg|kvm]\n' +
-          '                             [--settle MS (3000)] [--appliance DIR] [--skip-libvirt] [--skip-suspend] [--no-kvm-fix]');
+      case '--appliance':
+        o.applianceDir = path.resolve(argv[++i] ?? '');
+        break;
+      case '--skip-libvirt':
+        o.libvirt = false;
+        break;
+      case '--skip-suspend':
+        o.suspend = false;
+        break;
+      case '--no-kvm-fix':
+        o.kvmFix = false;
+        break;
+      case '-h':
+      case '--help':
+        console.log(
+          'usage: node bench/snapshot.js [--runs N (3)] [--warmup N (1)] [--sizes MiB,MiB (256,1024)] [--accel tcg|kvm]\n' +
+            '                             [--settle MS (3000)] [--appliance DIR] [--skip-libvirt] [--skip-suspend] [--no-kvm-fix]',
+        );
         process.exit(0);
         break;
-      default: die(`unknown option ${a} (see --help)`);
+      default:
+        die(`unknown option ${a} (see --help)`);
     }
   }
   return o;
@@ -123,10 +143,18 @@ async function makeRaw(o, guest, work, size) {
       const offset = fileSize(consoleLog);
       const ready = waitForMarker(consoleLog, offset, undefined, READY);
       ready.catch(() => undefined);
-      child = spawn('qemu-system-x86_64', rawArgv(o, guest, {
-        name: `bench-snap-raw-${size}`, memoryMiB: size, overlay, console: consoleLog, qmp: qmpPath,
-        hostfwd: [`tcp:127.0.0.1:${port}-:80`],
-      }), { stdio: ['ignore', 'ignore', 'pipe'] });
+      child = spawn(
+        'qemu-system-x86_64',
+        rawArgv(o, guest, {
+          name: `bench-snap-raw-${size}`,
+          memoryMiB: size,
+          overlay,
+          console: consoleLog,
+          qmp: qmpPath,
+          hostfwd: [`tcp:127.0.0.1:${port}-:80`],
+        }),
+        { stdio: ['ignore', 'ignore', 'pipe'] },
+      );
       let stderr = '';
       child.stderr.on('data', (d) => (stderr += d));
       const died = new Promise((_, rej) => child.once('exit', (c, s) => rej(new Error(`raw QEMU exited (${c ?? s}): ${stderr.trim()}`))));
@@ -333,10 +361,15 @@ async function snapshotRound(o, size, contenders, results) {
         let what = '';
         if (c.describe && round === 0) what = ` [${await c.describe(tag)}]`;
         await c.remove(tag);
-        log(`${warm ? 'warm-up' : `run ${round - o.warmup + 1}/${o.runs}`} ${size} MiB ${c.name.padEnd(8)} create ${fmtMs(s.ms)} ms` +
-          (s.serverMs !== undefined ? ` (op ${s.serverMs} ms, paused ${s.pausedMs} ms)` : '') +
-          `, restore ${fmtMs(r.ms)} ms` + (r.serverMs !== undefined ? ` (op ${r.serverMs} ms)` : '') +
-          (r.restarted ? ' (libvirt replaced the QEMU process: new QEMU with -loadvm)' : '') + what + checkNote);
+        log(
+          `${warm ? 'warm-up' : `run ${round - o.warmup + 1}/${o.runs}`} ${size} MiB ${c.name.padEnd(8)} create ${fmtMs(s.ms)} ms` +
+            (s.serverMs !== undefined ? ` (op ${s.serverMs} ms, paused ${s.pausedMs} ms)` : '') +
+            `, restore ${fmtMs(r.ms)} ms` +
+            (r.serverMs !== undefined ? ` (op ${r.serverMs} ms)` : '') +
+            (r.restarted ? ' (libvirt replaced the QEMU process: new QEMU with -loadvm)' : '') +
+            what +
+            checkNote,
+        );
         if (r.restarted !== undefined) results.restarts.set(key, (results.restarts.get(key) ?? 0) + (r.restarted ? 1 : 0));
         if (!warm) {
           if (!results.snap.has(key)) results.snap.set(key, { create: [], restore: [], createServer: [], paused: [], restoreServer: [] });
@@ -398,10 +431,12 @@ async function suspendBench(o, vm) {
     const opMs = since(t0);
     const coldMs = (await waitHttp200(vm.port)) - t0;
     const warmCold = await timedGet(vm.port);
-    log(`${warm ? 'warm-up' : `run ${round - o.warmup + 1}/${o.runs}`} suspend ${fmtMs(suspendMs)} ms; ` +
-      `start after suspend -> HTTP 200 ${fmtMs(resumeMs)} ms (op ${fmtMs(resumeOpMs)} ms); ` +
-      `cold start -> HTTP 200 ${fmtMs(coldMs)} ms (op ${fmtMs(opMs)} ms); ` +
-      `next GET ${fmtMs(warmResume)} / ${fmtMs(warmCold)} ms`);
+    log(
+      `${warm ? 'warm-up' : `run ${round - o.warmup + 1}/${o.runs}`} suspend ${fmtMs(suspendMs)} ms; ` +
+        `start after suspend -> HTTP 200 ${fmtMs(resumeMs)} ms (op ${fmtMs(resumeOpMs)} ms); ` +
+        `cold start -> HTTP 200 ${fmtMs(coldMs)} ms (op ${fmtMs(opMs)} ms); ` +
+        `next GET ${fmtMs(warmResume)} / ${fmtMs(warmCold)} ms`,
+    );
     if (!warm) {
       res.suspend.push(suspendMs);
       res.resume.push(resumeMs);
@@ -509,8 +544,10 @@ async function main() {
   p();
   p('All runs (ms):');
   for (const [key, e] of results.snap) {
-    p(`  ${key.padEnd(16)} create ${e.create.map(fmtMs).join(', ')}; restore ${e.restore.map(fmtMs).join(', ')}` +
-      (e.createServer.length ? `; vmkit op durationMs create ${e.createServer.join(', ')} (guest paused ${e.paused.join(', ')}), restore ${e.restoreServer.join(', ')}` : ''));
+    p(
+      `  ${key.padEnd(16)} create ${e.create.map(fmtMs).join(', ')}; restore ${e.restore.map(fmtMs).join(', ')}` +
+        (e.createServer.length ? `; vmkit op durationMs create ${e.createServer.join(', ')} (guest paused ${e.paused.join(', ')}), restore ${e.restoreServer.join(', ')}` : ''),
+    );
   }
   p('raw QEMU: QMP snapshot-save job / stop + snapshot-load job + cont; libvirt: virsh snapshot-create-as / snapshot-revert');
   p('(process start of virsh included); vmkit: API request -> operation done (GET /1.0/operations/{id}/wait).');
@@ -538,13 +575,14 @@ async function main() {
     row('  of which start operation', sus.coldOp);
     row('one more GET /status right after (both cases)', sus.nextGet);
     p();
-    p(`cold boot / start after suspend = ${fast.toFixed(1)}x   target >= 10x: ${verdict ? 'MET' : 'NOT MET'}` +
-      `   (suspend + start = ${fmtMs(s + r)} ms)`);
+    p(`cold boot / start after suspend = ${fast.toFixed(1)}x   target >= 10x: ${verdict ? 'MET' : 'NOT MET'}` + `   (suspend + start = ${fmtMs(s + r)} ms)`);
   }
   p();
   const la = (l) => l.map((x) => x.toFixed(2)).join(' ');
-  p(`host: ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}; load average before ${la(load0)}, after ${la(load1)}` +
-    (Math.max(load0[0], load1[0]) > 2 ? '  (loaded: > 2, figures are noisy)' : ''));
+  p(
+    `host: ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}; load average before ${la(load0)}, after ${la(load1)}` +
+      (Math.max(load0[0], load1[0]) > 2 ? '  (loaded: > 2, figures are noisy)' : ''),
+  );
   if (results.notes.length) {
     p();
     p('Notes:');

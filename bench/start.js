@@ -68,30 +68,51 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     switch (a) {
-      case '--runs': o.runs = num(i++, a, 1); break;
-      case '--warmup': o.warmup = num(i++, a, 0); break;
-      case '--instances': o.instances = num(i++, a, 1); break;
-      case '--list-requests': o.listRequests = num(i++, a, 1); break;
-      case '--parallel': o.parallel = num(i++, a, 1); break;
+      case '--runs':
+        o.runs = num(i++, a, 1);
+        break;
+      case '--warmup':
+        o.warmup = num(i++, a, 0);
+        break;
+      case '--instances':
+        o.instances = num(i++, a, 1);
+        break;
+      case '--list-requests':
+        o.listRequests = num(i++, a, 1);
+        break;
+      case '--parallel':
+        o.parallel = num(i++, a, 1);
+        break;
       case '--accel':
         o.accel = argv[++i];
         if (o.accel !== 'tcg' && o.accel !== 'kvm') die('--accel is tcg or kvm');
         break;
-      case '--appliance': o.applianceDir = path.resolve(argv[++i] ?? ''); break;
-      case '--skip-libvirt': o.libvirt = false; break;
-      case '--skip-list': o.list = false; break;
-      case '--no-kvm-fix': o.kvmFix = false; break;
-      case '-h': case '--help':
-        console.log('usage: node bench/start.js [--runs N (5)] [--accel tcg|kvm] [--warmup N (1)] [--instances N (1000)]\n' +
-          '                          [--list-requests N (300)] [--parallel N (8)] [--appliance DIR] [--skip-libvirt] [--skip-list] [--no-kvm-fix]');
+      case '--appliance':
+        o.applianceDir = path.resolve(argv[++i] ?? '');
+        break;
+      case '--skip-libvirt':
+        o.libvirt = false;
+        break;
+      case '--skip-list':
+        o.list = false;
+        break;
+      case '--no-kvm-fix':
+        o.kvmFix = false;
+        break;
+      case '-h':
+      case '--help':
+        console.log(
+          'usage: node bench/start.js [--runs N (5)] [--accel tcg|kvm] [--warmup N (1)] [--instances N (1000)]\n' +
+            '                          [--list-requests N (300)] [--parallel N (8)] [--appliance DIR] [--skip-libvirt] [--skip-list] [--no-kvm-fix]',
+        );
         process.exit(0);
         break;
-      default: die(`unknown option ${a} (see --help)`);
+      default:
+        die(`unknown option ${a} (see --help)`);
     }
   }
   return o;
 }
-
 
 function makeRaw(o, guest) {
   let child = null;
@@ -240,7 +261,6 @@ async function listBench(o, work) {
   return { createS, lat, bytes, rssStart, rssAfterCreate, rssAfterList, pid: daemon.pid };
 }
 
-
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   if (!fs.existsSync(path.join(ROOT, 'dist', 'daemon.js'))) die('dist/ is missing: run "npx tsc -p tsconfig.json" (npm run build) first');
@@ -259,7 +279,10 @@ async function main() {
   contenders.push(vmkit);
 
   const results = new Map(contenders.map((c) => [c.name, []]));
-  const load0 = os.loadavg().map((x) => x.toFixed(2)).join(' ');
+  const load0 = os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ');
   const total = o.warmup + o.runs;
   for (let round = 0; round < total; round++) {
     const warm = round < o.warmup;
@@ -267,8 +290,10 @@ async function main() {
       if (isCleaningUp()) return; // interrupted: the signal handler cleans up and exits
       const r = await c.run();
       await c.stop();
-      log(`${warm ? 'warm-up' : `run ${round - o.warmup + 1}/${o.runs}`} ${c.name.padEnd(8)} ${fmtMs(r.ms)} ms` +
-        (r.ctlMs !== undefined ? ` (start call done after ${fmtMs(r.ctlMs)} ms)` : ''));
+      log(
+        `${warm ? 'warm-up' : `run ${round - o.warmup + 1}/${o.runs}`} ${c.name.padEnd(8)} ${fmtMs(r.ms)} ms` +
+          (r.ctlMs !== undefined ? ` (start call done after ${fmtMs(r.ctlMs)} ms)` : ''),
+      );
       if (!warm) results.get(c.name).push(r);
       await sleep(300); // let the host settle (QEMU teardown, page cache writeback)
     }
@@ -283,7 +308,10 @@ async function main() {
     const boot = rs.filter((r) => r.ctlMs !== undefined).map((r) => r.ms - r.ctlMs);
     const cpu = rs.filter((r) => r.cpu !== undefined).map((r) => r.cpu);
     stats.set(name, {
-      med: median(ms), min: Math.min(...ms), max: Math.max(...ms), all: ms,
+      med: median(ms),
+      min: Math.min(...ms),
+      max: Math.max(...ms),
+      all: ms,
       ctl: ctl.length ? median(ctl) : undefined,
       boot: boot.length ? median(boot) : undefined,
       cpu: cpu.length ? median(cpu) : undefined,
@@ -301,7 +329,12 @@ async function main() {
   }
   p('(manager CPU: user+system time of libvirtd+virtlogd, or of the vmkit daemon, from the start call to the line)');
   p();
-  p(`host: ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}; load average before ${load0}, after ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  p(
+    `host: ${os.cpus().length} CPUs, ${os.cpus()[0]?.model ?? '?'}; load average before ${load0}, after ${os
+      .loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')}`,
+  );
   p();
   const v = stats.get('vmkit').med;
   const raw = stats.get('raw QEMU').med;
@@ -343,7 +376,9 @@ async function main() {
     p(`${o.listRequests} sequential requests (keep-alive, after 20 warm-up), response ${(l.bytes / 1024).toFixed(0)} KiB:`);
     p(`  p50 ${p50.toFixed(2)} ms   p95 ${p95.toFixed(2)} ms   p99 ${percentile(l.lat, 99).toFixed(2)} ms   max ${Math.max(...l.lat).toFixed(2)} ms`);
     p(`  target p50 < 10 ms: ${p50Ok ? 'MET' : 'NOT MET'}   target p95 < 10 ms: ${p95Ok ? 'MET' : 'NOT MET'}`);
-    p(`RSS: fresh ${mib(l.rssStart)} MiB, after creating ${mib(l.rssAfterCreate)} MiB, after the list requests ${mib(l.rssAfterList)} MiB   target < 120 MiB: ${rss2Ok ? 'MET' : 'NOT MET'}`);
+    p(
+      `RSS: fresh ${mib(l.rssStart)} MiB, after creating ${mib(l.rssAfterCreate)} MiB, after the list requests ${mib(l.rssAfterList)} MiB   target < 120 MiB: ${rss2Ok ? 'MET' : 'NOT MET'}`,
+    );
   }
   p();
   p(`all targets met: ${verdict ? 'yes' : 'no'}`);

@@ -96,7 +96,9 @@ const pages = await Promise.all(
 console.log(`\nBoth guests answer HTTP (waited ${((Date.now() - t0) / 1000).toFixed(1)} s).\n`);
 console.log(vmkit(['list']).stdout);
 for (const p of pages) {
-  console.log(`  ${p.url.padEnd(26)} -> ${p.name}: ${p.page.match(/<h1>(.*)<\/h1>/)?.[1] ?? 'page'} (guest ${p.status.ipv4.join(',')}, uptime ${p.status.uptime}s, boot #${p.status.bootCount})`);
+  console.log(
+    `  ${p.url.padEnd(26)} -> ${p.name}: ${p.page.match(/<h1>(.*)<\/h1>/)?.[1] ?? 'page'} (guest ${p.status.ipv4.join(',')}, uptime ${p.status.uptime}s, boot #${p.status.bootCount})`,
+  );
   console.log(`  ${(p.url + 'status').padEnd(26)} -> its health document (JSON)`);
 }
 console.log(`

@@ -62,7 +62,11 @@ try {
       seconds: r.seconds,
     };
     rows.push(row);
-    console.log(Object.entries(row).map(([k, v]) => `${k}=${v}`).join(' '));
+    console.log(
+      Object.entries(row)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' '),
+    );
     if (r.code !== 0) {
       failed++;
       console.log(`run ${i} failed: its output is in ${join(logs, `run-${i}.log`)}`);

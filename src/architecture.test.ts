@@ -107,11 +107,7 @@ test('architecture: src/api/ does not import src/qemu/, src/storage/ or src/stor
 
 test('architecture: src/cli/ imports only cli, domain, errors and wire types', () => {
   const allowed = (i: Import & { to: string }): boolean =>
-    area(i.to) === 'cli' ||
-    area(i.to) === 'domain' ||
-    i.to === 'errors.ts' ||
-    /^[^/]+\/types\.ts$/.test(i.to) ||
-    (i.from === 'cli/daemon.ts' && i.to === 'daemon.ts');
+    area(i.to) === 'cli' || area(i.to) === 'domain' || i.to === 'errors.ts' || /^[^/]+\/types\.ts$/.test(i.to) || (i.from === 'cli/daemon.ts' && i.to === 'daemon.ts');
   const bad = internal.filter((i) => area(i.from) === 'cli' && !allowed(i));
   assert.deepEqual(bad.map(show), [], 'the CLI talks to the daemon over HTTP: import wire types (a types.ts), not daemon code');
 });
@@ -153,12 +149,22 @@ function graph(list: Array<Import & { to: string }>, node: (p: string) => string
 }
 
 test('architecture: no import cycle between top-level folders of src/', () => {
-  const cycles = findCycles(graph(internal.filter((i) => !isTest(i.from)), area));
+  const cycles = findCycles(
+    graph(
+      internal.filter((i) => !isTest(i.from)),
+      area,
+    ),
+  );
   assert.deepEqual(cycles, [], 'break the cycle: move the shared piece down, or pass it in');
 });
 
 test('architecture: no import cycle between the files of src/api/', () => {
   // server.ts registers the routes; the routes get what they call from context.ts.
-  const cycles = findCycles(graph(internal.filter((i) => area(i.from) === 'api' && area(i.to) === 'api'), (p) => p));
+  const cycles = findCycles(
+    graph(
+      internal.filter((i) => area(i.from) === 'api' && area(i.to) === 'api'),
+      (p) => p,
+    ),
+  );
   assert.deepEqual(cycles, [], 'routes import context.ts, not server.ts');
 });

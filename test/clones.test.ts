@@ -37,7 +37,10 @@ describe('clones, replicas and publish', () => {
     const r = d.cli(['create', 'appliance', 'rep', '--count', '3']);
     assert.equal(r.code, 0, r.stderr);
     const list = d.cliJson<InstanceJson[]>(['list']);
-    const reps = list.filter((i) => i.name.startsWith('rep-')).map((i) => i.name).sort();
+    const reps = list
+      .filter((i) => i.name.startsWith('rep-'))
+      .map((i) => i.name)
+      .sort();
     assert.deepEqual(reps, ['rep-1', 'rep-2', 'rep-3']);
     const macs = new Set(list.map((i) => i.nics[0]!.mac));
     assert.equal(macs.size, list.length, 'each replica has its own MAC');
@@ -86,7 +89,16 @@ describe('clones, replicas and publish', () => {
     assert.match(layer ?? '', /layer-[0-9a-f]+\.qcow2$/);
     assert.equal(backingOf(join(d.dir, 'instances', lnk.id, 'root.qcow2')), layer);
     assert.equal(backingOf(join(d.dir, 'instances', ful.id, 'root.qcow2')), undefined);
-    const cmp = spawnSync('qemu-img', ['compare', '-q', '-f', 'qcow2', '-F', 'qcow2', join(d.dir, 'instances', src.id, 'root.qcow2'), join(d.dir, 'instances', ful.id, 'root.qcow2')]);
+    const cmp = spawnSync('qemu-img', [
+      'compare',
+      '-q',
+      '-f',
+      'qcow2',
+      '-F',
+      'qcow2',
+      join(d.dir, 'instances', src.id, 'root.qcow2'),
+      join(d.dir, 'instances', ful.id, 'root.qcow2'),
+    ]);
     assert.equal(cmp.status, 0, 'the full clone has the same bytes');
     const image = d.cliJson<{ source: string; defaults: { cpus: number; memoryMiB: number }; boot?: unknown; disks: Array<{ file: string }> }>(['image', 'info', 'app-v2']);
     assert.equal(image.source, 'publish');

@@ -74,7 +74,7 @@ describe('cluster test network (namespaces)', { timeout: 120_000 }, () => {
     }
   });
 
-  it('runs vmkit\'s EtcdStore inside a host namespace', () => {
+  it("runs vmkit's EtcdStore inside a host namespace", () => {
     const t = topo!;
     const script = `
       const { EtcdStore } = await import(${JSON.stringify(join(ROOT, 'dist', 'store', 'etcd.js'))});
@@ -117,7 +117,10 @@ describe('cluster test network (namespaces)', { timeout: 120_000 }, () => {
     await t.destroy();
     await exited;
     assert.ok(!etcd!.running(), 'etcd in the switch namespace is gone');
-    assert.deepEqual(listNetns().filter((n) => n.startsWith(t.prefix)), []);
+    assert.deepEqual(
+      listNetns().filter((n) => n.startsWith(t.prefix)),
+      [],
+    );
     await t.destroy();
     await etcd!.destroy();
   });

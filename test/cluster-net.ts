@@ -212,9 +212,7 @@ class EtcdProcessImpl implements EtcdProcess {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (!this.running()) throw new Error(`etcd ${this.name} exited (${this.proc?.exitCode ?? this.proc?.signalCode}):\n${this.output.slice(-4000)}`);
-      const ok = this.netns
-        ? etcdctl(this.netns, this.endpoint, ['endpoint', 'health'], { timeoutMs: 5000 }).code === 0
-        : await httpHealthy(this.endpoint);
+      const ok = this.netns ? etcdctl(this.netns, this.endpoint, ['endpoint', 'health'], { timeoutMs: 5000 }).code === 0 : await httpHealthy(this.endpoint);
       if (ok) return;
       await sleep(100);
     }
@@ -316,7 +314,15 @@ export async function startEtcdCluster(specs: EtcdMemberSpec[], options: { extra
   try {
     for (const [i, s] of specs.entries()) {
       members.push(
-        await startEtcd({ ...s, name: names[i], initialCluster, initialClusterToken: `vmkt-${tag}`, waitHealthy: false, extraArgs: options.extraArgs, timeoutMs: options.timeoutMs }),
+        await startEtcd({
+          ...s,
+          name: names[i],
+          initialCluster,
+          initialClusterToken: `vmkt-${tag}`,
+          waitHealthy: false,
+          extraArgs: options.extraArgs,
+          timeoutMs: options.timeoutMs,
+        }),
       );
     }
     await Promise.all(members.map((m) => m.waitHealthy(options.timeoutMs)));

@@ -49,7 +49,7 @@ describe('EtcdStore (real etcd)', { timeout: 120_000 }, () => {
     storeContract(async () => ({ store: new EtcdStore({ endpoints: [etcd.endpoint], prefix: uniquePrefix() }) }));
   });
 
-  it('keeps JSON at <prefix><kind>/<key> with etcd\'s mod_revision as the revision', async () => {
+  it("keeps JSON at <prefix><kind>/<key> with etcd's mod_revision as the revision", async () => {
     const prefix = uniquePrefix();
     const s = open({ prefix });
     const rev = await s.put('instances', 'web1', { cpus: 2 });
@@ -65,7 +65,10 @@ describe('EtcdStore (real etcd)', { timeout: 120_000 }, () => {
     assert.deepEqual(got?.value, { cpus: 4 });
     assert.ok(got!.revision > rev);
     const { items, revision } = await s.listWithRevision('instances');
-    assert.deepEqual(items.map((i) => i.key), ['web1', 'web2']);
+    assert.deepEqual(
+      items.map((i) => i.key),
+      ['web1', 'web2'],
+    );
     assert.ok(revision >= got!.revision);
   });
 
@@ -117,7 +120,10 @@ describe('EtcdStore (real etcd)', { timeout: 120_000 }, () => {
     assert.equal(
       await s.txn(
         [{ kind: 'instances', key: 'vm1', expectRevision: vm + 1000 }],
-        [{ kind: 'instances', key: 'vm1', value: { owner: 'h2' } }, { kind: 'hosts', key: 'h2', value: { vms: ['vm1'] } }],
+        [
+          { kind: 'instances', key: 'vm1', value: { owner: 'h2' } },
+          { kind: 'hosts', key: 'h2', value: { vms: ['vm1'] } },
+        ],
         [{ kind: 'hosts', key: 'h1' }],
       ),
       false,
@@ -130,7 +136,10 @@ describe('EtcdStore (real etcd)', { timeout: 120_000 }, () => {
     await s.put('hosts', 'h2', { vms: [] });
     assert.equal(
       await s.txn(
-        [{ kind: 'instances', key: 'vm1', expectRevision: vm }, { kind: 'hosts', key: 'h2', expectRevision: 0 }],
+        [
+          { kind: 'instances', key: 'vm1', expectRevision: vm },
+          { kind: 'hosts', key: 'h2', expectRevision: 0 },
+        ],
         [{ kind: 'instances', key: 'vm1', value: { owner: 'h2' } }],
         [],
       ),
@@ -142,8 +151,15 @@ describe('EtcdStore (real etcd)', { timeout: 120_000 }, () => {
     // Every compare holds: everything is applied at one revision.
     assert.equal(
       await s.txn(
-        [{ kind: 'instances', key: 'vm1', expectRevision: vm }, { kind: 'hosts', key: 'h1', expectRevision: h1 }, { kind: 'hosts', key: 'h2', expectRevision: 0 }],
-        [{ kind: 'instances', key: 'vm1', value: { owner: 'h2' } }, { kind: 'hosts', key: 'h2', value: { vms: ['vm1'] } }],
+        [
+          { kind: 'instances', key: 'vm1', expectRevision: vm },
+          { kind: 'hosts', key: 'h1', expectRevision: h1 },
+          { kind: 'hosts', key: 'h2', expectRevision: 0 },
+        ],
+        [
+          { kind: 'instances', key: 'vm1', value: { owner: 'h2' } },
+          { kind: 'hosts', key: 'h2', value: { vms: ['vm1'] } },
+        ],
         [{ kind: 'hosts', key: 'h1' }],
       ),
       true,
@@ -161,10 +177,7 @@ describe('EtcdStore (real etcd)', { timeout: 120_000 }, () => {
     assert.deepEqual(race.filter(Boolean).length, 1);
     assert.deepEqual((await s.get('instances', 'vm1'))?.value, { owner: race[0] ? 'h3' : 'h4' });
 
-    await assert.rejects(
-      s.txn([], [{ kind: 'instances', key: 'x', value: 1 }], [{ kind: 'instances', key: 'x' }]),
-      { code: 'VMKIT_INVALID_ARGUMENT' },
-    );
+    await assert.rejects(s.txn([], [{ kind: 'instances', key: 'x', value: 1 }], [{ kind: 'instances', key: 'x' }]), { code: 'VMKIT_INVALID_ARGUMENT' });
   });
 
   it('lease: keys live while it is kept alive, vanish when it is revoked; onLost does not fire on revoke', async () => {
@@ -316,7 +329,10 @@ describe('EtcdStore (real etcd)', { timeout: 120_000 }, () => {
       // `endpoint status`: endpoint, id, version, db size, is leader, …
       const status = etcdctl(undefined, cluster.endpoints, ['endpoint', 'status']);
       assert.equal(status.code, 0, status.stderr);
-      const rows = status.stdout.trim().split('\n').map((l) => l.split(',').map((f) => f.trim()));
+      const rows = status.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.split(',').map((f) => f.trim()));
       assert.equal(rows.length, 3);
       const leaders = rows.filter((r) => r[4] === 'true');
       assert.equal(leaders.length, 1, status.stdout);

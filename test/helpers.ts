@@ -157,23 +157,20 @@ export function processAlive(pid: number): boolean {
 export function unixRequest<T>(socketPath: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T }> {
   return new Promise((resolvePromise, reject) => {
     const data = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
-    const req = http.request(
-      { socketPath, method, path, headers: { ...(data ? { 'content-type': 'application/json' } : {}), ...headers } },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (text += c));
-        res.on('end', () => {
-          let parsed: unknown = text;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            /* text answer */
-          }
-          resolvePromise({ status: res.statusCode ?? 0, body: parsed as T });
-        });
-      },
-    );
+    const req = http.request({ socketPath, method, path, headers: { ...(data ? { 'content-type': 'application/json' } : {}), ...headers } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => {
+        let parsed: unknown = text;
+        try {
+          parsed = JSON.parse(text);
+        } catch {
+          /* text answer */
+        }
+        resolvePromise({ status: res.statusCode ?? 0, body: parsed as T });
+      });
+    });
     req.on('error', reject);
     if (data) req.write(data);
     req.end();

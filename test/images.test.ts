@@ -46,7 +46,10 @@ describe('image import, info, delete', () => {
   }
 
   function noLeftovers(): void {
-    assert.deepEqual(readdirSync(join(d.dir, 'images')).filter((e) => e.startsWith('.tmp-')), []);
+    assert.deepEqual(
+      readdirSync(join(d.dir, 'images')).filter((e) => e.startsWith('.tmp-')),
+      [],
+    );
   }
 
   it('imports vmdk, vdi, vhdx, qcow2 and raw disks as qcow2 images, with a fidelity report', () => {

@@ -2,17 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import {
-  freePort,
-  guestStatus,
-  httpGet,
-  processAlive,
-  qemuPidsUnder,
-  sleep,
-  startTestDaemon,
-  waitForHttp,
-  type TestDaemon,
-} from './helpers.js';
+import { freePort, guestStatus, httpGet, processAlive, qemuPidsUnder, sleep, startTestDaemon, waitForHttp, type TestDaemon } from './helpers.js';
 
 interface InstanceJson {
   id: string;
@@ -40,7 +30,10 @@ describe('instance lifecycle against a real daemon and QEMU', () => {
 
   it('lists the built-in appliance', () => {
     const images = d.cliJson<Array<{ name: string; boot?: unknown }>>(['image', 'list']);
-    assert.ok(images.some((i) => i.name === 'appliance'), JSON.stringify(images));
+    assert.ok(
+      images.some((i) => i.name === 'appliance'),
+      JSON.stringify(images),
+    );
   });
 
   it('launches an instance that serves its hostname through a user-mode forward', async () => {
@@ -101,7 +94,10 @@ describe('instance lifecycle against a real daemon and QEMU', () => {
     assert.deepEqual(list.map((f) => f.hostPort).sort(), [port, extra].sort());
     assert.equal(d.cli(['forward', 'remove', 'web1', String(extra)]).code, 0);
     await assert.rejects(httpGet(`http://127.0.0.1:${extra}/`, 1500));
-    assert.deepEqual(d.cliJson<Array<{ hostPort: number }>>(['forward', 'list', 'web1']).map((f) => f.hostPort), [port]);
+    assert.deepEqual(
+      d.cliJson<Array<{ hostPort: number }>>(['forward', 'list', 'web1']).map((f) => f.hostPort),
+      [port],
+    );
   });
 
   it('shows the serial console output and takes commands on the console', () => {

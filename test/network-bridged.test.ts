@@ -24,8 +24,24 @@ describe('bridged network (namespaces)', { timeout: 600_000 }, () => {
     lan = createNetns('blan');
     veth(host, 'lan0', undefined, lan, 'lanp', '192.168.50.1/24');
     tmp = mkdtempSync('/tmp/vmkt-lan-');
-    dhcp = spawn('ip', ['netns', 'exec', lan, 'dnsmasq', '--no-daemon', '--conf-file=/dev/null', '--interface=lanp', '--bind-interfaces', '--port=0',
-      '--dhcp-range=192.168.50.100,192.168.50.150,12h', `--dhcp-leasefile=${join(tmp, 'leases')}`, `--pid-file=${join(tmp, 'pid')}`], { stdio: 'ignore' });
+    dhcp = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        lan,
+        'dnsmasq',
+        '--no-daemon',
+        '--conf-file=/dev/null',
+        '--interface=lanp',
+        '--bind-interfaces',
+        '--port=0',
+        '--dhcp-range=192.168.50.100,192.168.50.150,12h',
+        `--dhcp-leasefile=${join(tmp, 'leases')}`,
+        `--pid-file=${join(tmp, 'pid')}`,
+      ],
+      { stdio: 'ignore' },
+    );
     d = await startTestDaemon({ netns: host });
   });
   after(async () => {
@@ -48,7 +64,7 @@ describe('bridged network (namespaces)', { timeout: 600_000 }, () => {
     assert.ok(!links(host).some((l) => l.startsWith('vmkbr-')));
   });
 
-  it('puts the guest on the LAN: address from the LAN\'s DHCP server, reachable from the LAN', async () => {
+  it("puts the guest on the LAN: address from the LAN's DHCP server, reachable from the LAN", async () => {
     let r = d.cli(['network', 'create', 'office', '--mode', 'bridged', '--uplink', 'lan0']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(ns(host, ['ip', '-o', 'link', 'show', 'lan0']), /master vmkbr-office/);

@@ -100,7 +100,10 @@ describe('guests on networks (namespaces)', { timeout: 900_000 }, () => {
     const s2 = await inGuest('g2', 'wget -qO- http://127.0.0.1/status');
     assert.match(s2.out, /"driver":"8139(cp|too)"/);
     const info = d.cliJson<{ leases: Array<{ ipv4: string }> }>(['network', 'info', 'lan']);
-    assert.ok(info.leases.some((l) => l.ipv4 === '10.80.0.100'), JSON.stringify(info.leases));
+    assert.ok(
+      info.leases.some((l) => l.ipv4 === '10.80.0.100'),
+      JSON.stringify(info.leases),
+    );
   });
 
   it('nat: the guest reaches the outside; the outside reaches it only through a forward', async () => {
@@ -188,7 +191,10 @@ describe('guests on networks (namespaces)', { timeout: 900_000 }, () => {
     await sleep(2000);
     const conf = `start 10.86.0.100\\nend 10.86.0.110\\ninterface ${rIf}\\nlease_file /tmp/rogue.leases\\noption router 10.86.0.66\\n`;
     // (The appliance's own DHCP clients for the new NICs would reset them: stopped first.)
-    let r = await inGuest('g2', `kill $(pidof udhcpc); sleep 0.5; ip addr replace 10.86.0.10/24 dev ${rIf}; touch /tmp/rogue.leases; printf '${conf}' > /tmp/rogue.conf && udhcpd /tmp/rogue.conf && sleep 1 && pidof udhcpd`);
+    let r = await inGuest(
+      'g2',
+      `kill $(pidof udhcpc); sleep 0.5; ip addr replace 10.86.0.10/24 dev ${rIf}; touch /tmp/rogue.leases; printf '${conf}' > /tmp/rogue.conf && udhcpd /tmp/rogue.conf && sleep 1 && pidof udhcpd`,
+    );
     assert.equal(r.code, 0, `the rogue server runs: ${r.out}`);
     r = await inGuest('g3', `kill $(pidof udhcpc); udhcpc -n -q -f -t 4 -T 1 -i ${vIf} -s /bin/true 2>&1`, 60_000);
     assert.notEqual(r.code, 0, `g3 got a lease from the rogue: ${r.out}`);
@@ -218,7 +224,10 @@ describe('guests on networks (namespaces)', { timeout: 900_000 }, () => {
     assert.equal(rm.code, 0, rm.stderr);
     assert.ok(!(await status()).nics.some((n) => n.mac === nic.mac), 'the NIC is gone from the guest');
     assert.doesNotMatch(ns(host, ['ip', '-o', 'link']), new RegExp(`vmkt-${ids.g1!.id.slice(0, 7)}-2`));
-    assert.deepEqual(d.cliJson<Inst>(['info', 'g1']).nics.map((n) => n.id), ['nic0', 'nic1']);
+    assert.deepEqual(
+      d.cliJson<Inst>(['info', 'g1']).nics.map((n) => n.id),
+      ['nic0', 'nic1'],
+    );
   });
 
   it('a daemon restart keeps running guests connected and re-applies what went missing', async () => {

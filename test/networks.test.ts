@@ -48,7 +48,11 @@ describe('networks (no VM)', { timeout: 600_000 }, () => {
     r = d.cli(['network', 'create', 'backend', '--mode', 'internal']);
     assert.equal(r.code, 0, r.stderr);
     const list = d.cliJson<NetworkView[]>(['network', 'list']);
-    assert.deepEqual(list.map((n) => [n.name, n.mode]).sort(), [['backend', 'internal'], ['lab', 'host-only'], ['lan', 'nat']]);
+    assert.deepEqual(list.map((n) => [n.name, n.mode]).sort(), [
+      ['backend', 'internal'],
+      ['lab', 'host-only'],
+      ['lan', 'nat'],
+    ]);
     const lan = d.cliJson<NetworkView>(['network', 'info', 'lan']);
     assert.equal(lan.bridge, 'vmkbr-lan');
     assert.equal(lan.hostAddress, '10.80.0.1');
@@ -125,7 +129,13 @@ describe('networks (no VM)', { timeout: 600_000 }, () => {
     assert.match((fw.body as ApiError).error.message, /nat networks; "lab" is host-only/);
     assert.equal(d.cli(['delete', 't8']).code, 0);
     const t2 = d.cliJson<{ nics: Array<{ network: string; ipv4?: string; model: string; dhcp?: boolean }> }>(['info', 't2']);
-    assert.deepEqual(t2.nics.map((n) => [n.network, n.ipv4, n.model, !!n.dhcp]), [['tiny', '10.84.0.101', 'virtio-net', true], ['lab', '10.81.0.10', 'e1000', false]]);
+    assert.deepEqual(
+      t2.nics.map((n) => [n.network, n.ipv4, n.model, !!n.dhcp]),
+      [
+        ['tiny', '10.84.0.101', 'virtio-net', true],
+        ['lab', '10.81.0.10', 'e1000', false],
+      ],
+    );
     // Reservations reach dnsmasq.
     const hosts = ns(nsName, ['cat', `${d.dir}/networks/lab/dhcp-hosts`]);
     assert.match(hosts, /,10\.81\.0\.10,t2/);
@@ -169,7 +179,10 @@ describe('networks (no VM)', { timeout: 600_000 }, () => {
       assert.equal(del.status, 200, JSON.stringify(del.body));
     }
     const elapsed = Date.now() - start;
-    assert.deepEqual(links(nsName).filter((l) => l.startsWith('vmk')), []);
+    assert.deepEqual(
+      links(nsName).filter((l) => l.startsWith('vmk')),
+      [],
+    );
     assert.deepEqual(dnsmasqPids(nsName), []);
     const tables = nsRun(nsName, ['nft', 'list', 'tables']).stdout;
     assert.doesNotMatch(tables, /vmkit/);

@@ -47,7 +47,11 @@ describe('export and OVA round trip', () => {
     assert.match(again.stderr, /VMKIT_ALREADY_EXISTS/);
     const explicit = d.cli(['image', 'export', 'appliance', join(work, 'disk.bin'), '--disk-format', 'raw']);
     assert.equal(explicit.code, 0, explicit.stderr);
-    assert.deepEqual(readdirSync(work).filter((f) => f.startsWith('.')), [], 'no partial files');
+    assert.deepEqual(
+      readdirSync(work).filter((f) => f.startsWith('.')),
+      [],
+      'no partial files',
+    );
   });
 
   it('round-trips an appliance-derived image through an OVA and boots it', async () => {

@@ -85,7 +85,10 @@ describe('the daemon can die at any moment', () => {
     assert.equal(info?.state, 'error');
     assert.match(info?.stateReason ?? '', /unexpectedly/);
     assert.equal(info?.runtime.pid, undefined);
-    assert.ok(sub.events.some((e) => e.action === 'instance-crashed' && e.target === 'vm1'), JSON.stringify(sub.events));
+    assert.ok(
+      sub.events.some((e) => e.action === 'instance-crashed' && e.target === 'vm1'),
+      JSON.stringify(sub.events),
+    );
     await assert.rejects(httpGet(`http://127.0.0.1:${port}/`, 1000));
     // It can be started again, on the same forward.
     assert.equal(d.cli(['start', 'vm1']).code, 0);

@@ -25,10 +25,24 @@ function fakeRepo(blob: Buffer, opts: { wrongSha?: boolean; dropFirst?: boolean 
   const server = http.createServer((req, res) => {
     if (req.url === '/index.json') {
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({
-        format: 'vmkit-repo-1',
-        images: [{ name: 'tiny', version: '1', description: 'fake', arch: 'x86_64', defaults: { cpus: 1, memoryMiB: 128 }, nicModels: ['virtio-net'], disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2' }], createdAt: '', files: [{ file: 'root.qcow2', size: blob.length, sha256: listed }] }],
-      }));
+      res.end(
+        JSON.stringify({
+          format: 'vmkit-repo-1',
+          images: [
+            {
+              name: 'tiny',
+              version: '1',
+              description: 'fake',
+              arch: 'x86_64',
+              defaults: { cpus: 1, memoryMiB: 128 },
+              nicModels: ['virtio-net'],
+              disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2' }],
+              createdAt: '',
+              files: [{ file: 'root.qcow2', size: blob.length, sha256: listed }],
+            },
+          ],
+        }),
+      );
       return;
     }
     if (req.url === `/blobs/${listed}`) {
@@ -46,7 +60,9 @@ function fakeRepo(blob: Buffer, opts: { wrongSha?: boolean; dropFirst?: boolean 
     }
     res.writeHead(404).end();
   });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, ranges, close: () => server.close() })));
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, ranges, close: () => server.close() })),
+  );
 }
 
 /** The fake repositories live in this process: talk to the daemon asynchronously (spawnSync would block them). */
@@ -75,7 +91,7 @@ describe('appliance repositories: serve, add, list, pull, push', () => {
     rmSync(work, { recursive: true, force: true });
   });
 
-  it('serves a daemon\'s images; another daemon lists and pulls them, sha256-verified', () => {
+  it("serves a daemon's images; another daemon lists and pulls them, sha256-verified", () => {
     const s = a.cli(['repo', 'serve', '--listen', `127.0.0.1:${port}`, '--push-token', 'push-token-123']);
     assert.equal(s.code, 0, s.stderr);
     assert.match(s.stdout, new RegExp(`Serving images at http://127.0.0.1:${port} \\(read-write with token\\)`));
@@ -127,7 +143,10 @@ describe('appliance repositories: serve, add, list, pull, push', () => {
       assert.equal(r.status, 'failure');
       assert.equal(r.error?.code, 'VMKIT_CHECKSUM_MISMATCH');
       assert.ok(!existsSync(join(b.dir, 'images', 'tiny')));
-      assert.deepEqual(readdirSync(join(b.dir, 'images')).filter((e) => e.startsWith('.tmp-')), []);
+      assert.deepEqual(
+        readdirSync(join(b.dir, 'images')).filter((e) => e.startsWith('.tmp-')),
+        [],
+      );
       assert.deepEqual(readdirSync(join(b.dir, 'downloads')), [], 'the partial download is removed');
     } finally {
       repo.close();

@@ -128,7 +128,10 @@ describe('snapshots and suspend', () => {
     await counterAbove(back);
 
     const list = d.cliJson<SnapshotJson[]>(['snapshot', 'list', 'web1']);
-    assert.deepEqual(list.map((s) => s.name), ['before']);
+    assert.deepEqual(
+      list.map((s) => s.name),
+      ['before'],
+    );
     const table = cli(['snapshot', 'list', 'web1']);
     assert.match(table, /NAME\s+PARENT\s+CREATED\s+MEMORY\s+SIZE/);
     assert.match(table, /before\s+-\s+\S+\s+yes \(running\)/);
@@ -149,7 +152,10 @@ describe('snapshots and suspend', () => {
     console.log(`deleting c2 freed ${(freed / 1048576).toFixed(1)} MiB on the host (its vmstate was ${((c2.size ?? 0) / 1048576).toFixed(1)} MiB)`);
     assert.ok(freed > (c2.size ?? 0) / 2, `space reclaimed (${freed} bytes)`);
     const list = d.cliJson<SnapshotJson[]>(['snapshot', 'list', 'web1']);
-    assert.deepEqual(list.map((s) => s.name), ['before', 'c1', 'c3']);
+    assert.deepEqual(
+      list.map((s) => s.name),
+      ['before', 'c1', 'c3'],
+    );
     assert.equal(list.find((s) => s.name === 'c3')?.parent, 'c1', 'c3 now descends from c1');
     restore('c1');
     assert.equal(readGuestFile('web1', '/data/chain'), 'one');
@@ -332,10 +338,16 @@ describe('snapshots and suspend', () => {
         info = d.cliJson<InstanceJson>(['info', 'web1']);
       }
       assert.equal(info.state, 'running');
-      const rows = d.cliJson<SnapshotJson[]>(['snapshot', 'list', 'web1']).map((s) => s.name).sort();
+      const rows = d
+        .cliJson<SnapshotJson[]>(['snapshot', 'list', 'web1'])
+        .map((s) => s.name)
+        .sort();
       const tags = diskTags(disk).sort();
       assert.deepEqual(tags, rows, `kill after ${delayMs} ms: tags and rows agree`);
-      assert.ok(rows.every((r) => r === 'before' || r === 'stopped-disk' || /^crash\d$/.test(r)), rows.join(','));
+      assert.ok(
+        rows.every((r) => r === 'before' || r === 'stopped-disk' || /^crash\d$/.test(r)),
+        rows.join(','),
+      );
       // Either outcome is fine: the snapshot exists whole (listed, tagged) or not at all.
       console.log(`kill after ${delayMs} ms: ${name} ${rows.includes(name) ? 'kept' : 'absent'}`);
       await guestStatus(port);

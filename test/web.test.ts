@@ -89,7 +89,10 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     assert.equal(events.status, 401);
     await events.body?.cancel();
     assert.equal((await fetch(`${base}/1.0/instances`, { headers: { cookie: 'vmkit_session=forged' } })).status, 401);
-    assert.equal((await fetch(`${base}/1.0/auth/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: 'wrong' }) })).status, 401);
+    assert.equal(
+      (await fetch(`${base}/1.0/auth/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: 'wrong' }) })).status,
+      401,
+    );
     const wsBase = `ws://127.0.0.1:${port}/1.0/instances/${VM}`;
     assert.equal(await wsHandshake(`${wsBase}/console`), '401');
     assert.equal(await wsHandshake(`${wsBase}/vnc`), '401');
@@ -177,13 +180,19 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
       }
     }
     assert.ok(answered, `no answer to hostname on the console:\n${rows.join('\n')}`);
-    assert.ok(rows.some((r) => r.includes(`${VM}:/# `)), 'the appliance prompt is shown');
+    assert.ok(
+      rows.some((r) => r.includes(`${VM}:/# `)),
+      'the appliance prompt is shown',
+    );
     // Freeze the guest's power-button watcher: a graceful stop then waits (for the cancel test).
     await page.keyboard.type('for p in /proc/[0-9]*; do grep -qs powerbtn $p/cmdline && kill -STOP ${p##*/}; done; echo frozen-$((6*7))');
     await page.keyboard.press('Enter');
     const until = Date.now() + 15_000;
     while (!(await terminalRows(page)).some((r) => r.trim() === 'frozen-42') && Date.now() < until) await sleep(200);
-    assert.ok((await terminalRows(page)).some((r) => r.trim() === 'frozen-42'), 'the guest ran the second command');
+    assert.ok(
+      (await terminalRows(page)).some((r) => r.trim() === 'frozen-42'),
+      'the guest ran the second command',
+    );
     await shot(page, '05-serial-console');
   });
 
@@ -317,8 +326,15 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     await shot(page, '11-networks');
     // The detail view, fed a network with a lease, a NIC and a forward by the browser itself.
     const lan = {
-      name: 'lan', mode: 'nat', bridge: 'vmkbr-lan', subnet: '10.80.0.0/24', hostAddress: '10.80.0.1', dhcp: true,
-      dhcpRange: { start: '10.80.0.2', end: '10.80.0.254' }, dns: true, createdAt: new Date().toISOString(),
+      name: 'lan',
+      mode: 'nat',
+      bridge: 'vmkbr-lan',
+      subnet: '10.80.0.0/24',
+      hostAddress: '10.80.0.1',
+      dhcp: true,
+      dhcpRange: { start: '10.80.0.2', end: '10.80.0.254' },
+      dns: true,
+      createdAt: new Date().toISOString(),
       nics: [{ instance: VM, nic: 'eth1', mac: '52:54:00:12:34:56', model: 'virtio-net', ipv4: '10.80.0.2', tap: 'vmkt-1234567-1', state: 'up' }],
       leases: [{ expires: Math.floor(Date.now() / 1000) + 3600, mac: '52:54:00:12:34:56', ipv4: '10.80.0.2', hostname: VM }],
       forwards: [{ proto: 'tcp', hostAddress: '127.0.0.1', hostPort: 18080, guestPort: 80, nic: 'eth1', instance: VM, guestIp: '10.80.0.2' }],
@@ -450,7 +466,12 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     const reply = (metadata: unknown) => ({ contentType: 'application/json', body: JSON.stringify({ type: 'sync', status_code: 200, metadata }) });
     await page.route('**/1.0/repos', (r) => r.fulfill(reply([{ name: 'hub', url: 'http://127.0.0.1:9/', token: false }])));
     await page.route('**/1.0/repos/hub/images', (r) =>
-      r.fulfill(reply([{ name: 'webdisk', version: '1' }, { name: 'tiny', version: '2', description: 'a tiny disk', files: [{ size: 1048576 }] }])),
+      r.fulfill(
+        reply([
+          { name: 'webdisk', version: '1' },
+          { name: 'tiny', version: '2', description: 'a tiny disk', files: [{ size: 1048576 }] },
+        ]),
+      ),
     );
     await page.click('[data-nav=instances]');
     await page.click('[data-nav=images]');

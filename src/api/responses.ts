@@ -9,12 +9,15 @@ export function sync(reply: FastifyReply, metadata: unknown, status = 200): Fast
 }
 
 export function async(reply: FastifyReply, op: Operation): FastifyReply {
-  return reply.code(202).header('Location', `/1.0/operations/${op.id}`).send({
-    type: 'async',
-    status_code: 202,
-    operation: `/1.0/operations/${op.id}`,
-    metadata: op,
-  });
+  return reply
+    .code(202)
+    .header('Location', `/1.0/operations/${op.id}`)
+    .send({
+      type: 'async',
+      status_code: 202,
+      operation: `/1.0/operations/${op.id}`,
+      metadata: op,
+    });
 }
 
 export function errorBody(err: VmkitError): { type: 'error'; status_code: number; error: ReturnType<VmkitError['toJSON']> } {

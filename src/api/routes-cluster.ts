@@ -33,7 +33,7 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext): vo
   });
 
   // ---- cluster membership ------------------------------------------------------------------
-  app.get('/1.0/cluster', { schema: { tags: tags('cluster'), summary: 'This host\'s cluster membership' } }, async (_req, reply) => {
+  app.get('/1.0/cluster', { schema: { tags: tags('cluster'), summary: "This host's cluster membership" } }, async (_req, reply) => {
     const c = ctx.cluster;
     return sync(reply, c?.joined ? { joined: true, name: c.name, address: c.address, etcd: c.etcd, clusterId: c.clusterId } : { joined: false });
   });

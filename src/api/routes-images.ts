@@ -116,7 +116,12 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
       schema: {
         tags: repoTags,
         summary: 'Add a remote repository (its index is fetched to check it)',
-        body: { type: 'object', required: ['name', 'url'], additionalProperties: false, properties: { name: { type: 'string' }, url: { type: 'string' }, token: { type: 'string' } } },
+        body: {
+          type: 'object',
+          required: ['name', 'url'],
+          additionalProperties: false,
+          properties: { name: { type: 'string' }, url: { type: 'string' }, token: { type: 'string' } },
+        },
       },
     },
     async (req, reply) => sync(reply, RepositoryManager.redact(await ctx.services.images.repos.addRemote(req.body)), 201),
@@ -125,16 +130,20 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
     await ctx.services.images.repos.removeRemote(req.params.name);
     return sync(reply, { removed: req.params.name });
   });
-  app.get<{ Params: { name: string } }>('/1.0/repos/:name/images', { schema: { tags: repoTags, summary: 'Images a remote repository offers', params: repoNameParam } }, async (req, reply) =>
-    sync(reply, await ctx.services.images.repos.remoteImages(req.params.name)),
+  app.get<{ Params: { name: string } }>(
+    '/1.0/repos/:name/images',
+    { schema: { tags: repoTags, summary: 'Images a remote repository offers', params: repoNameParam } },
+    async (req, reply) => sync(reply, await ctx.services.images.repos.remoteImages(req.params.name)),
   );
-  app.get('/1.0/repo/serve', { schema: { tags: repoTags, summary: 'Whether this daemon serves its images as a repository' } }, async (_req, reply) => sync(reply, ctx.services.images.repos.status()));
+  app.get('/1.0/repo/serve', { schema: { tags: repoTags, summary: 'Whether this daemon serves its images as a repository' } }, async (_req, reply) =>
+    sync(reply, ctx.services.images.repos.status()),
+  );
   app.put<{ Body: { listen: string; token?: string } }>(
     '/1.0/repo/serve',
     {
       schema: {
         tags: repoTags,
-        summary: 'Serve this daemon\'s images as an HTTP repository (read-only; with a token also writable by push)',
+        summary: "Serve this daemon's images as an HTTP repository (read-only; with a token also writable by push)",
         body: { type: 'object', required: ['listen'], additionalProperties: false, properties: { listen: { type: 'string' }, token: { type: 'string', minLength: 8 } } },
       },
     },
@@ -150,7 +159,12 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
       schema: {
         tags,
         summary: 'Download an image from a repository (resumable, sha256 verified before it appears)',
-        body: { type: 'object', required: ['repo', 'image'], additionalProperties: false, properties: { repo: { type: 'string' }, image: { type: 'string' }, name: { type: 'string' } } },
+        body: {
+          type: 'object',
+          required: ['repo', 'image'],
+          additionalProperties: false,
+          properties: { repo: { type: 'string' }, image: { type: 'string' }, name: { type: 'string' } },
+        },
         response: asyncReplies,
       },
     },

@@ -76,7 +76,14 @@ export function registerNetworkRoutes(app: FastifyInstance, ctx: ApiContext): vo
   );
   app.post<{ Body: CreateNetworkRequest }>(
     '/1.0/networks',
-    { schema: { tags, summary: 'Create a network (bridge, DHCP/DNS, rules)', body: createNetworkSchema, response: { 201: syncResponse({ $ref: 'Network#' }), '4xx': errorResponse, '5xx': errorResponse } } },
+    {
+      schema: {
+        tags,
+        summary: 'Create a network (bridge, DHCP/DNS, rules)',
+        body: createNetworkSchema,
+        response: { 201: syncResponse({ $ref: 'Network#' }), '4xx': errorResponse, '5xx': errorResponse },
+      },
+    },
     async (req, reply) => {
       const n = networksOf(ctx);
       await n.create(req.body);

@@ -194,10 +194,7 @@ export function registerWebRoutes(app: FastifyInstance, ctx: ApiContext, options
   // ---- the app's files
   const serve = async (urlPath: string, reply: FastifyReply) => {
     if (!existsSync(join(webRoot, 'index.html'))) {
-      return reply
-        .code(404)
-        .type('text/plain; charset=utf-8')
-        .send('The web console is not built. Run "npm run build:web" (or "npm run setup") and reload.\n');
+      return reply.code(404).type('text/plain; charset=utf-8').send('The web console is not built. Run "npm run build:web" (or "npm run setup") and reload.\n');
     }
     const file = resolveStatic(webRoot, urlPath);
     if (!file) return reply.code(404).type('text/plain; charset=utf-8').send('Not found\n');
@@ -212,14 +209,19 @@ export function registerWebRoutes(app: FastifyInstance, ctx: ApiContext, options
     }
     // A missing file with an extension is a 404; any other path is a page of the app.
     if (extname(urlPath)) return reply.code(404).type('text/plain; charset=utf-8').send('Not found\n');
-    return reply
-      .type(CONTENT_TYPES['.html']!)
-      .header('cache-control', 'no-cache')
-      .header('x-content-type-options', 'nosniff')
-      .header('x-frame-options', 'DENY')
-      // Scripts only from here; xterm.js injects <style> elements, noVNC draws on canvases.
-      .header('content-security-policy', "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-      .send(await readFile(join(webRoot, 'index.html')));
+    return (
+      reply
+        .type(CONTENT_TYPES['.html']!)
+        .header('cache-control', 'no-cache')
+        .header('x-content-type-options', 'nosniff')
+        .header('x-frame-options', 'DENY')
+        // Scripts only from here; xterm.js injects <style> elements, noVNC draws on canvases.
+        .header(
+          'content-security-policy',
+          "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        )
+        .send(await readFile(join(webRoot, 'index.html')))
+    );
   };
   app.get('/', { schema: { hide: true } }, async (_req, reply) => reply.redirect('/ui/'));
   app.get('/ui', { schema: { hide: true } }, async (_req, reply) => reply.redirect('/ui/'));

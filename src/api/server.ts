@@ -87,7 +87,12 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
       // The bearer token, or a browser's session cookie (routes-web.ts); the web console's
       // static files and its sign-in need neither.
       const extra = options.extraTokens?.() ?? [];
-      if (!tokenMatches(req.headers.authorization, token) && !extra.some((t) => t && tokenMatches(req.headers.authorization, t)) && !sessions.accepts(req) && !isPublicPath(req.method, req.url)) {
+      if (
+        !tokenMatches(req.headers.authorization, token) &&
+        !extra.some((t) => t && tokenMatches(req.headers.authorization, t)) &&
+        !sessions.accepts(req) &&
+        !isPublicPath(req.method, req.url)
+      ) {
         const err = vmkitError('VMKIT_UNAUTHORIZED', 'Missing or wrong API token.', {
           hint: 'Send "Authorization: Bearer <token>" (vmkit --remote URL --token TOKEN); a browser signs in at /ui/.',
         });
@@ -141,7 +146,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
     {
       schema: {
         tags: tags('instances'),
-        summary: 'List instances (in a cluster: every host\'s, with its host; local=true: this host\'s only)',
+        summary: "List instances (in a cluster: every host's, with its host; local=true: this host's only)",
         querystring: { type: 'object', properties: { local: { type: 'boolean' } } },
         response: { 200: syncResponse({ type: 'array', items: { $ref: 'Instance#' } }) },
       },
@@ -153,12 +158,22 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
     { schema: { tags: tags('instances'), summary: 'Create (and optionally start) an instance', body: createInstanceSchema, response: asyncReplies } },
     async (req, reply) => async(reply, await ctx.services.instances.launch(req.body)),
   );
-  app.get<{ Params: { name: string } }>('/1.0/instances/:name', { schema: { tags: tags('instances'), summary: 'One instance', params: nameParam, response: { 200: syncResponse({ $ref: 'Instance#' }), '4xx': errorResponse } } }, async (req, reply) =>
-    sync(reply, await ctx.instances.get(req.params.name)),
+  app.get<{ Params: { name: string } }>(
+    '/1.0/instances/:name',
+    { schema: { tags: tags('instances'), summary: 'One instance', params: nameParam, response: { 200: syncResponse({ $ref: 'Instance#' }), '4xx': errorResponse } } },
+    async (req, reply) => sync(reply, await ctx.instances.get(req.params.name)),
   );
   app.put<{ Params: { name: string }; Body: StateChange }>(
     '/1.0/instances/:name/state',
-    { schema: { tags: tags('instances'), summary: 'Change the state: start, stop, restart, pause, resume, suspend', params: nameParam, body: stateChangeSchema, response: asyncReplies } },
+    {
+      schema: {
+        tags: tags('instances'),
+        summary: 'Change the state: start, stop, restart, pause, resume, suspend',
+        params: nameParam,
+        body: stateChangeSchema,
+        response: asyncReplies,
+      },
+    },
     async (req, reply) => async(reply, await ctx.services.instances.changeState(req.params.name, req.body)),
   );
   app.delete<{ Params: { name: string }; Querystring: { force?: boolean } }>(
@@ -174,8 +189,10 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
     },
     async (req, reply) => async(reply, await ctx.services.instances.delete(req.params.name, { force: req.query.force })),
   );
-  app.get<{ Params: { name: string } }>('/1.0/instances/:name/forwards', { schema: { tags: tags('forwards'), summary: 'Port forwards of an instance', params: nameParam } }, async (req, reply) =>
-    sync(reply, await ctx.instances.listForwards(req.params.name)),
+  app.get<{ Params: { name: string } }>(
+    '/1.0/instances/:name/forwards',
+    { schema: { tags: tags('forwards'), summary: 'Port forwards of an instance', params: nameParam } },
+    async (req, reply) => sync(reply, await ctx.instances.listForwards(req.params.name)),
   );
   app.post<{ Params: { name: string }; Body: ForwardRequest }>(
     '/1.0/instances/:name/forwards',
@@ -231,7 +248,14 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
   // ---- snapshots
   app.get<{ Params: { name: string } }>(
     '/1.0/instances/:name/snapshots',
-    { schema: { tags: tags('snapshots'), summary: 'Snapshots of an instance (oldest first)', params: nameParam, response: { 200: syncResponse({ type: 'array', items: { $ref: 'Snapshot#' } }), '4xx': errorResponse } } },
+    {
+      schema: {
+        tags: tags('snapshots'),
+        summary: 'Snapshots of an instance (oldest first)',
+        params: nameParam,
+        response: { 200: syncResponse({ type: 'array', items: { $ref: 'Snapshot#' } }), '4xx': errorResponse },
+      },
+    },
     async (req, reply) => sync(reply, await ctx.snapshots.list(req.params.name)),
   );
   app.post<{ Params: { name: string }; Body: CreateSnapshotRequest }>(
@@ -306,11 +330,15 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
   registerWebRoutes(app, ctx, { token: options.token, sessions });
 
   // ---- operations
-  app.get('/1.0/operations', { schema: { tags: tags('operations'), summary: 'List operations', response: { 200: syncResponse({ type: 'array', items: { $ref: 'Operation#' } }) } } }, async (_req, reply) =>
-    sync(reply, ctx.operations.list()),
+  app.get(
+    '/1.0/operations',
+    { schema: { tags: tags('operations'), summary: 'List operations', response: { 200: syncResponse({ type: 'array', items: { $ref: 'Operation#' } }) } } },
+    async (_req, reply) => sync(reply, ctx.operations.list()),
   );
-  app.get<{ Params: { id: string } }>('/1.0/operations/:id', { schema: { tags: tags('operations'), summary: 'One operation', response: { 200: syncResponse({ $ref: 'Operation#' }), '4xx': errorResponse } } }, async (req, reply) =>
-    sync(reply, ctx.operations.get(req.params.id)),
+  app.get<{ Params: { id: string } }>(
+    '/1.0/operations/:id',
+    { schema: { tags: tags('operations'), summary: 'One operation', response: { 200: syncResponse({ $ref: 'Operation#' }), '4xx': errorResponse } } },
+    async (req, reply) => sync(reply, ctx.operations.get(req.params.id)),
   );
   app.get<{ Params: { id: string }; Querystring: { timeout?: number } }>(
     '/1.0/operations/:id/wait',

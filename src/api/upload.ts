@@ -28,8 +28,16 @@ export function registerUploadRoute(app: FastifyInstance, ctx: ApiContext): void
             additionalProperties: false,
             properties: {
               name: { type: 'string', minLength: 1, description: 'name of the new image (default: from filename)' },
-              diskFormat: { type: 'string', enum: [...UPLOAD_FORMATS], description: 'declared format of the file, as --format of image import (checked against its header); default: from the filename extension' },
-              filename: { type: 'string', maxLength: 255, description: 'the file\'s name on the client; its extension declares the format when diskFormat is absent, as for image import' },
+              diskFormat: {
+                type: 'string',
+                enum: [...UPLOAD_FORMATS],
+                description: 'declared format of the file, as --format of image import (checked against its header); default: from the filename extension',
+              },
+              filename: {
+                type: 'string',
+                maxLength: 255,
+                description: "the file's name on the client; its extension declares the format when diskFormat is absent, as for image import",
+              },
               description: { type: 'string', maxLength: 1000 },
             },
           },

@@ -17,10 +17,20 @@ function vmkit(args: string[], env: Record<string, string> = {}): Promise<{ code
 }
 
 const WEB1: InstanceView = {
-  id: 'abc', name: 'web1', image: 'appliance', imageVersion: '1', type: 'small', cpus: 1, memoryMiB: 256, state: 'running', host: 'node1',
+  id: 'abc',
+  name: 'web1',
+  image: 'appliance',
+  imageVersion: '1',
+  type: 'small',
+  cpus: 1,
+  memoryMiB: 256,
+  state: 'running',
+  host: 'node1',
   nics: [{ id: 'nic0', model: 'virtio-net', mac: '52:54:00:00:00:01', network: 'user', ipv4: '10.0.2.15' }],
   forwards: [{ proto: 'tcp', hostAddress: '127.0.0.1', hostPort: 8080, guestPort: 80, nic: 'nic0' }],
-  disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2' }], createdAt: 't', updatedAt: 't',
+  disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2' }],
+  createdAt: 't',
+  updatedAt: 't',
   runtime: { pid: 1234, accel: 'tcg', qemuStatus: 'running', uptimeSeconds: 75 },
 };
 
@@ -43,10 +53,7 @@ test('list prints a table, --format json the exact metadata', () =>
     d.sync('GET /1.0/instances', [WEB1]);
     const table = await vmkit(['--dir', d.dir, 'list']);
     assert.equal(table.code, 0, table.stderr);
-    assert.equal(
-      table.stdout,
-      'NAME  STATE    IMAGE      CPUS  MEMORY  IPV4       FORWARDS\nweb1  running  appliance  1     256MiB  10.0.2.15  127.0.0.1:8080->80/tcp\n',
-    );
+    assert.equal(table.stdout, 'NAME  STATE    IMAGE      CPUS  MEMORY  IPV4       FORWARDS\nweb1  running  appliance  1     256MiB  10.0.2.15  127.0.0.1:8080->80/tcp\n');
     const json = await vmkit(['list', '--format', 'json'], { VMKIT_DIR: d.dir });
     assert.deepEqual(JSON.parse(json.stdout), [WEB1]);
   }));
@@ -70,8 +77,15 @@ test('launch posts the body, waits for the operation and reports success', () =>
     assert.equal(r.stdout, 'Instance web1 created and started.\n');
     assert.equal(r.stderr, '', 'no progress drawing when stderr is not a TTY');
     assert.deepEqual(d.seen[0].body, {
-      name: 'web1', image: 'appliance', start: true, cpus: 2, memoryMiB: 512,
-      forwards: [{ hostPort: 8080, guestPort: 80, proto: 'tcp' }, { hostPort: 5353, guestPort: 53, proto: 'udp', hostAddress: '0.0.0.0' }],
+      name: 'web1',
+      image: 'appliance',
+      start: true,
+      cpus: 2,
+      memoryMiB: 512,
+      forwards: [
+        { hostPort: 8080, guestPort: 80, proto: 'tcp' },
+        { hostPort: 5353, guestPort: 53, proto: 'udp', hostAddress: '0.0.0.0' },
+      ],
     });
   }));
 
@@ -114,7 +128,12 @@ test('stop --force --timeout and --no-wait', () =>
 
 test('doctor exits 3 when a required check fails', () =>
   withDaemon(async (d) => {
-    d.sync('GET /1.0/doctor', { checks: [{ name: 'qemu', ok: true, detail: '8.2' }, { name: 'kvm', ok: false, detail: 'no /dev/kvm', hint: 'enable KVM' }] });
+    d.sync('GET /1.0/doctor', {
+      checks: [
+        { name: 'qemu', ok: true, detail: '8.2' },
+        { name: 'kvm', ok: false, detail: 'no /dev/kvm', hint: 'enable KVM' },
+      ],
+    });
     const r = await vmkit(['--dir', d.dir, 'doctor']);
     assert.equal(r.code, 3);
     assert.match(r.stdout, /^kvm\s+FAIL\s+no \/dev\/kvm$/m);

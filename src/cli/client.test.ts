@@ -7,9 +7,16 @@ import { FakeDaemon } from './fake-daemon.js';
 
 function op(status: Operation['status'], extra: Partial<Operation> = {}): Operation {
   return {
-    id: 'op1', kind: 'instance.start', description: 'Starting web1', target: 'web1', status,
+    id: 'op1',
+    kind: 'instance.start',
+    description: 'Starting web1',
+    target: 'web1',
+    status,
     progress: { phase: status === 'running' ? 'booting' : 'done', percent: status === 'running' ? 50 : 100 },
-    mayCancel: false, createdAt: 't', updatedAt: 't', ...extra,
+    mayCancel: false,
+    createdAt: 't',
+    updatedAt: 't',
+    ...extra,
   };
 }
 

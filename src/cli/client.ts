@@ -20,9 +20,7 @@ export interface ClientOptions {
 }
 
 /** The three JSON shapes of doc/api.md; the CLI never looks at anything else. */
-export type ApiAnswer =
-  | { type: 'sync'; status_code: number; metadata: unknown }
-  | { type: 'async'; status_code: number; operation: string; metadata: Operation };
+export type ApiAnswer = { type: 'sync'; status_code: number; metadata: unknown } | { type: 'async'; status_code: number; operation: string; metadata: Operation };
 
 /** A response as read off the wire, before the envelope is parsed. */
 export interface RawResponse {
@@ -55,7 +53,7 @@ export class VmkitClient {
       }
       if (url.protocol !== 'http:' && url.protocol !== 'https:') {
         throw new VmkitError('VMKIT_INVALID_ARGUMENT', `The remote ${JSON.stringify(remote)} is not an http(s) URL.`, {
-          hint: 'Use --remote http://HOST:PORT or https://HOST:PORT (the daemon\'s --listen address).',
+          hint: "Use --remote http://HOST:PORT or https://HOST:PORT (the daemon's --listen address).",
         });
       }
       this.remote = url;
@@ -163,10 +161,7 @@ export class VmkitClient {
    * Reads the Server-Sent Events stream until it ends or `signal` aborts, calling onEvent
    * for every JSON `data:` message.
    */
-  async events(
-    onEvent: (event: VmkitEvent) => void,
-    options: { type?: 'lifecycle' | 'operation'; signal?: AbortSignal } = {},
-  ): Promise<void> {
+  async events(onEvent: (event: VmkitEvent) => void, options: { type?: 'lifecycle' | 'operation'; signal?: AbortSignal } = {}): Promise<void> {
     const path = `/1.0/events${options.type ? `?type=${options.type}` : ''}`;
     const res = await this.open('GET', path, undefined, 'text/event-stream', options.signal);
     if ((res.statusCode ?? 500) >= 400) {
@@ -308,7 +303,7 @@ export function parseAnswer(res: RawResponse): ApiAnswer {
         : typeof obj.message === 'string'
           ? obj.message
           : `The daemon answered HTTP ${res.status}${text && json === undefined ? `: ${text.slice(0, 200)}` : '.'}`;
-    const hint = typeof err.hint === 'string' ? err.hint : status === 401 ? 'Pass the daemon\'s token with --token or VMKIT_TOKEN.' : undefined;
+    const hint = typeof err.hint === 'string' ? err.hint : status === 401 ? "Pass the daemon's token with --token or VMKIT_TOKEN." : undefined;
     const code = typeof err.code === 'string' ? err.code : statusCode(status);
     return throwError(toVmkitError(code, message, hint, status));
   }

@@ -8,7 +8,10 @@ const HOST_COLUMNS = [
   { header: 'ADDRESS', value: (h: HostView) => h.address },
   { header: 'STATE', value: (h: HostView) => h.state },
   { header: 'CPUS', value: (h: HostView) => h.cpus },
-  { header: 'MEMORY FREE', value: (h: HostView) => `${formatMiB(Math.max(0, Math.min(h.memoryFreeMiB, h.memoryTotalMiB - h.memoryAssignedMiB)))} / ${formatMiB(h.memoryTotalMiB)}` },
+  {
+    header: 'MEMORY FREE',
+    value: (h: HostView) => `${formatMiB(Math.max(0, Math.min(h.memoryFreeMiB, h.memoryTotalMiB - h.memoryAssignedMiB)))} / ${formatMiB(h.memoryTotalMiB)}`,
+  },
   { header: 'VMS', value: (h: HostView) => h.instances },
   { header: 'QEMU', value: (h: HostView) => `${h.qemuVersion} ${h.accel}` },
   { header: 'SHARED', value: (h: HostView) => h.sharedStorage?.path ?? '-' },
@@ -21,15 +24,23 @@ interface JoinOptions {
 }
 
 function joinBody(o: JoinOptions, create: boolean): Record<string, unknown> {
-  return { etcd: o.etcd.split(',').map((e) => e.trim()).filter(Boolean), name: o.name, address: o.address, create };
+  return {
+    etcd: o.etcd
+      .split(',')
+      .map((e) => e.trim())
+      .filter(Boolean),
+    name: o.name,
+    address: o.address,
+    create,
+  };
 }
 
 function joinVerb(verb: 'init' | 'join'): Command {
   return new Command(verb)
     .description(verb === 'init' ? 'Put this host in the cluster stored in etcd (creating the cluster if there is none)' : 'Join the existing cluster stored in etcd')
     .requiredOption('--etcd <urls>', 'etcd client URL(s), comma-separated: http://HOST:2379')
-    .requiredOption('--name <host>', 'this host\'s name in the cluster')
-    .requiredOption('--address <addr:port>', 'where the other hosts reach this host\'s API (TCP; the cluster token guards it)')
+    .requiredOption('--name <host>', "this host's name in the cluster")
+    .requiredOption('--address <addr:port>', "where the other hosts reach this host's API (TCP; the cluster token guards it)")
     .action(async (opts: JoinOptions, self: Command) => {
       await mutate(self, 'POST', '/1.0/cluster', joinBody(opts, verb === 'init'), { done: `Host ${opts.name} is in the cluster (etcd ${opts.etcd}).` });
     });
@@ -60,16 +71,18 @@ Examples:
     });
   cmd
     .command('info')
-    .description('This host\'s membership')
+    .description("This host's membership")
     .action(async (_o: unknown, self: Command) => {
       const c = await clientFor(self).get<Record<string, unknown>>('/1.0/cluster');
-      print(renderInfo(c, globals(self).format, () => [
-        ['Joined', c.joined ? 'yes' : 'no'],
-        ['Name', c.name as string | undefined],
-        ['Address', c.address as string | undefined],
-        ['etcd', ((c.etcd as string[] | undefined) ?? []).join(', ') || undefined],
-        ['Cluster id', c.clusterId as string | undefined],
-      ]));
+      print(
+        renderInfo(c, globals(self).format, () => [
+          ['Joined', c.joined ? 'yes' : 'no'],
+          ['Name', c.name as string | undefined],
+          ['Address', c.address as string | undefined],
+          ['etcd', ((c.etcd as string[] | undefined) ?? []).join(', ') || undefined],
+          ['Cluster id', c.clusterId as string | undefined],
+        ]),
+      );
     });
   cmd
     .command('evacuate')
@@ -80,7 +93,8 @@ Examples:
     .action(async (host: string, opts: { mode?: string; wait: boolean }, self: Command) => {
       await mutate(self, 'POST', `/1.0/cluster/hosts/${encodeURIComponent(host)}/evacuate`, opts.mode ? { mode: opts.mode } : {}, {
         wait: opts.wait,
-        done: (r) => `Host ${host} evacuated: ${((r as { result?: { moved?: Array<{ instance: string; to: string }> } }).result?.moved ?? []).map((m) => `${m.instance} -> ${m.to}`).join(', ') || 'nothing to move'}.`,
+        done: (r) =>
+          `Host ${host} evacuated: ${((r as { result?: { moved?: Array<{ instance: string; to: string }> } }).result?.moved ?? []).map((m) => `${m.instance} -> ${m.to}`).join(', ') || 'nothing to move'}.`,
       });
     });
   cmd

@@ -42,10 +42,10 @@ test('a refused console upgrade reports the daemon error', async () => {
   await d.listen();
   try {
     const input = new PassThrough();
-    await assert.rejects(
-      runConsole(new VmkitClient({ dir: d.dir }), 'web1', { input, output: new PassThrough(), status: new PassThrough() }),
-      { code: 'VMKIT_INVALID_STATE', hint: 'start it' },
-    );
+    await assert.rejects(runConsole(new VmkitClient({ dir: d.dir }), 'web1', { input, output: new PassThrough(), status: new PassThrough() }), {
+      code: 'VMKIT_INVALID_STATE',
+      hint: 'start it',
+    });
   } finally {
     await d.close();
   }

@@ -28,7 +28,10 @@ export function doctorCommand(): Command {
         print(renderData(report, format));
       } else {
         const status = (c: DoctorCheck): string => (c.ok ? 'ok' : c.required === false ? 'warn' : 'FAIL');
-        let text = renderTable(['CHECK', 'STATUS', 'DETAIL'], checks.map((c) => [c.name, status(c), c.detail]));
+        let text = renderTable(
+          ['CHECK', 'STATUS', 'DETAIL'],
+          checks.map((c) => [c.name, status(c), c.detail]),
+        );
         const hints = checks.filter((c) => !c.ok && c.hint);
         if (hints.length > 0) text += '\n' + hints.map((c) => `${c.name}: ${c.hint}`).join('\n') + '\n';
         print(text);

@@ -38,10 +38,13 @@ export class FakeDaemon {
         const seen: SeenRequest = { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, body: raw ? JSON.parse(raw) : undefined };
         this.seen.push(seen);
         const route = this.routes.get(`${seen.method} ${seen.url}`);
-        const answer: FakeAnswer = typeof route === 'function' ? route(seen) : route ?? {
-          status: 404,
-          json: { type: 'error', status_code: 404, error: { code: 'VMKIT_NOT_FOUND', message: `No route ${seen.method} ${seen.url}` } },
-        };
+        const answer: FakeAnswer =
+          typeof route === 'function'
+            ? route(seen)
+            : (route ?? {
+                status: 404,
+                json: { type: 'error', status_code: 404, error: { code: 'VMKIT_NOT_FOUND', message: `No route ${seen.method} ${seen.url}` } },
+              });
         if (answer.sse) {
           res.writeHead(answer.status ?? 200, { 'content-type': 'text/event-stream' });
           for (const line of answer.sse) res.write(line);
@@ -57,8 +60,10 @@ export class FakeDaemon {
     });
     this.server.on('upgrade', (req, socket, head) => {
       if (!this.onConsole) {
-        socket.end('HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\n\r\n' +
-          JSON.stringify({ type: 'error', status_code: 409, error: { code: 'VMKIT_INVALID_STATE', message: 'not running', hint: 'start it' } }));
+        socket.end(
+          'HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\n\r\n' +
+            JSON.stringify({ type: 'error', status_code: 409, error: { code: 'VMKIT_INVALID_STATE', message: 'not running', hint: 'start it' } }),
+        );
         return;
       }
       this.wss.handleUpgrade(req, socket, head, (ws) => this.onConsole?.(ws, req.url ?? ''));

@@ -20,7 +20,24 @@ test('parses a bracketed IPv6 address', () => {
   assert.deepEqual(parseForwardSpec('[::1]:8080:80'), { hostPort: 8080, guestPort: 80, proto: 'tcp', hostAddress: '::1' });
 });
 
-for (const bad of ['', '8080', '8080:', ':80', '0:80', '8080:65536', 'a:80', '8080:80/sctp', '1.2.3:8080:80', 'host:8080:80', '1:2:3:4', '[::1:8080:80', '[1.2.3.4]:1:2', '8080:80/', '-1:80', '80.5:80']) {
+for (const bad of [
+  '',
+  '8080',
+  '8080:',
+  ':80',
+  '0:80',
+  '8080:65536',
+  'a:80',
+  '8080:80/sctp',
+  '1.2.3:8080:80',
+  'host:8080:80',
+  '1:2:3:4',
+  '[::1:8080:80',
+  '[1.2.3.4]:1:2',
+  '8080:80/',
+  '-1:80',
+  '80.5:80',
+]) {
   test(`rejects ${JSON.stringify(bad)} with VMKIT_INVALID_ARGUMENT and a hint`, () => {
     assert.throws(
       () => parseForwardSpec(bad),

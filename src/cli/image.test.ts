@@ -36,7 +36,11 @@ describe('image, clone, publish and repo commands', () => {
   });
 
   it('shows bytes in the progress bar of transfers', () => {
-    const op = { description: 'Importing /x.vmdk', status: 'running', progress: { phase: 'converting vmdk to qcow2', percent: 50, bytesDone: 512 * 2 ** 20, bytesTotal: 2 ** 30 } } as Operation;
+    const op = {
+      description: 'Importing /x.vmdk',
+      status: 'running',
+      progress: { phase: 'converting vmdk to qcow2', percent: 50, bytesDone: 512 * 2 ** 20, bytesTotal: 2 ** 30 },
+    } as Operation;
     assert.equal(progressLine(op, 10), 'Importing /x.vmdk [#####-----]  50% converting vmdk to qcow2 (512.0MiB/1.0GiB)');
   });
 });

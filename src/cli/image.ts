@@ -27,9 +27,24 @@ export function imageFields(i: Image | ImageView): Field[] {
     ['Default memory', formatMiB(i.defaults?.memoryMiB)],
     ['NIC models', (i.nicModels ?? []).join(', ')],
     ['Boot', i.boot ? `kernel ${i.boot.kernel}${i.boot.initrd ? `, initrd ${i.boot.initrd}` : ''}` : 'firmware (disk)'],
-    ['Disks', (i.disks ?? []).map((d) => [d.name, d.file, d.format, d.virtualSize !== undefined ? `virtual ${size(d.virtualSize)}` : '', d.actualSize !== undefined ? `actual ${size(d.actualSize)}` : ''].join('  ').trimEnd())],
+    [
+      'Disks',
+      (i.disks ?? []).map((d) =>
+        [d.name, d.file, d.format, d.virtualSize !== undefined ? `virtual ${size(d.virtualSize)}` : '', d.actualSize !== undefined ? `actual ${size(d.actualSize)}` : '']
+          .join('  ')
+          .trimEnd(),
+      ),
+    ],
     ['Used by', users ? users.instances : undefined],
-    ['Fidelity', i.fidelity ? renderFidelity(i.fidelity).split('\n').slice(1).map((l) => l.trim()) : undefined],
+    [
+      'Fidelity',
+      i.fidelity
+        ? renderFidelity(i.fidelity)
+            .split('\n')
+            .slice(1)
+            .map((l) => l.trim())
+        : undefined,
+    ],
   ];
 }
 

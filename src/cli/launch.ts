@@ -51,16 +51,15 @@ function build(verb: 'launch' | 'create'): Command {
       (value: string, prev: ForwardSpec[]) => [...prev, parseForwardSpec(value)],
       [] as ForwardSpec[],
     )
-    .option(
-      '-n, --nic <spec>',
-      'NIC on a network: NETWORK[:MODEL][,ip=ADDRESS]; repeatable (default: one user-mode NIC)',
-      (value: string, prev: NicSpec[] | undefined) => [...(prev ?? []), parseNicSpec(value)],
-    )
+    .option('-n, --nic <spec>', 'NIC on a network: NETWORK[:MODEL][,ip=ADDRESS]; repeatable (default: one user-mode NIC)', (value: string, prev: NicSpec[] | undefined) => [
+      ...(prev ?? []),
+      parseNicSpec(value),
+    ])
     .option('--allow-privileged', 'allow forwarding host ports below 1024')
     .option('--count <n>', 'make N replicas NAME-1..NAME-N from the image (linked clones)', positiveInt('--count'))
     .option('--floating', 'cluster: forward addresses follow the instance to whichever host runs it (nat NICs)')
     .option('--target <host>', 'cluster: the host to create it on (default: the live host with the most free memory)')
-    .option('--storage <where>', 'local or shared (the daemon\'s --shared-dir; default shared when set)')
+    .option('--storage <where>', "local or shared (the daemon's --shared-dir; default shared when set)")
     .option('--no-wait', 'return once the operation is accepted, print its id')
     .action(async (image: string, name: string, opts: LaunchOptions, self: Command) => {
       const names = opts.count ? replicaNames(name, opts.count) : [name];

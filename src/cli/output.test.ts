@@ -5,10 +5,13 @@ import type { Operation } from '../domain/types.js';
 import { formatDuration, formatForward, formatMiB, progressLine, renderData, renderFields, renderList, renderTable } from './output.js';
 
 test('tables align columns, uppercase headers and show missing cells as -', () => {
-  const out = renderTable(['name', 'state', 'ipv4'], [
-    ['web1', 'running', '10.0.2.15'],
-    ['database', 'stopped', undefined],
-  ]);
+  const out = renderTable(
+    ['name', 'state', 'ipv4'],
+    [
+      ['web1', 'running', '10.0.2.15'],
+      ['database', 'stopped', undefined],
+    ],
+  );
   assert.equal(out, 'NAME      STATE    IPV4\nweb1      running  10.0.2.15\ndatabase  stopped  -\n');
 });
 

@@ -16,7 +16,7 @@ interface ServeStatus {
 
 /** `vmkit repo …`: appliance repositories (serve this daemon's images; remotes to pull from). */
 export function repoCommand(): Command {
-  const cmd = new Command('repo').description('Appliance repositories: serve this host\'s images over HTTP, add remote ones');
+  const cmd = new Command('repo').description("Appliance repositories: serve this host's images over HTTP, add remote ones");
   cmd.addHelpText(
     'after',
     `
@@ -30,7 +30,7 @@ Examples:
   );
   cmd
     .command('serve')
-    .description('Serve this daemon\'s images as an HTTP repository (index.json + blobs with sha256) until the daemon stops')
+    .description("Serve this daemon's images as an HTTP repository (index.json + blobs with sha256) until the daemon stops")
     .option('-l, --listen <addr:port>', 'address to listen on', '127.0.0.1:8444')
     .option('--push-token <token>', 'accept pushes from clients presenting this token (at least 8 characters)')
     .option('--stop', 'stop serving')

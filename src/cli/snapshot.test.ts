@@ -17,12 +17,25 @@ function vmkit(args: string[]): Promise<{ code: number; stdout: string; stderr: 
 }
 
 const S1: Snapshot = {
-  instance: 'web1', instanceId: 'abc', name: 'before-upgrade', description: 'pre apt', createdAt: '2026-01-01T00:00:00.000Z',
-  withMemory: true, vmState: 'running', pausedMs: 142, size: 98_467_840,
+  instance: 'web1',
+  instanceId: 'abc',
+  name: 'before-upgrade',
+  description: 'pre apt',
+  createdAt: '2026-01-01T00:00:00.000Z',
+  withMemory: true,
+  vmState: 'running',
+  pausedMs: 142,
+  size: 98_467_840,
 };
 const S2: Snapshot = {
-  instance: 'web1', instanceId: 'abc', name: 'disk', parent: 'before-upgrade', createdAt: '2026-01-01T00:01:00.000Z',
-  withMemory: false, vmState: null, pausedMs: 6,
+  instance: 'web1',
+  instanceId: 'abc',
+  name: 'disk',
+  parent: 'before-upgrade',
+  createdAt: '2026-01-01T00:01:00.000Z',
+  withMemory: false,
+  vmState: null,
+  pausedMs: 6,
 };
 
 function op(status: Operation['status'], result?: unknown): Operation {

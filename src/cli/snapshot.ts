@@ -87,13 +87,19 @@ Examples:
     .argument('<snapshot>', 'snapshot name')
     .option('--no-wait', 'return once the operation is accepted, print its id')
     .action(async (instance: string, snapshot: string, opts: { wait: boolean }, self: Command) => {
-      await mutate(self, 'POST', snapshotPath(instance, snapshot, 'restore'), {}, {
-        wait: opts.wait,
-        done: (m) => {
-          const r = resultOf<{ instance: { state: string }; durationMs: number }>(m);
-          return `Instance ${instance} restored to snapshot ${snapshot} in ${r.durationMs} ms (now ${r.instance.state}).`;
+      await mutate(
+        self,
+        'POST',
+        snapshotPath(instance, snapshot, 'restore'),
+        {},
+        {
+          wait: opts.wait,
+          done: (m) => {
+            const r = resultOf<{ instance: { state: string }; durationMs: number }>(m);
+            return `Instance ${instance} restored to snapshot ${snapshot} in ${r.durationMs} ms (now ${r.instance.state}).`;
+          },
         },
-      });
+      );
     })
     .addHelpText(
       'after',

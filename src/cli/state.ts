@@ -22,16 +22,11 @@ const DESCRIPTION: Record<Action, string> = {
 };
 
 function stateCommand(action: Action): Command {
-  const cmd = new Command(action)
-    .description(DESCRIPTION[action])
-    .argument('<name>', 'instance name')
-    .option('--no-wait', 'return once the operation is accepted, print its id');
+  const cmd = new Command(action).description(DESCRIPTION[action]).argument('<name>', 'instance name').option('--no-wait', 'return once the operation is accepted, print its id');
   if (action === 'stop' || action === 'restart') {
-    cmd.option('-f, --force', 'stop at once, without asking the guest').option(
-      '--timeout <sec>',
-      'seconds to wait for the guest to power off before forcing (default 30)',
-      positiveInt('--timeout'),
-    );
+    cmd
+      .option('-f, --force', 'stop at once, without asking the guest')
+      .option('--timeout <sec>', 'seconds to wait for the guest to power off before forcing (default 30)', positiveInt('--timeout'));
   }
   cmd.action(async (name: string, opts: { force?: boolean; timeout?: number; wait: boolean }, self: Command) => {
     const body: Record<string, unknown> = { action };

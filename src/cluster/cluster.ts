@@ -178,7 +178,14 @@ export class ClusterManager {
           hint: 'Rename or delete those instances on this host, then join again.',
         });
       }
-      const config: ClusterConfig = { etcd: req.etcd, name: req.name, address: req.address, clusterId: info!.value.id, token: info!.value.token, joinedAt: new Date().toISOString() };
+      const config: ClusterConfig = {
+        etcd: req.etcd,
+        name: req.name,
+        address: req.address,
+        clusterId: info!.value.id,
+        token: info!.value.token,
+        joinedAt: new Date().toISOString(),
+      };
       await this.deps.listenPeer(config.address, config.token);
       this.config = config;
       this.backend = backend;
@@ -385,7 +392,11 @@ export class ClusterManager {
     const backend = this.requireBackend();
     const current = await backend.get<OwnerRecord>('owners', name);
     if (!current || current.revision !== revision || current.value.host !== from) return false;
-    return backend.txn([{ kind: 'owners', key: name, expectRevision: revision }], [{ kind: 'owners', key: name, value: { ...current.value, ...summary, host: to, since: new Date().toISOString() } }], []);
+    return backend.txn(
+      [{ kind: 'owners', key: name, expectRevision: revision }],
+      [{ kind: 'owners', key: name, value: { ...current.value, ...summary, host: to, since: new Date().toISOString() } }],
+      [],
+    );
   }
 }
 

@@ -48,7 +48,12 @@ export class EvacuationService {
     return { operation };
   }
 
-  private async run(cluster: ClusterManager, host: string, mode: MigrationMode | undefined, opCtx: OperationContext): Promise<{ host: string; moved: Array<{ instance: string; to: string; mode: string }> }> {
+  private async run(
+    cluster: ClusterManager,
+    host: string,
+    mode: MigrationMode | undefined,
+    opCtx: OperationContext,
+  ): Promise<{ host: string; moved: Array<{ instance: string; to: string; mode: string }> }> {
     const migrations = this.migrations();
     const moved: Array<{ instance: string; to: string; mode: string }> = [];
     const failed: Array<{ instance: string; error: string }> = [];

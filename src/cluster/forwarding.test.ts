@@ -55,7 +55,10 @@ describe('ForwardingService', () => {
     const f = new ForwardingService({ cluster, instances: { has: async () => false }, images: { get: noImage }, operations: { has: () => false } });
     const a = await f.route(request('GET', '/1.0/instances/vm/logs?tail=5'));
     assert.deepEqual(a && { status: a.status, host: a.host, text: a.text }, { status: 404, host: 'h2', text: '{"type":"error"}' });
-    assert.deepEqual(sent.map((s) => [s.host, s.method, s.path, s.headers['x-vmkit-forwarded-by']]), [['h2', 'GET', '/1.0/instances/vm/logs?tail=5', 'h1']]);
+    assert.deepEqual(
+      sent.map((s) => [s.host, s.method, s.path, s.headers['x-vmkit-forwarded-by']]),
+      [['h2', 'GET', '/1.0/instances/vm/logs?tail=5', 'h1']],
+    );
     // A local instance, an unowned one, and an already forwarded request stay here.
     const local = new ForwardingService({ cluster, instances: { has: async () => true }, images: { get: noImage }, operations: { has: () => false } });
     assert.equal(await local.route(request('GET', '/1.0/instances/vm')), undefined);
@@ -83,7 +86,7 @@ describe('ForwardingService', () => {
     assert.equal(await f.route(request('POST', '/1.0/instances', { name: 'vm3', image: 'appliance', target: 'h1' })), undefined);
   });
 
-  it('refuses an unknown target host with the cluster\'s own error', async () => {
+  it("refuses an unknown target host with the cluster's own error", async () => {
     const { cluster } = fakeCluster({}, { status: 202, body: {} });
     const f = new ForwardingService({ cluster, instances: { has: async () => false }, images: { get: noImage }, operations: { has: () => false } });
     await assert.rejects(f.route(request('POST', '/1.0/instances', { name: 'vm', image: 'appliance', target: 'h9' })), { code: 'VMKIT_HOST_NOT_FOUND' });

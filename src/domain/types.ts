@@ -1,15 +1,6 @@
 /** Wire and domain types shared by the daemon, the API, the CLI and the store. */
 
-export type InstanceState =
-  | 'stopped'
-  | 'starting'
-  | 'running'
-  | 'paused'
-  | 'stopping'
-  | 'suspended'
-  | 'migrating'
-  | 'error'
-  | 'deleting';
+export type InstanceState = 'stopped' | 'starting' | 'running' | 'paused' | 'stopping' | 'suspended' | 'migrating' | 'error' | 'deleting';
 
 export type NicModel = 'virtio-net' | 'e1000' | 'rtl8139';
 export const NIC_MODELS: readonly NicModel[] = ['virtio-net', 'e1000', 'rtl8139'];

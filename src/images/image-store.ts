@@ -132,7 +132,13 @@ export class ImageStore {
     const sum = (await this.checksum(image.name)).replace(/^sha256:/, '');
     const disk = image.disks[0]!;
     const dest = join(sharedDir, 'bases', `${sum}.${disk.format}`);
-    if (await stat(dest).then(() => true, () => false)) return dest;
+    if (
+      await stat(dest).then(
+        () => true,
+        () => false,
+      )
+    )
+      return dest;
     await mkdir(join(sharedDir, 'bases'), { recursive: true });
     const tmp = `${dest}.tmp-${randomBytes(4).toString('hex')}`;
     try {
@@ -185,7 +191,13 @@ export class ImageStore {
       const disks: Image['disks'] = [];
       for (const d of manifest.disks) {
         const info = await volumeInfo(join(tmp, d.file), d.format);
-        disks.push({ name: disks.length === 0 ? 'root' : `disk${disks.length}`, file: d.file, format: d.format, virtualSize: info.virtualSize, actualSize: (await stat(join(tmp, d.file))).size });
+        disks.push({
+          name: disks.length === 0 ? 'root' : `disk${disks.length}`,
+          file: d.file,
+          format: d.format,
+          virtualSize: info.virtualSize,
+          actualSize: (await stat(join(tmp, d.file))).size,
+        });
       }
       const image: Image = {
         name,

@@ -26,7 +26,11 @@ export interface ImportResult {
 export const DISK_DEFAULTS = { cpus: 1, memoryMiB: 512, nicModel: 'e1000' as NicModel };
 
 export function defaultImageName(source: string): string {
-  const stem = basename(source, extname(source)).toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 63);
+  const stem = basename(source, extname(source))
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 63);
   return stem || 'imported';
 }
 
@@ -34,12 +38,7 @@ export function defaultImageName(source: string): string {
  * Converts one inspected untrusted disk into a stored qcow2 volume (the only format the
  * image store keeps), with byte progress; `base`/`span` place it inside a multi-disk import.
  */
-export async function convertInto(
-  file: InspectedFile,
-  dest: string,
-  ctx: OperationContext | undefined,
-  progress: { done: number; total: number; phase: string },
-): Promise<void> {
+export async function convertInto(file: InspectedFile, dest: string, ctx: OperationContext | undefined, progress: { done: number; total: number; phase: string }): Promise<void> {
   ctx?.checkCancelled();
   await convertVolume(file.path, file.format, dest, 'qcow2', {
     untrusted: true,

@@ -64,7 +64,13 @@ describe('OVA: tar, OVF, manifest (crafted files)', () => {
     assert.equal(t.status, 0, t.stderr);
     assert.match(t.stdout, /a\.txt/);
     const members = await listTar(out);
-    assert.deepEqual(members.map((m) => [m.name, m.size]), [['a.txt', 5], ['b.bin', 1000]]);
+    assert.deepEqual(
+      members.map((m) => [m.name, m.size]),
+      [
+        ['a.txt', 5],
+        ['b.bin', 1000],
+      ],
+    );
   });
 
   it('refuses members with ../, absolute paths, folders, symlinks, hardlinks and devices', async () => {
@@ -76,7 +82,14 @@ describe('OVA: tar, OVF, manifest (crafted files)', () => {
       ['hardlink', [{ name: 'disk.vmdk', type: '1', link: '/etc/shadow' }], /hard link/],
       ['chardev', [{ name: 'disk.vmdk', type: '3' }], /device/],
       ['blockdev', [{ name: 'disk.vmdk', type: '4' }], /device/],
-      ['dup', [{ name: 'a', data: Buffer.from('1') }, { name: 'a', data: Buffer.from('2') }], /twice/],
+      [
+        'dup',
+        [
+          { name: 'a', data: Buffer.from('1') },
+          { name: 'a', data: Buffer.from('2') },
+        ],
+        /twice/,
+      ],
     ];
     for (const [label, entries, msg] of cases) {
       const f = join(dir, `${label}.ova`);
@@ -112,8 +125,14 @@ describe('OVA: tar, OVF, manifest (crafted files)', () => {
     assert.equal(o.description, 'd <&>');
     assert.equal(o.cpus, 2);
     assert.equal(o.memoryMiB, 384);
-    assert.deepEqual(o.disks.map((d) => [d.fileRef, d.capacity]), [['file1', 1 << 30]]);
-    assert.deepEqual(o.nics.map((n) => n.subtype), ['virtio-net', 'E1000']);
+    assert.deepEqual(
+      o.disks.map((d) => [d.fileRef, d.capacity]),
+      [['file1', 1 << 30]],
+    );
+    assert.deepEqual(
+      o.nics.map((n) => n.subtype),
+      ['virtio-net', 'E1000'],
+    );
     assert.deepEqual(o.boot, { kernelRef: 'kernel', initrdRef: 'initrd', cmdline: 'console=ttyS0' });
     assert.equal(o.firmware, 'bios');
     // Other tools' units: GigaBytes memory, MegaBytes capacity.
@@ -131,14 +150,23 @@ describe('OVA: tar, OVF, manifest (crafted files)', () => {
   it('refuses an OVF referencing a disk not in the archive, and a manifest that does not match', async () => {
     const disk = join(dir, 'd.vmdk');
     assert.equal(spawnSync('qemu-img', ['create', '-q', '-f', 'vmdk', '-o', 'subformat=streamOptimized', disk, '8M']).status, 0);
-    const ovf = Buffer.from(buildOvf({ name: 'x', description: '', cpus: 1, memoryMiB: 128, disks: [{ href: 'x-disk1.vmdk', size: statSync(disk).size, capacity: 8 << 20 }], nics: ['e1000'] }));
+    const ovf = Buffer.from(
+      buildOvf({ name: 'x', description: '', cpus: 1, memoryMiB: 128, disks: [{ href: 'x-disk1.vmdk', size: statSync(disk).size, capacity: 8 << 20 }], nics: ['e1000'] }),
+    );
     const missing = join(dir, 'missing.ova');
     writeFileSync(missing, tarOf([{ name: 'x.ovf', data: ovf }]));
     await assert.rejects(importOva(images, { source: missing, name: 'missing' }), { code: 'VMKIT_OVF_INVALID', message: /not in the archive/ });
     const diskBytes = (await import('node:fs')).readFileSync(disk);
     const wrong = `SHA256(x.ovf)= ${createHash('sha256').update(ovf).digest('hex')}\nSHA1(x-disk1.vmdk)= ${'0'.repeat(40)}\n`;
     const bad = join(dir, 'badsum.ova');
-    writeFileSync(bad, tarOf([{ name: 'x.ovf', data: ovf }, { name: 'x.mf', data: Buffer.from(wrong) }, { name: 'x-disk1.vmdk', data: diskBytes }]));
+    writeFileSync(
+      bad,
+      tarOf([
+        { name: 'x.ovf', data: ovf },
+        { name: 'x.mf', data: Buffer.from(wrong) },
+        { name: 'x-disk1.vmdk', data: diskBytes },
+      ]),
+    );
     await assert.rejects(importOva(images, { source: bad, name: 'badsum' }), { code: 'VMKIT_CHECKSUM_MISMATCH' });
     const doctype = join(dir, 'doctype.ova');
     writeFileSync(doctype, tarOf([{ name: 'x.ovf', data: Buffer.from('<?xml version="1.0"?><!DOCTYPE Envelope [<!ENTITY x SYSTEM "file:///etc/passwd">]><Envelope/>') }]));
@@ -146,7 +174,14 @@ describe('OVA: tar, OVF, manifest (crafted files)', () => {
     // A good one imports: NIC model, vCPUs and memory mapped.
     const good = join(dir, 'good.ova');
     const right = `SHA1(x-disk1.vmdk)= ${createHash('sha1').update(diskBytes).digest('hex')}\n`;
-    writeFileSync(good, tarOf([{ name: 'x.ovf', data: ovf }, { name: 'x.mf', data: Buffer.from(right) }, { name: 'x-disk1.vmdk', data: diskBytes }]));
+    writeFileSync(
+      good,
+      tarOf([
+        { name: 'x.ovf', data: ovf },
+        { name: 'x.mf', data: Buffer.from(right) },
+        { name: 'x-disk1.vmdk', data: diskBytes },
+      ]),
+    );
     const r = await importOva(images, { source: good, name: 'good' });
     assert.equal(r.image.defaults.memoryMiB, 128);
     assert.deepEqual(r.image.nicModels, ['e1000']);

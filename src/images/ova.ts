@@ -72,10 +72,16 @@ async function importOvaAs(images: ImageStore, name: string, req: ImportRequest,
     let done = 0;
     for (const m of members) {
       ctx?.checkCancelled();
-      await extractMember(req.source, m, join(work, m.name), (n) => {
-        done += n;
-        ctx?.progress({ phase: 'unpacking', percent: Math.round((done / Math.max(1, total)) * 30), bytesDone: done, bytesTotal: total });
-      }, ctx?.signal);
+      await extractMember(
+        req.source,
+        m,
+        join(work, m.name),
+        (n) => {
+          done += n;
+          ctx?.progress({ phase: 'unpacking', percent: Math.round((done / Math.max(1, total)) * 30), bytesDone: done, bytesTotal: total });
+        },
+        ctx?.signal,
+      );
     }
     const ovfText = await readFile(join(work, ovfs[0]!.name), 'utf8');
     const ovf = parseOvf(ovfText);
@@ -86,10 +92,13 @@ async function importOvaAs(images: ImageStore, name: string, req: ImportRequest,
     if (mf) {
       ctx?.progress({ phase: 'verifying the manifest', percent: 30 });
       for (const entry of parseManifest(await readFile(join(work, mf.name), 'utf8'))) {
-        if (!inArchive.has(entry.file)) throw vmkitError('VMKIT_OVF_INVALID', `The manifest names "${entry.file}", which is not in the archive.`, { hint: 'The OVA is incomplete.' });
+        if (!inArchive.has(entry.file))
+          throw vmkitError('VMKIT_OVF_INVALID', `The manifest names "${entry.file}", which is not in the archive.`, { hint: 'The OVA is incomplete.' });
         const actual = await hashFile(join(work, entry.file), entry.algo, ctx?.signal);
         if (actual !== entry.digest) {
-          throw vmkitError('VMKIT_CHECKSUM_MISMATCH', `${entry.file} does not match its ${entry.algo.toUpperCase()} in the manifest.`, { hint: 'The OVA is corrupt or was altered; download it again.' });
+          throw vmkitError('VMKIT_CHECKSUM_MISMATCH', `${entry.file} does not match its ${entry.algo.toUpperCase()} in the manifest.`, {
+            hint: 'The OVA is corrupt or was altered; download it again.',
+          });
         }
       }
       fidelity.push({ item: 'manifest', value: mf.name, status: 'mapped', reason: 'every listed checksum verified' });
@@ -101,7 +110,10 @@ async function importOvaAs(images: ImageStore, name: string, req: ImportRequest,
     const fileOf = (ref: string, what: string): string => {
       const f = ovf.files.find((x) => x.id === ref);
       if (!f) throw vmkitError('VMKIT_OVF_INVALID', `${what} refers to file id "${ref}", which <References> does not list.`, { hint: 'The OVF descriptor is inconsistent.' });
-      if (!inArchive.has(f.href)) throw vmkitError('VMKIT_OVF_INVALID', `${what} refers to "${f.href}", which is not in the archive.`, { hint: 'The OVA is incomplete (or references files outside it, which vmkit refuses).' });
+      if (!inArchive.has(f.href))
+        throw vmkitError('VMKIT_OVF_INVALID', `${what} refers to "${f.href}", which is not in the archive.`, {
+          hint: 'The OVA is incomplete (or references files outside it, which vmkit refuses).',
+        });
       return join(work, f.href);
     };
 
@@ -129,9 +141,15 @@ async function importOvaAs(images: ImageStore, name: string, req: ImportRequest,
     }
 
     const cpus = ovf.cpus && ovf.cpus >= 1 && ovf.cpus <= 256 ? ovf.cpus : undefined;
-    fidelity.push(cpus ? { item: 'vCPUs', value: String(cpus), status: 'mapped' } : { item: 'vCPUs', value: '1', status: 'defaulted', reason: 'the OVF gives no usable CPU count' });
+    fidelity.push(
+      cpus ? { item: 'vCPUs', value: String(cpus), status: 'mapped' } : { item: 'vCPUs', value: '1', status: 'defaulted', reason: 'the OVF gives no usable CPU count' },
+    );
     const memoryMiB = ovf.memoryMiB && ovf.memoryMiB >= 32 ? ovf.memoryMiB : undefined;
-    fidelity.push(memoryMiB ? { item: 'memory', value: `${memoryMiB} MiB`, status: 'mapped' } : { item: 'memory', value: '512 MiB', status: 'defaulted', reason: 'the OVF gives no usable memory size' });
+    fidelity.push(
+      memoryMiB
+        ? { item: 'memory', value: `${memoryMiB} MiB`, status: 'mapped' }
+        : { item: 'memory', value: '512 MiB', status: 'defaulted', reason: 'the OVF gives no usable memory size' },
+    );
     const nicModels: NicModel[] = [];
     ovf.nics.forEach((n, i) => {
       const model = nicModelFromSubtype(n.subtype);
@@ -140,7 +158,12 @@ async function importOvaAs(images: ImageStore, name: string, req: ImportRequest,
         fidelity.push({ item: `nic${i}`, value: `${n.subtype} → ${model}`, status: 'mapped', reason: `network "${n.network || 'none'}" becomes user-mode NAT` });
       } else {
         nicModels.push('e1000');
-        fidelity.push({ item: `nic${i}`, value: `${n.subtype || 'unspecified'} → e1000`, status: 'defaulted', reason: `QEMU has no ${n.subtype || 'such'} model; e1000 has a driver in nearly every guest` });
+        fidelity.push({
+          item: `nic${i}`,
+          value: `${n.subtype || 'unspecified'} → e1000`,
+          status: 'defaulted',
+          reason: `QEMU has no ${n.subtype || 'such'} model; e1000 has a driver in nearly every guest`,
+        });
       }
     });
     if (ovf.nics.length === 0) fidelity.push({ item: 'NICs', status: 'dropped', reason: 'the OVF has none; instances get one virtio-net NIC' });
@@ -203,13 +226,25 @@ export async function exportImage(images: ImageStore, name: string, req: ExportR
   const ext = extname(req.path).toLowerCase();
   const format = req.format ?? (ext === '.ova' ? 'ova' : formatFromExtension(req.path));
   if (!format || !(EXPORT_FORMATS as readonly string[]).includes(format)) {
-    throw vmkitError('VMKIT_IMAGE_FORMAT', `Cannot tell which format to export ${req.path} as.`, { hint: `Name it .ova, .qcow2, .vmdk, .vdi, .vhdx or .raw, or pass --disk-format (${EXPORT_FORMATS.join(', ')}).` });
+    throw vmkitError('VMKIT_IMAGE_FORMAT', `Cannot tell which format to export ${req.path} as.`, {
+      hint: `Name it .ova, .qcow2, .vmdk, .vdi, .vhdx or .raw, or pass --disk-format (${EXPORT_FORMATS.join(', ')}).`,
+    });
   }
-  if (await stat(req.path).then(() => true, () => false)) {
+  if (
+    await stat(req.path).then(
+      () => true,
+      () => false,
+    )
+  ) {
     throw vmkitError('VMKIT_ALREADY_EXISTS', `${req.path} already exists.`, { hint: 'Choose another destination or remove the file first.' });
   }
   const dir = dirname(req.path);
-  if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) {
+  if (
+    !(await stat(dir).then(
+      (s) => s.isDirectory(),
+      () => false,
+    ))
+  ) {
     throw vmkitError('VMKIT_FILE_NOT_FOUND', `The folder ${dir} does not exist on the daemon's host.`, { hint: 'Create it first.' });
   }
   const tag = randomBytes(4).toString('hex');
@@ -222,10 +257,17 @@ export async function exportImage(images: ImageStore, name: string, req: ExportR
       ctx?.progress({ phase: `converting to ${format}`, percent: 0, bytesTotal: root.virtualSize });
       await convertVolume(images.file(image, root.file), root.format, partial, format as ForeignFormat, {
         signal: ctx?.signal,
-        onProgress: (f) => ctx?.progress({ phase: `converting to ${format}`, percent: Math.min(99, Math.round(f * 100)), bytesDone: Math.round(f * (root.virtualSize ?? 0)), bytesTotal: root.virtualSize }),
+        onProgress: (f) =>
+          ctx?.progress({
+            phase: `converting to ${format}`,
+            percent: Math.min(99, Math.round(f * 100)),
+            bytesDone: Math.round(f * (root.virtualSize ?? 0)),
+            bytesTotal: root.virtualSize,
+          }),
       });
       fidelity.push({ item: 'disk root', value: `qcow2 → ${format}`, status: 'mapped' });
-      for (const d of image.disks.slice(1)) fidelity.push({ item: `disk ${d.name}`, status: 'dropped', reason: 'a disk-file export holds the root disk only; use .ova for all disks' });
+      for (const d of image.disks.slice(1))
+        fidelity.push({ item: `disk ${d.name}`, status: 'dropped', reason: 'a disk-file export holds the root disk only; use .ova for all disks' });
       fidelity.push({ item: 'vCPUs, memory, NICs, boot', status: 'dropped', reason: 'a bare disk file carries no VM settings; use .ova to keep them' });
     } else {
       await mkdir(work);
@@ -242,7 +284,12 @@ export async function exportImage(images: ImageStore, name: string, req: ExportR
           signal: ctx?.signal,
           onProgress: (f) => {
             const bytesDone = done + Math.round(f * (d.virtualSize ?? 0));
-            ctx?.progress({ phase: `writing disk ${i + 1} (stream-optimized VMDK)`, percent: Math.round((bytesDone / Math.max(1, totalVirtual)) * 70), bytesDone, bytesTotal: totalVirtual });
+            ctx?.progress({
+              phase: `writing disk ${i + 1} (stream-optimized VMDK)`,
+              percent: Math.round((bytesDone / Math.max(1, totalVirtual)) * 70),
+              bytesDone,
+              bytesTotal: totalVirtual,
+            });
           },
         });
         done += d.virtualSize ?? 0;
@@ -263,7 +310,12 @@ export async function exportImage(images: ImageStore, name: string, req: ExportR
           files.push({ name: initrd.href, path: p, size: initrd.size });
         }
         boot = { kernel, initrd, cmdline: image.boot.cmdline };
-        fidelity.push({ item: 'firmware', value: 'direct kernel boot: kernel + initrd stored in the OVA (vmkit:BootSection, ovf:required="false")', status: 'mapped', reason: 'VirtualBox/VMware ignore the section and boot the disk with BIOS, which needs a boot loader on the disk' });
+        fidelity.push({
+          item: 'firmware',
+          value: 'direct kernel boot: kernel + initrd stored in the OVA (vmkit:BootSection, ovf:required="false")',
+          status: 'mapped',
+          reason: 'VirtualBox/VMware ignore the section and boot the disk with BIOS, which needs a boot loader on the disk',
+        });
       } else {
         fidelity.push({ item: 'firmware', value: 'BIOS', status: 'mapped' });
       }
@@ -291,10 +343,15 @@ export async function exportImage(images: ImageStore, name: string, req: ExportR
       const all = [hashed[0]!, { name: `${stem}.mf`, size: mfSize, later: manifest }, ...hashed.slice(1)];
       const tarTotal = all.reduce((s, f) => s + f.size, 0);
       let written = 0;
-      await writeTar(partial, all, (n) => {
-        written += n;
-        ctx?.progress({ phase: 'writing the OVA', percent: 70 + Math.round((written / Math.max(1, tarTotal)) * 29), bytesDone: written, bytesTotal: tarTotal });
-      }, ctx?.signal);
+      await writeTar(
+        partial,
+        all,
+        (n) => {
+          written += n;
+          ctx?.progress({ phase: 'writing the OVA', percent: 70 + Math.round((written / Math.max(1, tarTotal)) * 29), bytesDone: written, bytesTotal: tarTotal });
+        },
+        ctx?.signal,
+      );
     }
     ctx?.checkCancelled();
     await rename(partial, req.path);

@@ -156,7 +156,9 @@ export function buildOvf(b: OvfBuild): string {
   const diskEls: string[] = [];
   b.disks.forEach((d, i) => {
     refs.push(`    <File ovf:id="file${i + 1}" ovf:href="${e(d.href)}" ovf:size="${d.size}"/>`);
-    diskEls.push(`    <Disk ovf:capacity="${d.capacity}" ovf:capacityAllocationUnits="byte" ovf:diskId="vmdisk${i + 1}" ovf:fileRef="file${i + 1}" ovf:format="${VMDK_STREAM_FORMAT}"/>`);
+    diskEls.push(
+      `    <Disk ovf:capacity="${d.capacity}" ovf:capacityAllocationUnits="byte" ovf:diskId="vmdisk${i + 1}" ovf:fileRef="file${i + 1}" ovf:format="${VMDK_STREAM_FORMAT}"/>`,
+    );
   });
   if (b.boot) {
     refs.push(`    <File ovf:id="kernel" ovf:href="${e(b.boot.kernel.href)}" ovf:size="${b.boot.kernel.size}"/>`);
@@ -169,15 +171,43 @@ export function buildOvf(b: OvfBuild): string {
       .map(([k, v]) => `        <rasd:${k}>${e(String(v))}</rasd:${k}>`)
       .join('\n')}\n      </Item>`;
   const items: string[] = [];
-  items.push(item({ AllocationUnits: 'hertz * 10^6', Description: 'Number of virtual CPUs', ElementName: `${b.cpus} virtual CPU(s)`, InstanceID: id++, ResourceType: 3, VirtualQuantity: b.cpus }));
-  items.push(item({ AllocationUnits: 'byte * 2^20', Description: 'Memory Size', ElementName: `${b.memoryMiB}MB of memory`, InstanceID: id++, ResourceType: 4, VirtualQuantity: b.memoryMiB }));
+  items.push(
+    item({
+      AllocationUnits: 'hertz * 10^6',
+      Description: 'Number of virtual CPUs',
+      ElementName: `${b.cpus} virtual CPU(s)`,
+      InstanceID: id++,
+      ResourceType: 3,
+      VirtualQuantity: b.cpus,
+    }),
+  );
+  items.push(
+    item({
+      AllocationUnits: 'byte * 2^20',
+      Description: 'Memory Size',
+      ElementName: `${b.memoryMiB}MB of memory`,
+      InstanceID: id++,
+      ResourceType: 4,
+      VirtualQuantity: b.memoryMiB,
+    }),
+  );
   const ide = id++;
   items.push(item({ Address: 0, Description: 'IDE Controller', ElementName: 'ideController0', InstanceID: ide, ResourceSubType: 'PIIX4', ResourceType: 5 }));
   b.disks.forEach((_d, i) => {
     items.push(item({ AddressOnParent: i, ElementName: `disk${i + 1}`, HostResource: `ovf:/disk/vmdisk${i + 1}`, InstanceID: id++, Parent: ide, ResourceType: 17 }));
   });
   b.nics.forEach((m, i) => {
-    items.push(item({ AddressOnParent: i + 2, AutomaticAllocation: 'true', Connection: 'NAT', ElementName: `Ethernet adapter ${i + 1}`, InstanceID: id++, ResourceSubType: SUBTYPE_OF[m], ResourceType: 10 }));
+    items.push(
+      item({
+        AddressOnParent: i + 2,
+        AutomaticAllocation: 'true',
+        Connection: 'NAT',
+        ElementName: `Ethernet adapter ${i + 1}`,
+        InstanceID: id++,
+        ResourceSubType: SUBTYPE_OF[m],
+        ResourceType: 10,
+      }),
+    );
   });
   const boot = b.boot
     ? `

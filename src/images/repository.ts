@@ -128,9 +128,11 @@ export class RepositoryManager {
     } catch {
       throw vmkitError('VMKIT_INVALID_ARGUMENT', `"${r.url}" is not a URL.`, { hint: 'Example: vmkit repo add lab http://127.0.0.1:8444' });
     }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw vmkitError('VMKIT_INVALID_ARGUMENT', 'A repository URL is http:// or https://.', { hint: 'Example: http://127.0.0.1:8444' });
+    if (url.protocol !== 'http:' && url.protocol !== 'https:')
+      throw vmkitError('VMKIT_INVALID_ARGUMENT', 'A repository URL is http:// or https://.', { hint: 'Example: http://127.0.0.1:8444' });
     const list = await this.remotes();
-    if (list.some((x) => x.name === r.name)) throw vmkitError('VMKIT_ALREADY_EXISTS', `A repository named "${r.name}" exists.`, { hint: `Remove it first ("vmkit repo remove ${r.name}").` });
+    if (list.some((x) => x.name === r.name))
+      throw vmkitError('VMKIT_ALREADY_EXISTS', `A repository named "${r.name}" exists.`, { hint: `Remove it first ("vmkit repo remove ${r.name}").` });
     const remote: Remote = { name: r.name, url: url.toString().replace(/\/$/, ''), ...(r.token ? { token: r.token } : {}) };
     await this.fetchIndex(remote);
     list.push(remote);
@@ -316,7 +318,12 @@ export class RepositoryManager {
       try {
         for (const f of entry.files) {
           const src = join(this.uploads, f.sha256);
-          if (!(await stat(src).then((s) => s.size === f.size, () => false))) {
+          if (
+            !(await stat(src).then(
+              (s) => s.size === f.size,
+              () => false,
+            ))
+          ) {
             await rm(tmp, { recursive: true, force: true });
             return json(400, { error: `blob ${f.sha256} (${f.file}) was not uploaded` });
           }
@@ -384,8 +391,17 @@ export class RepositoryManager {
     try {
       for (const f of entry.files) {
         const part = join(this.downloads, `${f.sha256}.part`);
-        await this.download(remote, f, part, (n) =>
-          ctx?.progress({ phase: `downloading ${f.file}`, percent: Math.min(99, Math.round(((before + n) / Math.max(1, total)) * 100)), bytesDone: before + n, bytesTotal: total }),
+        await this.download(
+          remote,
+          f,
+          part,
+          (n) =>
+            ctx?.progress({
+              phase: `downloading ${f.file}`,
+              percent: Math.min(99, Math.round(((before + n) / Math.max(1, total)) * 100)),
+              bytesDone: before + n,
+              bytesTotal: total,
+            }),
           ctx,
         );
         before += f.size;
@@ -414,7 +430,10 @@ export class RepositoryManager {
     let lastError: unknown;
     for (let attempt = 0; attempt < 5; attempt++) {
       ctx?.checkCancelled();
-      const have = await stat(part).then((s) => s.size, () => 0);
+      const have = await stat(part).then(
+        (s) => s.size,
+        () => 0,
+      );
       if (have > f.size) await rm(part, { force: true });
       if (have === f.size) return;
       const from = have > f.size ? 0 : have;
@@ -449,7 +468,10 @@ export class RepositoryManager {
   /** Uploads an image's files (content-addressed) and then its metadata to a writable repository. */
   async push(imageName: string, repoName: string, ctx?: OperationContext): Promise<{ repo: string; image: string }> {
     const remote = await this.remote(repoName);
-    if (!remote.token) throw vmkitError('VMKIT_INVALID_ARGUMENT', `Repository ${repoName} has no token; pushing needs one.`, { hint: `Re-add it with "vmkit repo add ${repoName} URL --token TOKEN".` });
+    if (!remote.token)
+      throw vmkitError('VMKIT_INVALID_ARGUMENT', `Repository ${repoName} has no token; pushing needs one.`, {
+        hint: `Re-add it with "vmkit repo add ${repoName} URL --token TOKEN".`,
+      });
     const image = await this.images.get(imageName);
     const files: RepoFile[] = [];
     for (const f of imageFiles(image)) {
@@ -463,7 +485,9 @@ export class RepositoryManager {
       ctx?.checkCancelled();
       const body = createReadStream(this.images.file(image, f.file), { highWaterMark: 1024 * 1024 });
       const start = done;
-      body.on('data', (c) => ctx?.progress({ phase: `uploading ${f.file}`, percent: Math.min(99, Math.round(((done += c.length) / Math.max(1, total)) * 100)), bytesDone: done, bytesTotal: total }));
+      body.on('data', (c) =>
+        ctx?.progress({ phase: `uploading ${f.file}`, percent: Math.min(99, Math.round(((done += c.length) / Math.max(1, total)) * 100)), bytesDone: done, bytesTotal: total }),
+      );
       const res = await fetch(`${remote.url}/blobs/${f.sha256}`, {
         method: 'PUT',
         headers: { ...auth, 'content-type': 'application/octet-stream', 'content-length': String(f.size) },

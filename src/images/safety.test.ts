@@ -91,7 +91,10 @@ describe('untrusted image files (crafted)', () => {
     const text = Buffer.alloc(len);
     readSync(fd, text, 0, len, off);
     closeSync(fd);
-    const edited = text.toString('latin1').replace(/\0+$/, '').replace(/(RW \d+ SPARSE "[^"]*")/, '$1\nRW 2048 FLAT "/etc/passwd" 0');
+    const edited = text
+      .toString('latin1')
+      .replace(/\0+$/, '')
+      .replace(/(RW \d+ SPARSE "[^"]*")/, '$1\nRW 2048 FLAT "/etc/passwd" 0');
     patch(s, off, Buffer.from(edited.padEnd(len, '\0'), 'latin1'));
     await assert.rejects(inspectUntrusted(s), { code: 'VMKIT_IMAGE_UNSAFE', message: /extent/ });
     const t = join(dir, 'sub-evil.vmdk');

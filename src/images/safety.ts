@@ -70,7 +70,10 @@ export function decideFormat(path: string, head: Buffer, declared?: string): For
   }
   const magic = detectMagic(head);
   if (magic === 'vmdk-descriptor') {
-    unsafe(`${path} is a VMDK descriptor: its extents are other files, which vmkit does not open.`, 'Convert it to a monolithicSparse or streamOptimized VMDK (or qcow2) on the machine it comes from.');
+    unsafe(
+      `${path} is a VMDK descriptor: its extents are other files, which vmkit does not open.`,
+      'Convert it to a monolithicSparse or streamOptimized VMDK (or qcow2) on the machine it comes from.',
+    );
   }
   if (fmt === 'raw') {
     if (magic !== 'unknown' && declared !== 'raw') {
@@ -143,7 +146,8 @@ async function checkVmdk(head: Buffer, readAt: (offset: number, length: number) 
     unsafe(`VMDK subtype "${d.createType ?? 'none'}" is not accepted (only monolithicSparse and streamOptimized).`);
   }
   if ((d.parentCID && d.parentCID !== 'ffffffff') || d.parentHint) unsafe('The VMDK is a delta disk of a parent file.');
-  if (d.extents.length !== 1 || d.extents[0]!.kind !== 'SPARSE') unsafe(`The VMDK descriptor lists ${d.extents.length} extent(s) (${d.extents.map((e) => `${e.kind} "${e.file}"`).join(', ')}); only one embedded sparse extent is accepted.`);
+  if (d.extents.length !== 1 || d.extents[0]!.kind !== 'SPARSE')
+    unsafe(`The VMDK descriptor lists ${d.extents.length} extent(s) (${d.extents.map((e) => `${e.kind} "${e.file}"`).join(', ')}); only one embedded sparse extent is accepted.`);
 }
 
 async function checkVdi(head: Buffer): Promise<void> {
@@ -183,7 +187,10 @@ export interface InspectedFile {
 /** Everything vmkit checks before it converts an untrusted file: format, header, qemu-img info. */
 export async function inspectUntrusted(path: string, declared?: string): Promise<InspectedFile> {
   const st = await stat(path).catch(() => undefined);
-  if (!st) throw vmkitError('VMKIT_FILE_NOT_FOUND', `${path} does not exist on the daemon's host.`, { hint: 'Give a path on the machine the daemon runs on (the CLI sends absolute paths).' });
+  if (!st)
+    throw vmkitError('VMKIT_FILE_NOT_FOUND', `${path} does not exist on the daemon's host.`, {
+      hint: 'Give a path on the machine the daemon runs on (the CLI sends absolute paths).',
+    });
   if (!st.isFile()) throw vmkitError('VMKIT_FILE_NOT_FOUND', `${path} is not a regular file.`, { hint: 'Import a disk image or OVA file.' });
   const fh = await open(path, 'r');
   try {

@@ -37,7 +37,10 @@ function parseNumber(b: Buffer, from: number, len: number): number {
     if (n > BigInt(Number.MAX_SAFE_INTEGER)) unsafe('a member size is out of range');
     return Number(n);
   }
-  const s = f.toString('latin1').replace(/[\0 ]+$/g, '').replace(/^ +/, '');
+  const s = f
+    .toString('latin1')
+    .replace(/[\0 ]+$/g, '')
+    .replace(/^ +/, '');
   if (s === '') return 0;
   if (!/^[0-7]+$/.test(s)) unsafe(`a header has a malformed number "${s}"`);
   return parseInt(s, 8);

@@ -96,7 +96,10 @@ export class Cloning {
       throw vmkitError('VMKIT_ALREADY_EXISTS', `An instance named "${cloneName}" already exists.`, { hint: 'Choose another name.' });
     }
     const image = await images.get(src.image);
-    const nics = await this.nics.allocate(src.nics.map((n) => ({ network: n.network, model: n.model })), image);
+    const nics = await this.nics.allocate(
+      src.nics.map((n) => ({ network: n.network, model: n.model })),
+      image,
+    );
     const now = new Date().toISOString();
     return {
       id: randomBytes(6).toString('hex'),
@@ -148,7 +151,8 @@ export class Cloning {
           ctx?.progress({ phase: `copying snapshot ${snapshot}`, percent: 0, bytesDone: 0, bytesTotal: total });
           await exportSnapshotVolume(srcDisk, snapshot, join(dir, 'root.qcow2'), base, {
             signal: ctx?.signal,
-            onProgress: (f) => ctx?.progress({ phase: `copying snapshot ${snapshot}`, percent: Math.min(99, Math.round(f * 100)), bytesDone: Math.round(f * total), bytesTotal: total }),
+            onProgress: (f) =>
+              ctx?.progress({ phase: `copying snapshot ${snapshot}`, percent: Math.min(99, Math.round(f * 100)), bytesDone: Math.round(f * total), bytesTotal: total }),
           });
           ctx?.checkCancelled();
           await registry.insertRow(inst);

@@ -1,13 +1,7 @@
 import { vmkitError } from '../errors.js';
 import type { PortForward } from '../domain/types.js';
 import { hostfwdRule } from '../qemu/argv.js';
-import {
-  assertHostPortFree,
-  describeForward,
-  forwardsCollide,
-  normalizeForward,
-  type ForwardRequest,
-} from '../network/forwards.js';
+import { assertHostPortFree, describeForward, forwardsCollide, normalizeForward, type ForwardRequest } from '../network/forwards.js';
 import type { InstanceContext } from './registry.js';
 
 /**
@@ -26,9 +20,7 @@ export class Forwards {
     const { registry, events, peers } = this.shared;
     return registry.withLock(name, async () => {
       const inst = await registry.load(name);
-      const nic = req.nic
-        ? inst.nics.find((n) => n.id === req.nic)
-        : (inst.nics.find((n) => n.network === 'user') ?? inst.nics.find((n) => n.ipv4));
+      const nic = req.nic ? inst.nics.find((n) => n.id === req.nic) : (inst.nics.find((n) => n.network === 'user') ?? inst.nics.find((n) => n.ipv4));
       if (!nic || (nic.network !== 'user' && !nic.ipv4)) {
         throw vmkitError('VMKIT_INVALID_ARGUMENT', `Instance "${name}" has no ${req.nic ? `NIC ${req.nic} with an address` : 'user-mode or nat NIC'} to forward to.`, {
           hint: 'Forwards go to a user-mode NIC or to a NIC with an address on a nat network.',
@@ -74,9 +66,7 @@ export class Forwards {
     const { registry, events, peers } = this.shared;
     return registry.withLock(name, async () => {
       const inst = await registry.load(name);
-      const idx = inst.forwards.findIndex(
-        (f) => f.hostPort === hostPort && f.proto === proto && (!hostAddress || f.hostAddress === hostAddress),
-      );
+      const idx = inst.forwards.findIndex((f) => f.hostPort === hostPort && f.proto === proto && (!hostAddress || f.hostAddress === hostAddress));
       if (idx < 0) {
         throw vmkitError('VMKIT_FORWARD_NOT_FOUND', `Instance "${name}" has no ${proto} forward from host port ${hostPort}.`, {
           hint: `"vmkit forward list ${name}" shows its forwards.`,

@@ -13,16 +13,7 @@ import { Nics } from './nics.js';
 import { Provisioning } from './provision.js';
 import { Recovery } from './recovery.js';
 import { InstanceRegistry, type InstanceContext, type InstancePeers } from './registry.js';
-import type {
-  CreateInstanceRequest,
-  HostEnvironment,
-  InstanceAccess,
-  InstanceNetworking,
-  InstanceOwnership,
-  NicRequest,
-  StopOptions,
-  SuspendHandler,
-} from './types.js';
+import type { CreateInstanceRequest, HostEnvironment, InstanceAccess, InstanceNetworking, InstanceOwnership, NicRequest, StopOptions, SuspendHandler } from './types.js';
 
 export type {
   CreateInstanceRequest,

@@ -42,9 +42,7 @@ export class Provisioning {
       const { cpus, memoryMiB } = sizeFor(req, image);
       const nics = await this.nics.allocate(req.nics ?? [{}], image);
       const forwardNic = nics.find((n) => n.network === 'user') ?? nics.find((n) => n.ipv4) ?? nics[0]!;
-      const forwards = (req.forwards ?? []).map((f) =>
-        normalizeForward({ ...f, allowPrivileged: f.allowPrivileged ?? req.allowPrivileged }, forwardNic.id),
-      );
+      const forwards = (req.forwards ?? []).map((f) => normalizeForward({ ...f, allowPrivileged: f.allowPrivileged ?? req.allowPrivileged }, forwardNic.id));
       if (forwards.length > 0 && forwardNic.network !== 'user') await peers.networking?.assertForwardable(forwardNic.network);
       if (forwards.some((f) => f.floating) && forwardNic.network === 'user') throw floatingNeedsNat();
       this.forwards.assertNoSelfCollision(forwards);

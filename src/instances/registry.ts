@@ -75,9 +75,11 @@ export class InstanceRegistry {
     const next = prev.catch(() => undefined).then(fn);
     this.locks.set(name, next);
     // The failure goes to this call's caller (returned below); the clean-up must not re-raise it.
-    void next.finally(() => {
-      if (this.locks.get(name) === next) this.locks.delete(name);
-    }).catch(() => undefined);
+    void next
+      .finally(() => {
+        if (this.locks.get(name) === next) this.locks.delete(name);
+      })
+      .catch(() => undefined);
     return next;
   }
 
@@ -139,7 +141,10 @@ export class InstanceRegistry {
   }
 
   rootDisk(inst: Instance): string {
-    return this.diskPath(inst, inst.disks.find((d) => d.name === 'root')!);
+    return this.diskPath(
+      inst,
+      inst.disks.find((d) => d.name === 'root')!,
+    );
   }
 
   view(inst: Instance): InstanceView {

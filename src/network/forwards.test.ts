@@ -6,7 +6,11 @@ import { assertHostPortFree, forwardsCollide, normalizeForward } from './forward
 describe('port forwards', () => {
   it('fills defaults', () => {
     assert.deepEqual(normalizeForward({ hostPort: 8080, guestPort: 80 }, 'nic0'), {
-      proto: 'tcp', hostAddress: '127.0.0.1', hostPort: 8080, guestPort: 80, nic: 'nic0',
+      proto: 'tcp',
+      hostAddress: '127.0.0.1',
+      hostPort: 8080,
+      guestPort: 80,
+      nic: 'nic0',
     });
   });
   it('rejects bad ports, addresses and privileged ports without permission', () => {

@@ -49,7 +49,7 @@ export function normalizeForward(req: ForwardRequest, nic: string): PortForward 
   if (req.floating) {
     if (!req.hostAddress || hostAddress === '0.0.0.0' || hostAddress.startsWith('127.')) {
       throw vmkitError('VMKIT_INVALID_ARGUMENT', 'A floating forward needs its own address (not 0.0.0.0 or loopback).', {
-        hint: 'Give a free address of the hosts\' network, e.g. --forward 10.0.0.100:8080:80 --floating.',
+        hint: "Give a free address of the hosts' network, e.g. --forward 10.0.0.100:8080:80 --floating.",
       });
     }
     return { proto, hostAddress, hostPort, guestPort, nic, floating: true };

@@ -10,17 +10,7 @@ import type { EventBus } from '../operations/events.js';
 import * as bridge from './bridge.js';
 import * as nft from './nftables.js';
 import * as dns from './dnsmasq.js';
-import {
-  allocateAddress,
-  bridgeName,
-  cidrsOverlap,
-  ipToInt,
-  parseCidr,
-  tapName,
-  validateNetworkRequest,
-  type CreateNetworkRequest,
-  type Network,
-} from './network.js';
+import { allocateAddress, bridgeName, cidrsOverlap, ipToInt, parseCidr, tapName, validateNetworkRequest, type CreateNetworkRequest, type Network } from './network.js';
 import type { NetworkNicView, NetworkView } from './types.js';
 
 export type { NetworkNicView, NetworkView } from './types.js';
@@ -44,7 +34,9 @@ export interface NicAddressing {
  * without waiting for its ARP cache to expire.
  */
 export function bridgeMac(n: Pick<Network, 'name' | 'subnet'>): string {
-  const h = createHash('sha256').update(`${n.name}/${n.subnet ?? ''}`).digest();
+  const h = createHash('sha256')
+    .update(`${n.name}/${n.subnet ?? ''}`)
+    .digest();
   return ['02', ...[...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
 }
 
@@ -206,9 +198,13 @@ export class NetworkManager {
     }
     const addrs = link.addresses.filter((a) => a.family === 'inet' || (a.family === 'inet6' && !a.local.startsWith('fe80')));
     if (addrs.length > 0) {
-      throw vmkitError('VMKIT_UPLINK_HAS_ADDRESS', `The uplink "${uplink}" carries the address ${addrs.map((a) => `${a.local}/${a.prefixlen}`).join(', ')}; putting it in a bridge would cut the host off.`, {
-        hint: 'Use an interface without an address, or move its address to another interface first.',
-      });
+      throw vmkitError(
+        'VMKIT_UPLINK_HAS_ADDRESS',
+        `The uplink "${uplink}" carries the address ${addrs.map((a) => `${a.local}/${a.prefixlen}`).join(', ')}; putting it in a bridge would cut the host off.`,
+        {
+          hint: 'Use an interface without an address, or move its address to another interface first.',
+        },
+      );
     }
   }
 
@@ -315,7 +311,10 @@ export class NetworkManager {
       const nets = await this.networks();
       for (const nic of inst.nics.filter((x) => x.network !== 'user')) {
         const n = nets.find((x) => x.name === nic.network);
-        if (!n) throw vmkitError('VMKIT_NETWORK_NOT_FOUND', `NIC ${nic.id} of "${inst.name}" is on network "${nic.network}", which does not exist.`, { hint: 'Create the network again or remove the NIC.' });
+        if (!n)
+          throw vmkitError('VMKIT_NETWORK_NOT_FOUND', `NIC ${nic.id} of "${inst.name}" is on network "${nic.network}", which does not exist.`, {
+            hint: 'Create the network again or remove the NIC.',
+          });
         await bridge.ensureTap(tapName(inst.id, nic.id), n.bridge);
       }
       const insts = await this.instances();
@@ -385,9 +384,7 @@ export class NetworkManager {
       }
       for (const n of nets) await this.realize(n, insts);
       const wantedBridges = new Set(nets.map((n) => n.bridge));
-      const wantedTaps = new Set(
-        insts.filter((i) => isActive(i.state)).flatMap((i) => i.nics.filter((x) => x.network !== 'user').map((x) => tapName(i.id, x.id))),
-      );
+      const wantedTaps = new Set(insts.filter((i) => isActive(i.state)).flatMap((i) => i.nics.filter((x) => x.network !== 'user').map((x) => tapName(i.id, x.id))));
       const have = await bridge.listVmkitLinks();
       for (const t of have.taps) if (!wantedTaps.has(t)) await bridge.deleteLink(t);
       for (const b of have.bridges) if (!wantedBridges.has(b)) await bridge.deleteLink(b);

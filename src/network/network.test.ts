@@ -47,10 +47,19 @@ describe('network model', () => {
     const n = net();
     assert.equal(allocateAddress(n, new Set()), '10.80.0.100');
     assert.equal(allocateAddress(n, new Set(['10.80.0.100'])), '10.80.0.101');
-    assert.throws(() => allocateAddress(n, new Set(['10.80.0.100', '10.80.0.101', '10.80.0.102'])), (e: Error & { code?: string }) => e.code === 'VMKIT_POOL_EXHAUSTED');
+    assert.throws(
+      () => allocateAddress(n, new Set(['10.80.0.100', '10.80.0.101', '10.80.0.102'])),
+      (e: Error & { code?: string }) => e.code === 'VMKIT_POOL_EXHAUSTED',
+    );
     assert.equal(allocateAddress(n, new Set(), '10.80.0.10'), '10.80.0.10');
-    assert.throws(() => allocateAddress(n, new Set(['10.80.0.10']), '10.80.0.10'), (e: Error & { code?: string }) => e.code === 'VMKIT_ADDRESS_IN_USE');
-    assert.throws(() => allocateAddress(n, new Set(), '10.80.0.1'), (e: Error & { code?: string }) => e.code === 'VMKIT_ADDRESS_IN_USE');
+    assert.throws(
+      () => allocateAddress(n, new Set(['10.80.0.10']), '10.80.0.10'),
+      (e: Error & { code?: string }) => e.code === 'VMKIT_ADDRESS_IN_USE',
+    );
+    assert.throws(
+      () => allocateAddress(n, new Set(), '10.80.0.1'),
+      (e: Error & { code?: string }) => e.code === 'VMKIT_ADDRESS_IN_USE',
+    );
     assert.throws(() => allocateAddress(n, new Set(), '10.80.1.5'), /outside network "lan"/);
     assert.throws(() => allocateAddress(n, new Set(), '10.80.0.255'), /outside/);
   });

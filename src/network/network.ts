@@ -158,7 +158,7 @@ export function validateNetworkRequest(req: CreateNetworkRequest): Omit<Network,
       throw vmkitError('VMKIT_INVALID_ARGUMENT', 'A bridged network needs an uplink interface.', { hint: 'Pass --uplink IFACE (a host interface without an address).' });
     }
     if (req.subnet || req.dhcpRange || req.dhcp || req.dns) {
-      throw vmkitError('VMKIT_INVALID_ARGUMENT', 'A bridged network takes no subnet, DHCP or DNS: guests get them from the uplink\'s LAN.', {
+      throw vmkitError('VMKIT_INVALID_ARGUMENT', "A bridged network takes no subnet, DHCP or DNS: guests get them from the uplink's LAN.", {
         hint: 'Drop --subnet/--dhcp-range/--dhcp/--dns.',
       });
     }
@@ -205,7 +205,7 @@ export function allocateAddress(n: Network, taken: ReadonlySet<string>, requeste
   if (!n.subnet || !n.hostAddress) {
     if (requested) {
       throw vmkitError('VMKIT_INVALID_ARGUMENT', `Network "${n.name}" (${n.mode}) has no subnet vmkit manages, so it cannot give a static address.`, {
-        hint: n.mode === 'bridged' ? 'Configure the address on the LAN\'s DHCP server.' : 'Create the network with --subnet.',
+        hint: n.mode === 'bridged' ? "Configure the address on the LAN's DHCP server." : 'Create the network with --subnet.',
       });
     }
     return '';

@@ -10,7 +10,7 @@ const mk = (name: string, mode: Network['mode'], subnet?: string): Network => ({
 });
 
 describe('nftables ruleset (golden)', () => {
-  it('renders masquerade, isolation, forwards and anti-spoofing in vmkit\'s own tables', () => {
+  it("renders masquerade, isolation, forwards and anti-spoofing in vmkit's own tables", () => {
     const text = renderRuleset({
       networks: [mk('lan', 'nat', '10.80.0.0/24'), mk('be', 'internal', '10.82.0.0/24')],
       nics: [{ tap: 'vmkt-abcdef0-0', mac: '52:54:00:00:00:01', ipv4: '10.80.0.100', bridge: 'vmkbr-lan' }],

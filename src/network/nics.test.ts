@@ -14,8 +14,19 @@ const nics: Nic[] = [
 describe('NICs on vmkit networks', () => {
   it('attaches taps made by vmkit (no helper scripts) with the model the guest sees', () => {
     const argv = buildQemuArgv({
-      qemuBinary: 'qemu', name: 'w', instanceId: '0123456789ab', accel: 'tcg', cpus: 1, memoryMiB: 128, disks: [], nics, forwards: [],
-      taps: { nic0: 'vmkt-0123456-0', nic1: 'vmkt-0123456-1' }, runDir: '/r', consoleLog: '/c', startPaused: true,
+      qemuBinary: 'qemu',
+      name: 'w',
+      instanceId: '0123456789ab',
+      accel: 'tcg',
+      cpus: 1,
+      memoryMiB: 128,
+      disks: [],
+      nics,
+      forwards: [],
+      taps: { nic0: 'vmkt-0123456-0', nic1: 'vmkt-0123456-1' },
+      runDir: '/r',
+      consoleLog: '/c',
+      startPaused: true,
     }).join(' ');
     assert.match(argv, /-netdev tap,id=nic0,ifname=vmkt-0123456-0,script=no,downscript=no -device virtio-net-pci,netdev=nic0,mac=52:54:00:00:00:01,id=nic0-dev/);
     assert.match(argv, /-netdev tap,id=nic1,ifname=vmkt-0123456-1,script=no,downscript=no -device e1000,netdev=nic1,mac=52:54:00:00:00:02/);
@@ -25,7 +36,10 @@ describe('NICs on vmkit networks', () => {
   it('writes static addresses (with prefix, gateway, DNS) to the config drive; reservations stay DHCP', () => {
     const text = networkConfig({ instanceId: 'i', hostname: 'h', nics, addressing: { nic1: { prefix: 24, dns: ['10.82.0.1'] } } });
     assert.match(text, /nic0:\n {4}match:\n {6}macaddress: "52:54:00:00:00:01"\n {4}dhcp4: true/);
-    assert.match(text, /nic1:\n {4}match:\n {6}macaddress: "52:54:00:00:00:02"\n {4}dhcp4: false\n {4}addresses: \["10\.82\.0\.10\/24"\]\n {4}nameservers: \{addresses: \[10\.82\.0\.1\]\}/);
+    assert.match(
+      text,
+      /nic1:\n {4}match:\n {6}macaddress: "52:54:00:00:00:02"\n {4}dhcp4: false\n {4}addresses: \["10\.82\.0\.10\/24"\]\n {4}nameservers: \{addresses: \[10\.82\.0\.1\]\}/,
+    );
   });
   it('parses --nic specs', () => {
     assert.deepEqual(parseNicSpec('lan'), { network: 'lan' });

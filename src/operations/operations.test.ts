@@ -30,7 +30,13 @@ describe('OperationManager', () => {
 
   it('records failures with the error code and hint', async () => {
     const ops = new OperationManager(new EventBus());
-    const op = ops.start({ kind: 'k', description: 'd', run: async () => { throw vmkitError('VMKIT_PORT_IN_USE', 'busy', { hint: 'h' }); } });
+    const op = ops.start({
+      kind: 'k',
+      description: 'd',
+      run: async () => {
+        throw vmkitError('VMKIT_PORT_IN_USE', 'busy', { hint: 'h' });
+      },
+    });
     const done = await ops.wait(op.id, 5000);
     assert.equal(done.status, 'failure');
     assert.deepEqual(done.error, { code: 'VMKIT_PORT_IN_USE', message: 'busy', hint: 'h' });

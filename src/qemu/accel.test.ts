@@ -58,13 +58,11 @@ describe('probeAccelerator', () => {
     });
   });
 
-  it('falls back to TCG with QEMU\'s own error when the KVM guest cannot start', async () => {
+  it("falls back to TCG with QEMU's own error when the KVM guest cannot start", async () => {
     const fakeQemu = path.join(dir, 'qemu-kvm-broken');
-    writeFileSync(
-      fakeQemu,
-      '#!/bin/sh\necho "qemu-system-x86_64: warning: harmless" >&2\necho "qemu-system-x86_64: failed to initialize kvm: Permission denied" >&2\nexit 1\n',
-      { mode: 0o755 },
-    );
+    writeFileSync(fakeQemu, '#!/bin/sh\necho "qemu-system-x86_64: warning: harmless" >&2\necho "qemu-system-x86_64: failed to initialize kvm: Permission denied" >&2\nexit 1\n', {
+      mode: 0o755,
+    });
     const result = await probeAccelerator({ qemuBinary: fakeQemu });
     assert.equal(result.accel, 'tcg');
     assertConsistent(result);

@@ -102,9 +102,22 @@ async function tryKvmGuest(qemuBinary: string, timeoutMs: number): Promise<strin
     qemuBinary,
     // `-cpu host` as real instances use it: on some nested hosts KVM runs a guest with the
     // default CPU model but aborts on the host's MSRs.
-    ['-nodefaults', '-no-user-config', '-display', 'none', '-machine', 'pc,accel=kvm', '-cpu', 'host', '-m', '16', '-S',
+    [
+      '-nodefaults',
+      '-no-user-config',
+      '-display',
+      'none',
+      '-machine',
+      'pc,accel=kvm',
+      '-cpu',
+      'host',
+      '-m',
+      '16',
+      '-S',
       // Commas in an option value must be doubled for QEMU's option parser.
-      '-qmp', `unix:${socketPath.replaceAll(',', ',,')},server=on,wait=off`],
+      '-qmp',
+      `unix:${socketPath.replaceAll(',', ',,')},server=on,wait=off`,
+    ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let stderr = '';

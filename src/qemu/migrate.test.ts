@@ -23,7 +23,14 @@ function fakeTarget(steps: Array<[string, string]>): QmpClient {
 
 describe('incoming migration on the target', () => {
   it('waits while the state is still loading, then accepts a loaded, paused guest', async () => {
-    await awaitIncomingComplete(fakeTarget([['inmigrate', 'active'], ['inmigrate', 'active'], ['paused', 'active'], ['paused', 'completed']]));
+    await awaitIncomingComplete(
+      fakeTarget([
+        ['inmigrate', 'active'],
+        ['inmigrate', 'active'],
+        ['paused', 'active'],
+        ['paused', 'completed'],
+      ]),
+    );
   });
 
   it('refuses a QEMU that never received the state: cont would boot the guest afresh (a reboot)', async () => {

@@ -114,7 +114,14 @@ async function blockJobs(qmp: QmpClient): Promise<BlockJobInfo[]> {
 /** Starts one mirror per disk to the target's NBD exports; resolves when all are READY. */
 export async function startMirror(
   sourceQmp: QmpClient,
-  o: { host: string; port: number; nodes: Array<{ node: string; exportName: string }>; onProgress?: (done: number, total: number) => void; signal?: AbortSignal; sync?: 'full' | 'top' },
+  o: {
+    host: string;
+    port: number;
+    nodes: Array<{ node: string; exportName: string }>;
+    onProgress?: (done: number, total: number) => void;
+    signal?: AbortSignal;
+    sync?: 'full' | 'top';
+  },
 ): Promise<MirrorJob[]> {
   const jobs: MirrorJob[] = [];
   try {
@@ -124,14 +131,28 @@ export async function startMirror(
       const job: MirrorJob = { job: `mig-${n.node}`, node: n.node, targetNode };
       // write-blocking: once a block is copied, every guest write reaches the target before it
       // completes, so at switch-over nothing is left to flush.
-      await sourceQmp.execute('blockdev-mirror', { 'job-id': job.job, device: n.node, target: targetNode, sync: o.sync ?? 'full', 'copy-mode': 'write-blocking', 'auto-finalize': true, 'auto-dismiss': true });
+      await sourceQmp.execute('blockdev-mirror', {
+        'job-id': job.job,
+        device: n.node,
+        target: targetNode,
+        sync: o.sync ?? 'full',
+        'copy-mode': 'write-blocking',
+        'auto-finalize': true,
+        'auto-dismiss': true,
+      });
       jobs.push(job);
     }
     for (;;) {
       if (o.signal?.aborted) throw cancelledError();
       const list = (await blockJobs(sourceQmp)).filter((j) => jobs.some((x) => x.job === j.device));
-      if (list.length < jobs.length) throw vmkitError('VMKIT_MIGRATION_FAILED', 'A storage mirror ended before it was in sync (the target stopped answering?).', { hint: 'Check the network to the target and retry.' });
-      o.onProgress?.(list.reduce((a, j) => a + j.offset, 0), list.reduce((a, j) => a + j.len, 0));
+      if (list.length < jobs.length)
+        throw vmkitError('VMKIT_MIGRATION_FAILED', 'A storage mirror ended before it was in sync (the target stopped answering?).', {
+          hint: 'Check the network to the target and retry.',
+        });
+      o.onProgress?.(
+        list.reduce((a, j) => a + j.offset, 0),
+        list.reduce((a, j) => a + j.len, 0),
+      );
       if (list.every((j) => j.ready)) return jobs;
       await sleep(200);
     }

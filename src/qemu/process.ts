@@ -45,10 +45,7 @@ export async function launchQemu(argv: readonly string[], runDir: string, timeou
   });
   child.unref();
   try {
-    const qmp = await Promise.race([
-      connectWithRetry(join(runDir, RUN_FILES.qmp), { totalMs: timeoutMs, intervalMs: 20, signal: abort.signal }),
-      spawnError,
-    ]);
+    const qmp = await Promise.race([connectWithRetry(join(runDir, RUN_FILES.qmp), { totalMs: timeoutMs, intervalMs: 20, signal: abort.signal }), spawnError]);
     if (!child.pid) throw new Error('QEMU has no pid');
     return { pid: child.pid, qmp };
   } catch (err) {
@@ -61,10 +58,14 @@ export async function launchQemu(argv: readonly string[], runDir: string, timeou
     }
     if ((err as { code?: string }).code === 'VMKIT_QEMU_MISSING') throw err;
     const stderr = (await readFile(stderrPath, 'utf8').catch(() => '')).trim();
-    throw vmkitError('VMKIT_QEMU_FAILED', `QEMU did not start${exited ? ` (exit ${exited.code ?? exited.signal})` : ''}: ${stderr.split('\n').slice(-3).join(' ') || (err as Error).message}`, {
-      hint: 'See the instance\'s run folder (qemu.stderr) and "vmkit doctor".',
-      cause: err,
-    });
+    throw vmkitError(
+      'VMKIT_QEMU_FAILED',
+      `QEMU did not start${exited ? ` (exit ${exited.code ?? exited.signal})` : ''}: ${stderr.split('\n').slice(-3).join(' ') || (err as Error).message}`,
+      {
+        hint: 'See the instance\'s run folder (qemu.stderr) and "vmkit doctor".',
+        cause: err,
+      },
+    );
   }
 }
 

@@ -9,16 +9,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { VmkitError } from '../errors.js';
 import { findQemuBinary } from './accel.js';
-import {
-  QmpClient,
-  QmpClosedError,
-  QmpCommandError,
-  QmpConnectError,
-  QmpTimeoutError,
-  connectWithRetry,
-  type QmpCloseInfo,
-  type QmpEvent,
-} from './qmp.js';
+import { QmpClient, QmpClosedError, QmpCommandError, QmpConnectError, QmpTimeoutError, connectWithRetry, type QmpCloseInfo, type QmpEvent } from './qmp.js';
 
 type Request = { execute: string; arguments?: Record<string, unknown>; id?: unknown };
 
@@ -59,8 +50,7 @@ async function fakeQmp(
       socket,
       reply: (id, value) => send({ return: value, id }),
       fail: (id, errorClass, desc) => send({ id, error: { class: errorClass, desc } }),
-      event: (name, data) =>
-        send({ timestamp: { seconds: 1, microseconds: 2 }, event: name, ...(data ? { data } : {}) }),
+      event: (name, data) => send({ timestamp: { seconds: 1, microseconds: 2 }, event: name, ...(data ? { data } : {}) }),
     };
     if (options.greet !== false) send(GREETING);
     let buffer = '';
@@ -107,10 +97,11 @@ describe('QmpClient against a fake server', () => {
       }
     });
     const client = await QmpClient.connect(fake.socketPath);
-    const results = await Promise.all(
-      [1, 2, 3].map((n) => client.execute<{ echo: number }>('echo', { n })),
+    const results = await Promise.all([1, 2, 3].map((n) => client.execute<{ echo: number }>('echo', { n })));
+    assert.deepEqual(
+      results.map((r) => r.echo),
+      [1, 2, 3],
     );
-    assert.deepEqual(results.map((r) => r.echo), [1, 2, 3]);
     client.close();
     await fake.close();
   });
@@ -160,7 +151,10 @@ describe('QmpClient against a fake server', () => {
     const event = await guestShutdown;
     assert.equal(event.data.reason, 'guest-shutdown');
     assert.deepEqual(event.timestamp, { seconds: 1, microseconds: 2 });
-    assert.deepEqual(seen.map((e) => e.event), ['STOP', 'SHUTDOWN', 'SHUTDOWN']);
+    assert.deepEqual(
+      seen.map((e) => e.event),
+      ['STOP', 'SHUTDOWN', 'SHUTDOWN'],
+    );
     assert.deepEqual(seen[0]?.data, {});
     await assert.rejects(client.waitForEvent('NEVER', { timeoutMs: 30 }), QmpTimeoutError);
     client.close();
@@ -284,10 +278,7 @@ describe('connecting', () => {
 
   it('connectWithRetry gives up after totalMs with the last error', async () => {
     const started = Date.now();
-    await assert.rejects(
-      connectWithRetry(path.join(tempDir(), 'never.sock'), { totalMs: 200, intervalMs: 20 }),
-      QmpConnectError,
-    );
+    await assert.rejects(connectWithRetry(path.join(tempDir(), 'never.sock'), { totalMs: 200, intervalMs: 20 }), QmpConnectError);
     const elapsed = Date.now() - started;
     assert.ok(elapsed >= 150 && elapsed < 1500, `elapsed ${elapsed}`);
   });
@@ -303,8 +294,21 @@ describe('QmpClient against real QEMU', () => {
     const socketPath = path.join(tempDir(), 'qmp.sock');
     qemu = spawn(
       'qemu-system-x86_64',
-      ['-nodefaults', '-no-user-config', '-machine', 'pc,accel=tcg', '-m', '32', '-display', 'none', '-S',
-        '-netdev', 'user,id=net0', '-qmp', `unix:${socketPath},server=on,wait=off`],
+      [
+        '-nodefaults',
+        '-no-user-config',
+        '-machine',
+        'pc,accel=tcg',
+        '-m',
+        '32',
+        '-display',
+        'none',
+        '-S',
+        '-netdev',
+        'user,id=net0',
+        '-qmp',
+        `unix:${socketPath},server=on,wait=off`,
+      ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     qemu.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));

@@ -149,11 +149,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
       let connected = false;
       socket.once('connect', () => (connected = true));
       const onError = (err: NodeJS.ErrnoException): void => {
-        fail(
-          connected
-            ? new QmpClosedError('QMP connection failed during handshake', { cause: err })
-            : new QmpConnectError(socketPath, err.code, err),
-        );
+        fail(connected ? new QmpClosedError('QMP connection failed during handshake', { cause: err }) : new QmpConnectError(socketPath, err.code, err));
       };
       const onClose = (): void => fail(new QmpClosedError(`QMP socket ${socketPath} closed before the greeting`));
       const onData = (chunk: string): void => {
@@ -331,9 +327,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
       this.emit('event', {
         event: message.event,
         data: isRecord(message.data) ? message.data : {},
-        timestamp: isRecord(message.timestamp)
-          ? (message.timestamp as QmpEvent['timestamp'])
-          : { seconds: 0, microseconds: 0 },
+        timestamp: isRecord(message.timestamp) ? (message.timestamp as QmpEvent['timestamp']) : { seconds: 0, microseconds: 0 },
       });
       return;
     }

@@ -56,7 +56,10 @@ describe('QMP snapshot jobs', () => {
   it('start the job with an id, wait for it to conclude and dismiss it', async () => {
     const qmp = new FakeQmp();
     await runJob(qmp as unknown as QmpClient, 'snapshot-save', { tag: 's1', vmstate: 'root', devices: ['root'] });
-    assert.deepEqual(qmp.calls.map((c) => c.command), ['snapshot-save', 'query-jobs', 'job-dismiss']);
+    assert.deepEqual(
+      qmp.calls.map((c) => c.command),
+      ['snapshot-save', 'query-jobs', 'job-dismiss'],
+    );
     const save = qmp.calls[0]!.args!;
     assert.match(String(save['job-id']), /^vmkit-snapshot-save-[0-9a-f]{8}$/);
     assert.deepEqual({ ...save, 'job-id': 'x' }, { 'job-id': 'x', tag: 's1', vmstate: 'root', devices: ['root'] });

@@ -7,13 +7,7 @@ import type { OperationContext } from '../operations/operations.js';
 import type { QmpClient } from '../qemu/qmp.js';
 import { JOB_TIMEOUT_MS, ROOT_NODE, runJob, saveVm, settleJobs } from '../qemu/jobs.js';
 import type { Store } from '../store/store.js';
-import {
-  diskSnapshot,
-  fromQemuSnapshot,
-  listDiskSnapshots,
-  type InternalSnapshotInfo,
-  type QemuSnapshotJson,
-} from '../storage/qemu-img.js';
+import { diskSnapshot, fromQemuSnapshot, listDiskSnapshots, type InternalSnapshotInfo, type QemuSnapshotJson } from '../storage/qemu-img.js';
 
 /**
  * Checkpoints as internal qcow2 snapshots of the instance's root disk (see doc/snapshots.md).
@@ -368,9 +362,7 @@ export class SnapshotManager {
     }
     const names = (await this.store.list<Instance>('instances')).map((v) => v.key);
     for (const name of names) {
-      await this.access
-        .withLock(name, () => this.reconcile(name))
-        .catch((err: unknown) => console.error(`vmkitd: reconciling snapshots of ${name}: ${(err as Error).message}`));
+      await this.access.withLock(name, () => this.reconcile(name)).catch((err: unknown) => console.error(`vmkitd: reconciling snapshots of ${name}: ${(err as Error).message}`));
     }
   }
 

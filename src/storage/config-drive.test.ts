@@ -21,9 +21,17 @@ describe('config drive (NoCloud)', () => {
     assert.equal(
       networkConfig(input),
       [
-        'version: 2', 'ethernets:',
-        '  nic0:', '    match:', '      macaddress: "52:54:00:00:00:01"', '    dhcp4: true',
-        '  nic1:', '    match:', '      macaddress: "52:54:00:00:00:02"', '    dhcp4: false', '    addresses: ["10.0.0.5/24"]',
+        'version: 2',
+        'ethernets:',
+        '  nic0:',
+        '    match:',
+        '      macaddress: "52:54:00:00:00:01"',
+        '    dhcp4: true',
+        '  nic1:',
+        '    match:',
+        '      macaddress: "52:54:00:00:00:02"',
+        '    dhcp4: false',
+        '    addresses: ["10.0.0.5/24"]',
       ].join('\n') + '\n',
     );
     assert.deepEqual(mkfsArgv('/x.img'), ['mkfs.vfat', '-n', 'CIDATA', '-C', '/x.img', '1024']);

@@ -29,17 +29,46 @@ import {
 describe('qemu-img argv', () => {
   it('creates linked clones and inspects with the format named', () => {
     assert.deepEqual(linkedCloneArgv('/img/root.qcow2', 'qcow2', '/i/root.qcow2'), [
-      'qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', '/img/root.qcow2', '/i/root.qcow2',
+      'qemu-img',
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-F',
+      'qcow2',
+      '-b',
+      '/img/root.qcow2',
+      '/i/root.qcow2',
     ]);
     assert.deepEqual(infoArgv('/x.raw', 'raw'), ['qemu-img', 'info', '--output=json', '-f', 'raw', '/x.raw']);
-    assert.deepEqual(untrustedInfoArgv('/u.vmdk', 'vmdk'), [
-      'prlimit', '--cpu=30', `--as=${1024 ** 3}`, '--', 'qemu-img', 'info', '--output=json', '-f', 'vmdk', '/u.vmdk',
-    ]);
+    assert.deepEqual(untrustedInfoArgv('/u.vmdk', 'vmdk'), ['prlimit', '--cpu=30', `--as=${1024 ** 3}`, '--', 'qemu-img', 'info', '--output=json', '-f', 'vmdk', '/u.vmdk']);
     assert.deepEqual(convertArgv('/u.vdi', 'vdi', '/i/root.qcow2', 'qcow2', { untrusted: true }), [
-      'prlimit', '--cpu=3600', `--as=${2 * 1024 ** 3}`, '--', 'qemu-img', 'convert', '-p', '-f', 'vdi', '-O', 'qcow2', '/u.vdi', '/i/root.qcow2',
+      'prlimit',
+      '--cpu=3600',
+      `--as=${2 * 1024 ** 3}`,
+      '--',
+      'qemu-img',
+      'convert',
+      '-p',
+      '-f',
+      'vdi',
+      '-O',
+      'qcow2',
+      '/u.vdi',
+      '/i/root.qcow2',
     ]);
     assert.deepEqual(convertArgv('/i/root.qcow2', 'qcow2', '/o/d.vmdk', 'vmdk', { options: ['subformat=streamOptimized'] }), [
-      'qemu-img', 'convert', '-p', '-f', 'qcow2', '-O', 'vmdk', '-o', 'subformat=streamOptimized', '/i/root.qcow2', '/o/d.vmdk',
+      'qemu-img',
+      'convert',
+      '-p',
+      '-f',
+      'qcow2',
+      '-O',
+      'vmdk',
+      '-o',
+      'subformat=streamOptimized',
+      '/i/root.qcow2',
+      '/o/d.vmdk',
     ]);
     assert.deepEqual(flattenArgv('/a/root.qcow2', '/b/root.qcow2'), ['qemu-img', 'convert', '-p', '-f', 'qcow2', '-O', 'qcow2', '/a/root.qcow2', '/b/root.qcow2']);
     assert.deepEqual(rebaseArgv('/a/root.qcow2', '/a/layer.qcow2', 'qcow2'), ['qemu-img', 'rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', '/a/layer.qcow2', '/a/root.qcow2']);
@@ -49,19 +78,43 @@ describe('qemu-img argv', () => {
 
   it('creates, applies and deletes internal snapshots through --image-opts driver=qcow2', () => {
     const opts = 'driver=qcow2,file.driver=file,file.filename=/d/instances/ab/root.qcow2';
-    assert.deepEqual(snapshotArgv('create', '/d/instances/ab/root.qcow2', 'before-upgrade'), [
-      'qemu-img', 'snapshot', '-q', '-c', 'before-upgrade', '--image-opts', opts,
-    ]);
+    assert.deepEqual(snapshotArgv('create', '/d/instances/ab/root.qcow2', 'before-upgrade'), ['qemu-img', 'snapshot', '-q', '-c', 'before-upgrade', '--image-opts', opts]);
     assert.deepEqual(snapshotArgv('apply', '/d/instances/ab/root.qcow2', 's1'), ['qemu-img', 'snapshot', '-q', '-a', 's1', '--image-opts', opts]);
     assert.deepEqual(snapshotArgv('delete', '/d/instances/ab/root.qcow2', 's1'), ['qemu-img', 'snapshot', '-q', '-d', 's1', '--image-opts', opts]);
   });
 
   it('exports a snapshot state with the format named, sharing the lock of a running VM', () => {
     assert.deepEqual(snapshotExportArgv('/i/root.qcow2', 'snap1', '/j/root.qcow2', { file: '/img/root.qcow2', format: 'qcow2' }), [
-      'qemu-img', 'convert', '-p', '-U', '-f', 'qcow2', '-l', 'snapshot.name=snap1', '-O', 'qcow2', '-B', '/img/root.qcow2', '-F', 'qcow2', '/i/root.qcow2', '/j/root.qcow2',
+      'qemu-img',
+      'convert',
+      '-p',
+      '-U',
+      '-f',
+      'qcow2',
+      '-l',
+      'snapshot.name=snap1',
+      '-O',
+      'qcow2',
+      '-B',
+      '/img/root.qcow2',
+      '-F',
+      'qcow2',
+      '/i/root.qcow2',
+      '/j/root.qcow2',
     ]);
     assert.deepEqual(snapshotExportArgv('/i/root.qcow2', 'snap1', '/j/root.qcow2'), [
-      'qemu-img', 'convert', '-p', '-U', '-f', 'qcow2', '-l', 'snapshot.name=snap1', '-O', 'qcow2', '/i/root.qcow2', '/j/root.qcow2',
+      'qemu-img',
+      'convert',
+      '-p',
+      '-U',
+      '-f',
+      'qcow2',
+      '-l',
+      'snapshot.name=snap1',
+      '-O',
+      'qcow2',
+      '/i/root.qcow2',
+      '/j/root.qcow2',
     ]);
     assert.deepEqual(sharedInfoArgv('/i/root.qcow2'), ['qemu-img', 'info', '-U', '--output=json', '-f', 'qcow2', '/i/root.qcow2']);
   });
@@ -113,7 +166,9 @@ describe('qemu-img against the real program', () => {
       const ctrl = new AbortController();
       const t0 = Date.now();
       setTimeout(() => ctrl.abort(), 100);
-      await assert.rejects(convertVolume(src, 'raw', join(dir, 'c.vmdk'), 'vmdk', { options: ['subformat=streamOptimized'], signal: ctrl.signal }), { code: 'VMKIT_OPERATION_CANCELLED' });
+      await assert.rejects(convertVolume(src, 'raw', join(dir, 'c.vmdk'), 'vmdk', { options: ['subformat=streamOptimized'], signal: ctrl.signal }), {
+        code: 'VMKIT_OPERATION_CANCELLED',
+      });
       assert.ok(Date.now() - t0 < 3000, 'stopped promptly');
       ctrl.abort();
       await assert.rejects(convertVolume(src, 'raw', join(dir, 'd.qcow2'), 'qcow2', { signal: ctrl.signal }), { code: 'VMKIT_OPERATION_CANCELLED' });

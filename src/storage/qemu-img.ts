@@ -148,7 +148,13 @@ export function snapshotExportArgv(src: string, tag: string, dest: string, base?
   return argv;
 }
 
-export function exportSnapshotVolume(src: string, tag: string, dest: string, base: { file: string; format: VolumeFormat } | undefined, opts: Pick<ConvertOptions, 'onProgress' | 'signal'> = {}): Promise<void> {
+export function exportSnapshotVolume(
+  src: string,
+  tag: string,
+  dest: string,
+  base: { file: string; format: VolumeFormat } | undefined,
+  opts: Pick<ConvertOptions, 'onProgress' | 'signal'> = {},
+): Promise<void> {
   return runWithProgress(snapshotExportArgv(src, tag, dest, base), opts);
 }
 
@@ -203,7 +209,8 @@ async function runWithProgress(argv: string[], opts: Pick<ConvertOptions, 'onPro
     },
   }).catch((err: unknown) => {
     const e = asVmkitError(err);
-    if (e.code === 'VMKIT_OPERATION_CANCELLED') throw vmkitError('VMKIT_OPERATION_CANCELLED', 'Cancelled: qemu-img was stopped and its output removed.', { hint: 'Start the operation again.' });
+    if (e.code === 'VMKIT_OPERATION_CANCELLED')
+      throw vmkitError('VMKIT_OPERATION_CANCELLED', 'Cancelled: qemu-img was stopped and its output removed.', { hint: 'Start the operation again.' });
     throw e;
   });
   if (r.code !== 0) {

@@ -38,11 +38,14 @@ export class EtcdLeaseImpl implements EtcdLease {
       if (sentAt !== undefined && Number(res.TTL) > 0) this.expiresAt = Math.max(this.expiresAt, sentAt + Number(res.TTL) * 1000);
     });
     lease.on('lost', (err) => this.markLost(this.store.unavailable(`Lease ${id} was lost: ${err.message}`, err, { leaseLost: true })));
-    this.timer = setInterval(() => {
-      if (Date.now() >= this.expiresAt) {
-        this.markLost(this.store.unavailable(`Lease ${id} may have expired: no keepalive was answered for ${ttlSeconds} s.`, undefined, { leaseLost: true }));
-      }
-    }, Math.min(250, (ttlSeconds * 1000) / 8));
+    this.timer = setInterval(
+      () => {
+        if (Date.now() >= this.expiresAt) {
+          this.markLost(this.store.unavailable(`Lease ${id} may have expired: no keepalive was answered for ${ttlSeconds} s.`, undefined, { leaseLost: true }));
+        }
+      },
+      Math.min(250, (ttlSeconds * 1000) / 8),
+    );
     this.timer.unref();
   }
 

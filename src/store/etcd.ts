@@ -304,9 +304,7 @@ export class EtcdStore implements Store {
         return Number(res.header.revision);
       }
       const expect = options.expectRevision;
-      const res = await this.call(`put ${kind}/${key}`, false, (o) =>
-        this.client.kv.txn({ compare: [this.compare(k, expect)], success: [{ request_put: req }], failure: [] }, o),
-      );
+      const res = await this.call(`put ${kind}/${key}`, false, (o) => this.client.kv.txn({ compare: [this.compare(k, expect)], success: [{ request_put: req }], failure: [] }, o));
       if (!res.succeeded) throw compareFailed(kind, key, expect);
       return Number(res.header.revision);
     } catch (err) {

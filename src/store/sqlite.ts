@@ -26,15 +26,9 @@ export class SqliteStore implements Store {
     this.db.pragma('busy_timeout = 5000');
     this.migrate();
     this.stmts = {
-      get: this.db.prepare<[string, string], { value: string; revision: number }>(
-        'SELECT value, revision FROM objects WHERE kind = ? AND key = ?',
-      ),
-      list: this.db.prepare<[string], { key: string; value: string; revision: number }>(
-        'SELECT key, value, revision FROM objects WHERE kind = ? ORDER BY key',
-      ),
-      nextRevision: this.db.prepare<[], { value: number }>(
-        "UPDATE counters SET value = value + 1 WHERE name = 'revision' RETURNING value",
-      ),
+      get: this.db.prepare<[string, string], { value: string; revision: number }>('SELECT value, revision FROM objects WHERE kind = ? AND key = ?'),
+      list: this.db.prepare<[string], { key: string; value: string; revision: number }>('SELECT key, value, revision FROM objects WHERE kind = ? ORDER BY key'),
+      nextRevision: this.db.prepare<[], { value: number }>("UPDATE counters SET value = value + 1 WHERE name = 'revision' RETURNING value"),
       upsert: this.db.prepare<[string, string, string, number]>(
         'INSERT INTO objects (kind, key, value, revision) VALUES (?, ?, ?, ?) ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, revision = excluded.revision',
       ),
@@ -62,19 +56,23 @@ export class SqliteStore implements Store {
   }
 
   async put<T>(kind: StoreKind, key: string, value: T, options: PutOptions = {}): Promise<number> {
-    return this.db.transaction(() => {
-      this.checkRevision(kind, key, options);
-      const revision = this.stmts.nextRevision.get()!.value;
-      this.stmts.upsert.run(kind, key, JSON.stringify(value), revision);
-      return revision;
-    }).immediate();
+    return this.db
+      .transaction(() => {
+        this.checkRevision(kind, key, options);
+        const revision = this.stmts.nextRevision.get()!.value;
+        this.stmts.upsert.run(kind, key, JSON.stringify(value), revision);
+        return revision;
+      })
+      .immediate();
   }
 
   async delete(kind: StoreKind, key: string, options: PutOptions = {}): Promise<boolean> {
-    return this.db.transaction(() => {
-      this.checkRevision(kind, key, options);
-      return this.stmts.delete.run(kind, key).changes > 0;
-    }).immediate();
+    return this.db
+      .transaction(() => {
+        this.checkRevision(kind, key, options);
+        return this.stmts.delete.run(kind, key).changes > 0;
+      })
+      .immediate();
   }
 
   private checkRevision(kind: StoreKind, key: string, options: PutOptions): void {

@@ -52,7 +52,11 @@ export function App() {
     );
   }, []);
   useEffect(() => {
-    if (auth === 'signed-in') api.server().then((s) => setHost(s.hostName), () => undefined);
+    if (auth === 'signed-in')
+      api.server().then(
+        (s) => setHost(s.hostName),
+        () => undefined,
+      );
   }, [auth]);
 
   const showError = useCallback((error: unknown) => {
@@ -101,12 +105,20 @@ export function App() {
           {PAGES.map((p) => (
             <a key={p.id} href={`#/${p.id}`} className={p.id === pageId ? 'active' : ''} data-nav={p.id}>
               {p.title}
-              {p.id === 'operations' && active > 0 && <span className="count" data-testid="active-ops">{active}</span>}
+              {p.id === 'operations' && active > 0 && (
+                <span className="count" data-testid="active-ops">
+                  {active}
+                </span>
+              )}
             </a>
           ))}
         </nav>
         <span className="spacer" />
-        <span className={`live ${data.live ? 'on' : 'off'}`} title={data.live ? 'Live: updates arrive from the event stream' : 'Reconnecting to the event stream…'} data-testid="live">
+        <span
+          className={`live ${data.live ? 'on' : 'off'}`}
+          title={data.live ? 'Live: updates arrive from the event stream' : 'Reconnecting to the event stream…'}
+          data-testid="live"
+        >
           {data.live ? 'live' : 'offline'}
         </span>
         {host && <span className="host muted">{host}</span>}
@@ -122,7 +134,9 @@ export function App() {
         ) : page ? (
           page.render(data, parts, query)
         ) : (
-          <p className="muted">No such page. <a href="#/instances">Instances</a></p>
+          <p className="muted">
+            No such page. <a href="#/instances">Instances</a>
+          </p>
         )}
       </main>
       <div className="toasts" aria-live="polite">

@@ -82,8 +82,15 @@ export const api = {
   images: () => request<Image[]>('GET', '/1.0/images'),
   types: () => request<InstanceType[]>('GET', '/1.0/types'),
   operations: () => request<Operation[]>('GET', '/1.0/operations'),
-  create: (body: { name: string; image: string; type?: string; cpus?: number; memoryMiB?: number; forwards?: Array<Omit<Forward, 'hostAddress' | 'nic'> & { hostAddress?: string }>; start?: boolean }) =>
-    request<Operation>('POST', '/1.0/instances', body),
+  create: (body: {
+    name: string;
+    image: string;
+    type?: string;
+    cpus?: number;
+    memoryMiB?: number;
+    forwards?: Array<Omit<Forward, 'hostAddress' | 'nic'> & { hostAddress?: string }>;
+    start?: boolean;
+  }) => request<Operation>('POST', '/1.0/instances', body),
   changeState: (name: string, action: 'start' | 'stop' | 'restart' | 'pause' | 'resume' | 'suspend', force?: boolean) =>
     request<Operation>('PUT', `/1.0/instances/${encodeURIComponent(name)}/state`, force === undefined ? { action } : { action, force }),
   remove: (name: string, force: boolean) => request<Operation>('DELETE', `/1.0/instances/${encodeURIComponent(name)}${force ? '?force=true' : ''}`),
@@ -96,16 +103,14 @@ export const api = {
   snapshots: (name: string) => request<Snapshot[]>('GET', `/1.0/instances/${encodeURIComponent(name)}/snapshots`),
   createSnapshot: (name: string, body: { name: string; description?: string; memory?: boolean }) =>
     request<Operation>('POST', `/1.0/instances/${encodeURIComponent(name)}/snapshots`, body),
-  restoreSnapshot: (name: string, snap: string) =>
-    request<Operation>('POST', `/1.0/instances/${encodeURIComponent(name)}/snapshots/${encodeURIComponent(snap)}/restore`),
+  restoreSnapshot: (name: string, snap: string) => request<Operation>('POST', `/1.0/instances/${encodeURIComponent(name)}/snapshots/${encodeURIComponent(snap)}/restore`),
   deleteSnapshot: (name: string, snap: string) => request<Operation>('DELETE', `/1.0/instances/${encodeURIComponent(name)}/snapshots/${encodeURIComponent(snap)}`),
   networks: () => request<Network[]>('GET', '/1.0/networks'),
   createNetwork: (body: { name: string; mode: string; subnet?: string; dhcpRange?: string; dhcp?: boolean; dns?: boolean; uplink?: string }) =>
     request<Network>('POST', '/1.0/networks', body),
   deleteNetwork: (name: string) => request<unknown>('DELETE', `/1.0/networks/${encodeURIComponent(name)}`),
   network: (name: string) => request<Network>('GET', `/1.0/networks/${encodeURIComponent(name)}`),
-  clone: (name: string, body: { name: string; full?: boolean; fromSnapshot?: string }) =>
-    request<Operation>('POST', `/1.0/instances/${encodeURIComponent(name)}/clone`, body),
+  clone: (name: string, body: { name: string; full?: boolean; fromSnapshot?: string }) => request<Operation>('POST', `/1.0/instances/${encodeURIComponent(name)}/clone`, body),
   repos: () => request<Repository[]>('GET', '/1.0/repos'),
   repoImages: (repo: string) => request<RepoImage[]>('GET', `/1.0/repos/${encodeURIComponent(repo)}/images`),
   pull: (body: { repo: string; image: string; name?: string }) => request<Operation>('POST', '/1.0/images/pull', body),

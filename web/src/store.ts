@@ -45,12 +45,24 @@ export function useConsoleData(enabled: boolean): ConsoleData {
   }, []);
 
   const refreshAll = useCallback(() => {
-    api.instances().then((list) => setInstances(Object.fromEntries(list.map((i) => [i.name, i])))).catch(() => undefined);
-    api.operations().then((list) => setOperations(Object.fromEntries(list.map((o) => [o.id, o])))).catch(() => undefined);
+    api
+      .instances()
+      .then((list) => setInstances(Object.fromEntries(list.map((i) => [i.name, i]))))
+      .catch(() => undefined);
+    api
+      .operations()
+      .then((list) => setOperations(Object.fromEntries(list.map((o) => [o.id, o]))))
+      .catch(() => undefined);
   }, []);
   const refreshImages = useCallback(() => {
-    api.images().then(setImages).catch(() => undefined);
-    api.types().then(setTypes).catch(() => undefined);
+    api
+      .images()
+      .then(setImages)
+      .catch(() => undefined);
+    api
+      .types()
+      .then(setTypes)
+      .catch(() => undefined);
   }, []);
 
   useEffect(() => {

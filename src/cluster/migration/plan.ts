@@ -16,30 +16,46 @@ export async function planMigration(ctx: MigrationContext, name: string, opts: M
   else if (target.state !== 'alive') blockers.push({ check: 'host', message: `Host "${opts.to}" is dead (its lease expired).` });
   if (opts.to === from) blockers.push({ check: 'host', message: `"${name}" already runs on ${from}.` });
   const me = await ctx.self();
-  const sharedDisks = inst.disks.every((d) => isAbsolute(d.file)) && !!me.sharedStorage && target?.sharedStorage?.id === me.sharedStorage.id && target.sharedStorage.path === me.sharedStorage.path;
+  const sharedDisks =
+    inst.disks.every((d) => isAbsolute(d.file)) && !!me.sharedStorage && target?.sharedStorage?.id === me.sharedStorage.id && target.sharedStorage.path === me.sharedStorage.path;
   const running = inst.state === 'running' || inst.state === 'paused';
   const mode: MigrationMode = opts.mode ?? (running ? (sharedDisks ? 'live' : 'live-copy') : 'cold');
   if (!['running', 'paused', 'stopped', 'suspended'].includes(inst.state)) {
     blockers.push({ check: 'state', message: `"${name}" is ${inst.state}; only a running, paused, stopped or suspended instance moves.` });
   }
   if (isLive(mode) && !running) blockers.push({ check: 'state', message: `A ${mode} migration needs a running instance; "${name}" is ${inst.state} (use --mode cold).` });
-  if (mode === 'suspend' && !(running || inst.state === 'suspended')) blockers.push({ check: 'state', message: `--mode suspend needs a running instance; "${name}" is ${inst.state}.` });
+  if (mode === 'suspend' && !(running || inst.state === 'suspended'))
+    blockers.push({ check: 'state', message: `--mode suspend needs a running instance; "${name}" is ${inst.state}.` });
   if (mode === 'live' && !sharedDisks) {
-    blockers.push({ check: 'storage', message: `The disks of "${name}" are not on storage ${opts.to} also sees; a live migration with shared storage is impossible (use --mode live-copy).` });
+    blockers.push({
+      check: 'storage',
+      message: `The disks of "${name}" are not on storage ${opts.to} also sees; a live migration with shared storage is impossible (use --mode live-copy).`,
+    });
   }
-  if (inst.linkedFrom && !sharedDisks) blockers.push({ check: 'storage', message: `"${name}" is a linked clone of "${inst.linkedFrom}"; its disk cannot leave this host without its base (use shared storage, or a full clone).` });
+  if (inst.linkedFrom && !sharedDisks)
+    blockers.push({
+      check: 'storage',
+      message: `"${name}" is a linked clone of "${inst.linkedFrom}"; its disk cannot leave this host without its base (use shared storage, or a full clone).`,
+    });
   const snaps = (await ctx.snapshots.list(name)).filter((s) => !s.name.startsWith('vmkit-'));
   if (mode === 'live-copy' && snaps.length > 0) {
-    blockers.push({ check: 'snapshots', message: `"${name}" has snapshots (${snaps.map((s) => s.name).join(', ')}); a live storage copy carries only the current disk (use --mode cold or suspend, which keep them).` });
+    blockers.push({
+      check: 'snapshots',
+      message: `"${name}" has snapshots (${snaps.map((s) => s.name).join(', ')}); a live storage copy carries only the current disk (use --mode cold or suspend, which keep them).`,
+    });
   }
   if (target && target.state === 'alive' && opts.to !== from) {
     if (compareVersions(target.qemuVersion, me.qemuVersion) < 0 && (isLive(mode) || mode === 'suspend')) {
-      blockers.push({ check: 'qemu-version', message: `QEMU on ${opts.to} is ${target.qemuVersion}, older than ${me.qemuVersion} here; QEMU does not migrate state to an older version.` });
+      blockers.push({
+        check: 'qemu-version',
+        message: `QEMU on ${opts.to} is ${target.qemuVersion}, older than ${me.qemuVersion} here; QEMU does not migrate state to an older version.`,
+      });
     }
     const machine = inst.machine ?? 'pc';
     if (!target.machines.includes(machine)) blockers.push({ check: 'machine-type', message: `QEMU on ${opts.to} has no machine type "${machine}" (the instance's).` });
     if (isLive(mode)) {
-      if (target.accel !== me.accel) blockers.push({ check: 'accelerator', message: `${opts.to} runs guests with ${target.accel}, this host with ${me.accel}: a running guest cannot change accelerator.` });
+      if (target.accel !== me.accel)
+        blockers.push({ check: 'accelerator', message: `${opts.to} runs guests with ${target.accel}, this host with ${me.accel}: a running guest cannot change accelerator.` });
       if (target.cpuModel !== me.cpuModel) blockers.push({ check: 'cpu-model', message: `The guest CPU model differs (${me.cpuModel} here, ${target.cpuModel} on ${opts.to}).` });
     }
     // The target's own view: networks, addresses, ports, image, memory.

@@ -72,7 +72,9 @@ export async function recover(ctx: MigrationContext, source: MigrationSource, ta
       await local.delete(RECORDS, rec.id);
     } else {
       ctx.active.set(rec.id, { record: rec });
-      await target.abortIncoming(rec.id).catch((err: Error) => console.error(`vmkitd: migration ${rec.id.slice(0, 8)}: undoing the incoming ${rec.instance} waits for etcd: ${err.message}`));
+      await target
+        .abortIncoming(rec.id)
+        .catch((err: Error) => console.error(`vmkitd: migration ${rec.id.slice(0, 8)}: undoing the incoming ${rec.instance} waits for etcd: ${err.message}`));
     }
   }
   // A row left `migrating` with no migration record: give it back its plain state.
@@ -83,7 +85,8 @@ export async function recover(ctx: MigrationContext, source: MigrationSource, ta
       if (qmp) {
         // No answer: treated as running below, as before (QEMU's own events correct it).
         const st = await qmp.queryStatus().catch(() => undefined);
-        if (st && st.status !== 'running' && st.status !== 'paused') await qmp.cont().catch((err: Error) => console.error(`vmkitd: resuming ${v.name} (left migrating) failed: ${err.message}`));
+        if (st && st.status !== 'running' && st.status !== 'paused')
+          await qmp.cont().catch((err: Error) => console.error(`vmkitd: resuming ${v.name} (left migrating) failed: ${err.message}`));
         await access.adopt(v.name, st?.status === 'paused' ? 'paused' : 'running');
       } else {
         await access.setState(await access.load(v.name), 'stopped', 'found mid-migration after a restart');

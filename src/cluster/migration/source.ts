@@ -66,7 +66,15 @@ export class MigrationSource {
     }
   }
 
-  private async migrateLocked(name: string, opts: MigrateOptions, plan: MigrationPlan, peer: PeerClient, started: number, wasRunning: boolean, op?: OperationContext): Promise<MigrateResult> {
+  private async migrateLocked(
+    name: string,
+    opts: MigrateOptions,
+    plan: MigrationPlan,
+    peer: PeerClient,
+    started: number,
+    wasRunning: boolean,
+    op?: OperationContext,
+  ): Promise<MigrateResult> {
     const { cluster, access, local } = this.ctx;
     const mode = plan.mode;
     return access.withLock(name, async () => {
@@ -99,7 +107,18 @@ export class MigrationSource {
       try {
         if (live) await access.setState(inst, 'migrating');
         op?.progress({ phase: `preparing ${opts.to}`, percent: 10 });
-        const req: PrepareRequest = { id, mode, instance: inst, snapshots, source: cluster.name!, sourceIp: this.ctx.myIp(), sharedDisks: plan.sharedStorage, disks, imageChecksum, wasRunning };
+        const req: PrepareRequest = {
+          id,
+          mode,
+          instance: inst,
+          snapshots,
+          source: cluster.name!,
+          sourceIp: this.ctx.myIp(),
+          sharedDisks: plan.sharedStorage,
+          disks,
+          imageChecksum,
+          wasRunning,
+        };
         const prep = await peer.request<PrepareReply>('POST', '/1.0/internal/migrations', req, 60_000);
         prepared = true;
         this.startPeerWatch(id, peer, abort);
@@ -115,11 +134,15 @@ export class MigrationSource {
                 port: prep.nbdPort!,
                 nodes: inst.disks.map((d) => ({ node: d.name, exportName: d.name })),
                 signal: abort.signal,
-                onProgress: (done, total) => op?.progress({ phase: 'copying storage', percent: 15 + Math.round((done / Math.max(1, total)) * 40), bytesDone: done, bytesTotal: total }),
+                onProgress: (done, total) =>
+                  op?.progress({ phase: 'copying storage', percent: 15 + Math.round((done / Math.max(1, total)) * 40), bytesDone: done, bytesTotal: total }),
               });
             }
             record.phase = 'migrating memory';
-            await engine.setMigrationParameters(qmp, { downtimeLimitMs: opts.downtimeMs ?? DEFAULT_DOWNTIME_MS, maxBandwidthBytes: opts.bandwidthMiBs ? opts.bandwidthMiBs * 1024 * 1024 : undefined });
+            await engine.setMigrationParameters(qmp, {
+              downtimeLimitMs: opts.downtimeMs ?? DEFAULT_DOWNTIME_MS,
+              maxBandwidthBytes: opts.bandwidthMiBs ? opts.bandwidthMiBs * 1024 * 1024 : undefined,
+            });
             const base = mode === 'live-copy' ? 55 : 15;
             result = await engine.migrate(qmp, {
               host: prep.targetIp,
@@ -151,8 +174,12 @@ export class MigrationSource {
           if (!plan.sharedStorage) {
             for (const d of inst.disks) {
               const file = access.diskPath(inst, d);
-              await peer.putFile(`/1.0/internal/migrations/${id}/disks/${d.name}`, file, (done, total) =>
-                op?.progress({ phase: `copying disk ${d.name}`, percent: 10 + Math.round((done / Math.max(1, total)) * 80), bytesDone: done, bytesTotal: total }), abort.signal);
+              await peer.putFile(
+                `/1.0/internal/migrations/${id}/disks/${d.name}`,
+                file,
+                (done, total) => op?.progress({ phase: `copying disk ${d.name}`, percent: 10 + Math.round((done / Math.max(1, total)) * 80), bytesDone: done, bytesTotal: total }),
+                abort.signal,
+              );
             }
           }
         }
@@ -170,10 +197,14 @@ export class MigrationSource {
           const holder = await settleOwnership(cluster, name, opts.to, owner.revision, log);
           if (holder === 'unknown') {
             undecided = true;
-            throw vmkitError('VMKIT_MIGRATION_FAILED', `Migration of "${name}" to ${opts.to}: the cluster store cannot say which host owns it now, so neither copy is resumed yet.`, {
-              hint: `The guest stays paused until etcd answers; this host then resumes it or lets it go. Check etcd, then "vmkit list".`,
-              details: { cause: asVmkitError(err).code },
-            });
+            throw vmkitError(
+              'VMKIT_MIGRATION_FAILED',
+              `Migration of "${name}" to ${opts.to}: the cluster store cannot say which host owns it now, so neither copy is resumed yet.`,
+              {
+                hint: `The guest stays paused until etcd answers; this host then resumes it or lets it go. Check etcd, then "vmkit list".`,
+                details: { cause: asVmkitError(err).code },
+              },
+            );
           }
           if (holder === 'source') throw err;
         }

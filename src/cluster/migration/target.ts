@@ -25,14 +25,27 @@ export class MigrationTarget {
   async prepareIncoming(req: PrepareRequest): Promise<PrepareReply> {
     const { cluster, access, local } = this.ctx;
     const blockers = await checkIncoming(this.ctx, { instance: req.instance, mode: req.mode, sharedDisks: req.sharedDisks, source: req.source, imageChecksum: req.imageChecksum });
-    if (blockers.length > 0) throw blocked({ instance: req.instance.name, from: req.source, to: cluster.name!, mode: req.mode, sharedStorage: req.sharedDisks, blockers, ok: false });
+    if (blockers.length > 0)
+      throw blocked({ instance: req.instance.name, from: req.source, to: cluster.name!, mode: req.mode, sharedStorage: req.sharedDisks, blockers, ok: false });
     const owner = await cluster.owner(req.instance.name);
     if (owner?.record.host !== req.source) {
       throw vmkitError('VMKIT_INVALID_STATE', `"${req.instance.name}" is not owned by ${req.source} in the cluster store.`, { hint: 'Retry from the owning host.' });
     }
     const name = req.instance.name;
     const live = isLive(req.mode);
-    const record: MigrationRecord = { id: req.id, role: 'target', instance: name, peer: req.source, mode: req.mode, phase: 'prepare', ports: [], wasRunning: req.wasRunning, sourceState: req.instance.state, instanceId: req.instance.id, startedAt: new Date().toISOString() };
+    const record: MigrationRecord = {
+      id: req.id,
+      role: 'target',
+      instance: name,
+      peer: req.source,
+      mode: req.mode,
+      phase: 'prepare',
+      ports: [],
+      wasRunning: req.wasRunning,
+      sourceState: req.instance.state,
+      instanceId: req.instance.id,
+      startedAt: new Date().toISOString(),
+    };
     await local.put(RECORDS, req.id, record);
     this.ctx.active.set(req.id, { record });
     const inst: Instance = {
@@ -56,10 +69,12 @@ export class MigrationTarget {
       });
       await access.insert(inst);
       // Releasing the row also ends the incoming QEMU started below.
-      undo.add(`the row of "${name}"`, () => access.withLock(name, async () => {
-        const cur = await access.load(name).catch(() => undefined); // already gone
-        if (cur && cur.id === inst.id) await access.release(cur);
-      }));
+      undo.add(`the row of "${name}"`, () =>
+        access.withLock(name, async () => {
+          const cur = await access.load(name).catch(() => undefined); // already gone
+          if (cur && cur.id === inst.id) await access.release(cur);
+        }),
+      );
       for (const s of req.snapshots) {
         await local.put('snapshots', s.key, s.value);
         undo.add(`snapshot row ${s.key}`, () => local.delete('snapshots', s.key));
@@ -130,48 +145,56 @@ export class MigrationTarget {
     const name = e.record.instance;
     const live = isLive(e.record.mode);
     const log = stepLogger(id, 'target', name);
-    return access.withLock(name, async () => {
-      const inst = await access.load(name);
-      if (!live) await this.rebaseReceived(inst);
-      const qmp = live ? this.ctx.qmpOf(name) : undefined;
-      log('asked to take over');
-      if (qmp) {
-        // The source reports completion a moment before the target has loaded the last state.
-        await engine.awaitIncomingComplete(qmp);
-        log('incoming state loaded');
-        if (e.record.mode === 'live-copy') await engine.stopNbdExport(qmp).catch((err: Error) => log(`stopping the NBD export: ${err.message}`));
-      }
-      const moved = await takeOwnership(cluster, name, e.record.peer, req.ownerRevision, { image: inst.image, cpus: inst.cpus, memoryMiB: inst.memoryMiB }, log);
-      if (!moved) throw vmkitError('VMKIT_MIGRATION_FAILED', `Ownership of "${name}" changed while it moved; this host did not take it.`, { hint: 'Check "vmkit list"; retry the migration.' });
-      log('owner in etcd');
-      e.record.phase = 'running';
-      await local.put(RECORDS, id, e.record);
-      let state: InstanceState;
-      if (live) {
-        // Floating addresses first (the source gave them up): packets that arrive before the
-        // guest runs wait in its tap queue instead of finding no host.
-        await access.networking()?.announce(inst, log).catch((err: Error) => log(`claiming floating addresses: ${err.message}`));
-        if (e.record.wasRunning !== false) await engine.resumeTarget(qmp!);
-        log('guest resumed');
-        state = e.record.wasRunning !== false ? 'running' : 'paused';
-        await access.adopt(name, state);
-      } else {
-        const wasSuspended = e.record.sourceState === 'suspended';
-        await access.setState(inst, wasSuspended ? 'suspended' : 'stopped');
-        state = wasSuspended ? 'suspended' : 'stopped';
-      }
-      await this.closePorts(e.record);
-      this.ctx.active.delete(id);
-      await local.delete(RECORDS, id);
-      this.ctx.events.lifecycle('instance-migrated-in', name, { id, from: e.record.peer, mode: e.record.mode });
-      return { instance: name, state };
-    }).then(async (r) => {
-      if (!live && req.start) {
-        const v = await this.ctx.instances.start(name);
-        return { instance: name, state: v.state };
-      }
-      return r;
-    });
+    return access
+      .withLock(name, async () => {
+        const inst = await access.load(name);
+        if (!live) await this.rebaseReceived(inst);
+        const qmp = live ? this.ctx.qmpOf(name) : undefined;
+        log('asked to take over');
+        if (qmp) {
+          // The source reports completion a moment before the target has loaded the last state.
+          await engine.awaitIncomingComplete(qmp);
+          log('incoming state loaded');
+          if (e.record.mode === 'live-copy') await engine.stopNbdExport(qmp).catch((err: Error) => log(`stopping the NBD export: ${err.message}`));
+        }
+        const moved = await takeOwnership(cluster, name, e.record.peer, req.ownerRevision, { image: inst.image, cpus: inst.cpus, memoryMiB: inst.memoryMiB }, log);
+        if (!moved)
+          throw vmkitError('VMKIT_MIGRATION_FAILED', `Ownership of "${name}" changed while it moved; this host did not take it.`, {
+            hint: 'Check "vmkit list"; retry the migration.',
+          });
+        log('owner in etcd');
+        e.record.phase = 'running';
+        await local.put(RECORDS, id, e.record);
+        let state: InstanceState;
+        if (live) {
+          // Floating addresses first (the source gave them up): packets that arrive before the
+          // guest runs wait in its tap queue instead of finding no host.
+          await access
+            .networking()
+            ?.announce(inst, log)
+            .catch((err: Error) => log(`claiming floating addresses: ${err.message}`));
+          if (e.record.wasRunning !== false) await engine.resumeTarget(qmp!);
+          log('guest resumed');
+          state = e.record.wasRunning !== false ? 'running' : 'paused';
+          await access.adopt(name, state);
+        } else {
+          const wasSuspended = e.record.sourceState === 'suspended';
+          await access.setState(inst, wasSuspended ? 'suspended' : 'stopped');
+          state = wasSuspended ? 'suspended' : 'stopped';
+        }
+        await this.closePorts(e.record);
+        this.ctx.active.delete(id);
+        await local.delete(RECORDS, id);
+        this.ctx.events.lifecycle('instance-migrated-in', name, { id, from: e.record.peer, mode: e.record.mode });
+        return { instance: name, state };
+      })
+      .then(async (r) => {
+        if (!live && req.start) {
+          const v = await this.ctx.instances.start(name);
+          return { instance: name, state: v.state };
+        }
+        return r;
+      });
   }
 
   /** A copied overlay still names the source's image file as backing: point it at ours. */
@@ -227,7 +250,8 @@ export class MigrationTarget {
   }
 
   async closePorts(rec: MigrationRecord): Promise<void> {
-    for (const p of rec.ports ?? []) await closePeerPort(p).catch((err: Error) => console.error(`vmkitd: migration ${rec.id.slice(0, 8)}: closing firewall port ${p} failed: ${err.message}`));
+    for (const p of rec.ports ?? [])
+      await closePeerPort(p).catch((err: Error) => console.error(`vmkitd: migration ${rec.id.slice(0, 8)}: closing firewall port ${p} failed: ${err.message}`));
     rec.ports = [];
   }
 

@@ -41,7 +41,16 @@ export function CloneDialog({ inst, data, fromSnapshot, onClose }: { inst: Insta
   const stopped = inst.state === 'stopped';
   return (
     <div className="modal-backdrop" onClick={onClose}>
-      <form className="modal" role="dialog" aria-modal="true" aria-labelledby="clone-title" onClick={(e) => e.stopPropagation()} onSubmit={submit} noValidate data-testid="clone-form">
+      <form
+        className="modal"
+        role="dialog"
+        aria-modal="true"
+        aria-labelledby="clone-title"
+        onClick={(e) => e.stopPropagation()}
+        onSubmit={submit}
+        noValidate
+        data-testid="clone-form"
+      >
         <h2 id="clone-title">
           Clone {inst.name}
           {fromSnapshot ? ` from snapshot ${fromSnapshot}` : ''}

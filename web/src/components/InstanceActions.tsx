@@ -35,7 +35,14 @@ export function InstanceActions({ inst, onDeleted, compact }: { inst: Instance; 
   return (
     <div className={`actions ${compact ? 'compact' : ''}`}>
       {actionsFor(inst.state).map((a) => (
-        <button key={a} disabled={busy} onClick={() => act(a)} data-action={a} title={a === 'start' && inst.state === 'suspended' ? 'Resume from the saved state' : TITLES[a]} className={a === 'force-stop' ? 'warn' : ''}>
+        <button
+          key={a}
+          disabled={busy}
+          onClick={() => act(a)}
+          data-action={a}
+          title={a === 'start' && inst.state === 'suspended' ? 'Resume from the saved state' : TITLES[a]}
+          className={a === 'force-stop' ? 'warn' : ''}
+        >
           {LABELS[a]}
         </button>
       ))}
@@ -57,9 +64,7 @@ export function InstanceActions({ inst, onDeleted, compact }: { inst: Instance; 
             });
           }}
         >
-          <p>
-            Its disks and settings are removed for good. {running && <strong>It is {inst.state}: it will be stopped at once, without a clean shutdown.</strong>}
-          </p>
+          <p>Its disks and settings are removed for good. {running && <strong>It is {inst.state}: it will be stopped at once, without a clean shutdown.</strong>}</p>
         </Confirm>
       )}
       {asking === 'force-stop' && (

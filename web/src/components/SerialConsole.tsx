@@ -15,7 +15,14 @@ export function SerialConsole({ name, running }: { name: string; running: boolea
 
   useEffect(() => {
     if (!running || !box.current) return;
-    const term = new Terminal({ convertEol: false, cursorBlink: true, fontSize: 14, scrollback: 5000, fontFamily: 'ui-monospace, Menlo, Consolas, monospace', theme: { background: '#0b1020' } });
+    const term = new Terminal({
+      convertEol: false,
+      cursorBlink: true,
+      fontSize: 14,
+      scrollback: 5000,
+      fontFamily: 'ui-monospace, Menlo, Consolas, monospace',
+      theme: { background: '#0b1020' },
+    });
     const fit = new FitAddon();
     term.loadAddon(fit);
     term.open(box.current);

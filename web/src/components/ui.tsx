@@ -31,7 +31,13 @@ export function ProgressBar({ percent, status }: { percent?: number; status: str
   const p = status === 'success' || status === 'failure' ? 100 : Math.max(0, Math.min(100, percent ?? 0));
   const indeterminate = percent === undefined && (status === 'running' || status === 'pending');
   return (
-    <div className={`progress ${indeterminate ? 'indeterminate' : ''} status-${status}`} role="progressbar" aria-valuenow={indeterminate ? undefined : p} aria-valuemin={0} aria-valuemax={100}>
+    <div
+      className={`progress ${indeterminate ? 'indeterminate' : ''} status-${status}`}
+      role="progressbar"
+      aria-valuenow={indeterminate ? undefined : p}
+      aria-valuemin={0}
+      aria-valuemax={100}
+    >
       <div style={{ width: indeterminate ? undefined : `${p}%` }} />
     </div>
   );

@@ -20,7 +20,7 @@ const WORDS: Record<string, string> = {
   VMKIT_NETWORK_FAILED: 'Setting up the network on the host failed',
   VMKIT_TYPE_UNKNOWN: 'There is no such instance type',
   VMKIT_ALREADY_EXISTS: 'That name is already taken',
-  VMKIT_INVALID_STATE: 'That is not possible in the instance\'s current state',
+  VMKIT_INVALID_STATE: "That is not possible in the instance's current state",
   VMKIT_INSTANCE_RUNNING: 'The instance is running',
   VMKIT_PORT_IN_USE: 'Another program already uses that host port',
   VMKIT_PORT_PRIVILEGED: 'Host ports below 1024 need privileges',
@@ -39,7 +39,13 @@ const WORDS: Record<string, string> = {
 };
 
 export function codeInWords(code: string): string {
-  return WORDS[code] ?? code.replace(/^VMKIT_/, '').toLowerCase().replace(/_/g, ' ');
+  return (
+    WORDS[code] ??
+    code
+      .replace(/^VMKIT_/, '')
+      .toLowerCase()
+      .replace(/_/g, ' ')
+  );
 }
 
 export interface ShownError {

@@ -49,16 +49,26 @@ describe('validation mirrors the server', () => {
     expect(memoryProblem('512')).toBeNull();
     expect(addressProblem('127.0.0.1')).toBeNull();
     expect(addressProblem('300.0.0.1')).not.toBeNull();
-    expect(forwardProblems([
-      { hostPort: '8080', guestPort: '80', proto: 'tcp' },
-      { hostPort: '8080', guestPort: '81', proto: 'tcp' },
-      { hostPort: '8080', guestPort: '53', proto: 'udp' },
-    ])).toEqual([null, expect.stringMatching(/twice/), null]);
+    expect(
+      forwardProblems([
+        { hostPort: '8080', guestPort: '80', proto: 'tcp' },
+        { hostPort: '8080', guestPort: '81', proto: 'tcp' },
+        { hostPort: '8080', guestPort: '53', proto: 'udp' },
+      ]),
+    ).toEqual([null, expect.stringMatching(/twice/), null]);
   });
 });
 
 const inst = (name: string, state: Instance['state'], extra: Partial<Instance> = {}): Instance => ({
-  id: name, name, image: 'appliance', cpus: 1, memoryMiB: 256, state, nics: [], forwards: [], ...extra,
+  id: name,
+  name,
+  image: 'appliance',
+  cpus: 1,
+  memoryMiB: 256,
+  state,
+  nics: [],
+  forwards: [],
+  ...extra,
 });
 
 describe('formatting, filtering, sorting', () => {

@@ -11,7 +11,12 @@ const FORMATS = ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'ova'] as const;
 
 /** An image name from a file name, like the daemon's default (lowercase, a-z 0-9 -). */
 function nameFromFile(file: string): string {
-  const stem = file.replace(/\.[^.]*$/, '').toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 63);
+  const stem = file
+    .replace(/\.[^.]*$/, '')
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 63);
   return stem || 'uploaded';
 }
 
@@ -45,7 +50,9 @@ export function ImagesPage({ data }: { data: ConsoleData }) {
           <tbody>
             {data.images.map((i) => (
               <tr key={i.name} data-image={i.name}>
-                <td data-label="Name" className="name">{i.name}</td>
+                <td data-label="Name" className="name">
+                  {i.name}
+                </td>
                 <td data-label="Version">{i.version ?? '—'}</td>
                 <td data-label="Description">{i.description ?? '—'}</td>
                 <td data-label="Arch">{i.arch ?? '—'}</td>
@@ -168,7 +175,9 @@ function UploadImage({ data }: { data: ConsoleData }) {
           Close
         </button>
       </div>
-      <p className="help">The file is checked like <code>vmkit image import</code> checks one: its header must match the format, and it may not name other files.</p>
+      <p className="help">
+        The file is checked like <code>vmkit image import</code> checks one: its header must match the format, and it may not name other files.
+      </p>
       {uploading && (
         <div data-testid="upload-progress">
           <ProgressBar percent={Math.round((sent ?? 0) * 100)} status="running" />
@@ -251,7 +260,11 @@ function Repositories({ data }: { data: ConsoleData }) {
         return (
           <div key={r.name} className="card repo" data-repo={r.name}>
             <h3>
-              {r.name} <span className="muted small-text">{r.url}{r.token ? ' (with a token)' : ''}</span>
+              {r.name}{' '}
+              <span className="muted small-text">
+                {r.url}
+                {r.token ? ' (with a token)' : ''}
+              </span>
             </h3>
             {o === undefined ? (
               <p className="muted">Loading…</p>
@@ -273,12 +286,20 @@ function Repositories({ data }: { data: ConsoleData }) {
                 <tbody>
                   {o.map((i) => (
                     <tr key={i.name} data-repo-image={i.name}>
-                      <td data-label="Image" className="name">{i.name}</td>
+                      <td data-label="Image" className="name">
+                        {i.name}
+                      </td>
                       <td data-label="Version">{i.version ?? '—'}</td>
                       <td data-label="Description">{i.description ?? '—'}</td>
                       <td data-label="Size">{i.files?.length ? formatBytes(i.files.reduce((a, f) => a + (f.size ?? 0), 0)) : '—'}</td>
                       <td className="row-actions">
-                        <button className="primary" disabled={have.has(i.name)} title={have.has(i.name) ? 'An image with this name is here already' : undefined} onClick={() => void pull(r.name, i.name)} data-action="pull">
+                        <button
+                          className="primary"
+                          disabled={have.has(i.name)}
+                          title={have.has(i.name) ? 'An image with this name is here already' : undefined}
+                          onClick={() => void pull(r.name, i.name)}
+                          data-action="pull"
+                        >
                           {have.has(i.name) ? 'Pulled' : 'Pull'}
                         </button>
                       </td>
@@ -290,7 +311,13 @@ function Repositories({ data }: { data: ConsoleData }) {
           </div>
         );
       })}
-      {pullOps.length > 0 && <ul className="ops" data-testid="pull-ops">{pullOps.slice(0, 5).map((op) => <OperationRow key={op.id} op={op} />)}</ul>}
+      {pullOps.length > 0 && (
+        <ul className="ops" data-testid="pull-ops">
+          {pullOps.slice(0, 5).map((op) => (
+            <OperationRow key={op.id} op={op} />
+          ))}
+        </ul>
+      )}
     </div>
   );
 }

@@ -79,7 +79,14 @@ export function InstanceDetailPage({ data, name, tab }: { data: ConsoleData; nam
       {cloning && <CloneDialog inst={inst} data={data} onClose={() => setCloning(false)} />}
       <nav className="tabs" role="tablist">
         {INSTANCE_TABS.map((t) => (
-          <a key={t.id} role="tab" aria-selected={t.id === current.id} className={t.id === current.id ? 'active' : ''} href={`#/instances/${encodeURIComponent(inst.name)}/${t.id}`} data-tab={t.id}>
+          <a
+            key={t.id}
+            role="tab"
+            aria-selected={t.id === current.id}
+            className={t.id === current.id ? 'active' : ''}
+            href={`#/instances/${encodeURIComponent(inst.name)}/${t.id}`}
+            data-tab={t.id}
+          >
             {t.title}
           </a>
         ))}
@@ -108,7 +115,13 @@ function Overview({ inst, data }: { inst: Instance; data: ConsoleData }) {
     .filter((o) => o.target === inst.name)
     .sort((a, b) => b.createdAt.localeCompare(a.createdAt));
   const rows: Array<[string, ReactNode]> = [
-    ['State', <>{inst.state}{inst.stateReason ? ` (${inst.stateReason})` : ''}</>],
+    [
+      'State',
+      <>
+        {inst.state}
+        {inst.stateReason ? ` (${inst.stateReason})` : ''}
+      </>,
+    ],
     ['Image', `${inst.image}${inst.imageVersion ? ` ${inst.imageVersion}` : ''}`],
     ['Type', inst.type ?? 'custom'],
     ['vCPUs', inst.cpus],
@@ -134,7 +147,15 @@ function Overview({ inst, data }: { inst: Instance; data: ConsoleData }) {
       </dl>
       <div>
         <h2>Operations on {inst.name}</h2>
-        {ops.length === 0 ? <p className="muted">None since the daemon started.</p> : <ul className="ops">{ops.slice(0, 8).map((o) => <OperationRow key={o.id} op={o} />)}</ul>}
+        {ops.length === 0 ? (
+          <p className="muted">None since the daemon started.</p>
+        ) : (
+          <ul className="ops">
+            {ops.slice(0, 8).map((o) => (
+              <OperationRow key={o.id} op={o} />
+            ))}
+          </ul>
+        )}
         {ops.some(isActive) && <p className="muted">Progress updates live.</p>}
       </div>
     </div>

@@ -48,11 +48,16 @@ export function InstancesPage({ data }: { data: ConsoleData }) {
             <option key={s}>{s}</option>
           ))}
         </select>
-        <select className="sort-mobile" value={`${sort}:${desc ? 'desc' : 'asc'}`} aria-label="Sort" onChange={(e) => {
-          const [k, d] = e.target.value.split(':');
-          setSort(k as SortKey);
-          setDesc(d === 'desc');
-        }}>
+        <select
+          className="sort-mobile"
+          value={`${sort}:${desc ? 'desc' : 'asc'}`}
+          aria-label="Sort"
+          onChange={(e) => {
+            const [k, d] = e.target.value.split(':');
+            setSort(k as SortKey);
+            setDesc(d === 'desc');
+          }}
+        >
           {COLUMNS.filter((c) => c.key).map((c) => (
             <optgroup key={c.key} label={c.label}>
               <option value={`${c.key}:asc`}>{c.label} ↑</option>
@@ -73,7 +78,12 @@ export function InstancesPage({ data }: { data: ConsoleData }) {
           <thead>
             <tr>
               {COLUMNS.map((c) => (
-                <th key={c.label} className={c.key ? 'sortable' : ''} onClick={c.key ? () => sortBy(c.key!) : undefined} aria-sort={c.key === sort ? (desc ? 'descending' : 'ascending') : undefined}>
+                <th
+                  key={c.label}
+                  className={c.key ? 'sortable' : ''}
+                  onClick={c.key ? () => sortBy(c.key!) : undefined}
+                  aria-sort={c.key === sort ? (desc ? 'descending' : 'ascending') : undefined}
+                >
                   {c.label}
                   {c.key === sort ? (desc ? ' ▾' : ' ▴') : ''}
                 </th>

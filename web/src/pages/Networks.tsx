@@ -74,18 +74,15 @@ function NetworkList({ data }: { data: ConsoleData }) {
           }}
         />
       )}
-      {error && noSupport(error) ? (
-        <p className="muted">This daemon has no network support: instances have user-mode NICs only.</p>
-      ) : (
-        <ErrorBox error={error} />
-      )}
+      {error && noSupport(error) ? <p className="muted">This daemon has no network support: instances have user-mode NICs only.</p> : <ErrorBox error={error} />}
       {list === null ? (
         !error && <p className="muted">Loading…</p>
       ) : list.length === 0 ? (
         <div className="card empty" data-testid="no-networks">
           <p>There are no networks. Instances use user-mode networking (NAT by QEMU, port forwards on the host).</p>
           <p className="muted">
-            Create one with <code>vmkit network create NAME --mode nat</code> or the New network button (doc/network.md); bridges, taps and firewall rules need a daemon running as root.
+            Create one with <code>vmkit network create NAME --mode nat</code> or the New network button (doc/network.md); bridges, taps and firewall rules need a daemon running as
+            root.
           </p>
         </div>
       ) : (
@@ -318,10 +315,14 @@ function NetworkDetail({ data, name }: { data: ConsoleData; name: string }) {
                   </a>
                 </td>
                 <td data-label="NIC">{x.nic}</td>
-                <td data-label="MAC" className="mono">{x.mac}</td>
+                <td data-label="MAC" className="mono">
+                  {x.mac}
+                </td>
                 <td data-label="Model">{x.model}</td>
                 <td data-label="IPv4">{x.ipv4 ?? '—'}</td>
-                <td data-label="Tap" className="mono">{x.tap}</td>
+                <td data-label="Tap" className="mono">
+                  {x.tap}
+                </td>
                 <td data-label="State">{x.state}</td>
               </tr>
             ))}
@@ -346,7 +347,9 @@ function NetworkDetail({ data, name }: { data: ConsoleData; name: string }) {
             {n.leases.map((l) => (
               <tr key={`${l.mac}/${l.ipv4}`}>
                 <td data-label="IPv4">{l.ipv4}</td>
-                <td data-label="MAC" className="mono">{l.mac}</td>
+                <td data-label="MAC" className="mono">
+                  {l.mac}
+                </td>
                 <td data-label="Hostname">{l.hostname || '—'}</td>
                 <td data-label="Expires">{l.expires ? new Date(l.expires * 1000).toLocaleString() : 'never'}</td>
               </tr>

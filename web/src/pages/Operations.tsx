@@ -50,9 +50,25 @@ export function OperationsPage({ data }: { data: ConsoleData }) {
         <h1>Operations</h1>
       </div>
       <h2>Running ({active.length})</h2>
-      {active.length === 0 ? <p className="muted">Nothing is running.</p> : <ul className="ops">{active.map((o) => <OperationRow key={o.id} op={o} />)}</ul>}
+      {active.length === 0 ? (
+        <p className="muted">Nothing is running.</p>
+      ) : (
+        <ul className="ops">
+          {active.map((o) => (
+            <OperationRow key={o.id} op={o} />
+          ))}
+        </ul>
+      )}
       <h2>Finished</h2>
-      {done.length === 0 ? <p className="muted">No finished operations since the daemon started.</p> : <ul className="ops">{done.slice(0, 100).map((o) => <OperationRow key={o.id} op={o} />)}</ul>}
+      {done.length === 0 ? (
+        <p className="muted">No finished operations since the daemon started.</p>
+      ) : (
+        <ul className="ops">
+          {done.slice(0, 100).map((o) => (
+            <OperationRow key={o.id} op={o} />
+          ))}
+        </ul>
+      )}
     </section>
   );
 }

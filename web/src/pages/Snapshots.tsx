@@ -68,8 +68,7 @@ export function SnapshotsTab({ inst, data }: { inst: Instance; data: ConsoleData
       <TakeSnapshot inst={inst} taken={(list ?? []).map((s) => s.name)} onTaken={(op) => fb.watch(op)} />
       {created?.snapshot && (
         <p className="notice" data-testid="snapshot-result">
-          Snapshot <strong>{created.snapshot.name}</strong> taken{' '}
-          {created.snapshot.withMemory ? 'with memory' : 'of the disk only'}: the guest was paused for{' '}
+          Snapshot <strong>{created.snapshot.name}</strong> taken {created.snapshot.withMemory ? 'with memory' : 'of the disk only'}: the guest was paused for{' '}
           <strong data-testid="paused-time">{formatDuration(created.snapshot.pausedMs)}</strong>
           {created.snapshot.withMemory ? '' : ' (its disk I/O held)'}; the operation took {formatDuration(created.durationMs)}.
         </p>
@@ -79,7 +78,9 @@ export function SnapshotsTab({ inst, data }: { inst: Instance; data: ConsoleData
       {list === null && !loadError ? (
         <p className="muted">Loading…</p>
       ) : list && list.length === 0 ? (
-        <p className="muted" data-testid="no-snapshots">No snapshots yet.</p>
+        <p className="muted" data-testid="no-snapshots">
+          No snapshots yet.
+        </p>
       ) : list ? (
         <table className="list snapshots" data-testid="snapshots">
           <thead>
@@ -133,7 +134,11 @@ export function SnapshotsTab({ inst, data }: { inst: Instance; data: ConsoleData
       {ops.length > 0 && (
         <>
           <h2>Snapshot operations</h2>
-          <ul className="ops">{ops.slice(0, 6).map((o) => <OperationRow key={o.id} op={o} />)}</ul>
+          <ul className="ops">
+            {ops.slice(0, 6).map((o) => (
+              <OperationRow key={o.id} op={o} />
+            ))}
+          </ul>
         </>
       )}
       {cloneFrom && <CloneDialog inst={inst} data={data} fromSnapshot={cloneFrom} onClose={() => setCloneFrom(null)} />}
@@ -225,9 +230,7 @@ function TakeSnapshot({ inst, taken, onTaken }: { inst: Instance; taken: string[
       {up ? (
         <label className="check">
           <input type="checkbox" name="memory" checked={memory} onChange={(e) => setMemory(e.target.checked)} />
-          <span>
-            With memory — the exact instant, disk and RAM (the guest pauses briefly). Without: disk only, crash-consistent.
-          </span>
+          <span>With memory — the exact instant, disk and RAM (the guest pauses briefly). Without: disk only, crash-consistent.</span>
         </label>
       ) : (
         <p className="help">The instance is {inst.state}: the snapshot holds its disk.</p>
