@@ -118,18 +118,24 @@ function watchAddress(netns: string, address: string): { stop(): Promise<Array<{
 
 /** A TCP connection from the switch, opened now; request() sends GET /status on it later. */
 function holdConnection(host: string, port: number): { connected: Promise<void>; request(): Promise<string> } {
-  const proc = topo.spawn(topo.switchNetns, [
-    process.execPath,
-    '-e',
-    `const s=require('net').connect(${port},${JSON.stringify(host)},()=>console.log('connected'));let b='';s.on('data',d=>b+=d);
+  const proc = topo.spawn(
+    topo.switchNetns,
+    [
+      process.execPath,
+      '-e',
+      `const s=require('net').connect(${port},${JSON.stringify(host)},()=>console.log('connected'));let b='';s.on('data',d=>b+=d);
      s.on('end',()=>{process.stdout.write('ANSWER '+JSON.stringify(b)+'\\n');process.exit(0)});s.on('error',e=>{console.log('ANSWER '+JSON.stringify('error '+e.message));process.exit(0)});
      process.stdin.once('data',()=>{s.write('GET /status HTTP/1.0\\r\\n\\r\\n');setTimeout(()=>{console.log('ANSWER '+JSON.stringify('timeout: '+b));process.exit(0)},8000)});`,
-  ], { stdio: ['pipe', 'pipe', 'inherit'] });
+    ],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
   let out = '';
-  const lines = new Promise<void>((resolve) => proc.stdout!.on('data', (d: Buffer) => {
-    out += d.toString();
-    if (out.includes('connected')) resolve();
-  }));
+  const lines = new Promise<void>((resolve) =>
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('connected')) resolve();
+    }),
+  );
   return {
     connected: Promise.race([lines, sleep(10_000).then(() => assert.fail(`no connection to ${host}:${port}: ${out}`))]),
     async request() {
@@ -223,17 +229,24 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     await waitFor('the guest HTTP server through the floating address', () => topo.exec(topo.switchNetns, ['curl', '-sf', '-m', '2', url]).code === 0, 90_000);
     const before = guestStatus(url);
     // A client polls every 20 ms during the whole migration.
-    const poller: ChildProcess = topo.spawn(topo.switchNetns, [
-      process.execPath,
-      '-e',
-      `let okN=0,fail=0,slowest=0,firstOk=0,lastOk=0,stop=false;process.on('SIGTERM',()=>{stop=true});
+    const poller: ChildProcess = topo.spawn(
+      topo.switchNetns,
+      [
+        process.execPath,
+        '-e',
+        `let okN=0,fail=0,slowest=0,firstOk=0,lastOk=0,stop=false;process.on('SIGTERM',()=>{stop=true});
        (async()=>{while(!stop){const t=Date.now();try{const r=await fetch(${JSON.stringify(url)},{signal:AbortSignal.timeout(15000)});await r.text();if(r.ok){okN++;firstOk=firstOk||t;lastOk=Date.now()}else fail++;}catch(e){fail++;console.error(new Date().toISOString()+' '+String(e)+' ('+String(e.cause?.code??e.cause?.message)+', after '+(Date.now()-t)+' ms)')}slowest=Math.max(slowest,Date.now()-t);await new Promise(r=>setTimeout(r,20));}
        console.log(JSON.stringify({ok:okN,fail,slowestMs:slowest,firstOk,lastOk}));process.exit(0)})();`,
-    ], { stdio: ['ignore', 'pipe', 'pipe'] });
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
     let errs = '';
     poller.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     poller.stderr!.on('data', (d: Buffer) => (errs += d.toString()));
+    // VMKIT_TEST_CAPTURE=FILE: a packet capture of the switch (ARP, TCP, ICMP) and both daemons' logs, to read a failure.
+    const capture = process.env.VMKIT_TEST_CAPTURE;
+    const cap = capture ? topo.spawn(topo.switchNetns, ['tcpdump', '-i', topo.bridge, '-nn', '-w', capture, 'arp or tcp or icmp'], { stdio: 'ignore' }) : undefined;
     // Who holds the floating address, as the kernels of both hosts report it.
     const monitors = [0, 1].map((i) => watchAddress(topo.hosts[i]!.netns, vip));
     // A connection a client opened before the switch-over and uses after it.
@@ -250,6 +263,8 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     await sleep(1_500);
     poller.kill('SIGTERM');
     await new Promise((res) => poller.once('exit', res));
+    cap?.kill('SIGTERM');
+    if (capture) writeFileSync(`${capture}.log`, `${[0, 1].map((i) => hosts[i]!.log()).join('\n=====\n')}\npoller: ${out}\n${errs}`);
     const counts = JSON.parse(out) as { ok: number; fail: number; slowestMs: number; firstOk: number; lastOk: number };
     console.log(`# polling through the floating forward during the migration: ${out.trim()}, downtime ${result.downtimeMs} ms, end to end ${result.totalTimeMs} ms`);
     // The client was answered before the migration began and after it ended (how many
@@ -257,7 +272,15 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     assert.ok(counts.firstOk > 0 && counts.firstOk < migrateStart, `answered before the migration: ${out}`);
     assert.ok(counts.lastOk > migrateEnd, `answered after the migration: ${out}`);
     // A failure names its cause (refused, reset, unreachable) and comes with both hosts' steps.
-    const steps = () => [0, 1].flatMap((i) => hosts[i]!.log().split('\n').filter((l) => /migration|floating/.test(l)).map((l) => `h${i + 1} ${l}`)).join('\n');
+    const steps = () =>
+      [0, 1]
+        .flatMap((i) =>
+          hosts[i]!.log()
+            .split('\n')
+            .filter((l) => /migration|floating/.test(l))
+            .map((l) => `h${i + 1} ${l}`),
+        )
+        .join('\n');
     assert.equal(counts.fail, 0, `no failed request: ${out} ${errs}\n${counts.fail > 0 ? steps() : ''}`);
     // Never two holders: the source let the address go before the target took it.
     const [srcEvents, dstEvents] = await Promise.all(monitors.map((m) => m.stop()));
@@ -364,14 +387,18 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     assert.equal((await opStatus(hosts[0]!, op3)).status, 'failure');
     assert.equal(find(hosts[0]!, 'web4')?.state, 'running');
     assert.ok(processAlive(pid4));
-    await waitFor('h2 clean after the link is back', () => {
-      try {
-        assertNoLeftovers(hosts[1]!, 'web4');
-        return true;
-      } catch {
-        return false;
-      }
-    }, 90_000);
+    await waitFor(
+      'h2 clean after the link is back',
+      () => {
+        try {
+          assertNoLeftovers(hosts[1]!, 'web4');
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      90_000,
+    );
     const ok3 = hosts[0]!.cli(['migrate', 'web4', '--to', 'h2', '--format', 'json'], { timeoutMs: 300_000 });
     assert.equal(ok3.code, 0, ok3.stderr);
     ok(hosts[1]!, ['delete', 'web4', '--force']);
@@ -409,7 +436,10 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     const r = hosts[0]!.cli(['migrate', 'web1', '--to', 'h3', '--check', '--format', 'json']);
     assert.equal(r.code, 1);
     const plan = JSON.parse(r.stdout) as Plan;
-    assert.ok(plan.blockers.some((b) => b.check === 'machine-type' && /pc-i440fx-7\.2/.test(b.message)), r.stdout);
+    assert.ok(
+      plan.blockers.some((b) => b.check === 'machine-type' && /pc-i440fx-7\.2/.test(b.message)),
+      r.stdout,
+    );
     assert.equal(find(hosts[0]!, 'web1')?.host, 'h1', 'nothing moved');
   });
 });
