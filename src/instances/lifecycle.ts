@@ -7,6 +7,7 @@ import type { OperationContext } from '../operations/operations.js';
 import { writeConfigDrive } from '../storage/config-drive.js';
 import { buildQemuArgv, type QemuDisk } from '../qemu/argv.js';
 import { launchQemu, waitForExit, isProcessAlive } from '../qemu/process.js';
+import { pauseGuest, quitQemu, requestPowerdown, resumeGuest } from '../qemu/power.js';
 import { assertHostPortFree } from '../network/forwards.js';
 import type { InstanceContext, Runtime } from './registry.js';
 import type { StartHooks, StopOptions } from './types.js';
@@ -95,7 +96,7 @@ export class Lifecycle {
         return registry.view(inst);
       }
       ctx?.progress({ phase: 'booting', percent: 80 });
-      if (!hooks?.leavePaused) await qmp.cont();
+      if (!hooks?.leavePaused) await resumeGuest(qmp);
       rt.ownRunState = false;
       rt.startedAtMs = Date.now();
       inst.lastStartedAt = new Date().toISOString();
@@ -172,15 +173,15 @@ export class Lifecycle {
     try {
       if (!forced) {
         ctx?.progress({ phase: 'ACPI power button pressed', percent: 20 });
-        if (previous === 'paused') await rt.qmp.cont();
-        await rt.qmp.systemPowerdown();
+        if (previous === 'paused') await resumeGuest(rt.qmp);
+        await requestPowerdown(rt.qmp);
         const timeoutMs = (opts.timeout ?? DEFAULT_STOP_TIMEOUT_S) * 1000;
         if (!(await waitForExitOrCancel(rt.pid, timeoutMs, ctx))) forced = true;
       }
       if (forced) {
         ctx?.progress({ phase: 'forcing', percent: 70 });
         // A quit that fails (QEMU hung) is followed by SIGKILL below.
-        await rt.qmp.quit().catch(() => undefined);
+        await quitQemu(rt.qmp).catch(() => undefined);
         if (!(await waitForExit(rt.pid, 3_000))) {
           process.kill(rt.pid, 'SIGKILL');
           await waitForExit(rt.pid, 5_000);
@@ -213,7 +214,7 @@ export class Lifecycle {
     assertTransition(name, inst.state, state, 'suspend');
     rt.expectExit = true;
     registry.forget(name);
-    await rt.qmp.quit();
+    await quitQemu(rt.qmp);
     if (!(await waitForExit(rt.pid, 5_000))) {
       process.kill(rt.pid, 'SIGKILL');
       await waitForExit(rt.pid, 5_000);
@@ -240,7 +241,7 @@ export class Lifecycle {
       if (inst.state === 'paused') return registry.view(inst);
       // Only a running guest is paused by this verb (other states may end paused by other paths).
       if (inst.state !== 'running') throw invalidState(name, inst.state, 'pause');
-      await registry.runtime(inst).qmp.stop();
+      await pauseGuest(registry.runtime(inst).qmp);
       await registry.setState(inst, 'paused');
       events.lifecycle('instance-paused', name);
       return registry.view(inst);
@@ -256,7 +257,7 @@ export class Lifecycle {
           hint: inst.state === 'stopped' ? `Use "vmkit start ${name}".` : undefined,
         });
       }
-      await registry.runtime(inst).qmp.cont();
+      await resumeGuest(registry.runtime(inst).qmp);
       await registry.setState(inst, 'running');
       events.lifecycle('instance-resumed', name);
       return registry.view(inst);

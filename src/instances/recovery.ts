@@ -4,6 +4,7 @@ import { canTransition, isActive } from '../domain/state.js';
 import type { InstanceState } from '../domain/types.js';
 import { RUN_FILES } from '../qemu/argv.js';
 import { findQemuProcess } from '../qemu/process.js';
+import { acceleratorInUse, queryRunState, resumeGuest } from '../qemu/power.js';
 import { QmpClient } from '../qemu/qmp.js';
 import type { Provisioning } from './provision.js';
 import type { InstanceContext, Runtime } from './registry.js';
@@ -46,14 +47,14 @@ export class Recovery {
       }
       try {
         const qmp = await QmpClient.connect(join(runDir, RUN_FILES.qmp), { timeoutMs: 5_000 });
-        const status = await qmp.queryStatus();
+        const status = await queryRunState(qmp);
         const rt: Runtime = {
           pid,
           qmp,
           startedAtMs: inst.lastStartedAt ? Date.parse(inst.lastStartedAt) : Date.now(),
           expectExit: false,
           guestShutdown: false,
-          accel: (await qmp.queryKvm()).enabled ? 'kvm' : 'tcg',
+          accel: await acceleratorInUse(qmp),
         };
         registry.attach(inst.name, rt);
         // A start interrupted between launch and `cont` is finished; a stop interrupted
@@ -63,7 +64,7 @@ export class Recovery {
           rt.ownRunState = true;
           continue;
         }
-        if (status.status === 'prelaunch') await qmp.cont();
+        if (status.status === 'prelaunch') await resumeGuest(qmp);
         const state: InstanceState = status.status === 'paused' ? 'paused' : 'running';
         if (inst.state !== state) await registry.setState(inst, state);
       } catch (err) {

@@ -1,4 +1,5 @@
 import * as engine from '../../qemu/migrate.js';
+import { queryRunState, resumeGuest } from '../../qemu/power.js';
 import type { QmpClient } from '../../qemu/qmp.js';
 import { resetPeerPorts } from '../firewall.js';
 import { settleOwnership, stepLogger, type StepLog } from '../switchover.js';
@@ -84,9 +85,9 @@ export async function recover(ctx: MigrationContext, source: MigrationSource, ta
       const qmp = access.qmp(v.name);
       if (qmp) {
         // No answer: treated as running below, as before (QEMU's own events correct it).
-        const st = await qmp.queryStatus().catch(() => undefined);
+        const st = await queryRunState(qmp).catch(() => undefined);
         if (st && st.status !== 'running' && st.status !== 'paused')
-          await qmp.cont().catch((err: Error) => console.error(`vmkitd: resuming ${v.name} (left migrating) failed: ${err.message}`));
+          await resumeGuest(qmp).catch((err: Error) => console.error(`vmkitd: resuming ${v.name} (left migrating) failed: ${err.message}`));
         await access.adopt(v.name, st?.status === 'paused' ? 'paused' : 'running');
       } else {
         await access.setState(await access.load(v.name), 'stopped', 'found mid-migration after a restart');
@@ -97,11 +98,11 @@ export async function recover(ctx: MigrationContext, source: MigrationSource, ta
 
 // `cont` when the guest should run and QEMU says it does not (no answer: left as it is).
 async function resumeUnlessRunning(qmp: QmpClient, shouldRun: boolean, log: StepLog): Promise<void> {
-  const st = await qmp.queryStatus().catch((err: Error) => {
+  const st = await queryRunState(qmp).catch((err: Error) => {
     log(`query-status: ${err.message}`);
     return undefined;
   });
-  if (st && st.status !== 'running' && shouldRun) await qmp.cont().catch((err: Error) => log(`resuming the guest failed: ${err.message}`));
+  if (st && st.status !== 'running' && shouldRun) await resumeGuest(qmp).catch((err: Error) => log(`resuming the guest failed: ${err.message}`));
 }
 
 async function clusterReachable(ctx: MigrationContext): Promise<boolean> {

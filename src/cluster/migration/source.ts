@@ -3,6 +3,7 @@ import { asVmkitError, vmkitError } from '../../errors.js';
 import type { InstanceState } from '../../domain/types.js';
 import type { OperationContext } from '../../operations/operations.js';
 import * as engine from '../../qemu/migrate.js';
+import { queryRunState, resumeGuest } from '../../qemu/power.js';
 import { sharedVolumeInfo } from '../../storage/qemu-img.js';
 import { Revert } from '../../util/revert.js';
 import type { PeerClient } from '../peer.js';
@@ -285,9 +286,9 @@ export class MigrationSource {
     if (qmp && live) {
       undo.add('the pause of the source (cont)', async () => {
         // No answer: QEMU is gone and there is nothing to resume (the row says so next).
-        const status = await qmp.queryStatus().catch(() => undefined);
+        const status = await queryRunState(qmp).catch(() => undefined);
         // After a completed memory copy the source sits in `postmigrate`: `cont` takes the disks back.
-        if (prevState === 'running' && status && status.status !== 'running') await qmp.cont();
+        if (prevState === 'running' && status && status.status !== 'running') await resumeGuest(qmp);
         log('the guest runs on here (rolled back)');
       });
       if (jobs.length > 0) undo.add('the storage mirror', () => engine.abortMirror(qmp, jobs));
