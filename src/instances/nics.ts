@@ -2,8 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { vmkitError } from '../errors.js';
 import type { Image, Nic } from '../domain/types.js';
 import { NIC_MODELS } from '../domain/types.js';
-import { nicDevice } from '../qemu/argv.js';
-import type { QmpEvent } from '../qemu/qmp.js';
+import { DEVICE_RELEASE_TIMEOUT_MS, hotplugNic, unplugNic } from '../qemu/devices.js';
 import type { InstanceContext } from './registry.js';
 import type { NicRequest } from './types.js';
 
@@ -74,14 +73,7 @@ export class Nics {
         }
         if (rt) {
           const tap = peers.networking?.taps(inst)[nic!.id];
-          await rt.qmp.execute('netdev_add', tap ? { type: 'tap', id: nic!.id, ifname: tap, script: 'no', downscript: 'no' } : { type: 'user', id: nic!.id });
-          try {
-            await rt.qmp.execute('device_add', { driver: nicDevice(nic!.model), netdev: nic!.id, mac: nic!.mac, id: `${nic!.id}-dev` });
-          } catch (err) {
-            // The device_add failure is what the caller sees; a netdev left behind goes with QEMU.
-            await rt.qmp.execute('netdev_del', { id: nic!.id }).catch(() => undefined);
-            throw err;
-          }
+          await hotplugNic(rt.qmp, { id: nic!.id, model: nic!.model, mac: nic!.mac, ...(tap ? { tap } : {}) });
         }
       } catch (err) {
         inst.nics = before;
@@ -110,29 +102,10 @@ export class Nics {
         throw vmkitError('VMKIT_INVALID_STATE', `Cannot remove a NIC from instance "${name}" while it is ${inst.state}.`);
       }
       const rt = inst.state === 'running' ? registry.current(name) : undefined;
-      if (rt) {
-        // The guest must release the device (ACPI eject) before its netdev can go.
-        const deleted = new Promise<boolean>((resolve) => {
-          const timer = setTimeout(() => {
-            rt.qmp.off('event', onEvent);
-            resolve(false);
-          }, 15_000);
-          const onEvent = (e: QmpEvent) => {
-            if (e.event === 'DEVICE_DELETED' && e.data.device === `${nic.id}-dev`) {
-              clearTimeout(timer);
-              rt.qmp.off('event', onEvent);
-              resolve(true);
-            }
-          };
-          rt.qmp.on('event', onEvent);
+      if (rt && !(await unplugNic(rt.qmp, nic.id))) {
+        throw vmkitError('VMKIT_TIMEOUT', `The guest of "${name}" did not release NIC ${nic.id} within ${DEVICE_RELEASE_TIMEOUT_MS / 1000} s.`, {
+          hint: 'The guest needs ACPI PCI hot-plug; stop the instance and remove the NIC then.',
         });
-        await rt.qmp.execute('device_del', { id: `${nic.id}-dev` });
-        if (!(await deleted)) {
-          throw vmkitError('VMKIT_TIMEOUT', `The guest of "${name}" did not release NIC ${nic.id} within 15 s.`, {
-            hint: 'The guest needs ACPI PCI hot-plug; stop the instance and remove the NIC then.',
-          });
-        }
-        await rt.qmp.execute('netdev_del', { id: nic.id });
       }
       inst.nics = inst.nics.filter((n) => n !== nic);
       inst.forwards = inst.forwards.filter((f) => f.nic !== nic.id);
