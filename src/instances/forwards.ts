@@ -1,6 +1,6 @@
 import { vmkitError } from '../errors.js';
 import type { PortForward } from '../domain/types.js';
-import { hostfwdRule } from '../qemu/argv.js';
+import { addHostForward, removeHostForward } from '../qemu/hostfwd.js';
 import { assertHostPortFree, describeForward, forwardsCollide, normalizeForward, type ForwardRequest } from '../network/forwards.js';
 import type { InstanceContext } from './registry.js';
 
@@ -38,7 +38,7 @@ export class Forwards {
       await this.assertNoConflict(name, [f]);
       await assertHostPortFree(f);
       const rt = nic.network === 'user' ? registry.current(name) : undefined;
-      if (rt) await rt.qmp.hmpOrThrow(`hostfwd_add ${f.nic} ${hostfwdRule(f)}`);
+      if (rt) await addHostForward(rt.qmp, f);
       try {
         inst.forwards.push(f);
         await registry.save(inst);
@@ -47,9 +47,7 @@ export class Forwards {
         if (f.floating && registry.current(name)) await peers.networking?.announce(inst);
       } catch (err) {
         if (rt) {
-          await rt.qmp
-            .humanMonitorCommand(`hostfwd_remove ${f.nic} ${f.proto}:${f.hostAddress}:${f.hostPort}`)
-            .catch((e: Error) => console.error(`vmkitd: undoing forward ${describeForward(f)} of ${name}: ${e.message}`));
+          await removeHostForward(rt.qmp, f).catch((e: Error) => console.error(`vmkitd: undoing forward ${describeForward(f)} of ${name}: ${e.message}`));
         }
         if (nic.network !== 'user') {
           inst.forwards = inst.forwards.filter((g) => g !== f);
@@ -76,10 +74,8 @@ export class Forwards {
       const onUser = inst.nics.find((n) => n.id === f.nic)?.network === 'user';
       const rt = onUser ? registry.current(name) : undefined;
       if (rt) {
-        const out = await rt.qmp.humanMonitorCommand(`hostfwd_remove ${f.nic} ${f.proto}:${f.hostAddress}:${f.hostPort}`);
-        if (out.trim() && !/removed/i.test(out)) {
-          throw vmkitError('VMKIT_QMP_ERROR', `QEMU refused to remove forward ${describeForward(f)}: ${out.trim()}`);
-        }
+        const refusal = await removeHostForward(rt.qmp, f);
+        if (refusal) throw vmkitError('VMKIT_QMP_ERROR', `QEMU refused to remove forward ${describeForward(f)}: ${refusal}`);
       }
       inst.forwards.splice(idx, 1);
       await registry.save(inst);
