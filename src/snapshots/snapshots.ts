@@ -5,9 +5,11 @@ import type { InstanceAccess, SuspendHandler } from '../instances/manager.js';
 import type { EventBus } from '../operations/events.js';
 import type { OperationContext } from '../operations/operations.js';
 import type { QmpClient } from '../qemu/qmp.js';
-import { JOB_TIMEOUT_MS, ROOT_NODE, runJob, saveVm, settleJobs } from '../qemu/jobs.js';
+import { saveVm, settleJobs } from '../qemu/jobs.js';
+import { queryRunState } from '../qemu/power.js';
+import { deleteVmSnapshot, listLiveSnapshots, loadVm, restoreLive, saveForSuspend, snapshotDiskLive } from '../qemu/snapshots.js';
 import type { Store } from '../store/store.js';
-import { diskSnapshot, fromQemuSnapshot, listDiskSnapshots, type InternalSnapshotInfo, type QemuSnapshotJson } from '../storage/qemu-img.js';
+import { diskSnapshot, listDiskSnapshots, type InternalSnapshotInfo } from '../storage/qemu-img.js';
 
 /**
  * Checkpoints as internal qcow2 snapshots of the instance's root disk (see doc/snapshots.md).
@@ -65,18 +67,18 @@ export class SnapshotManager {
   installSuspendHandler(set: (handler: SuspendHandler) => void): void {
     set({
       resumeHooks: () => ({
-        beforeCont: async (qmp) => {
+        beforeCont: async (qmp, inst) => {
           try {
-            await runJob(qmp, 'snapshot-load', { tag: SUSPEND_TAG, vmstate: ROOT_NODE, devices: [ROOT_NODE] });
+            await loadVm(qmp, SUSPEND_TAG);
           } catch (err) {
             // The start fails and leaves the instance stopped (next start: a cold boot), so the
             // saved state can never be used again: do not let it hold disk space.
-            await runJob(qmp, 'snapshot-delete', { tag: SUSPEND_TAG, devices: [ROOT_NODE] }).catch(() => undefined);
+            await deleteVmSnapshot(qmp, SUSPEND_TAG).catch((e: Error) => console.error(`vmkitd: dropping the unusable suspended state of ${inst.name}: ${e.message}`));
             throw err;
           }
         },
         afterStart: async (qmp) => {
-          await runJob(qmp, 'snapshot-delete', { tag: SUSPEND_TAG, devices: [ROOT_NODE] });
+          await deleteVmSnapshot(qmp, SUSPEND_TAG);
         },
       }),
       discard: async (inst) => {
@@ -86,7 +88,10 @@ export class SnapshotManager {
     });
     // Rows die with their instance.
     this.events.subscribe((e) => {
-      if (e.type === 'lifecycle' && e.action === 'instance-deleted' && e.target) void this.dropRows(e.target).catch(() => undefined);
+      if (e.type === 'lifecycle' && e.action === 'instance-deleted' && e.target) {
+        const target = e.target;
+        void this.dropRows(target).catch((err: Error) => console.error(`vmkitd: dropping the snapshot rows of deleted instance ${target}: ${err.message}`));
+      }
     });
   }
 
@@ -153,9 +158,7 @@ export class SnapshotManager {
       if (inst.state === 'running' || inst.state === 'paused') {
         const qmp = this.qmpOf(inst);
         // A leftover tag of the same name (e.g. from a crash before the row was written) goes first.
-        if ((await this.liveSnapshots(qmp)).some((s) => s.name === name)) {
-          await runJob(qmp, 'snapshot-delete', { tag: name, devices: [ROOT_NODE] });
-        }
+        if ((await listLiveSnapshots(qmp)).some((s) => s.name === name)) await deleteVmSnapshot(qmp, name);
         if (withMemory) {
           vmState = inst.state;
           ctx?.progress({ phase: 'saving memory and disk', percent: 20 });
@@ -163,7 +166,7 @@ export class SnapshotManager {
         } else {
           ctx?.progress({ phase: 'snapshotting disk', percent: 20 });
           const t = Date.now();
-          await qmp.execute('blockdev-snapshot-internal-sync', { device: ROOT_NODE, name }, { timeoutMs: JOB_TIMEOUT_MS });
+          await snapshotDiskLive(qmp, name);
           pausedMs = Date.now() - t;
         }
       } else if (inst.state === 'stopped') {
@@ -181,6 +184,7 @@ export class SnapshotManager {
         });
       }
       ctx?.progress({ phase: 'recording', percent: 90 });
+      // The size is informative only: a snapshot whose size cannot be read is still taken.
       const size = await this.sizeOf(inst, name).catch(() => undefined);
       const snap: Snapshot = {
         instance: inst.name,
@@ -214,35 +218,23 @@ export class SnapshotManager {
       let inst = await this.access.load(instance);
       const snap = await this.row(inst, name);
       const file = this.access.rootDisk(inst);
-      const load = (qmp: QmpClient) => runJob(qmp, 'snapshot-load', { tag: name, vmstate: ROOT_NODE, devices: [ROOT_NODE] });
       if (snap.withMemory) {
         if (inst.state === 'running' || inst.state === 'paused') {
           const qmp = this.qmpOf(inst);
           ctx?.progress({ phase: 'loading memory and disk', percent: 30 });
-          await this.access.owningRunState(inst.name, async () => {
-            // snapshot-load stops the vCPUs itself; they stay stopped until we say so.
-            if (inst.state === 'running') await qmp.stop();
-            try {
-              await load(qmp);
-            } catch (err) {
-              // QEMU checks the tag and its vmstate before it reverts anything, so the usual
-              // failures leave the guest as it was: let it go on.
-              if (inst.state === 'running') await qmp.cont().catch(() => undefined);
-              throw err;
-            }
-            if (snap.vmState === 'running') await qmp.cont();
-          });
+          const wasRunning = inst.state === 'running';
+          await this.access.owningRunState(inst.name, () => restoreLive(qmp, name, wasRunning, snap.vmState === 'running'));
           inst = await this.access.load(instance);
           await this.access.setState(inst, snap.vmState === 'running' ? 'running' : 'paused');
         } else if (inst.state === 'stopped' || inst.state === 'suspended') {
           const wasSuspended = inst.state === 'suspended';
           ctx?.progress({ phase: 'starting QEMU and loading the snapshot', percent: 30 });
           await this.access.start(instance, ctx, {
-            beforeCont: async (qmp) => load(qmp),
+            beforeCont: async (qmp) => loadVm(qmp, name),
             leavePaused: snap.vmState === 'paused',
             afterStart: wasSuspended
               ? async (qmp) => {
-                  await runJob(qmp, 'snapshot-delete', { tag: SUSPEND_TAG, devices: [ROOT_NODE] });
+                  await deleteVmSnapshot(qmp, SUSPEND_TAG);
                 }
               : undefined,
           });
@@ -257,7 +249,7 @@ export class SnapshotManager {
         }
         if (inst.state === 'suspended') {
           // Reverting the disk invalidates the saved memory: drop it, the instance is stopped.
-          await diskSnapshot('delete', file, SUSPEND_TAG).catch(() => undefined);
+          await diskSnapshot('delete', file, SUSPEND_TAG).catch((e: Error) => console.error(`vmkitd: dropping the suspended state of ${inst.name}: ${e.message}`));
           await this.access.setState(inst, 'stopped', 'suspended state discarded by a snapshot restore');
         } else if (inst.state !== 'stopped') {
           throw this.badState(inst, 'restore a snapshot of');
@@ -283,9 +275,7 @@ export class SnapshotManager {
       ctx?.progress({ phase: 'deleting', percent: 30 });
       if (inst.state === 'running' || inst.state === 'paused') {
         const qmp = this.qmpOf(inst);
-        if ((await this.liveSnapshots(qmp)).some((s) => s.name === name)) {
-          await runJob(qmp, 'snapshot-delete', { tag: name, devices: [ROOT_NODE] });
-        }
+        if ((await listLiveSnapshots(qmp)).some((s) => s.name === name)) await deleteVmSnapshot(qmp, name);
       } else if (inst.state === 'stopped' || inst.state === 'suspended' || inst.state === 'error') {
         const file = this.access.rootDisk(inst);
         if ((await listDiskSnapshots(file)).some((s) => s.name === name)) await diskSnapshot('delete', file, name);
@@ -322,21 +312,8 @@ export class SnapshotManager {
         });
       }
       const qmp = this.qmpOf(inst);
-      await this.access.owningRunState(inst.name, async () => {
-        // Stopped first, so the guest does not run on between the save and the quit.
-        await qmp.stop();
-        try {
-          if ((await this.liveSnapshots(qmp)).some((s) => s.name === SUSPEND_TAG)) {
-            await runJob(qmp, 'snapshot-delete', { tag: SUSPEND_TAG, devices: [ROOT_NODE] });
-          }
-          ctx?.progress({ phase: 'saving memory and disk', percent: 30 });
-          await saveVm(qmp, SUSPEND_TAG, true);
-        } catch (err) {
-          // Nothing was suspended: the guest goes on as it was.
-          if (inst.state === 'running') await qmp.cont().catch(() => undefined);
-          throw err;
-        }
-      });
+      const wasRunning = inst.state === 'running';
+      await this.access.owningRunState(inst.name, () => saveForSuspend(qmp, SUSPEND_TAG, wasRunning, () => ctx?.progress({ phase: 'saving memory and disk', percent: 30 })));
       // The row says `suspended` before QEMU is asked to quit: a daemon that dies now finds
       // either the paused QEMU (re-attached as paused, the tag dropped) or no QEMU and the
       // saved state (still suspended) — never a lost suspend.
@@ -380,13 +357,13 @@ export class SnapshotManager {
     if ((inst.state === 'running' || inst.state === 'paused') && qmp) {
       await this.access.owningRunState(name, () => settleJobs(qmp));
       // The job may have paused and resumed the guest: the row follows QEMU.
-      const status = await qmp.queryStatus();
+      const status = await queryRunState(qmp);
       const state = status.running ? 'running' : 'paused';
       inst = await this.access.load(name);
       if (inst.state !== state) await this.access.setState(inst, state);
-      tags = await this.liveSnapshots(qmp);
+      tags = await listLiveSnapshots(qmp);
       for (const t of tags) {
-        if (!rows.has(t.name)) await runJob(qmp, 'snapshot-delete', { tag: t.name, devices: [ROOT_NODE] });
+        if (!rows.has(t.name)) await deleteVmSnapshot(qmp, t.name);
       }
     } else if (inst.state === 'stopped' || inst.state === 'suspended' || inst.state === 'error') {
       const file = this.access.rootDisk(inst);
@@ -434,15 +411,9 @@ export class SnapshotManager {
     return qmp;
   }
 
-  private async liveSnapshots(qmp: QmpClient): Promise<InternalSnapshotInfo[]> {
-    const nodes = await qmp.execute<Array<{ 'node-name': string; image?: { snapshots?: QemuSnapshotJson[] } }>>('query-named-block-nodes', { flat: true });
-    const root = nodes.find((n) => n['node-name'] === ROOT_NODE);
-    return (root?.image?.snapshots ?? []).map(fromQemuSnapshot);
-  }
-
   private async sizeOf(inst: Instance, name: string): Promise<number | undefined> {
     const qmp = this.access.qmp(inst.name);
-    const list = qmp && (inst.state === 'running' || inst.state === 'paused') ? await this.liveSnapshots(qmp) : await listDiskSnapshots(this.access.rootDisk(inst));
+    const list = qmp && (inst.state === 'running' || inst.state === 'paused') ? await listLiveSnapshots(qmp) : await listDiskSnapshots(this.access.rootDisk(inst));
     return list.find((s) => s.name === name)?.vmStateSize;
   }
 
