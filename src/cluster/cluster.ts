@@ -194,6 +194,7 @@ export class ClusterManager {
       this.deps.events.emit({ type: 'cluster', action: 'host-joined', target: config.name });
       return config;
     } catch (err) {
+      // The join's error is what the caller sees; closing the unused connection is tidying only.
       if (this.backend !== backend) await backend.close().catch(() => undefined);
       throw err;
     }
@@ -210,8 +211,11 @@ export class ClusterManager {
       });
     }
     await this.stopTimers();
+    // Leaving regardless: an unrevoked lease expires on its own; a host record left behind is
+    // logged (another host can remove it with "vmkit cluster forget").
     await this.lease?.revoke().catch(() => undefined);
-    await backend.delete('hosts', name).catch(() => undefined);
+    await backend.delete('hosts', name).catch((err: Error) => this.deps.log(`warning: leaving: removing the record of host ${name} failed: ${err.message}`));
+    // The connection is dropped either way.
     await backend.close().catch(() => undefined);
     this.backend = undefined;
     this.lease = undefined;
@@ -252,6 +256,7 @@ export class ClusterManager {
       this.deps.log('warning: the cluster lease was lost; re-registering');
       this.lease = undefined;
       this.backend = undefined;
+      // The lost connection is replaced below; its close has nothing to report.
       void backend.close().catch(() => undefined);
       this.scheduleReconnect();
     });
@@ -259,7 +264,7 @@ export class ClusterManager {
     // Instances this host runs are its own (after a restart, or after it was seen dead).
     for (const inst of await this.deps.localInstances()) {
       const owner = await backend.get<OwnerRecord>('owners', inst.name);
-      if (!owner) await this.claim(inst.name, inst).catch(() => undefined);
+      if (!owner) await this.claim(inst.name, inst).catch((err: Error) => this.deps.log(`warning: claiming instance ${inst.name} failed: ${err.message}`));
     }
     for (const h of await backend.list<HostRecord>('hosts')) this.hosts.set(h.key, h.value);
     for (const a of await backend.list('alive')) this.alive.add(a.key);
@@ -275,6 +280,7 @@ export class ClusterManager {
         else this.hosts.delete(ev.key);
       }),
     );
+    // A failed refresh is retried on the next tick; an unreachable store is reported by the lease.
     this.refreshTimer = setInterval(() => void this.publish().catch(() => undefined), 3_000);
     this.refreshTimer.unref();
   }
@@ -293,6 +299,7 @@ export class ClusterManager {
     this.refreshTimer = undefined;
     const ws = this.watchers;
     this.watchers = [];
+    // A watch that fails to close ends with its connection.
     for (const w of ws) await w.close().catch(() => undefined);
   }
 
@@ -300,6 +307,7 @@ export class ClusterManager {
   async close(): Promise<void> {
     this.closed = true;
     await this.stopTimers();
+    // Shutting down: the connection goes either way, and the lease expires on its own.
     await this.backend?.close().catch(() => undefined);
     this.backend = undefined;
   }
@@ -384,7 +392,12 @@ export class ClusterManager {
   async released(name: string): Promise<void> {
     if (!this.backend || !this.config) return;
     const found = await this.backend.get<OwnerRecord>('owners', name);
-    if (found?.value.host === this.config.name) await this.backend.delete('owners', name, { expectRevision: found.revision }).catch(() => undefined);
+    if (found?.value.host === this.config.name) {
+      const host = this.config.name;
+      await this.backend
+        .delete('owners', name, { expectRevision: found.revision })
+        .catch((err: Error) => this.deps.log(`warning: freeing the name ${name} (owned by ${host}) failed: ${err.message}`));
+    }
   }
 
   /** Moves ownership from → to, only if nobody changed it since `revision` (compare-and-swap). */

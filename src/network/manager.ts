@@ -10,6 +10,7 @@ import type { EventBus } from '../operations/events.js';
 import * as bridge from './bridge.js';
 import * as nft from './nftables.js';
 import * as dns from './dnsmasq.js';
+import { Revert } from '../util/revert.js';
 import { allocateAddress, bridgeName, cidrsOverlap, ipToInt, parseCidr, tapName, validateNetworkRequest, type CreateNetworkRequest, type Network } from './network.js';
 import type { NetworkNicView, NetworkView } from './types.js';
 
@@ -56,6 +57,7 @@ export class NetworkManager {
 
   /** One change at a time: the host's network state is shared by all networks. */
   private serial<T>(fn: () => Promise<T>): Promise<T> {
+    // An earlier change that failed was reported to its own caller; this one runs regardless.
     const next = this.chain.catch(() => undefined).then(fn);
     this.chain = next;
     return next;
@@ -129,9 +131,13 @@ export class NetworkManager {
         await this.store.put('networks', n.name, n, { expectRevision: 0 });
         await this.applyRules([...all, n], await this.instances());
       } catch (err) {
-        await this.store.delete('networks', n.name).catch(() => undefined);
-        await this.teardown(n).catch(() => undefined);
-        await this.applyRules(all, await this.instances()).catch(() => undefined);
+        // The create's own error is what the caller sees; an undo step that fails is logged.
+        // Revert runs newest first: rules, then host objects, then the row.
+        const undo = new Revert((msg) => console.error(`vmkitd: network ${n.name}: ${msg}`));
+        undo.add('the row', () => this.store.delete('networks', n.name));
+        undo.add('the host objects (bridge, dnsmasq)', () => this.teardown(n));
+        undo.add('the firewall rules', async () => this.applyRules(all, await this.instances()));
+        await undo.fail();
         throw err;
       }
       this.events.lifecycle('network-created', n.name, { mode: n.mode });
@@ -289,6 +295,7 @@ export class NetworkManager {
 
   /** Static settings for the config drive of a NIC with a static address. */
   async addressing(network: string): Promise<NicAddressing | undefined> {
+    // A network that cannot be loaded has no static settings to give: the NIC goes without them.
     const n = await this.load(network).catch(() => undefined);
     if (!n?.subnet) return undefined;
     return {
