@@ -137,6 +137,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
       try {
         await etcd.list('cluster'); // reachable now, or a clear VMKIT_CLUSTER_UNAVAILABLE
       } catch (err) {
+        // The unreachable cluster store is the error to report; closing is tidying only.
         await etcd.close().catch(() => undefined);
         throw err;
       }

@@ -20,6 +20,7 @@ export async function sharedStorageId(dir: string): Promise<string> {
   if (found) return found;
   await mkdir(dir, { recursive: true });
   const id = randomUUID();
+  // Another host wrote the file first (flag wx refuses): its id, read back below, is the one.
   await writeFile(file, `${id}\n`, { flag: 'wx' }).catch(() => undefined);
   return (await readFile(file, 'utf8')).trim();
 }
@@ -48,7 +49,10 @@ export async function hostFacts(d: HostFactsDeps): Promise<Omit<HostRecord, 'nam
   const totalMiB = Math.floor(os.totalmem() / 1024 / 1024);
   const memoryTotalMiB = d.guestMemoryMiB ? Math.min(totalMiB, d.guestMemoryMiB) : totalMiB;
   const images = [];
-  for (const i of await d.images.list()) images.push({ name: i.name, checksum: await d.images.checksum(i.name).catch(() => undefined) });
+  for (const i of await d.images.list()) {
+    // An image whose checksum cannot be read is published without one (placement then copies it).
+    images.push({ name: i.name, checksum: await d.images.checksum(i.name).catch(() => undefined) });
+  }
   return {
     version: d.version,
     cpus: os.cpus().length,

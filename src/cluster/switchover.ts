@@ -77,6 +77,7 @@ export async function takeOwnership(
   } catch (err) {
     log(`etcd: ${asVmkitError(err).message}; reading the owner back`);
     for (let i = 0; i < (opts.attempts ?? 10); i++) {
+      // Unreadable now: read again until the attempts run out (then the transfer's error is thrown).
       const now = await store.owner(instance).catch(() => undefined);
       if (now) return now.record.host === me;
       await pause(opts.retryMs ?? 500);

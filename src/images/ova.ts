@@ -59,6 +59,7 @@ export async function importOva(images: ImageStore, req: ImportRequest, ctx?: Op
 
 async function importOvaAs(images: ImageStore, name: string, req: ImportRequest, ctx?: OperationContext): Promise<ImportResult> {
   ctx?.progress({ phase: 'reading the archive', percent: 0 });
+  // A path that cannot be stat'ed is reported as "not a file" right below.
   const st = await stat(req.source).catch(() => undefined);
   if (!st?.isFile()) throw vmkitError('VMKIT_FILE_NOT_FOUND', `${req.source} is not a file on the daemon's host.`, { hint: 'Give the path of an .ova file.' });
   const members = await listTar(req.source);

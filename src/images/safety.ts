@@ -186,6 +186,7 @@ export interface InspectedFile {
 
 /** Everything vmkit checks before it converts an untrusted file: format, header, qemu-img info. */
 export async function inspectUntrusted(path: string, declared?: string): Promise<InspectedFile> {
+  // A path that cannot be stat'ed is reported as missing right below.
   const st = await stat(path).catch(() => undefined);
   if (!st)
     throw vmkitError('VMKIT_FILE_NOT_FOUND', `${path} does not exist on the daemon's host.`, {

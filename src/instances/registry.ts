@@ -74,12 +74,11 @@ export class InstanceRegistry {
     // The previous holder's failure is its caller's to report; this one runs regardless.
     const next = prev.catch(() => undefined).then(fn);
     this.locks.set(name, next);
+    const unlock = () => {
+      if (this.locks.get(name) === next) this.locks.delete(name);
+    };
     // The failure goes to this call's caller (returned below); the clean-up must not re-raise it.
-    void next
-      .finally(() => {
-        if (this.locks.get(name) === next) this.locks.delete(name);
-      })
-      .catch(() => undefined);
+    void next.finally(unlock).catch(() => undefined);
     return next;
   }
 

@@ -77,7 +77,8 @@ export async function ensureBridge(name: string, address?: { ip: string; prefix:
     // Port forwards from the host's loopback (DNAT of 127.0.0.1) leave through the bridge.
     await sysctl(`net/ipv4/conf/${name}/route_localnet`, '1');
   }
-  // IPv6 is not managed: no link-local chatter, no SLAAC.
+  // IPv6 is not managed: no link-local chatter, no SLAAC. A kernel without IPv6 has no such
+  // knob, and nothing to disable.
   await sysctl(`net/ipv6/conf/${name}/disable_ipv6`, '1').catch(() => undefined);
   await ip(['link', 'set', 'dev', name, 'up']);
 }
@@ -89,6 +90,7 @@ export async function deleteLink(name: string): Promise<void> {
 /** A persistent tap on `bridge`, created before QEMU opens it by name. */
 export async function ensureTap(name: string, bridge: string): Promise<void> {
   if (!(await linkExists(name))) await ip(['tuntap', 'add', 'dev', name, 'mode', 'tap', 'vnet_hdr']);
+  // As on the bridge: IPv6 is not managed, and a kernel without it has nothing to disable.
   await sysctl(`net/ipv6/conf/${name}/disable_ipv6`, '1').catch(() => undefined);
   await ip(['link', 'set', 'dev', name, 'master', bridge, 'up']);
   // Hairpin: a guest reaching itself through a port forward gets its frames back on its own port.

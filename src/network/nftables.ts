@@ -161,6 +161,7 @@ export async function applyRuleset(input: RulesetInput): Promise<void> {
  * namespace).
  */
 export async function removeRuleset(): Promise<void> {
+  // nft cannot run at all: there is no vmkit table to remove.
   const tables = await run(['nft', 'list', 'tables'], { allowFailure: true, errorCode: 'VMKIT_NETWORK_FAILED' }).catch(() => undefined);
   if (!tables || tables.code !== 0 || !new RegExp(`^table (inet|bridge) ${TABLE}$`, 'm').test(tables.stdout)) return;
   await nftStdin(renderFlush());

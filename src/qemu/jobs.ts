@@ -24,11 +24,14 @@ export async function runJob(qmp: QmpClient, command: string, args: Record<strin
     timeoutMs: JOB_TIMEOUT_MS,
     predicate: (e) => e.data.id === jobId && e.data.status === 'concluded',
   });
+  // Awaited below; when the command itself is refused nobody awaits it, and its later
+  // timeout must not become an unhandled rejection.
   concluded.catch(() => undefined);
   await qmp.execute(command, { 'job-id': jobId, ...args });
   await concluded;
   const jobs = await qmp.execute<QmpJobInfo[]>('query-jobs');
   const job = jobs.find((j) => j.id === jobId);
+  // The outcome is read already; a job left undismissed only lingers in query-jobs (settleJobs clears it).
   await qmp.execute('job-dismiss', { id: jobId }).catch(() => undefined);
   if (job?.error) {
     throw vmkitError('VMKIT_QMP_ERROR', `QEMU ${command} of "${String(args.tag)}" failed: ${job.error}`, {
@@ -66,7 +69,10 @@ export async function settleJobs(qmp: QmpClient): Promise<void> {
   for (;;) {
     const jobs = await qmp.execute<QmpJobInfo[]>('query-jobs');
     const open = jobs.filter((j) => j.status !== 'concluded' && j.status !== 'null');
-    for (const j of jobs.filter((j) => j.status === 'concluded')) await qmp.execute('job-dismiss', { id: j.id }).catch(() => undefined);
+    for (const j of jobs.filter((j) => j.status === 'concluded')) {
+      // Concluded is all we wait for: an undismissed job changes nothing, the next pass tries again.
+      await qmp.execute('job-dismiss', { id: j.id }).catch(() => undefined);
+    }
     if (open.length === 0 || Date.now() > deadline) return;
     await new Promise((r) => setTimeout(r, 100));
   }

@@ -160,7 +160,10 @@ export async function startMirror(
     // The caller hears why the mirror failed; this clean-up is best effort (abortMirror
     // already tolerates ended jobs), and a node never added cannot be deleted.
     await abortMirror(sourceQmp, jobs).catch(() => undefined);
-    for (const n of o.nodes) await sourceQmp.execute('blockdev-del', { 'node-name': `mig-nbd-${n.node}` }).catch(() => undefined);
+    for (const n of o.nodes) {
+      // Never added (the failure came first) or already gone with its job: nothing to delete.
+      await sourceQmp.execute('blockdev-del', { 'node-name': `mig-nbd-${n.node}` }).catch(() => undefined);
+    }
     throw err;
   }
 }

@@ -186,6 +186,7 @@ export class EtcdStore implements Store {
     this.leases.clear();
     const watchers = [...this.watchers];
     this.watchers.clear();
+    // Closing regardless: a watcher that does not cancel within 1 s ends with the client.
     await withTimeout(Promise.allSettled(watchers.map((w) => w.cancel())), 1000).catch(() => undefined);
     this.client.close();
   }
@@ -257,12 +258,14 @@ export class EtcdStore implements Store {
       );
     } catch (err) {
       this.watchers.delete(watcher);
+      // The watch never connected (reported below): its cancel has nothing to add.
       void watcher.cancel().catch(() => undefined);
       throw this.mapError(err, `watch ${kind}`, false);
     }
     return {
       close: async () => {
         if (!this.watchers.delete(watcher)) return;
+        // Already forgotten above: a cancel that fails or hangs leaves nothing of ours behind.
         await withTimeout(watcher.cancel(), this.timeoutMs).catch(() => undefined);
       },
     };

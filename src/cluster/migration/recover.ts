@@ -29,7 +29,8 @@ export async function recover(ctx: MigrationContext, source: MigrationSource, ta
     const me = cluster.name;
     const log = stepLogger(rec.id, rec.role, rec.instance);
     if (rec.role === 'source') {
-      const inst = await access.load(rec.instance).catch(() => undefined); // already gone
+      // Already gone: nothing to settle.
+      const inst = await access.load(rec.instance).catch(() => undefined);
       // Still the owner: fence the target out before the guest may run here again (its
       // "take over" may still be on its way).
       const holder = owner && owner.record.host === me ? await settleOwnership(cluster, rec.instance, rec.peer, owner.revision, log, { attempts: 3 }) : undefined;
@@ -66,7 +67,8 @@ export async function recover(ctx: MigrationContext, source: MigrationSource, ta
         await resumeUnlessRunning(qmp, rec.wasRunning !== false, log);
         await access.adopt(rec.instance, rec.wasRunning === false ? 'paused' : 'running');
       } else {
-        const inst = await access.load(rec.instance).catch(() => undefined); // already gone
+        // Already gone: nothing to settle.
+        const inst = await access.load(rec.instance).catch(() => undefined);
         if (inst?.state === 'migrating') await access.setState(inst, rec.sourceState === 'suspended' ? 'suspended' : 'stopped');
       }
       await target.closePorts(rec);

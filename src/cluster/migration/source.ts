@@ -273,13 +273,15 @@ export class MigrationSource {
     const undo = new Revert(log);
     if (withdrawn) {
       undo.add('the withdrawal of the floating addresses', async () => {
-        const inst = await access.load(name).catch(() => undefined); // already gone: nothing to announce
+        // Already gone: nothing to announce.
+        const inst = await access.load(name).catch(() => undefined);
         if (inst) await access.networking()?.announce(inst, log);
       });
     }
     if (live) {
       undo.add(`the "migrating" state (back to ${prevState})`, async () => {
-        const inst = await access.load(name).catch(() => undefined); // already gone: no state to restore
+        // Already gone: no state to restore.
+        const inst = await access.load(name).catch(() => undefined);
         if (inst && inst.state !== prevState) await access.setState(inst, prevState);
       });
     }
@@ -309,7 +311,8 @@ export class MigrationSource {
         }
         await access.withLock(name, async () => {
           if (holder === 'target') {
-            const inst = await access.load(name).catch(() => undefined); // already gone: nothing to release
+            // Already gone: nothing to release.
+            const inst = await access.load(name).catch(() => undefined);
             if (inst) await access.release(inst);
           } else {
             await this.rollbackSource(name, prevState, [], true, withdrawn, log);

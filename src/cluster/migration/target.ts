@@ -71,7 +71,8 @@ export class MigrationTarget {
       // Releasing the row also ends the incoming QEMU started below.
       undo.add(`the row of "${name}"`, () =>
         access.withLock(name, async () => {
-          const cur = await access.load(name).catch(() => undefined); // already gone
+          // Already gone: nothing to settle.
+          const cur = await access.load(name).catch(() => undefined);
           if (cur && cur.id === inst.id) await access.release(cur);
         }),
       );
