@@ -1,11 +1,8 @@
 import { mkdir, readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { canTransition, isActive } from '../domain/state.js';
 import type { InstanceState } from '../domain/types.js';
-import { RUN_FILES } from '../qemu/argv.js';
-import { findQemuProcess } from '../qemu/process.js';
+import { connectToRunningQemu, findQemuProcess } from '../qemu/process.js';
 import { acceleratorInUse, queryRunState, resumeGuest } from '../qemu/power.js';
-import { QmpClient } from '../qemu/qmp.js';
 import type { Provisioning } from './provision.js';
 import type { InstanceContext, Runtime } from './registry.js';
 
@@ -46,7 +43,7 @@ export class Recovery {
         continue;
       }
       try {
-        const qmp = await QmpClient.connect(join(runDir, RUN_FILES.qmp), { timeoutMs: 5_000 });
+        const qmp = await connectToRunningQemu(runDir);
         const status = await queryRunState(qmp);
         const rt: Runtime = {
           pid,

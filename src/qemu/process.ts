@@ -69,6 +69,11 @@ export async function launchQemu(argv: readonly string[], runDir: string, timeou
   }
 }
 
+/** Connects to the QMP socket of a QEMU that is already running (found by findQemuProcess after a daemon restart). */
+export function connectToRunningQemu(runDir: string, timeoutMs = 5_000): Promise<QmpClient> {
+  return QmpClient.connect(join(runDir, RUN_FILES.qmp), { timeoutMs });
+}
+
 export function isProcessAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
