@@ -47,7 +47,9 @@ export class Forwards {
         if (f.floating && registry.current(name)) await peers.networking?.announce(inst);
       } catch (err) {
         if (rt) {
-          await removeHostForward(rt.qmp, f).catch((e: Error) => console.error(`vmkitd: undoing forward ${describeForward(f)} of ${name}: ${e.message}`));
+          // QEMU's refusal (text, not a rejection) is as much a failed undo as a lost connection.
+          const refusal = await removeHostForward(rt.qmp, f).catch((e: Error) => e.message);
+          if (refusal) console.error(`vmkitd: undoing forward ${describeForward(f)} of ${name}: ${refusal}`);
         }
         if (nic.network !== 'user') {
           inst.forwards = inst.forwards.filter((g) => g !== f);
