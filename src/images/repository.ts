@@ -12,6 +12,20 @@ import type { Image } from '../domain/types.js';
 import type { OperationContext } from '../operations/operations.js';
 import type { ImageStore } from './image-store.js';
 import { inspectUntrusted } from './safety.js';
+import {
+  INDEX_FORMAT,
+  MAX_INDEX_BYTES,
+  imageFiles,
+  repoError,
+  validateRepoImage,
+  type Remote,
+  type RepoFile,
+  type RepoImage,
+  type RepoIndex,
+  type ServeStatus,
+} from './repository-index.js';
+
+export { INDEX_FORMAT, imageFiles, validateRepoImage, type Remote, type RepoFile, type RepoImage, type RepoIndex, type ServeStatus };
 
 /**
  * Appliance repositories over plain HTTP. A repository is an index (`/index.json`: images
@@ -21,68 +35,6 @@ import { inspectUntrusted } from './safety.js';
  * Everything that comes from a repository is untrusted: sha256 verified before an image
  * appears, disks inspected like an import.
  */
-
-export const INDEX_FORMAT = 'vmkit-repo-1';
-
-export interface RepoFile {
-  file: string;
-  size: number;
-  sha256: string;
-}
-
-export interface RepoImage extends Omit<Image, 'source' | 'fidelity' | 'origin' | 'checksum'> {
-  files: RepoFile[];
-}
-
-export interface RepoIndex {
-  format: string;
-  images: RepoImage[];
-}
-
-export interface Remote {
-  name: string;
-  url: string;
-  token?: string;
-}
-
-export interface ServeStatus {
-  serving: boolean;
-  url?: string;
-  writable?: boolean;
-}
-
-const SHA = /^[0-9a-f]{64}$/;
-const MAX_INDEX_BYTES = 16 * 1024 * 1024;
-
-function repoError(message: string, hint = 'Check the repository URL ("vmkit repo list") and that it is a vmkit repository.'): never {
-  throw vmkitError('VMKIT_REPO_FAILED', message, { hint });
-}
-
-/** Files of an image in the order a repository lists them (disks, then boot files). */
-export function imageFiles(image: Image): string[] {
-  const files = image.disks.map((d) => d.file);
-  if (image.boot?.kernel) files.push(image.boot.kernel);
-  if (image.boot?.initrd) files.push(image.boot.initrd);
-  return files;
-}
-
-function plainFileName(f: string): boolean {
-  return /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(f) && !f.includes('..');
-}
-
-/** Checks an index entry from a remote before anything is downloaded. */
-export function validateRepoImage(x: RepoImage): void {
-  validateName(x.name, 'image name');
-  const files = new Set(x.files.map((f) => f.file));
-  for (const f of x.files) {
-    if (!plainFileName(f.file)) repoError(`The index names a file "${f.file}" vmkit does not accept.`);
-    if (!SHA.test(f.sha256)) repoError(`The index gives no valid sha256 for ${f.file}.`);
-    if (!Number.isSafeInteger(f.size) || f.size < 0) repoError(`The index gives no valid size for ${f.file}.`);
-  }
-  if (!Array.isArray(x.disks) || x.disks.length === 0) repoError(`Image ${x.name} has no disk in the index.`);
-  for (const d of x.disks) if (d.format !== 'qcow2' || !files.has(d.file)) repoError(`Image ${x.name}: disk ${d.file} must be a listed qcow2 file.`);
-  for (const f of [x.boot?.kernel, x.boot?.initrd]) if (f && !files.has(f)) repoError(`Image ${x.name}: boot file ${f} is not listed.`);
-}
 
 export class RepositoryManager {
   private server?: http.Server;
