@@ -14,8 +14,8 @@
  *    src/api/test-context.ts are composition roots (like daemon.ts): they build a real store
  *    to hand to the services under test.
  * 4. cli-is-a-client: src/cli/ imports only src/cli/, src/domain/, src/errors.ts, the wire
- *    types of other folders (a folder's types.ts) and src/wire/ (the wire types themselves).
- *    Adjusted, because it cannot hold today:
+ *    types of other folders (a folder's types.ts), src/wire/ (the wire types themselves) and
+ *    src/client/ (the one API client, which rule 8 keeps free of daemon code). Adjusted, because it cannot hold today:
  *    src/cli/daemon.ts lazily loads src/daemon.ts — `vmkit daemon` IS the daemon's launcher
  *    (bin/vmkit.js loads the CLI only), and loading it lazily is what keeps every other
  *    command free of daemon code; no other cli file may do so.
@@ -27,6 +27,9 @@
  * 7. wire-is-portable: src/wire/ imports only src/wire/ and @sinclair/typebox — no node:
  *    module, no other package, no other folder — because the web console compiles and
  *    bundles it too (web/tsconfig.json includes it).
+ * 8. client-is-a-client: src/client/ imports only src/client/, src/wire/, src/errors.ts and
+ *    node: modules. The CLI and the cluster's peer calls share it, so it must not pull in
+ *    daemon code (which rule 4 would then let into the CLI through the back door).
  *
  * A failure names the rule, the file and the import.
  */
@@ -113,9 +116,9 @@ test('architecture: src/api/ does not import src/qemu/, src/storage/ or src/stor
   assert.deepEqual(bad.map(show), [], 'routes call services; services own QEMU, storage and the store');
 });
 
-test('architecture: src/cli/ imports only cli, domain, errors and wire types', () => {
+test('architecture: src/cli/ imports only cli, domain, errors, wire types and the client', () => {
   const allowed = (i: Import & { to: string }): boolean =>
-    ['cli', 'domain', 'wire'].includes(area(i.to)) || i.to === 'errors.ts' || /^[^/]+\/types\.ts$/.test(i.to) || (i.from === 'cli/daemon.ts' && i.to === 'daemon.ts');
+    ['cli', 'domain', 'wire', 'client'].includes(area(i.to)) || i.to === 'errors.ts' || /^[^/]+\/types\.ts$/.test(i.to) || (i.from === 'cli/daemon.ts' && i.to === 'daemon.ts');
   const bad = internal.filter((i) => area(i.from) === 'cli' && !allowed(i));
   assert.deepEqual(bad.map(show), [], 'the CLI talks to the daemon over HTTP: import wire types (a types.ts), not daemon code');
 });
@@ -123,6 +126,13 @@ test('architecture: src/cli/ imports only cli, domain, errors and wire types', (
 test('architecture: src/wire/ imports only src/wire/ and @sinclair/typebox', () => {
   const bad = imports.filter((i) => area(i.from) === 'wire' && !(i.to !== undefined ? area(i.to) === 'wire' : i.spec === '@sinclair/typebox'));
   assert.deepEqual(bad.map(show), [], 'the web console bundles src/wire/: no Node module, no daemon code');
+});
+
+test('architecture: src/client/ imports only client, wire, errors and node: modules', () => {
+  const bad = imports.filter(
+    (i) => area(i.from) === 'client' && !(i.to !== undefined ? ['client', 'wire'].includes(area(i.to)) || i.to === 'errors.ts' : i.spec.startsWith('node:')),
+  );
+  assert.deepEqual(bad.map(show), [], 'the CLI loads the client: keep daemon code out of it');
 });
 
 /** Cycles of a graph whose edges carry one import each (for the message); one per back edge. */
