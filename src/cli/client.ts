@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { ApiClient } from '../client/client.js';
-import { fetchTransport, unixTransport } from '../client/transport.js';
+import { nodeHttpTransport, unixTransport } from '../client/transport.js';
 import { VmkitError } from '../errors.js';
 
 // The envelope and operation helpers live with the one client; the CLI's commands import them from here.
@@ -36,7 +36,7 @@ export class VmkitClient extends ApiClient {
     const dir = options.dir || process.env.VMKIT_DIR || DEFAULT_DIR;
     const remote = parseRemote(options.remote || process.env.VMKIT_REMOTE || undefined);
     const token = options.token || process.env.VMKIT_TOKEN || undefined;
-    const transport = remote ? fetchTransport(remote) : unixTransport(join(dir, 'vmkit.sock'));
+    const transport = remote ? nodeHttpTransport(remote) : unixTransport(join(dir, 'vmkit.sock'));
     super({ transport, headers: token ? { authorization: `Bearer ${token}` } : {}, unreachable: (err) => connectionError(transport.target, err) });
     this.dir = dir;
     this.remote = remote;
@@ -84,7 +84,7 @@ function parseRemote(remote: string | undefined): URL | undefined {
 }
 
 function connectionError(where: string, failure: Error & { code?: string }): VmkitError {
-  // fetch (--remote) reports "fetch failed" and keeps the socket's error as its cause.
+  // A transport on fetch would report "fetch failed" and keep the socket's error as its cause.
   const err: Error & { code?: string } = failure.code === undefined && failure.cause instanceof Error ? failure.cause : failure;
   switch (err.code) {
     case 'ENOENT':

@@ -57,19 +57,13 @@ export function errorOfAnswer(res: RawResponse): VmkitError {
   return toVmkitError(code, message, hint, status);
 }
 
-/** Whether a response is an error answer: an HTTP error status, or an envelope that says so. */
-export function isErrorAnswer(res: RawResponse, errorStatus = 400): boolean {
-  if (res.status >= errorStatus) return true;
-  return asRecord(jsonOf(res).json).type === 'error';
-}
-
 /**
  * Turns a raw response into an answer envelope. Error answers are thrown, as `errorOf` makes
  * them (by default errorOfAnswer); anything that is not an envelope is VMKIT_INTERNAL.
  */
 export function parseAnswer(res: RawResponse, errorOf: (res: RawResponse) => VmkitError = errorOfAnswer, errorStatus = 400): ApiAnswer {
-  if (isErrorAnswer(res, errorStatus)) throw errorOf(res);
   const obj = asRecord(jsonOf(res).json);
+  if (res.status >= errorStatus || obj.type === 'error') throw errorOf(res);
   if (obj.type === 'async') {
     return { type: 'async', status_code: res.status, operation: String(obj.operation ?? ''), metadata: obj.metadata as Operation };
   }

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import https from 'node:https';
 
 /** A request body as it goes on the wire; a stream needs its content-length in the headers. */
 export type RequestBody = string | Uint8Array | AsyncIterable<Uint8Array>;
@@ -50,11 +51,27 @@ function signalOf(options: SendOptions): AbortSignal | undefined {
 
 /** The daemon's unix socket (the local CLI, the tests): node:http, as fetch has no socketPath. */
 export function unixTransport(socketPath: string): Transport {
+  return nodeTransport(socketPath, (method, path, options) => http.request({ socketPath, path, method, headers: options.headers, signal: signalOf(options) }));
+}
+
+/**
+ * A daemon's http(s) URL through node:http — the CLI's `--remote`, which has always used
+ * it: unlike fetch it reaches every port (fetch refuses a list of "bad ports", 6000 among
+ * them) and its errors carry the socket's code the CLI's messages name.
+ */
+export function nodeHttpTransport(base: URL): Transport {
+  return nodeTransport(base.origin, (method, path, options) => {
+    const url = new URL(path, base);
+    return (url.protocol === 'https:' ? https : http).request(url, { method, headers: options.headers, signal: signalOf(options) });
+  });
+}
+
+function nodeTransport(target: string, start: (method: string, path: string, options: SendOptions) => http.ClientRequest): Transport {
   return {
-    target: socketPath,
+    target,
     open(method, path, body, options) {
       return new Promise((resolve, reject) => {
-        const req = http.request({ socketPath, path, method, headers: options.headers, signal: signalOf(options) });
+        const req = start(method, path, options);
         req.on('response', (res) => resolve({ status: res.statusCode ?? 500, contentType: String(res.headers['content-type'] ?? ''), body: res }));
         req.on('error', reject);
         if (body === undefined || typeof body === 'string' || body instanceof Uint8Array) {
@@ -74,7 +91,7 @@ export function unixTransport(socketPath: string): Transport {
   };
 }
 
-/** A daemon's TCP address (`--remote`, cluster peers): fetch, with its timeouts and streaming. */
+/** A daemon's TCP address (cluster peers): fetch, with its timeouts and streamed bodies. */
 export function fetchTransport(base: URL): Transport {
   return {
     target: base.origin,
