@@ -32,7 +32,7 @@ export function setUnauthorizedHandler(fn: () => void): void {
 // The answer envelope is the daemon's own type (src/wire/envelope.ts).
 type Envelope = Answer;
 
-/** The error an answer carries, if it is an error answer. */
+// The error an answer carries, if it is an error answer.
 const errorIn = (env: Envelope | undefined) => (env?.type === 'error' ? env.error : undefined);
 
 export async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
