@@ -6,13 +6,16 @@
  * 1. api-is-a-skin: nothing outside src/api/ imports from src/api/, except src/daemon.ts
  *    (which builds the API). Inside src/api/ the OpenAPI generator and the test helpers are
  *    ordinary api files, so they need no exception.
- * 2. domain-is-pure: src/domain/ imports nothing but src/domain/ and src/errors.ts.
+ * 2. domain-is-pure: src/domain/ imports nothing but src/domain/, src/wire/ and src/errors.ts.
+ *    (src/wire/ holds the wire types the domain names; rule 7 keeps it as pure as the domain,
+ *    with one package: the schema builder the types are derived from.)
  * 3. api-through-services: src/api/ does not import src/qemu/, src/storage/ or src/store/
  *    directly; it goes through services. Exception: test files (*.test.ts) and
  *    src/api/test-context.ts are composition roots (like daemon.ts): they build a real store
  *    to hand to the services under test.
- * 4. cli-is-a-client: src/cli/ imports only src/cli/, src/domain/, src/errors.ts and the wire
- *    types of other folders (a folder's types.ts). Adjusted, because it cannot hold today:
+ * 4. cli-is-a-client: src/cli/ imports only src/cli/, src/domain/, src/errors.ts, the wire
+ *    types of other folders (a folder's types.ts), src/wire/ (the wire types themselves) and
+ *    src/client/ (the one API client, which rule 8 keeps free of daemon code). Adjusted, because it cannot hold today:
  *    src/cli/daemon.ts lazily loads src/daemon.ts — `vmkit daemon` IS the daemon's launcher
  *    (bin/vmkit.js loads the CLI only), and loading it lazily is what keeps every other
  *    command free of daemon code; no other cli file may do so.
@@ -21,6 +24,12 @@
  *    test, so a test's imports cannot close a cycle in the code that ships.
  * 6. no-api-file-cycles: no import cycle between the files of src/api/ (server.ts registers
  *    the routes-*.ts files; they take ApiContext from context.ts, never from server.ts).
+ * 7. wire-is-portable: src/wire/ imports only src/wire/ and @sinclair/typebox — no node:
+ *    module, no other package, no other folder — because the web console compiles and
+ *    bundles it too (web/tsconfig.json includes it).
+ * 8. client-is-a-client: src/client/ imports only src/client/, src/wire/, src/errors.ts and
+ *    node: modules. The CLI and the cluster's peer calls share it, so it must not pull in
+ *    daemon code (which rule 4 would then let into the CLI through the back door).
  *
  * A failure names the rule, the file and the import.
  */
@@ -94,8 +103,10 @@ test('architecture: nothing outside src/api/ imports src/api/ (but daemon.ts)', 
   assert.deepEqual(bad.map(show), [], 'src/api/ is the outermost layer: move what is shared into a service');
 });
 
-test('architecture: src/domain/ imports only src/domain/ and src/errors.ts', () => {
-  const bad = imports.filter((i) => area(i.from) === 'domain' && !(i.to !== undefined && (area(i.to) === 'domain' || i.to === 'errors.ts')) && !i.spec.startsWith('node:'));
+test('architecture: src/domain/ imports only src/domain/, src/wire/ and src/errors.ts', () => {
+  const bad = imports.filter(
+    (i) => area(i.from) === 'domain' && !(i.to !== undefined && (area(i.to) === 'domain' || area(i.to) === 'wire' || i.to === 'errors.ts')) && !i.spec.startsWith('node:'),
+  );
   assert.deepEqual(bad.map(show), [], 'the domain is plain data and rules, with no packages and no daemon code');
 });
 
@@ -105,11 +116,23 @@ test('architecture: src/api/ does not import src/qemu/, src/storage/ or src/stor
   assert.deepEqual(bad.map(show), [], 'routes call services; services own QEMU, storage and the store');
 });
 
-test('architecture: src/cli/ imports only cli, domain, errors and wire types', () => {
+test('architecture: src/cli/ imports only cli, domain, errors, wire types and the client', () => {
   const allowed = (i: Import & { to: string }): boolean =>
-    area(i.to) === 'cli' || area(i.to) === 'domain' || i.to === 'errors.ts' || /^[^/]+\/types\.ts$/.test(i.to) || (i.from === 'cli/daemon.ts' && i.to === 'daemon.ts');
+    ['cli', 'domain', 'wire', 'client'].includes(area(i.to)) || i.to === 'errors.ts' || /^[^/]+\/types\.ts$/.test(i.to) || (i.from === 'cli/daemon.ts' && i.to === 'daemon.ts');
   const bad = internal.filter((i) => area(i.from) === 'cli' && !allowed(i));
   assert.deepEqual(bad.map(show), [], 'the CLI talks to the daemon over HTTP: import wire types (a types.ts), not daemon code');
+});
+
+test('architecture: src/wire/ imports only src/wire/ and @sinclair/typebox', () => {
+  const bad = imports.filter((i) => area(i.from) === 'wire' && !(i.to !== undefined ? area(i.to) === 'wire' : i.spec === '@sinclair/typebox'));
+  assert.deepEqual(bad.map(show), [], 'the web console bundles src/wire/: no Node module, no daemon code');
+});
+
+test('architecture: src/client/ imports only client, wire, errors and node: modules', () => {
+  const bad = imports.filter(
+    (i) => area(i.from) === 'client' && !(i.to !== undefined ? ['client', 'wire'].includes(area(i.to)) || i.to === 'errors.ts' : i.spec.startsWith('node:')),
+  );
+  assert.deepEqual(bad.map(show), [], 'the CLI loads the client: keep daemon code out of it');
 });
 
 /** Cycles of a graph whose edges carry one import each (for the message); one per back edge. */

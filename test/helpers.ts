@@ -1,9 +1,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import http from 'node:http';
 import net from 'node:net';
 import { join, resolve } from 'node:path';
+import { ApiClient } from '../dist/client/client.js';
+import { unixTransport } from '../dist/client/transport.js';
 
 /** Shared pieces of the integration tests: a real daemon in its own data folder, the real CLI. */
 export const ROOT = resolve(import.meta.dirname, '..');
@@ -154,27 +155,31 @@ export function processAlive(pid: number): boolean {
   }
 }
 
-export function unixRequest<T>(socketPath: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T }> {
-  return new Promise((resolvePromise, reject) => {
-    const data = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
-    const req = http.request({ socketPath, method, path, headers: { ...(data ? { 'content-type': 'application/json' } : {}), ...headers } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (text += c));
-      res.on('end', () => {
-        let parsed: unknown = text;
-        try {
-          parsed = JSON.parse(text);
-        } catch {
-          /* text answer */
-        }
-        resolvePromise({ status: res.statusCode ?? 0, body: parsed as T });
-      });
-    });
-    req.on('error', reject);
-    if (data) req.write(data);
-    req.end();
+/**
+ * A request over the daemon's socket through the project's API client, answered as it came:
+ * the status and the parsed JSON (or the text), error answers included — tests assert on
+ * them. A string body is sent as it is (malformed JSON is a test case).
+ */
+export async function unixRequest<T>(socketPath: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T }> {
+  const client = new ApiClient({
+    transport: unixTransport(socketPath),
+    // A test that cannot reach its daemon fails on the socket's own error.
+    unreachable: (err) => {
+      throw err;
+    },
   });
+  const res =
+    typeof body === 'string'
+      ? await client.sendRaw(method, path, body, { 'content-type': 'application/json', ...headers }, { accept: '*/*' })
+      : await client.raw(method, path, body, { headers, accept: '*/*' });
+  const text = res.body.toString('utf8');
+  let parsed: unknown = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    /* text answer */
+  }
+  return { status: res.status, body: parsed as T };
 }
 
 export async function httpGet(url: string, timeoutMs = 2000): Promise<{ status: number; body: string }> {

@@ -6,44 +6,7 @@ import type { ApiContext } from './context.js';
 import { checkForward } from '../network/check.js';
 import type { NicRequest } from '../instances/manager.js';
 import { sync } from './responses.js';
-import { errorResponse, nameParam, syncResponse } from './schemas.js';
-
-export const networkSchema = {
-  $id: 'Network',
-  type: 'object',
-  properties: {
-    name: { type: 'string' },
-    mode: { type: 'string', enum: ['nat', 'host-only', 'internal', 'bridged'] },
-    bridge: { type: 'string' },
-    subnet: { type: 'string' },
-    hostAddress: { type: 'string' },
-    dhcp: { type: 'boolean' },
-    dhcpRange: { type: 'object', properties: { start: { type: 'string' }, end: { type: 'string' } } },
-    dns: { type: 'boolean' },
-    uplink: { type: 'string' },
-    createdAt: { type: 'string' },
-    nics: {
-      type: 'array',
-      items: {
-        type: 'object',
-        properties: {
-          instance: { type: 'string' },
-          nic: { type: 'string' },
-          mac: { type: 'string' },
-          model: { type: 'string' },
-          ipv4: { type: 'string' },
-          tap: { type: 'string' },
-          state: { type: 'string' },
-        },
-      },
-    },
-    leases: {
-      type: 'array',
-      items: { type: 'object', properties: { expires: { type: 'integer' }, mac: { type: 'string' }, ipv4: { type: 'string' }, hostname: { type: 'string' } } },
-    },
-    forwards: { type: 'array', items: { type: 'object', additionalProperties: true } },
-  },
-} as const;
+import { errorResponse, nameParam, networkSchema, syncResponse } from './schemas.js';
 
 export const createNetworkSchema = {
   type: 'object',

@@ -1,145 +1,18 @@
 /** JSON schemas of the wire types: they validate requests and generate doc/openapi.json. */
+import { Type, type TSchema } from '@sinclair/typebox';
+import { AsyncAnswerSchema, ErrorAnswerSchema, SyncAnswerSchema } from '../wire/envelope.js';
+import { ImageViewSchema } from '../wire/image.js';
+import { InstanceViewSchema, SnapshotSchema } from '../wire/instance.js';
+import { NetworkViewSchema } from '../wire/network.js';
+import { OperationSchema } from '../wire/operation.js';
 
-const errorObject = {
-  type: 'object',
-  properties: {
-    code: { type: 'string' },
-    message: { type: 'string' },
-    hint: { type: 'string' },
-    details: { type: 'object', additionalProperties: true },
-  },
-  required: ['code', 'message'],
-} as const;
-
-export const operationSchema = {
-  $id: 'Operation',
-  type: 'object',
-  properties: {
-    id: { type: 'string' },
-    kind: { type: 'string' },
-    description: { type: 'string' },
-    target: { type: 'string' },
-    status: { type: 'string', enum: ['pending', 'running', 'success', 'failure', 'cancelled'] },
-    progress: {
-      type: 'object',
-      properties: {
-        phase: { type: 'string' },
-        percent: { type: 'number' },
-        bytesDone: { type: 'number' },
-        bytesTotal: { type: 'number' },
-        dirtyRatePagesPerSec: { type: 'number' },
-        expectedDowntimeMs: { type: 'number' },
-        downtimeMs: { type: 'number' },
-      },
-    },
-    mayCancel: { type: 'boolean' },
-    createdAt: { type: 'string' },
-    updatedAt: { type: 'string' },
-    result: {},
-    error: errorObject,
-  },
-} as const;
-
-const forwardSchema = {
-  type: 'object',
-  properties: {
-    proto: { type: 'string', enum: ['tcp', 'udp'] },
-    hostAddress: { type: 'string' },
-    hostPort: { type: 'integer' },
-    guestPort: { type: 'integer' },
-    nic: { type: 'string' },
-    floating: { type: 'boolean' },
-  },
-} as const;
-
-export const instanceSchema = {
-  $id: 'Instance',
-  type: 'object',
-  properties: {
-    id: { type: 'string' },
-    name: { type: 'string' },
-    image: { type: 'string' },
-    imageVersion: { type: 'string' },
-    type: { type: 'string' },
-    cpus: { type: 'integer' },
-    memoryMiB: { type: 'integer' },
-    state: {
-      type: 'string',
-      enum: ['stopped', 'starting', 'running', 'paused', 'stopping', 'suspended', 'migrating', 'error', 'deleting'],
-    },
-    stateReason: { type: 'string' },
-    host: { type: 'string' },
-    nics: {
-      type: 'array',
-      items: {
-        type: 'object',
-        properties: {
-          id: { type: 'string' },
-          model: { type: 'string', enum: ['virtio-net', 'e1000', 'rtl8139'] },
-          mac: { type: 'string' },
-          network: { type: 'string' },
-          ipv4: { type: 'string' },
-          dhcp: { type: 'boolean' },
-        },
-      },
-    },
-    forwards: { type: 'array', items: forwardSchema },
-    disks: {
-      type: 'array',
-      items: { type: 'object', properties: { name: { type: 'string' }, file: { type: 'string' }, format: { type: 'string' } } },
-    },
-    createdAt: { type: 'string' },
-    updatedAt: { type: 'string' },
-    lastStartedAt: { type: 'string' },
-    currentSnapshot: { type: 'string', description: 'the snapshot the instance descends from (parent of the next one)' },
-    runtime: {
-      type: 'object',
-      properties: {
-        pid: { type: 'integer' },
-        accel: { type: 'string', enum: ['kvm', 'tcg'] },
-        qemuStatus: { type: 'string' },
-        uptimeSeconds: { type: 'number' },
-      },
-    },
-  },
-} as const;
-
-export const imageSchema = {
-  $id: 'Image',
-  type: 'object',
-  properties: {
-    name: { type: 'string' },
-    version: { type: 'string' },
-    description: { type: 'string' },
-    arch: { type: 'string' },
-    boot: { type: 'object', properties: { kernel: { type: 'string' }, initrd: { type: 'string' }, cmdline: { type: 'string' } } },
-    defaults: { type: 'object', properties: { cpus: { type: 'integer' }, memoryMiB: { type: 'integer' } } },
-    display: { type: 'string', enum: ['vga', 'none'] },
-    nicModels: { type: 'array', items: { type: 'string' } },
-    disks: {
-      type: 'array',
-      items: {
-        type: 'object',
-        properties: {
-          name: { type: 'string' },
-          file: { type: 'string' },
-          format: { type: 'string' },
-          virtualSize: { type: 'integer' },
-          actualSize: { type: 'integer' },
-        },
-      },
-    },
-    source: { type: 'string' },
-    createdAt: { type: 'string' },
-    checksum: { type: 'string' },
-    origin: { type: 'string' },
-    fidelity: {
-      type: 'array',
-      items: { type: 'object', properties: { item: { type: 'string' }, value: { type: 'string' }, status: { type: 'string' }, reason: { type: 'string' } } },
-    },
-    users: { type: 'object', properties: { instances: { type: 'array', items: { type: 'string' } } } },
-  },
-} as const;
+// The resources' schemas come from src/wire/ (their TypeScript types are the same
+// definitions); the API registers each once under an $id that routes reference.
+export const operationSchema: TSchema = { $id: 'Operation', ...OperationSchema };
+export const instanceSchema: TSchema = { $id: 'Instance', ...InstanceViewSchema };
+export const imageSchema: TSchema = { $id: 'Image', ...ImageViewSchema };
+export const snapshotSchema: TSchema = { $id: 'Snapshot', ...SnapshotSchema };
+export const networkSchema: TSchema = { $id: 'Network', ...NetworkViewSchema };
 
 export const forwardRequestSchema = {
   type: 'object',
@@ -220,52 +93,17 @@ export const stateChangeSchema = {
 } as const;
 
 export function syncResponse(metadata: object): object {
-  return {
-    type: 'object',
-    properties: { type: { type: 'string', enum: ['sync'] }, status_code: { type: 'integer' }, metadata },
-  };
+  return SyncAnswerSchema(Type.Unsafe(metadata));
 }
 
-export const asyncResponse = {
-  type: 'object',
-  properties: {
-    type: { type: 'string', enum: ['async'] },
-    status_code: { type: 'integer' },
-    operation: { type: 'string' },
-    metadata: { $ref: 'Operation#' },
-  },
-} as const;
+export const asyncResponse = AsyncAnswerSchema(Type.Unsafe({ $ref: 'Operation#' }));
 
-export const errorResponse = {
-  type: 'object',
-  properties: {
-    type: { type: 'string', enum: ['error'] },
-    status_code: { type: 'integer' },
-    error: errorObject,
-  },
-} as const;
+export const errorResponse = ErrorAnswerSchema;
 
 export const nameParam = {
   type: 'object',
   properties: { name: { type: 'string' } },
   required: ['name'],
-} as const;
-
-export const snapshotSchema = {
-  $id: 'Snapshot',
-  type: 'object',
-  properties: {
-    instance: { type: 'string' },
-    instanceId: { type: 'string' },
-    name: { type: 'string' },
-    description: { type: 'string' },
-    parent: { type: 'string' },
-    createdAt: { type: 'string' },
-    withMemory: { type: 'boolean' },
-    vmState: { type: 'string', enum: ['running', 'paused'], nullable: true },
-    pausedMs: { type: 'number' },
-    size: { type: 'integer' },
-  },
 } as const;
 
 export const createSnapshotSchema = {

@@ -30,7 +30,7 @@ function fakeCluster(owners: Record<string, string>, answer: { status: number; b
     peer: async (host) => ({
       send: async (method, path, body, _timeoutMs, headers) => {
         sent.push({ host, method, path, body, headers });
-        return new Response(JSON.stringify(answer.body), { status: answer.status, headers: { 'content-type': 'application/json' } });
+        return { status: answer.status, contentType: 'application/json', body: Buffer.from(JSON.stringify(answer.body)) };
       },
     }),
   };

@@ -1,6 +1,7 @@
 import type { Image } from '../domain/types.js';
 import type { ClusterManager } from './cluster.js';
 import { joinedCluster } from './support.js';
+import type { RawResponse } from '../client/transport.js';
 
 /** A request as it came in, as much of it as forwarding needs. */
 export interface IncomingRequest {
@@ -24,7 +25,7 @@ export interface RelayedAnswer {
 /** What forwarding needs of the cluster manager (a ClusterManager; tests pass a fake). */
 export interface ForwardingCluster extends Pick<ClusterManager, 'joined' | 'name' | 'requireJoined' | 'place' | 'host'> {
   owner(name: string): Promise<{ record: { host: string } } | undefined>;
-  peer(name: string): Promise<{ send(method: string, path: string, body: unknown, timeoutMs: number, headers: Record<string, string>): Promise<Response> }>;
+  peer(name: string): Promise<{ send(method: string, path: string, body: unknown, timeoutMs: number, headers: Record<string, string>): Promise<RawResponse> }>;
 }
 
 export interface ForwardingDeps {
@@ -90,13 +91,13 @@ export class ForwardingService {
     const cluster = joinedCluster(this.deps.cluster);
     const peer = await cluster.peer(host);
     const res = await peer.send(req.method, req.url, body ?? req.body, FORWARD_TIMEOUT_MS, { 'x-vmkit-forwarded-by': cluster.name! });
-    const text = await res.text();
+    const text = res.body.toString('utf8');
     try {
       const j = JSON.parse(text) as { type?: string; metadata?: { id?: string } };
       if (j.type === 'async' && j.metadata?.id) this.remoteOperations.set(j.metadata.id, host);
     } catch {
       /* not JSON (logs) */
     }
-    return { status: res.status, contentType: res.headers.get('content-type') ?? 'application/json', host, text };
+    return { status: res.status, contentType: res.contentType || 'application/json', host, text };
   }
 }

@@ -1,68 +1,60 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import http from 'node:http';
+import { ApiClient, type RequestOptions } from '../client/client.js';
+import { fetchTransport, type RawResponse } from '../client/transport.js';
 import { VmkitError, vmkitError, type ErrorCode } from '../errors.js';
 
+const DEFAULT_TIMEOUT_MS = 15_000;
+
 /**
- * Host-to-host calls: the peer's TCP API with the cluster token. Errors of the peer come back
- * as the same VmkitError (code, message, hint); a peer that does not answer becomes
+ * Host-to-host calls: the peer's TCP API with the cluster token, through the shared API
+ * client. Errors of the peer come back as the same VmkitError (code, message, hint, details —
+ * a code this host does not know is kept as it is); a peer that does not answer becomes
  * VMKIT_HOST_UNREACHABLE.
  */
 export class PeerClient {
+  private readonly client: ApiClient;
+
   constructor(
     private readonly address: string,
-    private readonly token: string,
+    token: string,
     private readonly hostName: string,
-  ) {}
+  ) {
+    this.client = new ApiClient({
+      transport: fetchTransport(new URL(`http://${address}`)),
+      headers: { authorization: `Bearer ${token}` },
+      unreachable: (err) => unreachable(hostName, address, err),
+      errorOf: (res) => errorFromBody(res.body.toString('utf8'), res.status, hostName),
+      // Anything but a 2xx is the peer's refusal.
+      errorStatus: 300,
+    });
+  }
 
   url(path: string): string {
     return `http://${this.address}${path}`;
   }
 
   /** The raw answer (request forwarding relays it as it is). */
-  async send(method: string, path: string, body?: unknown, timeoutMs = 15_000, headers: Record<string, string> = {}): Promise<Response> {
-    try {
-      return await fetch(this.url(path), {
-        method,
-        headers: { authorization: `Bearer ${this.token}`, ...(body === undefined || body === null ? {} : { 'content-type': 'application/json' }), ...headers },
-        body: body === undefined || body === null ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(timeoutMs),
-      });
-    } catch (err) {
-      throw unreachable(this.hostName, this.address, err);
-    }
+  async send(method: string, path: string, body?: unknown, timeoutMs = DEFAULT_TIMEOUT_MS, headers: Record<string, string> = {}): Promise<RawResponse> {
+    return this.client.raw(method, path, body, { timeoutMs, headers, accept: '*/*' });
   }
 
-  async request<T = unknown>(method: string, path: string, body?: unknown, timeoutMs = 15_000): Promise<T> {
-    return parseReply<T>(await this.send(method, path, body, timeoutMs), this.hostName);
+  async request<T = unknown>(method: string, path: string, body?: unknown, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<T> {
+    const options: RequestOptions = { timeoutMs };
+    return (await this.client.request(method, path, body, options)).metadata as T;
   }
 
   /** Streams a file as the request body (disk images of a cold or suspend migration). */
   async putFile(path: string, file: string, onProgress?: (done: number, total: number) => void, signal?: AbortSignal): Promise<void> {
     const total = (await stat(file)).size;
-    await new Promise<void>((resolve, reject) => {
-      const [host, port] = splitAddress(this.address);
-      const req = http.request(
-        { host, port, path, method: 'PUT', headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/octet-stream', 'content-length': total }, signal },
-        (res) => {
-          let text = '';
-          res.setEncoding('utf8').on('data', (d: string) => (text += d));
-          res.on('end', () => {
-            if ((res.statusCode ?? 500) < 300) return resolve();
-            reject(errorFromBody(text, res.statusCode ?? 500, this.hostName));
-          });
-        },
-      );
-      req.on('error', (err) => reject(unreachable(this.hostName, this.address, err)));
-      let done = 0;
-      const rs = createReadStream(file);
-      rs.on('data', (c) => {
-        done += c.length;
-        onProgress?.(done, total);
-      });
-      rs.on('error', reject);
-      rs.pipe(req);
+    let done = 0;
+    const rs = createReadStream(file);
+    rs.on('data', (c) => {
+      done += c.length;
+      onProgress?.(done, total);
     });
+    const res = await this.client.sendRaw('PUT', path, rs, { 'content-type': 'application/octet-stream', 'content-length': String(total) }, { signal });
+    if (res.status >= 300) throw errorFromBody(res.body.toString('utf8'), res.status, this.hostName);
   }
 }
 
@@ -86,11 +78,4 @@ function errorFromBody(text: string, status: number, host: string): VmkitError {
     /* not JSON */
   }
   return vmkitError('VMKIT_HOST_UNREACHABLE', `Cluster host "${host}" answered ${status}: ${text.slice(0, 200)}`, { hint: 'Check that every host runs the same vmkit version.' });
-}
-
-async function parseReply<T>(res: Response, host: string): Promise<T> {
-  const text = await res.text();
-  if (res.status >= 300) throw errorFromBody(text, res.status, host);
-  const j = JSON.parse(text || '{}') as { metadata?: T };
-  return j.metadata as T;
 }

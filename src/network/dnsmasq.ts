@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { vmkitError } from '../errors.js';
 import { run } from '../util/exec.js';
 import { netmask, parseCidr, type Network } from './network.js';
+import type { Lease } from '../wire/types.js';
 
 /**
  * The ONE module that runs dnsmasq: one process per network that has DHCP or DNS, with its
@@ -155,12 +156,8 @@ export async function stopDnsmasq(files: DnsmasqFiles): Promise<void> {
   await rm(files.pid, { force: true });
 }
 
-export interface Lease {
-  expires: number;
-  mac: string;
-  ipv4: string;
-  hostname: string;
-}
+// A dnsmasq lease is a wire type: GET /1.0/networks/{name} shows them (src/wire/network.ts).
+export type { Lease };
 
 export async function readLeases(files: DnsmasqFiles): Promise<Lease[]> {
   const text = await readFile(files.leases, 'utf8').catch(() => '');

@@ -1,35 +1,15 @@
 import { createHash } from 'node:crypto';
 import { vmkitError } from '../errors.js';
 import { validateName } from '../domain/names.js';
+import { NETWORK_MODES as WIRE_NETWORK_MODES, type Network, type NetworkMode } from '../wire/network.js';
 
 /**
  * The network model and its validation: pure, no I/O. A network is a Linux bridge with a
  * mode; vmkit-managed modes (nat, host-only, internal with a subnet) also carry an IPv4
  * subnet, a DHCP pool served by dnsmasq and one reserved address per NIC.
  */
-export type NetworkMode = 'nat' | 'host-only' | 'internal' | 'bridged';
-export const NETWORK_MODES: readonly NetworkMode[] = ['nat', 'host-only', 'internal', 'bridged'];
-
-export interface Network {
-  name: string;
-  mode: NetworkMode;
-  /** Linux bridge name (≤ 15 chars, prefix vmkbr-). */
-  bridge: string;
-  /** CIDR, network address form (10.80.0.0/24). Absent for bridged and subnet-less internal. */
-  subnet?: string;
-  /**
-   * The host's address on the bridge (first usable): the guests' router and DNS server for
-   * nat; the host's address for host-only; for internal only a firewalled service address
-   * for DHCP/DNS (the host answers nothing else there and routes nothing).
-   */
-  hostAddress?: string;
-  dhcp: boolean;
-  dhcpRange?: { start: string; end: string };
-  dns: boolean;
-  /** bridged: the host interface enslaved to the bridge. */
-  uplink?: string;
-  createdAt: string;
-}
+export type { Network, NetworkMode } from '../wire/types.js';
+export const NETWORK_MODES: readonly NetworkMode[] = WIRE_NETWORK_MODES;
 
 export interface CreateNetworkRequest {
   name: string;

@@ -1,3 +1,4 @@
+import type { Answer } from '../../src/wire/types.js';
 import type { Forward, Image, Instance, InstanceType, Network, Operation, Snapshot, VmkitEvent } from './lib/types.js';
 
 /**
@@ -28,12 +29,11 @@ export function setUnauthorizedHandler(fn: () => void): void {
   onUnauthorized = fn;
 }
 
-interface Envelope {
-  type: 'sync' | 'async' | 'error';
-  status_code: number;
-  metadata?: unknown;
-  error?: { code: string; message: string; hint?: string };
-}
+// The answer envelope is the daemon's own type (src/wire/envelope.ts).
+type Envelope = Answer;
+
+// The error an answer carries, if it is an error answer.
+const errorIn = (env: Envelope | undefined) => (env?.type === 'error' ? env.error : undefined);
 
 export async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
   const headers: Record<string, string> = {};
@@ -53,7 +53,7 @@ export async function request<T>(method: string, path: string, body?: unknown): 
     /* not JSON */
   }
   if (!res.ok || env?.type === 'error') {
-    const e = env?.error ?? { code: 'VMKIT_INTERNAL', message: `${res.status} ${res.statusText}` };
+    const e = errorIn(env) ?? { code: 'VMKIT_INTERNAL', message: `${res.status} ${res.statusText}` };
     // A wrong token at sign-in is the form's business; any other 401 means signed out.
     if (res.status === 401 && !(method === 'POST' && path === '/1.0/auth/session')) onUnauthorized?.();
     throw new ApiError(e.code, e.message, res.status, e.hint);
@@ -165,7 +165,7 @@ export function uploadImage(
         /* not JSON */
       }
       if (xhr.status >= 400 || env?.type === 'error' || !env) {
-        const e = env?.error ?? { code: 'VMKIT_INTERNAL', message: `${xhr.status} ${xhr.statusText}` };
+        const e = errorIn(env) ?? { code: 'VMKIT_INTERNAL', message: `${xhr.status} ${xhr.statusText}` };
         if (xhr.status === 401) onUnauthorized?.();
         reject(new ApiError(e.code, e.message, xhr.status, e.hint));
         return;

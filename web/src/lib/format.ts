@@ -16,7 +16,7 @@ export function formatBytes(n: number | undefined): string {
   return `${v < 10 && i > 0 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
 }
 
-export function formatForward(f: Forward): string {
+export function formatForward(f: Pick<Forward, 'proto' | 'hostAddress' | 'hostPort' | 'guestPort'>): string {
   return `${f.hostAddress}:${f.hostPort}→${f.guestPort}/${f.proto}`;
 }
 

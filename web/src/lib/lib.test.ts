@@ -63,11 +63,17 @@ const inst = (name: string, state: Instance['state'], extra: Partial<Instance> =
   id: name,
   name,
   image: 'appliance',
+  imageVersion: '1',
   cpus: 1,
   memoryMiB: 256,
   state,
+  host: 'h1',
   nics: [],
   forwards: [],
+  disks: [],
+  createdAt: '2026-01-01T00:00:00Z',
+  updatedAt: '2026-01-01T00:00:00Z',
+  runtime: {},
   ...extra,
 });
 

@@ -1,0 +1,119 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { NullableStringEnum, StringEnum } from './enum.js';
+
+export const INSTANCE_STATES = ['stopped', 'starting', 'running', 'paused', 'stopping', 'suspended', 'migrating', 'error', 'deleting'] as const;
+export type InstanceState = (typeof INSTANCE_STATES)[number];
+
+export const NIC_MODELS = ['virtio-net', 'e1000', 'rtl8139'] as const;
+export type NicModel = (typeof NIC_MODELS)[number];
+
+export type Protocol = 'tcp' | 'udp';
+
+export const NicSchema = Type.Object({
+  // Stable id inside the instance (nic0, nic1, …); also the QEMU netdev id.
+  id: Type.String(),
+  model: StringEnum(NIC_MODELS),
+  mac: Type.String(),
+  // `user` = QEMU user-mode NAT; other values name a vmkit network.
+  network: Type.String(),
+  ipv4: Type.Optional(Type.String()),
+  // The address is a DHCP reservation the guest asks for (not configured statically).
+  dhcp: Type.Optional(Type.Boolean()),
+});
+export type Nic = Static<typeof NicSchema>;
+
+export const PortForwardSchema = Type.Object({
+  proto: StringEnum(['tcp', 'udp']),
+  hostAddress: Type.String(),
+  hostPort: Type.Integer(),
+  guestPort: Type.Integer(),
+  // The NIC the forward goes to (its netdev).
+  nic: Type.String(),
+  // The host address moves with the instance between cluster hosts (see src/network/floating.ts).
+  floating: Type.Optional(Type.Boolean()),
+});
+export type PortForward = Static<typeof PortForwardSchema>;
+
+export const diskRefFields = {
+  // Role inside the instance: `root` is the boot disk.
+  name: Type.String(),
+  // Path relative to the owner's folder.
+  file: Type.String(),
+  format: StringEnum(['qcow2', 'raw']),
+};
+export const DiskRefSchema = Type.Object(diskRefFields);
+export type DiskRef = Static<typeof DiskRefSchema>;
+
+const instanceFields = {
+  id: Type.String(),
+  name: Type.String(),
+  image: Type.String(),
+  imageVersion: Type.String(),
+  type: Type.Optional(Type.String()),
+  cpus: Type.Integer(),
+  memoryMiB: Type.Integer(),
+  state: StringEnum(INSTANCE_STATES),
+  // Why the instance is in its state when that is not obvious (error, forced stop …).
+  stateReason: Type.Optional(Type.String()),
+  // The host that owns the instance (cluster); the local host name when alone.
+  host: Type.String(),
+  nics: Type.Array(NicSchema),
+  forwards: Type.Array(PortForwardSchema),
+  disks: Type.Array(DiskRefSchema),
+  createdAt: Type.String(),
+  updatedAt: Type.String(),
+  lastStartedAt: Type.Optional(Type.String()),
+  currentSnapshot: Type.Optional(Type.String({ description: 'the snapshot the instance descends from (parent of the next one)' })),
+  // A linked clone: the instance whose frozen disk layer this one's disk is backed by.
+  linkedFrom: Type.Optional(Type.String()),
+  // QEMU's concrete machine type (e.g. pc-i440fx-7.2), fixed at creation: live migration needs the same on both ends.
+  machine: Type.Optional(Type.String()),
+};
+
+/** An instance as stored; the API answers with InstanceView. */
+export const InstanceSchema = Type.Object(instanceFields);
+export type Instance = Static<typeof InstanceSchema>;
+
+/** What the API adds to an instance while it runs. */
+export const InstanceRuntimeSchema = Type.Object({
+  pid: Type.Optional(Type.Integer()),
+  accel: Type.Optional(StringEnum(['kvm', 'tcg'])),
+  qemuStatus: Type.Optional(Type.String()),
+  uptimeSeconds: Type.Optional(Type.Number()),
+  consoleLog: Type.Optional(Type.String()),
+});
+export type InstanceRuntime = Static<typeof InstanceRuntimeSchema>;
+
+/** GET /1.0/instances[/{name}]. */
+export const InstanceViewSchema = Type.Object({ ...instanceFields, runtime: InstanceRuntimeSchema });
+export type InstanceView = Static<typeof InstanceViewSchema>;
+
+/** GET /1.0/types: the sizes `--type` accepts. */
+export const InstanceTypeSchema = Type.Object({
+  name: Type.String(),
+  cpus: Type.Integer(),
+  memoryMiB: Type.Integer(),
+  description: Type.String(),
+});
+export type InstanceType = Static<typeof InstanceTypeSchema>;
+
+/** A checkpoint of an instance: an internal qcow2 snapshot of its root disk (+ vmstate). */
+export const SnapshotSchema = Type.Object({
+  instance: Type.String(),
+  // The instance's id: a row whose id does not match belongs to a deleted namesake.
+  instanceId: Type.String(),
+  name: Type.String(),
+  description: Type.Optional(Type.String()),
+  // The snapshot the instance descended from when this one was taken.
+  parent: Type.Optional(Type.String()),
+  createdAt: Type.String(),
+  // Memory and device state are included: a restore resumes at that instant.
+  withMemory: Type.Boolean(),
+  // Run state at save time (memory snapshots); null for disk-only ones.
+  vmState: NullableStringEnum(['running', 'paused']),
+  // How long the guest was paused (or its I/O held) while the snapshot was taken.
+  pausedMs: Type.Number(),
+  // Bytes of saved VM state (qcow2 keeps disk clusters shared, so this is the memory part).
+  size: Type.Optional(Type.Integer()),
+});
+export type Snapshot = Static<typeof SnapshotSchema>;
