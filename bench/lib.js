@@ -425,7 +425,13 @@ export async function procsNamed(name) {
   for (const d of await fsp.readdir('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     const comm = (await fsp.readFile(`/proc/${d}/comm`, 'utf8').catch(() => '')).trim();
-    if (comm === name) pids.push(Number(d));
+    if (comm !== name) continue;
+    // A zombie is not running: the libvirtd/virtlogd of the previous bench run stays one until
+    // PID 1 reaps it (slow on this host), and was then taken for a running daemon ("already
+    // runs; using it", then "libvirtd does not answer").
+    const st = await fsp.readFile(`/proc/${d}/stat`, 'utf8').catch(() => '');
+    if (!st || st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3) === 'Z') continue;
+    pids.push(Number(d));
   }
   return pids;
 }
