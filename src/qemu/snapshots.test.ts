@@ -2,32 +2,39 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import type { QmpClient, QmpEvent } from './qmp.js';
+import { runJob } from './jobs.js';
 import { listLiveSnapshots, restoreLive, saveForSuspend } from './snapshots.js';
 
 /**
- * A stand-in for QmpClient: records commands, concludes jobs (with `jobError` for the job
- * commands listed in `failJobs`), and reports `snapshots` on the root node.
+ * A stand-in for QmpClient: records commands (and their arguments), concludes jobs (with
+ * `jobError` for the job commands listed in `failJobs`), and reports `snapshots` on the root node.
  */
 class FakeQmp extends EventEmitter {
   readonly calls: string[] = [];
+  readonly args: Array<Record<string, unknown> | undefined> = [];
   private lastJob: { id: string; command: string } | undefined;
-  constructor(private readonly opts: { failJobs?: string[]; snapshots?: string[] } = {}) {
+  constructor(private readonly opts: { failJobs?: string[]; jobError?: string; snapshots?: string[] } = {}) {
     super();
   }
   async execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
     this.calls.push(command);
+    this.args.push(args);
     if (command === 'query-named-block-nodes') {
       const snaps = (this.opts.snapshots ?? []).map((name) => ({ name, 'vm-state-size': 5, 'date-sec': 0 }));
       return [{ 'node-name': 'cidata' }, { 'node-name': 'root', image: { snapshots: snaps } }];
     }
     if (command === 'query-jobs') {
       const j = this.lastJob!;
-      return [{ id: j.id, type: j.command, status: 'concluded', ...(this.opts.failJobs?.includes(j.command) ? { error: 'refused' } : {}) }];
+      return [{ id: j.id, type: j.command, status: 'concluded', ...(this.opts.failJobs?.includes(j.command) ? { error: this.opts.jobError ?? 'refused' } : {}) }];
     }
     if (typeof args?.['job-id'] === 'string') {
       const id = args['job-id'];
       this.lastJob = { id, command };
-      setImmediate(() => this.emit('event', { event: 'JOB_STATUS_CHANGE', data: { id, status: 'concluded' }, timestamp: { seconds: 0, microseconds: 0 } }));
+      // A `running` change first: the waiter must not take it for the end.
+      setImmediate(() => {
+        this.emit('event', { event: 'JOB_STATUS_CHANGE', data: { id, status: 'running' }, timestamp: { seconds: 0, microseconds: 0 } });
+        this.emit('event', { event: 'JOB_STATUS_CHANGE', data: { id, status: 'concluded' }, timestamp: { seconds: 0, microseconds: 0 } });
+      });
     }
     return {};
   }
@@ -52,6 +59,27 @@ class FakeQmp extends EventEmitter {
     return this as unknown as QmpClient;
   }
 }
+
+describe('QMP snapshot jobs', () => {
+  it('start the job with an id, wait for it to conclude and dismiss it', async () => {
+    const qmp = new FakeQmp();
+    await runJob(qmp.client, 'snapshot-save', { tag: 's1', vmstate: 'root', devices: ['root'] });
+    assert.deepEqual(qmp.calls, ['snapshot-save', 'query-jobs', 'job-dismiss']);
+    const save = qmp.args[0]!;
+    assert.match(String(save['job-id']), /^vmkit-snapshot-save-[0-9a-f]{8}$/);
+    assert.deepEqual({ ...save, 'job-id': 'x' }, { 'job-id': 'x', tag: 's1', vmstate: 'root', devices: ['root'] });
+    assert.deepEqual(qmp.args[2], { id: save['job-id'] });
+  });
+
+  it("report the job's error with a stable code, and still dismiss it", async () => {
+    const qmp = new FakeQmp({ failJobs: ['snapshot-load'], jobError: "Snapshot 's1' does not exist in one or more devices" });
+    await assert.rejects(runJob(qmp.client, 'snapshot-load', { tag: 's1', vmstate: 'root', devices: ['root'] }), {
+      code: 'VMKIT_QMP_ERROR',
+      message: /snapshot-load of "s1" failed: Snapshot 's1' does not exist/,
+    });
+    assert.equal(qmp.calls.at(-1), 'job-dismiss');
+  });
+});
 
 describe('internal snapshots of a live QEMU', () => {
   it("lists the root node's snapshots only", async () => {
