@@ -23,6 +23,23 @@ function find(dir) {
 }
 
 const unitOnly = process.argv.includes('--unit');
+
+// The integration tests make bridges, taps, nftables tables (vmkit guards every guest's
+// traffic to the host with one) and dnsmasq processes. They run in a network namespace of
+// their own, with only a loopback, so nothing they do can touch the machine's network:
+// guests on user-mode NICs reach nothing beyond it, and every rule vanishes with it.
+// VMKIT_TEST_HOST_NETNS=1 runs them in the caller's namespace (for debugging).
+if (!unitOnly && !process.env.VMKIT_TEST_IN_NETNS && process.env.VMKIT_TEST_HOST_NETNS !== '1') {
+  const r = spawnSync('unshare', ['--net', '--', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', process.execPath, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, VMKIT_TEST_IN_NETNS: '1' },
+  });
+  if (r.error) {
+    console.error(`cannot make a network namespace for the tests (${r.error.message}): run them as root, or set VMKIT_TEST_HOST_NETNS=1`);
+    process.exit(1);
+  }
+  process.exit(r.status ?? 1);
+}
 const files = [...find('dist'), ...(unitOnly ? [] : find('dist-test'))];
 if (files.length === 0) {
   console.error('no test files found: run "npm run build" first');

@@ -1,0 +1,169 @@
+import { X509Certificate } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { isIP } from 'node:net';
+import { vmkitError } from '../errors.js';
+import { run } from '../util/exec.js';
+
+/**
+ * The one module that makes keys and certificates (with the `openssl` command line, which
+ * every Debian host has). Keys are EC P-256, written 0600; a certificate and its key are
+ * written to temporary names and renamed, so a crash never leaves half a pair.
+ *
+ * Used for the API's HTTPS certificate (self-signed, pinned by clients on first use like
+ * `incus remote add`), and for a cluster's own CA and the per-host certificates it signs
+ * (mutual TLS between peers, to etcd, and QEMU's migration/NBD streams).
+ */
+export interface CertPair {
+  /** PEM file paths. */
+  cert: string;
+  key: string;
+}
+
+export interface CertOptions {
+  commonName: string;
+  /** DNS names and IP addresses the certificate is valid for. */
+  names?: readonly string[];
+  days?: number;
+  /** serverAuth + clientAuth (default both: a cluster host is both). */
+  usage?: 'server' | 'client' | 'both';
+}
+
+const OPENSSL_HINT = 'Install openssl (apt-get install openssl); "vmkit doctor" checks the host.';
+
+async function openssl(args: string[]): Promise<void> {
+  await run(['openssl', ...args], { errorCode: 'VMKIT_INTERNAL', hint: OPENSSL_HINT, timeoutMs: 30_000 });
+}
+
+function subjectAltName(names: readonly string[]): string {
+  return names.map((n) => (isIP(n) ? `IP:${n}` : `DNS:${n}`)).join(',');
+}
+
+function extUsage(usage: CertOptions['usage']): string {
+  if (usage === 'server') return 'serverAuth';
+  if (usage === 'client') return 'clientAuth';
+  return 'serverAuth,clientAuth';
+}
+
+/** Writes cert+key through a scratch folder beside the target, then renames both in. */
+async function produce(pair: CertPair, make: (scratch: CertPair) => Promise<void>): Promise<CertPair> {
+  await mkdir(dirname(pair.cert), { recursive: true, mode: 0o700 });
+  await mkdir(dirname(pair.key), { recursive: true, mode: 0o700 });
+  const dir = await mkdtemp(join(dirname(pair.key), '.pki-'));
+  try {
+    const scratch = { cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') };
+    await make(scratch);
+    await chmod(scratch.key, 0o600);
+    await rename(scratch.key, pair.key);
+    await rename(scratch.cert, pair.cert);
+    return pair;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function newKey(path: string): Promise<void> {
+  await openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', path]);
+}
+
+/** A self-signed server certificate (the API's, when none is given). */
+export function createSelfSigned(pair: CertPair, opts: CertOptions): Promise<CertPair> {
+  return produce(pair, async (s) => {
+    await newKey(s.key);
+    const names = opts.names?.length ? opts.names : [opts.commonName];
+    await openssl([
+      'req', '-new', '-x509', '-key', s.key, '-out', s.cert, '-days', String(opts.days ?? 3650), '-subj', `/CN=${opts.commonName}`,
+      '-addext', `subjectAltName=${subjectAltName(names)}`,
+      '-addext', `extendedKeyUsage=${extUsage(opts.usage ?? 'server')}`,
+      '-addext', 'basicConstraints=critical,CA:FALSE',
+    ]); // prettier-ignore
+  });
+}
+
+/** A certificate authority (a cluster's): signs host certificates, nothing else. */
+export function createCa(pair: CertPair, commonName: string, days = 3650): Promise<CertPair> {
+  return produce(pair, async (s) => {
+    await newKey(s.key);
+    await openssl([
+      'req', '-new', '-x509', '-key', s.key, '-out', s.cert, '-days', String(days), '-subj', `/CN=${commonName}`,
+      '-addext', 'basicConstraints=critical,CA:TRUE,pathlen:0',
+      '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+    ]); // prettier-ignore
+  });
+}
+
+/** A certificate signed by `ca` for a host (server and/or client). */
+export function issueCertificate(ca: CertPair, pair: CertPair, opts: CertOptions): Promise<CertPair> {
+  return produce(pair, async (s) => {
+    await newKey(s.key);
+    const csr = `${s.key}.csr`;
+    const ext = `${s.key}.ext`;
+    const names = opts.names?.length ? opts.names : [opts.commonName];
+    await openssl(['req', '-new', '-key', s.key, '-out', csr, '-subj', `/CN=${opts.commonName}`]);
+    await writeFile(
+      ext,
+      [
+        `subjectAltName=${subjectAltName(names)}`,
+        `extendedKeyUsage=${extUsage(opts.usage)}`,
+        'basicConstraints=critical,CA:FALSE',
+        'keyUsage=critical,digitalSignature,keyEncipherment',
+        '',
+      ].join('\n'),
+    );
+    await openssl([
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      ca.cert,
+      '-CAkey',
+      ca.key,
+      '-CAcreateserial',
+      '-CAserial',
+      `${s.key}.srl`,
+      '-out',
+      s.cert,
+      '-days',
+      String(opts.days ?? 825),
+      '-extfile',
+      ext,
+    ]);
+  });
+}
+
+/** `AB:CD:…` SHA-256 fingerprint of a PEM certificate (what clients pin). */
+export function fingerprint(pem: string | Buffer): string {
+  return new X509Certificate(pem).fingerprint256;
+}
+
+export async function fingerprintOfFile(path: string): Promise<string> {
+  return fingerprint(await readFile(path));
+}
+
+/** Whether `cert` was signed by `ca` (both PEM). */
+export function signedBy(cert: string | Buffer, ca: string | Buffer): boolean {
+  try {
+    return new X509Certificate(cert).verify(new X509Certificate(ca).publicKey);
+  } catch {
+    return false;
+  }
+}
+
+/** Both files of a pair exist. */
+export function pairExists(pair: CertPair): boolean {
+  return existsSync(pair.cert) && existsSync(pair.key);
+}
+
+/** Loads an existing pair or fails with a clear error. */
+export async function readPair(pair: CertPair): Promise<{ cert: Buffer; key: Buffer }> {
+  try {
+    return { cert: await readFile(pair.cert), key: await readFile(pair.key) };
+  } catch (err) {
+    throw vmkitError('VMKIT_INVALID_ARGUMENT', `Cannot read the certificate ${pair.cert} or its key ${pair.key}: ${(err as Error).message}`, {
+      hint: 'Give readable PEM files (--tls-cert/--tls-key), or remove them to let vmkit generate new ones.',
+      cause: err,
+    });
+  }
+}
