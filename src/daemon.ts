@@ -8,7 +8,7 @@ import { vmkitError } from './errors.js';
 import { DataPaths, resolveDataDir } from './paths.js';
 import { SqliteStore } from './store/sqlite.js';
 import { ImageStore } from './images/image-store.js';
-import { InstanceManager } from './instances/manager.js';
+import { InstanceManager, type InstanceOwnership, type SuspendHandler } from './instances/manager.js';
 import { SnapshotManager } from './snapshots/snapshots.js';
 import { NetworkManager } from './network/manager.js';
 import { EventBus } from './operations/events.js';
@@ -109,15 +109,20 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     sharedDir,
     machineType,
   };
-  const instances = new InstanceManager(store, paths, images, events, hostEnv);
   const networks = new NetworkManager(store, paths.root, events);
-  instances.setNetworking(networks);
+  // The cluster and the snapshot module are built around the instance manager (they use it),
+  // so it gets objects that reach them once they exist: nothing calls them before that.
+  const ownership: InstanceOwnership = {
+    claim: (name, summary) => (cluster.joined ? cluster.claim(name, summary) : Promise.resolve()),
+    released: (name) => (cluster.joined ? cluster.released(name) : Promise.resolve()),
+  };
+  const suspend: SuspendHandler = { resumeHooks: () => snapshots.resumeHooks(), discard: (inst) => snapshots.discard(inst) };
+  const instances = new InstanceManager(store, paths, images, events, hostEnv, { networking: networks, ownership, suspend });
 
   await images.reconcile();
   const appliance = await images.ensureAppliance(options.applianceDir ?? process.env.VMKIT_APPLIANCE_DIR ?? DEFAULT_APPLIANCE_DIR, (n) => instances.usesImage(n));
   if (!appliance) log('warning: the built-in appliance is not built (run "npm run setup"); "appliance" is not available');
-  const snapshots = new SnapshotManager(store, instances.access(), events);
-  snapshots.installSuspendHandler((h) => instances.setSuspendHandler(h));
+  const snapshots = new SnapshotManager(store, instances.registry, instances.lifecycle, events);
   await instances.recover();
   await snapshots.recover();
   // After the instances: taps of VMs that still run are kept, the rest is made to match.
@@ -161,11 +166,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     },
     log,
   });
-  instances.setOwnership({
-    claim: (name, summary) => (cluster.joined ? cluster.claim(name, summary) : Promise.resolve()),
-    released: (name) => (cluster.joined ? cluster.released(name) : Promise.resolve()),
-  });
-  const migrations = new MigrationService(cluster, instances, instances.access(), snapshots, images, networks, store, events, facts);
+  const migrations = new MigrationService(cluster, instances, snapshots, images, networks, store, events, facts);
 
   context = {
     version: VERSION,

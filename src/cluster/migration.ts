@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { vmkitError } from '../errors.js';
 import type { InstanceState } from '../domain/types.js';
-import type { InstanceAccess, InstanceManager } from '../instances/manager.js';
+import type { InstanceManager } from '../instances/manager.js';
 import type { SnapshotManager } from '../snapshots/snapshots.js';
 import type { ImageStore } from '../images/image-store.js';
 import type { NetworkManager } from '../network/manager.js';
@@ -32,7 +32,6 @@ export class MigrationService {
   constructor(
     cluster: ClusterManager,
     instances: InstanceManager,
-    access: InstanceAccess,
     snapshots: SnapshotManager,
     images: ImageStore,
     networks: NetworkManager | undefined,
@@ -40,7 +39,7 @@ export class MigrationService {
     events: EventBus,
     self: SelfFacts,
   ) {
-    this.ctx = new MigrationContext(cluster, instances, access, snapshots, images, networks, local, events, self);
+    this.ctx = new MigrationContext(cluster, instances, snapshots, images, networks, local, events, self);
     this.source = new MigrationSource(this.ctx);
     this.target = new MigrationTarget(this.ctx);
   }

@@ -13,19 +13,10 @@ import { Nics } from './nics.js';
 import { Provisioning } from './provision.js';
 import { Recovery } from './recovery.js';
 import { InstanceRegistry, type InstanceContext, type InstancePeers } from './registry.js';
-import type { CreateInstanceRequest, HostEnvironment, InstanceAccess, InstanceNetworking, InstanceOwnership, NicRequest, StopOptions, SuspendHandler } from './types.js';
+import type { CreateInstanceRequest, HostEnvironment, NicRequest, StopOptions } from './types.js';
 
-export type {
-  CreateInstanceRequest,
-  HostEnvironment,
-  InstanceAccess,
-  InstanceNetworking,
-  InstanceOwnership,
-  NicRequest,
-  StartHooks,
-  StopOptions,
-  SuspendHandler,
-} from './types.js';
+export type { InstancePeers } from './registry.js';
+export type { CreateInstanceRequest, HostEnvironment, InstanceNetworking, InstanceOwnership, NicRequest, StartHooks, StopOptions, SuspendHandler } from './types.js';
 
 /**
  * Instance lifecycle: create from an image (linked clone), start/stop/pause/resume/restart,
@@ -35,9 +26,13 @@ export type {
  * this folder (one concern each) around one shared context.
  */
 export class InstanceManager {
-  private readonly peers: InstancePeers = {};
-  private readonly registry: InstanceRegistry;
-  private readonly lifecycle: Lifecycle;
+  /**
+   * The per-instance locks, rows, attached QEMUs and state writer. Snapshots and migration
+   * take part in an instance's life through it (and through `lifecycle`), holding the lock.
+   */
+  readonly registry: InstanceRegistry;
+  /** Start/stop steps; the `…Locked` ones expect the caller to hold the instance's lock. */
+  readonly lifecycle: Lifecycle;
   private readonly provisioning: Provisioning;
   private readonly cloning: Cloning;
   private readonly forwards: Forwards;
@@ -45,9 +40,14 @@ export class InstanceManager {
   private readonly consoles: Consoles;
   private readonly recovery: Recovery;
 
-  constructor(store: Store, paths: DataPaths, images: ImageStore, events: EventBus, host: HostEnvironment) {
-    this.registry = new InstanceRegistry(store, paths, events, this.peers);
-    const shared: InstanceContext = { store, paths, images, events, host, registry: this.registry, peers: this.peers };
+  /**
+   * `peers` are the modules instances call out to (networks, cluster names, suspended state).
+   * They are built around this manager, so the daemon passes objects that reach them late
+   * (see daemon.ts); each is read at call time.
+   */
+  constructor(store: Store, paths: DataPaths, images: ImageStore, events: EventBus, host: HostEnvironment, peers: InstancePeers = {}) {
+    this.registry = new InstanceRegistry(store, paths, events, peers);
+    const shared: InstanceContext = { store, paths, images, events, host, registry: this.registry, peers };
     this.lifecycle = new Lifecycle(shared);
     this.nics = new Nics(shared);
     this.forwards = new Forwards(shared);
@@ -55,46 +55,6 @@ export class InstanceManager {
     this.cloning = new Cloning(shared, this.nics);
     this.consoles = new Consoles(shared);
     this.recovery = new Recovery(shared, this.provisioning);
-  }
-
-  // The daemon builds networks, cluster and snapshots after this manager, then hands them in.
-
-  setNetworking(n: InstanceNetworking): void {
-    this.peers.networking = n;
-  }
-
-  /** In a cluster, instance names are claimed cluster-wide (etcd) before a row is written. */
-  setOwnership(o: InstanceOwnership): void {
-    this.peers.ownership = o;
-  }
-
-  /** How a `suspended` instance is resumed or its saved state dropped (set by the snapshot module). */
-  setSuspendHandler(handler: SuspendHandler): void {
-    this.peers.suspend = handler;
-  }
-
-  /** Lets the snapshot module take part in the lifecycle (see InstanceAccess). */
-  access(): InstanceAccess {
-    const { registry, lifecycle, provisioning, peers } = this;
-    return {
-      withLock: (name, fn) => registry.withLock(name, fn),
-      load: (name) => registry.load(name),
-      save: (inst) => registry.save(inst),
-      setState: (inst, state, reason) => registry.setState(inst, state, reason),
-      view: (inst) => registry.view(inst),
-      rootDisk: (inst) => registry.rootDisk(inst),
-      diskPath: (inst, d) => registry.diskPath(inst, d),
-      instanceDir: (inst) => registry.instanceDir(inst),
-      insert: (inst) => registry.insert(inst),
-      release: (inst) => provisioning.release(inst),
-      networking: () => peers.networking,
-      adopt: (name, state) => registry.adopt(name, state),
-      qmp: (name) => registry.current(name)?.qmp,
-      owningRunState: (name, fn) => registry.owningRunState(name, fn),
-      start: (name, ctx, hooks) => lifecycle.startLocked(name, ctx, hooks),
-      stop: (name, opts, ctx) => lifecycle.stopLocked(name, opts, ctx),
-      quit: (name, state, reason) => lifecycle.quitLocked(name, state, reason),
-    };
   }
 
   async list(): Promise<InstanceView[]> {
@@ -158,6 +118,14 @@ export class InstanceManager {
 
   delete(name: string, opts: { force?: boolean } = {}, ctx?: OperationContext): Promise<void> {
     return this.provisioning.delete(name, opts, ctx);
+  }
+
+  /**
+   * Lets go of an instance that now lives elsewhere (a migration): QEMU ended, row and local
+   * files removed, shared disks kept. The caller holds the instance's lock.
+   */
+  release(inst: Instance): Promise<void> {
+    return this.provisioning.release(inst);
   }
 
   listForwards(name: string): Promise<PortForward[]> {

@@ -30,15 +30,15 @@ export interface Runtime {
 }
 
 /**
- * The modules the daemon builds after the instance manager (networks, cluster, snapshots)
- * and hands in later; every instance module reads them at call time.
+ * The modules instances call out to, given to the instance manager when it is made (the
+ * daemon wires them; a missing one means: no vmkit networks, no cluster, no suspend).
  */
 export interface InstancePeers {
-  networking?: InstanceNetworking;
+  readonly networking?: InstanceNetworking;
   /** In a cluster, instance names are claimed cluster-wide (etcd) before a row is written. */
-  ownership?: InstanceOwnership;
-  /** How a `suspended` instance is resumed or its saved state dropped (set by the snapshot module). */
-  suspend?: SuspendHandler;
+  readonly ownership?: InstanceOwnership;
+  /** How a `suspended` instance is resumed or its saved state dropped (the snapshot module). */
+  readonly suspend?: SuspendHandler;
 }
 
 /** What every instance module shares, so none needs setters to reach another's internals. */
@@ -168,6 +168,11 @@ export class InstanceRegistry {
   /** The attached QEMU of an instance, or undefined when none runs. */
   current(name: string): Runtime | undefined {
     return this.runtimes.get(name);
+  }
+
+  /** The QMP client of the instance's QEMU, or undefined when none runs. */
+  qmp(name: string): QmpClient | undefined {
+    return this.runtimes.get(name)?.qmp;
   }
 
   /** The attached QEMU of an instance; throws when none runs. */

@@ -1,7 +1,6 @@
 // The types other modules import from ./manager.js (re-exported there): the public surface
 // of instances, kept apart from the code so every module can share it without cycles.
-import type { DiskRef, Instance, InstanceState, InstanceView, Nic, NicModel } from '../domain/types.js';
-import type { OperationContext } from '../operations/operations.js';
+import type { Instance, InstanceState, Nic, NicModel } from '../domain/types.js';
 import type { QmpClient } from '../qemu/qmp.js';
 import type { ForwardRequest } from '../network/forwards.js';
 
@@ -87,37 +86,4 @@ export interface SuspendHandler {
   resumeHooks(inst: Instance): StartHooks;
   /** Drops the saved state of a suspended instance (stop --force). */
   discard(inst: Instance): Promise<void>;
-}
-
-/**
- * The small, explicit surface the snapshot module (src/snapshots/) uses: the per-instance
- * lock, the instance row, the QMP connection of a running QEMU, and the start/stop steps.
- * Every method except withLock must be called inside withLock for that instance.
- */
-export interface InstanceAccess {
-  withLock<T>(name: string, fn: () => Promise<T>): Promise<T>;
-  load(name: string): Promise<Instance>;
-  save(inst: Instance): Promise<void>;
-  setState(inst: Instance, state: InstanceState, reason?: string): Promise<void>;
-  view(inst: Instance): InstanceView;
-  /** The root disk's file. */
-  rootDisk(inst: Instance): string;
-  /** A disk's file (relative names live in the instance folder; shared disks are absolute). */
-  diskPath(inst: Instance, d: DiskRef): string;
-  instanceDir(inst: Instance): string;
-  /** Adds a row that must not exist yet (an instance arriving by migration). */
-  insert(inst: Instance): Promise<void>;
-  /** Lets go of an instance that now lives elsewhere: QEMU ended, row and local files removed, shared disks kept. */
-  release(inst: Instance): Promise<void>;
-  networking(): InstanceNetworking | undefined;
-  /** A QEMU the migration code drove is handed back to the lifecycle in this state. */
-  adopt(name: string, state: InstanceState): Promise<void>;
-  /** The QMP client of the instance's QEMU, or undefined when none runs. */
-  qmp(name: string): QmpClient | undefined;
-  /** Runs fn while QEMU's STOP/RESUME events are not mirrored into the row. */
-  owningRunState<T>(name: string, fn: () => Promise<T>): Promise<T>;
-  start(name: string, ctx: OperationContext | undefined, hooks: StartHooks): Promise<InstanceView>;
-  stop(name: string, opts: StopOptions, ctx?: OperationContext): Promise<InstanceView>;
-  /** Ends QEMU (its state already saved) and leaves the instance in `state` (suspended). */
-  quit(name: string, state: InstanceState, reason?: string): Promise<void>;
 }

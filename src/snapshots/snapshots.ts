@@ -1,7 +1,9 @@
 import { vmkitError } from '../errors.js';
 import { validateName } from '../domain/names.js';
 import type { Instance, InstanceView, Snapshot } from '../domain/types.js';
-import type { InstanceAccess, SuspendHandler } from '../instances/manager.js';
+import type { StartHooks, SuspendHandler } from '../instances/manager.js';
+import type { InstanceRegistry } from '../instances/registry.js';
+import type { Lifecycle } from '../instances/lifecycle.js';
 import type { EventBus } from '../operations/events.js';
 import type { OperationContext } from '../operations/operations.js';
 import type { QmpClient } from '../qemu/qmp.js';
@@ -56,36 +58,19 @@ export function validateSnapshotName(name: unknown): string {
   return valid;
 }
 
-export class SnapshotManager {
+/**
+ * Snapshots take part in an instance's life through its registry (the lock, the row, the QMP
+ * connection, the state writer) and its lifecycle's start/stop steps, always holding the
+ * instance's lock. It is also the instances' SuspendHandler: a start of a suspended instance
+ * resumes from the saved state, `stop --force` drops it.
+ */
+export class SnapshotManager implements SuspendHandler {
   constructor(
     private readonly store: Store,
-    private readonly access: InstanceAccess,
+    private readonly registry: InstanceRegistry,
+    private readonly lifecycle: Lifecycle,
     private readonly events: EventBus,
-  ) {}
-
-  /** Makes `start` of a suspended instance resume from its saved state, `stop --force` drop it. */
-  installSuspendHandler(set: (handler: SuspendHandler) => void): void {
-    set({
-      resumeHooks: () => ({
-        beforeCont: async (qmp, inst) => {
-          try {
-            await loadVm(qmp, SUSPEND_TAG);
-          } catch (err) {
-            // The start fails and leaves the instance stopped (next start: a cold boot), so the
-            // saved state can never be used again: do not let it hold disk space.
-            await deleteVmSnapshot(qmp, SUSPEND_TAG).catch((e: Error) => console.error(`vmkitd: dropping the unusable suspended state of ${inst.name}: ${e.message}`));
-            throw err;
-          }
-        },
-        afterStart: async (qmp) => {
-          await deleteVmSnapshot(qmp, SUSPEND_TAG);
-        },
-      }),
-      discard: async (inst) => {
-        const file = this.access.rootDisk(inst);
-        if ((await listDiskSnapshots(file)).some((s) => s.name === SUSPEND_TAG)) await diskSnapshot('delete', file, SUSPEND_TAG);
-      },
-    });
+  ) {
     // Rows die with their instance.
     this.events.subscribe((e) => {
       if (e.type === 'lifecycle' && e.action === 'instance-deleted' && e.target) {
@@ -95,15 +80,40 @@ export class SnapshotManager {
     });
   }
 
+  /** The start steps that resume a suspended instance from its saved state. */
+  resumeHooks(): StartHooks {
+    return {
+      beforeCont: async (qmp, inst) => {
+        try {
+          await loadVm(qmp, SUSPEND_TAG);
+        } catch (err) {
+          // The start fails and leaves the instance stopped (next start: a cold boot), so the
+          // saved state can never be used again: do not let it hold disk space.
+          await deleteVmSnapshot(qmp, SUSPEND_TAG).catch((e: Error) => console.error(`vmkitd: dropping the unusable suspended state of ${inst.name}: ${e.message}`));
+          throw err;
+        }
+      },
+      afterStart: async (qmp) => {
+        await deleteVmSnapshot(qmp, SUSPEND_TAG);
+      },
+    };
+  }
+
+  /** Drops the saved state of a suspended instance (stop --force). */
+  async discard(inst: Instance): Promise<void> {
+    const file = this.registry.rootDisk(inst);
+    if ((await listDiskSnapshots(file)).some((s) => s.name === SUSPEND_TAG)) await diskSnapshot('delete', file, SUSPEND_TAG);
+  }
+
   // ---- queries --------------------------------------------------------------------------
 
   async list(instance: string): Promise<Snapshot[]> {
-    const inst = await this.access.load(instance);
+    const inst = await this.registry.load(instance);
     return this.rowsOf(inst);
   }
 
   async get(instance: string, name: string): Promise<Snapshot> {
-    const inst = await this.access.load(instance);
+    const inst = await this.registry.load(instance);
     return this.row(inst, name);
   }
 
@@ -128,7 +138,7 @@ export class SnapshotManager {
   async precheck(instance: string, snapshot?: string, exists?: boolean): Promise<void> {
     validateName(instance, 'instance name');
     if (snapshot !== undefined) validateSnapshotName(snapshot);
-    const inst = await this.access.load(instance);
+    const inst = await this.registry.load(instance);
     if (snapshot === undefined || exists === undefined) return;
     if (exists) await this.row(inst, snapshot);
     else await this.assertFree(inst, snapshot);
@@ -147,11 +157,11 @@ export class SnapshotManager {
 
   async create(instance: string, req: CreateSnapshotRequest, ctx?: OperationContext): Promise<SnapshotResult> {
     const name = validateSnapshotName(req.name);
-    return this.access.withLock(instance, async () => {
+    return this.registry.withLock(instance, async () => {
       const t0 = Date.now();
-      const inst = await this.access.load(instance);
+      const inst = await this.registry.load(instance);
       await this.assertFree(inst, name);
-      const file = this.access.rootDisk(inst);
+      const file = this.registry.rootDisk(inst);
       let withMemory = req.memory !== false;
       let vmState: Snapshot['vmState'] = null;
       let pausedMs = 0;
@@ -162,7 +172,7 @@ export class SnapshotManager {
         if (withMemory) {
           vmState = inst.state;
           ctx?.progress({ phase: 'saving memory and disk', percent: 20 });
-          pausedMs = await this.access.owningRunState(inst.name, () => saveVm(qmp, name, inst.state === 'paused'));
+          pausedMs = await this.registry.owningRunState(inst.name, () => saveVm(qmp, name, inst.state === 'paused'));
         } else {
           ctx?.progress({ phase: 'snapshotting disk', percent: 20 });
           const t = Date.now();
@@ -201,9 +211,9 @@ export class SnapshotManager {
       // The tag exists now; the row makes it visible. A crash in between leaves a tag that
       // recover() deletes.
       await this.store.put('snapshots', key(inst.name, name), snap);
-      const fresh = await this.access.load(inst.name);
+      const fresh = await this.registry.load(inst.name);
       fresh.currentSnapshot = name;
-      await this.access.save(fresh);
+      await this.registry.save(fresh);
       this.events.lifecycle('snapshot-created', inst.name, { snapshot: name, withMemory, pausedMs });
       return { snapshot: snap, durationMs: Date.now() - t0 };
     });
@@ -213,23 +223,23 @@ export class SnapshotManager {
 
   async restore(instance: string, name: string, ctx?: OperationContext): Promise<RestoreResult> {
     validateSnapshotName(name);
-    return this.access.withLock(instance, async () => {
+    return this.registry.withLock(instance, async () => {
       const t0 = Date.now();
-      let inst = await this.access.load(instance);
+      let inst = await this.registry.load(instance);
       const snap = await this.row(inst, name);
-      const file = this.access.rootDisk(inst);
+      const file = this.registry.rootDisk(inst);
       if (snap.withMemory) {
         if (inst.state === 'running' || inst.state === 'paused') {
           const qmp = this.qmpOf(inst);
           ctx?.progress({ phase: 'loading memory and disk', percent: 30 });
           const wasRunning = inst.state === 'running';
-          await this.access.owningRunState(inst.name, () => restoreLive(qmp, name, wasRunning, snap.vmState === 'running'));
-          inst = await this.access.load(instance);
-          await this.access.setState(inst, snap.vmState === 'running' ? 'running' : 'paused');
+          await this.registry.owningRunState(inst.name, () => restoreLive(qmp, name, wasRunning, snap.vmState === 'running'));
+          inst = await this.registry.load(instance);
+          await this.registry.setState(inst, snap.vmState === 'running' ? 'running' : 'paused');
         } else if (inst.state === 'stopped' || inst.state === 'suspended') {
           const wasSuspended = inst.state === 'suspended';
           ctx?.progress({ phase: 'starting QEMU and loading the snapshot', percent: 30 });
-          await this.access.start(instance, ctx, {
+          await this.lifecycle.startLocked(instance, ctx, {
             beforeCont: async (qmp) => loadVm(qmp, name),
             leavePaused: snap.vmState === 'paused',
             afterStart: wasSuspended
@@ -250,18 +260,18 @@ export class SnapshotManager {
         if (inst.state === 'suspended') {
           // Reverting the disk invalidates the saved memory: drop it, the instance is stopped.
           await diskSnapshot('delete', file, SUSPEND_TAG).catch((e: Error) => console.error(`vmkitd: dropping the suspended state of ${inst.name}: ${e.message}`));
-          await this.access.setState(inst, 'stopped', 'suspended state discarded by a snapshot restore');
+          await this.registry.setState(inst, 'stopped', 'suspended state discarded by a snapshot restore');
         } else if (inst.state !== 'stopped') {
           throw this.badState(inst, 'restore a snapshot of');
         }
         ctx?.progress({ phase: 'reverting disk', percent: 50 });
         await diskSnapshot('apply', file, name);
       }
-      const fresh = await this.access.load(instance);
+      const fresh = await this.registry.load(instance);
       fresh.currentSnapshot = name;
-      await this.access.save(fresh);
+      await this.registry.save(fresh);
       this.events.lifecycle('snapshot-restored', instance, { snapshot: name });
-      return { instance: this.access.view(fresh), snapshot: snap, durationMs: Date.now() - t0 };
+      return { instance: this.registry.view(fresh), snapshot: snap, durationMs: Date.now() - t0 };
     });
   }
 
@@ -269,15 +279,15 @@ export class SnapshotManager {
 
   async delete(instance: string, name: string, ctx?: OperationContext): Promise<{ deleted: string }> {
     validateSnapshotName(name);
-    return this.access.withLock(instance, async () => {
-      const inst = await this.access.load(instance);
+    return this.registry.withLock(instance, async () => {
+      const inst = await this.registry.load(instance);
       const snap = await this.row(inst, name);
       ctx?.progress({ phase: 'deleting', percent: 30 });
       if (inst.state === 'running' || inst.state === 'paused') {
         const qmp = this.qmpOf(inst);
         if ((await listLiveSnapshots(qmp)).some((s) => s.name === name)) await deleteVmSnapshot(qmp, name);
       } else if (inst.state === 'stopped' || inst.state === 'suspended' || inst.state === 'error') {
-        const file = this.access.rootDisk(inst);
+        const file = this.registry.rootDisk(inst);
         if ((await listDiskSnapshots(file)).some((s) => s.name === name)) await diskSnapshot('delete', file, name);
       } else {
         throw this.badState(inst, 'delete a snapshot of');
@@ -288,10 +298,10 @@ export class SnapshotManager {
         child.parent = snap.parent;
         await this.store.put('snapshots', key(inst.name, child.name), child);
       }
-      const fresh = await this.access.load(instance);
+      const fresh = await this.registry.load(instance);
       if (fresh.currentSnapshot === name) {
         fresh.currentSnapshot = snap.parent;
-        await this.access.save(fresh);
+        await this.registry.save(fresh);
       }
       this.events.lifecycle('snapshot-deleted', instance, { snapshot: name });
       return { deleted: name };
@@ -302,9 +312,9 @@ export class SnapshotManager {
 
   /** Saves the whole VM into the disk (reserved tag), ends QEMU: the instance is `suspended`. */
   async suspend(instance: string, ctx?: OperationContext): Promise<InstanceView & { savedMs: number }> {
-    return this.access.withLock(instance, async () => {
+    return this.registry.withLock(instance, async () => {
       const t0 = Date.now();
-      const inst = await this.access.load(instance);
+      const inst = await this.registry.load(instance);
       if (inst.state !== 'running' && inst.state !== 'paused') {
         throw vmkitError('VMKIT_INVALID_STATE', `Cannot suspend instance "${inst.name}": it is ${inst.state}.`, {
           hint: inst.state === 'suspended' ? `It is suspended already; "vmkit start ${inst.name}" resumes it.` : 'Only a running or paused instance can be suspended.',
@@ -313,15 +323,15 @@ export class SnapshotManager {
       }
       const qmp = this.qmpOf(inst);
       const wasRunning = inst.state === 'running';
-      await this.access.owningRunState(inst.name, () => saveForSuspend(qmp, SUSPEND_TAG, wasRunning, () => ctx?.progress({ phase: 'saving memory and disk', percent: 30 })));
+      await this.registry.owningRunState(inst.name, () => saveForSuspend(qmp, SUSPEND_TAG, wasRunning, () => ctx?.progress({ phase: 'saving memory and disk', percent: 30 })));
       // The row says `suspended` before QEMU is asked to quit: a daemon that dies now finds
       // either the paused QEMU (re-attached as paused, the tag dropped) or no QEMU and the
       // saved state (still suspended) — never a lost suspend.
-      await this.access.setState(await this.access.load(inst.name), 'suspended');
+      await this.registry.setState(await this.registry.load(inst.name), 'suspended');
       ctx?.progress({ phase: 'ending QEMU', percent: 80 });
-      await this.access.quit(inst.name, 'suspended');
-      const fresh = await this.access.load(instance);
-      return { ...this.access.view(fresh), savedMs: Date.now() - t0 };
+      await this.lifecycle.quitLocked(inst.name, 'suspended');
+      const fresh = await this.registry.load(instance);
+      return { ...this.registry.view(fresh), savedMs: Date.now() - t0 };
     });
   }
 
@@ -339,12 +349,12 @@ export class SnapshotManager {
     }
     const names = (await this.store.list<Instance>('instances')).map((v) => v.key);
     for (const name of names) {
-      await this.access.withLock(name, () => this.reconcile(name)).catch((err: unknown) => console.error(`vmkitd: reconciling snapshots of ${name}: ${(err as Error).message}`));
+      await this.registry.withLock(name, () => this.reconcile(name)).catch((err: unknown) => console.error(`vmkitd: reconciling snapshots of ${name}: ${(err as Error).message}`));
     }
   }
 
   private async reconcile(name: string): Promise<void> {
-    let inst = await this.access.load(name);
+    let inst = await this.registry.load(name);
     const rows = new Map((await this.store.list<Snapshot>('snapshots')).filter((v) => v.value.instance === name).map((v) => [v.value.name, v.value]));
     for (const [snapName, s] of rows) {
       if (s.instanceId !== inst.id) {
@@ -353,20 +363,20 @@ export class SnapshotManager {
       }
     }
     let tags: InternalSnapshotInfo[];
-    const qmp = this.access.qmp(name);
+    const qmp = this.registry.qmp(name);
     if ((inst.state === 'running' || inst.state === 'paused') && qmp) {
-      await this.access.owningRunState(name, () => settleJobs(qmp));
+      await this.registry.owningRunState(name, () => settleJobs(qmp));
       // The job may have paused and resumed the guest: the row follows QEMU.
       const status = await queryRunState(qmp);
       const state = status.running ? 'running' : 'paused';
-      inst = await this.access.load(name);
-      if (inst.state !== state) await this.access.setState(inst, state);
+      inst = await this.registry.load(name);
+      if (inst.state !== state) await this.registry.setState(inst, state);
       tags = await listLiveSnapshots(qmp);
       for (const t of tags) {
         if (!rows.has(t.name)) await deleteVmSnapshot(qmp, t.name);
       }
     } else if (inst.state === 'stopped' || inst.state === 'suspended' || inst.state === 'error') {
-      const file = this.access.rootDisk(inst);
+      const file = this.registry.rootDisk(inst);
       tags = await listDiskSnapshots(file);
       for (const t of tags) {
         if (rows.has(t.name)) continue;
@@ -374,7 +384,7 @@ export class SnapshotManager {
         await diskSnapshot('delete', file, t.name);
       }
       if (inst.state === 'suspended' && !tags.some((t) => t.name === SUSPEND_TAG)) {
-        await this.access.setState(inst, 'stopped', 'its suspended state was lost; the next start is a cold boot');
+        await this.registry.setState(inst, 'stopped', 'its suspended state was lost; the next start is a cold boot');
       }
     } else {
       return;
@@ -386,10 +396,10 @@ export class SnapshotManager {
         rows.delete(snapName);
       }
     }
-    inst = await this.access.load(name);
+    inst = await this.registry.load(name);
     if (inst.currentSnapshot && !rows.has(inst.currentSnapshot)) {
       inst.currentSnapshot = undefined;
-      await this.access.save(inst);
+      await this.registry.save(inst);
     }
   }
 
@@ -402,7 +412,7 @@ export class SnapshotManager {
   // ---- helpers --------------------------------------------------------------------------
 
   private qmpOf(inst: Instance): QmpClient {
-    const qmp = this.access.qmp(inst.name);
+    const qmp = this.registry.qmp(inst.name);
     if (!qmp) {
       throw vmkitError('VMKIT_INVALID_STATE', `Instance "${inst.name}" has no QEMU process attached.`, {
         hint: `Start it with "vmkit start ${inst.name}".`,
@@ -412,8 +422,8 @@ export class SnapshotManager {
   }
 
   private async sizeOf(inst: Instance, name: string): Promise<number | undefined> {
-    const qmp = this.access.qmp(inst.name);
-    const list = qmp && (inst.state === 'running' || inst.state === 'paused') ? await listLiveSnapshots(qmp) : await listDiskSnapshots(this.access.rootDisk(inst));
+    const qmp = this.registry.qmp(inst.name);
+    const list = qmp && (inst.state === 'running' || inst.state === 'paused') ? await listLiveSnapshots(qmp) : await listDiskSnapshots(this.registry.rootDisk(inst));
     return list.find((s) => s.name === name)?.vmStateSize;
   }
 

@@ -1,6 +1,8 @@
 import net from 'node:net';
 import { vmkitError } from '../../errors.js';
-import type { InstanceAccess, InstanceManager } from '../../instances/manager.js';
+import type { InstanceManager } from '../../instances/manager.js';
+import type { InstanceRegistry } from '../../instances/registry.js';
+import type { Lifecycle } from '../../instances/lifecycle.js';
 import type { SnapshotManager } from '../../snapshots/snapshots.js';
 import type { ImageStore } from '../../images/image-store.js';
 import type { NetworkManager } from '../../network/manager.js';
@@ -28,25 +30,31 @@ export interface ActiveMigration {
  */
 export class MigrationContext {
   readonly active = new Map<string, ActiveMigration>();
+  /** The instances' locks, rows, QEMUs and state writer (every step holds the instance's lock). */
+  readonly registry: InstanceRegistry;
+  /** Start/stop steps of an instance whose lock the caller holds. */
+  readonly lifecycle: Lifecycle;
 
   constructor(
     readonly cluster: ClusterManager,
     readonly instances: InstanceManager,
-    readonly access: InstanceAccess,
     readonly snapshots: SnapshotManager,
     readonly images: ImageStore,
     readonly networks: NetworkManager | undefined,
     readonly local: Store,
     readonly events: EventBus,
     readonly self: SelfFacts,
-  ) {}
+  ) {
+    this.registry = instances.registry;
+    this.lifecycle = instances.lifecycle;
+  }
 
   myIp(): string {
     return splitAddress(this.cluster.address!)[0];
   }
 
   qmpOf(name: string): QmpClient {
-    const q = this.access.qmp(name);
+    const q = this.registry.qmp(name);
     if (!q) throw vmkitError('VMKIT_INVALID_STATE', `"${name}" has no QEMU attached.`, { hint: 'Start it first.' });
     return q;
   }

@@ -7,7 +7,7 @@ import { isLive, MEMORY_MARGIN_MIB, type CheckRequest, type MigrateOptions } fro
 
 /** Everything that would stop the migration, from both ends; moves nothing. */
 export async function planMigration(ctx: MigrationContext, name: string, opts: MigrateOptions): Promise<MigrationPlan> {
-  const inst = await ctx.access.load(name);
+  const inst = await ctx.registry.load(name);
   const from = ctx.cluster.name!;
   const blockers: Blocker[] = [];
   // Unknown (or unreadable) host: reported as the blocker right below.

@@ -13,7 +13,7 @@ import type { MigrationTarget } from './target.js';
  * decided by who owns the instance in etcd (the one fact both sides agree on).
  */
 export async function recover(ctx: MigrationContext, source: MigrationSource, target: MigrationTarget): Promise<void> {
-  const { cluster, access, local } = ctx;
+  const { cluster, registry, instances, local } = ctx;
   await resetPeerPorts();
   const undecided = new Set<string>();
   for (const { value: rec } of await local.list<MigrationRecord>(RECORDS)) {
@@ -30,7 +30,7 @@ export async function recover(ctx: MigrationContext, source: MigrationSource, ta
     const log = stepLogger(rec.id, rec.role, rec.instance);
     if (rec.role === 'source') {
       // Already gone: nothing to settle.
-      const inst = await access.load(rec.instance).catch(() => undefined);
+      const inst = await registry.load(rec.instance).catch(() => undefined);
       // Still the owner: fence the target out before the guest may run here again (its
       // "take over" may still be on its way).
       const holder = owner && owner.record.host === me ? await settleOwnership(cluster, rec.instance, rec.peer, owner.revision, log, { attempts: 3 }) : undefined;
@@ -41,16 +41,16 @@ export async function recover(ctx: MigrationContext, source: MigrationSource, ta
       }
       if ((owner?.record.host && owner.record.host !== me) || holder === 'target') {
         // The target took over before this daemon died: let go of the local copy.
-        if (inst) await access.withLock(rec.instance, () => access.release(inst));
+        if (inst) await registry.withLock(rec.instance, () => instances.release(inst));
       } else if (inst) {
-        await access.withLock(rec.instance, async () => {
-          const qmp = access.qmp(rec.instance);
+        await registry.withLock(rec.instance, async () => {
+          const qmp = registry.qmp(rec.instance);
           if (qmp) {
             await engine.cancelMigration(qmp).catch((err: Error) => log(`migrate_cancel: ${err.message}`));
             await resumeUnlessRunning(qmp, rec.wasRunning !== false, log);
-            await access.adopt(rec.instance, rec.wasRunning === false ? 'paused' : 'running');
+            await registry.adopt(rec.instance, rec.wasRunning === false ? 'paused' : 'running');
           } else if (inst.state === 'migrating') {
-            await access.setState(inst, 'stopped', 'QEMU ended during a migration');
+            await registry.setState(inst, 'stopped', 'QEMU ended during a migration');
           }
         });
         try {
@@ -62,14 +62,14 @@ export async function recover(ctx: MigrationContext, source: MigrationSource, ta
       await local.delete(RECORDS, rec.id);
     } else if (owner?.record.host === me) {
       // Ownership moved here: make sure the guest runs.
-      const qmp = access.qmp(rec.instance);
+      const qmp = registry.qmp(rec.instance);
       if (qmp) {
         await resumeUnlessRunning(qmp, rec.wasRunning !== false, log);
-        await access.adopt(rec.instance, rec.wasRunning === false ? 'paused' : 'running');
+        await registry.adopt(rec.instance, rec.wasRunning === false ? 'paused' : 'running');
       } else {
         // Already gone: nothing to settle.
-        const inst = await access.load(rec.instance).catch(() => undefined);
-        if (inst?.state === 'migrating') await access.setState(inst, rec.sourceState === 'suspended' ? 'suspended' : 'stopped');
+        const inst = await registry.load(rec.instance).catch(() => undefined);
+        if (inst?.state === 'migrating') await registry.setState(inst, rec.sourceState === 'suspended' ? 'suspended' : 'stopped');
       }
       await target.closePorts(rec);
       await local.delete(RECORDS, rec.id);
@@ -83,16 +83,16 @@ export async function recover(ctx: MigrationContext, source: MigrationSource, ta
   // A row left `migrating` with no migration record: give it back its plain state.
   for (const v of await ctx.instances.list()) {
     if (v.state !== 'migrating' || undecided.has(v.name)) continue;
-    await access.withLock(v.name, async () => {
-      const qmp = access.qmp(v.name);
+    await registry.withLock(v.name, async () => {
+      const qmp = registry.qmp(v.name);
       if (qmp) {
         // No answer: treated as running below, as before (QEMU's own events correct it).
         const st = await queryRunState(qmp).catch(() => undefined);
         if (st && st.status !== 'running' && st.status !== 'paused')
           await resumeGuest(qmp).catch((err: Error) => console.error(`vmkitd: resuming ${v.name} (left migrating) failed: ${err.message}`));
-        await access.adopt(v.name, st?.status === 'paused' ? 'paused' : 'running');
+        await registry.adopt(v.name, st?.status === 'paused' ? 'paused' : 'running');
       } else {
-        await access.setState(await access.load(v.name), 'stopped', 'found mid-migration after a restart');
+        await registry.setState(await registry.load(v.name), 'stopped', 'found mid-migration after a restart');
       }
     });
   }

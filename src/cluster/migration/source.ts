@@ -76,10 +76,10 @@ export class MigrationSource {
     wasRunning: boolean,
     op?: OperationContext,
   ): Promise<MigrateResult> {
-    const { cluster, access, local } = this.ctx;
+    const { cluster, registry, instances, networks, local } = this.ctx;
     const mode = plan.mode;
-    return access.withLock(name, async () => {
-      const inst = await access.load(name);
+    return registry.withLock(name, async () => {
+      const inst = await registry.load(name);
       const owner = await cluster.owner(name);
       if (!owner || owner.record.host !== cluster.name) {
         throw vmkitError('VMKIT_INVALID_STATE', `This host does not own "${name}" in the cluster store.`, { hint: '"vmkit list" shows where it runs.' });
@@ -94,7 +94,7 @@ export class MigrationSource {
       const live = isLive(mode);
       const prevState = inst.state;
       const disks = [];
-      for (const d of inst.disks) disks.push({ name: d.name, virtualSize: (await sharedVolumeInfo(access.diskPath(inst, d))).virtualSize });
+      for (const d of inst.disks) disks.push({ name: d.name, virtualSize: (await sharedVolumeInfo(registry.diskPath(inst, d))).virtualSize });
       const imageChecksum = await imageChecksumOrNone(this.ctx, inst.image);
       const snapshots = (await local.list('snapshots')).filter((s) => s.key.startsWith(`${name}/`)).map((s) => ({ key: s.key, value: s.value }));
       let prepared = false;
@@ -106,7 +106,7 @@ export class MigrationSource {
       const events = (action: string, metadata?: unknown) => this.ctx.events.lifecycle(action, name, { id, to: opts.to, mode, ...(metadata as object) });
       events('instance-migrating');
       try {
-        if (live) await access.setState(inst, 'migrating');
+        if (live) await registry.setState(inst, 'migrating');
         op?.progress({ phase: `preparing ${opts.to}`, percent: 10 });
         const req: PrepareRequest = {
           id,
@@ -126,7 +126,7 @@ export class MigrationSource {
         let result: { totalTimeMs?: number; downtimeMs?: number; transferredBytes?: number } = {};
         if (live) {
           const qmp = this.ctx.qmpOf(name);
-          await access.owningRunState(name, async () => {
+          await registry.owningRunState(name, async () => {
             if (mode === 'live-copy') {
               op?.progress({ phase: 'copying storage', percent: 15 });
               record.phase = 'copying storage';
@@ -166,15 +166,12 @@ export class MigrationSource {
           // The last state is on the target: floating addresses leave this host now, before
           // the target claims them, so no client ever reaches two holders.
           withdrawn = true;
-          await access
-            .networking()
-            ?.withdraw(inst, log)
-            .catch((err: Error) => log(`withdrawing floating addresses failed (the target claims them anyway): ${err.message}`));
+          await networks?.withdraw(inst, log).catch((err: Error) => log(`withdrawing floating addresses failed (the target claims them anyway): ${err.message}`));
         } else {
           record.phase = 'copying storage';
           if (!plan.sharedStorage) {
             for (const d of inst.disks) {
-              const file = access.diskPath(inst, d);
+              const file = registry.diskPath(inst, d);
               await peer.putFile(
                 `/1.0/internal/migrations/${id}/disks/${d.name}`,
                 file,
@@ -213,8 +210,8 @@ export class MigrationSource {
         switched = true;
         // The target runs the guest now: let go here.
         record.phase = 'releasing source';
-        const fresh = await access.load(name);
-        await access.release(fresh);
+        const fresh = await registry.load(name);
+        await instances.release(fresh);
         for (const s of snapshots) await local.delete('snapshots', s.key).catch((err: Error) => log(`removing snapshot row ${s.key} failed (the instance left): ${err.message}`));
         log('released here');
         const totalTimeMs = Date.now() - started;
@@ -266,23 +263,23 @@ export class MigrationSource {
    * that fails is logged and the others still run.
    */
   private async rollbackSource(name: string, prevState: InstanceState, jobs: engine.MirrorJob[], live: boolean, withdrawn: boolean, log: StepLog): Promise<void> {
-    const { access } = this.ctx;
-    const qmp = access.qmp(name);
+    const { registry, networks } = this.ctx;
+    const qmp = registry.qmp(name);
     // Revert runs its steps newest first, so they are added here in the reverse of the order
     // they run in: migrate_cancel, mirrors, cont, state, floating addresses.
     const undo = new Revert(log);
     if (withdrawn) {
       undo.add('the withdrawal of the floating addresses', async () => {
         // Already gone: nothing to announce.
-        const inst = await access.load(name).catch(() => undefined);
-        if (inst) await access.networking()?.announce(inst, log);
+        const inst = await registry.load(name).catch(() => undefined);
+        if (inst) await networks?.announce(inst, log);
       });
     }
     if (live) {
       undo.add(`the "migrating" state (back to ${prevState})`, async () => {
         // Already gone: no state to restore.
-        const inst = await access.load(name).catch(() => undefined);
-        if (inst && inst.state !== prevState) await access.setState(inst, prevState);
+        const inst = await registry.load(name).catch(() => undefined);
+        if (inst && inst.state !== prevState) await registry.setState(inst, prevState);
       });
     }
     if (qmp && live) {
@@ -301,7 +298,7 @@ export class MigrationSource {
 
   /** An undecided switch-over: keep asking etcd, then resume here or let go. */
   private resolveLater(name: string, to: string, revision: number, prevState: InstanceState, withdrawn: boolean, peer: PeerClient, id: string, log: StepLog): void {
-    const { cluster, access, local } = this.ctx;
+    const { cluster, registry, instances, local } = this.ctx;
     void (async () => {
       for (;;) {
         const holder = await settleOwnership(cluster, name, to, revision, log, { attempts: 1 });
@@ -309,11 +306,11 @@ export class MigrationSource {
           await new Promise((r) => setTimeout(r, 2_000));
           continue;
         }
-        await access.withLock(name, async () => {
+        await registry.withLock(name, async () => {
           if (holder === 'target') {
             // Already gone: nothing to release.
-            const inst = await access.load(name).catch(() => undefined);
-            if (inst) await access.release(inst);
+            const inst = await registry.load(name).catch(() => undefined);
+            if (inst) await instances.release(inst);
           } else {
             await this.rollbackSource(name, prevState, [], true, withdrawn, log);
             this.abortTarget(peer, id);

@@ -23,7 +23,7 @@ export class MigrationTarget {
   constructor(private readonly ctx: MigrationContext) {}
 
   async prepareIncoming(req: PrepareRequest): Promise<PrepareReply> {
-    const { cluster, access, local } = this.ctx;
+    const { cluster, registry, instances, lifecycle, local } = this.ctx;
     const blockers = await checkIncoming(this.ctx, { instance: req.instance, mode: req.mode, sharedDisks: req.sharedDisks, source: req.source, imageChecksum: req.imageChecksum });
     if (blockers.length > 0)
       throw blocked({ instance: req.instance.name, from: req.source, to: cluster.name!, mode: req.mode, sharedStorage: req.sharedDisks, blockers, ok: false });
@@ -61,19 +61,19 @@ export class MigrationTarget {
     const log = stepLogger(req.id, 'target', name);
     const undo = new Revert(log);
     try {
-      const dir = access.instanceDir(inst);
+      const dir = registry.instanceDir(inst);
       await mkdir(dir, { recursive: true });
       undo.add('the instance folder', async () => {
         // A row of that name (another instance's, or ours when its release failed) keeps it.
         if (!(await this.ctx.instances.has(name))) await rm(dir, { recursive: true, force: true });
       });
-      await access.insert(inst);
+      await registry.insert(inst);
       // Releasing the row also ends the incoming QEMU started below.
       undo.add(`the row of "${name}"`, () =>
-        access.withLock(name, async () => {
+        registry.withLock(name, async () => {
           // Already gone: nothing to settle.
-          const cur = await access.load(name).catch(() => undefined);
-          if (cur && cur.id === inst.id) await access.release(cur);
+          const cur = await registry.load(name).catch(() => undefined);
+          if (cur && cur.id === inst.id) await instances.release(cur);
         }),
       );
       for (const s of req.snapshots) {
@@ -89,13 +89,13 @@ export class MigrationTarget {
       if (!req.sharedDisks) {
         for (const d of inst.disks) {
           const size = req.disks.find((x) => x.name === d.name)!.virtualSize;
-          await createEmptyVolume(access.diskPath(inst, d), size);
+          await createEmptyVolume(registry.diskPath(inst, d), size);
         }
       }
       const migrationPort = await this.openPort(record, ip, req.sourceIp, undo);
       const nbdPort = req.sharedDisks ? undefined : await this.openPort(record, ip, req.sourceIp, undo);
       await local.put(RECORDS, req.id, record);
-      await access.withLock(name, () => access.start(name, undefined, { extraArgs: engine.buildIncomingArgs(), finalState: 'migrating' }));
+      await registry.withLock(name, () => lifecycle.startLocked(name, undefined, { extraArgs: engine.buildIncomingArgs(), finalState: 'migrating' }));
       const qmp = this.ctx.qmpOf(name);
       if (nbdPort) await engine.startNbdExport(qmp, { host: ip, port: nbdPort, nodes: inst.disks.map((d) => d.name) });
       await engine.startIncoming(qmp, { host: ip, port: migrationPort });
@@ -129,26 +129,26 @@ export class MigrationTarget {
   async receiveDisk(id: string, disk: string, body: Readable): Promise<void> {
     const e = this.ctx.active.get(id);
     if (!e || e.record.role !== 'target') throw vmkitError('VMKIT_NOT_FOUND', `No incoming migration ${id} here.`, { hint: 'Start the migration from the source host.' });
-    const inst = await this.ctx.access.load(e.record.instance);
+    const inst = await this.ctx.registry.load(e.record.instance);
     const d = inst.disks.find((x) => x.name === disk);
     if (!d || isAbsolute(d.file)) throw vmkitError('VMKIT_NOT_FOUND', `Instance "${inst.name}" has no local disk "${disk}".`, { hint: 'Disks on shared storage are not copied.' });
-    const file = this.ctx.access.diskPath(inst, d);
+    const file = this.ctx.registry.diskPath(inst, d);
     await pipeline(body, createWriteStream(`${file}.part`, { mode: 0o640 }));
     await rename(`${file}.part`, file);
   }
 
   /** The source is done: take ownership (compare-and-swap), then run the guest here. */
   async finishIncoming(id: string, req: FinishRequest): Promise<{ instance: string; state: InstanceState }> {
-    const { cluster, access, local } = this.ctx;
+    const { cluster, registry, networks, local } = this.ctx;
     const e = this.ctx.active.get(id);
     if (!e || e.record.role !== 'target') throw vmkitError('VMKIT_NOT_FOUND', `No incoming migration ${id} here.`, { hint: 'It was aborted; start the migration again.' });
     this.ctx.stopWatch(id);
     const name = e.record.instance;
     const live = isLive(e.record.mode);
     const log = stepLogger(id, 'target', name);
-    return access
+    return registry
       .withLock(name, async () => {
-        const inst = await access.load(name);
+        const inst = await registry.load(name);
         if (!live) await this.rebaseReceived(inst);
         const qmp = live ? this.ctx.qmpOf(name) : undefined;
         log('asked to take over');
@@ -170,17 +170,14 @@ export class MigrationTarget {
         if (live) {
           // Floating addresses first (the source gave them up): packets that arrive before the
           // guest runs wait in its tap queue instead of finding no host.
-          await access
-            .networking()
-            ?.announce(inst, log)
-            .catch((err: Error) => log(`claiming floating addresses: ${err.message}`));
+          await networks?.announce(inst, log).catch((err: Error) => log(`claiming floating addresses: ${err.message}`));
           if (e.record.wasRunning !== false) await engine.resumeTarget(qmp!);
           log('guest resumed');
           state = e.record.wasRunning !== false ? 'running' : 'paused';
-          await access.adopt(name, state);
+          await registry.adopt(name, state);
         } else {
           const wasSuspended = e.record.sourceState === 'suspended';
-          await access.setState(inst, wasSuspended ? 'suspended' : 'stopped');
+          await registry.setState(inst, wasSuspended ? 'suspended' : 'stopped');
           state = wasSuspended ? 'suspended' : 'stopped';
         }
         await this.closePorts(e.record);
@@ -202,7 +199,7 @@ export class MigrationTarget {
   private async rebaseReceived(inst: Instance): Promise<void> {
     for (const d of inst.disks) {
       if (isAbsolute(d.file)) continue;
-      const file = this.ctx.access.diskPath(inst, d);
+      const file = this.ctx.registry.diskPath(inst, d);
       const info = await sharedVolumeInfo(file);
       if (!info.backing) continue;
       // The pre-flight proved this host's image is the very same (checksum).
@@ -217,7 +214,7 @@ export class MigrationTarget {
    * source watch or the next start then ask again, so nothing is left without a record.
    */
   async abortIncoming(id: string): Promise<void> {
-    const { cluster, access, local } = this.ctx;
+    const { cluster, registry, instances, local } = this.ctx;
     const rec = this.ctx.active.get(id)?.record ?? (await local.get<MigrationRecord>(RECORDS, id))?.value;
     if (!rec || rec.role !== 'target') return;
     // Unknown owner (etcd not answering): this host may have taken the guest over, so nothing
@@ -229,12 +226,12 @@ export class MigrationTarget {
       return;
     }
     const log = stepLogger(id, 'target', rec.instance);
-    await access.withLock(rec.instance, async () => {
+    await registry.withLock(rec.instance, async () => {
       // Already gone (an earlier abort got this far): nothing to release.
-      const inst = await access.load(rec.instance).catch(() => undefined);
+      const inst = await registry.load(rec.instance).catch(() => undefined);
       if (inst && (!rec.instanceId || inst.id === rec.instanceId)) {
         const snapKeys = (await local.list('snapshots')).filter((s) => s.key.startsWith(`${rec.instance}/`)).map((s) => s.key);
-        await access.release(inst);
+        await instances.release(inst);
         for (const k of snapKeys) await local.delete('snapshots', k).catch((err: Error) => log(`removing snapshot row ${k} failed: ${err.message}`));
       }
     });
