@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Runs every test with node's test runner: unit tests beside the code (dist/**/*.test.js)
+// Runs every test with node's test runner: unit tests beside the code (src/**/*.test.ts,
+// compiled by tsconfig.unit.json to dist-unit/**/*.test.js, never into the shipped dist/)
 // and the integration tests that boot real VMs (dist-test/**/*.test.js).
 // `--unit` runs the unit tests only.
 import { readdirSync, statSync } from 'node:fs';
@@ -40,11 +41,12 @@ if (!unitOnly && !process.env.VMKIT_TEST_IN_NETNS && process.env.VMKIT_TEST_HOST
   }
   process.exit(r.status ?? 1);
 }
-const files = [...find('dist'), ...(unitOnly ? [] : find('dist-test'))];
-if (files.length === 0) {
-  console.error('no test files found: run "npm run build" first');
+const unit = find('dist-unit');
+if (unit.length === 0) {
+  console.error('no unit tests found in dist-unit/: run "npx tsc -p tsconfig.unit.json" (npm run build:tests) first');
   process.exit(1);
 }
+const files = [...unit, ...(unitOnly ? [] : find('dist-test'))];
 const args = ['--test', '--test-reporter=spec', `--test-concurrency=${process.env.VMKIT_TEST_CONCURRENCY ?? 2}`, ...files];
 const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
 process.exit(r.status ?? 1);

@@ -43,6 +43,7 @@ fi
 
 log "Building vmkit"
 npx tsc -p tsconfig.json
+npx tsc -p tsconfig.unit.json
 npx tsc -p tsconfig.test.json
 
 log "Building the web console"

@@ -11,8 +11,8 @@
  *    with one package: the schema builder the types are derived from.)
  * 3. api-through-services: src/api/ does not import src/qemu/, src/storage/ or src/store/
  *    directly; it goes through services. Exception: test files (*.test.ts) and
- *    src/api/test-context.ts are composition roots (like daemon.ts): they build a real store
- *    to hand to the services under test.
+ *    src/api/test-context.test-support.ts are composition roots (like daemon.ts): they build a
+ *    real store to hand to the services under test.
  * 4. cli-is-a-client: src/cli/ imports only src/cli/, src/domain/, src/errors.ts, the wire
  *    types of other folders (a folder's types.ts), src/wire/ (the wire types themselves) and
  *    src/client/ (the one API client, which rule 8 keeps free of daemon code). Adjusted, because it cannot hold today:
@@ -20,7 +20,7 @@
  *    (bin/vmkit.js loads the CLI only), and loading it lazily is what keeps every other
  *    command free of daemon code; no other cli file may do so.
  * 5. no-folder-cycles: no import cycle between the top-level folders of src/ (files directly
- *    in src/ count as a folder each). Test files are left out of this rule: nothing imports a
+ *    in src/ count as a folder each). Test-only modules are left out of this rule: nothing imports a
  *    test, so a test's imports cannot close a cycle in the code that ships.
  * 6. no-api-file-cycles: no import cycle between the files of src/api/ (server.ts registers
  *    the routes-*.ts files; they take ApiContext from context.ts, never from server.ts).
@@ -30,6 +30,10 @@
  * 8. client-is-a-client: src/client/ imports only src/client/, src/wire/, src/errors.ts and
  *    node: modules. The CLI and the cluster's peer calls share it, so it must not pull in
  *    daemon code (which rule 4 would then let into the CLI through the back door).
+ * 9. tests-stay-out-of-dist: test-only modules are the tests (*.test.ts) and what only tests
+ *    use (fakes, contracts: *.test-support.ts). No other module imports one, and
+ *    tsconfig.json leaves both out, so the shipped dist/ holds none (tsconfig.unit.json
+ *    compiles them to dist-unit/).
  *
  * A failure names the rule, the file and the import.
  */
@@ -89,6 +93,7 @@ function area(p: string): string {
 }
 
 const isTest = (p: string): boolean => p.endsWith('.test.ts');
+const isTestOnly = (p: string): boolean => isTest(p) || p.endsWith('.test-support.ts');
 const show = (i: Import): string => `src/${i.from}:${i.line} imports '${i.spec}'`;
 
 const imports = sourceFiles(SRC).flatMap(importsOf);
@@ -111,7 +116,7 @@ test('architecture: src/domain/ imports only src/domain/, src/wire/ and src/erro
 });
 
 test('architecture: src/api/ does not import src/qemu/, src/storage/ or src/store/', () => {
-  const roots = (p: string): boolean => isTest(p) || p === 'api/test-context.ts';
+  const roots = (p: string): boolean => isTest(p) || p === 'api/test-context.test-support.ts';
   const bad = internal.filter((i) => area(i.from) === 'api' && !roots(i.from) && ['qemu', 'storage', 'store'].includes(area(i.to)));
   assert.deepEqual(bad.map(show), [], 'routes call services; services own QEMU, storage and the store');
 });
@@ -133,6 +138,17 @@ test('architecture: src/client/ imports only client, wire, errors and node: modu
     (i) => area(i.from) === 'client' && !(i.to !== undefined ? ['client', 'wire'].includes(area(i.to)) || i.to === 'errors.ts' : i.spec.startsWith('node:')),
   );
   assert.deepEqual(bad.map(show), [], 'the CLI loads the client: keep daemon code out of it');
+});
+
+test('architecture: only test-only modules import test-only modules (tests, *.test-support.ts)', () => {
+  const bad = internal.filter((i) => isTestOnly(i.to) && !isTestOnly(i.from));
+  assert.deepEqual(bad.map(show), [], 'a fake or test helper is not shipped code: name the module *.test-support.ts only if nothing else needs it');
+});
+
+test('architecture: tsconfig.json keeps test-only modules out of dist/', () => {
+  // tsconfig files may hold comments; this one's exclude list is plain JSON.
+  const config = JSON.parse(readFileSync(join(SRC, '..', 'tsconfig.json'), 'utf8')) as { exclude?: string[] };
+  assert.deepEqual([...(config.exclude ?? [])].sort(), ['src/**/*.test-support.ts', 'src/**/*.test.ts']);
 });
 
 /** Cycles of a graph whose edges carry one import each (for the message); one per back edge. */
@@ -174,7 +190,7 @@ function graph(list: Array<Import & { to: string }>, node: (p: string) => string
 test('architecture: no import cycle between top-level folders of src/', () => {
   const cycles = findCycles(
     graph(
-      internal.filter((i) => !isTest(i.from)),
+      internal.filter((i) => !isTestOnly(i.from)),
       area,
     ),
   );

@@ -2,7 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { EtcdStore, type EtcdLease, type EtcdWatchEvent } from '../dist/store/etcd.js';
-import { storeContract } from '../dist/store/store-contract.js';
+import { storeContract } from '../dist-unit/store/store-contract.test-support.js';
 import { etcdctl, freePort, startEtcd, startEtcdCluster3, startTcpProxy, type EtcdProcess, type TcpProxy } from './cluster-net.js';
 
 /**

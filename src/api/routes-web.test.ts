@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ApiContext } from './context.js';
 import { buildApi } from './server.js';
 import { cookieValue, isPublicPath, resolveStatic, WebSessions } from './routes-web.js';
-import { makeTestContext } from './test-context.js';
+import { makeTestContext } from './test-context.test-support.js';
 import type { SqliteStore } from '../store/sqlite.js';
 
 describe('web routes: helpers', () => {

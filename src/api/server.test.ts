@@ -8,7 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ApiContext } from './context.js';
 import { buildApi } from './server.js';
 import { generateOpenApi } from './openapi-gen.js';
-import { makeTestContext } from './test-context.js';
+import { makeTestContext } from './test-context.test-support.js';
 import type { SqliteStore } from '../store/sqlite.js';
 
 /** API tests through inject(): no sockets, real store and managers, no VM started. */

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { ApiContext } from './context.js';
 import { buildApi } from './server.js';
-import { makeTestContext } from './test-context.js';
+import { makeTestContext } from './test-context.test-support.js';
 import type { SqliteStore } from '../store/sqlite.js';
 
 /** POST /1.0/images/upload through inject(): a real qemu-img, the real import. */

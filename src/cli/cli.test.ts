@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { InstanceView, Operation } from '../domain/types.js';
-import { FakeDaemon } from './fake-daemon.js';
+import { FakeDaemon } from './fake-daemon.test-support.js';
 
 const BIN = fileURLToPath(new URL('../../bin/vmkit.js', import.meta.url));
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { VmkitError } from '../errors.js';
 import type { Operation, VmkitEvent } from '../domain/types.js';
 import { VmkitClient } from './client.js';
-import { FakeDaemon } from './fake-daemon.js';
+import { FakeDaemon } from './fake-daemon.test-support.js';
 
 function op(status: Operation['status'], extra: Partial<Operation> = {}): Operation {
   return {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { VmkitClient } from './client.js';
 import { runConsole } from './console.js';
-import { FakeDaemon } from './fake-daemon.js';
+import { FakeDaemon } from './fake-daemon.test-support.js';
 
 function collect(stream: PassThrough): () => string {
   let text = '';

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SqliteStore } from './sqlite.js';
-import { storeContract } from './store-contract.js';
+import { storeContract } from './store-contract.test-support.js';
 
 describe('SqliteStore', () => {
   describe('the Store contract', () => {
