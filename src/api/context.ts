@@ -12,6 +12,8 @@ import type { MigrationService } from '../cluster/migration.js';
 import { ForwardingService } from '../cluster/forwarding.js';
 import { EvacuationService } from '../cluster/evacuate.js';
 import { InstanceListing } from '../cluster/listing.js';
+import { MigrateRequests } from '../cluster/migrate-request.js';
+import { SnapshotService, type SnapshotServiceDeps } from '../snapshots/service.js';
 
 /**
  * The services whose calls are more than one manager call (orchestration lives there, not in
@@ -25,6 +27,10 @@ export interface ApiServices {
   listing: InstanceListing;
   forwarding: ForwardingService;
   evacuation: EvacuationService;
+  /** Snapshot verbs: checks, then an operation. */
+  snapshots: SnapshotService;
+  /** POST/DELETE /1.0/instances/{name}/migrate. */
+  migrations: MigrateRequests;
 }
 
 /** What the HTTP layer may call: it parses requests into these calls and nothing else. */
@@ -51,7 +57,7 @@ export interface ApiContext {
 export interface ServiceDeps {
   dataDir: string;
   instances: InstanceManager;
-  snapshots: Suspender;
+  snapshots: Suspender & SnapshotServiceDeps['snapshots'];
   images: ImageStore;
   operations: OperationManager;
   events: EventBus;
@@ -69,5 +75,7 @@ export function createApiServices(deps: ServiceDeps): ApiServices {
     listing: new InstanceListing({ cluster, instances }),
     forwarding,
     evacuation: new EvacuationService({ cluster, migrations, instances, operations, forwarding }),
+    snapshots: new SnapshotService({ snapshots, operations }),
+    migrations: new MigrateRequests({ cluster, migrations, instances, operations }),
   };
 }

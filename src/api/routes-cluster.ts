@@ -5,8 +5,9 @@ import type { IncomingRequest } from '../cluster/forwarding.js';
 import { clusterSupport, joinedCluster } from '../cluster/support.js';
 import type { ApiContext } from './context.js';
 import { async, relayed, sync } from './responses.js';
-import { asyncResponse, clusterJoinSchema, errorResponse, migrateSchema, nameParam } from './schemas.js';
+import { asyncResponse, errorResponse, nameParam } from './schemas.js';
 import type { MigrationMode } from '../cluster/types.js';
+import { ClusterJoinRequestSchema, MigrateRequestSchema, type ClusterJoinRequest, type MigrateRequest } from '../wire/requests.js';
 
 const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse };
 const tags = (t: string) => [t];
@@ -37,9 +38,9 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext): vo
     const c = ctx.cluster;
     return sync(reply, c?.joined ? { joined: true, name: c.name, address: c.address, etcd: c.etcd, clusterId: c.clusterId } : { joined: false });
   });
-  app.post<{ Body: { etcd: string[]; name: string; address: string; create?: boolean } }>(
+  app.post<{ Body: ClusterJoinRequest }>(
     '/1.0/cluster',
-    { schema: { tags: tags('cluster'), summary: 'Create (create=true) or join the cluster whose state lives in etcd', body: clusterJoinSchema } },
+    { schema: { tags: tags('cluster'), summary: 'Create (create=true) or join the cluster whose state lives in etcd', body: ClusterJoinRequestSchema } },
     async (req, reply) => {
       const cfg = await clusterOf(ctx).join({ ...req.body, create: req.body.create ?? true });
       return sync(reply, { joined: true, name: cfg.name, address: cfg.address, etcd: cfg.etcd, clusterId: cfg.clusterId });
@@ -66,35 +67,25 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext): vo
   );
 
   // ---- migration ------------------------------------------------------------------------
-  app.post<{ Params: { name: string }; Body: { to: string; mode?: MigrationMode; check?: boolean; downtimeMs?: number; bandwidthMiBs?: number } }>(
+  app.post<{ Params: { name: string }; Body: MigrateRequest }>(
     '/1.0/instances/:name/migrate',
     {
       schema: {
         tags: tags('cluster'),
         summary: 'Move an instance to another host (check=true: pre-flight only, lists every blocker and moves nothing)',
         params: nameParam,
-        body: migrateSchema,
+        body: MigrateRequestSchema,
       },
     },
     async (req, reply) => {
-      requireCluster(ctx);
-      const { name } = req.params;
-      await ctx.instances.get(name);
-      if (req.body.check) return sync(reply, await ctx.migrations!.plan(name, req.body));
-      const op = ctx.operations.start({
-        kind: 'instance.migrate',
-        description: `Migrating ${name} to ${req.body.to}`,
-        target: name,
-        mayCancel: true,
-        run: (opCtx) => ctx.migrations!.migrate(name, req.body, opCtx),
-      });
-      return async(reply, op);
+      const r = await ctx.services.migrations.start(req.params.name, req.body);
+      return 'plan' in r ? sync(reply, r.plan) : async(reply, r.operation);
     },
   );
   app.delete<{ Params: { name: string } }>(
     '/1.0/instances/:name/migrate',
     { schema: { tags: tags('cluster'), summary: 'Cancel the running migration: the source keeps running, the target is cleaned up', params: nameParam } },
-    async (req, reply) => sync(reply, ctx.migrations!.cancel(req.params.name)),
+    async (req, reply) => sync(reply, ctx.services.migrations.cancel(req.params.name)),
   );
 
   // ---- host to host (the cluster token only) ------------------------------------------------

@@ -2,23 +2,29 @@ import type { FastifyInstance } from 'fastify';
 import type { ApiContext } from './context.js';
 import { async, sync } from './responses.js';
 import { asyncResponse, errorResponse, nameParam, syncResponse } from './schemas.js';
+import {
+  AddRepoRequestSchema,
+  CloneRequestSchema,
+  ExportImageRequestSchema,
+  ImportImageRequestSchema,
+  PublishRequestSchema,
+  PullRequestSchema,
+  PushRequestSchema,
+  ServeRepoRequestSchema,
+  type AddRepoRequest,
+  type CloneRequest,
+  type ExportImageRequest,
+  type ImportImageRequest,
+  type PublishRequest,
+  type PullRequest,
+  type PushRequest,
+  type ServeRepoRequest,
+} from '../wire/requests.js';
 import { RepositoryManager } from '../images/repository.js';
 import { registerUploadRoute } from './upload.js';
 
 const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse };
 const tags = ['images'];
-
-const importSchema = {
-  type: 'object',
-  required: ['source'],
-  additionalProperties: false,
-  properties: {
-    source: { type: 'string', minLength: 1, description: 'absolute path of a disk image or OVA on the daemon host' },
-    name: { type: 'string' },
-    format: { type: 'string', enum: ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'ova'] },
-    description: { type: 'string', maxLength: 1000 },
-  },
-} as const;
 
 /**
  * Images, clones and appliances: /1.0/images (list, info, import, export, delete) and the
@@ -41,63 +47,55 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
     { schema: { tags, summary: 'Delete an image (refused while an instance uses it)', params: nameParam, response: { '4xx': errorResponse } } },
     async (req, reply) => sync(reply, await ctx.services.images.delete(req.params.name)),
   );
-  app.post<{ Body: { source: string; name?: string; format?: string; description?: string } }>(
+  app.post<{ Body: ImportImageRequest }>(
     '/1.0/images',
-    { schema: { tags, summary: 'Import a disk image (qcow2, raw, vmdk, vdi, vhdx) or an OVA from a path on the daemon host', body: importSchema, response: asyncReplies } },
+    {
+      schema: {
+        tags,
+        summary: 'Import a disk image (qcow2, raw, vmdk, vdi, vhdx) or an OVA from a path on the daemon host',
+        body: ImportImageRequestSchema,
+        response: asyncReplies,
+      },
+    },
     async (req, reply) => async(reply, ctx.services.images.importPath(req.body)),
   );
 
   registerUploadRoute(app, ctx);
 
-  app.post<{ Params: { name: string }; Body: { path: string; format?: string } }>(
+  app.post<{ Params: { name: string }; Body: ExportImageRequest }>(
     '/1.0/images/:name/export',
     {
       schema: {
         tags,
         summary: 'Export an image to a path on the daemon host: OVA (OVF 1.0 + stream-optimized VMDK) or a qcow2/vmdk/vdi/vhdx/raw disk',
         params: nameParam,
-        body: {
-          type: 'object',
-          required: ['path'],
-          additionalProperties: false,
-          properties: { path: { type: 'string', minLength: 1 }, format: { type: 'string', enum: ['ova', 'qcow2', 'vmdk', 'vdi', 'vhdx', 'raw'] } },
-        },
+        body: ExportImageRequestSchema,
         response: asyncReplies,
       },
     },
     async (req, reply) => async(reply, await ctx.services.images.export(req.params.name, req.body)),
   );
-  app.post<{ Params: { name: string }; Body: { name: string; full?: boolean; fromSnapshot?: string } }>(
+  app.post<{ Params: { name: string }; Body: CloneRequest }>(
     '/1.0/instances/:name/clone',
     {
       schema: {
         tags: ['instances'],
         summary: 'Clone an instance: a stopped one, or any one from a snapshot; linked (default) or full (independent copy)',
         params: nameParam,
-        body: {
-          type: 'object',
-          required: ['name'],
-          additionalProperties: false,
-          properties: { name: { type: 'string' }, full: { type: 'boolean' }, fromSnapshot: { type: 'string' } },
-        },
+        body: CloneRequestSchema,
         response: asyncReplies,
       },
     },
     async (req, reply) => async(reply, await ctx.services.instances.clone(req.params.name, req.body)),
   );
-  app.post<{ Params: { name: string }; Body: { name: string; description?: string; version?: string } }>(
+  app.post<{ Params: { name: string }; Body: PublishRequest }>(
     '/1.0/instances/:name/publish',
     {
       schema: {
         tags: ['images'],
         summary: 'Publish a stopped instance as a new image (disk flattened)',
         params: nameParam,
-        body: {
-          type: 'object',
-          required: ['name'],
-          additionalProperties: false,
-          properties: { name: { type: 'string' }, description: { type: 'string', maxLength: 1000 }, version: { type: 'string', maxLength: 64 } },
-        },
+        body: PublishRequestSchema,
         response: asyncReplies,
       },
     },
@@ -106,22 +104,17 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
 
   // ---- repositories
   const repoTags = ['repositories'];
-  const repoNameParam = { type: 'object', properties: { name: { type: 'string' } }, required: ['name'] } as const;
+  const repoNameParam = nameParam;
   app.get('/1.0/repos', { schema: { tags: repoTags, summary: 'List the remote repositories this daemon knows' } }, async (_req, reply) =>
     sync(reply, (await ctx.services.images.repos.remotes()).map(RepositoryManager.redact)),
   );
-  app.post<{ Body: { name: string; url: string; token?: string } }>(
+  app.post<{ Body: AddRepoRequest }>(
     '/1.0/repos',
     {
       schema: {
         tags: repoTags,
         summary: 'Add a remote repository (its index is fetched to check it)',
-        body: {
-          type: 'object',
-          required: ['name', 'url'],
-          additionalProperties: false,
-          properties: { name: { type: 'string' }, url: { type: 'string' }, token: { type: 'string' } },
-        },
+        body: AddRepoRequestSchema,
       },
     },
     async (req, reply) => sync(reply, RepositoryManager.redact(await ctx.services.images.repos.addRemote(req.body)), 201),
@@ -138,13 +131,13 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
   app.get('/1.0/repo/serve', { schema: { tags: repoTags, summary: 'Whether this daemon serves its images as a repository' } }, async (_req, reply) =>
     sync(reply, ctx.services.images.repos.status()),
   );
-  app.put<{ Body: { listen: string; token?: string } }>(
+  app.put<{ Body: ServeRepoRequest }>(
     '/1.0/repo/serve',
     {
       schema: {
         tags: repoTags,
         summary: "Serve this daemon's images as an HTTP repository (read-only; with a token also writable by push)",
-        body: { type: 'object', required: ['listen'], additionalProperties: false, properties: { listen: { type: 'string' }, token: { type: 'string', minLength: 8 } } },
+        body: ServeRepoRequestSchema,
       },
     },
     async (req, reply) => sync(reply, await ctx.services.images.repos.serve(req.body.listen, req.body.token)),
@@ -153,31 +146,26 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
     await ctx.services.images.repos.stopServing();
     return sync(reply, ctx.services.images.repos.status());
   });
-  app.post<{ Body: { repo: string; image: string; name?: string } }>(
+  app.post<{ Body: PullRequest }>(
     '/1.0/images/pull',
     {
       schema: {
         tags,
         summary: 'Download an image from a repository (resumable, sha256 verified before it appears)',
-        body: {
-          type: 'object',
-          required: ['repo', 'image'],
-          additionalProperties: false,
-          properties: { repo: { type: 'string' }, image: { type: 'string' }, name: { type: 'string' } },
-        },
+        body: PullRequestSchema,
         response: asyncReplies,
       },
     },
     async (req, reply) => async(reply, await ctx.services.images.pull(req.body)),
   );
-  app.post<{ Params: { name: string }; Body: { repo: string } }>(
+  app.post<{ Params: { name: string }; Body: PushRequest }>(
     '/1.0/images/:name/push',
     {
       schema: {
         tags,
         summary: 'Upload an image to a writable repository',
         params: nameParam,
-        body: { type: 'object', required: ['repo'], additionalProperties: false, properties: { repo: { type: 'string' } } },
+        body: PushRequestSchema,
         response: asyncReplies,
       },
     },

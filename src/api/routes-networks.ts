@@ -1,27 +1,12 @@
 import type { FastifyInstance } from 'fastify';
 import { vmkitError } from '../errors.js';
 import type { NetworkManager } from '../network/manager.js';
-import type { CreateNetworkRequest } from '../network/network.js';
 import type { ApiContext } from './context.js';
 import { checkForward } from '../network/check.js';
-import type { NicRequest } from '../instances/manager.js';
+import { Type } from '@sinclair/typebox';
 import { sync } from './responses.js';
-import { errorResponse, nameParam, networkSchema, syncResponse } from './schemas.js';
-
-export const createNetworkSchema = {
-  type: 'object',
-  required: ['name', 'mode'],
-  additionalProperties: false,
-  properties: {
-    name: { type: 'string' },
-    mode: { type: 'string', enum: ['nat', 'host-only', 'internal', 'bridged'] },
-    subnet: { type: 'string' },
-    dhcpRange: { type: 'string' },
-    dhcp: { type: 'boolean' },
-    dns: { type: 'boolean' },
-    uplink: { type: 'string' },
-  },
-} as const;
+import { errorResponse, nameParam, networkSchema, portParams, protoField, syncResponse } from './schemas.js';
+import { AddNicRequestSchema, CreateNetworkRequestSchema, type AddNicRequest, type CreateNetworkRequestBody } from '../wire/requests.js';
 
 function networksOf(ctx: ApiContext): NetworkManager {
   if (!ctx.networks) {
@@ -37,13 +22,13 @@ export function registerNetworkRoutes(app: FastifyInstance, ctx: ApiContext): vo
   app.get('/1.0/networks', { schema: { tags, summary: 'List networks', response: { 200: syncResponse({ type: 'array', items: { $ref: 'Network#' } }) } } }, async (_req, reply) =>
     sync(reply, await networksOf(ctx).list()),
   );
-  app.post<{ Body: CreateNetworkRequest }>(
+  app.post<{ Body: CreateNetworkRequestBody }>(
     '/1.0/networks',
     {
       schema: {
         tags,
         summary: 'Create a network (bridge, DHCP/DNS, rules)',
-        body: createNetworkSchema,
+        body: CreateNetworkRequestSchema,
         response: { 201: syncResponse({ $ref: 'Network#' }), '4xx': errorResponse, '5xx': errorResponse },
       },
     },
@@ -64,25 +49,20 @@ export function registerNetworkRoutes(app: FastifyInstance, ctx: ApiContext): vo
       schema: {
         tags: ['forwards'],
         summary: 'Reachability check of a forward: host → forward → guest port',
-        params: { type: 'object', properties: { name: { type: 'string' }, port: { type: 'integer' } }, required: ['name', 'port'] },
-        querystring: { type: 'object', properties: { proto: { type: 'string', enum: ['tcp', 'udp'] } } },
+        params: portParams,
+        querystring: Type.Object({ proto: Type.Optional(protoField) }),
       },
     },
     async (req, reply) => sync(reply, await checkForward(await ctx.instances.get(req.params.name), req.params.port, req.query.proto)),
   );
-  app.post<{ Params: { name: string }; Body: NicRequest }>(
+  app.post<{ Params: { name: string }; Body: AddNicRequest }>(
     '/1.0/instances/:name/nics',
     {
       schema: {
         tags: ['nics'],
         summary: 'Add a NIC (hot-plugged when running)',
         params: nameParam,
-        body: {
-          type: 'object',
-          required: ['network'],
-          additionalProperties: false,
-          properties: { network: { type: 'string' }, model: { type: 'string', enum: ['virtio-net', 'e1000', 'rtl8139'] }, ipv4: { type: 'string' } },
-        },
+        body: AddNicRequestSchema,
       },
     },
     async (req, reply) => sync(reply, await ctx.instances.addNic(req.params.name, req.body), 201),
@@ -93,7 +73,7 @@ export function registerNetworkRoutes(app: FastifyInstance, ctx: ApiContext): vo
       schema: {
         tags: ['nics'],
         summary: 'Remove a NIC (hot-unplugged when running: device_del, DEVICE_DELETED, netdev_del)',
-        params: { type: 'object', properties: { name: { type: 'string' }, nic: { type: 'string' } }, required: ['name', 'nic'] },
+        params: Type.Object({ name: Type.String(), nic: Type.String() }),
       },
     },
     async (req, reply) => sync(reply, await ctx.instances.removeNic(req.params.name, req.params.nic)),

@@ -1,3 +1,4 @@
+import { SessionRequestSchema, type SessionRequest } from '../wire/requests.js';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
@@ -132,14 +133,14 @@ export function registerWebRoutes(app: FastifyInstance, ctx: ApiContext, options
   const { sessions } = options;
 
   // ---- sign-in for browsers
-  app.post<{ Body: { token: string } }>(
+  app.post<{ Body: SessionRequest }>(
     '/1.0/auth/session',
     {
       schema: {
         tags: ['auth'],
         summary: 'Browser sign-in: trade the API token for a session cookie (HttpOnly, SameSite=Strict)',
         security: [],
-        body: { type: 'object', additionalProperties: false, required: ['token'], properties: { token: { type: 'string', minLength: 1, maxLength: 4096 } } },
+        body: SessionRequestSchema,
       },
     },
     async (req, reply) => {

@@ -5,9 +5,17 @@ import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
 import { asVmkitError, vmkitError } from '../errors.js';
 import { INSTANCE_TYPES } from '../domain/instance-types.js';
-import type { CreateSnapshotRequest } from '../snapshots/snapshots.js';
-import type { LaunchRequest, StateChange } from '../instances/service.js';
-import type { ForwardRequest } from '../network/forwards.js';
+import { Type } from '@sinclair/typebox';
+import {
+  CreateInstanceRequestSchema,
+  CreateSnapshotRequestSchema,
+  ForwardRequestSchema,
+  StateChangeRequestSchema,
+  type CreateInstanceRequestBody,
+  type CreateSnapshotRequestBody,
+  type ForwardRequestBody,
+  type StateChangeRequest,
+} from '../wire/requests.js';
 import type { ApiContext } from './context.js';
 import { registerNetworkRoutes } from './routes-networks.js';
 import { registerClusterRoutes } from './routes-cluster.js';
@@ -16,19 +24,18 @@ import { registerImageRoutes } from './routes-images.js';
 import { isPublicPath, registerWebRoutes, WebSessions } from './routes-web.js';
 import {
   asyncResponse,
-  createInstanceSchema,
   errorResponse,
-  forwardRequestSchema,
   imageSchema,
   instanceSchema,
   nameParam,
   operationSchema,
-  createSnapshotSchema,
+  portParams,
+  protoField,
   snapshotParams,
   snapshotSchema,
-  stateChangeSchema,
   syncResponse,
 } from './schemas.js';
+import { typeboxValidatorCompiler } from './validation.js';
 
 export const API_VERSION = '1.0';
 
@@ -60,6 +67,8 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
   });
   // Response schemas document the API; answers are serialized as they are.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+  // Requests are checked against their TypeBox schemas (src/wire/requests.ts) by TypeBox.
+  app.setValidatorCompiler(typeboxValidatorCompiler);
   app.addSchema(operationSchema);
   app.addSchema(instanceSchema);
   app.addSchema(imageSchema);
@@ -147,15 +156,15 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
       schema: {
         tags: tags('instances'),
         summary: "List instances (in a cluster: every host's, with its host; local=true: this host's only)",
-        querystring: { type: 'object', properties: { local: { type: 'boolean' } } },
+        querystring: Type.Object({ local: Type.Optional(Type.Boolean()) }),
         response: { 200: syncResponse({ type: 'array', items: { $ref: 'Instance#' } }) },
       },
     },
     async (req, reply) => sync(reply, await ctx.services.listing.list({ local: req.query.local })),
   );
-  app.post<{ Body: LaunchRequest }>(
+  app.post<{ Body: CreateInstanceRequestBody }>(
     '/1.0/instances',
-    { schema: { tags: tags('instances'), summary: 'Create (and optionally start) an instance', body: createInstanceSchema, response: asyncReplies } },
+    { schema: { tags: tags('instances'), summary: 'Create (and optionally start) an instance', body: CreateInstanceRequestSchema, response: asyncReplies } },
     async (req, reply) => async(reply, await ctx.services.instances.launch(req.body)),
   );
   app.get<{ Params: { name: string } }>(
@@ -163,14 +172,14 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
     { schema: { tags: tags('instances'), summary: 'One instance', params: nameParam, response: { 200: syncResponse({ $ref: 'Instance#' }), '4xx': errorResponse } } },
     async (req, reply) => sync(reply, await ctx.instances.get(req.params.name)),
   );
-  app.put<{ Params: { name: string }; Body: StateChange }>(
+  app.put<{ Params: { name: string }; Body: StateChangeRequest }>(
     '/1.0/instances/:name/state',
     {
       schema: {
         tags: tags('instances'),
         summary: 'Change the state: start, stop, restart, pause, resume, suspend',
         params: nameParam,
-        body: stateChangeSchema,
+        body: StateChangeRequestSchema,
         response: asyncReplies,
       },
     },
@@ -183,7 +192,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
         tags: tags('instances'),
         summary: 'Delete an instance (a running one only with force=true)',
         params: nameParam,
-        querystring: { type: 'object', properties: { force: { type: 'boolean' } } },
+        querystring: Type.Object({ force: Type.Optional(Type.Boolean()) }),
         response: asyncReplies,
       },
     },
@@ -194,9 +203,9 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
     { schema: { tags: tags('forwards'), summary: 'Port forwards of an instance', params: nameParam } },
     async (req, reply) => sync(reply, await ctx.instances.listForwards(req.params.name)),
   );
-  app.post<{ Params: { name: string }; Body: ForwardRequest }>(
+  app.post<{ Params: { name: string }; Body: ForwardRequestBody }>(
     '/1.0/instances/:name/forwards',
-    { schema: { tags: tags('forwards'), summary: 'Add a port forward (applied live)', params: nameParam, body: forwardRequestSchema } },
+    { schema: { tags: tags('forwards'), summary: 'Add a port forward (applied live)', params: nameParam, body: ForwardRequestSchema } },
     async (req, reply) => sync(reply, await ctx.instances.addForward(req.params.name, req.body), 201),
   );
   app.delete<{ Params: { name: string; port: number }; Querystring: { proto?: 'tcp' | 'udp'; address?: string } }>(
@@ -205,8 +214,8 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
       schema: {
         tags: tags('forwards'),
         summary: 'Remove a port forward (applied live)',
-        params: { type: 'object', properties: { name: { type: 'string' }, port: { type: 'integer' } }, required: ['name', 'port'] },
-        querystring: { type: 'object', properties: { proto: { type: 'string', enum: ['tcp', 'udp'] }, address: { type: 'string' } } },
+        params: portParams,
+        querystring: Type.Object({ proto: Type.Optional(protoField), address: Type.Optional(Type.String()) }),
       },
     },
     async (req, reply) => sync(reply, await ctx.instances.removeForward(req.params.name, req.params.port, req.query.proto, req.query.address)),
@@ -218,7 +227,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
         tags: tags('instances'),
         summary: 'Serial console output (text)',
         params: nameParam,
-        querystring: { type: 'object', properties: { tail: { type: 'integer', minimum: 1 } } },
+        querystring: Type.Object({ tail: Type.Optional(Type.Integer({ minimum: 1 })) }),
       },
     },
     async (req, reply) => reply.type('text/plain; charset=utf-8').send(await ctx.instances.logs(req.params.name, req.query.tail)),
@@ -258,51 +267,28 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
     },
     async (req, reply) => sync(reply, await ctx.snapshots.list(req.params.name)),
   );
-  app.post<{ Params: { name: string }; Body: CreateSnapshotRequest }>(
+  app.post<{ Params: { name: string }; Body: CreateSnapshotRequestBody }>(
     '/1.0/instances/:name/snapshots',
     {
       schema: {
         tags: tags('snapshots'),
         summary: 'Take a snapshot: disk + memory of a running/paused instance (memory=false: disk only), disk of a stopped one',
         params: nameParam,
-        body: createSnapshotSchema,
+        body: CreateSnapshotRequestSchema,
         response: asyncReplies,
       },
     },
-    async (req, reply) => {
-      const { name } = req.params;
-      await ctx.snapshots.precheck(name, req.body.name, false);
-      const op = ctx.operations.start({
-        kind: 'snapshot.create',
-        description: `Snapshotting ${name} as ${req.body.name}`,
-        target: name,
-        run: (opCtx) => ctx.snapshots.create(name, req.body, opCtx),
-      });
-      return async(reply, op);
-    },
+    async (req, reply) => async(reply, await ctx.services.snapshots.create(req.params.name, req.body)),
   );
   app.get<{ Params: { name: string; snapshot: string } }>(
     '/1.0/instances/:name/snapshots/:snapshot',
     { schema: { tags: tags('snapshots'), summary: 'One snapshot', params: snapshotParams, response: { 200: syncResponse({ $ref: 'Snapshot#' }), '4xx': errorResponse } } },
-    async (req, reply) => {
-      await ctx.snapshots.precheck(req.params.name, req.params.snapshot);
-      return sync(reply, await ctx.snapshots.get(req.params.name, req.params.snapshot));
-    },
+    async (req, reply) => sync(reply, await ctx.services.snapshots.get(req.params.name, req.params.snapshot)),
   );
   app.delete<{ Params: { name: string; snapshot: string } }>(
     '/1.0/instances/:name/snapshots/:snapshot',
     { schema: { tags: tags('snapshots'), summary: 'Delete a snapshot (its space is reclaimed; the others stay valid)', params: snapshotParams, response: asyncReplies } },
-    async (req, reply) => {
-      const { name, snapshot } = req.params;
-      await ctx.snapshots.precheck(name, snapshot, true);
-      const op = ctx.operations.start({
-        kind: 'snapshot.delete',
-        description: `Deleting snapshot ${snapshot} of ${name}`,
-        target: name,
-        run: (opCtx) => ctx.snapshots.delete(name, snapshot, opCtx),
-      });
-      return async(reply, op);
-    },
+    async (req, reply) => async(reply, await ctx.services.snapshots.delete(req.params.name, req.params.snapshot)),
   );
   app.post<{ Params: { name: string; snapshot: string } }>(
     '/1.0/instances/:name/snapshots/:snapshot/restore',
@@ -314,17 +300,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
         response: asyncReplies,
       },
     },
-    async (req, reply) => {
-      const { name, snapshot } = req.params;
-      await ctx.snapshots.precheck(name, snapshot, true);
-      const op = ctx.operations.start({
-        kind: 'snapshot.restore',
-        description: `Restoring ${name} to snapshot ${snapshot}`,
-        target: name,
-        run: (opCtx) => ctx.snapshots.restore(name, snapshot, opCtx),
-      });
-      return async(reply, op);
-    },
+    async (req, reply) => async(reply, await ctx.services.snapshots.restore(req.params.name, req.params.snapshot)),
   );
 
   registerWebRoutes(app, ctx, { token: options.token, sessions });
@@ -346,7 +322,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
       schema: {
         tags: tags('operations'),
         summary: 'Wait for an operation to end (or the timeout, seconds)',
-        querystring: { type: 'object', properties: { timeout: { type: 'number', minimum: 0, maximum: 3600 } } },
+        querystring: Type.Object({ timeout: Type.Optional(Type.Number({ minimum: 0, maximum: 3600 })) }),
         response: { 200: syncResponse({ $ref: 'Operation#' }), '4xx': errorResponse },
       },
     },
@@ -359,7 +335,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
   // ---- events (Server-Sent Events)
   app.get<{ Querystring: { type?: string } }>(
     '/1.0/events',
-    { schema: { tags: tags('events'), summary: 'Event stream (text/event-stream)', querystring: { type: 'object', properties: { type: { type: 'string' } } } } },
+    { schema: { tags: tags('events'), summary: 'Event stream (text/event-stream)', querystring: Type.Object({ type: Type.Optional(Type.String()) }) } },
     (req, reply) => {
       reply.hijack();
       const res = reply.raw;

@@ -1,9 +1,12 @@
 import type { FastifyInstance } from 'fastify';
+import { Type } from '@sinclair/typebox';
+import { StringEnum } from '../wire/enum.js';
+import { IMPORT_FORMATS } from '../wire/requests.js';
 import type { ApiContext } from './context.js';
 import { async } from './responses.js';
 import { asyncResponse, errorResponse } from './schemas.js';
 
-export const UPLOAD_FORMATS = ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'ova'] as const;
+export const UPLOAD_FORMATS = IMPORT_FORMATS;
 
 /**
  * `POST /1.0/images/upload?name=NAME&diskFormat=FMT&filename=FILE`: the request body is the raw file
@@ -23,24 +26,24 @@ export function registerUploadRoute(app: FastifyInstance, ctx: ApiContext): void
         schema: {
           tags: ['images'],
           summary: 'Upload a disk image (qcow2, raw, vmdk, vdi, vhdx) or an OVA as the raw request body (application/octet-stream) and import it',
-          querystring: {
-            type: 'object',
-            additionalProperties: false,
-            properties: {
-              name: { type: 'string', minLength: 1, description: 'name of the new image (default: from filename)' },
-              diskFormat: {
-                type: 'string',
-                enum: [...UPLOAD_FORMATS],
-                description: 'declared format of the file, as --format of image import (checked against its header); default: from the filename extension',
-              },
-              filename: {
-                type: 'string',
-                maxLength: 255,
-                description: "the file's name on the client; its extension declares the format when diskFormat is absent, as for image import",
-              },
-              description: { type: 'string', maxLength: 1000 },
+          querystring: Type.Object(
+            {
+              name: Type.Optional(Type.String({ minLength: 1, description: 'name of the new image (default: from filename)' })),
+              diskFormat: Type.Optional(
+                StringEnum(UPLOAD_FORMATS, {
+                  description: 'declared format of the file, as --format of image import (checked against its header); default: from the filename extension',
+                }),
+              ),
+              filename: Type.Optional(
+                Type.String({
+                  maxLength: 255,
+                  description: "the file's name on the client; its extension declares the format when diskFormat is absent, as for image import",
+                }),
+              ),
+              description: Type.Optional(Type.String({ maxLength: 1000 })),
             },
-          },
+            { additionalProperties: false },
+          ),
           response: { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse },
         },
       },

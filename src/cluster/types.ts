@@ -1,3 +1,4 @@
+import { MIGRATION_MODES } from '../wire/requests.js';
 import type { Store, StoreKind } from '../store/store.js';
 
 /** What each host publishes about itself in etcd (`hosts/<name>`), refreshed every few seconds. */
@@ -85,8 +86,9 @@ export interface ClusterBackend extends Store {
   ): Promise<boolean>;
 }
 
-export type MigrationMode = 'cold' | 'suspend' | 'live' | 'live-copy';
-export const MIGRATION_MODES: readonly MigrationMode[] = ['cold', 'suspend', 'live', 'live-copy'];
+// The modes are part of the migrate request (src/wire/requests.ts).
+export { MIGRATION_MODES };
+export type MigrationMode = (typeof MIGRATION_MODES)[number];
 
 export interface Blocker {
   /** Stable: qemu-version, machine-type, accelerator, cpu-model, memory, network, address, storage, image, state, host, name, port, snapshots. */

@@ -1,0 +1,168 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { StringEnum } from './enum.js';
+import { NIC_MODELS } from './instance.js';
+import { NETWORK_MODES } from './network.js';
+
+/**
+ * The request bodies of the REST API, each defined once: the daemon validates a body with
+ * its schema (TypeBox's compiler, src/api/validation.ts), doc/openapi.json documents the same
+ * schema, and its static type is what a handler, the CLI and the console send.
+ */
+
+const strict = { additionalProperties: false } as const;
+
+export const MIGRATION_MODES = ['cold', 'suspend', 'live', 'live-copy'] as const;
+export const IMPORT_FORMATS = ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'ova'] as const;
+export const EXPORT_FORMATS = ['ova', 'qcow2', 'vmdk', 'vdi', 'vhdx', 'raw'] as const;
+export const STATE_ACTIONS = ['start', 'stop', 'restart', 'pause', 'resume', 'suspend'] as const;
+
+/** POST /1.0/instances/{name}/forwards, and each of `forwards` at create. */
+export const ForwardRequestSchema = Type.Object(
+  {
+    hostPort: Type.Integer(),
+    guestPort: Type.Integer(),
+    proto: Type.Optional(StringEnum(['tcp', 'udp'])),
+    hostAddress: Type.Optional(Type.String()),
+    allowPrivileged: Type.Optional(Type.Boolean()),
+    nic: Type.Optional(Type.String()),
+    floating: Type.Optional(Type.Boolean()),
+  },
+  strict,
+);
+export type ForwardRequestBody = Static<typeof ForwardRequestSchema>;
+
+const nicFields = {
+  network: Type.Optional(Type.String()),
+  model: Type.Optional(StringEnum(NIC_MODELS)),
+  ipv4: Type.Optional(Type.String()),
+};
+
+/** Each of `nics` at create (no network: user-mode NAT). */
+export const NicRequestSchema = Type.Object(nicFields, strict);
+
+/** POST /1.0/instances/{name}/nics. */
+export const AddNicRequestSchema = Type.Object({ ...nicFields, network: Type.String() }, strict);
+export type AddNicRequest = Static<typeof AddNicRequestSchema>;
+
+/** POST /1.0/instances. */
+export const CreateInstanceRequestSchema = Type.Object(
+  {
+    name: Type.String(),
+    image: Type.String(),
+    type: Type.Optional(Type.String()),
+    cpus: Type.Optional(Type.Integer()),
+    memoryMiB: Type.Optional(Type.Integer()),
+    nics: Type.Optional(Type.Array(NicRequestSchema)),
+    forwards: Type.Optional(Type.Array(ForwardRequestSchema)),
+    allowPrivileged: Type.Optional(Type.Boolean()),
+    start: Type.Optional(Type.Boolean()),
+    target: Type.Optional(Type.String({ description: 'cluster: the host to create it on (default: the live host with the most free memory)' })),
+    storage: Type.Optional(StringEnum(['local', 'shared'])),
+  },
+  strict,
+);
+export type CreateInstanceRequestBody = Static<typeof CreateInstanceRequestSchema>;
+
+/** PUT /1.0/instances/{name}/state. */
+export const StateChangeRequestSchema = Type.Object(
+  {
+    action: StringEnum(STATE_ACTIONS),
+    force: Type.Optional(Type.Boolean()),
+    timeout: Type.Optional(Type.Number({ minimum: 0, description: 'seconds to wait for the guest to power off before forcing' })),
+  },
+  strict,
+);
+export type StateChangeRequest = Static<typeof StateChangeRequestSchema>;
+
+/** POST /1.0/instances/{name}/snapshots. */
+export const CreateSnapshotRequestSchema = Type.Object(
+  {
+    name: Type.String(),
+    description: Type.Optional(Type.String({ maxLength: 1024 })),
+    memory: Type.Optional(Type.Boolean({ description: 'false = disk only (crash-consistent for a running instance); default true' })),
+  },
+  strict,
+);
+export type CreateSnapshotRequestBody = Static<typeof CreateSnapshotRequestSchema>;
+
+/** POST /1.0/instances/{name}/clone. */
+export const CloneRequestSchema = Type.Object({ name: Type.String(), full: Type.Optional(Type.Boolean()), fromSnapshot: Type.Optional(Type.String()) }, strict);
+export type CloneRequest = Static<typeof CloneRequestSchema>;
+
+/** POST /1.0/instances/{name}/publish. */
+export const PublishRequestSchema = Type.Object(
+  { name: Type.String(), description: Type.Optional(Type.String({ maxLength: 1000 })), version: Type.Optional(Type.String({ maxLength: 64 })) },
+  strict,
+);
+export type PublishRequest = Static<typeof PublishRequestSchema>;
+
+/** POST /1.0/instances/{name}/migrate. */
+export const MigrateRequestSchema = Type.Object(
+  {
+    to: Type.String(),
+    mode: Type.Optional(StringEnum(MIGRATION_MODES)),
+    check: Type.Optional(Type.Boolean({ description: 'pre-flight only: list every blocker and move nothing' })),
+    downtimeMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 60000 })),
+    bandwidthMiBs: Type.Optional(Type.Integer({ minimum: 1, maximum: 100000 })),
+  },
+  strict,
+);
+export type MigrateRequest = Static<typeof MigrateRequestSchema>;
+
+/** POST /1.0/cluster. */
+export const ClusterJoinRequestSchema = Type.Object(
+  { etcd: Type.Array(Type.String(), { minItems: 1 }), name: Type.String(), address: Type.String(), create: Type.Optional(Type.Boolean()) },
+  strict,
+);
+export type ClusterJoinRequest = Static<typeof ClusterJoinRequestSchema>;
+
+/** POST /1.0/networks. */
+export const CreateNetworkRequestSchema = Type.Object(
+  {
+    name: Type.String(),
+    mode: StringEnum(NETWORK_MODES),
+    subnet: Type.Optional(Type.String()),
+    dhcpRange: Type.Optional(Type.String()),
+    dhcp: Type.Optional(Type.Boolean()),
+    dns: Type.Optional(Type.Boolean()),
+    uplink: Type.Optional(Type.String()),
+  },
+  strict,
+);
+export type CreateNetworkRequestBody = Static<typeof CreateNetworkRequestSchema>;
+
+/** POST /1.0/images (a path on the daemon host). */
+export const ImportImageRequestSchema = Type.Object(
+  {
+    source: Type.String({ minLength: 1, description: 'absolute path of a disk image or OVA on the daemon host' }),
+    name: Type.Optional(Type.String()),
+    format: Type.Optional(StringEnum(IMPORT_FORMATS)),
+    description: Type.Optional(Type.String({ maxLength: 1000 })),
+  },
+  strict,
+);
+export type ImportImageRequest = Static<typeof ImportImageRequestSchema>;
+
+/** POST /1.0/images/{name}/export. */
+export const ExportImageRequestSchema = Type.Object({ path: Type.String({ minLength: 1 }), format: Type.Optional(StringEnum(EXPORT_FORMATS)) }, strict);
+export type ExportImageRequest = Static<typeof ExportImageRequestSchema>;
+
+/** POST /1.0/repos. */
+export const AddRepoRequestSchema = Type.Object({ name: Type.String(), url: Type.String(), token: Type.Optional(Type.String()) }, strict);
+export type AddRepoRequest = Static<typeof AddRepoRequestSchema>;
+
+/** PUT /1.0/repo/serve. */
+export const ServeRepoRequestSchema = Type.Object({ listen: Type.String(), token: Type.Optional(Type.String({ minLength: 8 })) }, strict);
+export type ServeRepoRequest = Static<typeof ServeRepoRequestSchema>;
+
+/** POST /1.0/images/pull. */
+export const PullRequestSchema = Type.Object({ repo: Type.String(), image: Type.String(), name: Type.Optional(Type.String()) }, strict);
+export type PullRequest = Static<typeof PullRequestSchema>;
+
+/** POST /1.0/images/{name}/push. */
+export const PushRequestSchema = Type.Object({ repo: Type.String() }, strict);
+export type PushRequest = Static<typeof PushRequestSchema>;
+
+/** POST /1.0/auth/session (the web console's sign-in). */
+export const SessionRequestSchema = Type.Object({ token: Type.String({ minLength: 1, maxLength: 4096 }) }, strict);
+export type SessionRequest = Static<typeof SessionRequestSchema>;
