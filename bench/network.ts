@@ -2,21 +2,22 @@
 // Network throughput: QEMU user-mode NAT (slirp) vs a tap on a vmkit nat network, and a
 // port forward through user-mode hostfwd vs nftables DNAT. Not a test: prints MB/s and ratios.
 //
-//   node bench/network.js [--mib 64]          (as root; needs a built appliance)
+//   node dist-bench/network.js [--mib 64]          (as root; needs a built appliance)
 //
 // Everything runs in a network namespace the script creates and removes (vmkt-bench-…):
 // the daemon, the bridge, the taps and the rules live there; the machine's own network is
 // never touched. One guest with two NICs: nic0 on "user", nic1 on the nat network "lan".
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import http from 'node:http';
 import net from 'node:net';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { parseArgs } from './args.js';
+import { makeApi } from './lib.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BIN = join(ROOT, 'bin', 'vmkit.js');
-const MIB = Number(process.argv[process.argv.indexOf('--mib') + 1] || 64) || 64;
+const { mib: MIB } = parseArgs('node dist-bench/network.js [--mib N (64)]', { mib: { flag: '--mib', kind: 'int', min: 1, default: 64 } });
 const NS = `vmkt-bench-${randomBytes(3).toString('hex')}`;
 const DIR = mkdtempSync('/tmp/vmkt-bench-');
 const env = { ...process.env, VMKIT_DIR: DIR, VMKIT_ACCEL: process.env.VMKIT_ACCEL ?? 'tcg' };
@@ -27,17 +28,9 @@ function cli(...args) {
   if (r.status !== 0) throw new Error(`vmkit ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
 }
-function api(method, path, body) {
-  return new Promise((res, rej) => {
-    const data = body ? JSON.stringify(body) : undefined;
-    const req = http.request({ socketPath: join(DIR, 'vmkit.sock'), method, path, headers: data ? { 'content-type': 'application/json' } : {} }, (r) => {
-      let t = '';
-      r.on('data', (c) => (t += c)).on('end', () => res(JSON.parse(t)));
-    });
-    req.on('error', rej);
-    req.end(data);
-  });
-}
+// vmkit's API client (src/client) over the daemon's socket (a file: reachable from outside the namespace).
+const client = makeApi(join(DIR, 'vmkit.sock'));
+const api = (method: string, path: string, body?: unknown) => client.request(method, path, body);
 function inNs(argv, opts = {}) {
   return spawnSync('ip', ['netns', 'exec', NS, ...argv], { encoding: 'utf8', ...opts });
 }
@@ -93,7 +86,7 @@ async function main() {
     await sleep(500);
 
     // A sink in the daemon's namespace for guest → host (counts bytes, times them).
-    const results = {};
+    const results: Record<string, number> = {};
     const runs = {
       'host→guest user-mode hostfwd (127.0.0.1:18001)': () => download('http://127.0.0.1:18001/big'),
       'host→guest nftables DNAT forward (127.0.0.1:18002)': () => download('http://127.0.0.1:18002/big'),

@@ -1,6 +1,8 @@
-// Shared machinery of the vmkit benchmarks (bench/start.js, bench/snapshot.js).
-// Plain Node ESM. Importing it installs the clean-up handlers (exit on failure, Ctrl-C,
-// SIGTERM, SIGHUP: everything registered with onCleanup() runs, last first).
+// Shared machinery of the vmkit benchmarks (bench/*.ts, compiled to dist-bench/ by
+// bench/tsconfig.json). Importing it installs the clean-up handlers (exit on failure, Ctrl-C,
+// SIGTERM, SIGHUP: everything registered with onCleanup() runs, last first). The daemon is
+// spoken to with vmkit's own API client (src/client), raw QEMU with vmkit's QMP client
+// (src/qemu/qmp.ts), both from the build (../dist/).
 
 import { spawn, execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -8,10 +10,15 @@ import http from 'node:http';
 import net from 'node:net';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
+import { ApiClient } from '../dist/client/client.js';
+import { unixTransport } from '../dist/client/transport.js';
+import { TCG_CPU_MODEL } from '../dist/qemu/argv.js';
+import { connectWithRetry, type QmpClient } from '../dist/qemu/qmp.js';
+import { runJob } from '../dist/qemu/jobs.js';
+import type { Operation } from '../dist/wire/types.js';
 
 export const execFileP = promisify(execFile);
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -22,17 +29,14 @@ export const VMKIT_BIN = path.join(ROOT, 'bin', 'vmkit.js');
  * contender boots the same model, or the comparison measures CPU models instead of toolstacks
  * (`max` boots the appliance ≈15 % slower than this one under TCG).
  */
-export const TCG_CPU_MODEL = (await import(pathToFileURL(path.join(ROOT, 'dist', 'qemu', 'argv.js')).href)).TCG_CPU_MODEL;
+export { TCG_CPU_MODEL };
 export const MARKER = 'vmkit-appliance: userspace';
 export const POLL_MS = 5; // the same console poll for all three
 export const BOOT_TIMEOUT_MS = 120_000;
 export const DOMAIN = 'vmkit-bench';
 export const VIRSH = ['-c', 'qemu:///system'];
 
-export function die(msg) {
-  console.error(`bench: ${msg}`);
-  process.exit(2);
-}
+export { die } from './args.js';
 
 export const log = (msg) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 23)}] ${msg}\n`);
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -138,8 +142,8 @@ export function fileSize(file) {
  * Resolves with performance.now() when `marker` (default MARKER) shows up in `file` after
  * byte `offset`. The same 5 ms poll for all contenders (QEMU itself writes the file in all cases).
  */
-export function waitForMarker(file, offset, timeoutMs = BOOT_TIMEOUT_MS, marker = MARKER) {
-  return new Promise((resolve, reject) => {
+export function waitForMarker(file: string, offset: number, timeoutMs = BOOT_TIMEOUT_MS, marker = MARKER): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
     const started = performance.now();
     let pos = offset;
     let text = '';
@@ -193,56 +197,61 @@ export async function run(cmd, args, opts = {}) {
 
 // ---- HTTP over the daemon's unix socket --------------------------------------------------
 
-export function makeApi(socketPath) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
-  const request = (method, urlPath, body, { raw = false } = {}) =>
-    new Promise((resolve, reject) => {
-      const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-      const req = http.request(
-        {
-          socketPath,
-          agent,
-          method,
-          path: urlPath,
-          headers: data ? { 'content-type': 'application/json', 'content-length': data.length } : {},
-        },
-        (res) => {
-          const chunks = [];
-          res.on('data', (c) => chunks.push(c));
-          res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
-            if (raw) return resolve({ status: res.statusCode, text });
-            let json;
-            try {
-              json = JSON.parse(text);
-            } catch {
-              return reject(new Error(`${method} ${urlPath}: HTTP ${res.statusCode}, not JSON: ${text.slice(0, 200)}`));
-            }
-            if (json.type === 'error') {
-              const e = new Error(`${method} ${urlPath}: ${json.error?.code}: ${json.error?.message}`);
-              e.code = json.error?.code;
-              return reject(e);
-            }
-            resolve(json);
-          });
-          res.on('error', reject);
-        },
-      );
-      req.on('error', reject);
-      req.end(data);
-    });
-  const waitOp = async (opPath, timeoutS = 120) => {
-    const r = await request('GET', `${opPath}/wait?timeout=${timeoutS}`);
-    const op = r.metadata;
-    if (op.status !== 'success') throw new Error(`operation ${op.kind} ${op.target}: ${op.status}: ${op.error?.code ?? ''} ${op.error?.message ?? ''}`);
-    return op;
+/** What the benches ask of a daemon: answers as envelopes, operations waited for. */
+export interface BenchApi {
+  /** The answer envelope (`raw`: status and text, whatever the status). */
+  request(method: string, urlPath: string, body?: unknown, opts?: { raw?: boolean }): Promise<any>;
+  /** Waits for the operation at `opPath` (/1.0/operations/ID); throws its error when it failed. */
+  waitOp(opPath: string, timeoutS?: number): Promise<Operation>;
+  close(): void;
+}
+
+/** vmkit's own API client (src/client) over the daemon's unix socket. */
+export function makeApi(socketPath: string): BenchApi {
+  const client = new ApiClient({
+    transport: unixTransport(socketPath),
+    // The bench reports the socket's own error (ENOENT while the daemon starts, …).
+    unreachable: (err) => {
+      throw err;
+    },
+  });
+  return {
+    async request(method, urlPath, body, opts = {}) {
+      if (!opts.raw) return client.request(method, urlPath, body);
+      const r = await client.raw(method, urlPath, body);
+      return { status: r.status, text: r.body.toString('utf8') };
+    },
+    async waitOp(opPath, timeoutS = 120) {
+      const id = opPath.split('/').pop()!;
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`operation ${id} did not end within ${timeoutS} s`)), timeoutS * 1000);
+      });
+      try {
+        return await Promise.race([client.waitOperation(id), timeout]);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    close() {},
   };
-  return { request, waitOp, close: () => agent.destroy() };
 }
 
 // ---- vmkit daemon -------------------------------------------------------------------------
 
-export async function startDaemon(dir, o) {
+/** A vmkit daemon the bench started (and stops at clean-up). */
+export interface BenchDaemon {
+  pid: number;
+  dir: string;
+  api: BenchApi;
+  child: ReturnType<typeof spawn>;
+  env: NodeJS.ProcessEnv;
+  /** GET /1.0 once it answered. */
+  info?: any;
+  stop(): Promise<void>;
+}
+
+export async function startDaemon(dir: string, o: { accel: string; applianceDir: string }): Promise<BenchDaemon> {
   const env = { ...process.env, VMKIT_ACCEL: o.accel, VMKIT_APPLIANCE_DIR: o.applianceDir, VMKIT_DIR: dir };
   const errLog = fs.openSync(path.join(dir, '..', `${path.basename(dir)}.daemon.log`), 'a');
   const child = spawn(process.execPath, [VMKIT_BIN, 'daemon', '--dir', dir], { env, stdio: ['ignore', errLog, errLog] });
@@ -250,8 +259,8 @@ export async function startDaemon(dir, o) {
   let exited = null;
   child.on('exit', (code, sig) => (exited = code ?? sig));
   const api = makeApi(path.join(dir, 'vmkit.sock'));
-  const daemon = { pid: child.pid, dir, api, child, env };
   let stopped = false;
+  const daemon: BenchDaemon = { pid: child.pid!, dir, api, child, env, stop: async () => {}, info: undefined };
   daemon.stop = async () => {
     if (stopped) return;
     stopped = true;
@@ -338,7 +347,7 @@ export async function prepareGuest(o, work) {
   const g = path.join(work, 'guest');
   await fsp.mkdir(g, { mode: 0o755 });
   await fsp.chmod(g, 0o755);
-  const files = {};
+  const files: Record<string, string> = {};
   for (const [key, name] of [
     ['kernel', manifest.boot.kernel],
     ['initrd', manifest.boot.initrd],
@@ -376,7 +385,18 @@ export async function prepareGuest(o, work) {
  * bench/start.js: name, memoryMiB, overlay (root disk), console (serial log file), mac,
  * qmp (path of a QMP unix socket to serve), hostfwd ("tcp::HOST-:GUEST" list).
  */
-export function rawArgv(o, guest, opts = {}) {
+/** Options of one guest's argv or domain (each has a default). */
+export interface GuestOptions {
+  name?: string;
+  memoryMiB?: number;
+  overlay?: string;
+  console?: string;
+  mac?: string;
+  qmp?: string;
+  hostfwd?: string[];
+}
+
+export function rawArgv(o, guest, opts: GuestOptions = {}) {
   const argv = [
     '-name',
     `guest=${opts.name ?? 'bench-raw'}`,
@@ -509,7 +529,7 @@ export function libvirtCpu(accel) {
  * The libvirt domain of bench/start.js. `opts` (all optional): name, memoryMiB, overlay
  * (root disk), console (serial log file), mac.
  */
-export function domainXml(o, guest, opts = {}) {
+export function domainXml(o, guest, opts: GuestOptions = {}) {
   const esc = (s) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/'/g, '&apos;');
   return `<domain type='${o.accel === 'kvm' ? 'kvm' : 'qemu'}'>
   <name>${opts.name ?? DOMAIN}</name>
@@ -597,114 +617,27 @@ export function fmtMs(x) {
 }
 export const mib = (kib) => (kib / 1024).toFixed(1);
 
-// ---- QMP client (raw QEMU) ----------------------------------------------------------------
+// ---- QMP (raw QEMU) -------------------------------------------------------------------------
 
-/**
- * A minimal QMP client over a unix socket: greeting, qmp_capabilities, execute(), events.
- * Retries the connection until QEMU has created the socket (up to `timeoutMs`).
- */
-export async function qmpConnect(socketPath, timeoutMs = 30_000) {
-  const end = Date.now() + timeoutMs;
-  let sock;
-  for (;;) {
-    try {
-      sock = await new Promise((resolve, reject) => {
-        const s = net.createConnection(socketPath);
-        s.once('connect', () => resolve(s));
-        s.once('error', reject);
-      });
-      break;
-    } catch (e) {
-      if (Date.now() > end) throw new Error(`QMP ${socketPath}: ${e.message}`);
-      await sleep(20);
-    }
-  }
-  let buf = '';
-  let nextId = 1;
-  const pending = new Map();
-  const listeners = new Set();
-  let greeting;
-  const greeted = new Promise((r) => (greeting = r));
-  let closedErr = null;
-  sock.setEncoding('utf8');
-  sock.on('data', (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i).trim();
-      buf = buf.slice(i + 1);
-      if (!line) continue;
-      const msg = JSON.parse(line);
-      if (msg.QMP) greeting(msg);
-      else if (msg.event) for (const l of [...listeners]) l(msg);
-      else if (msg.id !== undefined && pending.has(msg.id)) {
-        const { resolve, reject, command } = pending.get(msg.id);
-        pending.delete(msg.id);
-        if (msg.error) reject(new Error(`QMP ${command}: ${msg.error.class}: ${msg.error.desc}`));
-        else resolve(msg.return);
-      }
-    }
-  });
-  const fail = (err) => {
-    closedErr = err;
-    for (const { reject } of pending.values()) reject(err);
-    pending.clear();
-  };
-  sock.on('error', (e) => fail(e));
-  sock.on('close', () => fail(new Error('QMP connection closed')));
-  const execute = (command, args) =>
-    new Promise((resolve, reject) => {
-      if (closedErr) return reject(closedErr);
-      const id = nextId++;
-      pending.set(id, { resolve, reject, command });
-      sock.write(JSON.stringify(args === undefined ? { execute: command, id } : { execute: command, arguments: args, id }) + '\n');
-    });
-  const waitForEvent = (name, predicate = () => true, ms = 300_000) =>
-    new Promise((resolve, reject) => {
-      const l = (e) => {
-        if (e.event !== name || !predicate(e)) return;
-        listeners.delete(l);
-        clearTimeout(t);
-        resolve(e);
-      };
-      const t = setTimeout(() => {
-        listeners.delete(l);
-        reject(new Error(`QMP event ${name} not seen within ${ms} ms`));
-      }, ms);
-      listeners.add(l);
-    });
-  await greeted;
-  await execute('qmp_capabilities');
-  return { execute, waitForEvent, close: () => sock.destroy() };
+/** vmkit's QMP client (src/qemu/qmp.ts), retrying until QEMU has made its socket (up to `timeoutMs`). */
+export function qmpConnect(socketPath: string, timeoutMs = 30_000): Promise<QmpClient> {
+  return connectWithRetry(socketPath, { totalMs: timeoutMs, intervalMs: 20, commandTimeoutMs: 300_000 });
 }
 
-/**
- * Runs a QMP job (snapshot-save/-load/-delete) to its end the way vmkit's runJob() does
- * (src/snapshots/snapshots.ts): subscribe to JOB_STATUS_CHANGE, start it, wait for
- * `concluded`, read its error from query-jobs, job-dismiss.
- */
-let jobSeq = 0;
-export async function qmpRunJob(qmp, command, args) {
-  const jobId = `bench-${command}-${++jobSeq}`;
-  const concluded = qmp.waitForEvent('JOB_STATUS_CHANGE', (e) => e.data.id === jobId && e.data.status === 'concluded');
-  concluded.catch(() => undefined);
-  await qmp.execute(command, { 'job-id': jobId, ...args });
-  await concluded;
-  const jobs = await qmp.execute('query-jobs');
-  const job = jobs.find((j) => j.id === jobId);
-  await qmp.execute('job-dismiss', { id: jobId }).catch(() => undefined);
-  if (job?.error) throw new Error(`QEMU ${command} ${JSON.stringify(args)}: ${job.error}`);
+/** A QMP job (snapshot-save/-load/-delete) run to its end exactly as vmkit runs it (src/qemu/jobs.ts). */
+export function qmpRunJob(qmp: QmpClient, command: string, args: Record<string, unknown>): Promise<void> {
+  return runJob(qmp, command, args);
 }
 
 // ---- TCP / HTTP ---------------------------------------------------------------------------
 
 /** A TCP port on 127.0.0.1 that was free a moment ago. */
-export function freePort() {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once('error', reject);
     srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
+      const { port } = srv.address() as net.AddressInfo;
       srv.close(() => resolve(port));
     });
   });
@@ -733,8 +666,8 @@ export function httpGetStatus(port, urlPath = '/status', timeoutMs = 2000) {
  * connection but the guest cannot answer the SYN, and that attempt only goes on after
  * slirp's TCP retransmit (≈ 1–2 s).
  */
-export function waitHttp200(port, { timeoutMs = BOOT_TIMEOUT_MS, pollMs = 20, urlPath = '/status', attemptTimeoutMs = 2000, maxInFlight = 1 } = {}) {
-  return new Promise((resolve, reject) => {
+export function waitHttp200(port: number, { timeoutMs = BOOT_TIMEOUT_MS, pollMs = 20, urlPath = '/status', attemptTimeoutMs = 2000, maxInFlight = 1 } = {}): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
     const start = performance.now();
     let done = false;
     let inFlight = 0;

@@ -2,10 +2,11 @@
 // Start-latency benchmark: raw QEMU vs libvirt vs vmkit, same guest, TCG by default.
 // Then the daemon's RSS and GET /1.0/instances latency with 1,000 defined instances.
 //
-//   node bench/start.js [--runs N] [--accel tcg|kvm] [--warmup N] [--instances N]
+//   node dist-bench/start.js [--runs N] [--accel tcg|kvm] [--warmup N] [--instances N]
 //                       [--list-requests N] [--parallel N] [--skip-libvirt] [--skip-list] [--no-kvm-fix]
 //
-// Plain Node ESM, no build step (it drives the built CLI/daemon in dist/ through bin/vmkit.js).
+// Compiled by bench/tsconfig.json to dist-bench/ (npm run build:bench); it drives the built
+// CLI/daemon in dist/ through bin/vmkit.js and the API client of src/client.
 // Run as root (libvirt's system daemon and apt-get need it). See bench/README.md.
 
 import { spawn } from 'node:child_process';
@@ -44,74 +45,34 @@ import {
   mib,
   isCleaningUp,
 } from './lib.js';
+import { parseArgs } from './args.js';
 
 // ---- options ------------------------------------------------------------------------------
 
-function parseArgs(argv) {
-  const o = {
-    runs: 5,
-    warmup: 1,
-    accel: 'tcg',
-    instances: 1000,
-    listRequests: 300,
-    parallel: 8,
-    libvirt: true,
-    kvmFix: true,
-    list: true,
-    applianceDir: process.env.VMKIT_APPLIANCE_DIR || path.join(ROOT, '.cache', 'appliance'),
-  };
-  const num = (i, name, min) => {
-    const v = Number(argv[i + 1]);
-    if (!Number.isInteger(v) || v < min) die(`${name} needs an integer >= ${min}`);
-    return v;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    switch (a) {
-      case '--runs':
-        o.runs = num(i++, a, 1);
-        break;
-      case '--warmup':
-        o.warmup = num(i++, a, 0);
-        break;
-      case '--instances':
-        o.instances = num(i++, a, 1);
-        break;
-      case '--list-requests':
-        o.listRequests = num(i++, a, 1);
-        break;
-      case '--parallel':
-        o.parallel = num(i++, a, 1);
-        break;
-      case '--accel':
-        o.accel = argv[++i];
-        if (o.accel !== 'tcg' && o.accel !== 'kvm') die('--accel is tcg or kvm');
-        break;
-      case '--appliance':
-        o.applianceDir = path.resolve(argv[++i] ?? '');
-        break;
-      case '--skip-libvirt':
-        o.libvirt = false;
-        break;
-      case '--skip-list':
-        o.list = false;
-        break;
-      case '--no-kvm-fix':
-        o.kvmFix = false;
-        break;
-      case '-h':
-      case '--help':
-        console.log(
-          'usage: node bench/start.js [--runs N (5)] [--accel tcg|kvm] [--warmup N (1)] [--instances N (1000)]\n' +
-            '                          [--list-requests N (300)] [--parallel N (8)] [--appliance DIR] [--skip-libvirt] [--skip-list] [--no-kvm-fix]',
-        );
-        process.exit(0);
-        break;
-      default:
-        die(`unknown option ${a} (see --help)`);
-    }
-  }
-  return o;
+const USAGE =
+  'node dist-bench/start.js [--runs N (5)] [--accel tcg|kvm] [--warmup N (1)] [--instances N (1000)]\n' +
+  '                          [--list-requests N (300)] [--parallel N (8)] [--appliance DIR] [--skip-libvirt] [--skip-list] [--no-kvm-fix]';
+
+function options() {
+  return parseArgs(USAGE, {
+    runs: { flag: '--runs', kind: 'int', min: 1, default: 5 },
+    warmup: { flag: '--warmup', kind: 'int', min: 0, default: 1 },
+    instances: { flag: '--instances', kind: 'int', min: 1, default: 1000 },
+    listRequests: { flag: '--list-requests', kind: 'int', min: 1, default: 300 },
+    parallel: { flag: '--parallel', kind: 'int', min: 1, default: 8 },
+    accel: { flag: '--accel', kind: 'choice', values: ['tcg', 'kvm'], default: 'tcg' },
+    applianceDir: { flag: '--appliance', kind: 'path', default: process.env.VMKIT_APPLIANCE_DIR || path.join(ROOT, '.cache', 'appliance') },
+    libvirt: { flag: '--skip-libvirt', kind: 'clear' },
+    list: { flag: '--skip-list', kind: 'clear' },
+    kvmFix: { flag: '--no-kvm-fix', kind: 'clear' },
+  });
+}
+
+/** One start of a contender: the boot time, and for libvirt and vmkit when their start call returned. */
+interface StartRun {
+  ms: number;
+  ctlMs?: number;
+  [k: string]: number | undefined;
 }
 
 function makeRaw(o, guest) {
@@ -125,14 +86,14 @@ function makeRaw(o, guest) {
   onCleanup('raw QEMU', stop);
   return {
     name: 'raw QEMU',
-    async run() {
+    async run(): Promise<StartRun> {
       const offset = fileSize(guest.rawConsole);
       const t0 = performance.now();
       const seen = waitForMarker(guest.rawConsole, offset);
       child = spawn('qemu-system-x86_64', rawArgv(o, guest), { stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
       child.stderr.on('data', (d) => (stderr += d));
-      const died = new Promise((_, rej) => child.once('exit', (c, s) => rej(new Error(`raw QEMU exited (${c ?? s}): ${stderr.trim()}`))));
+      const died = new Promise<never>((_, rej) => child.once('exit', (c, s) => rej(new Error(`raw QEMU exited (${c ?? s}): ${stderr.trim()}`))));
       const t1 = await Promise.race([seen, died]);
       died.catch(() => undefined);
       return { ms: t1 - t0 };
@@ -164,7 +125,7 @@ async function makeLibvirt(o, guest, work) {
   onCleanup('destroy libvirt domain', stop);
   return {
     name: 'libvirt',
-    async run() {
+    async run(): Promise<StartRun> {
       const offset = fileSize(guest.libvirtConsole);
       const pids = await daemonPids();
       const cpu0 = await cpuMs(pids);
@@ -204,7 +165,7 @@ async function makeVmkit(o, work) {
     name: 'vmkit',
     daemon,
     inst,
-    async run() {
+    async run(): Promise<StartRun> {
       const offset = fileSize(consoleLog);
       const cpu0 = await cpuMs([daemon.pid]);
       const t0 = performance.now();
@@ -262,7 +223,7 @@ async function listBench(o, work) {
 }
 
 async function main() {
-  const o = parseArgs(process.argv.slice(2));
+  const o = options();
   if (!fs.existsSync(path.join(ROOT, 'dist', 'daemon.js'))) die('dist/ is missing: run "npx tsc -p tsconfig.json" (npm run build) first');
   if (!fs.existsSync(path.join(o.applianceDir, 'image.json'))) die(`no appliance in ${o.applianceDir} (run "npm run setup")`);
   if (o.accel === 'kvm' && !fs.existsSync('/dev/kvm')) die('--accel kvm needs /dev/kvm');

@@ -5,10 +5,11 @@
 // and vmkit again with a nat NIC and a floating forward, while a client polls the guest
 // through the floating address (failed requests, longest gap). TCG by default.
 //
-//   node bench/migrate.js [--sizes 256,1024] [--runs N] [--load idle,write] [--settle MS] [--no-floating]
+//   node dist-bench/migrate.js [--sizes 256,1024] [--runs N] [--load idle,write] [--settle MS] [--no-floating]
 //
-// Plain Node ESM, no build step of its own: drives the built daemon (dist/) through
-// bin/vmkit.js and uses the compiled test helpers (dist-test/, `npx tsc -p tsconfig.test.json`)
+// Compiled by bench/tsconfig.json to dist-bench/ (npm run build:bench): drives the built daemon
+// (dist/) through bin/vmkit.js, raw QEMU through vmkit's QMP client, and uses the compiled test
+// helpers (dist-test/, `npm run build:tests`)
 // for the two-host cluster: two network namespaces on one bridge, one etcd, a shared folder as
 // the NAS. The raw QEMU pair runs in the same two namespaces (source in h1's, target in h2's)
 // so that both migration streams take the same veth + bridge path. Run as root.
@@ -23,6 +24,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { ROOT, die, log, sleep, onCleanup, cleanupAll, isCleaningUp, killPid, fileSize, waitForMarker, median, prepareGuest, rawArgv, fmtMs, qmpConnect } from './lib.js';
+import { parseArgs } from './args.js';
 
 const READY = 'vmkit-appliance: ready';
 const POLL_MS = 50; // query-migrate poll, as vmkit's engine (src/qemu/migrate.ts)
@@ -35,53 +37,18 @@ const MIG_PORT = 49152; // raw QEMU incoming port, inside h2's namespace (nothin
 
 // ---- options ------------------------------------------------------------------------------
 
-function parseArgs(argv) {
-  const o = {
-    sizes: [256, 1024],
-    runs: 1,
-    loads: ['idle', 'write'],
-    settleMs: 2000,
-    accel: 'tcg',
-    applianceDir: process.env.VMKIT_APPLIANCE_DIR || path.join(ROOT, '.cache', 'appliance'),
-    floating: true,
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    switch (a) {
-      case '--runs':
-        o.runs = Number(argv[++i]);
-        if (!Number.isInteger(o.runs) || o.runs < 1) die('--runs needs an integer >= 1');
-        break;
-      case '--sizes':
-        o.sizes = String(argv[++i] ?? '')
-          .split(',')
-          .map(Number);
-        if (!o.sizes.length || o.sizes.some((s) => !Number.isInteger(s) || s < 128)) die('--sizes is a list of MiB >= 128, e.g. 256,1024');
-        break;
-      case '--load':
-        o.loads = String(argv[++i] ?? '').split(',');
-        if (!o.loads.length || o.loads.some((l) => l !== 'idle' && l !== 'write')) die('--load is a list of idle,write');
-        break;
-      case '--settle':
-        o.settleMs = Number(argv[++i]);
-        if (!Number.isInteger(o.settleMs) || o.settleMs < 0) die('--settle needs an integer >= 0');
-        break;
-      case '--appliance':
-        o.applianceDir = path.resolve(argv[++i] ?? '');
-        break;
-      case '--no-floating':
-        o.floating = false;
-        break;
-      case '-h':
-      case '--help':
-        console.log('usage: node bench/migrate.js [--sizes MiB,MiB (256,1024)] [--runs N (1)] [--load idle,write] [--settle MS (2000)] [--appliance DIR] [--no-floating]');
-        process.exit(0);
-        break;
-      default:
-        die(`unknown option ${a} (see --help)`);
-    }
-  }
-  return o;
+const USAGE = 'node dist-bench/migrate.js [--sizes MiB,MiB (256,1024)] [--runs N (1)] [--load idle,write] [--settle MS (2000)] [--appliance DIR] [--no-floating]';
+
+function options() {
+  const o = parseArgs(USAGE, {
+    sizes: { flag: '--sizes', kind: 'ints', min: 128, default: [256, 1024] },
+    runs: { flag: '--runs', kind: 'int', min: 1, default: 1 },
+    loads: { flag: '--load', kind: 'choices', values: ['idle', 'write'], default: ['idle', 'write'] },
+    settleMs: { flag: '--settle', kind: 'int', min: 0, default: 2000 },
+    applianceDir: { flag: '--appliance', kind: 'path', default: process.env.VMKIT_APPLIANCE_DIR || path.join(ROOT, '.cache', 'appliance') },
+    floating: { flag: '--no-floating', kind: 'clear' },
+  });
+  return { ...o, accel: 'tcg' };
 }
 
 const since = (t0) => performance.now() - t0;
@@ -99,7 +66,7 @@ async function typeIntoConsole(sock, consoleLog, line, marker) {
   const offset = fileSize(consoleLog);
   const seen = waitForMarker(consoleLog, offset, 30_000, marker);
   seen.catch(() => undefined);
-  const s = await new Promise((resolve, reject) => {
+  const s = await new Promise<net.Socket>((resolve, reject) => {
     const c = net.createConnection(sock);
     c.once('connect', () => resolve(c));
     c.once('error', reject);
@@ -154,7 +121,7 @@ async function rawRun(o, guest, work, topo, size, load, run) {
     argv[i] = `socket,id=serial0,path=${s.serial},server=on,wait=off,logfile=${consoleLog},logappend=on`;
     return argv;
   };
-  const result = {};
+  const result: Record<string, any> = {};
   const ready = waitForMarker(consoleLog, 0, 180_000, READY);
   ready.catch(() => undefined);
   const source = spawnQemu(topo.hosts[0].netns, argvFor(src, `bench-mig-src`), `raw source QEMU ${tag}`);
@@ -244,7 +211,7 @@ function startPoller(topo, url) {
   return {
     async stop() {
       child.kill('SIGTERM');
-      await new Promise((r) => (child.exitCode !== null ? r() : child.once('exit', r)));
+      await new Promise<void>((r) => (child.exitCode !== null ? r() : child.once('exit', () => r())));
       forget();
       return JSON.parse(out.trim() || '{"ok":0,"fail":0,"gapMs":0}');
     },
@@ -259,7 +226,7 @@ async function vmkitRun(o, cluster, size, load, run, notes, floating = false) {
     if (r.code !== 0) throw new Error(`vmkit ${args.join(' ')} failed (${r.code}): ${r.stderr.trim()} ${r.stdout.trim()}`);
     return r.stdout;
   };
-  const result = {};
+  const result: Record<string, any> = {};
   const vip = `${cluster.topo.subnet.split('.').slice(0, 3).join('.')}.100`;
   const url = `http://${vip}:8080/status`;
   const nicArgs = floating ? ['--nic', 'lan,ip=10.70.0.50', '--forward', `${vip}:8080:80`, '--floating'] : [];
@@ -348,7 +315,7 @@ async function startCluster(work) {
 // ---- main ---------------------------------------------------------------------------------
 
 async function main() {
-  const o = parseArgs(process.argv.slice(2));
+  const o = options();
   if (process.getuid?.() !== 0) die('run as root (network namespaces)');
   if (!fs.existsSync(path.join(ROOT, 'dist', 'daemon.js'))) die('dist/ is missing: run "npm run build" first');
   if (!fs.existsSync(path.join(ROOT, 'dist-test', 'cluster-net.js'))) die('dist-test/ is missing: run "npx tsc -p tsconfig.test.json" first');

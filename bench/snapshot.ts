@@ -3,10 +3,11 @@
 // (256 MiB and 1 GiB guests, side by side in one run), then vmkit's start after suspend vs
 // cold boot, to the guest's HTTP answer. TCG by default.
 //
-//   node bench/snapshot.js [--runs N] [--warmup N] [--sizes 256,1024] [--accel tcg|kvm]
+//   node dist-bench/snapshot.js [--runs N] [--warmup N] [--sizes 256,1024] [--accel tcg|kvm]
 //                          [--settle MS] [--skip-libvirt] [--skip-suspend] [--no-kvm-fix]
 //
-// Plain Node ESM, no build step (drives the built daemon in dist/ through bin/vmkit.js).
+// Compiled by bench/tsconfig.json to dist-bench/ (npm run build:bench); drives the built daemon
+// in dist/ through bin/vmkit.js, the API client of src/client and the QMP client of src/qemu.
 // Run as root (libvirt's system daemon). See bench/README.md, section "Snapshots".
 
 import { spawn } from 'node:child_process';
@@ -43,6 +44,7 @@ import {
   waitHttp200,
   httpGetStatus,
 } from './lib.js';
+import { parseArgs } from './args.js';
 
 const READY = 'vmkit-appliance: ready'; // the guest's last boot line: network up, HTTP server started
 const DOMAIN = 'vmkit-bench-snap';
@@ -50,70 +52,22 @@ const ROOT_NODE = 'root'; // vmkit's root block node name, used by the raw QEMU 
 
 // ---- options ------------------------------------------------------------------------------
 
-function parseArgs(argv) {
-  const o = {
-    runs: 3,
-    warmup: 1,
-    accel: 'tcg',
-    sizes: [256, 1024],
-    settleMs: 3000,
-    libvirt: true,
-    suspend: true,
-    kvmFix: true,
-    applianceDir: process.env.VMKIT_APPLIANCE_DIR || path.join(ROOT, '.cache', 'appliance'),
-  };
-  const num = (i, name, min) => {
-    const v = Number(argv[i + 1]);
-    if (!Number.isInteger(v) || v < min) die(`${name} needs an integer >= ${min}`);
-    return v;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    switch (a) {
-      case '--runs':
-        o.runs = num(i++, a, 1);
-        break;
-      case '--warmup':
-        o.warmup = num(i++, a, 0);
-        break;
-      case '--settle':
-        o.settleMs = num(i++, a, 0);
-        break;
-      case '--sizes':
-        o.sizes = String(argv[++i] ?? '')
-          .split(',')
-          .map(Number);
-        if (!o.sizes.length || o.sizes.some((s) => !Number.isInteger(s) || s < 64)) die('--sizes is a list of MiB, e.g. 256,1024');
-        break;
-      case '--accel':
-        o.accel = argv[++i];
-        if (o.accel !== 'tcg' && o.accel !== 'kvm') die('--accel is tcg or kvm');
-        break;
-      case '--appliance':
-        o.applianceDir = path.resolve(argv[++i] ?? '');
-        break;
-      case '--skip-libvirt':
-        o.libvirt = false;
-        break;
-      case '--skip-suspend':
-        o.suspend = false;
-        break;
-      case '--no-kvm-fix':
-        o.kvmFix = false;
-        break;
-      case '-h':
-      case '--help':
-        console.log(
-          'usage: node bench/snapshot.js [--runs N (3)] [--warmup N (1)] [--sizes MiB,MiB (256,1024)] [--accel tcg|kvm]\n' +
-            '                             [--settle MS (3000)] [--appliance DIR] [--skip-libvirt] [--skip-suspend] [--no-kvm-fix]',
-        );
-        process.exit(0);
-        break;
-      default:
-        die(`unknown option ${a} (see --help)`);
-    }
-  }
-  return o;
+const USAGE =
+  'node dist-bench/snapshot.js [--runs N (3)] [--warmup N (1)] [--sizes MiB,MiB (256,1024)] [--accel tcg|kvm]\n' +
+  '                             [--settle MS (3000)] [--appliance DIR] [--skip-libvirt] [--skip-suspend] [--no-kvm-fix]';
+
+function options() {
+  return parseArgs(USAGE, {
+    runs: { flag: '--runs', kind: 'int', min: 1, default: 3 },
+    warmup: { flag: '--warmup', kind: 'int', min: 0, default: 1 },
+    settleMs: { flag: '--settle', kind: 'int', min: 0, default: 3000 },
+    sizes: { flag: '--sizes', kind: 'ints', min: 64, default: [256, 1024] },
+    accel: { flag: '--accel', kind: 'choice', values: ['tcg', 'kvm'], default: 'tcg' },
+    applianceDir: { flag: '--appliance', kind: 'path', default: process.env.VMKIT_APPLIANCE_DIR || path.join(ROOT, '.cache', 'appliance') },
+    libvirt: { flag: '--skip-libvirt', kind: 'clear' },
+    suspend: { flag: '--skip-suspend', kind: 'clear' },
+    kvmFix: { flag: '--no-kvm-fix', kind: 'clear' },
+  });
 }
 
 const since = (t0) => performance.now() - t0;
@@ -282,7 +236,7 @@ async function makeVmkit(daemon, size) {
   const api = daemon.api;
   const name = `snap-${size}`;
   const port = await freePort();
-  const op = async (method, url, body, timeoutS = 300) => {
+  const op = async (method: string, url: string, body?: unknown, timeoutS = 300) => {
     const r = await api.request(method, url, body);
     return api.waitOp(r.operation, timeoutS);
   };
@@ -453,7 +407,7 @@ async function suspendBench(o, vm) {
 // ---- main ---------------------------------------------------------------------------------
 
 async function main() {
-  const o = parseArgs(process.argv.slice(2));
+  const o = options();
   if (!fs.existsSync(path.join(ROOT, 'dist', 'daemon.js'))) die('dist/ is missing: run "npx tsc -p tsconfig.json" (npm run build) first');
   if (!fs.existsSync(path.join(o.applianceDir, 'image.json'))) die(`no appliance in ${o.applianceDir} (run "npm run setup")`);
   if (o.accel === 'kvm' && !fs.existsSync('/dev/kvm')) die('--accel kvm needs /dev/kvm');

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Images benchmark (not a test): linked-clone creation time and full-copy throughput.
 //
-//   node bench/images.js [--clones N] [--data-mib N] [--reps N] [--ova-reps N] [--dir PATH]
+//   node dist-bench/images.js [--clones N] [--data-mib N] [--reps N] [--ova-reps N] [--dir PATH]
 //
 // 1. Linked clones of a 1 GiB and a 50 GiB sparse image: the raw qcow2 overlay creation
 //    (src/storage/qemu-img.ts) and an end-to-end `create` through the daemon's API
@@ -10,30 +10,26 @@
 //    random data, against `qemu-img convert` of the same file on the same disk. Throughput
 //    ratio = time(qemu-img convert) / time(vmkit); target >= 0.9.
 //
-// Plain Node ESM, no build step beyond `npm run build` (it drives dist/ and bin/vmkit.js).
+// Compiled by bench/tsconfig.json to dist-bench/ (npm run build:bench); it drives dist/ and
+// bin/vmkit.js, and the daemon through the API client of src/client.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const { createLinkedClone } = await import(path.join(ROOT, 'dist', 'storage', 'qemu-img.js'));
+import { createLinkedClone } from '../dist/storage/qemu-img.js';
+import { parseArgs } from './args.js';
+import { ROOT, makeApi } from './lib.js';
 
-const opts = { clones: 20, dataMiB: 1024, reps: 5, ovaReps: 1, dir: '/var/tmp' };
-for (let i = 2; i < process.argv.length; i++) {
-  const a = process.argv[i];
-  const v = process.argv[++i];
-  if (a === '--clones') opts.clones = Number(v);
-  else if (a === '--data-mib') opts.dataMiB = Number(v);
-  else if (a === '--reps') opts.reps = Number(v);
-  else if (a === '--ova-reps') opts.ovaReps = Number(v);
-  else if (a === '--dir') opts.dir = v;
-  else throw new Error(`unknown option ${a}`);
-}
+const opts = parseArgs('node dist-bench/images.js [--clones N (20)] [--data-mib N (1024)] [--reps N (5)] [--ova-reps N (1)] [--dir PATH (/var/tmp)]', {
+  clones: { flag: '--clones', kind: 'int', min: 1, default: 20 },
+  dataMiB: { flag: '--data-mib', kind: 'int', min: 1, default: 1024 },
+  reps: { flag: '--reps', kind: 'int', min: 1, default: 5 },
+  ovaReps: { flag: '--ova-reps', kind: 'int', min: 0, default: 1 },
+  dir: { flag: '--dir', kind: 'path', default: '/var/tmp' },
+});
 
 const work = fs.mkdtempSync(path.join(opts.dir, 'vmkit-bench-img-'));
 const dataDir = fs.mkdtempSync('/tmp/vmkb-');
@@ -48,28 +44,13 @@ const stats = (xs) => {
 const fmt = (ms) => `${ms.toFixed(1)} ms`;
 const syncDisk = () => spawnSync('sync');
 
-function api(method, p, body) {
-  return new Promise((resolve, reject) => {
-    const data = body ? JSON.stringify(body) : undefined;
-    const req = http.request(
-      { socketPath: path.join(dataDir, 'vmkit.sock'), method, path: p, agent: false, headers: data ? { 'content-type': 'application/json' } : {} },
-      (res) => {
-        let t = '';
-        res.on('data', (c) => (t += c));
-        res.on('end', () => resolve(JSON.parse(t)));
-      },
-    );
-    req.on('error', reject);
-    if (data) req.write(data);
-    req.end();
-  });
-}
-async function op(method, p, body) {
+// vmkit's API client (src/client) over the daemon's socket: answers as envelopes, errors thrown.
+const client = makeApi(path.join(dataDir, 'vmkit.sock'));
+const api = (method: string, p: string, body?: unknown) => client.request(method, p, body);
+async function op(method: string, p: string, body?: unknown) {
   const a = await api(method, p, body);
   if (a.type !== 'async') throw new Error(JSON.stringify(a));
-  const w = await api('GET', `/1.0/operations/${a.metadata.id}/wait?timeout=3600`);
-  if (w.metadata.status !== 'success') throw new Error(`${p}: ${JSON.stringify(w.metadata.error)}`);
-  return w.metadata.result;
+  return (await client.waitOp(`/1.0/operations/${a.metadata.id}`, 3600)).result as any;
 }
 async function timed(fn) {
   syncDisk();
