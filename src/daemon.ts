@@ -111,10 +111,13 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   };
   const networks = new NetworkManager(store, paths.root, events);
   // The cluster and the snapshot module are built around the instance manager (they use it),
-  // so it gets objects that reach them once they exist: nothing calls them before that.
+  // so it gets objects that reach them once they exist. The snapshot module exists before any
+  // instance is touched; the cluster only after recovery, so until then no cluster-wide name
+  // is claimed or released (recovery never did: it ran before the cluster was wired).
+  let clusterOwner: ClusterManager | undefined;
   const ownership: InstanceOwnership = {
-    claim: (name, summary) => (cluster.joined ? cluster.claim(name, summary) : Promise.resolve()),
-    released: (name) => (cluster.joined ? cluster.released(name) : Promise.resolve()),
+    claim: (name, summary) => (clusterOwner?.joined ? clusterOwner.claim(name, summary) : Promise.resolve()),
+    released: (name) => (clusterOwner?.joined ? clusterOwner.released(name) : Promise.resolve()),
   };
   const suspend: SuspendHandler = { resumeHooks: () => snapshots.resumeHooks(), discard: (inst) => snapshots.discard(inst) };
   const instances = new InstanceManager(store, paths, images, events, hostEnv, { networking: networks, ownership, suspend });
@@ -166,6 +169,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     },
     log,
   });
+  clusterOwner = cluster;
   const migrations = new MigrationService(cluster, instances, snapshots, images, networks, store, events, facts);
 
   context = {
