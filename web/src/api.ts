@@ -1,4 +1,5 @@
 import type { Answer } from '../../src/wire/types.js';
+import type { CloneRequest, CreateInstanceRequestBody, CreateNetworkRequestBody, CreateSnapshotRequestBody, ForwardRequestBody, PullRequest } from '../../src/wire/requests.js';
 import type { Forward, Image, Instance, InstanceType, Network, Operation, Snapshot, VmkitEvent } from './lib/types.js';
 
 /**
@@ -82,38 +83,28 @@ export const api = {
   images: () => request<Image[]>('GET', '/1.0/images'),
   types: () => request<InstanceType[]>('GET', '/1.0/types'),
   operations: () => request<Operation[]>('GET', '/1.0/operations'),
-  create: (body: {
-    name: string;
-    image: string;
-    type?: string;
-    cpus?: number;
-    memoryMiB?: number;
-    forwards?: Array<Omit<Forward, 'hostAddress' | 'nic'> & { hostAddress?: string }>;
-    start?: boolean;
-  }) => request<Operation>('POST', '/1.0/instances', body),
+  // Request bodies: the daemon's own schemas (src/wire/requests.ts).
+  create: (body: CreateInstanceRequestBody) => request<Operation>('POST', '/1.0/instances', body),
   changeState: (name: string, action: 'start' | 'stop' | 'restart' | 'pause' | 'resume' | 'suspend', force?: boolean) =>
     request<Operation>('PUT', `/1.0/instances/${encodeURIComponent(name)}/state`, force === undefined ? { action } : { action, force }),
   remove: (name: string, force: boolean) => request<Operation>('DELETE', `/1.0/instances/${encodeURIComponent(name)}${force ? '?force=true' : ''}`),
-  addForward: (name: string, f: { hostPort: number; guestPort: number; proto: 'tcp' | 'udp'; hostAddress?: string }) =>
-    request<Forward>('POST', `/1.0/instances/${encodeURIComponent(name)}/forwards`, f),
+  addForward: (name: string, f: ForwardRequestBody) => request<Forward>('POST', `/1.0/instances/${encodeURIComponent(name)}/forwards`, f),
   removeForward: (name: string, f: Forward) =>
     request<unknown>('DELETE', `/1.0/instances/${encodeURIComponent(name)}/forwards/${f.hostPort}?proto=${f.proto}&address=${encodeURIComponent(f.hostAddress)}`),
   logs: (name: string, tail = 65536) => request<string>('GET', `/1.0/instances/${encodeURIComponent(name)}/logs?tail=${tail}`),
   cancel: (id: string) => request<Operation>('DELETE', `/1.0/operations/${encodeURIComponent(id)}`),
   snapshots: (name: string) => request<Snapshot[]>('GET', `/1.0/instances/${encodeURIComponent(name)}/snapshots`),
-  createSnapshot: (name: string, body: { name: string; description?: string; memory?: boolean }) =>
-    request<Operation>('POST', `/1.0/instances/${encodeURIComponent(name)}/snapshots`, body),
+  createSnapshot: (name: string, body: CreateSnapshotRequestBody) => request<Operation>('POST', `/1.0/instances/${encodeURIComponent(name)}/snapshots`, body),
   restoreSnapshot: (name: string, snap: string) => request<Operation>('POST', `/1.0/instances/${encodeURIComponent(name)}/snapshots/${encodeURIComponent(snap)}/restore`),
   deleteSnapshot: (name: string, snap: string) => request<Operation>('DELETE', `/1.0/instances/${encodeURIComponent(name)}/snapshots/${encodeURIComponent(snap)}`),
   networks: () => request<Network[]>('GET', '/1.0/networks'),
-  createNetwork: (body: { name: string; mode: string; subnet?: string; dhcpRange?: string; dhcp?: boolean; dns?: boolean; uplink?: string }) =>
-    request<Network>('POST', '/1.0/networks', body),
+  createNetwork: (body: CreateNetworkRequestBody) => request<Network>('POST', '/1.0/networks', body),
   deleteNetwork: (name: string) => request<unknown>('DELETE', `/1.0/networks/${encodeURIComponent(name)}`),
   network: (name: string) => request<Network>('GET', `/1.0/networks/${encodeURIComponent(name)}`),
-  clone: (name: string, body: { name: string; full?: boolean; fromSnapshot?: string }) => request<Operation>('POST', `/1.0/instances/${encodeURIComponent(name)}/clone`, body),
+  clone: (name: string, body: CloneRequest) => request<Operation>('POST', `/1.0/instances/${encodeURIComponent(name)}/clone`, body),
   repos: () => request<Repository[]>('GET', '/1.0/repos'),
   repoImages: (repo: string) => request<RepoImage[]>('GET', `/1.0/repos/${encodeURIComponent(repo)}/images`),
-  pull: (body: { repo: string; image: string; name?: string }) => request<Operation>('POST', '/1.0/images/pull', body),
+  pull: (body: PullRequest) => request<Operation>('POST', '/1.0/images/pull', body),
   wait: (id: string, timeoutSeconds = 120) => request<Operation>('GET', `/1.0/operations/${encodeURIComponent(id)}/wait?timeout=${timeoutSeconds}`),
 };
 
