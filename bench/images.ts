@@ -27,7 +27,7 @@ const opts = parseArgs('node dist-bench/images.js [--clones N (20)] [--data-mib 
   clones: { flag: '--clones', kind: 'int', min: 1, default: 20 },
   dataMiB: { flag: '--data-mib', kind: 'int', min: 1, default: 1024 },
   reps: { flag: '--reps', kind: 'int', min: 1, default: 5 },
-  ovaReps: { flag: '--ova-reps', kind: 'int', min: 0, default: 1 },
+  ovaReps: { flag: '--ova-reps', kind: 'int', min: 1, default: 1 },
   dir: { flag: '--dir', kind: 'path', default: '/var/tmp' },
 });
 
