@@ -4,6 +4,9 @@ import { async, sync } from './responses.js';
 import { asyncResponse, errorResponse, nameParam, syncResponse } from './schemas.js';
 import { RepositoryManager } from '../images/repository.js';
 import { registerUploadRoute } from './upload.js';
+import { createReadStream } from 'node:fs';
+import { requireLocal } from './origin.js';
+import { EXPORT_FORMATS } from '../images/ova.js';
 
 const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse };
 const tags = ['images'];
@@ -13,7 +16,11 @@ const importSchema = {
   required: ['source'],
   additionalProperties: false,
   properties: {
-    source: { type: 'string', minLength: 1, description: 'absolute path of a disk image or OVA on the daemon host' },
+    source: {
+      type: 'string',
+      minLength: 1,
+      description: 'absolute path of a disk image or OVA on the daemon host (local callers on the unix socket only; remote callers use POST /1.0/images/upload)',
+    },
     name: { type: 'string' },
     format: { type: 'string', enum: ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'ova'] },
     description: { type: 'string', maxLength: 1000 },
@@ -44,7 +51,10 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
   app.post<{ Body: { source: string; name?: string; format?: string; description?: string } }>(
     '/1.0/images',
     { schema: { tags, summary: 'Import a disk image (qcow2, raw, vmdk, vdi, vhdx) or an OVA from a path on the daemon host', body: importSchema, response: asyncReplies } },
-    async (req, reply) => async(reply, ctx.services.images.importPath(req.body)),
+    async (req, reply) => {
+      requireLocal(req, 'Importing from a path on the daemon host', 'Upload the file instead: POST /1.0/images/upload (vmkit image import FILE does that with --remote).');
+      return async(reply, ctx.services.images.importPath(req.body));
+    },
   );
 
   registerUploadRoute(app, ctx);
@@ -54,7 +64,7 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
     {
       schema: {
         tags,
-        summary: 'Export an image to a path on the daemon host: OVA (OVF 1.0 + stream-optimized VMDK) or a qcow2/vmdk/vdi/vhdx/raw disk',
+        summary: 'Export an image to a path on the daemon host (local callers on the unix socket only): OVA (OVF 1.0 + stream-optimized VMDK) or a qcow2/vmdk/vdi/vhdx/raw disk',
         params: nameParam,
         body: {
           type: 'object',
@@ -65,7 +75,49 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
         response: asyncReplies,
       },
     },
-    async (req, reply) => async(reply, await ctx.services.images.export(req.params.name, req.body)),
+    async (req, reply) => {
+      requireLocal(
+        req,
+        'Exporting to a path on the daemon host',
+        `Download it instead: GET /1.0/images/${req.params.name}/export?format=ova (vmkit image export NAME FILE does that with --remote).`,
+      );
+      return async(reply, await ctx.services.images.export(req.params.name, req.body));
+    },
+  );
+  app.get<{ Params: { name: string }; Querystring: { format?: string } }>(
+    '/1.0/images/:name/export',
+    {
+      schema: {
+        tags,
+        summary:
+          'Download an image as a file (any caller): OVA (default) or one qcow2/vmdk/vdi/vhdx/raw disk, streamed as application/octet-stream once converted; nothing stays on the daemon host',
+        params: nameParam,
+        querystring: { type: 'object', additionalProperties: false, properties: { format: { type: 'string', enum: [...EXPORT_FORMATS] } } },
+      },
+    },
+    async (req, reply) => {
+      // The client going away ends the conversion; the temporary file goes once the answer ends.
+      const gone = new AbortController();
+      let cleanup: (() => void) | undefined;
+      reply.raw.on('close', () => {
+        if (!reply.raw.writableFinished) gone.abort();
+        cleanup?.();
+      });
+      const out = await ctx.services.images.exportForDownload(req.params.name, req.query.format, gone.signal);
+      const stream = createReadStream(out.file);
+      cleanup = () => {
+        cleanup = undefined;
+        stream.destroy();
+        void out.cleanup();
+      };
+      if (gone.signal.aborted) cleanup();
+      stream.on('error', () => cleanup?.());
+      return reply
+        .header('content-type', 'application/octet-stream')
+        .header('content-length', String(out.size))
+        .header('content-disposition', `attachment; filename="${out.filename}"`)
+        .send(stream);
+    },
   );
   app.post<{ Params: { name: string }; Body: { name: string; full?: boolean; fromSnapshot?: string } }>(
     '/1.0/instances/:name/clone',
