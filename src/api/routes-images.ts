@@ -162,17 +162,18 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
   app.get('/1.0/repos', { schema: { tags: repoTags, summary: 'List the remote repositories this daemon knows' } }, async (_req, reply) =>
     sync(reply, (await ctx.services.images.repos.remotes()).map(RepositoryManager.redact)),
   );
-  app.post<{ Body: { name: string; url: string; token?: string } }>(
+  app.post<{ Body: { name: string; url: string; token?: string; allowPrivate?: boolean } }>(
     '/1.0/repos',
     {
       schema: {
         tags: repoTags,
-        summary: 'Add a remote repository (its index is fetched to check it)',
+        summary:
+          'Add a remote repository (its index is fetched under a size cap to check it); loopback, link-local and private addresses only with allowPrivate, redirects only within its origin',
         body: {
           type: 'object',
           required: ['name', 'url'],
           additionalProperties: false,
-          properties: { name: { type: 'string' }, url: { type: 'string' }, token: { type: 'string' } },
+          properties: { name: { type: 'string' }, url: { type: 'string' }, token: { type: 'string' }, allowPrivate: { type: 'boolean' } },
         },
       },
     },
@@ -190,16 +191,30 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
   app.get('/1.0/repo/serve', { schema: { tags: repoTags, summary: 'Whether this daemon serves its images as a repository' } }, async (_req, reply) =>
     sync(reply, ctx.services.images.repos.status()),
   );
-  app.put<{ Body: { listen: string; token?: string } }>(
+  app.put<{ Body: { listen: string; token?: string; private?: boolean; maxBlobGiB?: number } }>(
     '/1.0/repo/serve',
     {
       schema: {
         tags: repoTags,
-        summary: "Serve this daemon's images as an HTTP repository (read-only; with a token also writable by push)",
-        body: { type: 'object', required: ['listen'], additionalProperties: false, properties: { listen: { type: 'string' }, token: { type: 'string', minLength: 8 } } },
+        summary: "Serve this daemon's images as an HTTP repository (read-only; with a token also writable by push, blobs capped at maxBlobGiB; private: pulls need the token too)",
+        body: {
+          type: 'object',
+          required: ['listen'],
+          additionalProperties: false,
+          properties: {
+            listen: { type: 'string' },
+            token: { type: 'string', minLength: 8 },
+            private: { type: 'boolean' },
+            maxBlobGiB: { type: 'number', exclusiveMinimum: 0, maximum: 16384 },
+          },
+        },
       },
     },
-    async (req, reply) => sync(reply, await ctx.services.images.repos.serve(req.body.listen, req.body.token)),
+    async (req, reply) => {
+      const { listen, token, maxBlobGiB } = req.body;
+      const maxBlobBytes = maxBlobGiB === undefined ? undefined : Math.floor(maxBlobGiB * 1024 ** 3);
+      return sync(reply, await ctx.services.images.repos.serve(listen, token, { private: req.body.private, maxBlobBytes }));
+    },
   );
   app.delete('/1.0/repo/serve', { schema: { tags: repoTags, summary: 'Stop serving the repository' } }, async (_req, reply) => {
     await ctx.services.images.repos.stopServing();
