@@ -142,4 +142,33 @@ describe('host paths: local callers only; peer payloads validated', () => {
     assert.equal(existsSync(join(victim, 'keep')), true);
     assert.deepEqual(existsSync(join(dir, 'instances')) ? readdirSync(join(dir, 'instances')) : [], []);
   });
+
+  it('deleting an instance removes its own folder only, never a path its row names outside', async () => {
+    const victim = join(top, 'victim-of-delete');
+    mkdirSync(victim);
+    writeFileSync(join(victim, 'disk.qcow2'), 'x');
+    const own = join(dir, 'instances', 'aaaabbbbcccc');
+    mkdirSync(own, { recursive: true });
+    writeFileSync(join(own, 'root.qcow2'), 'x');
+    // A row as a hostile peer (or an old bug) could have left it: an absolute disk outside any shared folder.
+    await store.put('instances', 'doomed', {
+      ...instance({ id: 'aaaabbbbcccc', name: 'doomed', disks: [{ name: 'root', file: join(victim, 'disk.qcow2'), format: 'qcow2' }] }),
+    });
+    const r = await local.inject({ method: 'DELETE', url: '/1.0/instances/doomed' });
+    assert.equal(r.statusCode, 202, r.body);
+    const op = (r.json() as { metadata: { id: string } }).metadata;
+    const done = (await local.inject({ method: 'GET', url: `/1.0/operations/${op.id}/wait?timeout=30` })).json() as { metadata: { status: string } };
+    assert.equal(done.metadata.status, 'success', JSON.stringify(done));
+    assert.equal(existsSync(own), false, 'its own folder is gone');
+    assert.equal(existsSync(join(victim, 'disk.qcow2')), true, 'the outside file is kept');
+    // An id that is not one folder name: nothing is removed at all.
+    await store.put('instances', 'evil', { ...instance({ id: '..', name: 'evil' }) });
+    const e = await local.inject({ method: 'DELETE', url: '/1.0/instances/evil' });
+    const eop = (e.json() as { metadata: { id: string } }).metadata;
+    const edone = (await local.inject({ method: 'GET', url: `/1.0/operations/${eop.id}/wait?timeout=30` })).json() as { metadata: { status: string; error?: { code: string } } };
+    assert.equal(edone.metadata.status, 'failure');
+    assert.equal(edone.metadata.error?.code, 'VMKIT_PATH_FORBIDDEN');
+    assert.equal(existsSync(join(dir, 'instances')), true, 'the instances folder is still there');
+    assert.equal(existsSync(join(dir, 'vmkit.db')) || existsSync(join(dir, 'db')), true);
+  });
 });

@@ -103,6 +103,9 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext): vo
     scope.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
     // Peer payloads are validated like public requests (src/wire/migration.ts): ids are one
     // folder name, disk files plain names or shared-storage paths the target confines.
+    scope.addHook('preHandler', async () => {
+      requireCluster(ctx);
+    });
     const hide = { hide: true };
     const idParams = { hide: true, params: MigrationIdParamsSchema };
     scope.post<{ Body: Parameters<NonNullable<ApiContext['migrations']>['checkIncoming']>[0] }>(
