@@ -7,6 +7,7 @@ import type { Instance } from '../../domain/types.js';
 import type { MigrationContext } from './context.js';
 import type { PrepareRequest } from './protocol.js';
 import { MigrationTarget } from './target.js';
+import { checkPrepareReply } from './source.js';
 
 /**
  * The target's own check of what a peer names, independent of the route's schema: a fake
@@ -103,5 +104,24 @@ describe('MigrationTarget: a peer names files only inside this host’s folders'
     }
     assert.deepEqual(readdirSync(join(data, 'instances')), [], 'nothing was created');
     assert.deepEqual(readdirSync(join(top, 'victim')), ['keep']);
+  });
+});
+
+describe('the source checks the target’s answer', () => {
+  it('accepts the target’s own address and real ports; refuses another address or bad ports', () => {
+    checkPrepareReply({ targetIp: '10.0.0.2', migrationPort: 4000 }, '10.0.0.2', 'live');
+    checkPrepareReply({ targetIp: '10.0.0.2', migrationPort: 4000, nbdPort: 4001 }, '10.0.0.2', 'live-copy');
+    checkPrepareReply({ targetIp: '10.0.0.2' }, '10.0.0.2', 'cold');
+    for (const [reply, mode] of [
+      [{ targetIp: '169.254.169.254', migrationPort: 80 }, 'live'],
+      [{ targetIp: '10.0.0.2', migrationPort: 0 }, 'live'],
+      [{ targetIp: '10.0.0.2', migrationPort: 70000 }, 'live'],
+      [{ targetIp: '10.0.0.2' }, 'live'],
+      [{ targetIp: '10.0.0.2', migrationPort: 4000 }, 'live-copy'],
+    ] as const)
+      assert.throws(
+        () => checkPrepareReply(reply, '10.0.0.2', mode),
+        (e: { code?: string }) => e.code === 'VMKIT_MIGRATION_FAILED',
+      );
   });
 });
