@@ -158,7 +158,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
       if (peerServer?.address === address) return;
       if (peerServer) await peerServer.app.close();
       const { host, port } = parseListen(address);
-      const app = await buildApi(context, { token, extraTokens: () => [cluster.token] });
+      const app = await buildApi(context, { token, extraTokens: () => [cluster.token], origin: 'remote' });
       await app.listen({ host, port });
       peerServer = { address, app };
       log(`cluster peers reach this host at http://${address}`);
@@ -207,12 +207,12 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   // TCP first: once the unix socket exists, clients may assume every listener is up.
   if (options.listen) {
     const { host, port } = parseListen(options.listen);
-    const remote = await buildApi(context, { token: options.token, extraTokens: () => [cluster.token] });
+    const remote = await buildApi(context, { token: options.token, extraTokens: () => [cluster.token], origin: 'remote' });
     await remote.listen({ host, port });
     servers.push(remote);
     log(`vmkit listening on http://${options.listen} (token required); web console: http://${options.listen}/ui/`);
   }
-  const local = await buildApi(context);
+  const local = await buildApi(context, { origin: 'local' });
   await rm(paths.socket, { force: true });
   await local.listen({ path: paths.socket });
   await chmod(paths.socket, 0o660);

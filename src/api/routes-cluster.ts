@@ -8,6 +8,7 @@ import { async, relayed, sync } from './responses.js';
 import { asyncResponse, errorResponse, nameParam } from './schemas.js';
 import type { MigrationMode } from '../cluster/types.js';
 import { ClusterJoinRequestSchema, MigrateRequestSchema, type ClusterJoinRequest, type MigrateRequest } from '../wire/requests.js';
+import { CheckRequestSchema, FinishRequestSchema, MigrationDiskParamsSchema, MigrationIdParamsSchema, PrepareRequestSchema } from '../wire/migration.js';
 
 const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse };
 const tags = (t: string) => [t];
@@ -91,22 +92,38 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext): vo
   // ---- host to host (the cluster token only) ------------------------------------------------
   app.register(async (scope) => {
     scope.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
-    const hide = { hide: true };
-    scope.post<{ Body: Parameters<NonNullable<ApiContext['migrations']>['checkIncoming']>[0] }>('/1.0/internal/migrations/check', { schema: hide }, async (req, reply) =>
-      sync(reply, await ctx.migrations!.checkIncoming(req.body)),
-    );
-    scope.post<{ Body: Parameters<NonNullable<ApiContext['migrations']>['prepareIncoming']>[0] }>('/1.0/internal/migrations', { schema: hide }, async (req, reply) =>
-      sync(reply, await ctx.migrations!.prepareIncoming(req.body), 201),
-    );
-    scope.get<{ Params: { id: string } }>('/1.0/internal/migrations/:id', { schema: hide }, async (req, reply) => sync(reply, ctx.migrations!.status(req.params.id)));
-    scope.put<{ Params: { id: string; disk: string } }>('/1.0/internal/migrations/:id/disks/:disk', { schema: hide, bodyLimit: 1024 ** 4 }, async (req, reply) => {
-      await ctx.migrations!.receiveDisk(req.params.id, req.params.disk, req.body as Readable);
-      return sync(reply, { received: req.params.disk });
+    // Peer payloads are validated like public requests (src/wire/migration.ts): ids are one
+    // folder name, disk files plain names or shared-storage paths the target confines.
+    scope.addHook('preHandler', async () => {
+      requireCluster(ctx);
     });
-    scope.post<{ Params: { id: string }; Body: { ownerRevision: number; start?: boolean } }>('/1.0/internal/migrations/:id/finish', { schema: hide }, async (req, reply) =>
-      sync(reply, await ctx.migrations!.finishIncoming(req.params.id, req.body)),
+    const hide = { hide: true };
+    const idParams = { hide: true, params: MigrationIdParamsSchema };
+    scope.post<{ Body: Parameters<NonNullable<ApiContext['migrations']>['checkIncoming']>[0] }>(
+      '/1.0/internal/migrations/check',
+      { schema: { ...hide, body: CheckRequestSchema } },
+      async (req, reply) => sync(reply, await ctx.migrations!.checkIncoming(req.body)),
     );
-    scope.delete<{ Params: { id: string } }>('/1.0/internal/migrations/:id', { schema: hide }, async (req, reply) => {
+    scope.post<{ Body: Parameters<NonNullable<ApiContext['migrations']>['prepareIncoming']>[0] }>(
+      '/1.0/internal/migrations',
+      { schema: { ...hide, body: PrepareRequestSchema } },
+      async (req, reply) => sync(reply, await ctx.migrations!.prepareIncoming(req.body), 201),
+    );
+    scope.get<{ Params: { id: string } }>('/1.0/internal/migrations/:id', { schema: idParams }, async (req, reply) => sync(reply, ctx.migrations!.status(req.params.id)));
+    scope.put<{ Params: { id: string; disk: string } }>(
+      '/1.0/internal/migrations/:id/disks/:disk',
+      { schema: { ...hide, params: MigrationDiskParamsSchema }, bodyLimit: 1024 ** 4 },
+      async (req, reply) => {
+        await ctx.migrations!.receiveDisk(req.params.id, req.params.disk, req.body as Readable);
+        return sync(reply, { received: req.params.disk });
+      },
+    );
+    scope.post<{ Params: { id: string }; Body: { ownerRevision: number; start?: boolean } }>(
+      '/1.0/internal/migrations/:id/finish',
+      { schema: { ...idParams, body: FinishRequestSchema } },
+      async (req, reply) => sync(reply, await ctx.migrations!.finishIncoming(req.params.id, req.body)),
+    );
+    scope.delete<{ Params: { id: string } }>('/1.0/internal/migrations/:id', { schema: idParams }, async (req, reply) => {
       await ctx.migrations!.abortIncoming(req.params.id);
       return sync(reply, { aborted: req.params.id });
     });

@@ -11,7 +11,9 @@ import {
   PullRequestSchema,
   PushRequestSchema,
   ServeRepoRequestSchema,
+  DownloadImageQuerySchema,
   type AddRepoRequest,
+  type DownloadImageQuery,
   type CloneRequest,
   type ExportImageRequest,
   type ImportImageRequest,
@@ -22,6 +24,8 @@ import {
 } from '../wire/requests.js';
 import { RepositoryManager } from '../images/repository.js';
 import { registerUploadRoute } from './upload.js';
+import { createReadStream } from 'node:fs';
+import { requireLocal } from './origin.js';
 
 const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse };
 const tags = ['images'];
@@ -52,12 +56,15 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
     {
       schema: {
         tags,
-        summary: 'Import a disk image (qcow2, raw, vmdk, vdi, vhdx) or an OVA from a path on the daemon host',
+        summary: 'Import a disk image (qcow2, raw, vmdk, vdi, vhdx) or an OVA from a path on the daemon host (local callers on the unix socket only)',
         body: ImportImageRequestSchema,
         response: asyncReplies,
       },
     },
-    async (req, reply) => async(reply, ctx.services.images.importPath(req.body)),
+    async (req, reply) => {
+      requireLocal(req, 'Importing from a path on the daemon host', 'Upload the file instead: POST /1.0/images/upload (vmkit image import FILE does that with --remote).');
+      return async(reply, ctx.services.images.importPath(req.body));
+    },
   );
 
   registerUploadRoute(app, ctx);
@@ -67,13 +74,55 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
     {
       schema: {
         tags,
-        summary: 'Export an image to a path on the daemon host: OVA (OVF 1.0 + stream-optimized VMDK) or a qcow2/vmdk/vdi/vhdx/raw disk',
+        summary: 'Export an image to a path on the daemon host (local callers on the unix socket only): OVA (OVF 1.0 + stream-optimized VMDK) or a qcow2/vmdk/vdi/vhdx/raw disk',
         params: nameParam,
         body: ExportImageRequestSchema,
         response: asyncReplies,
       },
     },
-    async (req, reply) => async(reply, await ctx.services.images.export(req.params.name, req.body)),
+    async (req, reply) => {
+      requireLocal(
+        req,
+        'Exporting to a path on the daemon host',
+        `Download it instead: GET /1.0/images/${req.params.name}/export?format=ova (vmkit image export NAME FILE does that with --remote).`,
+      );
+      return async(reply, await ctx.services.images.export(req.params.name, req.body));
+    },
+  );
+  app.get<{ Params: { name: string }; Querystring: DownloadImageQuery }>(
+    '/1.0/images/:name/export',
+    {
+      schema: {
+        tags,
+        summary:
+          'Download an image as a file (any caller): OVA (default) or one qcow2/vmdk/vdi/vhdx/raw disk, streamed as application/octet-stream once converted; nothing stays on the daemon host',
+        params: nameParam,
+        querystring: DownloadImageQuerySchema,
+      },
+    },
+    async (req, reply) => {
+      // The client going away ends the conversion; the temporary file goes once the answer ends.
+      const gone = new AbortController();
+      let cleanup: (() => void) | undefined;
+      reply.raw.on('close', () => {
+        if (!reply.raw.writableFinished) gone.abort();
+        cleanup?.();
+      });
+      const out = await ctx.services.images.exportForDownload(req.params.name, req.query.format, gone.signal);
+      const stream = createReadStream(out.file);
+      cleanup = () => {
+        cleanup = undefined;
+        stream.destroy();
+        void out.cleanup();
+      };
+      if (gone.signal.aborted) cleanup();
+      stream.on('error', () => cleanup?.());
+      return reply
+        .header('content-type', 'application/octet-stream')
+        .header('content-length', String(out.size))
+        .header('content-disposition', `attachment; filename="${out.filename}"`)
+        .send(stream);
+    },
   );
   app.post<{ Params: { name: string }; Body: CloneRequest }>(
     '/1.0/instances/:name/clone',
@@ -113,7 +162,8 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
     {
       schema: {
         tags: repoTags,
-        summary: 'Add a remote repository (its index is fetched to check it)',
+        summary:
+          'Add a remote repository (its index is fetched under a size cap to check it); loopback, link-local and private addresses only with allowPrivate, redirects only within its origin',
         body: AddRepoRequestSchema,
       },
     },
@@ -136,11 +186,15 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
     {
       schema: {
         tags: repoTags,
-        summary: "Serve this daemon's images as an HTTP repository (read-only; with a token also writable by push)",
+        summary: "Serve this daemon's images as an HTTP repository (read-only; with a token also writable by push, blobs capped at maxBlobGiB; private: pulls need the token too)",
         body: ServeRepoRequestSchema,
       },
     },
-    async (req, reply) => sync(reply, await ctx.services.images.repos.serve(req.body.listen, req.body.token)),
+    async (req, reply) => {
+      const { listen, token, maxBlobGiB } = req.body;
+      const maxBlobBytes = maxBlobGiB === undefined ? undefined : Math.floor(maxBlobGiB * 1024 ** 3);
+      return sync(reply, await ctx.services.images.repos.serve(listen, token, { private: req.body.private, maxBlobBytes }));
+    },
   );
   app.delete('/1.0/repo/serve', { schema: { tags: repoTags, summary: 'Stop serving the repository' } }, async (_req, reply) => {
     await ctx.services.images.repos.stopServing();

@@ -21,6 +21,7 @@ import { registerNetworkRoutes } from './routes-networks.js';
 import { registerClusterRoutes } from './routes-cluster.js';
 import { async, errorBody, sync } from './responses.js';
 import { registerImageRoutes } from './routes-images.js';
+import { registerOrigin, type RequestOrigin } from './origin.js';
 import { isPublicPath, registerWebRoutes, WebSessions } from './routes-web.js';
 import {
   asyncResponse,
@@ -45,6 +46,8 @@ export interface ApiOptions {
   /** Other tokens accepted too (the cluster token peers use). */
   extraTokens?: () => Array<string | undefined>;
   logger?: boolean;
+  /** The listener: `local` (the unix socket) or `remote` (TCP). Default: remote when a token is required. */
+  origin?: RequestOrigin;
 }
 
 function tokenMatches(header: string | undefined, token: string): boolean {
@@ -88,6 +91,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
     },
   });
   await app.register(websocket);
+  registerOrigin(app, options.origin ?? (options.token ? 'remote' : 'local'));
 
   const sessions = new WebSessions();
   if (options.token) {

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { VmkitError, asVmkitError } from '../errors.js';
 import type { Operation } from '../domain/types.js';
 import { VmkitClient } from './client.js';
+import type { ApiAnswer } from '../client/envelope.js';
 import { ProgressLine, renderData, type Format } from './output.js';
 
 /** Options every command accepts (defined on the program, usable before or after the verb). */
@@ -43,11 +44,12 @@ export async function mutate(
   method: 'POST' | 'PUT' | 'DELETE',
   path: string,
   body: unknown,
-  opts: { wait?: boolean; done: string | ((metadata: unknown) => string) },
+  opts: { wait?: boolean; done: string | ((metadata: unknown) => string); send?: (client: VmkitClient) => Promise<ApiAnswer> },
 ): Promise<unknown> {
   const client = clientFor(cmd);
   const format = globals(cmd).format;
-  const answer = await client.request(method, path, method === 'DELETE' ? undefined : body);
+  // `send` replaces the JSON request (an upload streams a file instead).
+  const answer = opts.send ? await opts.send(client) : await client.request(method, path, method === 'DELETE' ? undefined : body);
   let result: unknown = answer.metadata;
   if (answer.type === 'async') {
     const op = answer.metadata;

@@ -1,4 +1,7 @@
-import { resolve } from 'node:path';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, extname, join, resolve } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { Command } from 'commander';
 import type { FidelityEntry, Image, ImageView, Operation } from '../domain/types.js';
 import { VmkitError } from '../errors.js';
@@ -9,6 +12,58 @@ function size(bytes: number | undefined): string {
   if (bytes === undefined) return '';
   if (bytes >= 2 ** 30) return `${(bytes / 2 ** 30).toFixed(1)}GiB`;
   return `${Math.round(bytes / 2 ** 20)}MiB`;
+}
+
+const EXPORT_FORMATS = ['ova', 'qcow2', 'vmdk', 'vdi', 'vhdx', 'raw'];
+
+/** The export format a file name asks for (as the daemon's export decides it). */
+function exportFormatOf(file: string, declared?: string): string {
+  const ext = extname(file).toLowerCase().slice(1);
+  const format = declared ?? (ext === 'img' ? 'raw' : ext);
+  if (!EXPORT_FORMATS.includes(format))
+    throw new VmkitError('VMKIT_IMAGE_FORMAT', `Cannot tell which format to export ${file} as.`, {
+      hint: `Name it .ova, .qcow2, .vmdk, .vdi, .vhdx or .raw, or pass --disk-format (${EXPORT_FORMATS.join(', ')}).`,
+    });
+  return format;
+}
+
+/**
+ * \`image export\` against a remote daemon: the daemon may not write a path on its host for a
+ * TCP caller, so the file is downloaded (GET /1.0/images/NAME/export?format=F) and written
+ * here, under a temporary name renamed into place once complete.
+ */
+async function downloadExport(self: Command, name: string, file: string, format: string): Promise<void> {
+  const client = clientFor(self);
+  const dest = resolve(file);
+  if (
+    await stat(dest).then(
+      () => true,
+      () => false,
+    )
+  )
+    throw new VmkitError('VMKIT_ALREADY_EXISTS', `${dest} already exists.`, { hint: 'Choose another destination or remove the file first.' });
+  const res = await client.options.transport
+    .open('GET', `/1.0/images/${encodeURIComponent(name)}/export?format=${format}`, undefined, { headers: { ...client.authHeaders(), accept: '*/*' } })
+    .catch((err: Error) => {
+      throw client.connectionError(err);
+    });
+  if (res.status !== 200) {
+    const chunks: Buffer[] = [];
+    for await (const c of res.body) chunks.push(Buffer.from(c));
+    client.parse({ status: res.status, contentType: res.contentType, body: Buffer.concat(chunks) });
+    throw new VmkitError('VMKIT_INTERNAL', `The daemon answered ${res.status} to the download.`);
+  }
+  const partial = join(dirname(dest), `.${basename(dest)}.partial-${process.pid}`);
+  try {
+    await pipeline(res.body, createWriteStream(partial, { flags: 'wx' }));
+    await rename(partial, dest);
+  } catch (err) {
+    await rm(partial, { force: true });
+    throw err;
+  }
+  const bytes = (await stat(dest)).size;
+  if (globals(self).format === 'json' || globals(self).format === 'yaml') print(JSON.stringify({ path: dest, format, size: bytes }));
+  else print(`Image ${name} downloaded to ${dest} (${format}, ${size(bytes)}).`);
 }
 
 /** The readable view of one image. */
@@ -113,17 +168,34 @@ Examples:
   cmd
     .command('import')
     .description('Import a disk image (.qcow2 .raw/.img .vmdk .vdi .vhdx) or an .ova as a new image')
-    .argument('<file>', 'path of the file (on the daemon host; relative paths are made absolute here)')
+    .argument('<file>', 'path of the file (on the daemon host; with --remote a file here, uploaded; relative paths are made absolute here)')
     .option('-n, --name <name>', 'image name (default: from the file name)')
     .option('-F, --disk-format <format>', 'declare the file format instead of the extension (qcow2, raw, vmdk, vdi, vhdx, ova); --format stays the output format')
     .option('-d, --description <text>', 'description')
     .option('--no-wait', 'return once the operation is accepted, print its id')
     .action(async (file: string, opts: { name?: string; diskFormat?: string; description?: string; wait: boolean }, self: Command) => {
+      // Against a remote daemon the file is on this machine: it is uploaded (streamed).
+      const upload = clientFor(self).remote
+        ? async (client: ReturnType<typeof clientFor>) => {
+            const local = resolve(file);
+            const bytes = (await stat(local)).size;
+            const q = new URLSearchParams({ filename: basename(local) });
+            if (opts.name) q.set('name', opts.name);
+            if (opts.diskFormat) q.set('diskFormat', opts.diskFormat);
+            if (opts.description) q.set('description', opts.description);
+            const res = await client.sendRaw('POST', `/1.0/images/upload?${q}`, createReadStream(local), {
+              'content-type': 'application/octet-stream',
+              'content-length': String(bytes),
+            });
+            return client.parse(res);
+          }
+        : undefined;
       const body: Record<string, unknown> = { source: resolve(file) };
       if (opts.name) body.name = opts.name;
       if (opts.diskFormat) body.format = opts.diskFormat;
       if (opts.description) body.description = opts.description;
       await mutate(self, 'POST', '/1.0/images', body, {
+        send: upload,
         wait: opts.wait,
         done: (op) => {
           const r = resultOf<{ image: Image; fidelity: FidelityEntry[] }>(op);
@@ -135,10 +207,12 @@ Examples:
     .command('export')
     .description('Export an image: .ova (OVF 1.0 + stream-optimized VMDK, for VirtualBox/VMware) or one disk (.qcow2 .vmdk .vdi .vhdx .raw)')
     .argument('<name>', 'image name')
-    .argument('<file>', 'destination path (on the daemon host; relative paths are made absolute here); must not exist')
+    .argument('<file>', 'destination path (on the daemon host; with --remote a file here, downloaded; relative paths are made absolute here); must not exist')
     .option('-F, --disk-format <format>', 'ova, qcow2, vmdk, vdi, vhdx or raw (default: from the extension); --format stays the output format')
     .option('--no-wait', 'return once the operation is accepted, print its id')
     .action(async (name: string, file: string, opts: { diskFormat?: string; wait: boolean }, self: Command) => {
+      // A remote daemon never writes a path on its host for us: the file is downloaded here.
+      if (clientFor(self).remote) return downloadExport(self, name, file, exportFormatOf(file, opts.diskFormat));
       const body: Record<string, unknown> = { path: resolve(file) };
       if (opts.diskFormat) body.format = opts.diskFormat;
       await mutate(self, 'POST', `/1.0/images/${encodeURIComponent(name)}/export`, body, {

@@ -6,12 +6,15 @@ interface RemoteView {
   name: string;
   url: string;
   token: boolean;
+  allowPrivate?: boolean;
 }
 
 interface ServeStatus {
   serving: boolean;
   url?: string;
   writable?: boolean;
+  private?: boolean;
+  maxBlobBytes?: number;
 }
 
 /** `vmkit repo …`: appliance repositories (serve this daemon's images; remotes to pull from). */
@@ -22,8 +25,10 @@ export function repoCommand(): Command {
     `
 Examples:
   vmkit repo serve --listen 127.0.0.1:8444            # read-only
-  vmkit repo serve --listen 0.0.0.0:8444 --token S3CRET-TOKEN   # also accepts pushes
-  vmkit repo add lab http://127.0.0.1:8444
+  vmkit repo serve --listen 0.0.0.0:8444 --push-token S3CRET-TOKEN   # also accepts pushes (blobs up to 20 GiB)
+  vmkit repo serve --listen 0.0.0.0:8444 --push-token S3CRET-TOKEN --private --max-blob-gib 4
+  vmkit repo add hub https://repo.example.org
+  vmkit repo add lab http://127.0.0.1:8444 --allow-private   # loopback/private addresses need the flag
   vmkit repo list
   vmkit image list lab:
   vmkit image pull lab:app-v2`,
@@ -33,9 +38,11 @@ Examples:
     .description("Serve this daemon's images as an HTTP repository (index.json + blobs with sha256) until the daemon stops")
     .option('-l, --listen <addr:port>', 'address to listen on', '127.0.0.1:8444')
     .option('--push-token <token>', 'accept pushes from clients presenting this token (at least 8 characters)')
+    .option('--private', 'pulls (index and blobs) need the token too')
+    .option('--max-blob-gib <n>', 'largest file a push may upload, GiB (default: VMKIT_MAX_IMAGE_GIB of the daemon, 20)', Number)
     .option('--stop', 'stop serving')
     .option('--status', 'show whether and where it serves')
-    .action(async (opts: { listen: string; pushToken?: string; stop?: boolean; status?: boolean }, self: Command) => {
+    .action(async (opts: { listen: string; pushToken?: string; private?: boolean; maxBlobGib?: number; stop?: boolean; status?: boolean }, self: Command) => {
       const client = clientFor(self);
       let st: ServeStatus;
       if (opts.status) st = await client.get<ServeStatus>('/1.0/repo/serve');
@@ -43,21 +50,30 @@ Examples:
       else {
         const body: Record<string, unknown> = { listen: opts.listen };
         if (opts.pushToken) body.token = opts.pushToken;
+        if (opts.private) body.private = true;
+        if (opts.maxBlobGib !== undefined) body.maxBlobGiB = opts.maxBlobGib;
         st = (await client.request('PUT', '/1.0/repo/serve', body)).metadata as ServeStatus;
       }
       const format = globals(self).format;
       if (format === 'json' || format === 'yaml') print(renderData(st, format));
-      else print(st.serving ? `Serving images at ${st.url} (${st.writable ? 'read-write with token' : 'read-only'}).` : 'Not serving.');
+      else
+        print(
+          st.serving
+            ? `Serving images at ${st.url} (${st.writable ? 'read-write with token' : 'read-only'}${st.private ? ', private: pulls need the token' : ''}${st.writable && st.maxBlobBytes ? `, blobs up to ${Math.round((st.maxBlobBytes / 1024 ** 3) * 10) / 10} GiB` : ''}).`
+            : 'Not serving.',
+        );
     });
   cmd
     .command('add')
     .description('Add a remote repository')
     .argument('<name>', 'a short name, used as NAME: in image references')
     .argument('<url>', 'http(s)://HOST:PORT of the repository')
-    .option('--push-token <token>', 'token for pushing to it')
-    .action(async (name: string, url: string, opts: { pushToken?: string }, self: Command) => {
+    .option('--push-token <token>', 'its token: for pushing, and for pulling from a private repository')
+    .option('--allow-private', 'allow a loopback, link-local or private address (a repository on this machine or the LAN)')
+    .action(async (name: string, url: string, opts: { pushToken?: string; allowPrivate?: boolean }, self: Command) => {
       const body: Record<string, unknown> = { name, url };
       if (opts.pushToken) body.token = opts.pushToken;
+      if (opts.allowPrivate) body.allowPrivate = true;
       await mutate(self, 'POST', '/1.0/repos', body, { done: `Repository ${name} added (${url}).` });
     });
   cmd
@@ -71,6 +87,7 @@ Examples:
           { header: 'NAME', value: (r) => r.name },
           { header: 'URL', value: (r) => r.url },
           { header: 'PUSH', value: (r) => (r.token ? 'yes' : 'no') },
+          { header: 'PRIVATE', value: (r) => (r.allowPrivate ? 'allowed' : 'no') },
         ]),
       );
     });

@@ -219,7 +219,7 @@ export interface ExportResult {
   fidelity: FidelityEntry[];
 }
 
-const EXPORT_FORMATS = ['ova', 'qcow2', 'vmdk', 'vdi', 'vhdx', 'raw'] as const;
+export const EXPORT_FORMATS = ['ova', 'qcow2', 'vmdk', 'vdi', 'vhdx', 'raw'] as const;
 
 /** `vmkit image export NAME DEST`: an OVA (OVF 1.0 + stream-optimized VMDK) or one disk file. */
 export async function exportImage(images: ImageStore, name: string, req: ExportRequest, ctx?: OperationContext): Promise<ExportResult> {

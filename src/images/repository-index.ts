@@ -24,16 +24,28 @@ export interface Remote {
   name: string;
   url: string;
   token?: string;
+  /** Added with --allow-private: loopback, link-local and private addresses are accepted for it. */
+  allowPrivate?: boolean;
 }
 
 export interface ServeStatus {
   serving: boolean;
   url?: string;
   writable?: boolean;
+  /** Pulls (index and blobs) need the token too. */
+  private?: boolean;
+  /** The largest blob a push may upload (bytes). */
+  maxBlobBytes?: number;
 }
 
 const SHA = /^[0-9a-f]{64}$/;
 export const MAX_INDEX_BYTES = 16 * 1024 * 1024;
+
+/** The cap on a remote repository's index (VMKIT_REPO_MAX_INDEX_MIB, default 16 MiB). */
+export function maxIndexBytes(env: NodeJS.ProcessEnv = process.env): number {
+  const mib = Number(env.VMKIT_REPO_MAX_INDEX_MIB ?? '');
+  return Number.isFinite(mib) && mib > 0 ? Math.floor(mib * 1024 * 1024) : MAX_INDEX_BYTES;
+}
 
 export function repoError(message: string, hint = 'Check the repository URL ("vmkit repo list") and that it is a vmkit repository.'): never {
   throw vmkitError('VMKIT_REPO_FAILED', message, { hint });

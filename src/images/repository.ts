@@ -11,10 +11,11 @@ import { validateName } from '../domain/names.js';
 import type { Image } from '../domain/types.js';
 import type { OperationContext } from '../operations/operations.js';
 import type { ImageStore } from './image-store.js';
-import { inspectUntrusted } from './safety.js';
+import { inspectUntrusted, maxImageBytes } from './safety.js';
+import { readCapped, repoRequest, tooLarge } from './repo-http.js';
 import {
   INDEX_FORMAT,
-  MAX_INDEX_BYTES,
+  maxIndexBytes,
   imageFiles,
   repoError,
   validateRepoImage,
@@ -39,6 +40,8 @@ export { INDEX_FORMAT, imageFiles, validateRepoImage, type Remote, type RepoFile
 export class RepositoryManager {
   private server?: http.Server;
   private serveToken?: string;
+  private servePrivate = false;
+  private maxBlobBytes = maxImageBytes();
   private readonly digests = new Map<string, { key: string; sha256: string }>();
 
   constructor(
@@ -85,7 +88,7 @@ export class RepositoryManager {
     const list = await this.remotes();
     if (list.some((x) => x.name === r.name))
       throw vmkitError('VMKIT_ALREADY_EXISTS', `A repository named "${r.name}" exists.`, { hint: `Remove it first ("vmkit repo remove ${r.name}").` });
-    const remote: Remote = { name: r.name, url: url.toString().replace(/\/$/, ''), ...(r.token ? { token: r.token } : {}) };
+    const remote: Remote = { name: r.name, url: url.toString().replace(/\/$/, ''), ...(r.token ? { token: r.token } : {}), ...(r.allowPrivate ? { allowPrivate: true } : {}) };
     await this.fetchIndex(remote);
     list.push(remote);
     await this.saveRemotes(list);
@@ -107,20 +110,35 @@ export class RepositoryManager {
   }
 
   /** Public view: never the token. */
-  static redact(r: Remote): { name: string; url: string; token: boolean } {
-    return { name: r.name, url: r.url, token: !!r.token };
+  static redact(r: Remote): { name: string; url: string; token: boolean; allowPrivate: boolean } {
+    return { name: r.name, url: r.url, token: !!r.token, allowPrivate: !!r.allowPrivate };
+  }
+
+  /** Options of every request to a remote: its token (a private repository wants it for pulls too) and its address rule. */
+  private static reach(remote: Remote, extra: { signal?: AbortSignal; headers?: Record<string, string> } = {}) {
+    return { allowPrivate: !!remote.allowPrivate, signal: extra.signal, headers: { ...(remote.token ? { authorization: `Bearer ${remote.token}` } : {}), ...extra.headers } };
   }
 
   async fetchIndex(remote: Remote): Promise<RepoIndex> {
-    let res: Response;
+    let text: string;
     try {
-      res = await fetch(`${remote.url}/index.json`, { signal: AbortSignal.timeout(15_000) });
+      const res = await repoRequest(`${remote.url}/index.json`, RepositoryManager.reach(remote, { signal: AbortSignal.timeout(15_000) }));
+      if (res.statusCode === 401) {
+        res.resume();
+        throw vmkitError('VMKIT_UNAUTHORIZED', `Repository ${remote.url} answered 401: it is private and wants its token.`, {
+          hint: 'Add it with its token: vmkit repo add NAME URL --push-token TOKEN.',
+        });
+      }
+      if ((res.statusCode ?? 0) !== 200) {
+        res.resume();
+        repoError(`Repository ${remote.url} answered ${res.statusCode} for its index.`);
+      }
+      // Streamed under the cap: an oversized index is dropped at the cap, never held whole.
+      text = (await readCapped(res, maxIndexBytes(), `The index of ${remote.url}`)).toString('utf8');
     } catch (err) {
+      if ((err as { code?: string }).code?.startsWith('VMKIT_')) throw err;
       repoError(`Repository ${remote.url} cannot be reached: ${(err as Error).message}`, 'Is the repository running ("vmkit repo serve" on that host)?');
     }
-    if (!res.ok) repoError(`Repository ${remote.url} answered ${res.status} for its index.`);
-    const text = await res.text();
-    if (text.length > MAX_INDEX_BYTES) repoError('The repository index is too large.');
     let index: RepoIndex;
     try {
       index = JSON.parse(text) as RepoIndex;
@@ -170,12 +188,14 @@ export class RepositoryManager {
     const addr = this.server?.address() as AddressInfo | null | undefined;
     if (!this.server || !addr) return { serving: false };
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-    return { serving: true, url: `http://${host}:${addr.port}`, writable: !!this.serveToken };
+    return { serving: true, url: `http://${host}:${addr.port}`, writable: !!this.serveToken, private: this.servePrivate, maxBlobBytes: this.maxBlobBytes };
   }
 
-  async serve(listen: string, token?: string): Promise<ServeStatus> {
+  async serve(listen: string, token?: string, opts: { private?: boolean; maxBlobBytes?: number } = {}): Promise<ServeStatus> {
     const m = /^(.*):(\d+)$/.exec(listen);
     if (!m || !m[1] || Number(m[2]) > 65535) throw vmkitError('VMKIT_INVALID_ARGUMENT', `--listen "${listen}" is not ADDR:PORT.`, { hint: 'Example: --listen 127.0.0.1:8444' });
+    if (opts.private && !token)
+      throw vmkitError('VMKIT_INVALID_ARGUMENT', 'A private repository needs a token (pulls present it).', { hint: 'vmkit repo serve --private --push-token TOKEN' });
     await this.stopServing();
     await rm(this.uploads, { recursive: true, force: true });
     const server = http.createServer((req, res) => {
@@ -186,6 +206,18 @@ export class RepositoryManager {
         } else res.destroy();
       });
     });
+    // A push announces its size first (Expect: 100-continue): refused before a byte is sent.
+    server.on('checkContinue', (req, res) => {
+      const declared = Number(req.headers['content-length'] ?? NaN);
+      if (req.method === 'PUT' && /^\/blobs\//.test(req.url ?? '') && (!this.authorized(req) || (Number.isFinite(declared) && declared > this.maxBlobBytes))) {
+        const status = !this.authorized(req) ? (this.serveToken ? 401 : 405) : 413;
+        res.writeHead(status, { 'content-type': 'application/json', connection: 'close' });
+        res.end(JSON.stringify({ error: status === 413 ? `blob larger than ${this.maxBlobBytes} bytes` : 'token required' }));
+        return;
+      }
+      res.writeContinue();
+      server.emit('request', req, res);
+    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
         reject(err.code === 'EADDRINUSE' ? vmkitError('VMKIT_PORT_IN_USE', `${listen} is already in use.`, { hint: 'Choose another --listen port.' }) : err),
@@ -194,6 +226,8 @@ export class RepositoryManager {
     });
     this.server = server;
     this.serveToken = token;
+    this.servePrivate = !!opts.private;
+    this.maxBlobBytes = opts.maxBlobBytes ?? maxImageBytes();
     return this.status();
   }
 
@@ -218,6 +252,11 @@ export class RepositoryManager {
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body));
     };
+    // A private repository answers only token holders, pulls included.
+    if (this.servePrivate && !this.authorized(req)) {
+      req.resume();
+      return json(401, { error: 'token required' });
+    }
     if (req.method === 'GET' && url.pathname === '/index.json') return json(200, (await this.index()).index);
     const blob = /^\/blobs\/([0-9a-f]{64})$/.exec(url.pathname);
     if (blob && (req.method === 'GET' || req.method === 'HEAD')) {
@@ -239,12 +278,46 @@ export class RepositoryManager {
     }
     // Pushes: only with the serve token.
     if (req.method === 'PUT' && (blob || url.pathname.startsWith('/images/'))) {
-      if (!this.authorized(req)) return json(this.serveToken ? 401 : 405, { error: this.serveToken ? 'token required' : 'this repository is read-only' });
+      if (!this.authorized(req)) {
+        req.resume();
+        return json(this.serveToken ? 401 : 405, { error: this.serveToken ? 'token required' : 'this repository is read-only' });
+      }
       if (blob) {
+        const cap = this.maxBlobBytes;
+        const declared = Number(req.headers['content-length'] ?? NaN);
+        if (Number.isFinite(declared) && declared > cap) {
+          res.setHeader('connection', 'close');
+          json(413, { error: `blob larger than ${cap} bytes` });
+          req.destroy();
+          return;
+        }
         await mkdir(this.uploads, { recursive: true });
         const tmp = join(this.uploads, `${blob[1]}.${randomBytes(4).toString('hex')}`);
         const h = createHash('sha256');
-        await pipeline(req, new Transform({ transform: (c: Buffer, _e, cb) => (h.update(c), cb(null, c)) }), createWriteStream(tmp, { flags: 'wx' }));
+        let n = 0;
+        try {
+          await pipeline(
+            req,
+            new Transform({
+              transform: (c: Buffer, _e, cb) => {
+                n += c.length;
+                if (n > cap) return cb(new Error('too large'));
+                h.update(c);
+                cb(null, c);
+              },
+            }),
+            createWriteStream(tmp, { flags: 'wx' }),
+          );
+        } catch (err) {
+          await rm(tmp, { force: true });
+          if (n > cap) {
+            res.setHeader('connection', 'close');
+            json(413, { error: `blob larger than ${cap} bytes` });
+            req.destroy();
+            return;
+          }
+          throw err;
+        }
         if (h.digest('hex') !== blob[1]) {
           await rm(tmp, { force: true });
           return json(400, { error: 'sha256 mismatch' });
@@ -326,6 +399,8 @@ export class RepositoryManager {
     const entry = (await this.fetchIndex(remote)).images.find((i) => i.name === imageName);
     if (!entry) throw vmkitError('VMKIT_REPO_NOT_FOUND', `Repository ${repoName} has no image "${imageName}".`, { hint: `"vmkit image list ${repoName}:" shows its images.` });
     validateRepoImage(entry);
+    const cap = maxImageBytes();
+    for (const f of entry.files) if (f.size > cap) tooLarge(`${f.file} of ${repoName}:${imageName} (${f.size} bytes listed)`, cap);
     const name = validateName(localName ?? imageName, 'image name');
     const release = await this.images.reserve(name);
     try {
@@ -391,9 +466,16 @@ export class RepositoryManager {
       const from = have > f.size ? 0 : have;
       onBytes(from);
       try {
-        const res = await fetch(`${remote.url}/blobs/${f.sha256}`, { headers: from ? { range: `bytes=${from}-` } : {}, signal: ctx?.signal });
-        if (!res.ok || !res.body) repoError(`Repository ${remote.name} answered ${res.status} for ${f.file}.`);
-        const resumed = res.status === 206;
+        const res = await repoRequest(
+          `${remote.url}/blobs/${f.sha256}`,
+          RepositoryManager.reach(remote, { signal: ctx?.signal, headers: from ? { range: `bytes=${from}-` } : {} }),
+        );
+        const status = res.statusCode ?? 0;
+        if (status !== 200 && status !== 206) {
+          res.resume();
+          repoError(`Repository ${remote.name} answered ${status} for ${f.file}.`);
+        }
+        const resumed = status === 206;
         let n = resumed ? from : 0;
         const out = createWriteStream(part, { flags: resumed ? 'a' : 'w' });
         const counter = new Transform({
@@ -404,12 +486,12 @@ export class RepositoryManager {
             cb(null, c);
           },
         });
-        await pipeline(res.body as unknown as NodeJS.ReadableStream, counter, out);
+        await pipeline(res, counter, out);
         if (n === f.size) return;
         lastError = new Error(`connection ended after ${n} of ${f.size} bytes`);
       } catch (err) {
         if (ctx?.signal.aborted) throw vmkitError('VMKIT_OPERATION_CANCELLED', 'The pull was cancelled; partial downloads were removed.');
-        if ((err as { code?: string }).code === 'VMKIT_REPO_FAILED') throw err;
+        if (['VMKIT_REPO_FAILED', 'VMKIT_REPO_ADDRESS_FORBIDDEN', 'VMKIT_REPO_TOO_LARGE'].includes((err as { code?: string }).code ?? '')) throw err;
         lastError = err;
       }
       await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
@@ -432,7 +514,6 @@ export class RepositoryManager {
     }
     const total = files.reduce((s, f) => s + f.size, 0);
     let done = 0;
-    const auth = { authorization: `Bearer ${remote.token}` };
     for (const f of files) {
       ctx?.checkCancelled();
       const body = createReadStream(this.images.file(image, f.file), { highWaterMark: 1024 * 1024 });
@@ -440,28 +521,37 @@ export class RepositoryManager {
       body.on('data', (c) =>
         ctx?.progress({ phase: `uploading ${f.file}`, percent: Math.min(99, Math.round(((done += c.length) / Math.max(1, total)) * 100)), bytesDone: done, bytesTotal: total }),
       );
-      const res = await fetch(`${remote.url}/blobs/${f.sha256}`, {
+      const res = await repoRequest(`${remote.url}/blobs/${f.sha256}`, {
+        ...RepositoryManager.reach(remote, {
+          signal: ctx?.signal,
+          headers: { 'content-type': 'application/octet-stream', 'content-length': String(f.size), expect: '100-continue' },
+        }),
         method: 'PUT',
-        headers: { ...auth, 'content-type': 'application/octet-stream', 'content-length': String(f.size) },
-        body: body as unknown as RequestInit['body'],
-        duplex: 'half',
-        signal: ctx?.signal,
-      } as RequestInit & { duplex: 'half' }).catch((err: unknown) => {
+        body,
+        timeoutMs: 0,
+      }).catch((err: unknown) => {
         if (ctx?.signal.aborted) throw vmkitError('VMKIT_OPERATION_CANCELLED', 'The push was cancelled.');
+        if ((err as { code?: string }).code?.startsWith('VMKIT_')) throw err;
         repoError(`Upload to ${remote.name} failed: ${(err as Error).message}`);
       });
-      if (res.status === 401) throw vmkitError('VMKIT_UNAUTHORIZED', `Repository ${repoName} refused the token.`, { hint: 'Check the token given to "vmkit repo add".' });
-      if (!res.ok) repoError(`Repository ${repoName} refused ${f.file}: ${res.status} ${await res.text()}`);
+      const answer = (await readCapped(res, 64 * 1024, 'The answer').catch(() => Buffer.alloc(0))).toString('utf8');
+      if (res.statusCode === 401) throw vmkitError('VMKIT_UNAUTHORIZED', `Repository ${repoName} refused the token.`, { hint: 'Check the token given to "vmkit repo add".' });
+      if (res.statusCode === 413)
+        throw vmkitError('VMKIT_REPO_TOO_LARGE', `Repository ${repoName} refused ${f.file} (${f.size} bytes): larger than the blobs it accepts.`, {
+          hint: 'Its owner sets the cap with "vmkit repo serve --max-blob-gib N".',
+        });
+      if ((res.statusCode ?? 0) >= 300) repoError(`Repository ${repoName} refused ${f.file}: ${res.statusCode} ${answer}`);
       done = start + f.size;
     }
     const { source: _s, fidelity: _f, origin: _o, checksum: _c, ...meta } = image;
-    const res = await fetch(`${remote.url}/images/${encodeURIComponent(image.name)}`, {
+    const res = await repoRequest(`${remote.url}/images/${encodeURIComponent(image.name)}`, {
+      ...RepositoryManager.reach(remote, { signal: ctx?.signal, headers: { 'content-type': 'application/json' } }),
       method: 'PUT',
-      headers: { ...auth, 'content-type': 'application/json' },
       body: JSON.stringify({ ...meta, files }),
-      signal: ctx?.signal,
     });
-    if (!res.ok) repoError(`Repository ${repoName} refused image ${image.name}: ${res.status} ${await res.text()}`, 'An image of that name may already exist there.');
+    const answer = (await readCapped(res, 64 * 1024, 'The answer').catch(() => Buffer.alloc(0))).toString('utf8');
+    if ((res.statusCode ?? 0) >= 300)
+      repoError(`Repository ${repoName} refused image ${image.name}: ${res.statusCode} ${answer}`, 'An image of that name may already exist there.');
     return { repo: repoName, image: image.name };
   }
 }

@@ -188,6 +188,38 @@ export class ImageService {
     });
   }
 
+  /**
+   * For a download (`GET /1.0/images/NAME/export`): the export is written into a temporary
+   * folder of the image store (never a path the caller names), then streamed by the caller,
+   * which calls `cleanup` once the file has been sent (or the client went away). `signal`
+   * ends the conversion when the client disconnects before the file is ready.
+   */
+  async exportForDownload(
+    name: string,
+    format: ExportRequest['format'],
+    signal: AbortSignal,
+  ): Promise<{ file: string; filename: string; size: number; cleanup: () => Promise<void> }> {
+    const image = await this.deps.images.get(name);
+    const fmt = format ?? 'ova';
+    const dir = await this.deps.images.tempDir(`download-${image.name}`);
+    const cleanup = () => rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    const filename = `${image.name}.${fmt === 'raw' ? 'img' : fmt}`;
+    try {
+      const opCtx = {
+        signal,
+        progress: () => undefined,
+        checkCancelled: () => {
+          if (signal.aborted) throw vmkitError('VMKIT_OPERATION_CANCELLED', 'The download was cancelled.');
+        },
+      };
+      const r = await exportImage(this.deps.images, name, { path: join(dir, filename), format: fmt }, opCtx);
+      return { file: r.path, filename, size: r.size, cleanup };
+    } catch (err) {
+      await cleanup();
+      throw err;
+    }
+  }
+
   /** A stopped instance becomes a new image (its disk chain flattened). */
   async publish(source: string, req: PublishRequest): Promise<Operation> {
     await this.deps.instances.get(source);

@@ -15,6 +15,7 @@ import type { Lifecycle } from './lifecycle.js';
 import type { Nics } from './nics.js';
 import type { InstanceContext } from './registry.js';
 import type { CreateInstanceRequest } from './types.js';
+import { confinePath, isSafeSegment } from '../util/confine.js';
 
 /**
  * The birth and end of an instance on this host: create from an image (a linked clone of its
@@ -122,13 +123,31 @@ export class Provisioning {
     });
   }
 
+  /** The instance's own folder, and only it: an id that is not one path segment is refused (never rm -rf outside). */
+  private ownFolder(inst: Instance): string {
+    const { paths } = this.shared;
+    if (!isSafeSegment(inst.id))
+      throw vmkitError('VMKIT_PATH_FORBIDDEN', `Instance "${inst.name}" has an id (${JSON.stringify(inst.id)}) that is not a folder name; its files are left alone.`, {
+        hint: 'Remove the row by hand after checking its files.',
+      });
+    return confinePath(paths.instances, paths.instance(inst.id), 'instance folder');
+  }
+
   /** Row marked first, files removed, row deleted last: a crash mid-way is finished on restart. */
   async finishDelete(inst: Instance): Promise<void> {
-    const { registry, store, paths, events, peers } = this.shared;
+    const { registry, store, events, peers, host } = this.shared;
     if (inst.state !== 'deleting') await registry.setState(inst, 'deleting');
     await registry.killRuntime(inst.name);
-    await rm(paths.instance(inst.id), { recursive: true, force: true });
-    for (const d of inst.disks) if (isAbsolute(d.file)) await rm(dirname(d.file), { recursive: true, force: true });
+    await rm(this.ownFolder(inst), { recursive: true, force: true });
+    for (const d of inst.disks) {
+      if (!isAbsolute(d.file)) continue;
+      // A shared disk lives in <shared>/disks/<id>/ (create() puts it there): that folder
+      // goes, and nothing else — a row naming another path keeps its files.
+      const own = host.sharedDir ? join(host.sharedDir, 'disks', inst.id) : undefined;
+      if (own && isSafeSegment(inst.id) && confinePath(host.sharedDir!, dirname(d.file), 'shared disk folder') === confinePath(host.sharedDir!, own, 'shared disk folder'))
+        await rm(own, { recursive: true, force: true });
+      else console.error(`vmkitd: deleting ${inst.name}: disk ${d.file} is not in its own shared folder; it is left in place`);
+    }
     await store.delete('instances', inst.name);
     await peers.ownership?.released(inst.name).catch((err: Error) => console.error(`vmkitd: releasing the name ${inst.name}: ${err.message}`));
     if (inst.nics.some((n) => n.network !== 'user')) {
@@ -143,9 +162,9 @@ export class Provisioning {
    * row and the local folder, unplug its taps. Shared disks stay: the new owner uses them.
    */
   async release(inst: Instance): Promise<void> {
-    const { registry, store, paths, peers } = this.shared;
+    const { registry, store, peers } = this.shared;
     await registry.killRuntime(inst.name);
-    await rm(paths.instance(inst.id), { recursive: true, force: true });
+    await rm(this.ownFolder(inst), { recursive: true, force: true });
     await store.delete('instances', inst.name);
     if (inst.nics.some((n) => n.network !== 'user')) {
       await peers.networking?.unplug(inst).catch((err: Error) => console.error(`vmkitd: unplugging ${inst.name}: ${err.message}`));

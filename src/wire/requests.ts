@@ -134,7 +134,10 @@ export type CreateNetworkRequestBody = Static<typeof CreateNetworkRequestSchema>
 /** POST /1.0/images (a path on the daemon host). */
 export const ImportImageRequestSchema = Type.Object(
   {
-    source: Type.String({ minLength: 1, description: 'absolute path of a disk image or OVA on the daemon host' }),
+    source: Type.String({
+      minLength: 1,
+      description: 'absolute path of a disk image or OVA on the daemon host (local callers on the unix socket only; remote callers use POST /1.0/images/upload)',
+    }),
     name: Type.Optional(Type.String()),
     format: Type.Optional(StringEnum(IMPORT_FORMATS)),
     description: Type.Optional(Type.String({ maxLength: 1000 })),
@@ -147,12 +150,27 @@ export type ImportImageRequest = Static<typeof ImportImageRequestSchema>;
 export const ExportImageRequestSchema = Type.Object({ path: Type.String({ minLength: 1 }), format: Type.Optional(StringEnum(EXPORT_FORMATS)) }, strict);
 export type ExportImageRequest = Static<typeof ExportImageRequestSchema>;
 
+/** GET /1.0/images/{name}/export?format=… (a download). */
+export const DownloadImageQuerySchema = Type.Object({ format: Type.Optional(StringEnum(EXPORT_FORMATS)) }, strict);
+export type DownloadImageQuery = Static<typeof DownloadImageQuerySchema>;
+
 /** POST /1.0/repos. */
-export const AddRepoRequestSchema = Type.Object({ name: Type.String(), url: Type.String(), token: Type.Optional(Type.String()) }, strict);
+export const AddRepoRequestSchema = Type.Object(
+  { name: Type.String(), url: Type.String(), token: Type.Optional(Type.String()), allowPrivate: Type.Optional(Type.Boolean()) },
+  strict,
+);
 export type AddRepoRequest = Static<typeof AddRepoRequestSchema>;
 
 /** PUT /1.0/repo/serve. */
-export const ServeRepoRequestSchema = Type.Object({ listen: Type.String(), token: Type.Optional(Type.String({ minLength: 8 })) }, strict);
+export const ServeRepoRequestSchema = Type.Object(
+  {
+    listen: Type.String(),
+    token: Type.Optional(Type.String({ minLength: 8 })),
+    private: Type.Optional(Type.Boolean()),
+    maxBlobGiB: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 16384 })),
+  },
+  strict,
+);
 export type ServeRepoRequest = Static<typeof ServeRepoRequestSchema>;
 
 /** POST /1.0/images/pull. */

@@ -6,9 +6,9 @@ import * as engine from '../../qemu/migrate.js';
 import { queryRunState, resumeGuest } from '../../qemu/power.js';
 import { sharedVolumeInfo } from '../../storage/qemu-img.js';
 import { Revert } from '../../util/revert.js';
-import type { PeerClient } from '../peer.js';
+import { splitAddress, type PeerClient } from '../peer.js';
 import { settleOwnership, stepLogger, type StepLog } from '../switchover.js';
-import type { MigrationPlan } from '../types.js';
+import type { MigrationMode, MigrationPlan } from '../types.js';
 import type { MigrationContext } from './context.js';
 import { imageChecksumOrNone, planMigration } from './plan.js';
 import {
@@ -122,6 +122,9 @@ export class MigrationSource {
         };
         const prep = await peer.request<PrepareReply>('POST', '/1.0/internal/migrations', req, 60_000);
         prepared = true;
+        // The target's answer is checked like a request: QEMU sends the guest's memory and
+        // disks only to the target's own cluster address, on a real port.
+        checkPrepareReply(prep, splitAddress((await cluster.host(opts.to)).address)[0], mode);
         this.startPeerWatch(id, peer, abort);
         let result: { totalTimeMs?: number; downtimeMs?: number; transferredBytes?: number } = {};
         if (live) {
@@ -366,4 +369,21 @@ export class MigrationSource {
     }
     throw vmkitError('VMKIT_NOT_FOUND', `No migration of "${name}" is running on this host.`, { hint: '"vmkit operation list" shows the operations.' });
   }
+}
+
+/** A target's PrepareReply: its address must be the one the cluster knows it by; ports 1–65535, present where the mode needs them. */
+export function checkPrepareReply(prep: PrepareReply, targetHost: string, mode: MigrationMode): void {
+  const port = (p: unknown) => p === undefined || (Number.isInteger(p) && (p as number) >= 1 && (p as number) <= 65535);
+  const ok =
+    typeof prep === 'object' &&
+    prep !== null &&
+    prep.targetIp === targetHost &&
+    port(prep.migrationPort) &&
+    port(prep.nbdPort) &&
+    (!isLive(mode) || prep.migrationPort !== undefined) &&
+    (mode !== 'live-copy' || prep.nbdPort !== undefined);
+  if (!ok)
+    throw vmkitError('VMKIT_MIGRATION_FAILED', `The target answered the migration with an address or ports it may not use (${JSON.stringify(prep).slice(0, 200)}).`, {
+      hint: 'Every host must run the same vmkit version; the migration was undone.',
+    });
 }

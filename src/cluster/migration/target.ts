@@ -1,6 +1,6 @@
 import { createWriteStream } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
-import { isAbsolute } from 'node:path';
+import { dirname, isAbsolute, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { asVmkitError, vmkitError } from '../../errors.js';
@@ -8,6 +8,8 @@ import type { Instance, InstanceState } from '../../domain/types.js';
 import * as engine from '../../qemu/migrate.js';
 import { createEmptyVolume, rebaseUnsafe, sharedVolumeInfo } from '../../storage/qemu-img.js';
 import { Revert } from '../../util/revert.js';
+import { confinePath, isSafeSegment } from '../../util/confine.js';
+import { validateName } from '../../domain/names.js';
 import { closePeerPort, openPeerPort } from '../firewall.js';
 import { stepLogger, takeOwnership } from '../switchover.js';
 import { freePort, type MigrationContext } from './context.js';
@@ -24,6 +26,8 @@ export class MigrationTarget {
 
   async prepareIncoming(req: PrepareRequest): Promise<PrepareReply> {
     const { cluster, registry, instances, lifecycle, local } = this.ctx;
+    // Before anything is created: every path this request will make stays in this host's folders.
+    await this.checkPaths(req);
     const blockers = await checkIncoming(this.ctx, { instance: req.instance, mode: req.mode, sharedDisks: req.sharedDisks, source: req.source, imageChecksum: req.imageChecksum });
     if (blockers.length > 0)
       throw blocked({ instance: req.instance.name, from: req.source, to: cluster.name!, mode: req.mode, sharedStorage: req.sharedDisks, blockers, ok: false });
@@ -113,6 +117,44 @@ export class MigrationTarget {
     }
   }
 
+  /**
+   * A peer names the instance's id (its folder), disk files and snapshot keys: each must stay
+   * where this host keeps such things — the id one folder name under the instances folder, a
+   * local disk a plain file name in it, a shared disk inside `<shared>/disks/<id>/` of the
+   * storage both hosts mount. Refused before anything is created (the route's schema already
+   * refused most of it; this is the check that does not depend on the route).
+   */
+  private async checkPaths(req: PrepareRequest): Promise<void> {
+    const inst = req.instance;
+    validateName(inst.name, 'instance name');
+    const refuse = (what: string) => {
+      throw vmkitError('VMKIT_PATH_FORBIDDEN', `Migration ${String(req.id).slice(0, 8)}: ${what}; nothing was created.`, {
+        hint: 'A peer names files only inside the instance folder or its own folder on shared storage.',
+      });
+    };
+    if (!isSafeSegment(inst.id)) refuse(`the instance id ${JSON.stringify(inst.id)} is not a folder name`);
+    const dir = this.ctx.registry.instanceDir(inst);
+    confinePath(dirname(dir), dir, 'instance folder');
+    const shared = req.sharedDisks ? (await this.ctx.self()).sharedStorage?.path : undefined;
+    for (const d of inst.disks) {
+      if (!isSafeSegment(d.name)) refuse(`the disk name ${JSON.stringify(d.name)} is not a plain name`);
+      if (!isAbsolute(d.file)) {
+        if (!isSafeSegment(d.file)) refuse(`the disk file ${JSON.stringify(d.file)} is not a plain file name`);
+        continue;
+      }
+      // Not shared: an absolute file gets a local name (below); shared: it must be the instance's own folder there.
+      if (!req.sharedDisks) continue;
+      if (!shared) refuse(`the disk ${d.name} is on shared storage this host does not have`);
+      const own = confinePath(shared!, join(shared!, 'disks', inst.id), 'shared disk folder');
+      if (confinePath(shared!, d.file, 'shared disk file') !== join(own, d.file.slice(d.file.lastIndexOf('/') + 1)) || !isSafeSegment(d.file.slice(d.file.lastIndexOf('/') + 1)))
+        refuse(`the disk file ${JSON.stringify(d.file)} is not in ${join(shared!, 'disks', inst.id)}`);
+    }
+    for (const s of req.snapshots) {
+      const rest = typeof s.key === 'string' && s.key.startsWith(`${inst.name}/`) ? s.key.slice(inst.name.length + 1) : undefined;
+      if (!rest || !isSafeSegment(rest)) refuse(`the snapshot key ${JSON.stringify(s.key)} is not one of "${inst.name}"'s`);
+    }
+  }
+
   /** A migration port that accepts the source only (firewall), recorded so it is closed again. */
   private async openPort(record: MigrationRecord, ip: string, sourceIp: string, undo: Revert): Promise<number> {
     const port = await freePort(ip);
@@ -132,7 +174,8 @@ export class MigrationTarget {
     const inst = await this.ctx.registry.load(e.record.instance);
     const d = inst.disks.find((x) => x.name === disk);
     if (!d || isAbsolute(d.file)) throw vmkitError('VMKIT_NOT_FOUND', `Instance "${inst.name}" has no local disk "${disk}".`, { hint: 'Disks on shared storage are not copied.' });
-    const file = this.ctx.registry.diskPath(inst, d);
+    const dir = this.ctx.registry.instanceDir(inst);
+    const file = confinePath(dir, this.ctx.registry.diskPath(inst, d), 'disk file');
     await pipeline(body, createWriteStream(`${file}.part`, { mode: 0o640 }));
     await rename(`${file}.part`, file);
   }
