@@ -174,7 +174,8 @@ describe('a guest filling the disk under the data folder', () => {
     assert.equal(paused.runtime.qemuStatus, 'io-error');
     assert.match(d.cli(['info', 'io1']).stdout, /paused \(io-error\)/);
     assert.match(d.cli(['list']).stdout, /io1\s+paused \(io-error\)/);
-    assert.match(d.log(), /io1: disk I\/O error on root.*no space left/);
+    // (The daemon's output reaches this process between event-loop turns: wait for it.)
+    await waitFor('the daemon to log the I/O error', () => /io1: disk I\/O error on root.*no space left/.test(d.log()), 5_000, 100);
     await assert.rejects(waitForHttp(`http://127.0.0.1:${port}/`, 3_000), 'a paused guest does not answer');
 
     // Space comes back. A daemon restart meanwhile reads QEMU's own run state: still io-error.
