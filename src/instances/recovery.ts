@@ -80,7 +80,7 @@ export class Recovery {
         const ioError = status.status === 'io-error';
         const state: InstanceState = status.status === 'paused' || ioError ? 'paused' : 'running';
         const reason = ioError ? IO_ERROR_REASON : state === 'paused' && inst.state === 'paused' ? inst.stateReason : undefined;
-        if (ioError) rt.ioError = { reason: 'found paused on an I/O error at daemon start' };
+        if (ioError) rt.ioError = { message: 'found paused on an I/O error at daemon start' };
         // A store that refuses the write (full disk) must not keep the daemon from starting.
         if (inst.state !== state || inst.stateReason !== reason) await registry.setStateFromEvent(inst, state, reason);
       } catch (err) {

@@ -39,7 +39,8 @@ export interface IoErrorInfo {
   nodeName?: string;
   operation?: string;
   nospace?: boolean;
-  reason?: string;
+  /** QEMU's words for the error (strerror), e.g. "No space left on device". */
+  message?: string;
 }
 
 /** The stateReason of an instance QEMU paused on a disk I/O error (werror/rerror=stop). */
@@ -109,15 +110,13 @@ export class InstanceRegistry {
   }
 
   async load(name: string): Promise<Instance> {
-    const held = this.unsaved.get(name);
-    if (held) return structuredClone(held);
-    const found = await this.store.get<Instance>('instances', name);
+    const found = await this.loadIfPresent(name);
     if (!found) {
       throw vmkitError('VMKIT_INSTANCE_NOT_FOUND', `There is no instance "${name}".`, {
         hint: '"vmkit list" shows the instances.',
       });
     }
-    return found.value;
+    return found;
   }
 
   async save(inst: Instance): Promise<void> {
@@ -294,11 +293,11 @@ export class InstanceRegistry {
       if (d.action !== 'stop') return;
       const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
       const first = rt.ioError === undefined;
-      rt.ioError = { device: str(d.device) || undefined, nodeName: str(d['node-name']), operation: str(d.operation), nospace: d.nospace === true, reason: str(d.reason) };
+      rt.ioError = { device: str(d.device) || undefined, nodeName: str(d['node-name']), operation: str(d.operation), nospace: d.nospace === true, message: str(d.reason) };
       // Every in-flight request fails at once: one event (and one log line) per pause.
       if (first) {
         console.error(
-          `vmkitd: ${name}: disk I/O error on ${rt.ioError.nodeName ?? rt.ioError.device} (${rt.ioError.operation}${rt.ioError.nospace ? ', no space left' : ''}: ${rt.ioError.reason ?? 'unknown'}): QEMU paused the guest`,
+          `vmkitd: ${name}: disk I/O error on ${rt.ioError.nodeName ?? rt.ioError.device} (${rt.ioError.operation}${rt.ioError.nospace ? ', no space left' : ''}: ${rt.ioError.message ?? 'unknown'}): QEMU paused the guest`,
         );
         this.events.lifecycle('instance-io-error', name, rt.ioError);
       }
@@ -325,9 +324,12 @@ export class InstanceRegistry {
 
   /** The row as load() sees it (unsaved changes included), or undefined when there is none. */
   private async loadIfPresent(name: string): Promise<Instance | undefined> {
+    const row = (await this.store.get<Instance>('instances', name))?.value;
     const held = this.unsaved.get(name);
-    if (held) return structuredClone(held);
-    return (await this.store.get<Instance>('instances', name))?.value;
+    // A held change is served only while its row is there (a delete or a namesake wins).
+    if (held && row?.id === held.id) return structuredClone(held);
+    if (held) this.unsaved.delete(name);
+    return row;
   }
 
   /**
