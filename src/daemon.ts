@@ -156,7 +156,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   const snapshots = new SnapshotManager(store, instances.access(), events);
   snapshots.installSuspendHandler((h) => instances.setSuspendHandler(h));
   await instances.recover(keptInstanceFolders);
-  await snapshots.recover();
+  await snapshots.recover(new Set(quarantined.filter((r) => r.kind === 'instances').map((r) => r.key)));
   // After the instances: taps of VMs that still run are kept, the rest is made to match.
   await networks.reconcile().catch((err: Error) => log(`warning: networks not reconciled: ${err.message}`));
 

@@ -216,6 +216,7 @@ describe('a damaged row in the store', () => {
   it('is quarantined at start-up: the daemon starts, the others list, doctor names it', async () => {
     for (const n of ['good1', 'torn1', 'bare1']) assert.equal(d.cli(['create', 'appliance', n]).code, 0);
     const ids = Object.fromEntries(['good1', 'torn1', 'bare1'].map((n) => [n, d.cliJson<InstanceJson>(['info', n]).id]));
+    assert.equal(d.cli(['snapshot', 'create', 'bare1', 'before']).code, 0);
     await d.kill9();
 
     // A torn write (JSON cut short) and a row without its NICs, written behind the daemon's back.
@@ -238,6 +239,12 @@ describe('a damaged row in the store', () => {
     assert.match(doctor.stdout, /instances\/bare1 \("nics" is missing/);
     // Their files are kept: a quarantined row is damaged, not gone.
     for (const n of ['torn1', 'bare1']) assert.ok(existsSync(join(d.dir, 'instances', ids[n]!)), `the folder of ${n} is kept`);
+    const ro = new Database(join(d.dir, 'vmkit.db'), { readonly: true });
+    const snapRows = ro.prepare("SELECT key FROM objects WHERE kind = 'snapshots'").all() as Array<{ key: string }>;
+    const quarantine = ro.prepare('SELECT kind, key, value FROM quarantine ORDER BY id').all() as Array<{ kind: string; key: string; value: string }>;
+    ro.close();
+    assert.equal(snapRows.length, 1, 'the snapshot rows of a quarantined instance are kept');
+    assert.equal(quarantine.find((q) => q.key === 'torn1')?.value.length, 60, 'the damaged text is kept as it was');
 
     // The daemon works as before, and a second start quarantines nothing twice.
     assert.equal(d.cli(['start', 'good1']).code, 0);
