@@ -1,7 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmdirSync, statSync, statfsSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, statSync, statfsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
@@ -28,6 +28,12 @@ function size(file: string): number {
   } catch {
     return 0;
   }
+}
+
+/** User + system CPU time of a process so far (from /proc/PID/stat, in seconds). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 function serialSocket(d: TestDaemon, id: string): string {
@@ -103,8 +109,11 @@ describe('a guest flooding its serial console', () => {
 
   it('never takes console.log + console.log.1 past the cap, also after a daemon restart', async (t) => {
     await serialSend(socket, '(yes > /dev/ttyS0 & p=$!; sleep 240; kill $p) >/dev/null 2>&1 &');
+    const cpu0 = cpuSeconds(d.proc.pid!);
     const first = await sample(4, 120_000);
+    const cpu = cpuSeconds(d.proc.pid!) - cpu0;
     t.diagnostic(`flood with the daemon up: ${first.written} bytes in ${first.ms} ms, ${first.rotations} rotations, largest total ${first.most} of ${CAP}`);
+    t.diagnostic(`the daemon's CPU meanwhile (watching, rotating, answering): ${cpu.toFixed(2)} s in ${(first.ms / 1000).toFixed(1)} s`);
     assert.ok(first.written > CAP, `the guest really flooded (${first.written} bytes)`);
     assert.ok(first.rotations >= 4, 'the log was rotated while the guest ran');
     assert.ok(first.most <= CAP, `both files stayed under the cap: ${first.most} > ${CAP}`);

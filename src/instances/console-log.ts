@@ -14,8 +14,10 @@ import { open, readFile, writeFile } from 'node:fs/promises';
  * - `console.log.1` keeps the last `rotateAt` bytes of it;
  * - the 1/8 of the cap left (1 MiB) is room for what the guest writes between two checks.
  *
- * A check runs on every change of the file (fs.watch, at most one per 25 ms) and every second
- * (a watch can miss events), so a flooding guest is caught within milliseconds. The bytes a
+ * A check runs on a change of the file (fs.watch, at most one per 25 ms: the watch is re-armed
+ * by each check) and every second (a watch can miss events), so a flooding guest is caught
+ * within milliseconds at a small cost: ≈ 2% of a CPU against 60 000 one-byte appends a second,
+ * where a watch left armed took 24% against 165 000 (measured on a busy 2-core host). The bytes a
  * guest writes between the copy and the truncation (microseconds) are lost, as with logrotate.
  */
 export const DEFAULT_CONSOLE_LOG_MAX_BYTES = 8 * 1024 * 1024;
@@ -141,9 +143,18 @@ export class ConsoleLogCap {
     }
   }
 
+  /**
+   * One change is all a check needs to hear of: the watch is dropped at the first event and
+   * armed again by the check. A guest's serial port writes one byte per write(2), so a
+   * flooding guest would otherwise wake the daemon a few hundred thousand times a second.
+   */
   private watchFile(): void {
     try {
-      const w = watch(this.file, { persistent: false }, () => this.poke());
+      const w = watch(this.file, { persistent: false }, () => {
+        w.close();
+        if (this.watcher === w) this.watcher = undefined;
+        this.poke();
+      });
       w.on('error', () => {
         w.close();
         if (this.watcher === w) this.watcher = undefined;
