@@ -91,7 +91,11 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
       });
     }
   }
-  await writeFile(paths.daemonPid, `${process.pid}\n`);
+  await writeFile(paths.daemonPid, `${process.pid}\n`).catch((err: NodeJS.ErrnoException) => {
+    // A full disk (guests paused on io-error wait for this daemon) must not keep it from starting.
+    if (err.code !== 'ENOSPC' && err.code !== 'EDQUOT') throw err;
+    log(`warning: no room to write ${paths.daemonPid} (${err.code}): a second daemon on this folder would not be refused`);
+  });
 
   const consoleLogMaxBytes = parseConsoleLogMax(options.consoleLogMaxBytes ?? process.env.VMKIT_CONSOLE_LOG_MAX_BYTES);
   const store = new SqliteStore(paths.db);
