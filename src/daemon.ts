@@ -17,12 +17,16 @@ import { createApiServices, type ApiContext } from './api/context.js';
 import { buildApi } from './api/server.js';
 import { findQemuBinary, probeAccelerator } from './qemu/accel.js';
 import { isProcessAlive } from './qemu/process.js';
-import { runDoctor } from './host/doctor.js';
+import { quarantineCheck, runDoctor } from './host/doctor.js';
+import { idInRawRow, storedRowProblem } from './domain/rows.js';
+import { consoleLogLimits, MIN_CONSOLE_LOG_MAX_BYTES } from './instances/console-log.js';
+import type { KeptFolders } from './instances/manager.js';
 import { ClusterManager } from './cluster/cluster.js';
 import { MigrationService } from './cluster/migration.js';
 import { hostFacts, sharedStorageId } from './cluster/host-facts.js';
 import { EtcdStore } from './store/etcd.js';
 import { qemuCapabilities } from './qemu/capabilities.js';
+import { installLastResort } from './util/last-resort.js';
 
 export interface DaemonOptions {
   dir?: string;
@@ -35,6 +39,8 @@ export interface DaemonOptions {
   sharedDir?: string;
   /** The most memory (MiB) this host gives guests (default: all of it). */
   guestMemoryMiB?: number;
+  /** The most bytes of serial console output kept per instance (default 8 MiB, env VMKIT_CONSOLE_LOG_MAX_BYTES). */
+  consoleLogMaxBytes?: number;
   log?: (line: string) => void;
 }
 
@@ -45,6 +51,18 @@ export const DEFAULT_APPLIANCE_DIR = join(PACKAGE_ROOT, '.cache', 'appliance');
 export interface RunningDaemon {
   context: ApiContext;
   close(): Promise<void>;
+}
+
+/** The console log cap: a number of bytes (from an option or VMKIT_CONSOLE_LOG_MAX_BYTES). */
+function parseConsoleLogMax(value: number | string | undefined): number {
+  if (value === undefined || value === '') return consoleLogLimits().maxBytes;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < MIN_CONSOLE_LOG_MAX_BYTES) {
+    throw vmkitError('VMKIT_INVALID_ARGUMENT', `The console log cap ${JSON.stringify(String(value))} is not a whole number of bytes of at least ${MIN_CONSOLE_LOG_MAX_BYTES}.`, {
+      hint: 'Set VMKIT_CONSOLE_LOG_MAX_BYTES to a number of bytes, e.g. 8388608 (8 MiB, the default).',
+    });
+  }
+  return n;
 }
 
 function parseListen(listen: string): { host: string; port: number } {
@@ -73,9 +91,31 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
       });
     }
   }
-  await writeFile(paths.daemonPid, `${process.pid}\n`);
+  await writeFile(paths.daemonPid, `${process.pid}\n`).catch((err: NodeJS.ErrnoException) => {
+    // A full disk (guests paused on io-error wait for this daemon) must not keep it from starting.
+    if (err.code !== 'ENOSPC' && err.code !== 'EDQUOT') throw err;
+    log(`warning: no room to write ${paths.daemonPid} (${err.code}): a second daemon on this folder would not be refused`);
+  });
 
+  const consoleLogMaxBytes = parseConsoleLogMax(options.consoleLogMaxBytes ?? process.env.VMKIT_CONSOLE_LOG_MAX_BYTES);
   const store = new SqliteStore(paths.db);
+  // One damaged row must not keep the daemon from starting: it is moved aside, logged, and
+  // reported by `vmkit doctor`; the files it names are kept (not taken for leftovers).
+  for (const q of store.quarantineBadRows(storedRowProblem)) {
+    log(`warning: store row ${q.kind}/${q.key} quarantined (#${q.id}): ${q.reason}; "vmkit doctor" lists it`);
+  }
+  const quarantined = store.quarantined();
+  const keptInstanceFolders: KeptFolders = { ids: new Set(), unknown: false };
+  for (const q of quarantined.filter((r) => r.kind === 'instances')) {
+    let id: unknown;
+    try {
+      id = (JSON.parse(q.value) as { id?: unknown } | null)?.id;
+    } catch {
+      id = idInRawRow(q.value);
+    }
+    if (typeof id === 'string' && id) (keptInstanceFolders.ids as Set<string>).add(id);
+    else keptInstanceFolders.unknown = true;
+  }
   const events = new EventBus();
   const operations = new OperationManager(events);
   const images = new ImageStore(store, paths);
@@ -108,6 +148,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     accel,
     sharedDir,
     machineType,
+    consoleLogMaxBytes,
   };
   const networks = new NetworkManager(store, paths.root, events);
   // The cluster and the snapshot module are built around the instance manager (they use it),
@@ -122,12 +163,12 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   const suspend: SuspendHandler = { resumeHooks: () => snapshots.resumeHooks(), discard: (inst) => snapshots.discard(inst) };
   const instances = new InstanceManager(store, paths, images, events, hostEnv, { networking: networks, ownership, suspend });
 
-  await images.reconcile();
+  await images.reconcile(new Set(quarantined.filter((r) => r.kind === 'images').map((r) => r.key)));
   const appliance = await images.ensureAppliance(options.applianceDir ?? process.env.VMKIT_APPLIANCE_DIR ?? DEFAULT_APPLIANCE_DIR, (n) => instances.usesImage(n));
   if (!appliance) log('warning: the built-in appliance is not built (run "npm run setup"); "appliance" is not available');
   const snapshots = new SnapshotManager(store, instances.registry, instances.lifecycle, events);
-  await instances.recover();
-  await snapshots.recover();
+  await instances.recover(keptInstanceFolders);
+  await snapshots.recover(new Set(quarantined.filter((r) => r.kind === 'instances').map((r) => r.key)));
   // After the instances: taps of VMs that still run are kept, the rest is made to match.
   await networks.reconcile().catch((err: Error) => log(`warning: networks not reconciled: ${err.message}`));
 
@@ -184,7 +225,11 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     images,
     operations,
     events,
-    doctor: () => runDoctor(paths.root),
+    doctor: async () => {
+      const report = await runDoctor(paths.root);
+      const rows = store.quarantined().map(({ id, kind, key, reason, quarantinedAt }) => ({ id, kind, key, reason, quarantinedAt }));
+      return { ...report, checks: [...report.checks, quarantineCheck(rows, paths.db)], quarantined: rows };
+    },
     networks,
     cluster,
     migrations,
@@ -240,6 +285,8 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
 
 /** `vmkit daemon`: runs in the foreground until SIGINT/SIGTERM. */
 export async function runDaemon(options: DaemonOptions): Promise<void> {
+  // Store failures that escape an event handler are logged, not fatal; bugs still end the process.
+  installLastResort(options.log ?? ((line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`)));
   const daemon = await startDaemon(options);
   await new Promise<void>((resolve) => {
     const stop = () => {

@@ -55,9 +55,9 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-export async function startTestDaemon(options: { extraArgs?: string[]; env?: NodeJS.ProcessEnv; netns?: string } = {}): Promise<TestDaemon> {
+export async function startTestDaemon(options: { extraArgs?: string[]; env?: NodeJS.ProcessEnv; netns?: string; dir?: string } = {}): Promise<TestDaemon> {
   // Short paths: QEMU's unix sockets live below the data folder (107-byte limit).
-  const dir = mkdtempSync('/tmp/vmkt-');
+  const dir = options.dir ?? mkdtempSync('/tmp/vmkt-');
   const env = testEnv(dir, options.env);
   let log = '';
   const spawnDaemon = () => {

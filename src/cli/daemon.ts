@@ -30,6 +30,9 @@ export function daemonCommand(): Command {
     .addHelpText(
       'after',
       `
+Environment: VMKIT_CONSOLE_LOG_MAX_BYTES caps each instance's serial console log
+(console.log + console.log.1, default 8388608 = 8 MiB, rotated while the guest runs).
+
 Examples:
   sudo vmkit daemon
   vmkit daemon --dir ~/.local/share/vmkit

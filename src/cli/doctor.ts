@@ -47,7 +47,9 @@ export function doctorCommand(): Command {
     .addHelpText(
       'after',
       `
-Exits 3 when a required check fails.
+Exits 3 when a required check fails. The "store" check lists rows of the daemon's database
+it could not use (damaged JSON, required fields missing): they were moved to its quarantine
+table at start-up so the daemon could start; the hint says how to read and drop them.
 
 Example:
   vmkit doctor`,

@@ -6,7 +6,8 @@ import { formatForward, formatMiB, renderList, type Column } from './output.js';
 /** The columns of `vmkit list`: what you need to reach and size up each instance. */
 export const INSTANCE_COLUMNS: Column<InstanceView>[] = [
   { header: 'NAME', value: (i) => i.name },
-  { header: 'STATE', value: (i) => i.state },
+  // A guest QEMU paused on a disk I/O error says so: it needs space (or a fix), then `resume`.
+  { header: 'STATE', value: (i) => (i.stateReason === 'io-error' ? `${i.state} (io-error)` : i.state) },
   { header: 'IMAGE', value: (i) => i.image },
   { header: 'CPUS', value: (i) => i.cpus },
   { header: 'MEMORY', value: (i) => formatMiB(i.memoryMiB) },

@@ -42,7 +42,15 @@ Examples:
   vmkit stop web1
   vmkit stop web1 --timeout 10
   vmkit stop web1 --force`
-      : `
+      : action === 'resume'
+        ? `
+An instance QEMU paused on a disk I/O error shows "paused (io-error)" (most often the disk
+under the data folder is full): make room, then resume it; the failed request is retried.
+If there is still no room, it pauses again.
+
+Example:
+  vmkit resume web1`
+        : `
 Example:
   vmkit ${action} web1`,
   );

@@ -15,6 +15,8 @@ export interface DoctorCheck {
 export interface DoctorReport {
   ok: boolean;
   checks: DoctorCheck[];
+  /** Store rows moved aside at start-up because they could not be used (see the `store` check). */
+  quarantined?: QuarantineEntry[];
 }
 
 function findOnPath(cmd: string): string | null {
@@ -84,4 +86,31 @@ export async function runDoctor(dataDir: string): Promise<DoctorReport> {
     checks.push({ name: 'data folder', ok: false, required: true, detail: `${dataDir} is not writable`, hint: 'Run as root or choose another folder with VMKIT_DIR / --dir.' });
   }
   return { ok: checks.every((c) => c.ok || !c.required), checks };
+}
+
+/** A store row moved aside at start-up (src/store/sqlite.ts), as the doctor reports it. */
+export interface QuarantineEntry {
+  id: number;
+  kind: string;
+  key: string;
+  reason: string;
+  quarantinedAt: string;
+}
+
+/**
+ * The `store` check: rows the daemon could not use and moved to the quarantine table at a
+ * start-up. Advice only (the daemon runs without them), listed one by one.
+ */
+export function quarantineCheck(rows: readonly QuarantineEntry[], dbFile: string): DoctorCheck {
+  if (rows.length === 0) return { name: 'store', ok: true, required: false, detail: 'no quarantined rows' };
+  const list = rows.map((r) => `#${r.id} ${r.kind}/${r.key} (${r.reason}, ${r.quarantinedAt})`).join('; ');
+  return {
+    name: 'store',
+    ok: false,
+    required: false,
+    detail: `${rows.length} damaged row${rows.length > 1 ? 's' : ''} quarantined at start-up: ${list}`,
+    hint:
+      `The daemon runs without them; what they described is not listed. Read one with: sqlite3 ${dbFile} "SELECT value FROM quarantine WHERE id = N"; ` +
+      `once dealt with (repaired and put back into objects, or the instance's files removed), drop it with "DELETE FROM quarantine WHERE id = N" while the daemon is stopped.`,
+  };
 }

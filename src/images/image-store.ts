@@ -152,12 +152,15 @@ export class ImageStore {
     return dest;
   }
 
-  /** Removes leftovers of interrupted imports: temporary folders and folders with no row. */
-  async reconcile(): Promise<void> {
+  /**
+   * Removes leftovers of interrupted imports: temporary folders and folders with no row.
+   * `keep` names folders whose row is quarantined (damaged, not gone): their files stay.
+   */
+  async reconcile(keep: ReadonlySet<string> = new Set()): Promise<void> {
     await mkdir(this.paths.images, { recursive: true });
     const rows = new Set((await this.store.list<Image>('images')).map((v) => v.key));
     for (const entry of await readdir(this.paths.images)) {
-      if (entry.startsWith('.tmp-') || !rows.has(entry)) {
+      if (entry.startsWith('.tmp-') || (!rows.has(entry) && !keep.has(entry))) {
         await rm(join(this.paths.images, entry), { recursive: true, force: true });
       }
     }

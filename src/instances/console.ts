@@ -1,7 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RUN_FILES } from '../qemu/argv.js';
 import type { InstanceContext } from './registry.js';
+import { readConsoleLog } from './console-log.js';
 
 /** An instance's consoles: the serial log on disk, and the serial and VNC sockets of its QEMU. */
 export class Consoles {
@@ -9,9 +9,8 @@ export class Consoles {
 
   async logs(name: string, tailBytes?: number): Promise<string> {
     const inst = await this.shared.registry.load(name);
-    // No log yet (never started): an empty console.
-    const text = await readFile(this.shared.paths.consoleLog(inst.id), 'utf8').catch(() => '');
-    return tailBytes && text.length > tailBytes ? text.slice(-tailBytes) : text;
+    // Both parts of a rotated log (console.log.1, then console.log); none yet: an empty console.
+    return readConsoleLog(this.shared.paths.consoleLog(inst.id), tailBytes);
   }
 
   async serialSocket(name: string): Promise<string> {

@@ -1,8 +1,8 @@
-import { mkdir, open, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { vmkitError } from '../errors.js';
 import { assertTransition, invalidState, isActive } from '../domain/state.js';
-import type { Instance, InstanceState, InstanceView } from '../domain/types.js';
+import type { InstanceState, InstanceView } from '../domain/types.js';
 import type { OperationContext } from '../operations/operations.js';
 import { writeConfigDrive } from '../storage/config-drive.js';
 import { buildQemuArgv, type QemuDisk } from '../qemu/argv.js';
@@ -10,6 +10,7 @@ import { launchQemu, waitForExit, isProcessAlive } from '../qemu/process.js';
 import { pauseGuest, quitQemu, requestPowerdown, resumeGuest } from '../qemu/power.js';
 import { assertHostPortFree } from '../network/forwards.js';
 import type { InstanceContext, Runtime } from './registry.js';
+import { ConsoleLogCap, consoleLogLimits, rotateConsoleLog } from './console-log.js';
 import type { StartHooks, StopOptions } from './types.js';
 
 const DEFAULT_STOP_TIMEOUT_S = 30;
@@ -49,7 +50,8 @@ export class Lifecycle {
       ctx?.progress({ phase: 'preparing', percent: 10 });
       await rm(runDir, { recursive: true, force: true });
       await mkdir(runDir, { recursive: true, mode: 0o750 });
-      await this.rotateConsoleLog(inst);
+      // A log left past its limit by an earlier run is rotated before QEMU opens it again.
+      await rotateConsoleLog(paths.consoleLog(inst.id), consoleLogLimits(host.consoleLogMaxBytes));
       const addressing: Record<string, { prefix: number; gateway?: string; dns?: string[] }> = {};
       for (const nic of inst.nics) {
         const a = nic.network !== 'user' && nic.ipv4 && !nic.dhcp ? await peers.networking?.addressing(nic.network) : undefined;
@@ -83,6 +85,7 @@ export class Lifecycle {
       ctx?.progress({ phase: 'starting QEMU', percent: 40 });
       const { pid, qmp } = await launchQemu(argv, runDir);
       const rt: Runtime = { pid, qmp, startedAtMs: Date.now(), expectExit: false, guestShutdown: false, accel };
+      rt.consoleCap = new ConsoleLogCap(paths.consoleLog(inst.id), consoleLogLimits(host.consoleLogMaxBytes)).start();
       registry.attach(inst.name, rt);
       if (hooks?.beforeCont) {
         ctx?.progress({ phase: 'restoring saved state', percent: 60 });
@@ -118,24 +121,6 @@ export class Lifecycle {
       await peers.networking?.unplug(fresh).catch((e: Error) => console.error(`vmkitd: unplugging ${name} after a failed start: ${e.message}`));
       events.lifecycle('instance-stopped', name, { reason: 'start failed' });
       throw err;
-    }
-  }
-
-  /** Keeps the console log from growing without bound: past 1 MiB, keep the last half. */
-  private async rotateConsoleLog(inst: Instance): Promise<void> {
-    const file = this.shared.paths.consoleLog(inst.id);
-    // No log to rotate (or none can be opened): QEMU creates or reports it itself.
-    const fh = await open(file, 'a+').catch(() => undefined);
-    if (!fh) return;
-    try {
-      const { size } = await fh.stat();
-      if (size <= 1024 * 1024) return;
-      const keep = Buffer.alloc(512 * 1024);
-      await fh.read(keep, 0, keep.length, size - keep.length);
-      await fh.truncate(0);
-      await fh.write(keep, 0, keep.length, 0);
-    } finally {
-      await fh.close();
     }
   }
 

@@ -11,11 +11,12 @@ import { Forwards } from './forwards.js';
 import { Lifecycle } from './lifecycle.js';
 import { Nics } from './nics.js';
 import { Provisioning } from './provision.js';
-import { Recovery } from './recovery.js';
+import { Recovery, type KeptFolders } from './recovery.js';
 import { InstanceRegistry, type InstanceContext, type InstancePeers } from './registry.js';
 import type { CreateInstanceRequest, HostEnvironment, NicRequest, StopOptions } from './types.js';
 
 export type { InstancePeers } from './registry.js';
+export type { KeptFolders } from './recovery.js';
 export type { CreateInstanceRequest, HostEnvironment, InstanceNetworking, InstanceOwnership, NicRequest, StartHooks, StopOptions, SuspendHandler } from './types.js';
 
 /**
@@ -167,8 +168,8 @@ export class InstanceManager {
    * After a daemon (re)start: re-attach to every QEMU still running, settle instances whose
    * process is gone, finish interrupted deletes and remove folders no row owns.
    */
-  recover(): Promise<void> {
-    return this.recovery.recover();
+  recover(keep?: KeptFolders): Promise<void> {
+    return this.recovery.recover(keep);
   }
 
   /** Lets go of every QEMU without stopping it (daemon shutdown): VMs keep running. */

@@ -27,7 +27,27 @@ export interface Runtime {
    * events during the job are then not mirrored into the instance row.
    */
   ownRunState?: boolean;
+  /** Keeps the console log under its cap while this QEMU runs (closed when the daemon lets go of it). */
+  consoleCap?: { close(): void };
+  /** The last BLOCK_IO_ERROR QEMU reported since the guest last ran: the STOP that follows is an `io-error` pause. */
+  ioError?: IoErrorInfo;
 }
+
+/** What QEMU's BLOCK_IO_ERROR event says (its `action` was `stop`: the guest is paused). */
+export interface IoErrorInfo {
+  device?: string;
+  nodeName?: string;
+  operation?: string;
+  nospace?: boolean;
+  /** QEMU's words for the error (strerror), e.g. "No space left on device". */
+  message?: string;
+}
+
+/** The stateReason of an instance QEMU paused on a disk I/O error (werror/rerror=stop). */
+export const IO_ERROR_REASON = 'io-error';
+
+/** How often a row an event handler could not store (full disk, …) is tried again. */
+const STORE_RETRY_MS = 2_000;
 
 /**
  * The modules instances call out to, given to the instance manager when it is made (the
@@ -60,6 +80,13 @@ export interface InstanceContext {
 export class InstanceRegistry {
   private readonly runtimes = new Map<string, Runtime>();
   private readonly locks = new Map<string, Promise<unknown>>();
+  /**
+   * Rows an event handler changed but the store refused (SQLITE_FULL on a full disk, …): kept
+   * here, served by load/list as the truth, and written again every STORE_RETRY_MS until the
+   * store takes them. A QEMU event must never be lost, nor kill the daemon.
+   */
+  private readonly unsaved = new Map<string, Instance>();
+  private retryTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly store: Store,
@@ -83,18 +110,20 @@ export class InstanceRegistry {
   }
 
   async load(name: string): Promise<Instance> {
-    const found = await this.store.get<Instance>('instances', name);
+    const found = await this.loadIfPresent(name);
     if (!found) {
       throw vmkitError('VMKIT_INSTANCE_NOT_FOUND', `There is no instance "${name}".`, {
         hint: '"vmkit list" shows the instances.',
       });
     }
-    return found.value;
+    return found;
   }
 
   async save(inst: Instance): Promise<void> {
     inst.updatedAt = new Date().toISOString();
     await this.store.put('instances', inst.name, inst);
+    // A newer write supersedes one an event handler could not store.
+    if (this.unsaved.get(inst.name)?.id === inst.id) this.unsaved.delete(inst.name);
   }
 
   /** The only writer of an instance's state: a change the state machine forbids throws VMKIT_INVALID_STATE. */
@@ -123,7 +152,10 @@ export class InstanceRegistry {
   }
 
   async list(): Promise<Instance[]> {
-    return (await this.store.list<Instance>('instances')).map((v) => v.value);
+    return (await this.store.list<Instance>('instances')).map((v) => {
+      const held = this.unsaved.get(v.key);
+      return held && held.id === v.value.id ? structuredClone(held) : v.value;
+    });
   }
 
   async has(name: string): Promise<boolean> {
@@ -156,7 +188,7 @@ export class InstanceRegistry {
         ? {
             pid: rt.pid,
             accel: rt.accel,
-            qemuStatus: inst.state === 'paused' ? 'paused' : 'running',
+            qemuStatus: inst.state === 'paused' ? (inst.stateReason === IO_ERROR_REASON ? IO_ERROR_REASON : 'paused') : 'running',
             uptimeSeconds: Math.round((Date.now() - rt.startedAtMs) / 100) / 10,
           }
         : {},
@@ -188,6 +220,8 @@ export class InstanceRegistry {
 
   /** Watches a QEMU: its QMP events and the end of its QMP connection (= the process ended). */
   attach(name: string, rt: Runtime): void {
+    const previous = this.runtimes.get(name);
+    if (previous && previous !== rt) previous.consoleCap?.close();
     this.runtimes.set(name, rt);
     rt.qmp.on('event', (e: QmpEvent) => {
       this.onQmpEvent(name, rt, e).catch((err: Error) => console.error(`vmkitd: QEMU event ${e.event} of ${name}: ${err.message}`));
@@ -199,6 +233,7 @@ export class InstanceRegistry {
 
   /** Drops the entry of a QEMU whose end the caller settles itself. */
   forget(name: string): void {
+    this.runtimes.get(name)?.consoleCap?.close();
     this.runtimes.delete(name);
   }
 
@@ -207,6 +242,7 @@ export class InstanceRegistry {
     const rt = this.runtimes.get(name);
     if (!rt) return;
     rt.expectExit = true;
+    rt.consoleCap?.close();
     this.runtimes.delete(name);
     rt.qmp.close();
     if (isProcessAlive(rt.pid)) {
@@ -222,9 +258,12 @@ export class InstanceRegistry {
   /** Lets go of every QEMU without stopping it (daemon shutdown): VMs keep running. */
   detachAll(): void {
     for (const [name, rt] of this.runtimes) {
+      rt.consoleCap?.close();
       this.runtimes.delete(name);
       rt.qmp.close();
     }
+    if (this.retryTimer) clearInterval(this.retryTimer);
+    this.retryTimer = undefined;
   }
 
   /** A QEMU the migration code drove is handed back to the lifecycle in this state. */
@@ -253,18 +292,100 @@ export class InstanceRegistry {
       rt.guestShutdown = true;
       return;
     }
+    if (e.event === 'BLOCK_IO_ERROR') {
+      // werror/rerror=stop: QEMU stops the guest right after this event (STOP follows).
+      const d = e.data;
+      if (d.action !== 'stop') return;
+      const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+      const first = rt.ioError === undefined;
+      rt.ioError = { device: str(d.device) || undefined, nodeName: str(d['node-name']), operation: str(d.operation), nospace: d.nospace === true, message: str(d.reason) };
+      // Every in-flight request fails at once: one event (and one log line) per pause.
+      if (first) {
+        console.error(
+          `vmkitd: ${name}: disk I/O error on ${rt.ioError.nodeName ?? rt.ioError.device} (${rt.ioError.operation}${rt.ioError.nospace ? ', no space left' : ''}: ${rt.ioError.message ?? 'unknown'}): QEMU paused the guest`,
+        );
+        this.events.lifecycle('instance-io-error', name, rt.ioError);
+      }
+    }
+    // The guest runs again (`cont`): a later STOP is not that I/O error's.
+    const ioError = e.event === 'STOP' ? rt.ioError : undefined;
+    if (e.event === 'RESUME') rt.ioError = undefined;
     if (this.runtimes.get(name) !== rt || rt.ownRunState) return;
     // Pauses and resumes made outside the daemon (e.g. by QEMU on an I/O error) are reflected.
     if (e.event === 'STOP' || e.event === 'RESUME') {
-      const inst = await this.store.get<Instance>('instances', name);
-      if (!inst) return;
       const want: InstanceState = e.event === 'STOP' ? 'paused' : 'running';
-      if (inst.value.state === 'running' || inst.value.state === 'paused') {
-        if (inst.value.state !== want) {
-          await this.setState(inst.value, want);
-          this.events.lifecycle(want === 'paused' ? 'instance-paused' : 'instance-resumed', name);
+      const reason = ioError ? IO_ERROR_REASON : undefined;
+      const inst = await this.loadIfPresent(name);
+      if (!inst) return;
+      const was = inst.state;
+      if ((was === 'running' || was === 'paused') && (was !== want || inst.stateReason !== reason)) {
+        await this.setStateFromEvent(inst, want, reason);
+        if (was !== want || reason) {
+          this.events.lifecycle(want === 'paused' ? 'instance-paused' : 'instance-resumed', name, ioError ? { reason, ...ioError } : undefined);
         }
       }
+    }
+  }
+
+  /** The row as load() sees it (unsaved changes included), or undefined when there is none. */
+  private async loadIfPresent(name: string): Promise<Instance | undefined> {
+    const row = (await this.store.get<Instance>('instances', name))?.value;
+    const held = this.unsaved.get(name);
+    // A held change is served only while its row is there (a delete or a namesake wins).
+    if (held && row?.id === held.id) return structuredClone(held);
+    if (held) this.unsaved.delete(name);
+    return row;
+  }
+
+  /**
+   * setState for event handlers (QEMU events, timers): a state change the state machine refuses
+   * throws as always, but a store that refuses the write (full disk, I/O error, locked) does
+   * not: the change is logged, kept in memory and retried until stored.
+   */
+  async setStateFromEvent(inst: Instance, state: InstanceState, reason?: string): Promise<void> {
+    assertTransition(inst.name, inst.state, state, VERBS[state]);
+    inst.state = state;
+    inst.stateReason = reason;
+    try {
+      await this.save(inst);
+    } catch (err) {
+      this.keepUnsaved(inst, err as Error);
+    }
+  }
+
+  private keepUnsaved(inst: Instance, err: Error): void {
+    if (!this.unsaved.has(inst.name)) {
+      console.error(
+        `vmkitd: instance ${inst.name}: the store refused its new state ${inst.state} (${err.message}); kept in memory and written again every ${STORE_RETRY_MS / 1000} s`,
+      );
+    }
+    this.unsaved.set(inst.name, structuredClone(inst));
+    if (!this.retryTimer) {
+      this.retryTimer = setInterval(() => void this.retryUnsaved(), STORE_RETRY_MS);
+      this.retryTimer.unref();
+    }
+  }
+
+  /** Writes the rows event handlers could not store; never throws (a timer calls it). */
+  async retryUnsaved(): Promise<void> {
+    for (const [name, inst] of [...this.unsaved]) {
+      try {
+        const row = (await this.store.get<Instance>('instances', name))?.value;
+        // Deleted, or replaced by a namesake, or written since by someone else: nothing to restore.
+        if (!row || row.id !== inst.id || row.updatedAt > inst.updatedAt) {
+          if (this.unsaved.get(name) === inst) this.unsaved.delete(name);
+          continue;
+        }
+        await this.store.put('instances', name, inst);
+        if (this.unsaved.get(name) === inst) this.unsaved.delete(name);
+        console.error(`vmkitd: instance ${name}: its state ${inst.state} is stored now`);
+      } catch {
+        // Still refused: the next tick tries again (the first failure was logged).
+      }
+    }
+    if (this.unsaved.size === 0 && this.retryTimer) {
+      clearInterval(this.retryTimer);
+      this.retryTimer = undefined;
     }
   }
 
@@ -274,16 +395,16 @@ export class InstanceRegistry {
     await waitForExit(rt.pid, 5_000);
     if (rt.expectExit || this.runtimes.get(name) !== rt) return;
     this.runtimes.delete(name);
-    const found = await this.store.get<Instance>('instances', name);
-    if (!found) return;
-    const inst = found.value;
+    rt.consoleCap?.close();
+    const inst = await this.loadIfPresent(name);
+    if (!inst) return;
     await rm(this.paths.run(inst.id), { recursive: true, force: true }).catch((err: Error) => console.error(`vmkitd: removing the run folder of ${name}: ${err.message}`));
     if (inst.state === 'deleting') return;
     if (rt.guestShutdown) {
-      await this.setState(inst, 'stopped', 'the guest powered off');
+      await this.setStateFromEvent(inst, 'stopped', 'the guest powered off');
       this.events.lifecycle('instance-stopped', name);
     } else {
-      await this.setState(inst, 'error', 'the QEMU process ended unexpectedly (killed or crashed); its forwards were released');
+      await this.setStateFromEvent(inst, 'error', 'the QEMU process ended unexpectedly (killed or crashed); its forwards were released');
       this.events.lifecycle('instance-crashed', name, { pid: rt.pid });
     }
     await this.peers.networking?.unplug(inst).catch((err: Error) => console.error(`vmkitd: unplugging ${name}: ${err.message}`));

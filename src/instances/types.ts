@@ -64,6 +64,8 @@ export interface HostEnvironment {
   sharedDir?: string;
   /** QEMU's concrete machine type for `pc` on this host (e.g. pc-i440fx-7.2), fixed per instance. */
   machineType?: () => Promise<string>;
+  /** The most bytes of serial console output kept per instance (console.log + console.log.1; default 8 MiB). */
+  consoleLogMaxBytes?: number;
 }
 
 /** Extra steps of a start: restore saved state before `cont` (suspend/restore), stay paused. */

@@ -144,7 +144,9 @@ export function buildQemuArgv(spec: QemuLaunchSpec): string[] {
   if (spec.kernel && spec.cmdline) argv.push('-append', spec.cmdline);
   spec.disks.forEach((d, i) => {
     argv.push(...blockdevArgs(d));
-    argv.push('-device', `virtio-blk-pci,drive=${d.id},id=${d.id}-dev${i === 0 ? ',bootindex=1' : ''}`);
+    // An I/O error (a full data folder above all) pauses the guest (QEMU's `io-error` run
+    // state) instead of handing the error to it: nothing is lost, `resume` retries the request.
+    argv.push('-device', `virtio-blk-pci,drive=${d.id},id=${d.id}-dev${i === 0 ? ',bootindex=1' : ''},werror=stop,rerror=stop`);
   });
   for (const nic of spec.nics) {
     if (nic.network === 'user') {

@@ -342,10 +342,11 @@ export class SnapshotManager implements SuspendHandler {
    * behind finish, then make rows and tags agree (tag without row → deleted; row without tag →
    * deleted; a suspended instance without its suspend tag → stopped).
    */
-  async recover(): Promise<void> {
-    // Rows of instances that no longer exist go first.
+  async recover(quarantined: ReadonlySet<string> = new Set()): Promise<void> {
+    // Rows of instances that no longer exist go first (not those of a quarantined instance row:
+    // it is damaged, not gone, and whoever repairs it needs its snapshots' rows too).
     for (const s of (await this.store.list<Snapshot>('snapshots')).map((v) => v.value)) {
-      if (!(await this.store.get('instances', s.instance))) await this.store.delete('snapshots', key(s.instance, s.name));
+      if (!quarantined.has(s.instance) && !(await this.store.get('instances', s.instance))) await this.store.delete('snapshots', key(s.instance, s.name));
     }
     const names = (await this.store.list<Instance>('instances')).map((v) => v.key);
     for (const name of names) {

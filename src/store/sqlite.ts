@@ -12,7 +12,29 @@ const MIGRATIONS: readonly string[] = [
    ) WITHOUT ROWID;
    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
    INSERT INTO counters VALUES ('revision', 0);`,
+  // Rows that could not be used (damaged JSON, required fields missing), moved aside at start-up.
+  `CREATE TABLE quarantine (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     kind TEXT NOT NULL,
+     key TEXT NOT NULL,
+     value TEXT NOT NULL,
+     revision INTEGER NOT NULL,
+     reason TEXT NOT NULL,
+     quarantined_at TEXT NOT NULL
+   );`,
 ];
+
+/** A row moved out of the store at start-up because it could not be used. */
+export interface QuarantinedRow {
+  /** Its number in the quarantine table. */
+  id: number;
+  kind: string;
+  key: string;
+  /** The row's text as it was stored. */
+  value: string;
+  reason: string;
+  quarantinedAt: string;
+}
 
 /** The single-host store: SQLite in WAL mode in the data folder. */
 export class SqliteStore implements Store {
@@ -44,6 +66,49 @@ export class SqliteStore implements Store {
         this.db.pragma(`user_version = ${v + 1}`);
       })();
     }
+  }
+
+  /**
+   * Moves every row that cannot be used to the `quarantine` table (one transaction), so one
+   * damaged row cannot keep the daemon from starting: a value that is not JSON, or one
+   * `problem` finds fault with (it returns what is wrong). Returns the rows moved now.
+   */
+  quarantineBadRows(problem: (kind: string, key: string, value: unknown) => string | undefined): QuarantinedRow[] {
+    const rows = this.db.prepare<[], { kind: string; key: string; value: string; revision: number }>('SELECT kind, key, value, revision FROM objects').all();
+    const bad: Array<{ kind: string; key: string; value: string; revision: number; reason: string }> = [];
+    for (const r of rows) {
+      let reason: string | undefined;
+      try {
+        reason = problem(r.kind, r.key, JSON.parse(r.value));
+      } catch (err) {
+        reason = `not valid JSON (${(err as Error).message})`;
+      }
+      if (reason) bad.push({ ...r, reason });
+    }
+    if (bad.length === 0) return [];
+    const at = new Date().toISOString();
+    const insert = this.db.prepare<[string, string, string, number, string, string]>(
+      'INSERT INTO quarantine (kind, key, value, revision, reason, quarantined_at) VALUES (?, ?, ?, ?, ?, ?)',
+    );
+    const moved: QuarantinedRow[] = [];
+    this.db.transaction(() => {
+      for (const b of bad) {
+        const { lastInsertRowid } = insert.run(b.kind, b.key, b.value, b.revision, b.reason, at);
+        this.stmts.delete.run(b.kind, b.key);
+        moved.push({ id: Number(lastInsertRowid), kind: b.kind, key: b.key, value: b.value, reason: b.reason, quarantinedAt: at });
+      }
+    })();
+    return moved;
+  }
+
+  /** Every row in quarantine (this start's and earlier ones'), oldest first. */
+  quarantined(): QuarantinedRow[] {
+    return this.db
+      .prepare<[], { id: number; kind: string; key: string; value: string; reason: string; quarantined_at: string }>(
+        'SELECT id, kind, key, value, reason, quarantined_at FROM quarantine ORDER BY id',
+      )
+      .all()
+      .map((r) => ({ id: r.id, kind: r.kind, key: r.key, value: r.value, reason: r.reason, quarantinedAt: r.quarantined_at }));
   }
 
   async get<T>(kind: StoreKind, key: string): Promise<Versioned<T> | undefined> {
