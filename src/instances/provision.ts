@@ -127,6 +127,7 @@ export class Provisioning {
     const { registry, store, paths, events, peers } = this.shared;
     if (inst.state !== 'deleting') await registry.setState(inst, 'deleting');
     await registry.killRuntime(inst.name);
+    await registry.confinement.release(inst.id);
     await rm(paths.instance(inst.id), { recursive: true, force: true });
     for (const d of inst.disks) if (isAbsolute(d.file)) await rm(dirname(d.file), { recursive: true, force: true });
     await store.delete('instances', inst.name);
@@ -145,6 +146,7 @@ export class Provisioning {
   async release(inst: Instance): Promise<void> {
     const { registry, store, paths, peers } = this.shared;
     await registry.killRuntime(inst.name);
+    await registry.confinement.release(inst.id);
     await rm(paths.instance(inst.id), { recursive: true, force: true });
     await store.delete('instances', inst.name);
     if (inst.nics.some((n) => n.network !== 'user')) {

@@ -1,4 +1,4 @@
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { run } from '../util/exec.js';
 import { vmkitError } from '../errors.js';
 import { BRIDGE_PREFIX, TAP_PREFIX } from './network.js';
@@ -87,14 +87,29 @@ export async function deleteLink(name: string): Promise<void> {
   if (await linkExists(name)) await ip(['link', 'del', 'dev', name], true);
 }
 
-/** A persistent tap on `bridge`, created before QEMU opens it by name. */
-export async function ensureTap(name: string, bridge: string): Promise<void> {
-  if (!(await linkExists(name))) await ip(['tuntap', 'add', 'dev', name, 'mode', 'tap', 'vnet_hdr']);
+/**
+ * A persistent tap on `bridge`, created before QEMU opens it by name. With `owner` (the
+ * guest's uid, = gid) the tap belongs to that user, so an unprivileged QEMU may attach to it
+ * (TUNSETIFF on a tap one owns needs no CAP_NET_ADMIN); a tap left with another owner is made again.
+ */
+export async function ensureTap(name: string, bridge: string, owner?: number): Promise<void> {
+  if ((await linkExists(name)) && (await tapOwner(name)) !== (owner ?? -1)) await ip(['link', 'del', 'dev', name], true);
+  if (!(await linkExists(name))) await ip(tapAddArgs(name, owner));
   // As on the bridge: IPv6 is not managed, and a kernel without it has nothing to disable.
   await sysctl(`net/ipv6/conf/${name}/disable_ipv6`, '1').catch(() => undefined);
   await ip(['link', 'set', 'dev', name, 'master', bridge, 'up']);
   // Hairpin: a guest reaching itself through a port forward gets its frames back on its own port.
   await ip(['link', 'set', 'dev', name, 'type', 'bridge_slave', 'hairpin', 'on']);
+}
+
+export function tapAddArgs(name: string, owner?: number): string[] {
+  return ['tuntap', 'add', 'dev', name, 'mode', 'tap', 'vnet_hdr', ...(owner !== undefined ? ['user', String(owner), 'group', String(owner)] : [])];
+}
+
+/** The uid a tap belongs to (-1: nobody), from sysfs. */
+async function tapOwner(name: string): Promise<number> {
+  const text = await readFile(`/sys/class/net/${name}/owner`, 'utf8').catch(() => '-1');
+  return Number(text.trim());
 }
 
 /** Puts a host interface into a bridge (bridged mode). */

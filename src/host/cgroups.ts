@@ -1,0 +1,206 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { vmkitError } from '../errors.js';
+
+/**
+ * One cgroup per running guest, with a memory and a CPU limit from the instance's size
+ * (what libvirt does under machine.slice and Incus under lxc.payload.*). Both layouts:
+ *
+ *   v2 (Debian 12's default, one hierarchy):  ROOT/vmkit/<id>/{memory.max, cpu.max}
+ *       with `+memory +cpu` written to ROOT/cgroup.subtree_control and ROOT/vmkit/'s.
+ *   v1 (one hierarchy per controller):         ROOT/memory/vmkit/<id>/memory.limit_in_bytes
+ *                                               ROOT/cpu[,cpuacct]/vmkit/<id>/cpu.cfs_{quota,period}_us
+ *
+ * A hybrid host (v1 controllers plus an empty v2 tree at ROOT/unified) is v1. The group is
+ * named after the instance id, so a restarted daemon finds it again (from the instance, or
+ * from /proc/PID/cgroup of the QEMU it re-attaches) and keeps it. QEMU enters it before it
+ * allocates anything: the shell that becomes QEMU writes its own pid to `procs` and then
+ * execs (src/qemu/confine.ts).
+ */
+export const CGROUP_PARENT = 'vmkit';
+
+export type CgroupLayout = { version: 2; root: string } | { version: 1; memory: string; cpu: string };
+
+export interface CgroupLimits {
+  memoryBytes: number;
+  /** CPU time per period (µs): vCPUs × period lets the guest use its vCPUs and no more. */
+  cpuQuotaUs: number;
+  cpuPeriodUs: number;
+}
+
+export interface GuestCgroup {
+  version: 1 | 2;
+  /** Its path inside the hierarchy, as /proc/PID/cgroup shows it: `/vmkit/<id>`. */
+  path: string;
+  /** The folders of the group (one for v2; memory and cpu for v1). */
+  dirs: string[];
+  /** The `cgroup.procs` files a process must be written to, in order. */
+  procs: string[];
+}
+
+/** The host's cgroup layout under `root` (VMKIT_CGROUP_ROOT for tests), or undefined when neither is usable. */
+export function detectCgroups(root = process.env.VMKIT_CGROUP_ROOT || '/sys/fs/cgroup'): CgroupLayout | undefined {
+  let controllers: string | undefined;
+  try {
+    controllers = readFileSync(join(root, 'cgroup.controllers'), 'utf8');
+  } catch {
+    // Not a v2 root (v1 or hybrid): the v1 hierarchies are looked for below.
+  }
+  if (controllers !== undefined && /\bmemory\b/.test(controllers) && /\bcpu\b/.test(controllers)) return { version: 2, root };
+  const memory = join(root, 'memory');
+  const cpu = ['cpu', 'cpu,cpuacct', 'cpuacct,cpu'].map((d) => join(root, d)).find((d) => existsSync(join(d, 'cpu.cfs_quota_us')));
+  if (existsSync(join(memory, 'memory.limit_in_bytes')) && cpu) return { version: 1, memory, cpu };
+  return undefined;
+}
+
+function checkId(id: string): string {
+  if (!/^[0-9a-f]{1,64}$/.test(id)) throw vmkitError('VMKIT_INVALID_ARGUMENT', `"${id}" is not an instance id.`, { hint: 'Instance ids are lower-case hex.' });
+  return id;
+}
+
+/** Where the group of instance `id` lives (nothing is created). */
+export function guestCgroup(layout: CgroupLayout, id: string): GuestCgroup {
+  const path = `/${CGROUP_PARENT}/${checkId(id)}`;
+  const dirs = layout.version === 2 ? [join(layout.root, path)] : [join(layout.memory, path), join(layout.cpu, path)];
+  return { version: layout.version, path, dirs, procs: dirs.map((d) => join(d, 'cgroup.procs')) };
+}
+
+/** The files and values that set the limits (the unit tests compare them; create writes them). */
+export function limitFiles(layout: CgroupLayout, id: string, limits: CgroupLimits): Array<[string, string]> {
+  const g = guestCgroup(layout, id);
+  if (layout.version === 2) {
+    return [
+      [join(g.dirs[0]!, 'memory.max'), String(limits.memoryBytes)],
+      [join(g.dirs[0]!, 'cpu.max'), `${limits.cpuQuotaUs} ${limits.cpuPeriodUs}`],
+    ];
+  }
+  return [
+    [join(g.dirs[0]!, 'memory.limit_in_bytes'), String(limits.memoryBytes)],
+    [join(g.dirs[1]!, 'cpu.cfs_period_us'), String(limits.cpuPeriodUs)],
+    [join(g.dirs[1]!, 'cpu.cfs_quota_us'), String(limits.cpuQuotaUs)],
+  ];
+}
+
+function cgroupError(what: string, err: unknown): never {
+  throw vmkitError('VMKIT_QEMU_FAILED', `Cannot ${what}: ${(err as Error).message}`, {
+    hint: 'The daemon must run as root on a host with the memory and cpu cgroup controllers (v1 or v2); "vmkit doctor" checks the host.',
+    cause: err,
+  });
+}
+
+/**
+ * Creates (or re-uses) the group of instance `id` and sets its limits. On v2 the memory and
+ * cpu controllers are first enabled for the children of the root and of `vmkit/`.
+ */
+export async function createGuestCgroup(layout: CgroupLayout, id: string, limits: CgroupLimits): Promise<GuestCgroup> {
+  const g = guestCgroup(layout, id);
+  try {
+    if (layout.version === 2) {
+      await enableControllers(layout.root);
+      await mkdir(join(layout.root, CGROUP_PARENT), { recursive: true });
+      await enableControllers(join(layout.root, CGROUP_PARENT));
+    }
+    for (const d of g.dirs) await mkdir(d, { recursive: true });
+    for (const [file, value] of limitFiles(layout, id, limits)) await writeFile(file, value);
+  } catch (err) {
+    cgroupError(`set up the cgroup ${g.path}`, err);
+  }
+  return g;
+}
+
+async function enableControllers(dir: string): Promise<void> {
+  const file = join(dir, 'cgroup.subtree_control');
+  const have = await readFile(file, 'utf8').catch(() => '');
+  const missing = ['memory', 'cpu'].filter((c) => !new RegExp(`\\b${c}\\b`).test(have));
+  if (missing.length > 0) await writeFile(file, missing.map((c) => `+${c}`).join(' '));
+}
+
+/**
+ * Removes the group once its QEMU is gone. A process that has just exited can keep the group
+ * busy for a moment, so EBUSY is retried for up to `waitMs`; a group still busy after that is
+ * left (and reported), never a reason to fail a stop.
+ */
+export async function removeGuestCgroup(layout: CgroupLayout, id: string, waitMs = 3_000): Promise<void> {
+  const g = guestCgroup(layout, id);
+  const deadline = Date.now() + waitMs;
+  // v1: the memory group last, so a busy cpu group does not leave memory accounting behind.
+  for (const d of [...g.dirs].reverse()) {
+    for (;;) {
+      try {
+        await rmdir(d);
+        break;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') break;
+        if (code === 'EBUSY' && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 50));
+          continue;
+        }
+        // A fake root (tests) holds regular files: the folder is not empty for rmdir.
+        if (code === 'ENOTEMPTY' && !existsSync(join(d, 'cgroup.procs'))) break;
+        throw vmkitError('VMKIT_QEMU_FAILED', `Cannot remove the cgroup ${d}: ${(err as Error).message}`, {
+          hint: 'A process may still run in it; "cat cgroup.procs" in that folder lists it.',
+          cause: err,
+        });
+      }
+    }
+  }
+}
+
+/**
+ * The cgroup a process is in (the memory controller's on v1, the unified one on v2), as the
+ * path inside the hierarchy (`/vmkit/<id>`), from /proc/PID/cgroup.
+ */
+export async function cgroupOfProcess(pid: number, layout: CgroupLayout, procRoot = '/proc'): Promise<string | undefined> {
+  const text = await readFile(join(procRoot, String(pid), 'cgroup'), 'utf8').catch(() => '');
+  return parseProcCgroup(text, layout.version);
+}
+
+export function parseProcCgroup(text: string, version: 1 | 2): string | undefined {
+  for (const line of text.split('\n')) {
+    const m = /^(\d+):([^:]*):(.*)$/.exec(line.trim());
+    if (!m) continue;
+    if (version === 2 && m[1] === '0' && m[2] === '') return m[3];
+    if (version === 1 && m[2]!.split(',').includes('memory')) return m[3];
+  }
+  return undefined;
+}
+
+/** Reads a group's memory limit back (bytes), for `vmkit info` and the tests. */
+export async function memoryLimitOf(layout: CgroupLayout, id: string): Promise<number | undefined> {
+  const g = guestCgroup(layout, id);
+  const file = join(g.dirs[0]!, layout.version === 2 ? 'memory.max' : 'memory.limit_in_bytes');
+  const text = (await readFile(file, 'utf8').catch(() => '')).trim();
+  const n = Number(text);
+  return text && Number.isFinite(n) ? n : undefined;
+}
+
+// ---- the limits of a guest ------------------------------------------------------------------
+
+/** TCG's translation cache, bounded with `-accel tcg,tb-size=` (QEMU 7.2's default is 1 GiB). */
+export const TCG_TB_SIZE_MIB = 64;
+
+/**
+ * What a QEMU process needs beside guest RAM and the TCG cache: its code, heap, device and
+ * block-layer buffers, slirp. Measured on the appliance under TCG (QEMU 7.2): ≈ 35–45 MiB of
+ * RSS outside those two mappings; 96 leaves room for snapshot/migration buffers.
+ */
+export const QEMU_OVERHEAD_MIB = 96;
+
+/**
+ * The memory limit of a guest's cgroup: guest RAM + QEMU's overhead (+ the TCG translation
+ * cache under TCG). Measured on the appliance (see doc/security.md, "cgroups").
+ * VMKIT_TEST_MEMORY_LIMIT_MIB replaces the result, only so the tests can prove the limit bites.
+ */
+export function memoryLimitBytes(memoryMiB: number, accel: 'kvm' | 'tcg', env: NodeJS.ProcessEnv = process.env): number {
+  const forced = Number(env.VMKIT_TEST_MEMORY_LIMIT_MIB);
+  if (env.VMKIT_TEST_MEMORY_LIMIT_MIB && Number.isInteger(forced) && forced > 0) return forced * 1024 * 1024;
+  return (memoryMiB + QEMU_OVERHEAD_MIB + (accel === 'tcg' ? TCG_TB_SIZE_MIB : 0)) * 1024 * 1024;
+}
+
+export const CPU_PERIOD_US = 100_000;
+
+export function guestLimits(size: { cpus: number; memoryMiB: number }, accel: 'kvm' | 'tcg', env: NodeJS.ProcessEnv = process.env): CgroupLimits {
+  return { memoryBytes: memoryLimitBytes(size.memoryMiB, accel, env), cpuQuotaUs: size.cpus * CPU_PERIOD_US, cpuPeriodUs: CPU_PERIOD_US };
+}
