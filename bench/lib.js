@@ -242,8 +242,8 @@ export function makeApi(socketPath) {
 
 // ---- vmkit daemon -------------------------------------------------------------------------
 
-export async function startDaemon(dir, o) {
-  const env = { ...process.env, VMKIT_ACCEL: o.accel, VMKIT_APPLIANCE_DIR: o.applianceDir, VMKIT_DIR: dir };
+export async function startDaemon(dir, o, extraEnv = {}) {
+  const env = { ...process.env, VMKIT_ACCEL: o.accel, VMKIT_APPLIANCE_DIR: o.applianceDir, VMKIT_DIR: dir, ...extraEnv };
   const errLog = fs.openSync(path.join(dir, '..', `${path.basename(dir)}.daemon.log`), 'a');
   const child = spawn(process.execPath, [VMKIT_BIN, 'daemon', '--dir', dir], { env, stdio: ['ignore', errLog, errLog] });
   fs.closeSync(errLog);
