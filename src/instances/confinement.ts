@@ -83,10 +83,29 @@ export class Confinement {
    * Before QEMU starts: files owned by the instance's uid, its cgroup made with its limits;
    * returns the prefix that confines QEMU. Called with the instance's lock held.
    */
-  async prepare(inst: Instance, accel: 'kvm' | 'tcg', diskFiles: readonly string[]): Promise<Confined> {
+  async prepare(inst: Instance, accel: 'kvm' | 'tcg', diskFiles: readonly string[], readFiles: readonly string[] = []): Promise<Confined> {
     if (qemuRunsAsRoot()) return { prefix: [] };
+    // QEMU's user-mode stack binds these itself, and an unprivileged QEMU may not bind below 1024.
+    const low = inst.forwards.filter((f) => f.hostPort < 1024 && inst.nics.find((n) => n.id === f.nic)?.network === 'user');
+    if (low.length > 0) {
+      throw vmkitError(
+        'VMKIT_PORT_PRIVILEGED',
+        `Host port ${low.map((f) => f.hostPort).join(', ')} of "${inst.name}" is below 1024 on a user-mode NIC; its QEMU runs unprivileged and cannot bind it.`,
+        {
+          hint: `Use a port from 1024 up ("vmkit forward remove ${inst.name} ${low[0]!.hostPort}", then add another), or put the guest on a nat network, whose forwards the kernel holds.`,
+        },
+      );
+    }
     const uid = await this.ensureUid(inst);
-    await this.grantFiles(inst, uid, diskFiles);
+    try {
+      await this.grantFiles(inst, uid, diskFiles);
+      await letRead(readFiles);
+    } catch (err) {
+      throw vmkitError('VMKIT_STORAGE_FAILED', `Cannot give the files of "${inst.name}" to its uid ${uid}: ${(err as Error).message}`, {
+        hint: 'The daemon must run as root, and the data folder (and shared storage) must allow chown (no root_squash).',
+        cause: err,
+      });
+    }
     const layout = this.cgroupLayout();
     if (!layout) {
       throw vmkitError('VMKIT_QEMU_FAILED', 'This host has no usable memory and cpu cgroup controllers; vmkit confines every QEMU to a cgroup of its own.', {
@@ -137,6 +156,21 @@ export class Confinement {
         await chmod(dirname(f), 0o711);
       }
     }
+  }
+}
+
+/**
+ * Files QEMU only reads that are not the instance's (the image's kernel and initrd): readable
+ * by all, in folders all may pass. Image files are 0444 already; a daemon run with a strict
+ * umask could have made their folders 0700.
+ */
+async function letRead(files: readonly string[]): Promise<void> {
+  for (const f of files) {
+    const st = await stat(f);
+    if ((st.mode & 0o004) === 0) await chmod(f, (st.mode & 0o777) | 0o444);
+    const dir = dirname(f);
+    const dst = await stat(dir);
+    if ((dst.mode & 0o001) === 0) await chmod(dir, (dst.mode & 0o777) | 0o111);
   }
 }
 

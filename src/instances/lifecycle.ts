@@ -63,6 +63,8 @@ export class Lifecycle {
       await peers.networking?.plug(inst);
       const disks: QemuDisk[] = inst.disks.map((d) => ({ id: d.name, file: registry.diskPath(inst, d), format: d.format }));
       disks.push({ id: 'cidata', file: join(dir, 'cidata.img'), format: 'raw', readOnly: true });
+      const kernel = image.boot ? images.file(image, image.boot.kernel) : undefined;
+      const initrd = image.boot?.initrd ? images.file(image, image.boot.initrd) : undefined;
       const argv = buildQemuArgv({
         qemuBinary,
         name: inst.name,
@@ -70,8 +72,8 @@ export class Lifecycle {
         accel,
         cpus: inst.cpus,
         memoryMiB: inst.memoryMiB,
-        kernel: image.boot ? images.file(image, image.boot.kernel) : undefined,
-        initrd: image.boot?.initrd ? images.file(image, image.boot.initrd) : undefined,
+        kernel,
+        initrd,
         cmdline: image.boot?.cmdline,
         display: image.display !== 'none',
         disks,
@@ -91,6 +93,7 @@ export class Lifecycle {
         inst,
         accel,
         disks.filter((d) => !d.readOnly).map((d) => d.file),
+        [kernel, initrd].filter((f): f is string => !!f),
       );
       ctx?.progress({ phase: 'starting QEMU', percent: 40 });
       const { pid, qmp } = await launchQemu(argv, runDir, undefined, confined.prefix);
