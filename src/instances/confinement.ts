@@ -109,7 +109,7 @@ export class Confinement {
     const layout = this.cgroupLayout();
     if (!layout) {
       throw vmkitError('VMKIT_QEMU_FAILED', 'This host has no usable memory and cpu cgroup controllers; vmkit confines every QEMU to a cgroup of its own.', {
-        hint: 'Mount the cgroup v2 hierarchy at /sys/fs/cgroup (Debian 12 default) or the v1 memory and cpu hierarchies.',
+        hint: 'Mount the cgroup v2 hierarchy at /sys/fs/cgroup (Debian 12 default) or the v1 memory and cpu hierarchies. To run the daemon in a network namespace use "nsenter --net=/run/netns/NAME": "ip netns exec" remounts /sys without them.',
       });
     }
     const g = await createGuestCgroup(layout, inst.id, guestLimits(inst, accel));
