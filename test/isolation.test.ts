@@ -5,7 +5,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, processAlive, sleep, startTestDaemon, waitForHttp, type TestDaemon } from './helpers.js';
 import { GUEST_UID_BASE, isGuestUid } from '../dist/host/guest-uids.js';
-import { QEMU_OVERHEAD_MIB, TCG_TB_SIZE_MIB, detectCgroups, guestCgroup } from '../dist/host/cgroups.js';
+import { QEMU_OVERHEAD_MIB, TCG_CACHE_ALLOWANCE_MIB, detectCgroups, guestCgroup } from '../dist/host/cgroups.js';
 
 /**
  * Least privilege for QEMU (issue 12, item 2), against a real daemon and real QEMU: each
@@ -85,12 +85,12 @@ describe('every QEMU runs unprivileged in a cgroup of its own', { timeout: 600_0
         assert.match(procCgroup, new RegExp(`^\\d+:memory:/vmkit/${info.id}$`, 'm'));
         assert.match(procCgroup, new RegExp(`^\\d+:cpu(,cpuacct)?:/vmkit/${info.id}$`, 'm'));
         const limit = Number(readFileSync(join(g.dirs[0]!, 'memory.limit_in_bytes'), 'utf8'));
-        assert.equal(limit, (256 + QEMU_OVERHEAD_MIB + TCG_TB_SIZE_MIB) * 1024 * 1024);
-        assert.equal(readFileSync(join(g.dirs[1]!, 'cpu.cfs_quota_us'), 'utf8').trim(), '100000');
+        assert.equal(limit, (256 + QEMU_OVERHEAD_MIB + TCG_CACHE_ALLOWANCE_MIB) * 1024 * 1024);
+        assert.equal(readFileSync(join(g.dirs[1]!, 'cpu.cfs_quota_us'), 'utf8').trim(), '200000', '1 vCPU + 1 for QEMU itself');
         assert.ok(readFileSync(join(g.dirs[0]!, 'cgroup.procs'), 'utf8').split('\n').includes(String(pid)));
       } else {
         assert.match(procCgroup, new RegExp(`^0::/vmkit/${info.id}$`, 'm'));
-        assert.equal(Number(readFileSync(join(g.dirs[0]!, 'memory.max'), 'utf8')), (256 + QEMU_OVERHEAD_MIB + TCG_TB_SIZE_MIB) * 1024 * 1024);
+        assert.equal(Number(readFileSync(join(g.dirs[0]!, 'memory.max'), 'utf8')), (256 + QEMU_OVERHEAD_MIB + TCG_CACHE_ALLOWANCE_MIB) * 1024 * 1024);
       }
       const text = d.cli(['info', info.name]).stdout;
       assert.match(text, new RegExp(`UID:\\s+${uid}`));

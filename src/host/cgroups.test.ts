@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import {
   CPU_PERIOD_US,
   QEMU_OVERHEAD_MIB,
-  TCG_TB_SIZE_MIB,
+  TCG_CACHE_ALLOWANCE_MIB,
   createGuestCgroup,
   detectCgroups,
   guestCgroup,
@@ -125,12 +125,12 @@ describe('/proc/PID/cgroup', () => {
 });
 
 describe('guest limits', () => {
-  it('is guest RAM + QEMU overhead (+ the bounded TCG cache) and vCPUs × period', () => {
-    assert.equal(memoryLimitBytes(256, 'tcg', {}), (256 + QEMU_OVERHEAD_MIB + TCG_TB_SIZE_MIB) * MiB);
+  it('is guest RAM + QEMU overhead (+ the bounded TCG cache) and (vCPUs + 1) × period', () => {
+    assert.equal(memoryLimitBytes(256, 'tcg', {}), (256 + QEMU_OVERHEAD_MIB + TCG_CACHE_ALLOWANCE_MIB) * MiB);
     assert.equal(memoryLimitBytes(1024, 'kvm', {}), (1024 + QEMU_OVERHEAD_MIB) * MiB);
     assert.deepEqual(guestLimits({ cpus: 2, memoryMiB: 512 }, 'kvm', {}), {
       memoryBytes: (512 + QEMU_OVERHEAD_MIB) * MiB,
-      cpuQuotaUs: 2 * CPU_PERIOD_US,
+      cpuQuotaUs: 3 * CPU_PERIOD_US,
       cpuPeriodUs: CPU_PERIOD_US,
     });
   });

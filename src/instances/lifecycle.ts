@@ -9,8 +9,7 @@ import { buildQemuArgv, type QemuDisk } from '../qemu/argv.js';
 import { launchQemu, waitForExit, isProcessAlive, processUid } from '../qemu/process.js';
 import { pauseGuest, quitQemu, requestPowerdown, resumeGuest } from '../qemu/power.js';
 import { assertHostPortFree } from '../network/forwards.js';
-import { TCG_TB_SIZE_MIB } from '../host/cgroups.js';
-import { qemuRunsAsRoot, touch } from './confinement.js';
+import { touch } from './confinement.js';
 import type { InstanceContext, Runtime } from './registry.js';
 import type { StartHooks, StopOptions } from './types.js';
 
@@ -84,8 +83,6 @@ export class Lifecycle {
         consoleLog: paths.consoleLog(inst.id),
         startPaused: true,
         machine: inst.machine,
-        // A bounded translation cache keeps the guest's cgroup limit honest (src/host/cgroups.ts).
-        tbSizeMiB: qemuRunsAsRoot() ? undefined : TCG_TB_SIZE_MIB,
         extraArgs: hooks?.extraArgs,
       });
       // The guest's uid gets its files, a cgroup gets its limits (src/instances/confinement.ts).
