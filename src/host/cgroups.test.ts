@@ -68,6 +68,8 @@ describe('a guest cgroup on a fake v2 root', () => {
       assert.equal(readFileSync(join(root, 'vmkit', 'cgroup.subtree_control'), 'utf8'), '+memory +cpu');
       assert.equal(readFileSync(join(root, 'vmkit', '0123456789ab', 'memory.max'), 'utf8'), String(512 * MiB));
       assert.equal(readFileSync(join(root, 'vmkit', '0123456789ab', 'cpu.max'), 'utf8'), '200000 100000');
+      assert.equal(readFileSync(join(root, 'vmkit', '0123456789ab', 'cpu.weight'), 'utf8'), '200', 'weighs as its two threads would');
+      assert.equal(readFileSync(join(root, 'vmkit', 'cpu.weight'), 'utf8'), '200', 'the parent weighs what its children do');
       assert.equal(await memoryLimitOf(layout, '0123456789ab'), 512 * MiB);
       await removeGuestCgroup(layout, '0123456789ab');
     } finally {
@@ -97,6 +99,8 @@ describe('a guest cgroup on a fake v1 root', () => {
       assert.equal(readFileSync(join(g.dirs[0]!, 'memory.limit_in_bytes'), 'utf8'), String(300 * MiB));
       assert.equal(readFileSync(join(g.dirs[1]!, 'cpu.cfs_quota_us'), 'utf8'), '100000');
       assert.equal(readFileSync(join(g.dirs[1]!, 'cpu.cfs_period_us'), 'utf8'), '100000');
+      assert.equal(readFileSync(join(g.dirs[1]!, 'cpu.shares'), 'utf8'), '1024');
+      assert.equal(readFileSync(join(root, 'cpu', 'vmkit', 'cpu.shares'), 'utf8'), '1024');
       assert.equal(await memoryLimitOf(layout, 'abcdef'), 300 * MiB);
     } finally {
       await rm(root, { recursive: true, force: true });

@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { vmkitError } from '../errors.js';
 
@@ -66,20 +66,44 @@ export function guestCgroup(layout: CgroupLayout, id: string): GuestCgroup {
   return { version: layout.version, path, dirs, procs: dirs.map((d) => join(d, 'cgroup.procs')) };
 }
 
-/** The files and values that set the limits (the unit tests compare them; create writes them). */
+/**
+ * The files and values that set the limits (the unit tests compare them; create writes them).
+ * Besides the quota, the group's CPU weight is that of its threads (vCPUs + 1): in a group of
+ * its own, QEMU would otherwise compete with every other busy task on the host as ONE task.
+ */
 export function limitFiles(layout: CgroupLayout, id: string, limits: CgroupLimits): Array<[string, string]> {
   const g = guestCgroup(layout, id);
+  const threads = Math.max(1, Math.round(limits.cpuQuotaUs / limits.cpuPeriodUs));
   if (layout.version === 2) {
     return [
       [join(g.dirs[0]!, 'memory.max'), String(limits.memoryBytes)],
       [join(g.dirs[0]!, 'cpu.max'), `${limits.cpuQuotaUs} ${limits.cpuPeriodUs}`],
+      [join(g.dirs[0]!, 'cpu.weight'), String(Math.min(10_000, 100 * threads))],
     ];
   }
   return [
     [join(g.dirs[0]!, 'memory.limit_in_bytes'), String(limits.memoryBytes)],
     [join(g.dirs[1]!, 'cpu.cfs_period_us'), String(limits.cpuPeriodUs)],
     [join(g.dirs[1]!, 'cpu.cfs_quota_us'), String(limits.cpuQuotaUs)],
+    [join(g.dirs[1]!, 'cpu.shares'), String(1024 * threads)],
   ];
+}
+
+/**
+ * The weight of the `vmkit` parent group: the sum of its children's, so the guests together
+ * weigh what their threads would outside it (one parent of default weight would make every
+ * guest on the host share one task's worth of CPU under contention).
+ */
+async function reweighParent(layout: CgroupLayout): Promise<void> {
+  const parent = layout.version === 2 ? join(layout.root, CGROUP_PARENT) : join(layout.cpu, CGROUP_PARENT);
+  const file = layout.version === 2 ? 'cpu.weight' : 'cpu.shares';
+  let sum = 0;
+  for (const e of await readdir(parent, { withFileTypes: true }).catch(() => [])) {
+    if (!e.isDirectory()) continue;
+    sum += Number((await readFile(join(parent, e.name, file), 'utf8').catch(() => '0')).trim()) || 0;
+  }
+  const value = layout.version === 2 ? Math.min(10_000, Math.max(100, sum)) : Math.min(262_144, Math.max(1024, sum));
+  await writeFile(join(parent, file), String(value)).catch(() => undefined); // best effort: the limits above are what matter
 }
 
 function cgroupError(what: string, err: unknown): never {
@@ -103,6 +127,7 @@ export async function createGuestCgroup(layout: CgroupLayout, id: string, limits
     }
     for (const d of g.dirs) await mkdir(d, { recursive: true });
     for (const [file, value] of limitFiles(layout, id, limits)) await writeFile(file, value);
+    await reweighParent(layout);
   } catch (err) {
     cgroupError(`set up the cgroup ${g.path}`, err);
   }
@@ -146,6 +171,7 @@ export async function removeGuestCgroup(layout: CgroupLayout, id: string, waitMs
       }
     }
   }
+  await reweighParent(layout);
 }
 
 /**
