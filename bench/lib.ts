@@ -251,8 +251,8 @@ export interface BenchDaemon {
   stop(): Promise<void>;
 }
 
-export async function startDaemon(dir: string, o: { accel: string; applianceDir: string }): Promise<BenchDaemon> {
-  const env = { ...process.env, VMKIT_ACCEL: o.accel, VMKIT_APPLIANCE_DIR: o.applianceDir, VMKIT_DIR: dir };
+export async function startDaemon(dir: string, o: { accel: string; applianceDir: string }, extraEnv: NodeJS.ProcessEnv = {}): Promise<BenchDaemon> {
+  const env = { ...process.env, VMKIT_ACCEL: o.accel, VMKIT_APPLIANCE_DIR: o.applianceDir, VMKIT_DIR: dir, ...extraEnv };
   const errLog = fs.openSync(path.join(dir, '..', `${path.basename(dir)}.daemon.log`), 'a');
   const child = spawn(process.execPath, [VMKIT_BIN, 'daemon', '--dir', dir], { env, stdio: ['ignore', errLog, errLog] });
   fs.closeSync(errLog);

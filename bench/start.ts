@@ -4,6 +4,7 @@
 //
 //   node dist-bench/start.js [--runs N] [--accel tcg|kvm] [--warmup N] [--instances N]
 //                       [--list-requests N] [--parallel N] [--skip-libvirt] [--skip-list] [--no-kvm-fix]
+//                       [--skip-root]
 //
 // Compiled by bench/tsconfig.json to dist-bench/ (npm run build:bench); it drives the built
 // CLI/daemon in dist/ through bin/vmkit.js and the API client of src/client.
@@ -35,6 +36,8 @@ import {
   startDaemon,
   cpuMs,
   rssKiB,
+  freePort,
+  waitHttp200,
   prepareGuest,
   rawArgv,
   ensureLibvirtInstalled,
@@ -51,7 +54,7 @@ import { parseArgs } from './args.js';
 
 const USAGE =
   'node dist-bench/start.js [--runs N (5)] [--accel tcg|kvm] [--warmup N (1)] [--instances N (1000)]\n' +
-  '                          [--list-requests N (300)] [--parallel N (8)] [--appliance DIR] [--skip-libvirt] [--skip-list] [--no-kvm-fix]';
+  '                          [--list-requests N (300)] [--parallel N (8)] [--appliance DIR] [--skip-libvirt] [--skip-list] [--no-kvm-fix] [--skip-root]';
 
 function options() {
   return parseArgs(USAGE, {
@@ -65,6 +68,7 @@ function options() {
     libvirt: { flag: '--skip-libvirt', kind: 'clear' },
     list: { flag: '--skip-list', kind: 'clear' },
     kvmFix: { flag: '--no-kvm-fix', kind: 'clear' },
+    root: { flag: '--skip-root', kind: 'clear' },
   });
 }
 
@@ -146,12 +150,17 @@ async function makeLibvirt(o, guest, work) {
 
 // ---- contender 3: vmkit -------------------------------------------------------------------
 
-async function makeVmkit(o, work) {
-  const dir = path.join(work, 'vmkit-start');
+// `asRoot`: the same daemon with VMKIT_QEMU_AS_ROOT=1 — QEMU as root in the daemon's cgroup,
+// without its own uid, cgroup or bounded TCG cache (the set-up before issue 12). A switch for
+// this bench only, to measure what the confinement costs in the same run; not a user setting.
+async function makeVmkit(o, work, { name = 'vmkit', asRoot = false } = {}) {
+  const dir = path.join(work, asRoot ? 'vmkit-root' : 'vmkit-start');
   await fsp.mkdir(dir);
-  const daemon = await startDaemon(dir, o);
-  log(`vmkit daemon pid ${daemon.pid}, accelerator ${daemon.info.accel}, data folder ${dir}`);
-  await run(process.execPath, [VMKIT_BIN, 'create', 'appliance', 'benchvm'], { env: daemon.env });
+  const daemon = await startDaemon(dir, o, asRoot ? { VMKIT_QEMU_AS_ROOT: '1' } : {});
+  log(`${name} daemon pid ${daemon.pid}, accelerator ${daemon.info.accel}, data folder ${dir}`);
+  // A user-mode forward to the guest's web server: the start is also timed to its first HTTP answer.
+  const port = await freePort();
+  await run(process.execPath, [VMKIT_BIN, 'create', 'appliance', 'benchvm', '--forward', `${port}:80`], { env: daemon.env });
   const inst = (await daemon.api.request('GET', '/1.0/instances/benchvm')).metadata;
   const consoleLog = path.join(dir, 'instances', inst.id, 'console.log');
   let running = false;
@@ -162,7 +171,7 @@ async function makeVmkit(o, work) {
     await daemon.api.waitOp(r.operation, 60);
   };
   return {
-    name: 'vmkit',
+    name,
     daemon,
     inst,
     async run(): Promise<StartRun> {
@@ -175,7 +184,9 @@ async function makeVmkit(o, work) {
       const opDone = daemon.api.waitOp(accepted.operation, 120).then(() => performance.now());
       const t1 = await Promise.race([seen, opDone.then(() => seen)]);
       const cpu = (await cpuMs([daemon.pid])) - cpu0;
-      return { ms: t1 - t0, ctlMs: (await opDone) - t0, cpu };
+      // Polled once the start call returned (the guest runs: never poll a paused one).
+      const tHttp = await opDone.then(() => waitHttp200(port));
+      return { ms: t1 - t0, ctlMs: (await opDone) - t0, cpu, httpMs: tHttp - t0 };
     },
     stop,
   };
@@ -238,6 +249,8 @@ async function main() {
   if (o.libvirt) contenders.push(await makeLibvirt(o, guest, work));
   const vmkit = await makeVmkit(o, work);
   contenders.push(vmkit);
+  const vmkitRoot = o.root ? await makeVmkit(o, work, { name: 'vmkit as root', asRoot: true }) : undefined;
+  if (vmkitRoot) contenders.push(vmkitRoot);
 
   const results = new Map(contenders.map((c) => [c.name, []]));
   const load0 = os
@@ -273,6 +286,7 @@ async function main() {
       min: Math.min(...ms),
       max: Math.max(...ms),
       all: ms,
+      http: rs.filter((r) => r.httpMs !== undefined).map((r) => r.httpMs),
       ctl: ctl.length ? median(ctl) : undefined,
       boot: boot.length ? median(boot) : undefined,
       cpu: cpu.length ? median(cpu) : undefined,
@@ -309,6 +323,25 @@ async function main() {
   } else {
     p('libvirt skipped (--skip-libvirt): the libvirt target is not evaluated');
   }
+  if (stats.has('vmkit as root')) {
+    const u = stats.get('vmkit').http;
+    const r = stats.get('vmkit as root').http;
+    const ratio = median(u) / median(r);
+    const ok = ratio <= 1.05;
+    verdict &&= ok;
+    p();
+    p(`## vmkit: QEMU unprivileged (own uid, no capabilities, own cgroup) vs QEMU as root (VMKIT_QEMU_AS_ROOT=1), start -> first HTTP 200 (ms)`);
+    p();
+    p('| | median | min | max | runs |');
+    p('|---|---:|---:|---:|---|');
+    for (const [label, xs] of [
+      ['vmkit (unprivileged QEMU)', u],
+      ['vmkit (QEMU as root)', r],
+    ])
+      p(`| ${label} | ${fmtMs(median(xs))} | ${fmtMs(Math.min(...xs))} | ${fmtMs(Math.max(...xs))} | ${xs.map(fmtMs).join(', ')} |`);
+    p();
+    p(`unprivileged / root = ${ratio.toFixed(3)}   target <= 1.05: ${ok ? 'MET' : 'NOT MET'}`);
+  }
   p();
   const rssOk = rssAfterStarts < 120 * 1024;
   verdict &&= rssOk;
@@ -320,6 +353,7 @@ async function main() {
 
   // Stop the start-benchmark contenders before the list benchmark (frees CPU and memory).
   await vmkit.daemon.stop();
+  await vmkitRoot?.daemon.stop();
 
   if (o.list) {
     const l = await listBench(o, work);

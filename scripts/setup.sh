@@ -10,8 +10,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # browser tests (driven by playwright-core, which downloads no browser of its own);
 # etcd-server, etcd-client (etcdctl): the cluster store (tests run their own etcd processes);
 # iputils-arping, conntrack: floating forward addresses are announced with gratuitous ARP, and a
-# migration source forgets the tracked connections that led to its copy of the guest.
-PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip dosfstools mtools iproute2 nftables dnsmasq-base curl socat ca-certificates chromium chromium-driver etcd-server etcd-client iputils-arping conntrack)
+# migration source forgets the tracked connections that led to its copy of the guest;
+# util-linux: setpriv, which drops each QEMU to its guest uid (essential, listed to be explicit).
+PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip dosfstools mtools iproute2 nftables dnsmasq-base curl socat ca-certificates chromium chromium-driver etcd-server etcd-client iputils-arping conntrack util-linux)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -34,6 +35,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     log "Stopping and disabling the packaged etcd service (tests run their own)"
     systemctl disable --now etcd >/dev/null 2>&1 || true
   fi
+fi
+
+# Every guest's QEMU runs under its own uid and opens /dev/net/tun itself to attach to the tap
+# vmkit made for it. Debian's udev rule makes the node 0666 (attaching to someone else's tap
+# or creating one still needs CAP_NET_ADMIN); hosts without udev (containers) leave it 0600.
+if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ] && [ "$(id -u)" = 0 ]; then
+  log "Making /dev/net/tun 0666 (Debian's udev default) for unprivileged QEMU"
+  chmod 0666 /dev/net/tun
 fi
 
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

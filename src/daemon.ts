@@ -81,7 +81,9 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   if (options.listen && !options.token) {
     throw vmkitError('VMKIT_INVALID_ARGUMENT', 'A TCP listener needs a token.', { hint: 'Pass --token TOKEN (or VMKIT_TOKEN).' });
   }
-  await mkdir(paths.root, { recursive: true, mode: 0o750 });
+  // 0711: guests' QEMUs (own uids) reach their instance's files by name, and list nothing.
+  await mkdir(paths.root, { recursive: true, mode: 0o711 });
+  await chmod(paths.root, 0o711);
   const otherPid = Number((await readFile(paths.daemonPid, 'utf8').catch(() => '')).trim());
   if (otherPid && otherPid !== process.pid && isProcessAlive(otherPid)) {
     const cmd = await readFile(`/proc/${otherPid}/cmdline`, 'utf8').catch(() => '');
@@ -116,6 +118,8 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     if (typeof id === 'string' && id) (keptInstanceFolders.ids as Set<string>).add(id);
     else keptInstanceFolders.unknown = true;
   }
+  // The database is the daemon's alone (SQLite makes it 0644 under the usual umask).
+  for (const f of [paths.db, `${paths.db}-wal`, `${paths.db}-shm`]) await chmod(f, 0o600).catch(() => undefined); // -wal/-shm exist only once written
   const events = new EventBus();
   const operations = new OperationManager(events);
   const images = new ImageStore(store, paths);

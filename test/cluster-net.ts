@@ -22,7 +22,7 @@ import net from 'node:net';
 // ---------------------------------------------------------------- etcd
 
 export interface StartEtcdOptions {
-  /** Run inside this network namespace (`ip netns exec`). */
+  /** Run inside this network namespace (`nsenter --net`). */
   netns?: string;
   /** The address etcd listens on and advertises (client and peer). */
   host: string;
@@ -91,8 +91,12 @@ function cleanEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
+/**
+ * nsenter, not `ip netns exec`: that one remounts /sys, and a daemon would no longer see the
+ * cgroup hierarchies under /sys/fs/cgroup where it puts each QEMU.
+ */
 function inNetns(netns: string | undefined, argv: string[]): string[] {
-  return netns ? ['ip', 'netns', 'exec', netns, ...argv] : argv;
+  return netns ? ['nsenter', `--net=/run/netns/${netns}`, '--', ...argv] : argv;
 }
 
 function sleep(ms: number): Promise<void> {
@@ -480,10 +484,11 @@ export async function createClusterTopology(n = 3, opts: { prefix?: string } = {
       must(['ip', '-n', switchNetns, 'link', 'set', hostAt(i).vethSwitch, 'up']);
     },
     exec(netns, argv, options = {}) {
-      return run(['ip', 'netns', 'exec', netns, ...argv], options.timeoutMs, options.input, options.env);
+      return run(inNetns(netns, argv), options.timeoutMs, options.input, options.env);
     },
     spawn(netns, argv, options = {}) {
-      return spawn('ip', ['netns', 'exec', netns, ...argv], options);
+      const [cmd, ...args] = inNetns(netns, argv);
+      return spawn(cmd!, args, options);
     },
     async destroy() {
       topo.destroySync();

@@ -63,7 +63,9 @@ export async function startTestDaemon(options: { extraArgs?: string[]; env?: Nod
   const spawnDaemon = () => {
     const daemonArgv = [process.execPath, VMKIT_BIN, 'daemon', '--dir', dir, ...(options.extraArgs ?? [])];
     // In a network namespace every bridge, tap, rule and dnsmasq the daemon makes lives there.
-    const argv = options.netns ? ['ip', 'netns', 'exec', options.netns, ...daemonArgv] : daemonArgv;
+    // nsenter, not `ip netns exec`: that one remounts /sys, and the cgroup hierarchies under
+    // /sys/fs/cgroup (where the daemon puts each QEMU) would be gone for the daemon.
+    const argv = options.netns ? ['nsenter', `--net=/run/netns/${options.netns}`, '--', ...daemonArgv] : daemonArgv;
     const proc = spawn(argv[0]!, argv.slice(1), {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -19,6 +19,9 @@ export function instanceFields(i: InstanceView): Field[] {
     ['Last started', i.lastStartedAt],
     ['Snapshot', i.currentSnapshot],
     ['PID', rt.pid],
+    // The uid its QEMU runs as (the process's own when running, else the one allocated) and its cgroup.
+    ['UID', rt.uid ?? i.uid],
+    ['Cgroup', rt.cgroup],
     ['Accelerator', rt.accel],
     ['QEMU status', rt.qemuStatus],
     ['Uptime', formatDuration(rt.uptimeSeconds)],

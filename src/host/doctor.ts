@@ -1,5 +1,6 @@
 import { accessSync } from 'node:fs';
-import { access, constants } from 'node:fs/promises';
+import { access, constants, stat } from 'node:fs/promises';
+import { detectCgroups } from './cgroups.js';
 import { findQemuBinary, probeAccelerator } from '../qemu/accel.js';
 
 /** `vmkit doctor`: what this host has, and how to fix what it lacks. */
@@ -36,6 +37,7 @@ const TOOLS: Array<{ cmd: string; pkg: string; required: boolean; why: string }>
   { cmd: 'qemu-img', pkg: 'qemu-utils', required: true, why: 'creates and inspects disk volumes' },
   { cmd: 'mkfs.vfat', pkg: 'dosfstools', required: true, why: 'makes config drives' },
   { cmd: 'mcopy', pkg: 'mtools', required: true, why: 'fills config drives' },
+  { cmd: 'setpriv', pkg: 'util-linux', required: true, why: "drops each guest's QEMU to its own uid with no capabilities" },
   { cmd: 'ip', pkg: 'iproute2', required: false, why: 'bridges and taps for virtual networks' },
   { cmd: 'nft', pkg: 'nftables', required: false, why: 'NAT, isolation and kernel port forwards' },
   { cmd: 'dnsmasq', pkg: 'dnsmasq-base', required: false, why: 'DHCP and DNS on virtual networks' },
@@ -85,6 +87,27 @@ export async function runDoctor(dataDir: string): Promise<DoctorReport> {
   } catch {
     checks.push({ name: 'data folder', ok: false, required: true, detail: `${dataDir} is not writable`, hint: 'Run as root or choose another folder with VMKIT_DIR / --dir.' });
   }
+  const cg = detectCgroups();
+  checks.push(
+    cg
+      ? { name: 'cgroups', ok: true, required: true, detail: cg.version === 2 ? `v2 at ${cg.root} (memory, cpu)` : `v1: ${cg.memory}, ${cg.cpu}` }
+      : {
+          name: 'cgroups',
+          ok: false,
+          required: true,
+          detail: 'no memory and cpu cgroup controllers found',
+          hint: "Every guest's QEMU runs in a cgroup of its own: mount cgroup v2 at /sys/fs/cgroup (Debian 12's default) or the v1 memory and cpu hierarchies.",
+        },
+  );
+  const tun = await stat('/dev/net/tun').catch(() => undefined);
+  const tunOk = !!tun && (tun.mode & 0o006) === 0o006;
+  checks.push({
+    name: '/dev/net/tun',
+    ok: tunOk,
+    required: false,
+    detail: tun ? `mode ${(tun.mode & 0o777).toString(8)} (guests' QEMUs open it to attach to their taps)` : 'missing (the tun module is not loaded)',
+    hint: tunOk ? undefined : 'chmod 0666 /dev/net/tun (Debian\'s udev default), or "modprobe tun".',
+  });
   return { ok: checks.every((c) => c.ok || !c.required), checks };
 }
 

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, rename, rm } from 'node:fs/promises';
+import { chmod, chown, mkdir, rename, rm } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { vmkitError } from '../errors.js';
 import { validateName } from '../domain/names.js';
@@ -74,6 +74,8 @@ export class Cloning {
               await rename(layer, join(srcDir, 'root.qcow2'));
               throw err;
             }
+            // A frozen layer is read by several guests: root's, read-only (no guest uid may chmod it back).
+            await chown(layer, 0, 0);
             await chmod(layer, 0o444);
             await createLinkedClone(layer, 'qcow2', join(dir, 'root.qcow2'));
           }

@@ -6,9 +6,10 @@ import type { InstanceState, InstanceView } from '../domain/types.js';
 import type { OperationContext } from '../operations/operations.js';
 import { writeConfigDrive } from '../storage/config-drive.js';
 import { buildQemuArgv, type QemuDisk } from '../qemu/argv.js';
-import { launchQemu, waitForExit, isProcessAlive } from '../qemu/process.js';
+import { launchQemu, waitForExit, isProcessAlive, processUid } from '../qemu/process.js';
 import { pauseGuest, quitQemu, requestPowerdown, resumeGuest } from '../qemu/power.js';
 import { assertHostPortFree } from '../network/forwards.js';
+import { touch } from './confinement.js';
 import type { InstanceContext, Runtime } from './registry.js';
 import { ConsoleLogCap, consoleLogLimits, rotateConsoleLog } from './console-log.js';
 import type { StartHooks, StopOptions } from './types.js';
@@ -49,18 +50,22 @@ export class Lifecycle {
     try {
       ctx?.progress({ phase: 'preparing', percent: 10 });
       await rm(runDir, { recursive: true, force: true });
-      await mkdir(runDir, { recursive: true, mode: 0o750 });
+      await mkdir(runDir, { recursive: true, mode: 0o700 });
       // A log left past its limit by an earlier run is rotated before QEMU opens it again.
       await rotateConsoleLog(paths.consoleLog(inst.id), consoleLogLimits(host.consoleLogMaxBytes));
+      await touch(paths.consoleLog(inst.id));
       const addressing: Record<string, { prefix: number; gateway?: string; dns?: string[] }> = {};
       for (const nic of inst.nics) {
         const a = nic.network !== 'user' && nic.ipv4 && !nic.dhcp ? await peers.networking?.addressing(nic.network) : undefined;
         if (a) addressing[nic.id] = a;
       }
       await writeConfigDrive(join(dir, 'cidata.img'), { instanceId: inst.id, hostname: inst.name, nics: inst.nics, addressing });
+      await registry.confinement.ensureUid(inst);
       await peers.networking?.plug(inst);
       const disks: QemuDisk[] = inst.disks.map((d) => ({ id: d.name, file: registry.diskPath(inst, d), format: d.format }));
       disks.push({ id: 'cidata', file: join(dir, 'cidata.img'), format: 'raw', readOnly: true });
+      const kernel = image.boot ? images.file(image, image.boot.kernel) : undefined;
+      const initrd = image.boot?.initrd ? images.file(image, image.boot.initrd) : undefined;
       const argv = buildQemuArgv({
         qemuBinary,
         name: inst.name,
@@ -68,8 +73,8 @@ export class Lifecycle {
         accel,
         cpus: inst.cpus,
         memoryMiB: inst.memoryMiB,
-        kernel: image.boot ? images.file(image, image.boot.kernel) : undefined,
-        initrd: image.boot?.initrd ? images.file(image, image.boot.initrd) : undefined,
+        kernel,
+        initrd,
         cmdline: image.boot?.cmdline,
         display: image.display !== 'none',
         disks,
@@ -82,9 +87,26 @@ export class Lifecycle {
         machine: inst.machine,
         extraArgs: hooks?.extraArgs,
       });
+      // The guest's uid gets its files, a cgroup gets its limits (src/instances/confinement.ts).
+      const confined = await registry.confinement.prepare(
+        inst,
+        accel,
+        disks.filter((d) => !d.readOnly).map((d) => d.file),
+        [kernel, initrd].filter((f): f is string => !!f),
+      );
       ctx?.progress({ phase: 'starting QEMU', percent: 40 });
-      const { pid, qmp } = await launchQemu(argv, runDir);
-      const rt: Runtime = { pid, qmp, startedAtMs: Date.now(), expectExit: false, guestShutdown: false, accel };
+      const { pid, qmp } = await launchQemu(argv, runDir, undefined, confined.prefix);
+      const rt: Runtime = {
+        pid,
+        qmp,
+        startedAtMs: Date.now(),
+        expectExit: false,
+        guestShutdown: false,
+        accel,
+        instanceId: inst.id,
+        uid: await processUid(pid),
+        cgroup: confined.cgroup,
+      };
       rt.consoleCap = new ConsoleLogCap(paths.consoleLog(inst.id), consoleLogLimits(host.consoleLogMaxBytes)).start();
       registry.attach(inst.name, rt);
       if (hooks?.beforeCont) {
@@ -114,6 +136,7 @@ export class Lifecycle {
       return registry.view(await registry.load(name));
     } catch (err) {
       await registry.killRuntime(inst.name);
+      await registry.confinement.release(inst.id);
       // The start's own failure is what the caller must see; a leftover run folder is cleared by the next start.
       await rm(runDir, { recursive: true, force: true }).catch(() => undefined);
       const fresh = await registry.load(name);
@@ -183,6 +206,7 @@ export class Lifecycle {
     registry.forget(name);
     rt.qmp.close();
     await rm(paths.run(inst.id), { recursive: true, force: true });
+    await registry.confinement.release(inst.id);
     const after = await registry.load(name);
     await registry.setState(after, 'stopped', forced && !opts.force ? 'forced after the guest did not power off in time' : undefined);
     await peers.networking?.unplug(after).catch((err: Error) => console.error(`vmkitd: unplugging ${name}: ${err.message}`));
@@ -206,6 +230,7 @@ export class Lifecycle {
     }
     rt.qmp.close();
     await rm(paths.run(inst.id), { recursive: true, force: true });
+    await registry.confinement.release(inst.id);
     await registry.setState(inst, state, reason);
     events.lifecycle(state === 'suspended' ? 'instance-suspended' : 'instance-stopped', name);
   }

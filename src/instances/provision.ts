@@ -138,6 +138,7 @@ export class Provisioning {
     const { registry, store, events, peers, host } = this.shared;
     if (inst.state !== 'deleting') await registry.setState(inst, 'deleting');
     await registry.killRuntime(inst.name);
+    await registry.confinement.release(inst.id);
     await rm(this.ownFolder(inst), { recursive: true, force: true });
     for (const d of inst.disks) {
       if (!isAbsolute(d.file)) continue;
@@ -164,6 +165,7 @@ export class Provisioning {
   async release(inst: Instance): Promise<void> {
     const { registry, store, peers } = this.shared;
     await registry.killRuntime(inst.name);
+    await registry.confinement.release(inst.id);
     await rm(this.ownFolder(inst), { recursive: true, force: true });
     await store.delete('instances', inst.name);
     if (inst.nics.some((n) => n.network !== 'user')) {

@@ -1,7 +1,7 @@
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { canTransition, isActive } from '../domain/state.js';
 import type { InstanceState } from '../domain/types.js';
-import { connectToRunningQemu, findQemuProcess } from '../qemu/process.js';
+import { connectToRunningQemu, findQemuProcess, processUid } from '../qemu/process.js';
 import { acceleratorInUse, queryRunState, resumeGuest } from '../qemu/power.js';
 import type { Provisioning } from './provision.js';
 import { ConsoleLogCap, consoleLogLimits } from './console-log.js';
@@ -49,6 +49,7 @@ export class Recovery {
         if (inst.state === 'migrating') continue;
         if (isActive(inst.state)) {
           await rm(runDir, { recursive: true, force: true });
+          await registry.confinement.release(inst.id);
           await registry.setState(inst, 'stopped', 'QEMU ended while the daemon was not running');
           events.lifecycle('instance-stopped', inst.name, { reason: 'found stopped after daemon restart' });
         }
@@ -64,6 +65,10 @@ export class Recovery {
           expectExit: false,
           guestShutdown: false,
           accel: await acceleratorInUse(qmp),
+          // The cgroup and uid it was started with are kept (read back from /proc).
+          instanceId: inst.id,
+          uid: await processUid(pid),
+          cgroup: await registry.confinement.cgroupOf(pid),
         };
         // The console log stays capped for guests that kept running while no daemon watched.
         rt.consoleCap = new ConsoleLogCap(paths.consoleLog(inst.id), consoleLogLimits(this.shared.host.consoleLogMaxBytes)).start();

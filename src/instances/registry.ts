@@ -9,6 +9,7 @@ import type { ImageStore } from '../images/image-store.js';
 import type { EventBus } from '../operations/events.js';
 import { isProcessAlive, waitForExit } from '../qemu/process.js';
 import type { QmpClient, QmpEvent } from '../qemu/qmp.js';
+import { Confinement } from './confinement.js';
 import type { HostEnvironment, InstanceNetworking, InstanceOwnership, SuspendHandler } from './types.js';
 
 const USER_NET_GUEST_IP = '10.0.2.15';
@@ -22,6 +23,11 @@ export interface Runtime {
   expectExit: boolean;
   guestShutdown: boolean;
   accel: 'kvm' | 'tcg';
+  /** The instance's id (its cgroup is named after it). */
+  instanceId?: string;
+  /** The uid QEMU runs as (from /proc), and its cgroup (`/vmkit/<id>`), when confined. */
+  uid?: number;
+  cgroup?: string;
   /**
    * Set while a snapshot/suspend job drives the run state itself: QEMU's own STOP/RESUME
    * events during the job are then not mirrored into the instance row.
@@ -87,13 +93,17 @@ export class InstanceRegistry {
    */
   private readonly unsaved = new Map<string, Instance>();
   private retryTimer?: NodeJS.Timeout;
+  /** The guests' uids and cgroups (src/instances/confinement.ts). */
+  readonly confinement: Confinement;
 
   constructor(
     private readonly store: Store,
     private readonly paths: DataPaths,
     private readonly events: EventBus,
     private readonly peers: InstancePeers,
-  ) {}
+  ) {
+    this.confinement = new Confinement(paths, { list: () => this.list(), save: (inst) => this.save(inst) });
+  }
 
   /** Serializes work on one instance, so two operations never interleave on it. */
   withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -138,7 +148,7 @@ export class InstanceRegistry {
   async insertRow(inst: Instance): Promise<void> {
     await this.peers.ownership?.claim(inst.name, { image: inst.image, cpus: inst.cpus, memoryMiB: inst.memoryMiB });
     try {
-      await this.store.put('instances', inst.name, inst, { expectRevision: 0 });
+      await this.putNew(inst);
     } catch (err) {
       await this.peers.ownership?.released(inst.name).catch((e: Error) => console.error(`vmkitd: releasing the name ${inst.name}: ${e.message}`));
       throw err;
@@ -148,7 +158,18 @@ export class InstanceRegistry {
   /** Adds a row that must not exist yet (an instance arriving by migration: its name moves at take-over, not here). */
   async insert(inst: Instance): Promise<void> {
     inst.updatedAt = new Date().toISOString();
-    await this.store.put('instances', inst.name, inst, { expectRevision: 0 });
+    await this.putNew(inst);
+  }
+
+  /** Every new row (create, clone, a migration's target) gets a guest uid unique on this host. */
+  private async putNew(inst: Instance): Promise<void> {
+    const { uid, done } = await this.confinement.reserveUid();
+    inst.uid = uid;
+    try {
+      await this.store.put('instances', inst.name, inst, { expectRevision: 0 });
+    } finally {
+      done();
+    }
   }
 
   async list(): Promise<Instance[]> {
@@ -190,6 +211,8 @@ export class InstanceRegistry {
             accel: rt.accel,
             qemuStatus: inst.state === 'paused' ? (inst.stateReason === IO_ERROR_REASON ? IO_ERROR_REASON : 'paused') : 'running',
             uptimeSeconds: Math.round((Date.now() - rt.startedAtMs) / 100) / 10,
+            ...(rt.uid !== undefined ? { uid: rt.uid } : {}),
+            ...(rt.cgroup ? { cgroup: rt.cgroup } : {}),
           }
         : {},
     };
@@ -253,6 +276,7 @@ export class InstanceRegistry {
       }
       await waitForExit(rt.pid, 5_000);
     }
+    if (rt.instanceId) await this.confinement.release(rt.instanceId);
   }
 
   /** Lets go of every QEMU without stopping it (daemon shutdown): VMs keep running. */
@@ -399,6 +423,7 @@ export class InstanceRegistry {
     const inst = await this.loadIfPresent(name);
     if (!inst) return;
     await rm(this.paths.run(inst.id), { recursive: true, force: true }).catch((err: Error) => console.error(`vmkitd: removing the run folder of ${name}: ${err.message}`));
+    await this.confinement.release(inst.id);
     if (inst.state === 'deleting') return;
     if (rt.guestShutdown) {
       await this.setStateFromEvent(inst, 'stopped', 'the guest powered off');

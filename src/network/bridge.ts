@@ -1,4 +1,4 @@
-import { writeFile } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import { run } from '../util/exec.js';
 import { vmkitError } from '../errors.js';
 import { BRIDGE_PREFIX, TAP_PREFIX } from './network.js';
@@ -87,14 +87,46 @@ export async function deleteLink(name: string): Promise<void> {
   if (await linkExists(name)) await ip(['link', 'del', 'dev', name], true);
 }
 
-/** A persistent tap on `bridge`, created before QEMU opens it by name. */
-export async function ensureTap(name: string, bridge: string): Promise<void> {
-  if (!(await linkExists(name))) await ip(['tuntap', 'add', 'dev', name, 'mode', 'tap', 'vnet_hdr']);
+/**
+ * A persistent tap on `bridge`, created before QEMU opens it by name. With `owner` (the
+ * guest's uid, = gid) the tap belongs to that user, so an unprivileged QEMU may attach to it
+ * (TUNSETIFF on a tap one owns needs no CAP_NET_ADMIN); a tap left with another owner is made again.
+ */
+export async function ensureTap(name: string, bridge: string, owner?: number): Promise<void> {
+  if (owner !== undefined) await assertTunOpenable();
+  if ((await linkExists(name)) && (await tapOwner(name)) !== (owner ?? -1)) await ip(['link', 'del', 'dev', name], true);
+  if (!(await linkExists(name))) await ip(tapAddArgs(name, owner));
   // As on the bridge: IPv6 is not managed, and a kernel without it has nothing to disable.
   await sysctl(`net/ipv6/conf/${name}/disable_ipv6`, '1').catch(() => undefined);
   await ip(['link', 'set', 'dev', name, 'master', bridge, 'up']);
   // Hairpin: a guest reaching itself through a port forward gets its frames back on its own port.
   await ip(['link', 'set', 'dev', name, 'type', 'bridge_slave', 'hairpin', 'on']);
+}
+
+export function tapAddArgs(name: string, owner?: number): string[] {
+  return ['tuntap', 'add', 'dev', name, 'mode', 'tap', 'vnet_hdr', ...(owner !== undefined ? ['user', String(owner), 'group', String(owner)] : [])];
+}
+
+/**
+ * An unprivileged QEMU opens /dev/net/tun itself before attaching to its tap: the node must be
+ * 0666, as Debian's udev rule makes it (safe: creating a tap, or attaching to one owned by
+ * someone else, still needs CAP_NET_ADMIN). Hosts without udev (containers) may have it 0600.
+ */
+export async function assertTunOpenable(): Promise<void> {
+  const st = await stat('/dev/net/tun').catch(() => undefined);
+  if (!st || (st.mode & 0o006) !== 0o006) {
+    throw vmkitError('VMKIT_NETWORK_FAILED', `/dev/net/tun is ${st ? `mode ${(st.mode & 0o777).toString(8)}` : 'missing'}: a guest's QEMU (its own uid) cannot open its tap.`, {
+      hint: "Make it 0666 as Debian's udev rule does: chmod 0666 /dev/net/tun (scripts/setup.sh does it; load the tun module if it is missing).",
+    });
+  }
+}
+
+/** The uid a tap belongs to (-1: nobody), from `ip -d` (sysfs shows the namespace it was mounted in, not ours). */
+async function tapOwner(name: string): Promise<number> {
+  const { stdout, code } = await ip(['-d', '-j', 'link', 'show', 'dev', name], true);
+  if (code !== 0) return -1;
+  const rows = JSON.parse(stdout || '[]') as Array<{ linkinfo?: { info_data?: { user?: number } } }>;
+  return rows[0]?.linkinfo?.info_data?.user ?? -1;
 }
 
 /** Puts a host interface into a bridge (bridged mode). */

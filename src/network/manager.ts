@@ -11,6 +11,7 @@ import * as bridge from './bridge.js';
 import * as nft from './nftables.js';
 import * as dns from './dnsmasq.js';
 import { Revert } from '../util/revert.js';
+import { confineGuests } from '../host/guest-uids.js';
 import { allocateAddress, bridgeName, cidrsOverlap, ipToInt, parseCidr, tapName, validateNetworkRequest, type CreateNetworkRequest, type Network } from './network.js';
 import type { NetworkNicView, NetworkView } from './types.js';
 
@@ -322,7 +323,7 @@ export class NetworkManager {
           throw vmkitError('VMKIT_NETWORK_NOT_FOUND', `NIC ${nic.id} of "${inst.name}" is on network "${nic.network}", which does not exist.`, {
             hint: 'Create the network again or remove the NIC.',
           });
-        await bridge.ensureTap(tapName(inst.id, nic.id), n.bridge);
+        await bridge.ensureTap(tapName(inst.id, nic.id), n.bridge, confineGuests() ? inst.uid : undefined);
       }
       const insts = await this.instances();
       for (const n of nets) if (dns.needsDnsmasq(n)) await dns.reloadDnsmasq(this.files(n.name), this.reservations(n, insts));

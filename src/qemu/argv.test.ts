@@ -136,3 +136,30 @@ describe('buildQemuArgv (golden)', () => {
     assert.match(instanceUuid('deadbeef0000'), /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-8[0-9a-f]{3}-[0-9a-f]{12}$/);
   });
 });
+
+describe('buildQemuArgv: a bounded TCG translation cache', () => {
+  const base = {
+    qemuBinary: 'qemu',
+    name: 'g',
+    instanceId: '0123456789ab',
+    cpus: 1,
+    memoryMiB: 256,
+    disks: [],
+    nics: [],
+    forwards: [],
+    runDir: '/d/run',
+    consoleLog: '/d/console.log',
+    startPaused: true,
+  };
+  it('moves the accelerator to -accel tcg,tb-size=N (the two forms cannot be mixed)', () => {
+    const argv = buildQemuArgv({ ...base, accel: 'tcg', tbSizeMiB: 64 });
+    const i = argv.indexOf('-machine');
+    assert.deepEqual(argv.slice(i, i + 4), ['-machine', 'pc,usb=off,dump-guest-core=off', '-accel', 'tcg,tb-size=64']);
+    assert.ok(!argv.some((a) => a.includes('accel=')));
+  });
+  it('leaves KVM (no translation cache) as it was', () => {
+    const argv = buildQemuArgv({ ...base, accel: 'kvm', tbSizeMiB: 64 });
+    assert.ok(argv.includes('pc,accel=kvm,usb=off,dump-guest-core=off'));
+    assert.ok(!argv.includes('-accel'));
+  });
+});

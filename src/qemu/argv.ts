@@ -37,6 +37,11 @@ export interface QemuLaunchSpec {
   startPaused: boolean;
   /** A concrete machine type (default `pc`, QEMU's newest i440FX). */
   machine?: string;
+  /**
+   * TCG's translation cache in MiB (`-accel tcg,tb-size=`): QEMU 7.2 reserves 1 GiB by
+   * default, which a guest's cgroup limit would have to allow for. Unset: QEMU's default.
+   */
+  tbSizeMiB?: number;
   /** Appended as they are (e.g. `-incoming defer`). */
   extraArgs?: readonly string[];
 }
@@ -103,8 +108,10 @@ export function buildQemuArgv(spec: QemuLaunchSpec): string[] {
     `guest=${spec.name},debug-threads=on`,
     '-nodefaults',
     '-no-user-config',
-    '-machine',
-    `${spec.machine ?? 'pc'},accel=${spec.accel},usb=off,dump-guest-core=off`,
+    // `-accel` and `-machine accel=` cannot be mixed: a bounded TCG cache takes `-accel`.
+    ...(spec.accel === 'tcg' && spec.tbSizeMiB
+      ? ['-machine', `${spec.machine ?? 'pc'},usb=off,dump-guest-core=off`, '-accel', `tcg,tb-size=${spec.tbSizeMiB}`]
+      : ['-machine', `${spec.machine ?? 'pc'},accel=${spec.accel},usb=off,dump-guest-core=off`]),
     '-cpu',
     spec.accel === 'kvm' ? 'host' : TCG_CPU_MODEL,
     '-smp',

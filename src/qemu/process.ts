@@ -16,8 +16,13 @@ export interface LaunchedQemu {
   qmp: QmpClient;
 }
 
-export async function launchQemu(argv: readonly string[], runDir: string, timeoutMs = 15_000): Promise<LaunchedQemu> {
-  const [binary, ...args] = argv;
+/**
+ * Spawns QEMU detached. `prefix` (src/qemu/confine.ts) is put before the argv: it enters the
+ * instance's cgroup and drops to the guest's uid, each step an exec, so the pid spawned is
+ * QEMU's own.
+ */
+export async function launchQemu(argv: readonly string[], runDir: string, timeoutMs = 15_000, prefix: readonly string[] = []): Promise<LaunchedQemu> {
+  const [binary, ...args] = [...prefix, ...argv];
   const stderrPath = join(runDir, RUN_FILES.stderr);
   const errFd = openSync(stderrPath, 'w');
   let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
@@ -104,4 +109,11 @@ export async function waitForExit(pid: number, timeoutMs: number): Promise<boole
     if (Date.now() > deadline) return false;
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/** The real uid of a process (from /proc/PID/status), or undefined when it is gone. */
+export async function processUid(pid: number): Promise<number | undefined> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const m = /^Uid:\s+(\d+)/m.exec(status);
+  return m ? Number(m[1]) : undefined;
 }

@@ -68,6 +68,8 @@ const instanceFields = {
   linkedFrom: Type.Optional(Type.String()),
   // QEMU's concrete machine type (e.g. pc-i440fx-7.2), fixed at creation: live migration needs the same on both ends.
   machine: Type.Optional(Type.String()),
+  // The uid (and gid) its QEMU runs as, unique on the host (src/host/guest-uids.ts); allocated at creation.
+  uid: Type.Optional(Type.Integer()),
 };
 
 /** An instance as stored; the API answers with InstanceView. */
@@ -81,6 +83,9 @@ export const InstanceRuntimeSchema = Type.Object({
   qemuStatus: Type.Optional(Type.String()),
   uptimeSeconds: Type.Optional(Type.Number()),
   consoleLog: Type.Optional(Type.String()),
+  // The uid the QEMU process runs as (read from /proc) and its cgroup (`/vmkit/<id>`).
+  uid: Type.Optional(Type.Integer()),
+  cgroup: Type.Optional(Type.String()),
 });
 export type InstanceRuntime = Static<typeof InstanceRuntimeSchema>;
 
