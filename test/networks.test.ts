@@ -137,8 +137,8 @@ describe('networks (no VM)', { timeout: 600_000 }, () => {
       ],
     );
     // Reservations reach dnsmasq.
-    const hosts = ns(nsName, ['cat', `${d.dir}/networks/lab/dhcp-hosts`]);
-    assert.match(hosts, /,10\.81\.0\.10,t2/);
+    const hosts = ns(nsName, ['cat', `${d.dir}/networks/lab/dnsmasq.conf`]);
+    assert.match(hosts, /^dhcp-host=.*,10\.81\.0\.10,t2$/m);
     const del = await d.api('DELETE', '/1.0/networks/lab');
     assert.equal(errCode(del), 'VMKIT_NETWORK_IN_USE');
     assert.match((del.body as ApiError).error.message, /t2/);
@@ -148,7 +148,7 @@ describe('networks (no VM)', { timeout: 600_000 }, () => {
     assert.equal(d.cli(['delete', 't2']).code, 0);
     assert.equal(d.cli(['network', 'delete', 'tiny']).code, 0);
     // The freed addresses are reservable again.
-    assert.doesNotMatch(ns(nsName, ['cat', `${d.dir}/networks/lab/dhcp-hosts`]), /10\.81\.0\.10/);
+    assert.doesNotMatch(ns(nsName, ['cat', `${d.dir}/networks/lab/dnsmasq.conf`]), /10\.81\.0\.10/);
   });
 
   it('reconciles at start-up: missing pieces re-made, strays removed', async () => {
