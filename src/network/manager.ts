@@ -303,9 +303,16 @@ export class NetworkManager {
   setHostAccess(name: string, allow: readonly string[] = [], deny: readonly string[] = []): Promise<HostAccess> {
     return this.serial(async () => {
       if (name === 'user') {
-        const allowHost = editHostRules(await this.userAllowHost(), allow, deny);
-        await this.store.put('meta', NetworkManager.USER_ACCESS_KEY, { allowHost });
+        const before = await this.userAllowHost();
+        const allowHost = editHostRules(before, allow, deny);
+        // Rules first: a store failure puts the old ones back, so both always agree.
         await nft.applyGuard(guestUidRange(), allowHost);
+        try {
+          await this.store.put('meta', NetworkManager.USER_ACCESS_KEY, { allowHost });
+        } catch (err) {
+          await nft.applyGuard(guestUidRange(), before).catch(() => undefined);
+          throw err;
+        }
         this.events.lifecycle('network-updated', 'user', { allowHost });
         return { network: 'user', allowHost };
       }
@@ -315,8 +322,15 @@ export class NetworkManager {
       const allowHost = editHostRules(n.allowHost ?? [], allow, deny);
       const next: Network = { ...n, allowHost };
       if (allowHost.length === 0) delete next.allowHost;
-      await this.store.put('networks', name, next, { expectRevision: found!.revision });
-      await this.applyRules(await this.networks(), await this.instances());
+      // The rules are made from the stored rows: row first, and back to the old row when the
+      // rules cannot be applied.
+      const revision = await this.store.put('networks', name, next, { expectRevision: found!.revision });
+      try {
+        await this.applyRules(await this.networks(), await this.instances());
+      } catch (err) {
+        await this.store.put('networks', name, n, { expectRevision: revision }).catch(() => undefined);
+        throw err;
+      }
       this.events.lifecycle('network-updated', name, { allowHost });
       return { network: name, allowHost };
     });
