@@ -244,6 +244,8 @@ describe('guests cannot reach the host (namespaces, real guests)', { timeout: 90
     ns(host, ['nft', 'delete', 'table', 'inet', 'vmkit-guard']);
     await d.restart();
     assert.match(ns(host, ['nft', 'list', 'tables']), /inet vmkit-guard/, 're-applied at start');
+    const doctor = d.cliJson<{ checks: Array<{ name: string; ok: boolean }> }>(['doctor']);
+    assert.equal(doctor.checks.find((c) => c.name === 'guest guard')?.ok, true, JSON.stringify(doctor.checks));
   });
 
   it('default user-mode NIC: the guest reaches neither 10.0.2.2 (host loopback) nor the host’s addresses [needs s-priv]', async (t) => {

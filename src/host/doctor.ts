@@ -1,6 +1,7 @@
 import { accessSync } from 'node:fs';
 import { access, constants } from 'node:fs/promises';
 import { findQemuBinary, probeAccelerator } from '../qemu/accel.js';
+import { run } from '../util/exec.js';
 
 /** `vmkit doctor`: what this host has, and how to fix what it lacks. */
 export interface DoctorCheck {
@@ -77,6 +78,7 @@ export async function runDoctor(dataDir: string): Promise<DoctorReport> {
       hint: path ? undefined : `Install it: apt-get install ${t.pkg}`,
     });
   }
+  if (findOnPath('nft')) checks.push(await guardCheck());
   try {
     await access(dataDir, constants.W_OK);
     checks.push({ name: 'data folder', ok: true, required: true, detail: `${dataDir} is writable` });
@@ -84,4 +86,20 @@ export async function runDoctor(dataDir: string): Promise<DoctorReport> {
     checks.push({ name: 'data folder', ok: false, required: true, detail: `${dataDir} is not writable`, hint: 'Run as root or choose another folder with VMKIT_DIR / --dir.' });
   }
   return { ok: checks.every((c) => c.ok || !c.required), checks };
+}
+
+/**
+ * The guard on guest QEMU sockets (doc/network.md, "Guests and the host"): the daemon applies
+ * it at start; without it a guest with a user-mode NIC reaches the host's services.
+ */
+async function guardCheck(): Promise<DoctorCheck> {
+  const r = await run(['nft', 'list', 'table', 'inet', 'vmkit-guard'], { allowFailure: true, errorCode: 'VMKIT_NETWORK_FAILED', timeoutMs: 10_000 }).catch(() => undefined);
+  const ok = r?.code === 0 && /meta skuid/.test(r.stdout);
+  return {
+    name: 'guest guard',
+    ok,
+    required: false,
+    detail: ok ? 'nft table inet vmkit-guard: guests reach no host service but DNS and what is allowed' : 'nft table inet vmkit-guard is missing',
+    hint: ok ? undefined : 'Restart the daemon as root (it applies the table at start); see doc/network.md.',
+  };
 }
