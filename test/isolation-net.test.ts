@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { qemuPidsUnder, sleep, startTestDaemon, type TestDaemon } from './helpers.js';
+import { ROOT, qemuPidsUnder, sleep, startTestDaemon, type TestDaemon } from './helpers.js';
 import { createNetns, deleteNetns, guestExec, ns, nsRun, veth } from './netns.js';
 
 /**
@@ -246,6 +246,66 @@ describe('guests cannot reach the host (namespaces, real guests)', { timeout: 90
     assert.match(ns(host, ['nft', 'list', 'tables']), /inet vmkit-guard/, 're-applied at start');
     const doctor = d.cliJson<{ checks: Array<{ name: string; ok: boolean }> }>(['doctor']);
     assert.equal(doctor.checks.find((c) => c.name === 'guest guard')?.ok, true, JSON.stringify(doctor.checks));
+  });
+
+  it('a QEMU run as a guest uid with a user-mode NIC: its guest reaches neither 10.0.2.2 nor the host’s addresses; outside, allowed and hostfwd work', async () => {
+    // What the daemon will do once each QEMU runs under its own uid (branch s-priv), done by
+    // hand: the appliance on a slirp NIC (vmkit's netdev options), QEMU under uid 940001.
+    const dir = mkdtempSync('/tmp/vmkt-slirp-');
+    const { chmodSync, chownSync } = await import('node:fs');
+    const appliance = join(ROOT, '.cache', 'appliance');
+    ns(host, ['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', join(appliance, 'root.qcow2'), join(dir, 'disk.qcow2')]);
+    chownSync(dir, Number(GUEST_UID), Number(GUEST_UID));
+    chownSync(join(dir, 'disk.qcow2'), Number(GUEST_UID), Number(GUEST_UID));
+    chmodSync(dir, 0o755);
+    const sock = join(dir, 'serial.sock');
+    const qemu = spawn(
+      'ip',
+      [
+        ...['netns', 'exec', host, 'setpriv', `--reuid=${GUEST_UID}`, `--regid=${GUEST_UID}`, '--clear-groups'],
+        ...['qemu-system-x86_64', '-nodefaults', '-no-user-config', '-machine', 'q35', '-accel', 'tcg', '-m', '128', '-display', 'none'],
+        ...['-kernel', join(appliance, 'vmlinuz'), '-initrd', join(appliance, 'initrd.img'), '-append', 'console=ttyS0 quiet loglevel=3 panic=-1'],
+        ...['-drive', `file=${join(dir, 'disk.qcow2')},format=qcow2,if=virtio`],
+        ...['-netdev', 'user,id=nic0,ipv6=off,hostfwd=tcp:127.0.0.1:8086-:80', '-device', 'virtio-net-pci,netdev=nic0'],
+        ...['-chardev', `socket,id=s0,path=${sock},server=on,wait=off,logfile=${join(dir, 'console.log')}`, '-serial', 'chardev:s0'],
+      ],
+      { stdio: 'ignore' },
+    );
+    procs.push(qemu);
+    try {
+      const deadline = Date.now() + 240_000;
+      const log = () => (existsSync(join(dir, 'console.log')) ? readFileSync(join(dir, 'console.log'), 'utf8') : '');
+      while (!/vmkit-appliance: ready/.test(log())) {
+        assert.ok(Date.now() < deadline && qemu.exitCode === null, `the guest did not boot:\n${log().slice(-1500)}`);
+        await sleep(500);
+      }
+      assert.match(readFileSync(`/proc/${qemu.pid}/status`, 'utf8'), new RegExp(`^Uid:\\s+${GUEST_UID}\\s`, 'm'), 'QEMU runs as the guest uid');
+      const get = async (url: string) => {
+        const r = await guestExec(sock, `timeout 5 wget -qO- ${url} 2>/dev/null`);
+        return r.code === 0 ? (r.out.trim().split('\n').pop() ?? '') : '';
+      };
+      assert.equal(await get('http://10.99.0.2:8000/'), 'hello-from-outside', 'the outside world is reachable');
+      for (const url of ['http://10.0.2.2:18998/', 'http://10.0.2.2:18999/', 'http://10.99.0.1:18999/', 'http://10.80.0.1:18999/']) {
+        assert.equal(await get(url), '', `the user-mode guest reached ${url}`);
+      }
+      assert.equal(d.cli(['network', 'set', 'user', '--allow-host', 'tcp/18998']).code, 0);
+      assert.equal(await get('http://10.0.2.2:18998/'), 'host-service-18998');
+      assert.equal(d.cli(['network', 'set', 'user', '--deny-host', 'tcp/18998']).code, 0);
+      assert.equal(await get('http://10.0.2.2:18998/'), '');
+      assert.match(curl(host, 'http://127.0.0.1:8086/').stdout, /Hello from/, 'the forward (hostfwd) answers');
+      // Control: without the guard table the guest does reach the host's loopback (the test can fail).
+      ns(host, ['nft', 'delete', 'table', 'inet', 'vmkit-guard']);
+      try {
+        assert.equal(await get('http://10.0.2.2:18999/'), 'host-service-18999');
+      } finally {
+        // Any change of the "user" allow-list re-applies the table.
+        assert.equal(d.cli(['network', 'set', 'user', '--deny-host', 'tcp/1']).code, 0);
+      }
+      assert.equal(await get('http://10.0.2.2:18999/'), '');
+    } finally {
+      qemu.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('default user-mode NIC: the guest reaches neither 10.0.2.2 (host loopback) nor the host’s addresses [needs s-priv]', async (t) => {
