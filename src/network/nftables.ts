@@ -3,9 +3,11 @@ import { run } from '../util/exec.js';
 import { TAP_PREFIX, type Network } from './network.js';
 
 /**
- * The ONE module that runs `nft`. vmkit's rules live in two tables of its own,
- * `inet vmkit` (masquerade, isolation, port forwards) and `bridge vmkit` (anti-spoofing on
- * the taps), so they can be listed (`nft list table inet vmkit`) and removed as a whole.
+ * The ONE module that runs `nft`. vmkit's rules live in tables of its own, `inet vmkit`
+ * (masquerade, isolation, what guests may reach on the host, port forwards), `bridge vmkit`
+ * (anti-spoofing and IPv6 blocking on the taps) and `inet vmkit-guard` (guest QEMU sockets,
+ * see renderGuard()), so they can be listed (`nft list table inet vmkit`) and removed as a
+ * whole.
  * The whole ruleset is generated from the wanted state and replaced atomically in one
  * `nft -f` transaction: applying it twice gives the same rules.
  */
