@@ -173,6 +173,9 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   const snapshots = new SnapshotManager(store, instances.registry, instances.lifecycle, events);
   await instances.recover(keptInstanceFolders);
   await snapshots.recover(new Set(quarantined.filter((r) => r.kind === 'instances').map((r) => r.key)));
+  // Guest QEMU processes (user-mode NICs) reach no host service: applied at every start, with
+  // or without networks, and kept when the daemon stops (doc/network.md, "Guests and the host").
+  await networks.applyGuard().catch((err: Error) => log(`warning: the guest guard (nft table inet vmkit-guard) is not applied: ${err.message}`));
   // After the instances: taps of VMs that still run are kept, the rest is made to match.
   await networks.reconcile().catch((err: Error) => log(`warning: networks not reconciled: ${err.message}`));
 

@@ -84,6 +84,34 @@ describe('bridged network (namespaces)', { timeout: 600_000 }, () => {
     assert.equal(g.code, 0, g.out);
   });
 
+  it('a bridged guest opens no connection to the host (its frames are marked), the LAN still does; --allow-host opens one', async () => {
+    // The host takes an address on the bridge (as an operator might) and serves on 0.0.0.0.
+    ns(host, ['ip', 'addr', 'add', '192.168.50.5/24', 'dev', 'vmkbr-office']);
+    const svc = spawn('ip', ['netns', 'exec', host, process.execPath, '-e', "require('http').createServer((q, r) => r.end('host-svc\\n')).listen(18999, '0.0.0.0')"], {
+      stdio: 'ignore',
+    });
+    try {
+      let fromLan = '';
+      for (let i = 0; i < 40 && !fromLan; i++) {
+        fromLan = nsRun(lan, ['curl', '-s', '-m', '3', 'http://192.168.50.5:18999/']).stdout;
+        if (!fromLan) await sleep(250);
+      }
+      assert.match(fromLan, /host-svc/, 'the LAN reaches the host (its frames carry no mark)');
+      const fetch = async () => {
+        const r = await guestExec(join(d.dir, 'instances', id, 'run', 'serial.sock'), 'timeout 4 wget -qO- http://192.168.50.5:18999/ 2>/dev/null');
+        return r.code === 0 ? (r.out.trim().split('\n').pop() ?? '') : '';
+      };
+      assert.equal(await fetch(), '', 'the bridged guest reached a host service');
+      assert.equal(d.cli(['network', 'set', 'office', '--allow-host', 'tcp/18999']).code, 0);
+      assert.equal(await fetch(), 'host-svc');
+      assert.equal(d.cli(['network', 'set', 'office', '--deny-host', 'tcp/18999']).code, 0);
+      assert.equal(await fetch(), '');
+    } finally {
+      svc.kill('SIGKILL');
+      ns(host, ['ip', 'addr', 'del', '192.168.50.5/24', 'dev', 'vmkbr-office']);
+    }
+  });
+
   it('gives the uplink back when the network is deleted', () => {
     assert.equal(d.cli(['delete', 'b1', '--force']).code, 0);
     assert.equal(d.cli(['network', 'delete', 'office']).code, 0);

@@ -6,7 +6,15 @@ import { checkForward } from '../network/check.js';
 import { Type } from '@sinclair/typebox';
 import { sync } from './responses.js';
 import { errorResponse, nameParam, networkSchema, portParams, protoField, syncResponse } from './schemas.js';
-import { AddNicRequestSchema, CreateNetworkRequestSchema, type AddNicRequest, type CreateNetworkRequestBody } from '../wire/requests.js';
+import {
+  AddNicRequestSchema,
+  CreateNetworkRequestSchema,
+  HostAccessRequestSchema,
+  type AddNicRequest,
+  type CreateNetworkRequestBody,
+  type HostAccessRequest,
+} from '../wire/requests.js';
+import { HostAccessSchema } from '../wire/network.js';
 
 function networksOf(ctx: ApiContext): NetworkManager {
   if (!ctx.networks) {
@@ -77,6 +85,33 @@ export function registerNetworkRoutes(app: FastifyInstance, ctx: ApiContext): vo
       },
     },
     async (req, reply) => sync(reply, await ctx.instances.removeNic(req.params.name, req.params.nic)),
+  );
+  // Host services guests may reach (besides DHCP/DNS); "user" = QEMU user-mode NICs.
+  const hostAccess = syncResponse(HostAccessSchema);
+  app.get<{ Params: { name: string } }>(
+    '/1.0/networks/:name/host-access',
+    {
+      schema: {
+        tags,
+        summary: 'The host services guests on this network (or "user") may reach besides DHCP/DNS',
+        params: nameParam,
+        response: { 200: hostAccess, '4xx': errorResponse },
+      },
+    },
+    async (req, reply) => sync(reply, await networksOf(ctx).hostAccess(req.params.name)),
+  );
+  app.patch<{ Params: { name: string }; Body: HostAccessRequest }>(
+    '/1.0/networks/:name/host-access',
+    {
+      schema: {
+        tags,
+        summary: 'Allow or deny guests a host service (tcp/PORT, udp/PORT, tcp/N-M); applied at once',
+        params: nameParam,
+        body: HostAccessRequestSchema,
+        response: { 200: hostAccess, '4xx': errorResponse, '5xx': errorResponse },
+      },
+    },
+    async (req, reply) => sync(reply, await networksOf(ctx).setHostAccess(req.params.name, req.body.allow, req.body.deny)),
   );
   app.delete<{ Params: { name: string } }>(
     '/1.0/networks/:name',

@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import type { NetworkView } from '../network/types.js';
+import type { HostAccess } from '../wire/types.js';
 import { clientFor, globals, mutate, print } from './common.js';
 import { renderInfo, renderList, type Field } from './output.js';
 
@@ -26,11 +27,27 @@ export function networkFields(n: NetworkView): Field[] {
     ['Uplink', n.uplink],
     ['DHCP', n.dhcp && n.dhcpRange ? `${n.dhcpRange.start}-${n.dhcpRange.end}` : 'no'],
     ['DNS', n.dns ? 'yes' : 'no'],
+    ['Host access', ['DHCP/DNS', ...(n.allowHost ?? [])].join(', ')],
     ['Created', n.createdAt],
     ['NICs', n.nics.map((x) => [x.instance, x.nic, x.mac, x.ipv4 ?? '', x.tap, x.state].join('  '))],
     ['Leases', n.leases.map((l) => [l.ipv4, l.mac, l.hostname, new Date(l.expires * 1000).toISOString()].join('  '))],
     ['Forwards', n.forwards.map((f) => `${f.hostAddress}:${f.hostPort} -> ${f.instance} ${f.guestIp ?? '?'}:${f.guestPort}/${f.proto}`)],
   ];
+}
+
+export function hostAccessFields(a: HostAccess): Field[] {
+  return [
+    ['Name', a.network],
+    ['Host access', ['DHCP/DNS', ...a.allowHost].join(', ')],
+  ];
+}
+
+/** The PATCH …/host-access body: only the flags the user gave. */
+export function hostAccessBody(o: { allowHost?: string[]; denyHost?: string[] }): { allow?: string[]; deny?: string[] } {
+  const body: { allow?: string[]; deny?: string[] } = {};
+  if (o.allowHost?.length) body.allow = o.allowHost;
+  if (o.denyHost?.length) body.deny = o.denyHost;
+  return body;
 }
 
 interface CreateOptions {
@@ -65,6 +82,8 @@ Examples:
   vmkit network create backend --mode internal --subnet 10.82.0.0/24 --dhcp
   vmkit network create office --mode bridged --uplink eth1
   vmkit network info lan --format json
+  vmkit network set lan --allow-host tcp/8080      # guests on lan may reach the host's port 8080
+  vmkit network set user --deny-host tcp/8080      # "user" = QEMU user-mode NICs
   vmkit launch appliance web1 --nic lan --nic backend:e1000
   vmkit network delete lab`,
   );
@@ -96,8 +115,26 @@ Examples:
     .description('Show a network: attached NICs, DHCP leases, forwards')
     .argument('<name>', 'network name')
     .action(async (name: string, _opts: unknown, self: Command) => {
+      if (name === 'user') {
+        // The pseudo-network of QEMU user-mode NICs has no bridge: only its host access.
+        const a = await clientFor(self).get<HostAccess>(`${networkPath(name)}/host-access`);
+        print(renderInfo(a, globals(self).format, () => hostAccessFields(a)));
+        return;
+      }
       const n = await clientFor(self).get<NetworkView>(networkPath(name));
       print(renderInfo(n, globals(self).format, () => networkFields(n)));
+    });
+  const collect = (v: string, prev: string[] = []) => [...prev, v];
+  cmd
+    .command('set')
+    .description('Open or close host services to the guests of a network (default: none but DHCP/DNS)')
+    .argument('<name>', 'network name, or "user" for QEMU user-mode NICs')
+    .option('--allow-host <proto/port>', 'let guests reach this host service: tcp/PORT, udp/PORT, tcp/N-M (repeatable)', collect)
+    .option('--deny-host <proto/port>', 'take a service off the allow-list (repeatable)', collect)
+    .action(async (name: string, opts: { allowHost?: string[]; denyHost?: string[] }, self: Command) => {
+      await mutate(self, 'PATCH', `${networkPath(name)}/host-access`, hostAccessBody(opts), {
+        done: (a) => `Network ${name}: guests reach ${hostAccessFields(a as HostAccess)[1]![1]} on the host.`,
+      });
     });
   cmd
     .command('delete')

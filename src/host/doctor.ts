@@ -2,6 +2,7 @@ import { accessSync } from 'node:fs';
 import { access, constants, stat } from 'node:fs/promises';
 import { detectCgroups } from './cgroups.js';
 import { findQemuBinary, probeAccelerator } from '../qemu/accel.js';
+import { run } from '../util/exec.js';
 
 /** `vmkit doctor`: what this host has, and how to fix what it lacks. */
 export interface DoctorCheck {
@@ -81,6 +82,7 @@ export async function runDoctor(dataDir: string): Promise<DoctorReport> {
       hint: path ? undefined : `Install it: apt-get install ${t.pkg}`,
     });
   }
+  if (findOnPath('nft')) checks.push(await guardCheck());
   try {
     await access(dataDir, constants.W_OK);
     checks.push({ name: 'data folder', ok: true, required: true, detail: `${dataDir} is writable` });
@@ -135,5 +137,21 @@ export function quarantineCheck(rows: readonly QuarantineEntry[], dbFile: string
     hint:
       `The daemon runs without them; what they described is not listed. Read one with: sqlite3 ${dbFile} "SELECT value FROM quarantine WHERE id = N"; ` +
       `once dealt with (repaired and put back into objects, or the instance's files removed), drop it with "DELETE FROM quarantine WHERE id = N" while the daemon is stopped.`,
+  };
+}
+
+/**
+ * The guard on guest QEMU sockets (doc/network.md, "Guests and the host"): the daemon applies
+ * it at start; without it a guest with a user-mode NIC reaches the host's services.
+ */
+async function guardCheck(): Promise<DoctorCheck> {
+  const r = await run(['nft', 'list', 'table', 'inet', 'vmkit-guard'], { allowFailure: true, errorCode: 'VMKIT_NETWORK_FAILED', timeoutMs: 10_000 }).catch(() => undefined);
+  const ok = r?.code === 0 && /meta skuid/.test(r.stdout);
+  return {
+    name: 'guest guard',
+    ok,
+    required: false,
+    detail: ok ? 'nft table inet vmkit-guard: guests reach no host service but DNS and what is allowed' : 'nft table inet vmkit-guard is missing',
+    hint: ok ? undefined : 'Restart the daemon as root (it applies the table at start); see doc/network.md.',
   };
 }

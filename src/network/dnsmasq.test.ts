@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { dnsmasqFiles, renderConfig, renderDhcpHosts, renderHosts } from './dnsmasq.js';
+import { dnsmasqFiles, pruneLeases, renderConfig, renderDhcpHosts, renderHosts } from './dnsmasq.js';
 import { validateNetworkRequest } from './network.js';
 
 describe('dnsmasq config (golden)', () => {
@@ -13,19 +13,18 @@ interface=vmkbr-lan
 bind-interfaces
 except-interface=lo
 listen-address=10.80.0.1
-user=root
+user=nobody
+group=nogroup
 pid-file=/d/networks/lan/dnsmasq.pid
 no-hosts
-addn-hosts=/d/networks/lan/hosts
 domain=lan.vmkit
 expand-hosts
 local=/vmkit/
 domain-needed
 bogus-priv
 log-facility=/d/networks/lan/dnsmasq.log
-dhcp-range=10.80.0.100,10.80.0.200,255.255.255.0,1h
+dhcp-range=10.80.0.0,static,255.255.255.0,1h
 dhcp-leasefile=/d/networks/lan/dnsmasq.leases
-dhcp-hostsfile=/d/networks/lan/dhcp-hosts
 dhcp-lease-max=253
 dhcp-authoritative
 dhcp-no-override
@@ -45,8 +44,28 @@ dhcp-option=option:dns-server,10.80.0.1
       { mac: '52:54:00:00:00:01', ipv4: '10.80.0.100', name: 'web1' },
       { mac: '52:54:00:00:00:02', ipv4: '10.80.0.101', name: 'web1' },
     ];
-    assert.equal(renderDhcpHosts(r), '52:54:00:00:00:01,10.80.0.100,web1\n52:54:00:00:00:02,10.80.0.101,web1\n');
-    assert.equal(renderHosts(r), '10.80.0.100 web1\n');
-    assert.equal(renderDhcpHosts([]), '');
+    assert.deepEqual(renderDhcpHosts(r), ['dhcp-host=52:54:00:00:00:01,10.80.0.100,web1', 'dhcp-host=52:54:00:00:00:02,10.80.0.101,web1']);
+    assert.deepEqual(renderHosts(r, 'lan.vmkit'), ['host-record=web1,web1.lan.vmkit,10.80.0.100']);
+    assert.deepEqual(renderDhcpHosts([]), []);
+    // They are part of the configuration dnsmasq reads as root (see the module comment).
+    const n = { ...validateNetworkRequest({ name: 'lan', mode: 'nat', subnet: '10.80.0.0/24' }), bridge: 'vmkbr-lan', createdAt: 'x' };
+    const text = renderConfig(n, dnsmasqFiles('/d'), r);
+    assert.match(text, /^dhcp-host=52:54:00:00:00:02,10\.80\.0\.101,web1$/m);
+    assert.match(text, /^host-record=web1,web1\.lan\.vmkit,10\.80\.0\.100$/m);
+  });
+  it('keeps only the leases a reservation backs (a gone NIC never blocks its address)', () => {
+    const leases = [
+      '1764600000 52:54:00:00:00:01 10.80.0.100 web1 01:52:54:00:00:00:01',
+      '1764600000 52:54:00:00:00:09 10.80.0.101 old *',
+      '1764600000 52:54:00:00:00:02 10.80.0.105 web2 *',
+      'duid 00:01:00:01:2c:00:00:00:52:54:00:00:00:01',
+      '',
+    ].join('\n');
+    const r = [
+      { mac: '52:54:00:00:00:01', ipv4: '10.80.0.100', name: 'web1' },
+      { mac: '52:54:00:00:00:02', ipv4: '10.80.0.101', name: 'web2' },
+    ];
+    assert.equal(pruneLeases(leases, r), '1764600000 52:54:00:00:00:01 10.80.0.100 web1 01:52:54:00:00:00:01\n');
+    assert.equal(pruneLeases('', r), '');
   });
 });

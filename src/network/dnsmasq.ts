@@ -2,22 +2,32 @@ import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { vmkitError } from '../errors.js';
 import { run } from '../util/exec.js';
-import { netmask, parseCidr, type Network } from './network.js';
+import { intToIp, netmask, parseCidr, type Network } from './network.js';
 import type { Lease } from '../wire/types.js';
 
 /**
  * The ONE module that runs dnsmasq: one process per network that has DHCP or DNS, with its
  * config, pid, lease and host files in the network's folder under the data folder. Every
  * NIC has a reservation (MAC → address → instance name) so addresses are stable, static
- * addresses are honoured and instance names resolve; changes are applied with SIGHUP.
+ * addresses are honoured and instance names resolve.
+ *
+ * DHCP serves reservations only (`dhcp-range=…,static`): a MAC vmkit did not give a NIC
+ * gets no address, so the pool cannot be exhausted by made-up clients, and each NIC has
+ * exactly one address. dnsmasq runs as nobody:nogroup: it reads its configuration and opens
+ * its ports, pid, log and lease files as root, then drops to that account keeping only the
+ * capabilities DHCP needs (CAP_NET_ADMIN, CAP_NET_RAW, CAP_NET_BIND_SERVICE). Everything it
+ * reads after that — `dhcp-hostsfile`/`addn-hosts`, also on SIGHUP — would have to be
+ * readable by nobody under the data folder (mode 0750), so the reservations are written
+ * into the configuration itself (`dhcp-host=`, `host-record=`) and dnsmasq is restarted when
+ * they change, after the leases no reservation backs any more are removed from its lease
+ * file: a deleted NIC's lease never blocks the next NIC given the same address. The lease
+ * file keeps every other lease across the restart.
  */
 export interface DnsmasqFiles {
   dir: string;
   conf: string;
   pid: string;
   leases: string;
-  hosts: string;
-  dhcpHosts: string;
   log: string;
 }
 
@@ -27,8 +37,6 @@ export function dnsmasqFiles(dir: string): DnsmasqFiles {
     conf: join(dir, 'dnsmasq.conf'),
     pid: join(dir, 'dnsmasq.pid'),
     leases: join(dir, 'dnsmasq.leases'),
-    hosts: join(dir, 'hosts'),
-    dhcpHosts: join(dir, 'dhcp-hosts'),
     log: join(dir, 'dnsmasq.log'),
   };
 }
@@ -43,7 +51,14 @@ export function needsDnsmasq(n: Network): boolean {
   return n.mode !== 'bridged' && n.hostAddress !== undefined && (n.dhcp || n.dns);
 }
 
-export function renderConfig(n: Network, files: DnsmasqFiles): string {
+/** The account dnsmasq drops to (Debian: nobody/nogroup). */
+export interface DnsmasqAccount {
+  user: string;
+  group: string;
+}
+export const DNSMASQ_ACCOUNT: DnsmasqAccount = { user: 'nobody', group: 'nogroup' };
+
+export function renderConfig(n: Network, files: DnsmasqFiles, reservations: readonly Reservation[] = [], account: DnsmasqAccount = DNSMASQ_ACCOUNT): string {
   if (!n.subnet || !n.hostAddress) throw new Error(`network ${n.name} has no subnet`);
   const c = parseCidr(n.subnet);
   const lines = [
@@ -52,10 +67,10 @@ export function renderConfig(n: Network, files: DnsmasqFiles): string {
     'bind-interfaces',
     'except-interface=lo',
     `listen-address=${n.hostAddress}`,
-    'user=root',
+    `user=${account.user}`,
+    `group=${account.group}`,
     `pid-file=${files.pid}`,
     'no-hosts',
-    `addn-hosts=${files.hosts}`,
     `domain=${n.name}.vmkit`,
     'expand-hosts',
     'local=/vmkit/',
@@ -67,12 +82,12 @@ export function renderConfig(n: Network, files: DnsmasqFiles): string {
   if (n.mode !== 'nat') lines.push('no-resolv');
   if (!n.dns) lines.push('port=0');
   if (n.dhcp && n.dhcpRange) {
-    // Every guest address is a reservation; the limit is the subnet less the host's address.
+    // Every guest address is a reservation, and only reservations are served (static); the
+    // limit is the subnet less the host's address.
     const leaseMax = c.last - c.first;
     lines.push(
-      `dhcp-range=${n.dhcpRange.start},${n.dhcpRange.end},${netmask(c.prefix)},1h`,
+      `dhcp-range=${intToIp(c.network)},static,${netmask(c.prefix)},1h`,
       `dhcp-leasefile=${files.leases}`,
-      `dhcp-hostsfile=${files.dhcpHosts}`,
       `dhcp-lease-max=${leaseMax}`,
       'dhcp-authoritative',
       'dhcp-no-override',
@@ -80,23 +95,27 @@ export function renderConfig(n: Network, files: DnsmasqFiles): string {
     // Only nat networks route: elsewhere guests get no default route.
     lines.push(n.mode === 'nat' ? `dhcp-option=option:router,${n.hostAddress}` : 'dhcp-option=option:router');
     lines.push(n.dns ? `dhcp-option=option:dns-server,${n.hostAddress}` : 'dhcp-option=option:dns-server');
+    lines.push(...renderDhcpHosts(reservations));
   }
+  if (n.dns) lines.push(...renderHosts(reservations, `${n.name}.vmkit`));
   return lines.join('\n') + '\n';
 }
 
-export function renderDhcpHosts(reservations: readonly Reservation[]): string {
-  return reservations.map((r) => `${r.mac},${r.ipv4},${r.name}`).join('\n') + (reservations.length ? '\n' : '');
+/** One `dhcp-host=MAC,IP,NAME` per NIC: the only clients served. */
+export function renderDhcpHosts(reservations: readonly Reservation[]): string[] {
+  return reservations.map((r) => `dhcp-host=${r.mac},${r.ipv4},${r.name}`);
 }
 
-export function renderHosts(reservations: readonly Reservation[]): string {
+/** Instance names in DNS (short and in the network's domain): the first NIC of each instance. */
+export function renderHosts(reservations: readonly Reservation[], domain: string): string[] {
   const seen = new Set<string>();
   const lines: string[] = [];
   for (const r of reservations) {
     if (seen.has(r.name)) continue;
     seen.add(r.name);
-    lines.push(`${r.ipv4} ${r.name}`);
+    lines.push(`host-record=${r.name},${r.name}.${domain},${r.ipv4}`);
   }
-  return lines.join('\n') + (lines.length ? '\n' : '');
+  return lines;
 }
 
 async function writeAtomic(file: string, content: string): Promise<void> {
@@ -111,23 +130,25 @@ export async function readPid(files: DnsmasqFiles): Promise<number | undefined> 
   return cmd.includes('dnsmasq') && cmd.includes(files.conf) ? pid : undefined;
 }
 
-/** Writes the files and makes sure dnsmasq runs with them (started, or told to reload). */
-export async function ensureDnsmasq(n: Network, files: DnsmasqFiles, reservations: readonly Reservation[]): Promise<void> {
-  await mkdir(files.dir, { recursive: true });
-  const conf = renderConfig(n, files);
-  const oldConf = await readFile(files.conf, 'utf8').catch(() => '');
-  await writeAtomic(files.dhcpHosts, renderDhcpHosts(reservations));
-  await writeAtomic(files.hosts, renderHosts(reservations));
-  let pid = await readPid(files);
-  if (pid && oldConf !== conf) {
-    await stopDnsmasq(files);
-    pid = undefined;
-  }
-  await writeAtomic(files.conf, conf);
-  if (pid) {
-    process.kill(pid, 'SIGHUP');
-    return;
-  }
+/**
+ * The lease file without the leases no reservation backs any more (a MAC that is gone, or
+ * that now holds another address). Pure: `text` is dnsmasq's lease file.
+ */
+export function pruneLeases(text: string, reservations: readonly Reservation[]): string {
+  const wanted = new Set(reservations.map((r) => `${r.mac.toLowerCase()} ${r.ipv4}`));
+  const kept = text.split('\n').filter((l) => {
+    const [, mac, ip] = l.split(' ');
+    // dnsmasq's lease lines: EXPIRY MAC IP HOSTNAME CLIENT-ID (DHCPv6 "duid" lines have no MAC).
+    return l !== '' && mac !== undefined && ip !== undefined && wanted.has(`${mac.toLowerCase()} ${ip}`);
+  });
+  return kept.join('\n') + (kept.length ? '\n' : '');
+}
+
+async function startDnsmasq(n: Network, files: DnsmasqFiles, reservations: readonly Reservation[]): Promise<void> {
+  // Stopped: its lease file is ours to edit.
+  const leases = await readFile(files.leases, 'utf8').catch(() => '');
+  const pruned = pruneLeases(leases, reservations);
+  if (pruned !== leases) await writeAtomic(files.leases, pruned);
   await run(['dnsmasq', `--conf-file=${files.conf}`], {
     errorCode: 'VMKIT_NETWORK_FAILED',
     timeoutMs: 15_000,
@@ -138,11 +159,21 @@ export async function ensureDnsmasq(n: Network, files: DnsmasqFiles, reservation
   }
 }
 
-export async function reloadDnsmasq(files: DnsmasqFiles, reservations: readonly Reservation[]): Promise<void> {
-  await writeAtomic(files.dhcpHosts, renderDhcpHosts(reservations));
-  await writeAtomic(files.hosts, renderHosts(reservations));
+/**
+ * Writes the files and makes sure dnsmasq runs with them: started, or restarted when its
+ * configuration or reservations changed (see the module comment for why not SIGHUP).
+ */
+export async function ensureDnsmasq(n: Network, files: DnsmasqFiles, reservations: readonly Reservation[]): Promise<void> {
+  await mkdir(files.dir, { recursive: true });
+  const conf = renderConfig(n, files, reservations);
+  const have = await readFile(files.conf, 'utf8').catch(() => undefined);
   const pid = await readPid(files);
-  if (pid) process.kill(pid, 'SIGHUP');
+  if (pid && conf === have) return;
+  if (pid) await stopDnsmasq(files);
+  // Reservations used to live in these two files (read by dnsmasq after dropping to nobody).
+  for (const old of ['dhcp-hosts', 'hosts']) await rm(join(files.dir, old), { force: true });
+  await writeAtomic(files.conf, conf);
+  await startDnsmasq(n, files, reservations);
 }
 
 export async function stopDnsmasq(files: DnsmasqFiles): Promise<void> {

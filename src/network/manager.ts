@@ -11,8 +11,20 @@ import * as bridge from './bridge.js';
 import * as nft from './nftables.js';
 import * as dns from './dnsmasq.js';
 import { Revert } from '../util/revert.js';
-import { confineGuests } from '../host/guest-uids.js';
-import { allocateAddress, bridgeName, cidrsOverlap, ipToInt, parseCidr, tapName, validateNetworkRequest, type CreateNetworkRequest, type Network } from './network.js';
+import { confineGuests, guestUidRange } from '../host/guest-uids.js';
+import {
+  allocateAddress,
+  bridgeName,
+  cidrsOverlap,
+  editHostRules,
+  ipToInt,
+  parseCidr,
+  tapName,
+  validateNetworkRequest,
+  type CreateNetworkRequest,
+  type Network,
+} from './network.js';
+import type { HostAccess } from '../wire/types.js';
 import type { NetworkNicView, NetworkView } from './types.js';
 
 export type { NetworkNicView, NetworkView } from './types.js';
@@ -263,9 +275,74 @@ export class NetworkManager {
     return this.serial(async () => {
       const nets = await this.networks();
       const insts = await this.instances();
-      for (const n of nets) if (dns.needsDnsmasq(n)) await dns.reloadDnsmasq(this.files(n.name), this.reservations(n, insts));
+      for (const n of nets) if (dns.needsDnsmasq(n)) await dns.ensureDnsmasq(n, this.files(n.name), this.reservations(n, insts));
       await this.applyRules(nets, insts);
     });
+  }
+
+  // ---- host services guests may reach ----------------------------------------------------
+
+  /** The pseudo-network "user" (QEMU user-mode NICs) keeps its allow-list here. */
+  private static readonly USER_ACCESS_KEY = 'network-user-host-access';
+
+  private async userAllowHost(): Promise<string[]> {
+    return (await this.store.get<{ allowHost: string[] }>('meta', NetworkManager.USER_ACCESS_KEY))?.value.allowHost ?? [];
+  }
+
+  /** The host services guests on `name` (or "user") may reach besides DHCP/DNS. */
+  async hostAccess(name: string): Promise<HostAccess> {
+    if (name === 'user') return { network: 'user', allowHost: await this.userAllowHost() };
+    return { network: name, allowHost: (await this.load(name)).allowHost ?? [] };
+  }
+
+  /**
+   * `vmkit network set NAME --allow-host tcp/PORT --deny-host tcp/PORT`: adds and removes
+   * entries of the network's allow-list and applies the rules at once (for "user", the guard
+   * table on guest QEMU sockets).
+   */
+  setHostAccess(name: string, allow: readonly string[] = [], deny: readonly string[] = []): Promise<HostAccess> {
+    return this.serial(async () => {
+      if (name === 'user') {
+        const before = await this.userAllowHost();
+        const allowHost = editHostRules(before, allow, deny);
+        // Rules first: a store failure puts the old ones back, so both always agree.
+        await nft.applyGuard(guestUidRange(), allowHost);
+        try {
+          await this.store.put('meta', NetworkManager.USER_ACCESS_KEY, { allowHost });
+        } catch (err) {
+          await nft.applyGuard(guestUidRange(), before).catch(() => undefined);
+          throw err;
+        }
+        this.events.lifecycle('network-updated', 'user', { allowHost });
+        return { network: 'user', allowHost };
+      }
+      const found = await this.store.get<Network>('networks', name);
+      if (!found) await this.load(name);
+      const n = found!.value;
+      const allowHost = editHostRules(n.allowHost ?? [], allow, deny);
+      const next: Network = { ...n, allowHost };
+      if (allowHost.length === 0) delete next.allowHost;
+      // The rules are made from the stored rows: row first, and back to the old row when the
+      // rules cannot be applied.
+      const revision = await this.store.put('networks', name, next, { expectRevision: found!.revision });
+      try {
+        await this.applyRules(await this.networks(), await this.instances());
+      } catch (err) {
+        await this.store.put('networks', name, n, { expectRevision: revision }).catch(() => undefined);
+        throw err;
+      }
+      this.events.lifecycle('network-updated', name, { allowHost });
+      return { network: name, allowHost };
+    });
+  }
+
+  /**
+   * The guard on guest QEMU processes' sockets (user-mode NICs cannot reach the host): applied
+   * at every start, whether or not networks exist, and left in place when the daemon stops
+   * (guests it left running stay guarded).
+   */
+  applyGuard(): Promise<void> {
+    return this.serial(async () => nft.applyGuard(guestUidRange(), await this.userAllowHost()));
   }
 
   // ---- what the instance manager asks -----------------------------------------------------
@@ -326,7 +403,7 @@ export class NetworkManager {
         await bridge.ensureTap(tapName(inst.id, nic.id), n.bridge, confineGuests() ? inst.uid : undefined);
       }
       const insts = await this.instances();
-      for (const n of nets) if (dns.needsDnsmasq(n)) await dns.reloadDnsmasq(this.files(n.name), this.reservations(n, insts));
+      for (const n of nets) if (dns.needsDnsmasq(n)) await dns.ensureDnsmasq(n, this.files(n.name), this.reservations(n, insts));
       await this.applyRules(nets, insts);
     });
   }

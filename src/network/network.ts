@@ -221,3 +221,31 @@ export function allocateAddress(n: Network, taken: ReadonlySet<string>, requeste
     hint: 'Remove a NIC from the network, give a static address outside the pool, or use a network with a larger pool.',
   });
 }
+
+/**
+ * A host service guests may reach (`vmkit network set NET --allow-host tcp/PORT`): `tcp/N`,
+ * `udp/N` or a range `tcp/N-M`. Returns the canonical form (no leading zeros).
+ */
+export function parseHostRule(text: string): string {
+  const m = /^(tcp|udp)\/(\d{1,5})(?:-(\d{1,5}))?$/.exec(String(text).trim().toLowerCase());
+  const lo = Number(m?.[2]);
+  const hi = m?.[3] === undefined ? lo : Number(m[3]);
+  if (!m || lo < 1 || hi > 65535 || hi < lo) {
+    throw vmkitError('VMKIT_INVALID_ARGUMENT', `"${text}" is not a host service: write PROTO/PORT, e.g. tcp/8080, udp/5000 or tcp/8000-8010.`, {
+      hint: 'PROTO is tcp or udp; ports are 1-65535.',
+    });
+  }
+  return lo === hi ? `${m[1]}/${lo}` : `${m[1]}/${lo}-${hi}`;
+}
+
+/** The allow-list after adding `allow` and removing `deny` (canonical, sorted, no duplicates). */
+export function editHostRules(current: readonly string[], allow: readonly string[] = [], deny: readonly string[] = []): string[] {
+  const out = new Set(current.map(parseHostRule));
+  for (const a of allow) out.add(parseHostRule(a));
+  for (const d of deny) out.delete(parseHostRule(d));
+  const key = (r: string) => {
+    const [p, ports] = r.split('/');
+    return `${p}/${ports!.split('-')[0]!.padStart(5, '0')}`;
+  };
+  return [...out].sort((a, b) => key(a).localeCompare(key(b)));
+}

@@ -1,7 +1,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { renderFlush, renderRuleset } from './nftables.js';
-import { validateNetworkRequest, type Network } from './network.js';
+import { renderFlush, renderGuard, renderRuleset } from './nftables.js';
+import { editHostRules, parseHostRule, validateNetworkRequest, type Network } from './network.js';
+import { guestUidRange } from '../host/guest-uids.js';
 
 const mk = (name: string, mode: Network['mode'], subnet?: string): Network => ({
   ...validateNetworkRequest({ name, mode, subnet, dhcp: subnet ? true : undefined }),
@@ -36,7 +37,6 @@ table inet vmkit {
     iifname "vmkbr-lan" udp dport 67 accept
     iifname "vmkbr-lan" ip daddr 10.80.0.1 udp dport 53 accept
     iifname "vmkbr-lan" ip daddr 10.80.0.1 tcp dport 53 accept
-    iifname "vmkbr-lan" ip daddr 10.80.0.1 accept
     iifname "vmkbr-lan" drop
   }
   chain forward {
@@ -74,17 +74,29 @@ table bridge vmkit {
   chain antispoof {
     iifname "vmkt-abcdef0-0" ether saddr != 52:54:00:00:00:01 drop
     iifname "vmkt-abcdef0-0" udp sport 67 drop
+    iifname "vmkt-abcdef0-0" udp dport 67 ip frag-off & 0x2000 != 0 drop
+    iifname "vmkt-abcdef0-0" udp dport 67 @th,288,48 != 0x525400000001 drop
     iifname "vmkt-abcdef0-0" ether type ip ip saddr != { 0.0.0.0, 10.80.0.100 } drop
     iifname "vmkt-abcdef0-0" ether type arp arp saddr ip != { 0.0.0.0, 10.80.0.100 } drop
     iifname "vmkt-abcdef0-0" ether type arp arp saddr ether != 52:54:00:00:00:01 drop
   }
+  chain prerouting {
+    type filter hook prerouting priority -200; policy accept;
+    iifname "vmkt-*" ether type != { ip, arp } drop
+    iifname "vmkt-*" meta mark set meta mark | 0x766d0000
+  }
   chain forward {
     type filter hook forward priority 0; policy accept;
     jump antispoof
+    oifname "vmkt-*" ether type != { ip, arp } drop
   }
   chain input {
     type filter hook input priority 0; policy accept;
     jump antispoof
+  }
+  chain output {
+    type filter hook output priority 0; policy accept;
+    oifname "vmkt-*" ether type != { ip, arp } drop
   }
 }
 `,
@@ -104,4 +116,68 @@ it('a floating forward also source-NATs what the guest sends from its port (migr
   const snat = out.indexOf('ip saddr 10.70.0.50 tcp sport 80 oifname != "vmkbr-lan" snat ip to 10.9.0.100:8080');
   assert.ok(snat > 0, out);
   assert.ok(snat < out.indexOf('masquerade'), 'before the masquerade rules');
+});
+
+describe('guests and host services', () => {
+  it('a network opens only DHCP, DNS and the allowed services on its gateway address', () => {
+    const lan = { ...mk('lan', 'host-only', '10.81.0.0/24'), allowHost: ['tcp/8080', 'udp/5000-5010'] };
+    const text = renderRuleset({ networks: [lan], nics: [], forwards: [] });
+    const input = text.slice(text.indexOf('chain input'), text.indexOf('chain forward'));
+    assert.deepEqual(
+      input
+        .split('\n')
+        .slice(2)
+        .map((l) => l.trim())
+        .filter((l) => l.startsWith('iifname')),
+      [
+        'iifname "vmkbr-lan" ct state established,related accept',
+        'iifname "vmkbr-lan" udp dport 67 accept',
+        'iifname "vmkbr-lan" ip daddr 10.81.0.1 udp dport 53 accept',
+        'iifname "vmkbr-lan" ip daddr 10.81.0.1 tcp dport 53 accept',
+        'iifname "vmkbr-lan" ip daddr 10.81.0.1 tcp dport 8080 accept',
+        'iifname "vmkbr-lan" ip daddr 10.81.0.1 udp dport 5000-5010 accept',
+        'iifname "vmkbr-lan" drop',
+      ],
+    );
+  });
+  it('a bridged network tells guests from the LAN by the mark their frames got on a tap', () => {
+    const office: Network = { name: 'office', mode: 'bridged', bridge: 'vmkbr-office', uplink: 'eth1', dhcp: false, dns: false, allowHost: ['tcp/22'], createdAt: '' };
+    const text = renderRuleset({ networks: [office], nics: [], forwards: [] });
+    const guest = 'iifname "vmkbr-office" meta mark & 0x766d0000 == 0x766d0000';
+    for (const rule of [`${guest} ct state established,related accept`, `${guest} tcp dport 22 accept`, `${guest} drop`, `${guest} oifname != "vmkbr-office" drop`]) {
+      assert.ok(text.includes(`    ${rule}\n`), rule);
+    }
+    assert.ok(text.indexOf(`${guest} tcp dport 22 accept`) < text.indexOf(`${guest} drop`));
+    assert.ok(text.includes('iifname "vmkt-*" meta mark set meta mark | 0x766d0000'));
+  });
+  it('the guard refuses new connections of guest uids to local addresses, DNS and allowed services excepted', () => {
+    assert.equal(
+      renderGuard(guestUidRange(), ['tcp/8080']),
+      `table inet vmkit-guard
+delete table inet vmkit-guard
+table inet vmkit-guard {
+  chain output {
+    type filter hook output priority 0; policy accept;
+    meta skuid 940000-989999 oifname "lo" ct state new jump guest
+  }
+  chain guest {
+    udp dport 53 accept
+    tcp dport 53 accept
+    tcp dport 8080 accept
+    meta l4proto tcp reject with tcp reset
+    reject
+  }
+}
+`,
+    );
+    assert.throws(() => renderGuard('0-; flush ruleset'));
+  });
+  it('host service rules are validated and kept canonical', () => {
+    assert.equal(parseHostRule('TCP/08080'), 'tcp/8080');
+    assert.equal(parseHostRule('udp/5000-5010'), 'udp/5000-5010');
+    for (const bad of ['tcp', 'icmp/1', 'tcp/0', 'tcp/65536', 'tcp/10-5', 'tcp/80;drop', 'tcp/80 accept']) {
+      assert.throws(() => parseHostRule(bad), /VMKIT_INVALID_ARGUMENT|not a host service/, bad);
+    }
+    assert.deepEqual(editHostRules(['tcp/8080'], ['udp/53', 'tcp/22', 'tcp/8080'], ['tcp/8080']), ['tcp/22', 'udp/53']);
+  });
 });

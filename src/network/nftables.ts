@@ -1,15 +1,24 @@
 import { vmkitError } from '../errors.js';
 import { run } from '../util/exec.js';
-import type { Network } from './network.js';
+import { TAP_PREFIX, type Network } from './network.js';
 
 /**
- * The ONE module that runs `nft`. vmkit's rules live in two tables of its own,
- * `inet vmkit` (masquerade, isolation, port forwards) and `bridge vmkit` (anti-spoofing on
- * the taps), so they can be listed (`nft list table inet vmkit`) and removed as a whole.
+ * The ONE module that runs `nft`. vmkit's rules live in tables of its own, `inet vmkit`
+ * (masquerade, isolation, what guests may reach on the host, port forwards), `bridge vmkit`
+ * (anti-spoofing and IPv6 blocking on the taps) and `inet vmkit-guard` (guest QEMU sockets,
+ * see renderGuard()), so they can be listed (`nft list table inet vmkit`) and removed as a
+ * whole.
  * The whole ruleset is generated from the wanted state and replaced atomically in one
  * `nft -f` transaction: applying it twice gives the same rules.
  */
 export const TABLE = 'vmkit';
+/** The guard on guest QEMU processes' own sockets (user-mode NICs): see renderGuard(). */
+export const GUARD_TABLE = 'vmkit-guard';
+/**
+ * The packet mark bits set on every frame that enters the host from a vmkit tap (bridge
+ * prerouting), so the inet input chain can tell a guest from the LAN on a bridged network.
+ */
+export const GUEST_MARK = '0x766d0000';
 
 export interface RulesetNic {
   tap: string;
@@ -37,6 +46,18 @@ export interface RulesetInput {
 }
 
 const q = (s: string) => `"${s}"`;
+
+/** `tcp/8080` → `tcp dport 8080`; `udp/5000-5010` → `udp dport 5000-5010` (rules already validated). */
+export function hostRuleMatch(rule: string): string {
+  const [proto, ports] = rule.split('/');
+  if ((proto !== 'tcp' && proto !== 'udp') || !/^\d{1,5}(-\d{1,5})?$/.test(ports ?? '')) throw new Error(`bad host rule ${rule}`);
+  return `${proto} dport ${ports}`;
+}
+
+/** A MAC as the 48-bit number nft compares raw payload with. */
+function macHex(mac: string): string {
+  return `0x${mac.toLowerCase().replace(/:/g, '')}`;
+}
 
 /** The `nft -f` script: (re)creates both tables with exactly the wanted rules. */
 export function renderRuleset(input: RulesetInput): string {
@@ -83,30 +104,58 @@ export function renderRuleset(input: RulesetInput): string {
     // from each other, host-only and internal networks from the world.
     forwardRules.push(`iifname ${br} drop`, `oifname ${br} drop`);
 
-    // What guests may ask of the host itself.
+    // What guests may ask of the host itself: DHCP, DNS when the network serves it, and the
+    // services the operator allowed (`network set --allow-host`), on the host's address on
+    // this network only. Everything else — the gateway's other ports, the host's other
+    // addresses, 127.0.0.1 (route_localnet is on for forwards) — is dropped.
     // Replies to the host's own connections (and to forwards from its loopback, whose
     // replies are addressed to 127.0.0.1 once de-NATed); internal guests get none.
     if (n.mode !== 'internal') inputRules.push(`iifname ${br} ct state established,related accept`);
     inputRules.push(`iifname ${br} udp dport 67 accept`);
     if (n.hostAddress) {
       if (n.dns) inputRules.push(`iifname ${br} ip daddr ${n.hostAddress} udp dport 53 accept`, `iifname ${br} ip daddr ${n.hostAddress} tcp dport 53 accept`);
-      if (n.mode !== 'internal') inputRules.push(`iifname ${br} ip daddr ${n.hostAddress} accept`);
+      for (const r of n.allowHost ?? []) inputRules.push(`iifname ${br} ip daddr ${n.hostAddress} ${hostRuleMatch(r)} accept`);
     }
     inputRules.push(`iifname ${br} drop`);
   }
 
-  // Anti-spoofing: a guest sends only with its own MAC and IPv4 address, and never as a DHCP server.
+  // Bridged networks: the bridge also carries the host's LAN, so guests are told apart by the
+  // mark their frames got on entering from a tap. They are LAN machines to the world, but
+  // open no connection to the host (any of its addresses) beyond the allowed services, and
+  // the host does not route for them.
+  for (const n of nets.filter((x) => x.mode === 'bridged')) {
+    const br = q(n.bridge);
+    const guest = `iifname ${br} meta mark & ${GUEST_MARK} == ${GUEST_MARK}`;
+    inputRules.push(`${guest} ct state established,related accept`);
+    for (const r of n.allowHost ?? []) inputRules.push(`${guest} ${hostRuleMatch(r)} accept`);
+    inputRules.push(`${guest} drop`);
+    forwardRules.push(`${guest} oifname != ${br} drop`);
+  }
+
+  // Anti-spoofing: a guest sends only with its own MAC and IPv4 address, never as a DHCP
+  // server, and asks DHCP only for its own MAC (the BOOTP chaddr, 48 bits at offset 28 of the
+  // UDP payload = bit 288 from the UDP header): one address per NIC, no pool exhaustion with
+  // made-up clients. A DHCP request split into fragments is dropped (its chaddr would be
+  // out of sight).
   const spoof: string[] = [];
   for (const nic of [...input.nics].sort((a, b) => a.tap.localeCompare(b.tap))) {
     const t = q(nic.tap);
     spoof.push(`iifname ${t} ether saddr != ${nic.mac} drop`);
     spoof.push(`iifname ${t} udp sport 67 drop`);
+    spoof.push(`iifname ${t} udp dport 67 ip frag-off & 0x2000 != 0 drop`);
+    spoof.push(`iifname ${t} udp dport 67 @th,288,48 != ${macHex(nic.mac)} drop`);
     if (nic.ipv4) {
       spoof.push(`iifname ${t} ether type ip ip saddr != { 0.0.0.0, ${nic.ipv4} } drop`);
       spoof.push(`iifname ${t} ether type arp arp saddr ip != { 0.0.0.0, ${nic.ipv4} } drop`);
       spoof.push(`iifname ${t} ether type arp arp saddr ether != ${nic.mac} drop`);
     }
   }
+  // IPv6 is not managed on guest links: only IPv4 and ARP frames go from and to a tap (no
+  // IPv6, so no forged IPv6 source, RA or ND; no VLAN tags around the checks above).
+  // Frames from taps carry the guest mark (see the bridged input rules).
+  const taps = q(`${TAP_PREFIX}*`);
+  const prerouting = [`iifname ${taps} ether type != { ip, arp } drop`, `iifname ${taps} meta mark set meta mark | ${GUEST_MARK}`];
+  const toTaps = `oifname ${taps} ether type != { ip, arp } drop`;
 
   const chain = (name: string, hook: string, rules: string[], type = 'filter', priority = '0'): string =>
     [`  chain ${name} {`, `    type ${type} hook ${hook} priority ${priority}; policy accept;`, ...rules.map((r) => `    ${r}`), '  }'].join('\n');
@@ -129,11 +178,47 @@ export function renderRuleset(input: RulesetInput): string {
     '  chain antispoof {',
     ...spoof.map((r) => `    ${r}`),
     '  }',
-    chain('forward', 'forward', ['jump antispoof']),
+    chain('prerouting', 'prerouting', prerouting, 'filter', '-200'),
+    chain('forward', 'forward', ['jump antispoof', toTaps]),
     chain('input', 'input', ['jump antispoof']),
+    chain('output', 'output', [toTaps]),
     '}',
     '',
   ].join('\n');
+}
+
+/**
+ * The guard on guests' own sockets: a QEMU with a user-mode NIC (slirp) makes every
+ * connection of its guest itself, so 10.0.2.2 (= the host's 127.0.0.1) and every host
+ * address would be open to the guest. Every guest QEMU runs under a uid of its own from
+ * `uidRange` (src/host/guest-uids.ts); a new connection such a process opens to any local
+ * address (they all leave through `lo`) is refused, except DNS (slirp's resolver forwards to
+ * the host's, which may be 127.0.0.53) and the services the operator allowed for the
+ * pseudo-network "user". Replies of port forwards (hostfwd) are established connections
+ * and pass; connections to the world do not leave through `lo` and pass. Packets of
+ * processes outside the range are never looked at.
+ */
+export function renderGuard(uidRange: string, allowHost: readonly string[] = []): string {
+  if (!/^\d+-\d+$/.test(uidRange)) throw new Error(`bad uid range ${uidRange}`);
+  const guest = ['udp dport 53 accept', 'tcp dport 53 accept', ...allowHost.map((r) => `${hostRuleMatch(r)} accept`), 'meta l4proto tcp reject with tcp reset', 'reject'];
+  return [
+    `table inet ${GUARD_TABLE}`,
+    `delete table inet ${GUARD_TABLE}`,
+    `table inet ${GUARD_TABLE} {`,
+    '  chain output {',
+    '    type filter hook output priority 0; policy accept;',
+    `    meta skuid ${uidRange} oifname "lo" ct state new jump guest`,
+    '  }',
+    '  chain guest {',
+    ...guest.map((r) => `    ${r}`),
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+}
+
+export async function applyGuard(uidRange: string, allowHost: readonly string[]): Promise<void> {
+  await nftStdin(renderGuard(uidRange, allowHost));
 }
 
 /** The script that removes both tables (nothing of vmkit's stays). */

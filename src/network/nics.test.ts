@@ -30,7 +30,7 @@ describe('NICs on vmkit networks', () => {
     }).join(' ');
     assert.match(argv, /-netdev tap,id=nic0,ifname=vmkt-0123456-0,script=no,downscript=no -device virtio-net-pci,netdev=nic0,mac=52:54:00:00:00:01,id=nic0-dev/);
     assert.match(argv, /-netdev tap,id=nic1,ifname=vmkt-0123456-1,script=no,downscript=no -device e1000,netdev=nic1,mac=52:54:00:00:00:02/);
-    assert.match(argv, /-netdev user,id=nic2 -device rtl8139,netdev=nic2/);
+    assert.match(argv, /-netdev user,id=nic2,ipv6=off -device rtl8139,netdev=nic2/);
     assert.equal(tapNetdev('nic3', 't'), 'tap,id=nic3,ifname=t,script=no,downscript=no');
   });
   it('writes static addresses (with prefix, gateway, DNS) to the config drive; reservations stay DHCP', () => {

@@ -81,7 +81,7 @@ describe('buildQemuArgv (golden)', () => {
       '-device',
       'virtio-blk-pci,drive=cidata,id=cidata-dev,werror=stop,rerror=stop',
       '-netdev',
-      'user,id=nic0,hostfwd=tcp:127.0.0.1:8080-:80',
+      'user,id=nic0,ipv6=off,hostfwd=tcp:127.0.0.1:8080-:80',
       '-device',
       'virtio-net-pci,netdev=nic0,mac=52:54:00:00:00:01,id=nic0-dev',
       '-S',

@@ -158,7 +158,8 @@ export function buildQemuArgv(spec: QemuLaunchSpec): string[] {
   for (const nic of spec.nics) {
     if (nic.network === 'user') {
       const fwds = spec.forwards.filter((f) => f.nic === nic.id).map((f) => `,hostfwd=${hostfwdRule(f)}`);
-      argv.push('-netdev', `user,id=${nic.id}${fwds.join('')}`);
+      // No IPv6 on guest links (doc/network.md): slirp would give the guest a v6 path to the host.
+      argv.push('-netdev', `user,id=${nic.id},ipv6=off${fwds.join('')}`);
     } else {
       const tap = spec.taps?.[nic.id];
       if (!tap) continue;

@@ -40,7 +40,7 @@ describe('NIC hot-plug', () => {
   it('adds a user-mode netdev when there is no tap', async () => {
     const qmp = new FakeQmp();
     await hotplugNic(qmp.client, { id: 'nic0', model: 'e1000', mac: '52:54:00:00:00:02' });
-    assert.deepEqual(qmp.calls[0], { command: 'netdev_add', args: { type: 'user', id: 'nic0' } });
+    assert.deepEqual(qmp.calls[0], { command: 'netdev_add', args: { type: 'user', id: 'nic0', ipv6: false } });
   });
 
   it('takes the netdev away again when the device is refused, and reports the device_add error', async () => {

@@ -20,7 +20,7 @@ export interface HotplugNic {
  * is what the caller gets.
  */
 export async function hotplugNic(qmp: QmpClient, nic: HotplugNic): Promise<void> {
-  await qmp.execute('netdev_add', nic.tap ? { type: 'tap', id: nic.id, ifname: nic.tap, script: 'no', downscript: 'no' } : { type: 'user', id: nic.id });
+  await qmp.execute('netdev_add', nic.tap ? { type: 'tap', id: nic.id, ifname: nic.tap, script: 'no', downscript: 'no' } : { type: 'user', id: nic.id, ipv6: false });
   try {
     await qmp.execute('device_add', { driver: nicDevice(nic.model), netdev: nic.id, mac: nic.mac, id: `${nic.id}-dev` });
   } catch (err) {

@@ -21,6 +21,9 @@ const networkFields = {
   dns: Type.Boolean(),
   // bridged: the host interface enslaved to the bridge.
   uplink: Type.Optional(Type.String()),
+  // Host services guests on this network may reach besides DHCP/DNS (`tcp/8080`, `udp/N-M`):
+  // `vmkit network set NET --allow-host`. Absent = none.
+  allowHost: Type.Optional(Type.Array(Type.String())),
   createdAt: Type.String(),
 };
 
@@ -51,3 +54,7 @@ export const NetworkViewSchema = Type.Object({
   forwards: Type.Array(Type.Object({ ...PortForwardSchema.properties, instance: Type.String(), guestIp: Type.Optional(Type.String()) })),
 });
 export type NetworkView = Static<typeof NetworkViewSchema>;
+
+/** GET/PATCH /1.0/networks/{name}/host-access (also for the pseudo-network "user"). */
+export const HostAccessSchema = Type.Object({ network: Type.String(), allowHost: Type.Array(Type.String()) });
+export type HostAccess = Static<typeof HostAccessSchema>;

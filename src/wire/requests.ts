@@ -154,6 +154,13 @@ export type ExportImageRequest = Static<typeof ExportImageRequestSchema>;
 export const DownloadImageQuerySchema = Type.Object({ format: Type.Optional(StringEnum(EXPORT_FORMATS)) }, strict);
 export type DownloadImageQuery = Static<typeof DownloadImageQuerySchema>;
 
+/** PATCH /1.0/networks/{name}/host-access ("user" = QEMU user-mode NICs). */
+export const HostAccessRequestSchema = Type.Object(
+  { allow: Type.Optional(Type.Array(Type.String(), { maxItems: 64 })), deny: Type.Optional(Type.Array(Type.String(), { maxItems: 64 })) },
+  strict,
+);
+export type HostAccessRequest = Static<typeof HostAccessRequestSchema>;
+
 /** POST /1.0/repos. */
 export const AddRepoRequestSchema = Type.Object(
   { name: Type.String(), url: Type.String(), token: Type.Optional(Type.String()), allowPrivate: Type.Optional(Type.Boolean()) },
