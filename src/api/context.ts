@@ -12,6 +12,7 @@ import type { MigrationService } from '../cluster/migration.js';
 import { ForwardingService } from '../cluster/forwarding.js';
 import { EvacuationService } from '../cluster/evacuate.js';
 import { InstanceListing } from '../cluster/listing.js';
+import type { TokenManager } from '../auth/tokens.js';
 
 /**
  * The services whose calls are more than one manager call (orchestration lives there, not in
@@ -44,6 +45,8 @@ export interface ApiContext {
   /** Cluster membership (etcd) and migration between hosts. */
   cluster?: ClusterManager;
   migrations?: MigrationService;
+  /** Scoped API tokens (vmkit token create); absent: only the daemon's own tokens. */
+  tokens?: TokenManager;
   services: ApiServices;
 }
 
