@@ -51,6 +51,8 @@ export interface ApiOptions {
   extraTokens?: () => Array<string | undefined>;
   /** Require authentication (a TCP listener) even without `token`: scoped tokens (ctx.tokens) only. */
   authenticate?: boolean;
+  /** Serve HTTPS with this certificate and key (PEM). */
+  https?: { cert: Buffer; key: Buffer };
   /** The listener is HTTPS: the session cookie is marked Secure. */
   secure?: boolean;
   /** Failed-authentication throttle (default: 10 a minute per address). */
@@ -64,6 +66,7 @@ const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorRes
 
 export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
+    ...((options.https ? { https: { ...options.https, minVersion: 'TLSv1.2' } } : {}) as object),
     logger: options.logger ?? false,
     bodyLimit: 1024 * 1024,
     forceCloseConnections: true,

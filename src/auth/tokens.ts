@@ -40,11 +40,11 @@ export function hashToken(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('hex');
 }
 
-const UNITS: Record<string, number> = { m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 };
+const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 };
 
-/** "90m", "12h", "30d", "8w" in milliseconds. */
+/** "30s", "90m", "12h", "30d", "8w" in milliseconds. */
 export function parseDuration(text: string): number {
-  const m = /^([1-9][0-9]{0,5})([mhdw])$/.exec(text);
+  const m = /^([1-9][0-9]{0,5})([smhdw])$/.exec(text);
   if (!m) {
     throw vmkitError('VMKIT_INVALID_ARGUMENT', `"${text}" is not a duration.`, { hint: 'Use a number and a unit: 90m, 12h, 30d or 8w.' });
   }

@@ -34,8 +34,8 @@ export const CreateTokenSchema = Type.Object(
   {
     name: Type.String({ minLength: 1, maxLength: 63 }),
     role: StringEnum(ROLES),
-    /** A duration: 90m, 12h, 30d, 8w. Absent: the token never expires. */
-    expires: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,5}[mhdw]$' })),
+    /** A duration: 30s, 90m, 12h, 30d, 8w. Absent: the token never expires. */
+    expires: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,5}[smhdw]$' })),
   },
   { additionalProperties: false },
 );
