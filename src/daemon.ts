@@ -1,4 +1,4 @@
-import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
@@ -27,12 +27,23 @@ import { hostFacts, sharedStorageId } from './cluster/host-facts.js';
 import { EtcdStore } from './store/etcd.js';
 import { qemuCapabilities } from './qemu/capabilities.js';
 import { installLastResort } from './util/last-resort.js';
+import { MIN_TOKEN_LENGTH, TokenManager } from './auth/tokens.js';
+import { createSelfSigned, fingerprint, pairExists, readPair, type CertPair } from './host/pki.js';
+import { isIP } from 'node:net';
 
 export interface DaemonOptions {
   dir?: string;
-  /** ADDR:PORT for the TCP listener (needs a token). */
+  /** ADDR:PORT for the TCP listener: HTTPS (or plain HTTP on loopback with insecureHttp). */
   listen?: string;
+  /** The bootstrap admin token itself (at least 32 characters); the CLI passes tokenFile. */
   token?: string;
+  /** A file holding the bootstrap admin token (--token-file / VMKIT_TOKEN_FILE). */
+  tokenFile?: string;
+  /** The listener's certificate and key (PEM); default: one generated in <dir>/tls/ on first start. */
+  tlsCert?: string;
+  tlsKey?: string;
+  /** Serve plain HTTP on --listen: refused unless the address is a loopback one. */
+  insecureHttp?: boolean;
   /** Folder with the built appliance (guest/build.sh output). */
   applianceDir?: string;
   /** Storage all cluster hosts mount at the same path (a NAS): new disks go there. */
@@ -74,13 +85,70 @@ function parseListen(listen: string): { host: string; port: number } {
   return { host: m[1].replace(/^\[|\]$/g, ''), port };
 }
 
+/** 127.0.0.0/8, ::1, localhost: the only addresses plain HTTP may listen on. */
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  return host === '::1' || /^::ffff:127\./i.test(host);
+}
+
+/** The bootstrap token from its file: at least MIN_TOKEN_LENGTH characters, or a clear error. */
+export async function readTokenFile(file: string, log: (line: string) => void): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw vmkitError('VMKIT_INVALID_ARGUMENT', `Cannot read the token file ${file}: ${(err as Error).message}`, {
+      hint: 'Write a token to it first, e.g.: (umask 077; openssl rand -hex 32 > FILE)',
+      cause: err,
+    });
+  }
+  const mode = (await stat(file)).mode;
+  if (mode & 0o077) log(`warning: the token file ${file} can be read by other users (mode ${(mode & 0o777).toString(8)}); chmod 600 it`);
+  return checkToken(text.trim(), `The token in ${file}`);
+}
+
+function checkToken(token: string, what: string): string {
+  if (token.length < MIN_TOKEN_LENGTH || /\s/.test(token)) {
+    throw vmkitError('VMKIT_INVALID_ARGUMENT', `${what} is ${token.length} characters long; at least ${MIN_TOKEN_LENGTH} (no spaces) are required.`, {
+      hint: 'Make a long random one: (umask 077; openssl rand -hex 32 > FILE), then --token-file FILE.',
+    });
+  }
+  return token;
+}
+
+/**
+ * The TCP listener's TLS pair: the one given (--tls-cert/--tls-key), else the one in the
+ * data folder, made on first start (self-signed; clients pin its fingerprint).
+ */
+async function listenerCertificate(paths: DataPaths, options: DaemonOptions, host: string, log: (line: string) => void): Promise<{ cert: Buffer; key: Buffer }> {
+  if (!!options.tlsCert !== !!options.tlsKey) {
+    throw vmkitError('VMKIT_INVALID_ARGUMENT', 'Give both --tls-cert and --tls-key, or neither.', {
+      hint: 'Without them the daemon makes its own certificate in its data folder.',
+    });
+  }
+  if (options.tlsCert && options.tlsKey) return readPair({ cert: options.tlsCert, key: options.tlsKey });
+  const pair: CertPair = { cert: join(paths.root, 'tls', 'server.crt'), key: join(paths.root, 'tls', 'server.key') };
+  if (!pairExists(pair)) {
+    const names = [...new Set([os.hostname(), 'localhost', '127.0.0.1', '::1', ...(isIP(host) && host !== '0.0.0.0' && host !== '::' ? [host] : [])])];
+    await createSelfSigned(pair, { commonName: os.hostname(), names, usage: 'server' });
+    log(`made a TLS certificate for the API in ${pair.cert}`);
+  }
+  return readPair(pair);
+}
+
 /** Starts the daemon: store, recovery of running VMs, then the API on the unix socket (and TCP). */
 export async function startDaemon(options: DaemonOptions = {}): Promise<RunningDaemon> {
   const log = options.log ?? ((line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`));
   const paths = new DataPaths(resolveDataDir(options.dir));
-  if (options.listen && !options.token) {
-    throw vmkitError('VMKIT_INVALID_ARGUMENT', 'A TCP listener needs a token.', { hint: 'Pass --token TOKEN (or VMKIT_TOKEN).' });
+  // Checked before anything starts: a bad listener setting must not leave half a daemon.
+  const listen = options.listen ? parseListen(options.listen) : undefined;
+  if (listen && options.insecureHttp && !isLoopback(listen.host)) {
+    throw vmkitError('VMKIT_INVALID_ARGUMENT', `Plain HTTP (--insecure-http) is only allowed on a loopback address, not ${listen.host}.`, {
+      hint: 'Drop --insecure-http (the listener serves HTTPS with its own certificate), or listen on 127.0.0.1.',
+    });
   }
+  const bootstrapToken = options.tokenFile ? await readTokenFile(options.tokenFile, log) : options.token ? checkToken(options.token, 'The token') : undefined;
   // 0711: guests' QEMUs (own uids) reach their instance's files by name, and list nothing.
   await mkdir(paths.root, { recursive: true, mode: 0o711 });
   await chmod(paths.root, 0o711);
@@ -120,6 +188,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   }
   // The database is the daemon's alone (SQLite makes it 0644 under the usual umask).
   for (const f of [paths.db, `${paths.db}-wal`, `${paths.db}-shm`]) await chmod(f, 0o600).catch(() => undefined); // -wal/-shm exist only once written
+  const tokens = new TokenManager(store);
   const events = new EventBus();
   const operations = new OperationManager(events);
   const images = new ImageStore(store, paths);
@@ -240,6 +309,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     networks,
     cluster,
     migrations,
+    tokens,
     services: createApiServices({ dataDir: paths.root, instances, snapshots, images, operations, events, cluster, migrations }),
   };
   await cluster.start();
@@ -257,12 +327,25 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   };
   if (cluster.joined) void recoverMigrations();
   // TCP first: once the unix socket exists, clients may assume every listener is up.
-  if (options.listen) {
-    const { host, port } = parseListen(options.listen);
-    const remote = await buildApi(context, { token: options.token, extraTokens: () => [cluster.token], origin: 'remote' });
+  if (listen) {
+    const { host, port } = listen;
+    const tls = options.insecureHttp ? undefined : await listenerCertificate(paths, options, host, log);
+    const remote = await buildApi(context, {
+      token: bootstrapToken,
+      extraTokens: () => [cluster.token],
+      authenticate: true,
+      https: tls,
+      secure: tls !== undefined,
+      log,
+      origin: 'remote',
+    });
     await remote.listen({ host, port });
     servers.push(remote);
-    log(`vmkit listening on http://${options.listen} (token required); web console: http://${options.listen}/ui/`);
+    const url = `${tls ? 'https' : 'http'}://${options.listen}`;
+    log(`vmkit listening on ${url} (token required); web console: ${url}/ui/`);
+    if (tls) log(`API certificate SHA-256 fingerprint: ${fingerprint(tls.cert)}`);
+    else log('warning: plain HTTP (--insecure-http): tokens cross the wire unencrypted; loopback only');
+    if (!bootstrapToken) log('no bootstrap token (--token-file): make tokens with "vmkit token create NAME --role ROLE" on this host');
   }
   const local = await buildApi(context, { origin: 'local' });
   await rm(paths.socket, { force: true });

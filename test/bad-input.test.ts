@@ -5,7 +5,9 @@ import WebSocket from 'ws';
 import os from 'node:os';
 import { existsSync, mkdtempSync, readdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { freePort, qemuPidsUnder, startTestDaemon, unixRequest, type TestDaemon } from './helpers.js';
+import { freePort, qemuPidsUnder, startTestDaemon, tokenFile, unixRequest, type TestDaemon } from './helpers.js';
+
+const TOKEN = 'bad-input-test-token-0123456789abcdef';
 
 /** Every bad request: a clear code, a non-zero exit, and nothing left behind. */
 describe('bad input', () => {
@@ -107,13 +109,13 @@ describe('bad input', () => {
   });
 });
 
-describe('the TCP API needs the token', () => {
+describe('the TCP API needs the token (plain HTTP on loopback with --insecure-http)', () => {
   let d: TestDaemon;
   let port: number;
 
   before(async () => {
     port = await freePort();
-    d = await startTestDaemon({ extraArgs: ['--listen', `127.0.0.1:${port}`, '--token', 's3cret-token'] });
+    d = await startTestDaemon({ extraArgs: ['--listen', `127.0.0.1:${port}`, '--insecure-http', '--token-file', tokenFile(TOKEN)] });
   });
   after(async () => {
     await d.stop();
@@ -125,12 +127,12 @@ describe('the TCP API needs the token', () => {
     assert.equal(((await none.json()) as { error: { code: string } }).error.code, 'VMKIT_UNAUTHORIZED');
     const wrong = await fetch(`http://127.0.0.1:${port}/1.0/instances`, { headers: { authorization: 'Bearer nope' } });
     assert.equal(wrong.status, 401);
-    const right = await fetch(`http://127.0.0.1:${port}/1.0/instances`, { headers: { authorization: 'Bearer s3cret-token' } });
+    const right = await fetch(`http://127.0.0.1:${port}/1.0/instances`, { headers: { authorization: `Bearer ${TOKEN}` } });
     assert.equal(right.status, 200);
     const cliNoToken = d.cli(['list', '--remote', `http://127.0.0.1:${port}`]);
     assert.notEqual(cliNoToken.code, 0);
     assert.match(cliNoToken.stderr, /VMKIT_UNAUTHORIZED/);
-    const cli = d.cli(['list', '--remote', `http://127.0.0.1:${port}`, '--token', 's3cret-token', '--format', 'json']);
+    const cli = d.cli(['list', '--remote', `http://127.0.0.1:${port}`, '--token-file', tokenFile(TOKEN), '--format', 'json']);
     assert.equal(cli.code, 0, cli.stderr);
     assert.deepEqual(JSON.parse(cli.stdout), []);
   });

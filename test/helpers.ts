@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, existsSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import net from 'node:net';
 import { join, resolve } from 'node:path';
@@ -31,7 +31,17 @@ export interface TestDaemon {
 }
 
 export function testEnv(dir: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  return { ...process.env, VMKIT_DIR: dir, VMKIT_ACCEL: process.env.VMKIT_TEST_ACCEL ?? 'tcg', VMKIT_REMOTE: '', VMKIT_TOKEN: '', ...extra };
+  return {
+    ...process.env,
+    VMKIT_DIR: dir,
+    VMKIT_ACCEL: process.env.VMKIT_TEST_ACCEL ?? 'tcg',
+    VMKIT_REMOTE: '',
+    VMKIT_TOKEN: '',
+    VMKIT_TOKEN_FILE: '',
+    // The CLI's remotes (vmkit remote add) stay in the test's folder, not the user's ~/.config.
+    VMKIT_CONFIG_DIR: join(dir, 'cli-config'),
+    ...extra,
+  };
 }
 
 async function waitForSocket(path: string, proc: ChildProcess, timeoutMs = 20_000): Promise<void> {
@@ -234,4 +244,11 @@ export interface GuestStatus {
 
 export async function guestStatus(port: number): Promise<GuestStatus> {
   return JSON.parse(await waitForHttp(`http://127.0.0.1:${port}/status`)) as GuestStatus;
+}
+
+/** A token in a file of its own (mode 0600), for --token-file. */
+export function tokenFile(token: string): string {
+  const file = join(mkdtempSync('/tmp/vmkt-token-'), 'token');
+  writeFileSync(file, `${token}\n`, { mode: 0o600 });
+  return file;
 }

@@ -5,7 +5,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { freePort, qemuPidsUnder, ROOT, sleep, startTestDaemon, waitForHttp, type TestDaemon } from './helpers.js';
+import { freePort, qemuPidsUnder, ROOT, sleep, startTestDaemon, tokenFile, waitForHttp, type TestDaemon } from './helpers.js';
 
 /**
  * The web console in a real browser (Debian's chromium driven by playwright-core) against a
@@ -13,7 +13,7 @@ import { freePort, qemuPidsUnder, ROOT, sleep, startTestDaemon, waitForHttp, typ
  */
 const CHROMIUM = process.env.VMKIT_CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = join(ROOT, 'test-artifacts');
-const TOKEN = 'web-test-token-3f9c';
+const TOKEN = 'web-test-token-3f9c-0123456789abcdef0123';
 const VM = 'webui1';
 
 function ensureWebBuilt(): void {
@@ -62,7 +62,9 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     mkdirSync(ARTIFACTS, { recursive: true });
     port = await freePort();
     base = `http://127.0.0.1:${port}`;
-    d = await startTestDaemon({ extraArgs: ['--listen', `127.0.0.1:${port}`, '--token', TOKEN] });
+    // Plain HTTP on loopback (--insecure-http): the browser and fetch need no certificate
+    // exceptions here; HTTPS and the Secure cookie are tested in auth-tls.test.ts.
+    d = await startTestDaemon({ extraArgs: ['--listen', `127.0.0.1:${port}`, '--insecure-http', '--token-file', tokenFile(TOKEN)] });
     // The TCP listener comes up before the unix socket; it is ready here.
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -377,6 +379,56 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     await phone.waitForSelector('[data-testid=serial-status]:text-is("connected")');
     await phone.screenshot({ path: join(ARTIFACTS, '14-phone-console.png') });
     await phone.close();
+  });
+
+  it('shows a viewer the instance but no action it may not take; the daemon refuses them anyway', async () => {
+    const made = d.cli(['token', 'create', 'web-viewer', '--role', 'viewer']);
+    assert.equal(made.code, 0, made.stderr);
+    const viewerContext = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const viewer = await viewerContext.newPage();
+    viewer.setDefaultTimeout(30_000);
+    try {
+      await viewer.goto(`${base}/ui/`);
+      await viewer.fill('input[name=token]', made.stdout.trim());
+      await viewer.click('button[type=submit]');
+      await viewer.waitForSelector('[data-testid=whoami][data-role=viewer]');
+      assert.match((await viewer.textContent('[data-testid=whoami]')) ?? '', /web-viewer \(viewer\)/);
+      await viewer.waitForSelector(`tr[data-instance=${VM}]`);
+      await shot(viewer, '15a-viewer-instances');
+      // The operator's page shows these on the same instance; the viewer's does not.
+      await page.click('[data-nav=instances]');
+      await page.waitForSelector(`tr[data-instance=${VM}] [data-action=delete]`); // the admin's page has them
+      assert.equal(await viewer.locator('[data-testid=new-instance]').count(), 0);
+      assert.equal(await viewer.locator(`tr[data-instance=${VM}] [data-action]`).count(), 0, 'no action buttons in the row');
+      await viewer.goto(`${base}/ui/#/instances/${VM}`);
+      await viewer.waitForSelector('[data-tab=overview]');
+      assert.equal(await viewer.locator('.page-head [data-action]').count(), 0, 'no start/stop/delete/clone');
+      assert.equal(await viewer.locator('[data-tab=console], [data-tab=screen]').count(), 0, 'no consoles');
+      assert.ok(await viewer.isVisible('[data-tab=log]'), 'the log is readable');
+      await viewer.click('[data-tab=forwards]');
+      assert.equal(await viewer.locator('[data-testid=forward-form], [data-action=remove-forward]').count(), 0);
+      await viewer.click('[data-tab=snapshots]');
+      await viewer.waitForSelector('[data-testid=no-snapshots], [data-testid=snapshots]');
+      assert.equal(await viewer.locator('[data-testid=snapshot-form]').count(), 0);
+      await viewer.goto(`${base}/ui/#/create`);
+      await viewer.waitForSelector('[data-testid=not-allowed]');
+      await viewer.goto(`${base}/ui/#/images`);
+      await viewer.waitForSelector('[data-testid=images]');
+      assert.equal(await viewer.locator('[data-testid=upload-open]').count(), 0);
+      await viewer.goto(`${base}/ui/#/networks`);
+      await viewer.waitForSelector('h1:text-is("Networks")');
+      assert.equal(await viewer.locator('[data-testid=new-network]').count(), 0);
+      await shot(viewer, '15b-viewer-networks');
+      // Hidden is not the guard: the daemon refuses the viewer's session cookie a stop.
+      const status = await viewer.evaluate(async (name) => {
+        const r = await fetch(`/1.0/instances/${name}/state`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ action: 'stop' }) });
+        return `${r.status} ${((await r.json()) as { error?: { code?: string } }).error?.code}`;
+      }, VM);
+      assert.equal(status, '403 VMKIT_FORBIDDEN');
+      assert.equal((await d.api<{ metadata: { state: string } }>('GET', `/1.0/instances/${VM}`)).body.metadata.state, 'running');
+    } finally {
+      await viewerContext.close();
+    }
   });
 
   it('deletes the instance after a confirmation', async () => {

@@ -4,7 +4,7 @@ import { defineConfig } from 'vitest/config';
 /**
  * The web console: built to dist-web/ (served by the daemon at /ui/). `npm run dev:web` serves
  * it with hot reload and forwards /1.0 (HTTP, SSE and WebSockets) to a daemon started with
- * `vmkit daemon --listen 127.0.0.1:8443 --token T` (VMKIT_WEB_DAEMON overrides the address).
+ * `vmkit daemon --listen 127.0.0.1:8443 --insecure-http` (plain HTTP on loopback; VMKIT_WEB_DAEMON overrides the address).
  */
 const root = fileURLToPath(new URL('.', import.meta.url));
 const daemon = process.env.VMKIT_WEB_DAEMON ?? 'http://127.0.0.1:8443';

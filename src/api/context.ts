@@ -14,6 +14,7 @@ import { EvacuationService } from '../cluster/evacuate.js';
 import { InstanceListing } from '../cluster/listing.js';
 import { MigrateRequests } from '../cluster/migrate-request.js';
 import { SnapshotService, type SnapshotServiceDeps } from '../snapshots/service.js';
+import type { TokenManager } from '../auth/tokens.js';
 
 /**
  * The services whose calls are more than one manager call (orchestration lives there, not in
@@ -50,6 +51,8 @@ export interface ApiContext {
   /** Cluster membership (etcd) and migration between hosts. */
   cluster?: ClusterManager;
   migrations?: MigrationService;
+  /** Scoped API tokens (vmkit token create); absent: only the daemon's own tokens. */
+  tokens?: TokenManager;
   services: ApiServices;
 }
 

@@ -1,5 +1,5 @@
 import { SessionRequestSchema, type SessionRequest } from '../wire/requests.js';
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import net from 'node:net';
@@ -10,15 +10,18 @@ import { asVmkitError, vmkitError } from '../errors.js';
 import { errorBody, sync } from './responses.js';
 import { nameParam } from './schemas.js';
 import type { ApiContext } from './context.js';
+import type { Identity } from '../auth/tokens.js';
+import { sendError, type Authenticator } from './auth.js';
 
 /**
  * The web console: the built single-page app (dist-web/, `npm run build:web`) served at
  * /ui/, the graphical console WebSocket (VNC) and the browser sign-in.
  *
  * Browsers cannot put an `Authorization` header on an EventSource or a WebSocket, so a
- * browser signs in once with the token (`POST /1.0/auth/session`) and gets a session cookie
- * (HttpOnly, SameSite=Strict, Path=/1.0) that the daemon accepts like the bearer token. The
- * static files load without a token: they hold no data.
+ * browser signs in once with a token (`POST /1.0/auth/session`) and gets a session cookie
+ * (HttpOnly, SameSite=Strict, Path=/1.0, and Secure on an HTTPS listener) that the daemon
+ * accepts like that token, with its role; revoking the token ends its sessions. The static
+ * files load without a token: they hold no data.
  */
 
 export const SESSION_COOKIE = 'vmkit_session';
@@ -35,20 +38,14 @@ export function cookieValue(header: string | undefined, name: string): string | 
   return undefined;
 }
 
-function sameBytes(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-}
-
 /** Browser sessions of one listener, in memory: a daemon restart signs browsers out. */
 export class WebSessions {
-  private readonly sessions = new Map<string, number>();
+  private readonly sessions = new Map<string, { expires: number; identity: Identity }>();
 
-  create(now = Date.now()): string {
-    for (const [id, expires] of this.sessions) if (expires <= now) this.sessions.delete(id);
+  create(now = Date.now(), identity: Identity = { name: 'session', role: 'admin', method: 'cookie' }): string {
+    for (const [id, s] of this.sessions) if (s.expires <= now) this.sessions.delete(id);
     const id = randomBytes(32).toString('base64url');
-    this.sessions.set(id, now + SESSION_TTL_MS);
+    this.sessions.set(id, { expires: now + SESSION_TTL_MS, identity: { ...identity, method: 'cookie' } });
     return id;
   }
 
@@ -57,9 +54,13 @@ export class WebSessions {
   }
 
   valid(id: string | undefined, now = Date.now()): boolean {
-    if (!id) return false;
-    const expires = this.sessions.get(id);
-    return expires !== undefined && expires > now;
+    return this.identity(id, now) !== undefined;
+  }
+
+  identity(id: string | undefined, now = Date.now()): Identity | undefined {
+    if (!id) return undefined;
+    const s = this.sessions.get(id);
+    return s !== undefined && s.expires > now ? s.identity : undefined;
   }
 
   /**
@@ -68,14 +69,20 @@ export class WebSessions {
    * page elsewhere cannot ride on the cookie.
    */
   accepts(req: FastifyRequest): boolean {
-    if (!this.valid(cookieValue(req.headers.cookie, SESSION_COOKIE))) return false;
+    return this.identityOf(req) !== undefined;
+  }
+
+  /** The identity of the request's live session cookie (see accepts). */
+  identityOf(req: FastifyRequest): Identity | undefined {
+    const identity = this.identity(cookieValue(req.headers.cookie, SESSION_COOKIE));
+    if (!identity) return undefined;
     const origin = req.headers.origin;
-    if (origin === undefined) return true;
+    if (origin === undefined) return identity;
     try {
       const o = new URL(origin);
-      return o.host === new URL(`${o.protocol}//${req.headers.host ?? ''}`).host;
+      return o.host === new URL(`${o.protocol}//${req.headers.host ?? ''}`).host ? identity : undefined;
     } catch {
-      return false;
+      return undefined;
     }
   }
 }
@@ -122,9 +129,11 @@ export function resolveStatic(root: string, urlPath: string): string | undefined
 }
 
 export interface WebRouteOptions {
-  /** The listener's token; undefined on the unix socket (no auth there). */
-  token?: string;
+  /** The listener's authentication (not required on the unix socket). */
+  auth: Authenticator;
   sessions: WebSessions;
+  /** Mark the cookie Secure (HTTPS listeners; browsers drop Secure cookies on plain HTTP). */
+  secureCookie?: boolean;
   webRoot?: string;
 }
 
@@ -144,28 +153,38 @@ export function registerWebRoutes(app: FastifyInstance, ctx: ApiContext, options
       },
     },
     async (req, reply) => {
-      if (options.token === undefined) return sync(reply, { authenticated: true, required: false });
-      if (!sameBytes(req.body.token, options.token)) {
+      const { auth } = options;
+      if (!auth.required) return sync(reply, { authenticated: true, required: false, name: 'root (unix socket)', role: 'admin' });
+      const locked = auth.throttled(req.ip);
+      if (locked) return sendError(reply, locked);
+      const identity = await auth.identify(req.body.token);
+      if (identity === undefined || identity === 'expired') {
+        auth.failed(req.ip, `browser sign-in with ${identity === 'expired' ? 'an expired' : 'a wrong'} token`);
         // A pause per wrong guess slows down anyone trying tokens through the browser sign-in.
         await new Promise((r) => setTimeout(r, 300));
-        const err = vmkitError('VMKIT_UNAUTHORIZED', 'Wrong API token.', { hint: 'Use the token the daemon was started with (--token / VMKIT_TOKEN).' });
+        const err = vmkitError('VMKIT_UNAUTHORIZED', identity === 'expired' ? 'This API token has expired.' : 'Wrong or revoked API token.', {
+          hint: 'Use a token from "vmkit token create NAME --role ROLE" (or the daemon\'s --token-file).',
+        });
         return reply.code(401).send(errorBody(err));
       }
-      const id = sessions.create();
-      void reply.header('set-cookie', `${SESSION_COOKIE}=${id}; Path=/1.0; HttpOnly; SameSite=Strict; Max-Age=${SESSION_TTL_MS / 1000}`);
-      return sync(reply, { authenticated: true, required: true, expiresInSeconds: SESSION_TTL_MS / 1000 });
+      const id = sessions.create(Date.now(), identity);
+      const secure = options.secureCookie ? '; Secure' : '';
+      void reply.header('set-cookie', `${SESSION_COOKIE}=${id}; Path=/1.0; HttpOnly; SameSite=Strict${secure}; Max-Age=${SESSION_TTL_MS / 1000}`);
+      return sync(reply, { authenticated: true, required: true, name: identity.name, role: identity.role, expiresInSeconds: SESSION_TTL_MS / 1000 });
     },
   );
   app.delete('/1.0/auth/session', { schema: { tags: ['auth'], summary: 'Browser sign-out: forget the session cookie', security: [] } }, async (req, reply) => {
     sessions.delete(cookieValue(req.headers.cookie, SESSION_COOKIE));
-    void reply.header('set-cookie', `${SESSION_COOKIE}=; Path=/1.0; HttpOnly; SameSite=Strict; Max-Age=0`);
+    void reply.header('set-cookie', `${SESSION_COOKIE}=; Path=/1.0; HttpOnly; SameSite=Strict${options.secureCookie ? '; Secure' : ''}; Max-Age=0`);
     return sync(reply, { authenticated: false });
   });
   app.get('/1.0/auth/session', { schema: { tags: ['auth'], summary: 'Whether this request is signed in (401 when not)' } }, async (req, reply) =>
     sync(reply, {
       authenticated: true,
-      required: options.token !== undefined,
-      method: options.token === undefined ? 'unix-socket' : req.headers.authorization ? 'bearer' : 'cookie',
+      required: options.auth.required,
+      method: req.vmkitIdentity?.method ?? 'unix-socket',
+      name: req.vmkitIdentity?.name,
+      role: req.vmkitIdentity?.role,
     }),
   );
 

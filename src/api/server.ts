@@ -1,4 +1,3 @@
-import { timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
@@ -23,6 +22,8 @@ import { async, errorBody, sync } from './responses.js';
 import { registerImageRoutes } from './routes-images.js';
 import { registerOrigin, type RequestOrigin } from './origin.js';
 import { isPublicPath, registerWebRoutes, WebSessions } from './routes-web.js';
+import { Authenticator, installAuth, registerAuthRoutes } from './auth.js';
+import type { AuthThrottle } from '../auth/throttle.js';
 import {
   asyncResponse,
   errorResponse,
@@ -40,34 +41,54 @@ import { typeboxValidatorCompiler } from './validation.js';
 
 export const API_VERSION = '1.0';
 
-export interface ApiOptions {
-  /** When set, every request must carry `Authorization: Bearer <token>` (TCP listeners). */
-  token?: string;
-  /** Other tokens accepted too (the cluster token peers use). */
-  extraTokens?: () => Array<string | undefined>;
-  logger?: boolean;
-  /** The listener: `local` (the unix socket) or `remote` (TCP). Default: remote when a token is required. */
-  origin?: RequestOrigin;
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The routes this API registered (method, Fastify pattern). */
+    vmkitRoutes: ReadonlyArray<{ method: string; url: string }>;
+  }
 }
 
-function tokenMatches(header: string | undefined, token: string): boolean {
-  const m = /^Bearer (.+)$/.exec(header ?? '');
-  if (!m) return false;
-  const a = Buffer.from(m[1]!);
-  const b = Buffer.from(token);
-  return a.length === b.length && timingSafeEqual(a, b);
+export interface ApiOptions {
+  /**
+   * An admin token every request may carry as `Authorization: Bearer <token>` (the daemon's
+   * bootstrap token; the cluster token on the peer listener). Setting it requires
+   * authentication, like `authenticate`.
+   */
+  token?: string;
+  /** Other admin tokens accepted too (the cluster token peers use). */
+  extraTokens?: () => Array<string | undefined>;
+  /** Require authentication (a TCP listener) even without `token`: scoped tokens (ctx.tokens) only. */
+  authenticate?: boolean;
+  /** Serve HTTPS with this certificate and key (PEM). */
+  https?: { cert: Buffer; key: Buffer };
+  /** The listener is HTTPS: the session cookie is marked Secure. */
+  secure?: boolean;
+  /** Failed-authentication throttle (default: 10 a minute per address). */
+  throttle?: AuthThrottle;
+  /** Where failed authentications are logged. */
+  log?: (line: string) => void;
+  logger?: boolean;
+  /** The listener: `local` (the unix socket) or `remote` (TCP). Default: remote when authentication is required. */
+  origin?: RequestOrigin;
 }
 
 const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse };
 
 export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
+    ...((options.https ? { https: { ...options.https, minVersion: 'TLSv1.2' } } : {}) as object),
     logger: options.logger ?? false,
     bodyLimit: 1024 * 1024,
     forceCloseConnections: true,
     // Unknown fields are an error, not silently dropped.
     ajv: { customOptions: { removeAdditional: false } },
   });
+  // Every route registered, for roles.test.ts (each must have a rule in roles.ts).
+  const routes: Array<{ method: string; url: string }> = [];
+  app.addHook('onRoute', (r) => {
+    for (const method of [r.method].flat()) routes.push({ method, url: r.url });
+  });
+  app.decorate('vmkitRoutes', routes);
   // Response schemas document the API; answers are serialized as they are.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
   // Requests are checked against their TypeBox schemas (src/wire/requests.ts) by TypeBox.
@@ -91,28 +112,25 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
     },
   });
   await app.register(websocket);
-  registerOrigin(app, options.origin ?? (options.token ? 'remote' : 'local'));
+  registerOrigin(app, options.origin ?? (options.token !== undefined || options.authenticate === true ? 'remote' : 'local'));
 
   const sessions = new WebSessions();
-  if (options.token) {
-    const token = options.token;
-    app.addHook('onRequest', async (req, reply) => {
-      // The bearer token, or a browser's session cookie (routes-web.ts); the web console's
-      // static files and its sign-in need neither.
-      const extra = options.extraTokens?.() ?? [];
-      if (
-        !tokenMatches(req.headers.authorization, token) &&
-        !extra.some((t) => t && tokenMatches(req.headers.authorization, t)) &&
-        !sessions.accepts(req) &&
-        !isPublicPath(req.method, req.url)
-      ) {
-        const err = vmkitError('VMKIT_UNAUTHORIZED', 'Missing or wrong API token.', {
-          hint: 'Send "Authorization: Bearer <token>" (vmkit --remote URL --token TOKEN); a browser signs in at /ui/.',
-        });
-        return reply.code(401).send(errorBody(err));
-      }
-    });
-  }
+  // Who may call what: the bearer token or a browser's session cookie (routes-web.ts), then
+  // the route's role (roles.ts). The unix socket needs neither: it is admin.
+  const auth = new Authenticator({
+    required: options.token !== undefined || options.authenticate === true,
+    adminTokens: () => [{ name: 'bootstrap (--token-file)', token: options.token }, ...(options.extraTokens?.() ?? []).map((token) => ({ name: 'cluster', token }))],
+    tokens: () => ctx.tokens,
+    throttle: options.throttle,
+    log: options.log,
+  });
+  installAuth(app, auth, {
+    isPublic: isPublicPath,
+    session: async (req) => {
+      const identity = sessions.identityOf(req);
+      return identity && (await auth.stillValid(identity)) ? identity : undefined;
+    },
+  });
 
   app.setErrorHandler((error, _req, reply) => {
     const fe = error as { validation?: unknown; statusCode?: number; code?: string; message: string };
@@ -307,7 +325,8 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
     async (req, reply) => async(reply, await ctx.services.snapshots.restore(req.params.name, req.params.snapshot)),
   );
 
-  registerWebRoutes(app, ctx, { token: options.token, sessions });
+  registerWebRoutes(app, ctx, { auth, sessions, secureCookie: options.secure });
+  registerAuthRoutes(app, () => ctx.tokens);
 
   // ---- operations
   app.get(

@@ -10,6 +10,7 @@ export interface GlobalOptions {
   dir?: string;
   remote?: string;
   token?: string;
+  tokenFile?: string;
   format?: Format;
 }
 
@@ -18,10 +19,10 @@ export function globals(cmd: Command): GlobalOptions {
   return cmd.optsWithGlobals<GlobalOptions>();
 }
 
-/** A client for the daemon the global options (or VMKIT_DIR/VMKIT_REMOTE/VMKIT_TOKEN) point at. */
+/** A client for the daemon the global options (or VMKIT_DIR/VMKIT_REMOTE/VMKIT_TOKEN[_FILE]) point at. */
 export function clientFor(cmd: Command): VmkitClient {
   const g = globals(cmd);
-  return new VmkitClient({ dir: g.dir, remote: g.remote, token: g.token });
+  return new VmkitClient({ dir: g.dir, remote: g.remote, token: g.token, tokenFile: g.tokenFile });
 }
 
 /** Writes command output to stdout (one place, so tests and future paging hook in here). */

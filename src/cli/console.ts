@@ -24,7 +24,7 @@ export interface ConsoleIO {
 export function runConsole(client: VmkitClient, name: string, io: ConsoleIO): Promise<void> {
   const { input, output, status } = io;
   const tty = input.isTTY === true && typeof input.setRawMode === 'function';
-  const ws = new WebSocket(client.websocketUrl(instancePath(name, 'console')), { headers: client.authHeaders() });
+  const ws = new WebSocket(client.websocketUrl(instancePath(name, 'console')), { headers: client.authHeaders(), ...(client.agent ? { agent: client.agent } : {}) });
   return new Promise<void>((resolve, reject) => {
     let finished = false;
     let drainTimer: NodeJS.Timeout | undefined;

@@ -19,6 +19,8 @@ import { nicCommand } from './nic.js';
 import { operationCommand } from './operation.js';
 import { publishCommand } from './publish.js';
 import { repoCommand } from './repo.js';
+import { remoteCommand } from './remote.js';
+import { tokenCommand } from './token.js';
 import { FORMATS, type Format } from './output.js';
 import { snapshotCommand } from './snapshot.js';
 import { stateCommands } from './state.js';
@@ -39,8 +41,9 @@ export function buildProgram(): Command {
     .description('Run real QEMU virtual machines: a thin client for the vmkit daemon')
     .version(version(), '-V, --version')
     .option('--dir <path>', 'data folder holding vmkit.sock (env VMKIT_DIR, default /var/lib/vmkit)')
-    .option('--remote <url>', 'talk to a daemon over http(s) instead of the socket (env VMKIT_REMOTE)')
-    .option('--token <token>', 'bearer token for --remote; for "daemon --listen" the token to require (env VMKIT_TOKEN)')
+    .option('--remote <name|url>', 'talk to a remote daemon (a name from "vmkit remote add", or https://HOST:PORT) instead of the socket (env VMKIT_REMOTE)')
+    .option('--token-file <file>', "a file holding the token for --remote (env VMKIT_TOKEN_FILE; default: the remote's own)")
+    .option('--token <token>', 'the token for --remote (env VMKIT_TOKEN; visible to other users in ps: prefer --token-file)')
     .addOption(new Option('--format <format>', 'output format (lists default to table, info to a key: value view)').choices(FORMATS))
     .showSuggestionAfterError(true);
   program.addCommand(launchCommand());
@@ -64,6 +67,8 @@ export function buildProgram(): Command {
   program.addCommand(operationCommand());
   program.addCommand(clusterCommand());
   program.addCommand(migrateCommand());
+  program.addCommand(tokenCommand());
+  program.addCommand(remoteCommand());
   program.addCommand(daemonCommand());
   program.addHelpText(
     'after',
@@ -75,7 +80,7 @@ Examples:
   vmkit snapshot create web1 before-upgrade && vmkit snapshot restore web1 before-upgrade
   vmkit suspend web1 && vmkit start web1
   vmkit stop web1 && vmkit delete web1
-  vmkit --remote https://host:8443 --token "$TOKEN" list --format json
+  vmkit remote add lab https://host:8443 --token-file lab.token && vmkit --remote lab list
 
 Errors are printed as "Error: …", "Hint: …" and "(code VMKIT_…)" on stderr
 (as {"error":{code,message,hint}} with --format json).

@@ -66,7 +66,7 @@ export function nodeHttpTransport(base: URL): Transport {
   });
 }
 
-function nodeTransport(target: string, start: (method: string, path: string, options: SendOptions) => http.ClientRequest): Transport {
+export function nodeTransport(target: string, start: (method: string, path: string, options: SendOptions) => http.ClientRequest): Transport {
   return {
     target,
     open(method, path, body, options) {

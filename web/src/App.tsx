@@ -11,6 +11,8 @@ import { NetworksPage } from './pages/Networks.js';
 import { OperationsPage, isActive } from './pages/Operations.js';
 import { SignInPage } from './pages/SignIn.js';
 import { useConsoleData, useRoute, type ConsoleData } from './store.js';
+import { RoleContext } from './role.js';
+import { roleAtLeast, type Whoami } from '../../src/wire/auth.js';
 
 /**
  * The top-level pages. Features from other branches (snapshots, networks, cluster, image
@@ -36,6 +38,7 @@ export function App() {
   const [auth, setAuth] = useState<'checking' | 'signed-out' | 'signed-in'>('checking');
   const [needsToken, setNeedsToken] = useState(true);
   const [host, setHost] = useState('');
+  const [me, setMe] = useState<Whoami | null>(null);
   const data = useConsoleData(auth === 'signed-in');
   const { parts, query } = useRoute();
   const [toasts, setToasts] = useState<Toast[]>([]);
@@ -52,11 +55,12 @@ export function App() {
     );
   }, []);
   useEffect(() => {
-    if (auth === 'signed-in')
-      api.server().then(
-        (s) => setHost(s.hostName),
-        () => undefined,
-      );
+    if (auth !== 'signed-in') return setMe(null);
+    api.server().then(
+      (s) => setHost(s.hostName),
+      () => undefined,
+    );
+    api.whoami().then(setMe, () => undefined);
   }, [auth]);
 
   const showError = useCallback((error: unknown) => {
@@ -85,6 +89,8 @@ export function App() {
 
   if (auth === 'checking') return <main className="signin muted">Loading…</main>;
   if (auth === 'signed-out') return <SignInPage onSignedIn={() => setAuth('signed-in')} />;
+  // Until whoami answers, act as the weakest role: no action is shown that may be refused.
+  const role = me?.role ?? 'viewer';
 
   const pageId = parts[0] ?? 'instances';
   const page = PAGES.find((p) => p.id === pageId);
@@ -96,54 +102,65 @@ export function App() {
   };
 
   return (
-    <FeedbackContext.Provider value={feedback}>
-      <header className="top">
-        <a className="brand" href="#/instances">
-          <span className="logo">v</span> vmkit
-        </a>
-        <nav className="main-nav">
-          {PAGES.map((p) => (
-            <a key={p.id} href={`#/${p.id}`} className={p.id === pageId ? 'active' : ''} data-nav={p.id}>
-              {p.title}
-              {p.id === 'operations' && active > 0 && (
-                <span className="count" data-testid="active-ops">
-                  {active}
-                </span>
-              )}
-            </a>
+    <RoleContext.Provider value={role}>
+      <FeedbackContext.Provider value={feedback}>
+        <header className="top">
+          <a className="brand" href="#/instances">
+            <span className="logo">v</span> vmkit
+          </a>
+          <nav className="main-nav">
+            {PAGES.map((p) => (
+              <a key={p.id} href={`#/${p.id}`} className={p.id === pageId ? 'active' : ''} data-nav={p.id}>
+                {p.title}
+                {p.id === 'operations' && active > 0 && (
+                  <span className="count" data-testid="active-ops">
+                    {active}
+                  </span>
+                )}
+              </a>
+            ))}
+          </nav>
+          <span className="spacer" />
+          <span
+            className={`live ${data.live ? 'on' : 'off'}`}
+            title={data.live ? 'Live: updates arrive from the event stream' : 'Reconnecting to the event stream…'}
+            data-testid="live"
+          >
+            {data.live ? 'live' : 'offline'}
+          </span>
+          {host && <span className="host muted">{host}</span>}
+          {me && (
+            <span className="whoami muted" data-testid="whoami" data-role={me.role} title={`Signed in as ${me.name}: ${me.role}`}>
+              {me.name} ({me.role})
+            </span>
+          )}
+          {needsToken && (
+            <button className="link" onClick={signOut}>
+              Sign out
+            </button>
+          )}
+        </header>
+        <main className="content">
+          {pageId === 'create' && !roleAtLeast(role, 'operator') ? (
+            <p className="muted" data-testid="not-allowed">
+              Creating instances needs the operator role; you are signed in as {role}. <a href="#/instances">Instances</a>
+            </p>
+          ) : pageId === 'create' ? (
+            <CreatePage data={data} initialImage={query.get('image') ?? undefined} />
+          ) : page ? (
+            page.render(data, parts, query)
+          ) : (
+            <p className="muted">
+              No such page. <a href="#/instances">Instances</a>
+            </p>
+          )}
+        </main>
+        <div className="toasts" aria-live="polite">
+          {toasts.map((t) => (
+            <ErrorBox key={t.id} error={t.error} onClose={() => setToasts((x) => x.filter((y) => y.id !== t.id))} />
           ))}
-        </nav>
-        <span className="spacer" />
-        <span
-          className={`live ${data.live ? 'on' : 'off'}`}
-          title={data.live ? 'Live: updates arrive from the event stream' : 'Reconnecting to the event stream…'}
-          data-testid="live"
-        >
-          {data.live ? 'live' : 'offline'}
-        </span>
-        {host && <span className="host muted">{host}</span>}
-        {needsToken && (
-          <button className="link" onClick={signOut}>
-            Sign out
-          </button>
-        )}
-      </header>
-      <main className="content">
-        {pageId === 'create' ? (
-          <CreatePage data={data} initialImage={query.get('image') ?? undefined} />
-        ) : page ? (
-          page.render(data, parts, query)
-        ) : (
-          <p className="muted">
-            No such page. <a href="#/instances">Instances</a>
-          </p>
-        )}
-      </main>
-      <div className="toasts" aria-live="polite">
-        {toasts.map((t) => (
-          <ErrorBox key={t.id} error={t.error} onClose={() => setToasts((x) => x.filter((y) => y.id !== t.id))} />
-        ))}
-      </div>
-    </FeedbackContext.Provider>
+        </div>
+      </FeedbackContext.Provider>
+    </RoleContext.Provider>
   );
 }

@@ -1,5 +1,6 @@
 import type { Answer } from '../../src/wire/types.js';
 import type { CloneRequest, CreateInstanceRequestBody, CreateNetworkRequestBody, CreateSnapshotRequestBody, ForwardRequestBody, PullRequest } from '../../src/wire/requests.js';
+import type { Whoami } from '../../src/wire/auth.js';
 import type { Forward, Image, Instance, InstanceType, Network, Operation, Snapshot, VmkitEvent } from './lib/types.js';
 
 /**
@@ -77,6 +78,7 @@ export const api = {
   signIn: (token: string) => request<{ authenticated: boolean; required: boolean }>('POST', '/1.0/auth/session', { token }),
   signOut: () => request<unknown>('DELETE', '/1.0/auth/session'),
   session: () => request<{ authenticated: boolean; required: boolean; method: string }>('GET', '/1.0/auth/session'),
+  whoami: () => request<Whoami>('GET', '/1.0/auth/whoami'),
   server: () => request<{ version: string; hostName: string; accel: string }>('GET', '/1.0'),
   instances: () => request<Instance[]>('GET', '/1.0/instances'),
   instance: (name: string) => request<Instance>('GET', `/1.0/instances/${encodeURIComponent(name)}`),

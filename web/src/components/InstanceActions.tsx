@@ -5,6 +5,7 @@ import type { Instance } from '../lib/types.js';
 import { Confirm } from './ui.js';
 import { useFeedback } from '../feedback.js';
 import type { Operation } from '../lib/types.js';
+import { useCan } from '../role.js';
 
 const TITLES: Partial<Record<keyof typeof LABELS, string>> = {
   pause: 'Stop the vCPUs; the guest stays in memory',
@@ -17,6 +18,7 @@ export function InstanceActions({ inst, onDeleted, compact }: { inst: Instance; 
   const fb = useFeedback();
   const [asking, setAsking] = useState<null | 'delete' | 'force-stop'>(null);
   const [busy, setBusy] = useState(false);
+  const allowed = useCan('operator');
   const run = async (p: () => Promise<Operation>) => {
     setBusy(true);
     try {
@@ -32,6 +34,7 @@ export function InstanceActions({ inst, onDeleted, compact }: { inst: Instance; 
     void run(() => api.changeState(inst.name, a));
   };
   const running = inst.state !== 'stopped' && inst.state !== 'error' && inst.state !== 'suspended';
+  if (!allowed) return null;
   return (
     <div className={`actions ${compact ? 'compact' : ''}`}>
       {actionsFor(inst.state).map((a) => (

@@ -4,6 +4,8 @@ const WORDS: Record<string, string> = {
   VMKIT_INVALID_ARGUMENT: 'A value is out of range or malformed',
   VMKIT_BAD_REQUEST: 'The request was malformed',
   VMKIT_UNAUTHORIZED: 'Not signed in, or the token is wrong',
+  VMKIT_FORBIDDEN: "Your token's role may not do that",
+  VMKIT_TOO_MANY_REQUESTS: 'Too many wrong tokens from here: wait a while',
   VMKIT_NOT_FOUND: 'The daemon does not know this request',
   VMKIT_IMAGE_NOT_FOUND: 'There is no such image',
   VMKIT_INSTANCE_NOT_FOUND: 'There is no such instance',

@@ -6,6 +6,7 @@ import { formatBytes, formatMemory } from '../lib/format.js';
 import { nameProblem } from '../lib/validate.js';
 import { OperationRow } from './Operations.js';
 import { go, type ConsoleData } from '../store.js';
+import { Can } from '../role.js';
 
 const FORMATS = ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx', 'ova'] as const;
 
@@ -67,9 +68,11 @@ export function ImagesPage({ data }: { data: ConsoleData }) {
                   ))}
                 </td>
                 <td className="row-actions">
-                  <button className="primary" onClick={() => go(`create?image=${encodeURIComponent(i.name)}`)}>
-                    Create instance
-                  </button>
+                  <Can need="operator">
+                    <button className="primary" onClick={() => go(`create?image=${encodeURIComponent(i.name)}`)}>
+                      Create instance
+                    </button>
+                  </Can>
                 </td>
               </tr>
             ))}
@@ -127,9 +130,11 @@ function UploadImage({ data }: { data: ConsoleData }) {
   if (!open) {
     return (
       <div className="toolbar">
-        <button className="primary" onClick={() => setOpen(true)} data-testid="upload-open">
-          Upload image
-        </button>
+        <Can need="admin">
+          <button className="primary" onClick={() => setOpen(true)} data-testid="upload-open">
+            Upload image
+          </button>
+        </Can>
       </div>
     );
   }
@@ -293,15 +298,17 @@ function Repositories({ data }: { data: ConsoleData }) {
                       <td data-label="Description">{i.description ?? '—'}</td>
                       <td data-label="Size">{i.files?.length ? formatBytes(i.files.reduce((a, f) => a + (f.size ?? 0), 0)) : '—'}</td>
                       <td className="row-actions">
-                        <button
-                          className="primary"
-                          disabled={have.has(i.name)}
-                          title={have.has(i.name) ? 'An image with this name is here already' : undefined}
-                          onClick={() => void pull(r.name, i.name)}
-                          data-action="pull"
-                        >
-                          {have.has(i.name) ? 'Pulled' : 'Pull'}
-                        </button>
+                        <Can need="admin">
+                          <button
+                            className="primary"
+                            disabled={have.has(i.name)}
+                            title={have.has(i.name) ? 'An image with this name is here already' : undefined}
+                            onClick={() => void pull(r.name, i.name)}
+                            data-action="pull"
+                          >
+                            {have.has(i.name) ? 'Pulled' : 'Pull'}
+                          </button>
+                        </Can>
                       </td>
                     </tr>
                   ))}

@@ -11,6 +11,8 @@ import { addressProblem, portProblem } from '../lib/validate.js';
 import { OperationRow, isActive } from './Operations.js';
 import { SnapshotsTab } from './Snapshots.js';
 import { go, type ConsoleData } from '../store.js';
+import { Can, useCan, useRole } from '../role.js';
+import { roleAtLeast, type Role } from '../../../src/wire/auth.js';
 
 // xterm.js and noVNC load only when a console is opened: the list pages stay light on phones.
 const SerialConsole = lazy(() => import('../components/SerialConsole.js').then((m) => ({ default: m.SerialConsole })));
@@ -23,13 +25,15 @@ const isUp = (i: Instance) => i.state === 'running' || i.state === 'paused';
  * The tabs of an instance page. Features from other branches (snapshots, networks …) add a
  * tab here: an id for the URL (#/instances/NAME/ID), a title and what it shows.
  */
-export const INSTANCE_TABS: Array<{ id: string; title: string; render: (inst: Instance, data: ConsoleData) => ReactNode }> = [
+export const INSTANCE_TABS: Array<{ id: string; title: string; needs?: Role; render: (inst: Instance, data: ConsoleData) => ReactNode }> = [
   { id: 'overview', title: 'Overview', render: (i, d) => <Overview inst={i} data={d} /> },
   { id: 'forwards', title: 'Forwards', render: (i) => <Forwards inst={i} /> },
   { id: 'snapshots', title: 'Snapshots', render: (i, d) => <SnapshotsTab inst={i} data={d} /> },
   {
     id: 'console',
     title: 'Serial console',
+    // The consoles are read-write (a shell in the guest): not for viewers.
+    needs: 'operator',
     render: (i) => (
       <Suspense fallback={loading}>
         <SerialConsole name={i.name} running={isUp(i)} />
@@ -39,6 +43,7 @@ export const INSTANCE_TABS: Array<{ id: string; title: string; render: (inst: In
   {
     id: 'screen',
     title: 'Graphical console',
+    needs: 'operator',
     render: (i) => (
       <Suspense fallback={loading}>
         <VncConsole name={i.name} running={isUp(i)} />
@@ -50,7 +55,9 @@ export const INSTANCE_TABS: Array<{ id: string; title: string; render: (inst: In
 
 export function InstanceDetailPage({ data, name, tab }: { data: ConsoleData; name: string; tab?: string }) {
   const inst = data.instances[name];
-  const current = INSTANCE_TABS.find((t) => t.id === tab) ?? INSTANCE_TABS[0]!;
+  const role = useRole();
+  const tabs = INSTANCE_TABS.filter((t) => !t.needs || roleAtLeast(role, t.needs));
+  const current = tabs.find((t) => t.id === tab) ?? tabs[0]!;
   const [cloning, setCloning] = useState(false);
   if (!inst) {
     return (
@@ -71,14 +78,16 @@ export function InstanceDetailPage({ data, name, tab }: { data: ConsoleData; nam
         </h1>
         <div className="actions">
           <InstanceActions inst={inst} onDeleted={() => go('instances')} />
-          <button onClick={() => setCloning(true)} data-action="clone" title="Clone this instance (a stopped one directly, any one from a snapshot)">
-            Clone
-          </button>
+          <Can need="operator">
+            <button onClick={() => setCloning(true)} data-action="clone" title="Clone this instance (a stopped one directly, any one from a snapshot)">
+              Clone
+            </button>
+          </Can>
         </div>
       </div>
       {cloning && <CloneDialog inst={inst} data={data} onClose={() => setCloning(false)} />}
       <nav className="tabs" role="tablist">
-        {INSTANCE_TABS.map((t) => (
+        {tabs.map((t) => (
           <a
             key={t.id}
             role="tab"
@@ -164,6 +173,7 @@ function Overview({ inst, data }: { inst: Instance; data: ConsoleData }) {
 
 function Forwards({ inst }: { inst: Instance }) {
   const fb = useFeedback();
+  const canEdit = useCan('operator');
   const [hostPort, setHostPort] = useState('');
   const [guestPort, setGuestPort] = useState('80');
   const [proto, setProto] = useState<'tcp' | 'udp'>('tcp');
@@ -218,35 +228,39 @@ function Forwards({ inst }: { inst: Instance }) {
                 <td data-label="Protocol">{f.proto}</td>
                 <td data-label="NIC">{f.nic ?? '—'}</td>
                 <td className="row-actions">
-                  <button className="danger small" onClick={() => api.removeForward(inst.name, f).catch(fb.error)} data-action="remove-forward">
-                    Remove
-                  </button>
+                  <Can need="operator">
+                    <button className="danger small" onClick={() => api.removeForward(inst.name, f).catch(fb.error)} data-action="remove-forward">
+                      Remove
+                    </button>
+                  </Can>
                 </td>
               </tr>
             ))}
           </tbody>
         </table>
       )}
-      <form className="card row add-forward" onSubmit={add} noValidate data-testid="forward-form">
-        <Field label="Host port" problem={submitted ? problems.hostPort : null}>
-          <input name="hostPort" inputMode="numeric" value={hostPort} onChange={(e) => setHostPort(e.target.value)} />
-        </Field>
-        <Field label="Guest port" problem={submitted ? problems.guestPort : null}>
-          <input name="guestPort" inputMode="numeric" value={guestPort} onChange={(e) => setGuestPort(e.target.value)} />
-        </Field>
-        <Field label="Protocol">
-          <select name="proto" value={proto} onChange={(e) => setProto(e.target.value as 'tcp' | 'udp')}>
-            <option>tcp</option>
-            <option>udp</option>
-          </select>
-        </Field>
-        <Field label="Host address" problem={submitted ? problems.hostAddress : null}>
-          <input name="hostAddress" value={hostAddress} onChange={(e) => setHostAddress(e.target.value)} />
-        </Field>
-        <button type="submit" className="primary" disabled={busy}>
-          Add forward
-        </button>
-      </form>
+      {canEdit && (
+        <form className="card row add-forward" onSubmit={add} noValidate data-testid="forward-form">
+          <Field label="Host port" problem={submitted ? problems.hostPort : null}>
+            <input name="hostPort" inputMode="numeric" value={hostPort} onChange={(e) => setHostPort(e.target.value)} />
+          </Field>
+          <Field label="Guest port" problem={submitted ? problems.guestPort : null}>
+            <input name="guestPort" inputMode="numeric" value={guestPort} onChange={(e) => setGuestPort(e.target.value)} />
+          </Field>
+          <Field label="Protocol">
+            <select name="proto" value={proto} onChange={(e) => setProto(e.target.value as 'tcp' | 'udp')}>
+              <option>tcp</option>
+              <option>udp</option>
+            </select>
+          </Field>
+          <Field label="Host address" problem={submitted ? problems.hostAddress : null}>
+            <input name="hostAddress" value={hostAddress} onChange={(e) => setHostAddress(e.target.value)} />
+          </Field>
+          <button type="submit" className="primary" disabled={busy}>
+            Add forward
+          </button>
+        </form>
+      )}
       <ErrorBox error={error} onClose={() => setError(null)} />
       {isUp(inst) && <p className="muted">Changes apply to the running instance at once.</p>}
     </div>

@@ -3,6 +3,7 @@ import { InstanceActions } from '../components/InstanceActions.js';
 import { StateBadge } from '../components/ui.js';
 import { addresses, filterAndSort, formatForward, formatMemory, type SortKey } from '../lib/format.js';
 import type { ConsoleData } from '../store.js';
+import { Can } from '../role.js';
 import { go } from '../store.js';
 
 const COLUMNS: Array<{ key: SortKey | null; label: string }> = [
@@ -36,9 +37,11 @@ export function InstancesPage({ data }: { data: ConsoleData }) {
     <section>
       <div className="page-head">
         <h1>Instances</h1>
-        <button className="primary" onClick={() => go('create')} data-testid="new-instance">
-          New instance
-        </button>
+        <Can need="operator">
+          <button className="primary" onClick={() => go('create')} data-testid="new-instance">
+            New instance
+          </button>
+        </Can>
       </div>
       <div className="toolbar">
         <input type="search" placeholder="Filter by name, image, address, port…" value={text} onChange={(e) => setText(e.target.value)} aria-label="Filter" />
@@ -69,9 +72,11 @@ export function InstancesPage({ data }: { data: ConsoleData }) {
       {all.length === 0 ? (
         <div className="empty">
           <p>No instances yet.</p>
-          <button className="primary" onClick={() => go('create')}>
-            Create one from an image
-          </button>
+          <Can need="operator">
+            <button className="primary" onClick={() => go('create')}>
+              Create one from an image
+            </button>
+          </Can>
         </div>
       ) : (
         <table className="list instances" data-testid="instances">

@@ -6,6 +6,7 @@ import { timeAgo } from '../lib/format.js';
 import type { Network } from '../lib/types.js';
 import { networkProblems, type NetworkModeDraft } from '../lib/validate.js';
 import { go, type ConsoleData } from '../store.js';
+import { Can } from '../role.js';
 
 /** Reads `load` now, whenever `key` changes, and every 15 s while shown. */
 function usePolled<T>(load: () => Promise<T>, key: unknown): { value: T | null; error: unknown; refresh: () => void } {
@@ -57,9 +58,11 @@ function NetworkList({ data }: { data: ConsoleData }) {
         <div className="actions">
           <button onClick={refresh}>Refresh</button>
           {!creating && !noSupport(error) && (
-            <button className="primary" onClick={() => setCreating(true)} data-testid="new-network">
-              New network
-            </button>
+            <Can need="admin">
+              <button className="primary" onClick={() => setCreating(true)} data-testid="new-network">
+                New network
+              </button>
+            </Can>
           )}
         </div>
       </div>
@@ -238,9 +241,11 @@ function NetworkDetail({ data, name }: { data: ConsoleData; name: string }) {
       <div className="actions">
         <button onClick={refresh}>Refresh</button>
         {n && (
-          <button className="danger" onClick={() => setAsking(true)} data-action="delete-network">
-            Delete
-          </button>
+          <Can need="admin">
+            <button className="danger" onClick={() => setAsking(true)} data-action="delete-network">
+              Delete
+            </button>
+          </Can>
         )}
       </div>
       {asking && (

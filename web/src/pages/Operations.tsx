@@ -5,6 +5,7 @@ import { useFeedback } from '../feedback.js';
 import { timeAgo } from '../lib/format.js';
 import type { Operation } from '../lib/types.js';
 import type { ConsoleData } from '../store.js';
+import { Can } from '../role.js';
 
 export const isActive = (o: Operation) => o.status === 'pending' || o.status === 'running';
 
@@ -25,9 +26,11 @@ export function OperationRow({ op }: { op: Operation }) {
         {pct !== undefined && <span>{Math.round(pct)}%</span>}
         <span title={op.createdAt}>{timeAgo(op.createdAt)}</span>
         {isActive(op) && op.mayCancel && (
-          <button className="warn small" onClick={() => api.cancel(op.id).catch(fb.error)} data-action="cancel">
-            Cancel
-          </button>
+          <Can need="operator">
+            <button className="warn small" onClick={() => api.cancel(op.id).catch(fb.error)} data-action="cancel">
+              Cancel
+            </button>
+          </Can>
         )}
         {op.error && (
           <button className="link small" onClick={() => setOpen(!open)}>

@@ -8,7 +8,12 @@ export function SignInPage({ onSignedIn }: { onSignedIn: () => void }) {
   const [busy, setBusy] = useState(false);
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    if (!token) return setError({ code: 'VMKIT_UNAUTHORIZED', message: 'Enter the token.', hint: 'The daemon was started with --token (or VMKIT_TOKEN).' });
+    if (!token)
+      return setError({
+        code: 'VMKIT_UNAUTHORIZED',
+        message: 'Enter the token.',
+        hint: 'Any API token works: an admin makes one with "vmkit token create NAME --role viewer|operator|admin".',
+      });
     setBusy(true);
     setError(null);
     try {
@@ -27,7 +32,7 @@ export function SignInPage({ onSignedIn }: { onSignedIn: () => void }) {
         <div className="brand big">
           <span className="logo">v</span> vmkit
         </div>
-        <p className="muted">Sign in with the daemon's API token.</p>
+        <p className="muted">Sign in with an API token: the console shows what its role (viewer, operator, admin) may do.</p>
         <Field label="API token">
           <input type="password" name="token" autoComplete="current-password" autoFocus value={token} onChange={(e) => setToken(e.target.value)} />
         </Field>

@@ -8,6 +8,7 @@ import type { Instance, Operation, Snapshot, SnapshotCreateResult } from '../lib
 import { snapshotNameProblem } from '../lib/validate.js';
 import type { ConsoleData } from '../store.js';
 import { OperationRow, isActive } from './Operations.js';
+import { Can } from '../role.js';
 
 const isUp = (i: Instance) => i.state === 'running' || i.state === 'paused';
 
@@ -65,7 +66,9 @@ export function SnapshotsTab({ inst, data }: { inst: Instance; data: ConsoleData
 
   return (
     <div>
-      <TakeSnapshot inst={inst} taken={(list ?? []).map((s) => s.name)} onTaken={(op) => fb.watch(op)} />
+      <Can need="operator">
+        <TakeSnapshot inst={inst} taken={(list ?? []).map((s) => s.name)} onTaken={(op) => fb.watch(op)} />
+      </Can>
       {created?.snapshot && (
         <p className="notice" data-testid="snapshot-result">
           Snapshot <strong>{created.snapshot.name}</strong> taken {created.snapshot.withMemory ? 'with memory' : 'of the disk only'}: the guest was paused for{' '}
@@ -114,17 +117,19 @@ export function SnapshotsTab({ inst, data }: { inst: Instance; data: ConsoleData
                 <td data-label="Size">{s.withMemory ? formatBytes(s.size) : '—'}</td>
                 <td data-label="Paused">{formatDuration(s.pausedMs)}</td>
                 <td className="row-actions">
-                  <div className="actions compact">
-                    <button disabled={busy || working} onClick={() => setAsking({ what: 'restore', snap: s })} data-action="restore-snapshot">
-                      Restore
-                    </button>
-                    <button disabled={busy || working} onClick={() => setCloneFrom(s.name)} data-action="clone-snapshot" title="A new instance from this snapshot">
-                      Clone from this snapshot
-                    </button>
-                    <button className="danger" disabled={busy || working} onClick={() => setAsking({ what: 'delete', snap: s })} data-action="delete-snapshot">
-                      Delete
-                    </button>
-                  </div>
+                  <Can need="operator">
+                    <div className="actions compact">
+                      <button disabled={busy || working} onClick={() => setAsking({ what: 'restore', snap: s })} data-action="restore-snapshot">
+                        Restore
+                      </button>
+                      <button disabled={busy || working} onClick={() => setCloneFrom(s.name)} data-action="clone-snapshot" title="A new instance from this snapshot">
+                        Clone from this snapshot
+                      </button>
+                      <button className="danger" disabled={busy || working} onClick={() => setAsking({ what: 'delete', snap: s })} data-action="delete-snapshot">
+                        Delete
+                      </button>
+                    </div>
+                  </Can>
                 </td>
               </tr>
             ))}
