@@ -22,6 +22,7 @@ import { ClusterManager } from './cluster/cluster.js';
 import { MigrationService } from './cluster/migration.js';
 import { hostFacts, sharedStorageId } from './cluster/host-facts.js';
 import { EtcdStore } from './store/etcd.js';
+import { ClusterPki } from './cluster/pki.js';
 import { qemuCapabilities } from './qemu/capabilities.js';
 
 export interface DaemonOptions {
@@ -129,11 +130,13 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   let context!: ApiContext;
   const guestMemoryMiB = options.guestMemoryMiB ?? (Number(process.env.VMKIT_GUEST_MEMORY_MIB) || undefined);
   const facts = () => hostFacts({ version: VERSION, qemuBinary, accel, instances, networks, images, sharedDir, guestMemoryMiB });
+  const pki = new ClusterPki(join(paths.root, 'cluster'));
   const cluster = new ClusterManager({
     local: store,
     events,
-    connect: async (endpoints) => {
-      const etcd = new EtcdStore({ endpoints });
+    pki,
+    connect: async (endpoints, tls) => {
+      const etcd = new EtcdStore({ endpoints, tls });
       try {
         await etcd.list('cluster'); // reachable now, or a clear VMKIT_CLUSTER_UNAVAILABLE
       } catch (err) {
@@ -145,15 +148,20 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     },
     hostFacts: facts,
     localInstances: async () => (await instances.list()).map((i) => ({ name: i.name, image: i.image, cpus: i.cpus, memoryMiB: i.memoryMiB })),
-    listenPeer: async (address, token) => {
-      if (options.listen === address) return; // the API listener also takes the cluster token
+    listenPeer: async (address) => {
+      if (options.listen === address) {
+        throw vmkitError('VMKIT_INVALID_ARGUMENT', `The cluster address ${address} is the API's --listen address.`, {
+          hint: 'Give the cluster its own port (peers use mutual TLS there), e.g. --address HOST:8444.',
+        });
+      }
       if (peerServer?.address === address) return;
       if (peerServer) await peerServer.app.close();
       const { host, port } = parseListen(address);
-      const app = await buildApi(context, { token, extraTokens: () => [cluster.token] });
+      const tls = await pki.tls();
+      const app = await buildApi(context, { peer: { key: tls.key, cert: await pki.chain(), ca: tls.ca } });
       await app.listen({ host, port });
       peerServer = { address, app };
-      log(`cluster peers reach this host at http://${address}`);
+      log(`cluster peers reach this host at https://${address} (mutual TLS, cluster CA)`);
     },
     stopPeer: async () => {
       await peerServer?.app.close();
@@ -202,7 +210,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   // TCP first: once the unix socket exists, clients may assume every listener is up.
   if (options.listen) {
     const { host, port } = parseListen(options.listen);
-    const remote = await buildApi(context, { token: options.token, extraTokens: () => [cluster.token] });
+    const remote = await buildApi(context, { token: options.token });
     await remote.listen({ host, port });
     servers.push(remote);
     log(`vmkit listening on http://${options.listen} (token required); web console: http://${options.listen}/ui/`);

@@ -5,7 +5,7 @@ import type { IncomingRequest } from '../cluster/forwarding.js';
 import { clusterSupport, joinedCluster } from '../cluster/support.js';
 import type { ApiContext } from './context.js';
 import { async, relayed, sync } from './responses.js';
-import { asyncResponse, clusterJoinSchema, errorResponse, migrateSchema, nameParam } from './schemas.js';
+import { asyncResponse, clusterJoinSchema, errorResponse, etcdCertificateSchema, joinTokenSchema, migrateSchema, nameParam, peerJoinSchema } from './schemas.js';
 import type { MigrationMode } from '../cluster/types.js';
 
 const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse };
@@ -25,7 +25,19 @@ function incoming(req: FastifyRequest): IncomingRequest {
   return { method: req.method, url: req.url, body: req.body, forwardedBy: Array.isArray(by) ? by[0] : by };
 }
 
-export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext): void {
+interface JoinBody {
+  etcd?: string[];
+  name?: string;
+  address: string;
+  create?: boolean;
+  token?: string;
+  insecureEtcd?: boolean;
+  caCert?: string;
+  caKey?: string;
+}
+
+/** `peer`: the cluster's mutual-TLS listener, which alone serves the host-to-host routes. */
+export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext, peer = false): void {
   // ---- forwarding: any host acts on any instance -----------------------------------------
   app.addHook('preHandler', async (req, reply) => {
     const answer = await ctx.services.forwarding.route(incoming(req));
@@ -37,13 +49,44 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext): vo
     const c = ctx.cluster;
     return sync(reply, c?.joined ? { joined: true, name: c.name, address: c.address, etcd: c.etcd, clusterId: c.clusterId } : { joined: false });
   });
-  app.post<{ Body: { etcd: string[]; name: string; address: string; create?: boolean } }>(
+  app.post<{ Body: JoinBody }>(
     '/1.0/cluster',
-    { schema: { tags: tags('cluster'), summary: 'Create (create=true) or join the cluster whose state lives in etcd', body: clusterJoinSchema } },
+    {
+      schema: {
+        tags: tags('cluster'),
+        summary: 'Create the cluster (create=true: etcd, name, address; makes the cluster CA) or join one (token from "cluster add", address)',
+        body: clusterJoinSchema,
+      },
+    },
     async (req, reply) => {
-      const cfg = await clusterOf(ctx).join({ ...req.body, create: req.body.create ?? true });
+      const b = req.body;
+      const cfg = await clusterOf(ctx).join({
+        etcd: b.etcd,
+        name: b.name,
+        address: b.address,
+        create: b.create ?? !b.token,
+        token: b.token,
+        insecureEtcd: b.insecureEtcd,
+        ca: b.caCert && b.caKey ? { cert: b.caCert, key: b.caKey } : undefined,
+      });
       return sync(reply, { joined: true, name: cfg.name, address: cfg.address, etcd: cfg.etcd, clusterId: cfg.clusterId });
     },
+  );
+  app.post<{ Body: { name: string; expiresSeconds?: number } }>(
+    '/1.0/cluster/tokens',
+    { schema: { tags: tags('cluster'), summary: 'A one-time join token for a new host (shown once; etcd keeps only its hash)', body: joinTokenSchema } },
+    async (req, reply) => sync(reply, await requireCluster(ctx).createJoinToken(req.body.name, req.body.expiresSeconds), 201),
+  );
+  app.post<{ Body: { names: string[] } }>(
+    '/1.0/cluster/etcd-certificate',
+    {
+      schema: {
+        tags: tags('cluster'),
+        summary: "etcd's server/peer certificate and key, signed by the cluster CA (made first if this host has none)",
+        body: etcdCertificateSchema,
+      },
+    },
+    async (req, reply) => sync(reply, await clusterOf(ctx).etcdCertificate(req.body.names), 201),
   );
   app.delete('/1.0/cluster', { schema: { tags: tags('cluster'), summary: 'Leave the cluster (a host that owns no instance)' } }, async (_req, reply) => {
     await requireCluster(ctx).leave();
@@ -97,7 +140,11 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext): vo
     async (req, reply) => sync(reply, ctx.migrations!.cancel(req.params.name)),
   );
 
-  // ---- host to host (the cluster token only) ------------------------------------------------
+  // ---- host to host (the peer listener only: mutual TLS with the cluster CA's certificates) ---
+  if (!peer) return;
+  app.post<{ Body: { name: string; secret: string; csr: string; address: string } }>('/1.0/internal/join', { schema: { hide: true, body: peerJoinSchema } }, async (req, reply) =>
+    sync(reply, await requireCluster(ctx).acceptJoin(req.body, req.ip), 201),
+  );
   app.register(async (scope) => {
     scope.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
     const hide = { hide: true };

@@ -71,13 +71,49 @@ export const migrateSchema = {
 
 export const clusterJoinSchema = {
   type: 'object',
-  required: ['etcd', 'name', 'address'],
+  required: ['address'],
   additionalProperties: false,
   properties: {
-    etcd: { type: 'array', items: { type: 'string' }, minItems: 1 },
+    etcd: { type: 'array', items: { type: 'string', maxLength: 512 }, minItems: 1, maxItems: 16 },
     name: { type: 'string' },
-    address: { type: 'string' },
+    address: { type: 'string', maxLength: 300 },
     create: { type: 'boolean' },
+    token: { type: 'string', maxLength: 4096 },
+    insecureEtcd: { type: 'boolean' },
+    caCert: { type: 'string', maxLength: 16384 },
+    caKey: { type: 'string', maxLength: 16384 },
+  },
+} as const;
+
+export const joinTokenSchema = {
+  type: 'object',
+  required: ['name'],
+  additionalProperties: false,
+  properties: {
+    name: { type: 'string' },
+    expiresSeconds: { type: 'integer', minimum: 1, maximum: 604800 },
+  },
+} as const;
+
+/** A joiner's request to a member (peer listener, no client certificate yet). */
+export const peerJoinSchema = {
+  type: 'object',
+  required: ['name', 'secret', 'csr', 'address'],
+  additionalProperties: false,
+  properties: {
+    name: { type: 'string', maxLength: 63 },
+    secret: { type: 'string', minLength: 32, maxLength: 128 },
+    csr: { type: 'string', maxLength: 8192 },
+    address: { type: 'string', maxLength: 300 },
+  },
+} as const;
+
+export const etcdCertificateSchema = {
+  type: 'object',
+  required: ['names'],
+  additionalProperties: false,
+  properties: {
+    names: { type: 'array', items: { type: 'string', maxLength: 253 }, minItems: 1, maxItems: 16 },
   },
 } as const;
 

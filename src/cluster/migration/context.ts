@@ -1,5 +1,9 @@
 import net from 'node:net';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { vmkitError } from '../../errors.js';
+import type { Instance } from '../../domain/types.js';
+import { addTlsCreds, type StreamTls } from '../../qemu/migrate.js';
 import type { InstanceAccess, InstanceManager } from '../../instances/manager.js';
 import type { SnapshotManager } from '../../snapshots/snapshots.js';
 import type { ImageStore } from '../../images/image-store.js';
@@ -49,6 +53,24 @@ export class MigrationContext {
     const q = this.access.qmp(name);
     if (!q) throw vmkitError('VMKIT_INVALID_STATE', `"${name}" has no QEMU attached.`, { hint: 'Start it first.' });
     return q;
+  }
+
+  /**
+   * Gives the instance's QEMU this host's cluster certificate for the migration and NBD
+   * streams (`tls-creds-x509`, peer verified against the cluster CA). QEMU reads a
+   * per-migration copy of the files, removed once it has loaded them.
+   */
+  async qemuTls(inst: Instance, qmp: QmpClient, migrationId: string, endpoint: 'client' | 'server', hostname?: string): Promise<StreamTls> {
+    const creds = `mig-tls-${migrationId.slice(0, 8)}`;
+    const dir = join(this.access.instanceDir(inst), `migration-tls-${migrationId.slice(0, 8)}`);
+    try {
+      // TODO(s-priv): pass QEMU's own uid/gid here once QEMU runs unprivileged.
+      await this.cluster.pki.qemuCredsDir(dir);
+      await addTlsCreds(qmp, { id: creds, dir, endpoint });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    return { creds, hostname };
   }
 
   /** Ends the peer watch of a migration (either role); the entry itself stays. */
