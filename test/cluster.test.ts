@@ -398,16 +398,21 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     const result = (JSON.parse(r.stdout) as { result: { mode: string; downtimeMs?: number; totalTimeMs: number } }).result;
     assert.equal(result.mode, 'live');
     assert.equal(typeof result.downtimeMs, 'number', 'downtime reported');
-    // Both QEMUs used tls-creds-x509 with the hosts' certificates.
-    assert.match(hosts[0]!.log(), /source web1 \+\d+ms: sending over TLS/);
-    assert.match(hosts[1]!.log(), /target web1 \+\d+ms: listening for the migration stream over TLS/);
     await sleep(1_500);
+
     poller.kill('SIGTERM');
     await new Promise((res) => poller.once('exit', res));
     cap?.kill('SIGTERM');
-    if (capture) writeFileSync(`${capture}.log`, `${[0, 1].map((i) => hosts[i]!.log()).join('\n=====\n')}\npoller: ${out}\n${errs}`);
+    if (capture) {
+      const id = find(hosts[1]!, 'web1')?.id;
+      const guestConsole = id ? spawnSync('tail', ['-c', '4000', join(hosts[1]!.dir, 'instances', id, 'console.log')], { encoding: 'utf8' }).stdout : '';
+      writeFileSync(`${capture}.log`, `${[0, 1].map((i) => hosts[i]!.log()).join('\n=====\n')}\npoller: ${out}\n${errs}\n===== guest console on h2:\n${guestConsole}`);
+    }
     const counts = JSON.parse(out) as { ok: number; fail: number; slowestMs: number; firstOk: number; lastOk: number };
     console.log(`# polling through the floating forward during the migration: ${out.trim()}, downtime ${result.downtimeMs} ms, end to end ${result.totalTimeMs} ms`);
+    // Both QEMUs used tls-creds-x509 with the hosts' certificates (read once the logs are in).
+    assert.match(hosts[0]!.log(), /source web1 \+\d+ms: sending over TLS/);
+    assert.match(hosts[1]!.log(), /target web1 \+\d+ms: listening for the migration stream over TLS/);
     // The client was answered before the migration began and after it ended (how many
     // requests fit in between depends on the machine's load, not on vmkit).
     assert.ok(counts.firstOk > 0 && counts.firstOk < migrateStart, `answered before the migration: ${out}`);

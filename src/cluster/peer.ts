@@ -1,6 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { checkServerIdentity, connect, type PeerCertificate } from 'node:tls';
+import { isIP } from 'node:net';
 import { X509Certificate } from 'node:crypto';
 import { ApiClient, type RequestOptions } from '../client/client.js';
 import { nodeHttpTransport, type RawResponse } from '../client/transport.js';
@@ -41,6 +42,7 @@ export class PeerClient {
         key: tls.key,
         // The address must be in the certificate (the default check), and it must be that host's.
         checkServerIdentity: (host, cert) => checkServerIdentity(host, cert) ?? wrongHost(cert, hostName),
+        servername: sniFor(address),
       }),
       unreachable: (err) => unreachable(hostName, address, err),
       errorOf: (res) => errorFromBody(res.body.toString('utf8'), res.status, hostName),
@@ -77,6 +79,12 @@ export class PeerClient {
   }
 }
 
+/** No SNI for an IP address (RFC 6066; Node warns when one is set). */
+function sniFor(address: string): string {
+  const host = splitAddress(address)[0];
+  return isIP(host) ? '' : host;
+}
+
 function wrongHost(cert: PeerCertificate, hostName: string): Error | undefined {
   if (cert.subject?.CN === hostName) return undefined;
   return new Error(`the certificate is host "${cert.subject?.CN}"'s, not "${hostName}"'s`);
@@ -95,7 +103,7 @@ export function memberCa(address: string, expectedFingerprint: string, timeoutMs
       vmkitError('VMKIT_FORBIDDEN', `The host at ${address} is not a member of the cluster the join token names: ${why}.`, {
         hint: 'Check the token (make a new one with "vmkit cluster add HOST" on a member) and that the address is the member\'s.',
       });
-    const sock = connect({ host, port, rejectUnauthorized: false, timeout: timeoutMs });
+    const sock = connect({ host, port, rejectUnauthorized: false, timeout: timeoutMs, servername: sniFor(address) });
     sock.once('timeout', () => sock.destroy(new Error('timed out')));
     sock.once('error', (err) => reject(unreachable('member', address, err)));
     sock.once('secureConnect', () => {
@@ -114,7 +122,7 @@ export function memberCa(address: string, expectedFingerprint: string, timeoutMs
 /** A client for a member, to join (no client certificate yet; the member's CA pinned). */
 export function joinClient(address: string, ca: string): ApiClient {
   return new ApiClient({
-    transport: nodeHttpTransport(new URL(`https://${address}`), { ca }),
+    transport: nodeHttpTransport(new URL(`https://${address}`), { ca, servername: sniFor(address) }),
     unreachable: (err) => unreachable('member', address, err),
     errorOf: (res) => errorFromBody(res.body.toString('utf8'), res.status, address),
     errorStatus: 300,
