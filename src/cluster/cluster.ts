@@ -121,6 +121,16 @@ export class ClusterManager {
   async start(): Promise<void> {
     const saved = await this.deps.local.get<ClusterConfig>('meta', 'cluster');
     if (!saved) return;
+    if (!this.deps.pki.hasHost()) {
+      // A membership from before the cluster PKI (a token in etcd, no certificates): it cannot
+      // be resumed. The host goes on alone (its VMs keep running) until it joins a new cluster.
+      this.deps.log(
+        `warning: this host was in cluster ${saved.value.clusterId} as "${saved.value.name}" without a host certificate (made by an older vmkit); ` +
+          'it now runs alone: create the cluster again with "vmkit cluster init" and "vmkit cluster add"/"join" (doc/cluster.md)',
+      );
+      await this.deps.local.delete('meta', 'cluster');
+      return;
+    }
     this.config = saved.value;
     await this.deps.listenPeer(saved.value.address);
     try {
