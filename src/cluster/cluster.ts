@@ -222,6 +222,7 @@ export class ClusterManager {
       throw vmkitError('VMKIT_FORBIDDEN', `This join token expired at ${token.expiresAt}.`, { hint: `Make a new one with "vmkit cluster add ${token.name}" on a member.` });
     }
     const { pki } = this.deps;
+    const hadCa = pki.hasCa();
     let answer: JoinAnswer | undefined;
     try {
       const csr = await pki.newHostKey(token.name);
@@ -256,8 +257,11 @@ export class ClusterManager {
         return info.value.id;
       });
     } catch (err) {
-      // Nothing half-made: a key (and certificate) this failed join wrote goes.
-      if (!this.config) await pki.forgetHost();
+      // Nothing half-made: the key, certificate and CA this failed join wrote go.
+      if (!this.config) {
+        await pki.forgetHost();
+        if (!hadCa) await pki.forgetCa();
+      }
       throw err;
     }
   }

@@ -229,6 +229,13 @@ export class ClusterPki {
     this.cached = undefined;
   }
 
+  /** A failed join: the CA it installed goes too (a host that had one keeps it). */
+  async forgetCa(): Promise<void> {
+    await rm(this.ca.cert, { force: true });
+    await rm(this.ca.key, { force: true });
+    this.cached = undefined;
+  }
+
   private async writeSecret(path: string, data: string | Buffer): Promise<void> {
     await writeFile(path, data, { mode: 0o600 });
     await chmod(path, 0o600);
