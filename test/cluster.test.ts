@@ -130,9 +130,13 @@ function holdConnection(host: string, port: number): { connected: Promise<void>;
     [
       process.execPath,
       '-e',
-      `const s=require('net').connect(${port},${JSON.stringify(host)},()=>console.log('connected'));let b='';s.on('data',d=>b+=d);
+      // The request line at once, then a header line every second: the guest's handler reads
+      // each line with a 5 s timeout, so on a loaded machine a slow switch-over would otherwise
+      // end an idle connection; this one also carries bytes across the switch-over.
+      `const s=require('net').connect(${port},${JSON.stringify(host)},()=>{console.log('connected');s.write('GET /status HTTP/1.0\\r\\n')});let b='';s.on('data',d=>b+=d);
+     const keep=setInterval(()=>s.write('X-Keep: 1\\r\\n'),1000);
      s.on('end',()=>{process.stdout.write('ANSWER '+JSON.stringify(b)+'\\n');process.exit(0)});s.on('error',e=>{console.log('ANSWER '+JSON.stringify('error '+e.message));process.exit(0)});
-     process.stdin.once('data',()=>{s.write('GET /status HTTP/1.0\\r\\n\\r\\n');setTimeout(()=>{console.log('ANSWER '+JSON.stringify('timeout: '+b));process.exit(0)},8000)});`,
+     process.stdin.once('data',()=>{clearInterval(keep);s.write('\\r\\n');setTimeout(()=>{console.log('ANSWER '+JSON.stringify('timeout: '+b));process.exit(0)},8000)});`,
     ],
     { stdio: ['pipe', 'pipe', 'inherit'] },
   );
@@ -146,8 +150,12 @@ function holdConnection(host: string, port: number): { connected: Promise<void>;
   return {
     connected: Promise.race([lines, sleep(10_000).then(() => assert.fail(`no connection to ${host}:${port}: ${out}`))]),
     async request() {
-      proc.stdin!.write('go\n');
-      await new Promise((res) => proc.once('exit', res));
+      // It may have ended already (the connection failed): then its answer says why.
+      if (proc.exitCode === null && proc.signalCode === null) {
+        const exited = new Promise((res) => proc.once('exit', res));
+        proc.stdin!.write('go\n');
+        await exited;
+      }
       const m = /ANSWER (.*)/.exec(out);
       return m ? (JSON.parse(m[1]!) as string) : `no answer: ${out}`;
     },
