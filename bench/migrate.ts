@@ -4,8 +4,11 @@
 // for vmkit (`vmkit migrate NAME --to h2`) vs raw QEMU `migrate` with the same parameters;
 // and vmkit again with a nat NIC and a floating forward, while a client polls the guest
 // through the floating address (failed requests, longest gap). TCG by default.
+// vmkit's migration streams always use TLS (tls-creds-x509 with the hosts' cluster
+// certificates); the raw QEMU pair runs twice in the same run, plain TCP and with the same
+// TLS set-up (a CA and two host certificates from src/host/pki.ts), to show TLS's cost.
 //
-//   node dist-bench/migrate.js [--sizes 256,1024] [--runs N] [--load idle,write] [--settle MS] [--no-floating]
+//   node dist-bench/migrate.js [--sizes 256,1024] [--runs N] [--load idle,write] [--settle MS] [--no-floating] [--no-tls]
 //
 // Compiled by bench/tsconfig.json to dist-bench/ (npm run build:bench): drives the built daemon
 // (dist/) through bin/vmkit.js, raw QEMU through vmkit's QMP client, and uses the compiled test
@@ -37,7 +40,7 @@ const MIG_PORT = 49152; // raw QEMU incoming port, inside h2's namespace (nothin
 
 // ---- options ------------------------------------------------------------------------------
 
-const USAGE = 'node dist-bench/migrate.js [--sizes MiB,MiB (256,1024)] [--runs N (1)] [--load idle,write] [--settle MS (2000)] [--appliance DIR] [--no-floating]';
+const USAGE = 'node dist-bench/migrate.js [--sizes MiB,MiB (256,1024)] [--runs N (1)] [--load idle,write] [--settle MS (2000)] [--appliance DIR] [--no-floating] [--no-tls]';
 
 function options() {
   const o = parseArgs(USAGE, {
@@ -47,6 +50,7 @@ function options() {
     settleMs: { flag: '--settle', kind: 'int', min: 0, default: 2000 },
     applianceDir: { flag: '--appliance', kind: 'path', default: process.env.VMKIT_APPLIANCE_DIR || path.join(ROOT, '.cache', 'appliance') },
     floating: { flag: '--no-floating', kind: 'clear' },
+    tls: { flag: '--no-tls', kind: 'clear' },
   });
   return { ...o, accel: 'tcg' };
 }
@@ -104,8 +108,30 @@ function spawnQemu(netns, argv, label) {
   };
 }
 
-async function rawRun(o, guest, work, topo, size, load, run) {
-  const tag = `raw-${size}-${load}-${run}`;
+/**
+ * A CA and one certificate per side (h1 client, h2 server), the files QEMU's tls-creds-x509
+ * reads: the same as vmkit gives its QEMUs for a cluster migration.
+ */
+async function makeTlsDirs(work, topo) {
+  const { createCa, issueCertificate } = await import(pathToFileURL(path.join(ROOT, 'dist', 'host', 'pki.js')).href);
+  const base = path.join(work, 'tls');
+  const ca = await createCa({ cert: path.join(base, 'ca.pem'), key: path.join(base, 'ca.key') }, 'bench CA');
+  const dirs = [];
+  for (const [i, h] of topo.hosts.entries()) {
+    const dir = path.join(base, `h${i + 1}`);
+    const pair = await issueCertificate(ca, { cert: path.join(dir, 'cert.pem'), key: path.join(dir, 'key.pem') }, { commonName: `h${i + 1}`, names: [h.address] });
+    await fsp.copyFile(ca.cert, path.join(dir, 'ca-cert.pem'));
+    for (const side of ['server', 'client']) {
+      await fsp.copyFile(pair.cert, path.join(dir, `${side}-cert.pem`));
+      await fsp.copyFile(pair.key, path.join(dir, `${side}-key.pem`));
+    }
+    dirs.push(dir);
+  }
+  return dirs;
+}
+
+async function rawRun(o, guest, work, topo, size, load, run, tlsDirs?) {
+  const tag = `raw-${size}-${load}-${run}${tlsDirs ? '-tls' : ''}`;
   const overlay = await guest.overlay(`${tag}.qcow2`);
   const consoleLog = path.join(work, `${tag}.console.log`);
   const side = (who) => ({
@@ -142,7 +168,16 @@ async function rawRun(o, guest, work, topo, size, load, run) {
     await tq.execute('migrate-set-capabilities', caps);
     await tq.execute('migrate-incoming', { uri: `tcp:${topo.hosts[1].address}:${MIG_PORT}` });
     await sq.execute('migrate-set-capabilities', caps);
-    await sq.execute('migrate-set-parameters', { 'downtime-limit': DOWNTIME_LIMIT_MS, 'max-bandwidth': MAX_BANDWIDTH });
+    const tls = {};
+    if (tlsDirs) {
+      // As vmkit does (src/qemu/migrate.ts addTlsCreds): peer verified against the CA on both ends.
+      const creds = (dir, endpoint) => ({ 'qom-type': 'tls-creds-x509', id: 'mig-tls', dir, endpoint, 'verify-peer': true });
+      await tq.execute('object-add', creds(tlsDirs[1], 'server'));
+      await tq.execute('migrate-set-parameters', { 'tls-creds': 'mig-tls' });
+      await sq.execute('object-add', creds(tlsDirs[0], 'client'));
+      Object.assign(tls, { 'tls-creds': 'mig-tls', 'tls-hostname': topo.hosts[1].address });
+    }
+    await sq.execute('migrate-set-parameters', { 'downtime-limit': DOWNTIME_LIMIT_MS, 'max-bandwidth': MAX_BANDWIDTH, ...tls });
     const tMigrate = performance.now();
     await sq.execute('migrate', { uri: `tcp:${topo.hosts[1].address}:${MIG_PORT}` });
     let q;
@@ -291,8 +326,6 @@ async function startCluster(work) {
   const { startTestDaemon } = await import(pathToFileURL(path.join(ROOT, 'dist-test', 'helpers.js')).href);
   const topo = await createClusterTopology(2);
   onCleanup('network namespaces', () => topo.destroy());
-  const etcd = await startEtcd({ netns: topo.switchNetns, host: topo.switchAddress, clientPort: ETCD_CLIENT_PORT, peerPort: ETCD_PEER_PORT });
-  onCleanup('etcd', () => etcd.destroy());
   const nas = path.join(work, 'nas');
   await fsp.mkdir(nas);
   const hosts = [];
@@ -304,9 +337,17 @@ async function startCluster(work) {
   const must = (d, args) => {
     const r = d.cli(args, { timeoutMs: 60_000 });
     if (r.code !== 0) throw new Error(`vmkit ${args.join(' ')} failed (${r.code}): ${r.stderr.trim()}`);
+    return r.stdout;
   };
+  // etcd with TLS and client certificates, its certificate from the cluster CA (doc/cluster.md).
+  const etcdPki = path.join(work, 'etcd-pki');
+  must(hosts[0], ['cluster', 'etcd-cert', '--names', `${topo.switchAddress},127.0.0.1`, '--out', etcdPki]);
+  const tls = { ca: path.join(etcdPki, 'ca.pem'), cert: path.join(etcdPki, 'etcd.pem'), key: path.join(etcdPki, 'etcd-key.pem') };
+  const etcd = await startEtcd({ netns: topo.switchNetns, host: topo.switchAddress, clientPort: ETCD_CLIENT_PORT, peerPort: ETCD_PEER_PORT, tls });
+  onCleanup('etcd', () => etcd.destroy());
   must(hosts[0], ['cluster', 'init', '--etcd', etcd.endpoint, '--name', 'h1', '--address', `${topo.hosts[0].address}:8443`]);
-  must(hosts[1], ['cluster', 'join', '--etcd', etcd.endpoint, '--name', 'h2', '--address', `${topo.hosts[1].address}:8443`]);
+  const token = JSON.parse(must(hosts[0], ['cluster', 'add', 'h2', '--format', 'json'])).token;
+  must(hosts[1], ['cluster', 'join', token, '--address', `${topo.hosts[1].address}:8443`]);
   // The same nat network on both hosts, for the floating-forward rows.
   for (const d of hosts) must(d, ['network', 'create', 'lan', '--mode', 'nat', '--subnet', '10.70.0.0/24']);
   return { topo, etcd, hosts };
@@ -329,6 +370,7 @@ async function main() {
   const t00 = performance.now();
   const guest = await prepareGuest(o, work);
   const cluster = await startCluster(work);
+  const tlsDirs = o.tls ? await makeTlsDirs(work, cluster.topo) : undefined;
   log(`cluster up: h1 ${cluster.topo.hosts[0].address}, h2 ${cluster.topo.hosts[1].address}, etcd ${cluster.etcd.endpoint}`);
 
   const rows = [];
@@ -336,6 +378,7 @@ async function main() {
   for (const size of o.sizes) {
     for (const load of o.loads) {
       const raw = [];
+      const rawTls = [];
       const vk = [];
       const vkf = [];
       for (let run = 0; run < o.runs; run++) {
@@ -350,6 +393,19 @@ async function main() {
         } catch (e) {
           log(`${size} MiB ${load} raw QEMU: ${e.message}`);
           notes.push(`${size} MiB ${load} run ${run + 1} raw QEMU: ${e.message}`);
+        }
+        if (tlsDirs) {
+          try {
+            const r = await rawRun(o, guest, work, cluster.topo, size, load, run, tlsDirs);
+            rawTls.push(r);
+            log(
+              `${size} MiB ${load} run ${run + 1}: raw QEMU over TLS total-time ${r.totalMs} ms, downtime ${r.downtimeMs} ms, setup ${r.setupMs} ms, ` +
+                `${fmtMs(r.transferredMiB)} MiB sent, end-to-end ${fmtMs(r.e2eMs)} ms`,
+            );
+          } catch (e) {
+            log(`${size} MiB ${load} raw QEMU over TLS: ${e.message}`);
+            notes.push(`${size} MiB ${load} run ${run + 1} raw QEMU over TLS: ${e.message}`);
+          }
         }
         try {
           const r = await vmkitRun(o, cluster, size, load, run, notes);
@@ -384,6 +440,12 @@ async function main() {
         rawE2e: med(raw, 'e2eMs'),
         rawDown: med(raw, 'downtimeMs'),
         rawMiB: med(raw, 'transferredMiB'),
+        tlsTotal: med(rawTls, 'totalMs'),
+        tlsE2e: med(rawTls, 'e2eMs'),
+        tlsDown: med(rawTls, 'downtimeMs'),
+        tlsSetup: med(rawTls, 'setupMs'),
+        rawSetup: med(raw, 'setupMs'),
+        tlsRuns: rawTls,
         vkTotal: med(vk, 'totalMs'),
         vkCli: med(vk, 'cliMs'),
         vkDown: med(vk, 'downtimeMs'),
@@ -427,6 +489,20 @@ async function main() {
       `| ${r.size} MiB | ${r.load} | ${fmtMs(r.rawTotal)} | ${fmtMs(r.rawE2e)} | ${fmtMs(r.vkTotal)} | ${fmtMs(r.vkCli)} | ${fmtMs(r.rawDown)} | ${fmtMs(r.vkDown)} | ` +
         `${fmtMs(r.rawMiB)} / ${fmtMs(r.vkMiB)} | ${fr(rE)} ${check(totOk)} | ${fr(rT)} | ${fr(rC)} | ${r.load === 'idle' ? check(downOk) : '(no target)'} |`,
     );
+  }
+  if (o.tls) {
+    p();
+    p(`## What TLS costs: raw QEMU, plain TCP vs tls-creds-x509 (the set-up vmkit uses), same run (ms)`);
+    p();
+    p('| guest | load | plain total-time | TLS total-time | TLS / plain | plain downtime | TLS downtime | plain setup | TLS setup | plain end-to-end | TLS end-to-end |');
+    p('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const r of rows) {
+      p(
+        `| ${r.size} MiB | ${r.load} | ${fmtMs(r.rawTotal)} | ${fmtMs(r.tlsTotal)} | ${fr(ratio(r.tlsTotal, r.rawTotal))} | ${fmtMs(r.rawDown)} | ${fmtMs(r.tlsDown)} | ` +
+          `${fmtMs(r.rawSetup)} | ${fmtMs(r.tlsSetup)} | ${fmtMs(r.rawE2e)} | ${fmtMs(r.tlsE2e)} |`,
+      );
+    }
+    p('vmkit itself (the tables around this one) always migrates over TLS.');
   }
   if (o.floating) {
     p();

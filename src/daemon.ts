@@ -25,6 +25,7 @@ import { ClusterManager } from './cluster/cluster.js';
 import { MigrationService } from './cluster/migration.js';
 import { hostFacts, sharedStorageId } from './cluster/host-facts.js';
 import { EtcdStore } from './store/etcd.js';
+import { ClusterPki } from './cluster/pki.js';
 import { qemuCapabilities } from './qemu/capabilities.js';
 import { installLastResort } from './util/last-resort.js';
 import { MIN_TOKEN_LENGTH, TokenManager } from './auth/tokens.js';
@@ -254,11 +255,13 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   let context!: ApiContext;
   const guestMemoryMiB = options.guestMemoryMiB ?? (Number(process.env.VMKIT_GUEST_MEMORY_MIB) || undefined);
   const facts = () => hostFacts({ version: VERSION, qemuBinary, accel, instances, networks, images, sharedDir, guestMemoryMiB });
+  const pki = new ClusterPki(join(paths.root, 'cluster'));
   const cluster = new ClusterManager({
     local: store,
     events,
-    connect: async (endpoints) => {
-      const etcd = new EtcdStore({ endpoints });
+    pki,
+    connect: async (endpoints, tls) => {
+      const etcd = new EtcdStore({ endpoints, tls });
       try {
         await etcd.list('cluster'); // reachable now, or a clear VMKIT_CLUSTER_UNAVAILABLE
       } catch (err) {
@@ -270,15 +273,20 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     },
     hostFacts: facts,
     localInstances: async () => (await instances.list()).map((i) => ({ name: i.name, image: i.image, cpus: i.cpus, memoryMiB: i.memoryMiB })),
-    listenPeer: async (address, token) => {
-      if (options.listen === address) return; // the API listener also takes the cluster token
+    listenPeer: async (address) => {
+      if (options.listen === address) {
+        throw vmkitError('VMKIT_INVALID_ARGUMENT', `The cluster address ${address} is the API's --listen address.`, {
+          hint: 'Give the cluster its own port (peers use mutual TLS there), e.g. --address HOST:8444.',
+        });
+      }
       if (peerServer?.address === address) return;
       if (peerServer) await peerServer.app.close();
       const { host, port } = parseListen(address);
-      const app = await buildApi(context, { token, extraTokens: () => [cluster.token], origin: 'remote' });
+      const tls = await pki.tls();
+      const app = await buildApi(context, { peer: { key: tls.key, cert: await pki.chain(), ca: tls.ca }, origin: 'remote' });
       await app.listen({ host, port });
       peerServer = { address, app };
-      log(`cluster peers reach this host at http://${address}`);
+      log(`cluster peers reach this host at https://${address} (mutual TLS, cluster CA)`);
     },
     stopPeer: async () => {
       await peerServer?.app.close();
@@ -332,7 +340,6 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     const tls = options.insecureHttp ? undefined : await listenerCertificate(paths, options, host, log);
     const remote = await buildApi(context, {
       token: bootstrapToken,
-      extraTokens: () => [cluster.token],
       authenticate: true,
       https: tls,
       secure: tls !== undefined,

@@ -44,12 +44,41 @@ export interface StartEtcdOptions {
   timeoutMs?: number;
   /** More etcd flags (e.g. --election-timeout=500). */
   extraArgs?: string[];
+  /**
+   * TLS as vmkit wants etcd run (doc/cluster.md): https client and peer URLs, client
+   * certificates required (--client-cert-auth) and checked against `ca`. `cert`/`key` (PEM
+   * files, serverAuth + clientAuth) are etcd's certificate, for clients and peers, and what
+   * the harness's own etcdctl calls present.
+   */
+  tls?: EtcdTls;
+}
+
+export interface EtcdTls {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+/** The etcd flags of a TLS member with client-certificate authentication (doc/cluster.md shows the same). */
+export function etcdTlsFlags(tls: EtcdTls): string[] {
+  return [
+    '--client-cert-auth',
+    `--trusted-ca-file=${tls.ca}`,
+    `--cert-file=${tls.cert}`,
+    `--key-file=${tls.key}`,
+    '--peer-client-cert-auth',
+    `--peer-trusted-ca-file=${tls.ca}`,
+    `--peer-cert-file=${tls.cert}`,
+    `--peer-key-file=${tls.key}`,
+  ];
 }
 
 export interface EtcdProcess {
   readonly name: string;
-  /** The client URL, `http://host:clientPort`. */
+  /** The client URL, `http://host:clientPort` (https with tls). */
   readonly endpoint: string;
+  /** The TLS files it runs with (and its etcdctl calls present). */
+  readonly tls: EtcdTls | undefined;
   readonly peerUrl: string;
   readonly dataDir: string;
   readonly netns: string | undefined;
@@ -120,10 +149,11 @@ export function etcdctl(
   netns: string | undefined,
   endpoints: string | string[],
   args: string[],
-  options: { timeoutMs?: number; input?: string } = {},
+  options: { timeoutMs?: number; input?: string; tls?: EtcdTls } = {},
 ): { code: number; stdout: string; stderr: string } {
   const eps = Array.isArray(endpoints) ? endpoints.join(',') : endpoints;
-  const argv = inNetns(netns, ['etcdctl', `--endpoints=${eps}`, '--dial-timeout=1s', '--command-timeout=2s', ...args]);
+  const tls = options.tls ? [`--cacert=${options.tls.ca}`, `--cert=${options.tls.cert}`, `--key=${options.tls.key}`] : [];
+  const argv = inNetns(netns, ['etcdctl', `--endpoints=${eps}`, '--dial-timeout=1s', '--command-timeout=2s', ...tls, ...args]);
   const r = spawnSync(argv[0]!, argv.slice(1), {
     encoding: 'utf8',
     env: { ...cleanEnv(), ETCDCTL_API: '3' },
@@ -139,6 +169,7 @@ class EtcdProcessImpl implements EtcdProcess {
   readonly peerUrl: string;
   readonly dataDir: string;
   readonly netns: string | undefined;
+  readonly tls: EtcdTls | undefined;
   private proc: ChildProcess | undefined;
   private alive = false;
   private exited: Promise<void> = Promise.resolve();
@@ -153,8 +184,10 @@ class EtcdProcessImpl implements EtcdProcess {
     }
     this.name = opts.name ?? `etcd-${randomBytes(3).toString('hex')}`;
     this.netns = opts.netns;
-    this.endpoint = `http://${opts.host}:${opts.clientPort}`;
-    this.peerUrl = `http://${opts.host}:${opts.peerPort}`;
+    this.tls = opts.tls;
+    const scheme = opts.tls ? 'https' : 'http';
+    this.endpoint = `${scheme}://${opts.host}:${opts.clientPort}`;
+    this.peerUrl = `${scheme}://${opts.host}:${opts.peerPort}`;
     this.tempData = !opts.dataDir;
     this.dataDir = opts.dataDir ?? mkdtempSync('/tmp/vmkt-etcd-');
     this.argv = inNetns(opts.netns, [
@@ -171,6 +204,7 @@ class EtcdProcessImpl implements EtcdProcess {
       '--logger=zap',
       '--log-outputs=stderr',
       '--log-level=warn',
+      ...(opts.tls ? etcdTlsFlags(opts.tls) : []),
       ...(opts.extraArgs ?? []),
     ]);
   }
@@ -216,7 +250,8 @@ class EtcdProcessImpl implements EtcdProcess {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (!this.running()) throw new Error(`etcd ${this.name} exited (${this.proc?.exitCode ?? this.proc?.signalCode}):\n${this.output.slice(-4000)}`);
-      const ok = this.netns ? etcdctl(this.netns, this.endpoint, ['endpoint', 'health'], { timeoutMs: 5000 }).code === 0 : await httpHealthy(this.endpoint);
+      const ok =
+        this.netns || this.tls ? etcdctl(this.netns, this.endpoint, ['endpoint', 'health'], { timeoutMs: 5000, tls: this.tls }).code === 0 : await httpHealthy(this.endpoint);
       if (ok) return;
       await sleep(100);
     }
@@ -303,10 +338,11 @@ export async function freePort(): Promise<number> {
 }
 
 /** Starts an etcd cluster of the given members together and waits until each is healthy. */
-export async function startEtcdCluster(specs: EtcdMemberSpec[], options: { extraArgs?: string[]; timeoutMs?: number } = {}): Promise<EtcdCluster> {
+export async function startEtcdCluster(specs: EtcdMemberSpec[], options: { extraArgs?: string[]; timeoutMs?: number; tls?: EtcdTls } = {}): Promise<EtcdCluster> {
   const tag = randomBytes(3).toString('hex');
   const names = specs.map((_, i) => `m${i}-${tag}`);
-  const initialCluster = specs.map((s, i) => `${names[i]}=http://${s.host}:${s.peerPort}`).join(',');
+  const scheme = options.tls ? 'https' : 'http';
+  const initialCluster = specs.map((s, i) => `${names[i]}=${scheme}://${s.host}:${s.peerPort}`).join(',');
   const members: EtcdProcess[] = [];
   const cluster: EtcdCluster = {
     members,
@@ -326,6 +362,7 @@ export async function startEtcdCluster(specs: EtcdMemberSpec[], options: { extra
           waitHealthy: false,
           extraArgs: options.extraArgs,
           timeoutMs: options.timeoutMs,
+          tls: options.tls,
         }),
       );
     }
@@ -344,7 +381,7 @@ export async function startEtcdCluster(specs: EtcdMemberSpec[], options: { extra
  * or exactly the `members` given.
  */
 export async function startEtcdCluster3(
-  opts: { netns?: string; host?: string; basePort?: number; members?: EtcdMemberSpec[]; extraArgs?: string[]; timeoutMs?: number } = {},
+  opts: { netns?: string; host?: string; basePort?: number; members?: EtcdMemberSpec[]; extraArgs?: string[]; timeoutMs?: number; tls?: EtcdTls } = {},
 ): Promise<EtcdCluster> {
   let specs = opts.members;
   if (specs && specs.length !== 3) throw new Error('startEtcdCluster3 takes exactly three members');
@@ -360,7 +397,7 @@ export async function startEtcdCluster3(
       }
     }
   }
-  return startEtcdCluster(specs, { extraArgs: opts.extraArgs, timeoutMs: opts.timeoutMs });
+  return startEtcdCluster(specs, { extraArgs: opts.extraArgs, timeoutMs: opts.timeoutMs, tls: opts.tls });
 }
 
 // ---------------------------------------------------------------- namespaces

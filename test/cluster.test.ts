@@ -1,10 +1,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, writeFileSync, chmodSync, linkSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, chmodSync, linkSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { createClusterTopology, startEtcd, type ClusterTopology, type EtcdProcess } from './cluster-net.js';
+import { createClusterTopology, etcdctl, startEtcd, type ClusterTopology, type EtcdProcess } from './cluster-net.js';
 import { qemuPidsUnder, processAlive, sleep, startTestDaemon, type TestDaemon } from './helpers.js';
 
 /**
@@ -34,6 +35,7 @@ interface Plan {
 const TTL = 5;
 let topo: ClusterTopology;
 let etcd: EtcdProcess;
+let etcdPki: string;
 let nas: string;
 const hosts: TestDaemon[] = [];
 const names = ['h1', 'h2', 'h3'];
@@ -44,6 +46,11 @@ function ok(d: TestDaemon, args: string[]): string {
   const r = d.cli(args, { timeoutMs: 240_000 });
   assert.equal(r.code, 0, `vmkit ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
   return r.stdout;
+}
+
+/** `vmkit cluster add NAME` on a member: the one-time token. */
+function joinToken(member: TestDaemon, name: string, extra: string[] = []): string {
+  return (JSON.parse(ok(member, ['cluster', 'add', name, '--format', 'json', ...extra])) as { token: string }).token;
 }
 
 function instances(d: TestDaemon): InstanceRow[] {
@@ -123,9 +130,13 @@ function holdConnection(host: string, port: number): { connected: Promise<void>;
     [
       process.execPath,
       '-e',
-      `const s=require('net').connect(${port},${JSON.stringify(host)},()=>console.log('connected'));let b='';s.on('data',d=>b+=d);
+      // The request line at once, then a header line every second: the guest's handler reads
+      // each line with a 5 s timeout, so on a loaded machine a slow switch-over would otherwise
+      // end an idle connection; this one also carries bytes across the switch-over.
+      `const s=require('net').connect(${port},${JSON.stringify(host)},()=>{console.log('connected');s.write('GET /status HTTP/1.0\\r\\n')});let b='';s.on('data',d=>b+=d);
+     const keep=setInterval(()=>s.write('X-Keep: 1\\r\\n'),1000);
      s.on('end',()=>{process.stdout.write('ANSWER '+JSON.stringify(b)+'\\n');process.exit(0)});s.on('error',e=>{console.log('ANSWER '+JSON.stringify('error '+e.message));process.exit(0)});
-     process.stdin.once('data',()=>{s.write('GET /status HTTP/1.0\\r\\n\\r\\n');setTimeout(()=>{console.log('ANSWER '+JSON.stringify('timeout: '+b));process.exit(0)},8000)});`,
+     process.stdin.once('data',()=>{clearInterval(keep);s.write('\\r\\n');setTimeout(()=>{console.log('ANSWER '+JSON.stringify('timeout: '+b));process.exit(0)},8000)});`,
     ],
     { stdio: ['pipe', 'pipe', 'inherit'] },
   );
@@ -139,8 +150,12 @@ function holdConnection(host: string, port: number): { connected: Promise<void>;
   return {
     connected: Promise.race([lines, sleep(10_000).then(() => assert.fail(`no connection to ${host}:${port}: ${out}`))]),
     async request() {
-      proc.stdin!.write('go\n');
-      await new Promise((res) => proc.once('exit', res));
+      // It may have ended already (the connection failed): then its answer says why.
+      if (proc.exitCode === null && proc.signalCode === null) {
+        const exited = new Promise((res) => proc.once('exit', res));
+        proc.stdin!.write('go\n');
+        await exited;
+      }
       const m = /ANSWER (.*)/.exec(out);
       return m ? (JSON.parse(m[1]!) as string) : `no answer: ${out}`;
     },
@@ -150,7 +165,6 @@ function holdConnection(host: string, port: number): { connected: Promise<void>;
 describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () => {
   before(async () => {
     topo = await createClusterTopology(3);
-    etcd = await startEtcd({ netns: topo.switchNetns, host: topo.switchAddress, clientPort: 23790, peerPort: 23800 });
     nas = mkdtempSync('/tmp/vmkc-nas-');
     vip = `${topo.subnet.split('.').slice(0, 3).join('.')}.100`;
     // Host 3's QEMU claims an older machine type list: the wrapper hides pc-i440fx-7.2.
@@ -169,9 +183,14 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
       if (i === 2) env.VMKIT_GUEST_MEMORY_MIB = '600';
       hosts.push(await startTestDaemon({ netns: h.netns, env }));
     }
+    // etcd runs with TLS and client certificates: its certificate comes from the cluster CA,
+    // which h1 makes first (as doc/cluster.md tells users to).
+    etcdPki = mkdtempSync('/tmp/vmkc-etcdpki-');
+    ok(hosts[0]!, ['cluster', 'etcd-cert', '--names', `${topo.switchAddress},127.0.0.1`, '--out', etcdPki]);
+    const tls = { ca: join(etcdPki, 'ca.pem'), cert: join(etcdPki, 'etcd.pem'), key: join(etcdPki, 'etcd-key.pem') };
+    etcd = await startEtcd({ netns: topo.switchNetns, host: topo.switchAddress, clientPort: 23790, peerPort: 23800, tls });
     ok(hosts[0]!, ['cluster', 'init', '--etcd', etcd.endpoint, '--name', 'h1', '--address', `${topo.hosts[0]!.address}:8443`]);
-    ok(hosts[1]!, ['cluster', 'join', '--etcd', etcd.endpoint, '--name', 'h2', '--address', `${topo.hosts[1]!.address}:8443`]);
-    ok(hosts[2]!, ['cluster', 'join', '--etcd', etcd.endpoint, '--name', 'h3', '--address', `${topo.hosts[2]!.address}:8443`]);
+    for (const i of [1, 2]) ok(hosts[i]!, ['cluster', 'join', joinToken(hosts[0]!, names[i]!), '--address', `${topo.hosts[i]!.address}:8443`]);
     for (const i of [0, 1]) ok(hosts[i]!, ['network', 'create', 'lan', '--mode', 'nat', '--subnet', '10.70.0.0/24']);
   });
 
@@ -180,6 +199,7 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     await etcd?.destroy?.().catch(() => undefined);
     await topo?.destroy();
     if (nas) await rm(nas, { recursive: true, force: true });
+    if (etcdPki) await rm(etcdPki, { recursive: true, force: true });
   });
 
   test('hosts register with leases; every host lists every host', () => {
@@ -189,6 +209,132 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     }
     const dup = hosts[2]!.cli(['cluster', 'init', '--etcd', etcd.endpoint, '--name', 'h1', '--address', `${topo.hosts[2]!.address}:8443`]);
     assert.notEqual(dup.code, 0, 'a second membership is refused');
+  });
+
+  test('PKI: etcd wants a client certificate, keeps no secret; peer routes want a CA-signed certificate', () => {
+    const sw = topo.switchNetns;
+    // etcd: without a client certificate the TLS handshake is refused; plain http gets nothing.
+    const noCert = topo.exec(sw, [
+      'etcdctl',
+      `--endpoints=${etcd.endpoint}`,
+      `--cacert=${etcd.tls!.ca}`,
+      '--dial-timeout=2s',
+      '--command-timeout=3s',
+      'get',
+      '/vmkit/',
+      '--prefix',
+    ]);
+    assert.notEqual(noCert.code, 0, `etcd answered a client without a certificate: ${noCert.stdout}`);
+    const plain = topo.exec(sw, ['etcdctl', `--endpoints=${etcd.endpoint.replace('https:', 'http:')}`, '--dial-timeout=2s', '--command-timeout=3s', 'get', '/vmkit/', '--prefix']);
+    assert.notEqual(plain.code, 0, 'etcd answered plain http');
+    // What etcd holds: no token, no key, no join secret (only hashes of pending joins).
+    const all = etcdctl(sw, etcd.endpoint, ['get', '/vmkit/', '--prefix'], { tls: etcd.tls });
+    assert.equal(all.code, 0, all.stderr);
+    assert.match(all.stdout, /\/vmkit\/cluster\/config/);
+    assert.doesNotMatch(all.stdout, /"token"|PRIVATE KEY|BEGIN CERTIFICATE/);
+    // vmkit refuses a plaintext etcd unless told.
+    const insecure = hosts[2]!.cli(['cluster', 'init', '--etcd', 'http://127.0.0.1:1', '--name', 'x1', '--address', '127.0.0.1:9']);
+    assert.notEqual(insecure.code, 0);
+    assert.match(insecure.stderr, /plain http.*--insecure-etcd/s);
+    // The keys are the hosts' own, 0600; the peer listener is h1's address.
+    for (const d of hosts) assert.equal(statSync(join(d.dir, 'cluster', 'host.key')).mode & 0o777, 0o600);
+    const peerUrl = `https://${topo.hosts[0]!.address}:8443`;
+    const curl = (args: string[]) => {
+      const r = topo.exec(sw, ['curl', '-sS', '-k', '-m', '10', '-w', '\n%{http_code}', ...args]);
+      const lines = r.stdout.trimEnd().split('\n');
+      return { status: Number(lines.at(-1)), body: lines.slice(0, -1).join('\n'), err: r.stderr };
+    };
+    // No certificate (a bearer token does not help): 403 on internal and public routes alike.
+    for (const path of ['/1.0/internal/migrations/x', '/1.0/internal/forward/1.0/instances?local=true', '/1.0/instances', '/1.0']) {
+      const r = curl(['-H', 'Authorization: Bearer anything', `${peerUrl}${path}`]);
+      assert.equal(r.status, 403, `${path} without a certificate: ${r.status} ${r.body} ${r.err}`);
+      assert.match(r.body, /VMKIT_FORBIDDEN/);
+    }
+    // A certificate of another CA: 403 too (the handshake completes, the CA did not sign it).
+    const other = mkdtempSync('/tmp/vmkc-otherca-');
+    try {
+      const o = (args: string[]) => assert.equal(spawnSync('openssl', args, { encoding: 'utf8' }).status, 0, `openssl ${args.join(' ')}`);
+      o([
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        join(other, 'k.pem'),
+        '-out',
+        join(other, 'c.pem'),
+        '-days',
+        '1',
+        '-subj',
+        '/CN=h2',
+      ]);
+      const r = curl(['--cert', join(other, 'c.pem'), '--key', join(other, 'k.pem'), `${peerUrl}/1.0/internal/forward/1.0/instances?local=true`]);
+      assert.equal(r.status, 403, `a foreign certificate: ${r.status} ${r.body}`);
+    } finally {
+      rmSync(other, { recursive: true, force: true });
+    }
+    // A member's certificate reaches the internal routes only.
+    const h2 = ['--cacert', join(hosts[0]!.dir, 'cluster', 'ca.pem'), '--cert', join(hosts[1]!.dir, 'cluster', 'host.pem'), '--key', join(hosts[1]!.dir, 'cluster', 'host.key')];
+    assert.equal(curl([...h2, `${peerUrl}/1.0/internal/forward/1.0/instances?local=true`]).status, 200);
+    assert.equal(curl([...h2, `${peerUrl}/1.0/instances`]).status, 404);
+    // The API's unix socket no longer serves the internal routes.
+    return hosts[0]!.api('GET', '/1.0/internal/migrations/x').then((r) => assert.equal(r.status, 404));
+  });
+
+  test('PKI: a join token is single use, expires, and a wrong secret gets nothing', async () => {
+    const sw = topo.switchNetns;
+    const joinUrl = `https://${topo.hosts[0]!.address}:8443/1.0/internal/join`;
+    const work = mkdtempSync('/tmp/vmkc-join-');
+    try {
+      assert.equal(
+        spawnSync(
+          'openssl',
+          ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(work, 'k.pem'), '-out', join(work, 'r.csr'), '-subj', '/CN=whatever'],
+          { encoding: 'utf8' },
+        ).status,
+        0,
+      );
+      const csr = readFileSync(join(work, 'r.csr'), 'utf8');
+      const secretOf = (token: string) => (JSON.parse(Buffer.from(token.slice('vmkit-join:'.length), 'base64url').toString()) as { s: string }).s;
+      const post = (body: unknown) => {
+        const r = topo.exec(sw, ['curl', '-sS', '-k', '-m', '20', '-w', '\n%{http_code}', '-H', 'content-type: application/json', '--data-binary', '@-', joinUrl], {
+          input: JSON.stringify(body),
+        });
+        const lines = r.stdout.trimEnd().split('\n');
+        return { status: Number(lines.at(-1)), body: lines.slice(0, -1).join('\n') };
+      };
+      const token = joinToken(hosts[0]!, 'h4');
+      const address = `${topo.switchAddress}:9444`;
+      // A wrong secret: refused, and the token stays usable.
+      const wrong = post({ name: 'h4', secret: 'x'.repeat(43), csr, address });
+      assert.equal(wrong.status, 403, wrong.body);
+      assert.match(wrong.body, /VMKIT_FORBIDDEN/);
+      // The right one: a certificate signed by the cluster CA, for the token's name.
+      const good = post({ name: 'h4', secret: secretOf(token), csr, address });
+      assert.equal(good.status, 201, good.body);
+      const answer = (JSON.parse(good.body) as { metadata: { hostCert: string; caCert: string } }).metadata;
+      const cert = new X509Certificate(answer.hostCert);
+      assert.ok(cert.verify(new X509Certificate(readFileSync(join(hosts[0]!.dir, 'cluster', 'ca.pem'))).publicKey));
+      assert.match(cert.subject, /CN=h4/);
+      // Used: refused the second time.
+      const again = post({ name: 'h4', secret: secretOf(token), csr, address });
+      assert.equal(again.status, 403, again.body);
+      assert.match(again.body, /used/);
+      // Expired: refused (and the joiner's CLI says so before asking anyone).
+      const short = joinToken(hosts[0]!, 'h5', ['--expires', '1s']);
+      await sleep(1_500);
+      const late = post({ name: 'h5', secret: secretOf(short), csr, address });
+      assert.equal(late.status, 403, late.body);
+      assert.match(late.body, /expired/);
+      const cli = hosts[2]!.cli(['cluster', 'join', 'vmkit-join:garbage', '--address', '127.0.0.1:9']);
+      assert.notEqual(cli.code, 0);
+      assert.match(cli.stderr, /not a vmkit join token/);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
   });
 
   test('launch on a named host from another; any host lists and acts on it', () => {
@@ -261,12 +407,20 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     assert.equal(result.mode, 'live');
     assert.equal(typeof result.downtimeMs, 'number', 'downtime reported');
     await sleep(1_500);
+
     poller.kill('SIGTERM');
     await new Promise((res) => poller.once('exit', res));
     cap?.kill('SIGTERM');
-    if (capture) writeFileSync(`${capture}.log`, `${[0, 1].map((i) => hosts[i]!.log()).join('\n=====\n')}\npoller: ${out}\n${errs}`);
+    if (capture) {
+      const id = find(hosts[1]!, 'web1')?.id;
+      const guestConsole = id ? spawnSync('tail', ['-c', '4000', join(hosts[1]!.dir, 'instances', id, 'console.log')], { encoding: 'utf8' }).stdout : '';
+      writeFileSync(`${capture}.log`, `${[0, 1].map((i) => hosts[i]!.log()).join('\n=====\n')}\npoller: ${out}\n${errs}\n===== guest console on h2:\n${guestConsole}`);
+    }
     const counts = JSON.parse(out) as { ok: number; fail: number; slowestMs: number; firstOk: number; lastOk: number };
     console.log(`# polling through the floating forward during the migration: ${out.trim()}, downtime ${result.downtimeMs} ms, end to end ${result.totalTimeMs} ms`);
+    // Both QEMUs used tls-creds-x509 with the hosts' certificates (read once the logs are in).
+    assert.match(hosts[0]!.log(), /source web1 \+\d+ms: sending over TLS/);
+    assert.match(hosts[1]!.log(), /target web1 \+\d+ms: listening for the migration stream over TLS/);
     // The client was answered before the migration began and after it ended (how many
     // requests fit in between depends on the machine's load, not on vmkit).
     assert.ok(counts.firstOk > 0 && counts.firstOk < migrateStart, `answered before the migration: ${out}`);

@@ -1,6 +1,9 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { createCa, issueCertificate } from '../dist/host/pki.js';
 import { EtcdStore, type EtcdLease, type EtcdWatchEvent } from '../dist/store/etcd.js';
 import { storeContract } from '../dist-unit/store/store-contract.test-support.js';
 import { etcdctl, freePort, startEtcd, startEtcdCluster3, startTcpProxy, type EtcdProcess, type TcpProxy } from './cluster-net.js';
@@ -373,5 +376,57 @@ describe('EtcdStore (real etcd)', { timeout: 120_000 }, () => {
     const observer = open({ prefix: s.prefix });
     assert.ok(await observer.get('hosts', 'x'));
     await until('the key to expire', async () => (await observer.get('hosts', 'x')) === undefined, 6000);
+  });
+});
+
+describe('EtcdStore over TLS with client certificates (as a cluster runs etcd)', { timeout: 120_000 }, () => {
+  let etcd: EtcdProcess;
+  let dir: string;
+  const certs: Record<string, { ca: Buffer; cert: Buffer; key: Buffer }> = {};
+
+  before(async () => {
+    dir = mkdtempSync('/tmp/vmkt-etcdtls-');
+    const ca = await createCa({ cert: join(dir, 'ca.pem'), key: join(dir, 'ca.key') }, 'test cluster CA');
+    const other = await createCa({ cert: join(dir, 'o.pem'), key: join(dir, 'o.key') }, 'another CA');
+    const server = await issueCertificate(ca, { cert: join(dir, 'etcd.pem'), key: join(dir, 'etcd.key') }, { commonName: 'etcd', names: ['127.0.0.1'] });
+    const host = await issueCertificate(ca, { cert: join(dir, 'h1.pem'), key: join(dir, 'h1.key') }, { commonName: 'h1', names: ['127.0.0.1'], usage: 'both' });
+    const stranger = await issueCertificate(other, { cert: join(dir, 's.pem'), key: join(dir, 's.key') }, { commonName: 'h1', names: ['127.0.0.1'], usage: 'both' });
+    const load = (p: { cert: string; key: string }) => ({ ca: readFileSync(ca.cert), cert: readFileSync(p.cert), key: readFileSync(p.key) });
+    certs.host = load(host);
+    certs.stranger = load(stranger);
+    etcd = await startEtcd({ host: '127.0.0.1', clientPort: await freePort(), peerPort: await freePort(), tls: { ca: ca.cert, cert: server.cert, key: server.key } });
+  });
+
+  after(async () => {
+    await etcd?.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a host certificate of the CA reads and writes', async () => {
+    assert.match(etcd.endpoint, /^https:/);
+    const s = new EtcdStore({ endpoints: [etcd.endpoint], prefix: uniquePrefix(), tls: certs.host, dialTimeoutMs: 3000 });
+    try {
+      await s.put('hosts', 'h1', { ok: true });
+      assert.deepEqual((await s.get('hosts', 'h1'))?.value, { ok: true });
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('no client certificate, a certificate of another CA, or plain http: refused', async () => {
+    const tries: Array<[string, EtcdStore]> = [
+      ['no client certificate', new EtcdStore({ endpoints: [etcd.endpoint], prefix: uniquePrefix(), tls: { ca: certs.host!.ca }, dialTimeoutMs: 1500 })],
+      ['another CA', new EtcdStore({ endpoints: [etcd.endpoint], prefix: uniquePrefix(), tls: certs.stranger, dialTimeoutMs: 1500 })],
+      ['plain http', new EtcdStore({ endpoints: [etcd.endpoint.replace('https:', 'http:')], prefix: uniquePrefix(), dialTimeoutMs: 1500 })],
+    ];
+    for (const [what, s] of tries) {
+      try {
+        await assert.rejects(s.get('hosts', 'h1'), { code: 'VMKIT_CLUSTER_UNAVAILABLE' }, what);
+      } finally {
+        await s.close();
+      }
+    }
+    // etcdctl without --cert/--key: the handshake is refused too.
+    assert.notEqual(etcdctl(undefined, etcd.endpoint, ['get', '/x'], { tls: { ...etcd.tls!, cert: '', key: '' } }).code, 0);
   });
 });

@@ -44,7 +44,8 @@ export function testEnv(dir: string, extra: NodeJS.ProcessEnv = {}): NodeJS.Proc
   };
 }
 
-async function waitForSocket(path: string, proc: ChildProcess, timeoutMs = 20_000): Promise<void> {
+// A daemon starts in ≈ 1 s; on a 2-core machine loaded by many test runs it took over 20 s.
+async function waitForSocket(path: string, proc: ChildProcess, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (proc.exitCode !== null) throw new Error(`daemon exited with ${proc.exitCode}`);

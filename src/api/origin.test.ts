@@ -6,6 +6,9 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from './server.js';
 import { makeTestContext } from './test-context.test-support.js';
+import https from 'node:https';
+import { readFileSync } from 'node:fs';
+import { createCa, issueCertificate } from '../host/pki.js';
 import type { SqliteStore } from '../store/sqlite.js';
 
 const AUTH = { authorization: 'Bearer secret-token-for-tests' };
@@ -16,7 +19,26 @@ describe('host paths: local callers only; peer payloads validated', () => {
   let dir: string;
   let local: FastifyInstance;
   let remote: FastifyInstance;
+  /** The peer listener (mutual TLS, the only one serving /1.0/internal/…) and a member's credentials. */
+  let peer: FastifyInstance;
+  let peerPort = 0;
+  let member: { ca: Buffer; cert: Buffer; key: Buffer };
   let store: SqliteStore;
+
+  /** A request to the peer listener as a member host would make it (its CA-signed certificate). */
+  const peerInject = (o: { method: string; url: string; headers?: Record<string, string>; payload?: unknown }) =>
+    new Promise<{ statusCode: number; body: string; json(): unknown }>((resolve, reject) => {
+      const body = o.payload === undefined ? undefined : Buffer.isBuffer(o.payload) ? o.payload : Buffer.from(JSON.stringify(o.payload));
+      const headers: Record<string, string> = { ...(o.headers ?? {}) };
+      if (body && !headers['content-type']) headers['content-type'] = 'application/json';
+      const req = https.request({ host: '127.0.0.1', port: peerPort, method: o.method, path: o.url, headers, ...member, checkServerIdentity: () => undefined }, (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (d: string) => (text += d));
+        res.on('end', () => resolve({ statusCode: res.statusCode ?? 0, body: text, json: () => JSON.parse(text) as unknown }));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
 
   before(async () => {
     top = mkdtempSync(join(tmpdir(), 'vmkit-origin-'));
@@ -26,11 +48,19 @@ describe('host paths: local callers only; peer payloads validated', () => {
     store = made.store;
     local = await buildApi(made.ctx, { origin: 'local' });
     remote = await buildApi(made.ctx, { token: 'secret-token-for-tests' });
+    const pki = join(top, 'pki');
+    const ca = await createCa({ cert: join(pki, 'ca.pem'), key: join(pki, 'ca.key') }, 'test cluster CA');
+    const host = await issueCertificate(ca, { cert: join(pki, 'h.pem'), key: join(pki, 'h.key') }, { commonName: 'h1', names: ['127.0.0.1'] });
+    member = { ca: readFileSync(ca.cert), cert: readFileSync(host.cert), key: readFileSync(host.key) };
+    peer = await buildApi(made.ctx, { peer: { key: member.key, cert: Buffer.concat([member.cert, member.ca]), ca: member.ca }, origin: 'remote' });
+    await peer.listen({ host: '127.0.0.1', port: 0 });
+    peerPort = (peer.server.address() as { port: number }).port;
     writeFileSync(join(top, 'host-file.raw'), Buffer.alloc(1024 * 1024));
   });
   after(async () => {
     await local.close();
     await remote.close();
+    await peer.close();
     await store.close();
     rmSync(top, { recursive: true, force: true });
   });
@@ -116,7 +146,7 @@ describe('host paths: local callers only; peer payloads validated', () => {
     for (const body of bad) {
       for (const url of ['/1.0/internal/migrations', '/1.0/internal/migrations/check']) {
         const payload = url.endsWith('check') ? { instance: body.instance, mode: 'cold', sharedDisks: false, source: 'a' } : body;
-        const r = await remote.inject({ method: 'POST', url, headers: AUTH, payload });
+        const r = await peerInject({ method: 'POST', url, headers: AUTH, payload });
         if (url.endsWith('check') && body.instance === undefined) continue;
         // The check route's payload here is valid when only the migration id or an extra top-level field is wrong.
         if (url.endsWith('check') && (body.id === '../../m' || 'unexpected' in body)) continue;
@@ -130,7 +160,7 @@ describe('host paths: local callers only; peer payloads validated', () => {
       ['POST', '/1.0/internal/migrations/..%2Fx/finish'],
       ['PUT', '/1.0/internal/migrations/abc/disks/..%2F..%2Fetc'],
     ] as const) {
-      const r = await remote.inject({
+      const r = await peerInject({
         method,
         url,
         headers: { ...AUTH, ...(method === 'PUT' ? { 'content-type': 'application/octet-stream' } : {}) },

@@ -87,18 +87,16 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteRule>> = {
   'GET /1.0/cluster': 'viewer',
   'POST /1.0/cluster': 'admin',
   'DELETE /1.0/cluster': 'admin',
+  'POST /1.0/cluster/tokens': 'admin',
+  // Answers with a private key (etcd's).
+  'POST /1.0/cluster/etcd-certificate': 'admin',
   'GET /1.0/cluster/hosts': 'viewer',
   'DELETE /1.0/cluster/hosts/:host': 'admin',
   'POST /1.0/cluster/hosts/:host/evacuate': 'admin',
   'POST /1.0/instances/:name/migrate': 'admin',
   'DELETE /1.0/instances/:name/migrate': 'admin',
-  // host to host (peers)
-  'POST /1.0/internal/migrations/check': 'admin',
-  'POST /1.0/internal/migrations': 'admin',
-  'GET /1.0/internal/migrations/:id': 'admin',
-  'PUT /1.0/internal/migrations/:id/disks/:disk': 'admin',
-  'POST /1.0/internal/migrations/:id/finish': 'admin',
-  'DELETE /1.0/internal/migrations/:id': 'admin',
+  // Host to host (/1.0/internal/…): not on this listener. Only the cluster's peer listener
+  // serves them, to hosts presenting a certificate of the cluster CA (mutual TLS), not tokens.
   // the web console's files
   'GET /': 'public',
   'GET /ui': 'public',

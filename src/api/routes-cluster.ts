@@ -7,7 +7,18 @@ import type { ApiContext } from './context.js';
 import { async, relayed, sync } from './responses.js';
 import { asyncResponse, errorResponse, nameParam } from './schemas.js';
 import type { MigrationMode } from '../cluster/types.js';
-import { ClusterJoinRequestSchema, MigrateRequestSchema, type ClusterJoinRequest, type MigrateRequest } from '../wire/requests.js';
+import {
+  ClusterJoinRequestSchema,
+  EtcdCertificateRequestSchema,
+  JoinTokenRequestSchema,
+  MigrateRequestSchema,
+  PeerJoinRequestSchema,
+  type ClusterJoinRequest,
+  type EtcdCertificateRequest,
+  type JoinTokenRequest,
+  type MigrateRequest,
+  type PeerJoinRequest,
+} from '../wire/requests.js';
 import { CheckRequestSchema, FinishRequestSchema, MigrationDiskParamsSchema, MigrationIdParamsSchema, PrepareRequestSchema } from '../wire/migration.js';
 
 const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse };
@@ -27,7 +38,8 @@ function incoming(req: FastifyRequest): IncomingRequest {
   return { method: req.method, url: req.url, body: req.body, forwardedBy: Array.isArray(by) ? by[0] : by };
 }
 
-export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext): void {
+/** `peer`: the cluster's mutual-TLS listener, which alone serves the host-to-host routes. */
+export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext, peer = false): void {
   // ---- forwarding: any host acts on any instance -----------------------------------------
   app.addHook('preHandler', async (req, reply) => {
     const answer = await ctx.services.forwarding.route(incoming(req));
@@ -41,11 +53,42 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext): vo
   });
   app.post<{ Body: ClusterJoinRequest }>(
     '/1.0/cluster',
-    { schema: { tags: tags('cluster'), summary: 'Create (create=true) or join the cluster whose state lives in etcd', body: ClusterJoinRequestSchema } },
+    {
+      schema: {
+        tags: tags('cluster'),
+        summary: 'Create the cluster (create=true: etcd, name, address; makes the cluster CA) or join one (token from "cluster add", address)',
+        body: ClusterJoinRequestSchema,
+      },
+    },
     async (req, reply) => {
-      const cfg = await clusterOf(ctx).join({ ...req.body, create: req.body.create ?? true });
+      const b = req.body;
+      const cfg = await clusterOf(ctx).join({
+        etcd: b.etcd,
+        name: b.name,
+        address: b.address,
+        create: b.create ?? !b.token,
+        token: b.token,
+        insecureEtcd: b.insecureEtcd,
+        ca: b.caCert && b.caKey ? { cert: b.caCert, key: b.caKey } : undefined,
+      });
       return sync(reply, { joined: true, name: cfg.name, address: cfg.address, etcd: cfg.etcd, clusterId: cfg.clusterId });
     },
+  );
+  app.post<{ Body: JoinTokenRequest }>(
+    '/1.0/cluster/tokens',
+    { schema: { tags: tags('cluster'), summary: 'A one-time join token for a new host (shown once; etcd keeps only its hash)', body: JoinTokenRequestSchema } },
+    async (req, reply) => sync(reply, await requireCluster(ctx).createJoinToken(req.body.name, req.body.expiresSeconds), 201),
+  );
+  app.post<{ Body: EtcdCertificateRequest }>(
+    '/1.0/cluster/etcd-certificate',
+    {
+      schema: {
+        tags: tags('cluster'),
+        summary: "etcd's server/peer certificate and key, signed by the cluster CA (made first if this host has none)",
+        body: EtcdCertificateRequestSchema,
+      },
+    },
+    async (req, reply) => sync(reply, await clusterOf(ctx).etcdCertificate(req.body.names), 201),
   );
   app.delete('/1.0/cluster', { schema: { tags: tags('cluster'), summary: 'Leave the cluster (a host that owns no instance)' } }, async (_req, reply) => {
     await requireCluster(ctx).leave();
@@ -89,7 +132,11 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext): vo
     async (req, reply) => sync(reply, ctx.services.migrations.cancel(req.params.name)),
   );
 
-  // ---- host to host (the cluster token only) ------------------------------------------------
+  // ---- host to host (the peer listener only: mutual TLS with the cluster CA's certificates) ---
+  if (!peer) return;
+  app.post<{ Body: PeerJoinRequest }>('/1.0/internal/join', { schema: { hide: true, body: PeerJoinRequestSchema } }, async (req, reply) =>
+    sync(reply, await requireCluster(ctx).acceptJoin(req.body, req.ip), 201),
+  );
   app.register(async (scope) => {
     scope.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
     // Peer payloads are validated like public requests (src/wire/migration.ts): ids are one

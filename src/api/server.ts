@@ -1,4 +1,6 @@
 import net from 'node:net';
+import type { IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
@@ -18,6 +20,7 @@ import {
 import type { ApiContext } from './context.js';
 import { registerNetworkRoutes } from './routes-networks.js';
 import { registerClusterRoutes } from './routes-cluster.js';
+import { FORWARD_PREFIX } from '../cluster/peer.js';
 import { async, errorBody, sync } from './responses.js';
 import { registerImageRoutes } from './routes-images.js';
 import { registerOrigin, type RequestOrigin } from './origin.js';
@@ -48,6 +51,24 @@ declare module 'fastify' {
   }
 }
 
+/** Set on a request that came in under FORWARD_PREFIX (peer listener). */
+const FORWARDED = Symbol('vmkit-forwarded');
+type Marked = IncomingMessage & { [FORWARDED]?: boolean };
+
+function peerServerOptions(peer: NonNullable<ApiOptions['peer']>) {
+  return {
+    https: { key: peer.key, cert: peer.cert, ca: peer.ca, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' as const },
+    rewriteUrl(raw: IncomingMessage): string {
+      const url = raw.url ?? '/';
+      if (!url.startsWith(`${FORWARD_PREFIX}/`)) return url;
+      (raw as Marked)[FORWARDED] = true;
+      // Served here as it is: never forwarded on (no loops between hosts).
+      raw.headers['x-vmkit-forwarded-by'] ??= 'peer';
+      return url.slice(FORWARD_PREFIX.length);
+    },
+  };
+}
+
 export interface ApiOptions {
   /**
    * An admin token every request may carry as `Authorization: Bearer <token>` (the daemon's
@@ -70,13 +91,20 @@ export interface ApiOptions {
   logger?: boolean;
   /** The listener: `local` (the unix socket) or `remote` (TCP). Default: remote when authentication is required. */
   origin?: RequestOrigin;
+  /**
+   * The cluster's peer listener: HTTPS with this host's certificate (`cert` = the chain, host
+   * then CA), client certificates checked against the cluster CA (`ca`). A client whose
+   * certificate the CA did not sign gets 403 everywhere but the join route; a peer reaches
+   * `/1.0/internal/…` only (public routes it forwards come under FORWARD_PREFIX).
+   */
+  peer?: { key: Buffer; cert: Buffer; ca: Buffer };
 }
 
 const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse };
 
 export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    ...((options.https ? { https: { ...options.https, minVersion: 'TLSv1.2' } } : {}) as object),
+    ...((options.peer ? peerServerOptions(options.peer) : options.https ? { https: { ...options.https, minVersion: 'TLSv1.2' } } : {}) as object),
     logger: options.logger ?? false,
     bodyLimit: 1024 * 1024,
     forceCloseConnections: true,
@@ -132,6 +160,23 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
     },
   });
 
+  if (options.peer) {
+    app.addHook('onRequest', async (req, reply) => {
+      const path = req.url.split('?')[0]!;
+      if ((req.raw.socket as TLSSocket).authorized !== true) {
+        if (req.method === 'POST' && path === '/1.0/internal/join') return;
+        const err = vmkitError('VMKIT_FORBIDDEN', 'This listener serves the hosts of the cluster only: present a host certificate signed by the cluster CA.', {
+          hint: 'Clients use the API listener (--listen); a new host joins with "vmkit cluster join TOKEN".',
+        });
+        return reply.code(403).send(errorBody(err));
+      }
+      if (!(req.raw as Marked)[FORWARDED] && !path.startsWith('/1.0/internal/')) {
+        const err = vmkitError('VMKIT_NOT_FOUND', `No such endpoint for peers: ${req.method} ${path}`, { hint: 'Peers call /1.0/internal/… only.' });
+        return reply.code(404).send(errorBody(err));
+      }
+    });
+  }
+
   app.setErrorHandler((error, _req, reply) => {
     const fe = error as { validation?: unknown; statusCode?: number; code?: string; message: string };
     let err;
@@ -166,7 +211,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
   app.get('/1.0/types', { schema: { tags: tags('server'), summary: 'Instance types' } }, async (_req, reply) => sync(reply, INSTANCE_TYPES));
 
   // ---- cluster: forwarding to the owning host, membership, migration (routes-cluster.ts)
-  registerClusterRoutes(app, ctx);
+  registerClusterRoutes(app, ctx, options.peer !== undefined);
 
   // ---- images, clones, appliances (routes-images.ts)
   registerImageRoutes(app, ctx);

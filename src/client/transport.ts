@@ -59,12 +59,19 @@ export function unixTransport(socketPath: string): Transport {
  * it: unlike fetch it reaches every port (fetch refuses a list of "bad ports", 6000 among
  * them) and its errors carry the socket's code the CLI's messages name.
  */
-export function nodeHttpTransport(base: URL): Transport {
+export function nodeHttpTransport(base: URL, tls?: TlsOptions): Transport {
   return nodeTransport(base.origin, (method, path, options) => {
     const url = new URL(path, base);
-    return (url.protocol === 'https:' ? https : http).request(url, { method, headers: options.headers, signal: signalOf(options) });
+    return (url.protocol === 'https:' ? https : http).request(url, { method, headers: options.headers, signal: signalOf(options), ...tls });
   });
 }
+
+/**
+ * What an https request presents and checks beyond the defaults: cluster peers trust only
+ * their cluster's CA (`ca`), show their own host certificate (`cert`/`key`: mutual TLS) and
+ * may check more than the address in the peer's certificate (`checkServerIdentity`).
+ */
+export type TlsOptions = Pick<https.RequestOptions, 'ca' | 'cert' | 'key' | 'checkServerIdentity' | 'servername' | 'rejectUnauthorized'>;
 
 export function nodeTransport(target: string, start: (method: string, path: string, options: SendOptions) => http.ClientRequest): Transport {
   return {

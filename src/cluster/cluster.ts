@@ -1,33 +1,68 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { vmkitError, asVmkitError } from '../errors.js';
 import { validateName } from '../domain/names.js';
 import type { Store } from '../store/store.js';
 import type { EventBus } from '../operations/events.js';
-import { PeerClient, splitAddress } from './peer.js';
-import type { ClusterBackend, ClusterConfig, ClusterInfo, HostRecord, HostView, LeaseHandle, OwnerRecord } from './types.js';
+import { PeerClient, joinClient, memberCa, splitAddress } from './peer.js';
+import { decodeJoinToken, encodeJoinToken, hashJoinSecret, joinSecretMatches, newJoinSecret, type ClusterPki, type TlsMaterial } from './pki.js';
+import type { ClusterBackend, ClusterConfig, ClusterInfo, HostRecord, HostView, JoinAnswer, JoinRecord, LeaseHandle, OwnerRecord } from './types.js';
 
 /** What the cluster needs from the rest of the daemon. */
 export interface ClusterDeps {
   local: Store;
   events: EventBus;
-  /** Opens the cluster store (etcd) at these endpoints. */
-  connect(endpoints: string[]): Promise<ClusterBackend>;
+  /** Opens the cluster store (etcd) at these endpoints, with this host's certificate unless plain http. */
+  connect(endpoints: string[], tls: TlsMaterial | undefined): Promise<ClusterBackend>;
+  /** The cluster CA and this host's certificate, in the data folder. */
+  pki: ClusterPki;
   /** The facts this host publishes (everything but name/address/hostId/updatedAt). */
   hostFacts(): Promise<Omit<HostRecord, 'name' | 'address' | 'hostId' | 'updatedAt'>>;
   /** The instances this host has: claimed in etcd when the host joins. */
   localInstances(): Promise<Array<{ name: string; image: string; cpus: number; memoryMiB: number }>>;
-  /** Starts (or re-keys) the TCP listener peers call. */
-  listenPeer(address: string, token: string): Promise<void>;
+  /** Starts (or re-keys) the mutual-TLS listener peers call (with the pki's certificate). */
+  listenPeer(address: string): Promise<void>;
   stopPeer(): Promise<void>;
   log(line: string): void;
 }
 
 export interface JoinRequest {
-  etcd: string[];
-  name: string;
+  /** init: etcd client URLs (https://, or http:// with insecureEtcd). join: from the member. */
+  etcd?: string[];
+  /** init: this host's name. join: the token names it. */
+  name?: string;
   address: string;
-  /** true: create the cluster when etcd holds none (init); false: it must exist (join). */
+  /** true: init (create the cluster when etcd holds none); false: join with `token`. */
   create: boolean;
+  /** join: the one-time token `vmkit cluster add HOST` printed on a member. */
+  token?: string;
+  /** init: allow http:// etcd endpoints (no TLS, no client certificates). */
+  insecureEtcd?: boolean;
+  /** init: adopt this CA (PEM) instead of creating one (when etcd's certificates came first). */
+  ca?: { cert: string; key: string };
+}
+
+/** Default and bounds of a join token's life. */
+export const JOIN_TOKEN_TTL_S = 3600;
+const JOIN_TOKEN_MAX_TTL_S = 7 * 24 * 3600;
+
+function checkEtcdUrls(etcd: string[], insecure: boolean | undefined): void {
+  if (etcd.length === 0 || etcd.some((e) => !/^https?:\/\/[^/]+$/.test(e))) {
+    throw vmkitError('VMKIT_INVALID_ARGUMENT', `--etcd wants https://HOST:PORT URLs, got "${etcd.join(',')}".`, { hint: 'Example: --etcd https://10.0.0.10:2379' });
+  }
+  const plain = etcd.filter((e) => e.startsWith('http://'));
+  if (plain.length > 0 && !insecure) {
+    throw vmkitError('VMKIT_INVALID_ARGUMENT', `etcd at ${plain.join(', ')} is plain http: anyone who reaches it could rewrite the cluster.`, {
+      hint: 'Run etcd with TLS and client certificates (doc/cluster.md shows the flags) and give https:// URLs, or pass --insecure-etcd on a private test network.',
+    });
+  }
+  if (plain.length > 0 && plain.length < etcd.length) {
+    throw vmkitError('VMKIT_INVALID_ARGUMENT', 'Mixed http:// and https:// etcd endpoints.', { hint: 'Give every endpoint with the same scheme.' });
+  }
+}
+
+function tlsWanted(etcd: string[]): boolean {
+  return etcd.every((e) => e.startsWith('https://'));
 }
 
 /** Seconds a host's lease lives without keep-alive: after that, the cluster sees it dead. */
@@ -38,7 +73,7 @@ export function leaseTtlSeconds(): number {
 
 /**
  * This host's membership in a cluster. etcd holds, under /vmkit/: `cluster/config` (id and
- * the token hosts use with each other), `hosts/<name>` (what each host publishes; kept when
+ * the CA's fingerprint; no secret), `joins/<name>` (the hash of a pending join token), `hosts/<name>` (what each host publishes; kept when
  * the host dies so it is listed as dead), `alive/<name>` (on the host's lease: it disappears
  * when the host stops renewing it) and `owners/<instance>` (which host owns each instance,
  * changed only by compare-and-swap so two hosts never both own one).
@@ -56,6 +91,11 @@ export class ClusterManager {
   private reconnecting?: Promise<void>;
 
   constructor(private readonly deps: ClusterDeps) {}
+
+  /** The cluster CA and this host's certificate (migration streams use them too). */
+  get pki(): ClusterPki {
+    return this.deps.pki;
+  }
 
   get joined(): boolean {
     return this.config !== undefined;
@@ -77,16 +117,22 @@ export class ClusterManager {
     return this.config?.address;
   }
 
-  get token(): string | undefined {
-    return this.config?.token;
-  }
-
   /** Daemon start: rejoin the cluster this host was in (in the background if etcd is down). */
   async start(): Promise<void> {
     const saved = await this.deps.local.get<ClusterConfig>('meta', 'cluster');
     if (!saved) return;
+    if (!this.deps.pki.hasHost()) {
+      // A membership from before the cluster PKI (a token in etcd, no certificates): it cannot
+      // be resumed. The host goes on alone (its VMs keep running) until it joins a new cluster.
+      this.deps.log(
+        `warning: this host was in cluster ${saved.value.clusterId} as "${saved.value.name}" without a host certificate (made by an older vmkit); ` +
+          'it now runs alone: create the cluster again with "vmkit cluster init" and "vmkit cluster add"/"join" (doc/cluster.md)',
+      );
+      await this.deps.local.delete('meta', 'cluster');
+      return;
+    }
     this.config = saved.value;
-    await this.deps.listenPeer(saved.value.address, saved.value.token);
+    await this.deps.listenPeer(saved.value.address);
     try {
       await this.connect();
     } catch (err) {
@@ -131,39 +177,106 @@ export class ClusterManager {
     return this.backend;
   }
 
-  /** `vmkit cluster init` / `join`. */
+  /** `vmkit cluster init` (create) / `vmkit cluster join TOKEN`. */
   async join(req: JoinRequest): Promise<ClusterConfig> {
-    validateName(req.name, 'host name');
     splitAddress(req.address);
-    if (req.etcd.length === 0 || req.etcd.some((e) => !/^https?:\/\/[^/]+$/.test(e))) {
-      throw vmkitError('VMKIT_INVALID_ARGUMENT', `--etcd wants http://HOST:PORT URLs, got "${req.etcd.join(',')}".`, { hint: 'Example: --etcd http://10.0.0.10:2379' });
-    }
+    if (!req.create) return this.joinWithToken(req);
+    const name = req.name ?? '';
+    validateName(name, 'host name');
+    const etcd = req.etcd ?? [];
+    checkEtcdUrls(etcd, req.insecureEtcd);
     if (this.config) {
-      if (this.config.name === req.name && this.config.address === req.address && this.config.etcd.join() === req.etcd.join()) return this.config;
-      throw vmkitError('VMKIT_CLUSTER_NOT_JOINED', `This host is already in a cluster as "${this.config.name}".`, {
-        hint: 'Leave it first with "vmkit cluster leave".',
-      });
+      if (this.config.name === name && this.config.address === req.address && this.config.etcd.join() === etcd.join()) return this.config;
+      throw alreadyJoined(this.config.name);
     }
-    const backend = await this.deps.connect(req.etcd);
-    try {
+    const { pki } = this.deps;
+    await pki.ensureCa(req.ca);
+    await pki.issueHost(name, req.address);
+    const fp = await pki.caFingerprint();
+    return this.enter({ name, address: req.address, etcd, insecureEtcd: !tlsWanted(etcd) }, async (backend) => {
       let info = await backend.get<ClusterInfo>('cluster', 'config');
       if (!info) {
-        if (!req.create) {
-          throw vmkitError('VMKIT_CLUSTER_NOT_JOINED', `etcd at ${req.etcd.join(', ')} holds no vmkit cluster yet.`, {
-            hint: 'Create it on the first host with "vmkit cluster init".',
-          });
-        }
-        const fresh: ClusterInfo = { id: randomUUID(), token: randomBytes(24).toString('base64url'), createdAt: new Date().toISOString(), createdBy: req.name };
+        const fresh: ClusterInfo = { id: randomUUID(), caFingerprint: fp, createdAt: new Date().toISOString(), createdBy: name };
         try {
           await backend.put('cluster', 'config', fresh, { expectRevision: 0 });
         } catch {
-          /* another host created it at the same moment: use theirs */
+          /* another host created it at the same moment: theirs is checked below */
         }
         info = await backend.get<ClusterInfo>('cluster', 'config');
       }
-      const existing = await backend.get<HostRecord>('hosts', req.name);
-      if (existing && (await backend.get('alive', req.name))) {
-        throw vmkitError('VMKIT_ALREADY_EXISTS', `A live host named "${req.name}" is already in the cluster (${existing.value.address}).`, {
+      if (info!.value.caFingerprint !== fp) {
+        throw vmkitError('VMKIT_ALREADY_EXISTS', `etcd at ${etcd.join(', ')} already holds a vmkit cluster (made by ${info!.value.createdBy}) with another CA.`, {
+          hint: 'Join it instead: "vmkit cluster add HOST" on a member prints a token for "vmkit cluster join TOKEN" here.',
+        });
+      }
+      return info!.value.id;
+    });
+  }
+
+  /** The joiner's side: check the member against the token, prove the secret, get a certificate. */
+  private async joinWithToken(req: JoinRequest): Promise<ClusterConfig> {
+    if (!req.token) throw vmkitError('VMKIT_INVALID_ARGUMENT', 'Joining needs the token a member printed.', { hint: 'Run "vmkit cluster add HOST" on a member.' });
+    const token = decodeJoinToken(req.token);
+    if (this.config) throw alreadyJoined(this.config.name);
+    if (Date.parse(token.expiresAt) <= Date.now()) {
+      throw vmkitError('VMKIT_FORBIDDEN', `This join token expired at ${token.expiresAt}.`, { hint: `Make a new one with "vmkit cluster add ${token.name}" on a member.` });
+    }
+    const { pki } = this.deps;
+    const hadCa = pki.hasCa();
+    let answer: JoinAnswer | undefined;
+    try {
+      const csr = await pki.newHostKey(token.name);
+      let lastError: unknown;
+      for (const member of token.addresses) {
+        try {
+          const ca = await memberCa(member, token.fingerprint);
+          const res = await joinClient(member, ca).request(
+            'POST',
+            '/1.0/internal/join',
+            { name: token.name, secret: token.secret, csr, address: req.address },
+            { timeoutMs: 30_000 },
+          );
+          answer = res.metadata as JoinAnswer;
+          break;
+        } catch (err) {
+          lastError = err;
+          // A refusal is the member's answer: asking another one would not change it.
+          if (asVmkitError(err).code !== 'VMKIT_HOST_UNREACHABLE') throw err;
+        }
+      }
+      if (!answer) throw lastError;
+      await pki.install(answer, token.fingerprint);
+      const a = answer;
+      return await this.enter({ name: token.name, address: req.address, etcd: a.etcd, insecureEtcd: a.insecureEtcd }, async (backend) => {
+        const info = await backend.get<ClusterInfo>('cluster', 'config');
+        if (!info || info.value.id !== a.clusterId) {
+          throw vmkitError('VMKIT_CLUSTER_NOT_JOINED', `etcd at ${a.etcd.join(', ')} does not hold the cluster the member belongs to.`, {
+            hint: 'Check etcd and retry with a new token.',
+          });
+        }
+        return info.value.id;
+      });
+    } catch (err) {
+      // Nothing half-made: the key, certificate and CA this failed join wrote go.
+      if (!this.config) {
+        await pki.forgetHost();
+        if (!hadCa) await pki.forgetCa();
+      }
+      throw err;
+    }
+  }
+
+  /** The common end of init and join: etcd reachable with this host's certificate, name free, instances claimed. */
+  private async enter(
+    c: { name: string; address: string; etcd: string[]; insecureEtcd: boolean },
+    clusterIdOf: (backend: ClusterBackend) => Promise<string>,
+  ): Promise<ClusterConfig> {
+    const backend = await this.deps.connect(c.etcd, c.insecureEtcd ? undefined : await this.deps.pki.tls());
+    try {
+      const clusterId = await clusterIdOf(backend);
+      const existing = await backend.get<HostRecord>('hosts', c.name);
+      if (existing && (await backend.get('alive', c.name))) {
+        throw vmkitError('VMKIT_ALREADY_EXISTS', `A live host named "${c.name}" is already in the cluster (${existing.value.address}).`, {
           hint: 'Choose another --name.',
         });
       }
@@ -171,7 +284,7 @@ export class ClusterManager {
       const clashes: string[] = [];
       for (const inst of await this.deps.localInstances()) {
         const owner = await backend.get<OwnerRecord>('owners', inst.name);
-        if (owner && owner.value.host !== req.name) clashes.push(`${inst.name} (owned by ${owner.value.host})`);
+        if (owner && owner.value.host !== c.name) clashes.push(`${inst.name} (owned by ${owner.value.host})`);
       }
       if (clashes.length > 0) {
         throw vmkitError('VMKIT_ALREADY_EXISTS', `Instance names already used in the cluster: ${clashes.join(', ')}.`, {
@@ -179,14 +292,14 @@ export class ClusterManager {
         });
       }
       const config: ClusterConfig = {
-        etcd: req.etcd,
-        name: req.name,
-        address: req.address,
-        clusterId: info!.value.id,
-        token: info!.value.token,
+        etcd: c.etcd,
+        name: c.name,
+        address: c.address,
+        clusterId,
+        ...(c.insecureEtcd ? { insecureEtcd: true } : {}),
         joinedAt: new Date().toISOString(),
       };
-      await this.deps.listenPeer(config.address, config.token);
+      await this.deps.listenPeer(config.address);
       this.config = config;
       this.backend = backend;
       await this.deps.local.put('meta', 'cluster', config);
@@ -198,6 +311,70 @@ export class ClusterManager {
       if (this.backend !== backend) await backend.close().catch(() => undefined);
       throw err;
     }
+  }
+
+  /**
+   * `vmkit cluster add HOST`: a one-time join token for a new host of that name. etcd keeps
+   * only the secret's hash; the token (printed once) carries this host's address, the CA's
+   * fingerprint and the secret. It expires after `ttlSeconds` and is gone once used.
+   */
+  async createJoinToken(name: string, ttlSeconds = JOIN_TOKEN_TTL_S): Promise<{ token: string; name: string; expiresAt: string }> {
+    validateName(name, 'host name');
+    if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > JOIN_TOKEN_MAX_TTL_S) {
+      throw vmkitError('VMKIT_INVALID_ARGUMENT', `A join token lives 1 s to 7 days, not ${ttlSeconds} s.`, { hint: 'Example: --expires 1h' });
+    }
+    const backend = this.requireBackend();
+    if (await backend.get('alive', name)) {
+      throw vmkitError('VMKIT_ALREADY_EXISTS', `A live host named "${name}" is already in the cluster.`, { hint: 'Choose another name for the new host.' });
+    }
+    const secret = newJoinSecret();
+    const expiresAt = new Date(Date.now() + ttlSeconds * 1000).toISOString();
+    const record: JoinRecord = { hash: hashJoinSecret(secret), expiresAt, createdBy: this.config!.name, createdAt: new Date().toISOString() };
+    await backend.put('joins', name, record);
+    const others = (await this.listHosts()).filter((h) => h.state === 'alive' && !h.self).map((h) => h.address);
+    const token = encodeJoinToken({ name, addresses: [this.config!.address, ...others], fingerprint: await this.deps.pki.caFingerprint(), secret, expiresAt });
+    this.deps.log(`cluster: join token for host "${name}" made (expires ${expiresAt})`);
+    return { token, name, expiresAt };
+  }
+
+  /** The member's side of a join: the secret must match an unexpired, unused token for that name. */
+  async acceptJoin(req: { name: string; secret: string; csr: string; address: string }, from: string): Promise<JoinAnswer> {
+    const backend = this.requireBackend();
+    const refuse = (why: string, hint = `Make a new one with "vmkit cluster add ${req.name}" on a member.`) => {
+      this.deps.log(`cluster: join of "${req.name}" from ${from} refused: ${why}`);
+      return vmkitError('VMKIT_FORBIDDEN', `Join refused: ${why}.`, { hint });
+    };
+    validateName(req.name, 'host name');
+    splitAddress(req.address);
+    const found = await backend.get<JoinRecord>('joins', req.name);
+    if (!found || !joinSecretMatches(req.secret, found.value.hash)) throw refuse('the token is wrong or was used already');
+    if (Date.parse(found.value.expiresAt) <= Date.now()) {
+      await backend.delete('joins', req.name, { expectRevision: found.revision }).catch(() => undefined); // gone already: fine
+      throw refuse(`the token expired at ${found.value.expiresAt}`);
+    }
+    // Single use: whoever deletes it first (compare-and-swap) joins; a replay finds nothing.
+    const consumed = await backend.delete('joins', req.name, { expectRevision: found.revision }).catch(() => false);
+    if (!consumed) throw refuse('the token was used already');
+    const { pki } = this.deps;
+    const hostCert = await pki.signFor(req.name, req.address, req.csr);
+    const tls = await pki.tls();
+    this.deps.log(`cluster: host "${req.name}" (${req.address}) joined through this host from ${from}`);
+    return {
+      clusterId: this.config!.clusterId,
+      etcd: this.config!.etcd,
+      insecureEtcd: this.config!.insecureEtcd ?? false,
+      caCert: tls.ca.toString('utf8'),
+      caKey: await readFile(pki.ca.key, 'utf8'),
+      hostCert,
+    };
+  }
+
+  /** `vmkit cluster etcd-cert`: etcd's certificate from the cluster CA (made now if absent). */
+  async etcdCertificate(names: string[]): Promise<{ caCert: string; cert: string; key: string }> {
+    for (const n of names) {
+      if (!/^[A-Za-z0-9.:-]{1,253}$/.test(n)) throw vmkitError('VMKIT_INVALID_ARGUMENT', `"${n}" is not an address or DNS name.`, { hint: 'Example: --names 10.0.0.10,etcd1' });
+    }
+    return this.deps.pki.issueEtcd(names);
   }
 
   /** `vmkit cluster leave`: only a host that owns no instance. */
@@ -222,6 +399,7 @@ export class ClusterManager {
     this.config = undefined;
     await this.deps.local.delete('meta', 'cluster');
     await this.deps.stopPeer();
+    await this.deps.pki.forgetHost();
     this.deps.events.emit({ type: 'cluster', action: 'host-left', target: name });
   }
 
@@ -237,7 +415,7 @@ export class ClusterManager {
 
   private async connect(): Promise<void> {
     const config = this.config!;
-    const backend = this.backend ?? (await this.deps.connect(config.etcd));
+    const backend = this.backend ?? (await this.deps.connect(config.etcd, config.insecureEtcd ? undefined : await this.deps.pki.tls()));
     this.backend = backend;
     await this.register();
   }
@@ -334,7 +512,7 @@ export class ClusterManager {
         hint: 'Start its daemon again; its instances are still listed and come back with it.',
       });
     }
-    return new PeerClient(h.address, this.config!.token, name);
+    return new PeerClient(h.address, await this.deps.pki.tls(), name);
   }
 
   /** The host an instance without --target goes to: alive, has the image, most free memory. */
@@ -411,6 +589,10 @@ export class ClusterManager {
       [],
     );
   }
+}
+
+function alreadyJoined(name: string): Error {
+  return vmkitError('VMKIT_CLUSTER_NOT_JOINED', `This host is already in a cluster as "${name}".`, { hint: 'Leave it first with "vmkit cluster leave".' });
 }
 
 export function hostNotFound(name: string): Error {

@@ -1,14 +1,29 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { checkServerIdentity, connect, type PeerCertificate } from 'node:tls';
+import { isIP } from 'node:net';
+import { X509Certificate } from 'node:crypto';
 import { ApiClient, type RequestOptions } from '../client/client.js';
-import { fetchTransport, type RawResponse } from '../client/transport.js';
+import { nodeHttpTransport, type RawResponse } from '../client/transport.js';
 import { VmkitError, vmkitError, type ErrorCode } from '../errors.js';
+import type { TlsMaterial } from './pki.js';
 
 const DEFAULT_TIMEOUT_MS = 15_000;
 
 /**
- * Host-to-host calls: the peer's TCP API with the cluster token, through the shared API
- * client. Errors of the peer come back as the same VmkitError (code, message, hint, details —
+ * The peer listener serves `/1.0/internal/…` only; a public route a peer forwards (a request
+ * for an instance it owns, its instance list) goes under this prefix and is served as it is.
+ */
+export const FORWARD_PREFIX = '/1.0/internal/forward';
+
+function onPeerListener(path: string): string {
+  return path.startsWith('/1.0/internal/') ? path : `${FORWARD_PREFIX}${path}`;
+}
+
+/**
+ * Host-to-host calls: the peer's listener over mutual TLS (this host's certificate, and only
+ * a certificate of the cluster's CA for the host named `hostName` is accepted), through the
+ * shared API client. Errors of the peer come back as the same VmkitError (code, message, hint, details —
  * a code this host does not know is kept as it is); a peer that does not answer becomes
  * VMKIT_HOST_UNREACHABLE.
  */
@@ -17,12 +32,18 @@ export class PeerClient {
 
   constructor(
     private readonly address: string,
-    token: string,
+    tls: TlsMaterial,
     private readonly hostName: string,
   ) {
     this.client = new ApiClient({
-      transport: fetchTransport(new URL(`http://${address}`)),
-      headers: { authorization: `Bearer ${token}` },
+      transport: nodeHttpTransport(new URL(`https://${address}`), {
+        ca: tls.ca,
+        cert: tls.cert,
+        key: tls.key,
+        // The address must be in the certificate (the default check), and it must be that host's.
+        checkServerIdentity: (host, cert) => checkServerIdentity(host, cert) ?? wrongHost(cert, hostName),
+        servername: sniFor(address),
+      }),
       unreachable: (err) => unreachable(hostName, address, err),
       errorOf: (res) => errorFromBody(res.body.toString('utf8'), res.status, hostName),
       // Anything but a 2xx is the peer's refusal.
@@ -31,17 +52,17 @@ export class PeerClient {
   }
 
   url(path: string): string {
-    return `http://${this.address}${path}`;
+    return `https://${this.address}${onPeerListener(path)}`;
   }
 
   /** The raw answer (request forwarding relays it as it is). */
   async send(method: string, path: string, body?: unknown, timeoutMs = DEFAULT_TIMEOUT_MS, headers: Record<string, string> = {}): Promise<RawResponse> {
-    return this.client.raw(method, path, body, { timeoutMs, headers, accept: '*/*' });
+    return this.client.raw(method, onPeerListener(path), body, { timeoutMs, headers, accept: '*/*' });
   }
 
   async request<T = unknown>(method: string, path: string, body?: unknown, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<T> {
     const options: RequestOptions = { timeoutMs };
-    return (await this.client.request(method, path, body, options)).metadata as T;
+    return (await this.client.request(method, onPeerListener(path), body, options)).metadata as T;
   }
 
   /** Streams a file as the request body (disk images of a cold or suspend migration). */
@@ -53,9 +74,59 @@ export class PeerClient {
       done += c.length;
       onProgress?.(done, total);
     });
-    const res = await this.client.sendRaw('PUT', path, rs, { 'content-type': 'application/octet-stream', 'content-length': String(total) }, { signal });
+    const res = await this.client.sendRaw('PUT', onPeerListener(path), rs, { 'content-type': 'application/octet-stream', 'content-length': String(total) }, { signal });
     if (res.status >= 300) throw errorFromBody(res.body.toString('utf8'), res.status, this.hostName);
   }
+}
+
+/** No SNI for an IP address (RFC 6066; Node warns when one is set). */
+function sniFor(address: string): string {
+  const host = splitAddress(address)[0];
+  return isIP(host) ? '' : host;
+}
+
+function wrongHost(cert: PeerCertificate, hostName: string): Error | undefined {
+  if (cert.subject?.CN === hostName) return undefined;
+  return new Error(`the certificate is host "${cert.subject?.CN}"'s, not "${hostName}"'s`);
+}
+
+/**
+ * A joiner's first contact with a member (it has no certificate yet): the member's chain is
+ * read without trusting it, and the CA in it must have the fingerprint the join token carries
+ * and must have signed the member's certificate. Returns that CA (PEM), which the join
+ * request then trusts alone — the secret is sent only to a member of that cluster.
+ */
+export function memberCa(address: string, expectedFingerprint: string, timeoutMs = 10_000): Promise<string> {
+  const [host, port] = splitAddress(address);
+  return new Promise((resolve, reject) => {
+    const refuse = (why: string) =>
+      vmkitError('VMKIT_FORBIDDEN', `The host at ${address} is not a member of the cluster the join token names: ${why}.`, {
+        hint: 'Check the token (make a new one with "vmkit cluster add HOST" on a member) and that the address is the member\'s.',
+      });
+    const sock = connect({ host, port, rejectUnauthorized: false, timeout: timeoutMs, servername: sniFor(address) });
+    sock.once('timeout', () => sock.destroy(new Error('timed out')));
+    sock.once('error', (err) => reject(unreachable('member', address, err)));
+    sock.once('secureConnect', () => {
+      const leaf = sock.getPeerCertificate(true);
+      sock.end();
+      const issuer = leaf?.issuerCertificate;
+      if (!leaf?.raw || !issuer?.raw || issuer === leaf) return reject(refuse('it sent no CA with its certificate'));
+      const ca = new X509Certificate(issuer.raw);
+      if (ca.fingerprint256 !== expectedFingerprint) return reject(refuse(`its CA's fingerprint is ${ca.fingerprint256}`));
+      if (!new X509Certificate(leaf.raw).verify(ca.publicKey)) return reject(refuse('its certificate is not signed by that CA'));
+      resolve(ca.toString());
+    });
+  });
+}
+
+/** A client for a member, to join (no client certificate yet; the member's CA pinned). */
+export function joinClient(address: string, ca: string): ApiClient {
+  return new ApiClient({
+    transport: nodeHttpTransport(new URL(`https://${address}`), { ca, servername: sniFor(address) }),
+    unreachable: (err) => unreachable('member', address, err),
+    errorOf: (res) => errorFromBody(res.body.toString('utf8'), res.status, address),
+    errorStatus: 300,
+  });
 }
 
 export function splitAddress(address: string): [string, number] {
@@ -65,7 +136,9 @@ export function splitAddress(address: string): [string, number] {
 }
 
 function unreachable(host: string, address: string, err: unknown): VmkitError {
-  return vmkitError('VMKIT_HOST_UNREACHABLE', `Cluster host "${host}" (${address}) does not answer: ${(err as Error).message}.`, {
+  // A deadline ends the request with an AbortError: say what it means.
+  const why = (err as Error).name === 'AbortError' ? 'no answer in time' : (err as Error).message;
+  return vmkitError('VMKIT_HOST_UNREACHABLE', `Cluster host "${host}" (${address}) does not answer: ${why}.`, {
     hint: `"vmkit cluster list" shows whether its lease is alive; check its daemon and the network to it.`,
   });
 }

@@ -4,7 +4,7 @@ import type { Store, StoreKind } from '../store/store.js';
 /** What each host publishes about itself in etcd (`hosts/<name>`), refreshed every few seconds. */
 export interface HostRecord {
   name: string;
-  /** host:port of the host's API for its peers (TCP, bearer = the cluster token). */
+  /** host:port of the host's peer listener (HTTPS, mutual TLS with the cluster CA's certificates). */
   address: string;
   /** Changes each time the daemon starts: tells a re-registration from a name clash. */
   hostId: string;
@@ -50,16 +50,36 @@ export interface ClusterConfig {
   name: string;
   address: string;
   clusterId: string;
-  token: string;
+  /** etcd is reached over plain http (`--insecure-etcd`), not with this host's certificate. */
+  insecureEtcd?: boolean;
   joinedAt: string;
 }
 
 /** Cluster-wide facts in etcd (`cluster/config`). */
 export interface ClusterInfo {
   id: string;
-  token: string;
+  /** SHA-256 fingerprint of the cluster CA (public: the CA itself stays on the hosts). */
+  caFingerprint?: string;
   createdAt: string;
   createdBy: string;
+}
+
+/** A pending join (`joins/<host name>`): only the hash of the one-time secret. */
+export interface JoinRecord {
+  hash: string;
+  expiresAt: string;
+  createdBy: string;
+  createdAt: string;
+}
+
+/** What a member gives a joiner that proved the secret (over TLS, to the joiner only). */
+export interface JoinAnswer {
+  clusterId: string;
+  etcd: string[];
+  insecureEtcd: boolean;
+  caCert: string;
+  caKey: string;
+  hostCert: string;
 }
 
 export interface LeaseHandle {

@@ -97,10 +97,51 @@ export function createCa(pair: CertPair, commonName: string, days = 3650): Promi
 export function issueCertificate(ca: CertPair, pair: CertPair, opts: CertOptions): Promise<CertPair> {
   return produce(pair, async (s) => {
     await newKey(s.key);
-    const csr = `${s.key}.csr`;
-    const ext = `${s.key}.ext`;
+    const csr = await createCsr(s.key, opts.commonName);
+    await writeFile(s.cert, await signCsr(ca, csr, opts));
+  });
+}
+
+/**
+ * A new key (written 0600 at `keyPath`, through a scratch name) and the PEM certificate
+ * signing request for it: what a joining host sends, its key never leaves it.
+ */
+export async function createKeyAndCsr(keyPath: string, commonName: string): Promise<string> {
+  let csr = '';
+  await produce({ key: keyPath, cert: `${keyPath}.csr` }, async (s) => {
+    await newKey(s.key);
+    csr = await createCsr(s.key, commonName);
+    await writeFile(s.cert, csr);
+  });
+  await rm(`${keyPath}.csr`, { force: true });
+  return csr;
+}
+
+async function createCsr(keyPath: string, commonName: string): Promise<string> {
+  const out = `${keyPath}.req`;
+  try {
+    await openssl(['req', '-new', '-key', keyPath, '-out', out, '-subj', `/CN=${commonName}`]);
+    return await readFile(out, 'utf8');
+  } finally {
+    await rm(out, { force: true });
+  }
+}
+
+/**
+ * Signs a PEM CSR with `ca` and returns the certificate (PEM). The subject and names come from
+ * `opts`, never from the request: a joiner gets the name its join token was made for.
+ */
+export async function signCsr(ca: CertPair, csrPem: string, opts: CertOptions): Promise<string> {
+  if (!/^-----BEGIN CERTIFICATE REQUEST-----\n[A-Za-z0-9+/=\n]+-----END CERTIFICATE REQUEST-----\n?$/.test(csrPem) || csrPem.length > 8192) {
+    throw vmkitError('VMKIT_INVALID_ARGUMENT', 'The certificate signing request is not one PEM CSR.', { hint: 'Send the CSR vmkit made (openssl req -new).' });
+  }
+  const dir = await mkdtemp(join(dirname(ca.key), '.sign-'));
+  try {
+    const csr = join(dir, 'req.csr');
+    const ext = join(dir, 'ext.cnf');
+    const cert = join(dir, 'cert.pem');
     const names = opts.names?.length ? opts.names : [opts.commonName];
-    await openssl(['req', '-new', '-key', s.key, '-out', csr, '-subj', `/CN=${opts.commonName}`]);
+    await writeFile(csr, csrPem);
     await writeFile(
       ext,
       [
@@ -111,26 +152,16 @@ export function issueCertificate(ca: CertPair, pair: CertPair, opts: CertOptions
         '',
       ].join('\n'),
     );
+    // -verify: the request is signed by the key it carries (the joiner holds that key).
+    await openssl(['req', '-in', csr, '-noout', '-verify']);
     await openssl([
-      'x509',
-      '-req',
-      '-in',
-      csr,
-      '-CA',
-      ca.cert,
-      '-CAkey',
-      ca.key,
-      '-CAcreateserial',
-      '-CAserial',
-      `${s.key}.srl`,
-      '-out',
-      s.cert,
-      '-days',
-      String(opts.days ?? 825),
-      '-extfile',
-      ext,
-    ]);
-  });
+      'x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-CAserial', join(dir, 'ca.srl'),
+      '-subj', `/CN=${opts.commonName}`, '-out', cert, '-days', String(opts.days ?? 825), '-extfile', ext,
+    ]); // prettier-ignore
+    return await readFile(cert, 'utf8');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /** `AB:CD:…` SHA-256 fingerprint of a PEM certificate (what clients pin). */

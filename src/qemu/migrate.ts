@@ -72,20 +72,41 @@ function cancelledError(): Error {
   return vmkitError('VMKIT_OPERATION_CANCELLED', 'The migration was cancelled; the instance keeps running on its host.', { hint: 'Start it again when ready.' });
 }
 
-export async function setMigrationParameters(qmp: QmpClient, p: { downtimeLimitMs?: number; maxBandwidthBytes?: number }): Promise<void> {
+/**
+ * TLS for the migration and NBD streams: an x509 credentials object (`tls-creds-x509`) read
+ * from `dir` — ca-cert.pem plus server-cert.pem/server-key.pem (endpoint server) or
+ * client-cert.pem/client-key.pem (client) — with the peer's certificate verified against the
+ * CA (`verify-peer`). QEMU loads the files when the object is made: the folder may go after.
+ */
+export async function addTlsCreds(qmp: QmpClient, o: { id: string; dir: string; endpoint: 'client' | 'server' }): Promise<void> {
+  await qmp.execute('object-add', { 'qom-type': 'tls-creds-x509', id: o.id, dir: o.dir, endpoint: o.endpoint, 'verify-peer': true });
+}
+
+/** TLS of a stream: the credentials object's id, and the name the server's certificate must carry (client side). */
+export interface StreamTls {
+  creds: string;
+  hostname?: string;
+}
+
+export async function setMigrationParameters(qmp: QmpClient, p: { downtimeLimitMs?: number; maxBandwidthBytes?: number; tls?: StreamTls }): Promise<void> {
   await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
   const params: Record<string, unknown> = { 'max-bandwidth': p.maxBandwidthBytes ?? DEFAULT_MAX_BANDWIDTH };
   if (p.downtimeLimitMs !== undefined) params['downtime-limit'] = p.downtimeLimitMs;
+  if (p.tls) {
+    params['tls-creds'] = p.tls.creds;
+    if (p.tls.hostname) params['tls-hostname'] = p.tls.hostname;
+  }
   await qmp.execute('migrate-set-parameters', params);
 }
 
-export async function startIncoming(targetQmp: QmpClient, listen: { host: string; port: number }): Promise<void> {
+export async function startIncoming(targetQmp: QmpClient, listen: { host: string; port: number; tls?: StreamTls }): Promise<void> {
   await targetQmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+  if (listen.tls) await targetQmp.execute('migrate-set-parameters', { 'tls-creds': listen.tls.creds });
   await targetQmp.execute('migrate-incoming', { uri: `tcp:${listen.host}:${listen.port}` });
 }
 
-export async function startNbdExport(targetQmp: QmpClient, o: { host: string; port: number; nodes: string[] }): Promise<void> {
-  await targetQmp.execute('nbd-server-start', { addr: { type: 'inet', data: { host: o.host, port: String(o.port) } } });
+export async function startNbdExport(targetQmp: QmpClient, o: { host: string; port: number; nodes: string[]; tls?: StreamTls }): Promise<void> {
+  await targetQmp.execute('nbd-server-start', { addr: { type: 'inet', data: { host: o.host, port: String(o.port) } }, ...(o.tls ? { 'tls-creds': o.tls.creds } : {}) });
   for (const node of o.nodes) {
     await targetQmp.execute('block-export-add', { type: 'nbd', id: `mig-${node}`, 'node-name': node, name: node, writable: true });
   }
@@ -121,13 +142,21 @@ export async function startMirror(
     onProgress?: (done: number, total: number) => void;
     signal?: AbortSignal;
     sync?: 'full' | 'top';
+    tls?: StreamTls;
   },
 ): Promise<MirrorJob[]> {
   const jobs: MirrorJob[] = [];
   try {
     for (const n of o.nodes) {
       const targetNode = `mig-nbd-${n.node}`;
-      await sourceQmp.execute('blockdev-add', { driver: 'nbd', 'node-name': targetNode, server: { type: 'inet', host: o.host, port: String(o.port) }, export: n.exportName });
+      const tls = o.tls ? { 'tls-creds': o.tls.creds, ...(o.tls.hostname ? { 'tls-hostname': o.tls.hostname } : {}) } : {};
+      await sourceQmp.execute('blockdev-add', {
+        driver: 'nbd',
+        'node-name': targetNode,
+        server: { type: 'inet', host: o.host, port: String(o.port) },
+        export: n.exportName,
+        ...tls,
+      });
       const job: MirrorJob = { job: `mig-${n.node}`, node: n.node, targetNode };
       // write-blocking: once a block is copied, every guest write reaches the target before it
       // completes, so at switch-over nothing is left to flush.

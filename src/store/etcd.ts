@@ -37,6 +37,11 @@ export interface EtcdStoreOptions {
   prefix?: string;
   /** How long one call may take, connecting and retries included; default 5000 ms. */
   dialTimeoutMs?: number;
+  /**
+   * TLS to etcd (https:// endpoints): the CA that signed etcd's certificate, and this client's
+   * certificate and key (etcd runs with --client-cert-auth). PEM contents.
+   */
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
 }
 
 export interface EtcdWatchEvent<T = unknown> {
@@ -122,6 +127,7 @@ export class EtcdStore implements Store {
     this.timeoutMs = options.dialTimeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.client = new Etcd3({
       hosts: [...this.endpoints],
+      ...(options.tls ? { credentials: { rootCertificate: options.tls.ca, certChain: options.tls.cert, privateKey: options.tls.key } } : {}),
       grpcOptions: {
         // Reconnect quickly once etcd is back; notice a dead connection under a watch or keepalive.
         'grpc.initial_reconnect_backoff_ms': 100,

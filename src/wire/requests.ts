@@ -111,10 +111,41 @@ export type MigrateRequest = Static<typeof MigrateRequestSchema>;
 
 /** POST /1.0/cluster. */
 export const ClusterJoinRequestSchema = Type.Object(
-  { etcd: Type.Array(Type.String(), { minItems: 1 }), name: Type.String(), address: Type.String(), create: Type.Optional(Type.Boolean()) },
+  {
+    etcd: Type.Optional(Type.Array(Type.String({ maxLength: 512 }), { minItems: 1, maxItems: 16 })),
+    name: Type.Optional(Type.String()),
+    address: Type.String({ maxLength: 300 }),
+    create: Type.Optional(Type.Boolean()),
+    /** A join token from `vmkit cluster add` on a member. */
+    token: Type.Optional(Type.String({ maxLength: 4096 })),
+    insecureEtcd: Type.Optional(Type.Boolean()),
+    /** Adopt an existing cluster CA (PEM) at create. */
+    caCert: Type.Optional(Type.String({ maxLength: 16384 })),
+    caKey: Type.Optional(Type.String({ maxLength: 16384 })),
+  },
   strict,
 );
 export type ClusterJoinRequest = Static<typeof ClusterJoinRequestSchema>;
+
+/** POST /1.0/cluster/tokens: a one-time join token for a new host. */
+export const JoinTokenRequestSchema = Type.Object({ name: Type.String(), expiresSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 604800 })) }, strict);
+export type JoinTokenRequest = Static<typeof JoinTokenRequestSchema>;
+
+/** POST /1.0/internal/join: a joiner's request to a member (peer listener, no client certificate yet). */
+export const PeerJoinRequestSchema = Type.Object(
+  {
+    name: Type.String({ maxLength: 63 }),
+    secret: Type.String({ minLength: 32, maxLength: 128 }),
+    csr: Type.String({ maxLength: 8192 }),
+    address: Type.String({ maxLength: 300 }),
+  },
+  strict,
+);
+export type PeerJoinRequest = Static<typeof PeerJoinRequestSchema>;
+
+/** POST /1.0/cluster/etcd-certificate. */
+export const EtcdCertificateRequestSchema = Type.Object({ names: Type.Array(Type.String({ maxLength: 253 }), { minItems: 1, maxItems: 16 }) }, strict);
+export type EtcdCertificateRequest = Static<typeof EtcdCertificateRequestSchema>;
 
 /** POST /1.0/networks. */
 export const CreateNetworkRequestSchema = Type.Object(

@@ -1,8 +1,13 @@
 import net from 'node:net';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { vmkitError } from '../../errors.js';
+import { confineGuests } from '../../host/guest-uids.js';
 import type { InstanceManager } from '../../instances/manager.js';
 import type { InstanceRegistry } from '../../instances/registry.js';
 import type { Lifecycle } from '../../instances/lifecycle.js';
+import type { Instance } from '../../domain/types.js';
+import { addTlsCreds, type StreamTls } from '../../qemu/migrate.js';
 import type { SnapshotManager } from '../../snapshots/snapshots.js';
 import type { ImageStore } from '../../images/image-store.js';
 import type { NetworkManager } from '../../network/manager.js';
@@ -57,6 +62,25 @@ export class MigrationContext {
     const q = this.registry.qmp(name);
     if (!q) throw vmkitError('VMKIT_INVALID_STATE', `"${name}" has no QEMU attached.`, { hint: 'Start it first.' });
     return q;
+  }
+
+  /**
+   * Gives the instance's QEMU this host's cluster certificate for the migration and NBD
+   * streams (`tls-creds-x509`, peer verified against the cluster CA). QEMU reads a
+   * per-migration copy of the files, removed once it has loaded them.
+   */
+  async qemuTls(inst: Instance, qmp: QmpClient, migrationId: string, endpoint: 'client' | 'server', hostname?: string): Promise<StreamTls> {
+    const creds = `mig-tls-${migrationId.slice(0, 8)}`;
+    const dir = join(this.registry.instanceDir(inst), `migration-tls-${migrationId.slice(0, 8)}`);
+    try {
+      // QEMU runs under the guest's own uid (src/host/guest-uids.ts): the copy is its to read.
+      const owner = confineGuests() && inst.uid !== undefined ? { uid: inst.uid, gid: inst.uid } : undefined;
+      await this.cluster.pki.qemuCredsDir(dir, owner);
+      await addTlsCreds(qmp, { id: creds, dir, endpoint });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    return { creds, hostname };
   }
 
   /** Ends the peer watch of a migration (either role); the entry itself stays. */

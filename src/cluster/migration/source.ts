@@ -129,6 +129,8 @@ export class MigrationSource {
         let result: { totalTimeMs?: number; downtimeMs?: number; transferredBytes?: number } = {};
         if (live) {
           const qmp = this.ctx.qmpOf(name);
+          const tls = await this.ctx.qemuTls(inst, qmp, id, 'client', prep.targetIp);
+          log(`sending over TLS (tls-creds-x509, cluster CA; the target must be ${prep.targetIp})`);
           await registry.owningRunState(name, async () => {
             if (mode === 'live-copy') {
               op?.progress({ phase: 'copying storage', percent: 15 });
@@ -137,6 +139,7 @@ export class MigrationSource {
                 host: prep.targetIp,
                 port: prep.nbdPort!,
                 nodes: inst.disks.map((d) => ({ node: d.name, exportName: d.name })),
+                tls,
                 signal: abort.signal,
                 onProgress: (done, total) =>
                   op?.progress({ phase: 'copying storage', percent: 15 + Math.round((done / Math.max(1, total)) * 40), bytesDone: done, bytesTotal: total }),
@@ -146,6 +149,7 @@ export class MigrationSource {
             await engine.setMigrationParameters(qmp, {
               downtimeLimitMs: opts.downtimeMs ?? DEFAULT_DOWNTIME_MS,
               maxBandwidthBytes: opts.bandwidthMiBs ? opts.bandwidthMiBs * 1024 * 1024 : undefined,
+              tls,
             });
             const base = mode === 'live-copy' ? 55 : 15;
             result = await engine.migrate(qmp, {

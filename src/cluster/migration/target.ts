@@ -101,8 +101,10 @@ export class MigrationTarget {
       await local.put(RECORDS, req.id, record);
       await registry.withLock(name, () => lifecycle.startLocked(name, undefined, { extraArgs: engine.buildIncomingArgs(), finalState: 'migrating' }));
       const qmp = this.ctx.qmpOf(name);
-      if (nbdPort) await engine.startNbdExport(qmp, { host: ip, port: nbdPort, nodes: inst.disks.map((d) => d.name) });
-      await engine.startIncoming(qmp, { host: ip, port: migrationPort });
+      const tls = await this.ctx.qemuTls(inst, qmp, req.id, 'server');
+      if (nbdPort) await engine.startNbdExport(qmp, { host: ip, port: nbdPort, nodes: inst.disks.map((d) => d.name), tls });
+      await engine.startIncoming(qmp, { host: ip, port: migrationPort, tls });
+      log(`listening for the migration${nbdPort ? ' and NBD' : ''} stream over TLS (tls-creds-x509, cluster CA)`);
       record.phase = 'receiving memory';
       this.startSourceWatch(req.id, req.source, undo);
       this.ctx.events.lifecycle('instance-migrating-in', name, { id: req.id, from: req.source, mode: req.mode });
