@@ -49,6 +49,69 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
 
   registerUploadRoute(app, ctx);
 
+  app.post<{ Body: { url: string; sha256: string; name?: string; format?: string; description?: string } }>(
+    '/1.0/images/download',
+    {
+      schema: {
+        tags,
+        summary: 'Download a disk image over http(s) (resumable, sha256-checked), then import it like a file',
+        body: {
+          type: 'object',
+          required: ['url', 'sha256'],
+          additionalProperties: false,
+          properties: {
+            url: { type: 'string', minLength: 1, maxLength: 4096, description: 'http(s) URL of a disk image' },
+            sha256: { type: 'string', description: '64 hex digits (optionally sha256:…) the file must match' },
+            name: { type: 'string' },
+            format: { type: 'string', enum: ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx'] },
+            description: { type: 'string', maxLength: 1000 },
+          },
+        },
+        response: asyncReplies,
+      },
+    },
+    async (req, reply) => async(reply, ctx.services.images.importUrl(req.body)),
+  );
+  app.post<{ Body: { name: string; release?: string } }>(
+    '/1.0/images/build-debian',
+    {
+      schema: {
+        tags,
+        summary: "Build a cloud-ready Debian image from the host's Debian mirror (mmdebstrap; cached between builds)",
+        body: {
+          type: 'object',
+          required: ['name'],
+          additionalProperties: false,
+          properties: { name: { type: 'string' }, release: { type: 'string', enum: ['bookworm', 'trixie'] } },
+        },
+        response: asyncReplies,
+      },
+    },
+    async (req, reply) => async(reply, ctx.services.images.buildDebian(req.body)),
+  );
+  app.patch<{ Params: { name: string }; Body: { nicModel?: 'virtio-net' | 'e1000' | 'rtl8139'; minDiskBytes?: number; firmware?: string; cpus?: number; memoryMiB?: number } }>(
+    '/1.0/images/:name',
+    {
+      schema: {
+        tags,
+        summary: "Edit an image's defaults for new instances (NIC model, minimum disk, firmware, vCPUs, memory)",
+        params: nameParam,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            nicModel: { type: 'string', enum: ['virtio-net', 'e1000', 'rtl8139'] },
+            minDiskBytes: { type: 'integer', minimum: 1 },
+            firmware: { type: 'string', description: 'bios (the only firmware today)' },
+            cpus: { type: 'integer', minimum: 1 },
+            memoryMiB: { type: 'integer', minimum: 32 },
+          },
+        },
+        response: { 200: syncResponse({ $ref: 'Image#' }), '4xx': errorResponse },
+      },
+    },
+    async (req, reply) => sync(reply, await ctx.services.images.setDefaults(req.params.name, req.body)),
+  );
   app.post<{ Params: { name: string }; Body: { path: string; format?: string } }>(
     '/1.0/images/:name/export',
     {

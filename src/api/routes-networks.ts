@@ -87,16 +87,17 @@ export function registerNetworkRoutes(app: FastifyInstance, ctx: ApiContext): vo
     },
     async (req, reply) => sync(reply, await ctx.instances.addNic(req.params.name, req.body), 201),
   );
-  app.delete<{ Params: { name: string; nic: string } }>(
+  app.delete<{ Params: { name: string; nic: string }; Querystring: { force?: boolean } }>(
     '/1.0/instances/:name/nics/:nic',
     {
       schema: {
         tags: ['nics'],
-        summary: 'Remove a NIC (hot-unplugged when running: device_del, DEVICE_DELETED, netdev_del)',
+        summary: 'Remove a NIC (hot-unplugged when running: device_del, DEVICE_DELETED, netdev_del); refused while port forwards use it unless force=true',
         params: { type: 'object', properties: { name: { type: 'string' }, nic: { type: 'string' } }, required: ['name', 'nic'] },
+        querystring: { type: 'object', properties: { force: { type: 'boolean', description: 'also remove the port forwards to this NIC' } } },
       },
     },
-    async (req, reply) => sync(reply, await ctx.instances.removeNic(req.params.name, req.params.nic)),
+    async (req, reply) => sync(reply, await ctx.instances.removeNic(req.params.name, req.params.nic, { force: req.query.force })),
   );
   app.delete<{ Params: { name: string } }>(
     '/1.0/networks/:name',

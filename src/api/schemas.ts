@@ -53,6 +53,10 @@ export const createInstanceSchema = {
     /** Cluster: the host to create it on (default: the live host with the most free memory). */
     target: { type: 'string' },
     storage: { type: 'string', enum: ['local', 'shared'] },
+    sshKeys: { type: 'array', maxItems: 64, items: { type: 'string', maxLength: 16384 }, description: "OpenSSH public keys for the image's default user (cloud-init)" },
+    userData: { type: 'string', maxLength: 524288, description: 'cloud-init user-data: #cloud-config YAML or a script' },
+    meta: { type: 'object', additionalProperties: { type: 'string' }, description: 'extra NoCloud meta-data keys' },
+    diskBytes: { type: 'integer', minimum: 1, description: 'root disk size in bytes (at least the image size; the guest grows its filesystem)' },
   },
 } as const;
 

@@ -211,6 +211,31 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
     },
     async (req, reply) => sync(reply, await ctx.instances.removeForward(req.params.name, req.params.port, req.query.proto, req.query.address)),
   );
+  app.put<{ Params: { name: string; disk: string }; Body: { size: number | string } }>(
+    '/1.0/instances/:name/disks/:disk',
+    {
+      schema: {
+        tags: tags('instances'),
+        summary: 'Grow a disk: QMP block_resize while running, qemu-img resize when stopped; never shrinks',
+        params: { type: 'object', properties: { name: { type: 'string' }, disk: { type: 'string' } }, required: ['name', 'disk'] },
+        body: {
+          type: 'object',
+          required: ['size'],
+          additionalProperties: false,
+          properties: {
+            size: {
+              anyOf: [
+                { type: 'integer', minimum: 1 },
+                { type: 'string', maxLength: 32 },
+              ],
+              description: 'bytes, or a size like 40G',
+            },
+          },
+        },
+      },
+    },
+    async (req, reply) => sync(reply, await ctx.instances.resizeDisk(req.params.name, req.body.size, req.params.disk)),
+  );
   app.get<{ Params: { name: string }; Querystring: { tail?: number } }>(
     '/1.0/instances/:name/logs',
     {
@@ -218,7 +243,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
         tags: tags('instances'),
         summary: 'Serial console output (text)',
         params: nameParam,
-        querystring: { type: 'object', properties: { tail: { type: 'integer', minimum: 1 } } },
+        querystring: { type: 'object', properties: { tail: { type: 'integer', minimum: 1, description: 'only the last N lines' } } },
       },
     },
     async (req, reply) => reply.type('text/plain; charset=utf-8').send(await ctx.instances.logs(req.params.name, req.query.tail)),

@@ -40,7 +40,7 @@ export function instancePath(name: string, ...rest: string[]): string {
  */
 export async function mutate(
   cmd: Command,
-  method: 'POST' | 'PUT' | 'DELETE',
+  method: 'POST' | 'PUT' | 'PATCH' | 'DELETE',
   path: string,
   body: unknown,
   opts: { wait?: boolean; done: string | ((metadata: unknown) => string) },

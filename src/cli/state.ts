@@ -32,7 +32,19 @@ function stateCommand(action: Action): Command {
     const body: Record<string, unknown> = { action };
     if (opts.force) body.force = true;
     if (opts.timeout !== undefined) body.timeout = opts.timeout;
-    await mutate(self, 'PUT', instancePath(name, 'state'), body, { wait: opts.wait, done: `Instance ${name} ${DONE[action]}.` });
+    await mutate(self, 'PUT', instancePath(name, 'state'), body, {
+      wait: opts.wait,
+      done: (result) => {
+        // A graceful stop that ended in a forced power-off did stop the VM, but not cleanly:
+        // say so and exit 3, so scripts can tell it from a clean shutdown.
+        const reason = (result as { state?: string; stateReason?: string } | undefined)?.stateReason;
+        if (action === 'stop' && reason?.startsWith('forced off')) {
+          process.exitCode = 3;
+          return `Instance ${name} ${reason} (the ACPI power button was ignored; its disks may need a check).`;
+        }
+        return `Instance ${name} ${DONE[action]}.`;
+      },
+    });
   });
   cmd.addHelpText(
     'after',

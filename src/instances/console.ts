@@ -7,11 +7,12 @@ import type { InstanceContext } from './registry.js';
 export class Consoles {
   constructor(private readonly shared: InstanceContext) {}
 
-  async logs(name: string, tailBytes?: number): Promise<string> {
+  /** The serial log; `tailLines`: only its last N lines. */
+  async logs(name: string, tailLines?: number): Promise<string> {
     const inst = await this.shared.registry.load(name);
     // No log yet (never started): an empty console.
     const text = await readFile(this.shared.paths.consoleLog(inst.id), 'utf8').catch(() => '');
-    return tailBytes && text.length > tailBytes ? text.slice(-tailBytes) : text;
+    return tailLines ? lastLines(text, tailLines) : text;
   }
 
   async serialSocket(name: string): Promise<string> {
@@ -26,4 +27,17 @@ export class Consoles {
     this.shared.registry.runtime(inst);
     return join(this.shared.paths.run(inst.id), RUN_FILES.vnc);
   }
+}
+
+/** The last `n` lines of `text` (a final newline ends the last line; it does not start another). */
+export function lastLines(text: string, n: number): string {
+  let end = text.endsWith('\n') ? text.length - 1 : text.length;
+  let at = end;
+  for (let i = 0; i < n; i++) {
+    const nl = text.lastIndexOf('\n', at - 1);
+    if (nl < 0) return text;
+    at = nl;
+    end = nl;
+  }
+  return text.slice(end + 1);
 }
