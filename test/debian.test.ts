@@ -1,6 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, sleep, startTestDaemon, type TestDaemon } from './helpers.js';
@@ -59,7 +60,7 @@ describe('a real Debian guest: cloud-init, SSH keys, disk size, identity of clon
       { encoding: 'utf8', timeout: timeoutS * 1000 },
     );
 
-  async function waitSsh(name: string, port: number, timeoutMs = 420_000): Promise<void> {
+  async function waitSsh(name: string, port: number, timeoutMs = 600_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     let last = '';
     while (Date.now() < deadline) {
@@ -219,5 +220,31 @@ describe('a real Debian guest: cloud-init, SSH keys, disk size, identity of clon
     assert.equal(forced.code, 0, forced.stderr);
     assert.match(forced.stdout, /Removed its forward\(s\): 2212->22\/tcp/);
     assert.equal(d.cliJson<{ forwards: unknown[] }>(['info', 'c2']).forwards.length, 0);
+  });
+
+  it('image import https://… --sha256 downloads from a local HTTP server, checks, imports (virtio-net default)', async () => {
+    const www = join(tmp, 'www');
+    spawnSync('mkdir', ['-p', www]);
+    const made = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', join(www, 'tiny.qcow2'), '64M'], { encoding: 'utf8' });
+    assert.equal(made.status, 0, made.stderr);
+    const sum = createHash('sha256')
+      .update(readFileSync(join(www, 'tiny.qcow2')))
+      .digest('hex');
+    const web = spawn('ip', ['netns', 'exec', host, 'python3', '-m', 'http.server', '--bind', '127.0.0.1', '8765', '--directory', www], { stdio: 'ignore' });
+    try {
+      await sleep(1500);
+      const wrong = d.cli(['image', 'import', 'http://127.0.0.1:8765/tiny.qcow2', '--sha256', '0'.repeat(64), '--name', 'tiny-bad'], { timeoutMs: 120_000 });
+      assert.equal(wrong.code, 1, wrong.stderr);
+      assert.match(wrong.stderr, /VMKIT_CHECKSUM_MISMATCH/);
+      const ok = d.cli(['image', 'import', 'http://127.0.0.1:8765/tiny.qcow2', '--sha256', sum], { timeoutMs: 120_000 });
+      assert.equal(ok.code, 0, ok.stderr);
+      const img = d.cliJson<{ nicModels: string[]; origin: string; disks: Array<{ virtualSize: number }> }>(['image', 'info', 'tiny']);
+      assert.deepEqual(img.nicModels, ['virtio-net']);
+      assert.equal(img.origin, 'http://127.0.0.1:8765/tiny.qcow2');
+      assert.equal(img.disks[0]!.virtualSize, 64 * 1024 ** 2);
+      assert.equal(d.cliJson<unknown[]>(['image', 'list']).filter((i) => (i as { name: string }).name === 'tiny-bad').length, 0);
+    } finally {
+      web.kill('SIGKILL');
+    }
   });
 });

@@ -211,6 +211,26 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
     },
     async (req, reply) => sync(reply, await ctx.instances.removeForward(req.params.name, req.params.port, req.query.proto, req.query.address)),
   );
+  app.put<{ Params: { name: string }; Body: { userData?: string; sshKeys?: string[]; meta?: Record<string, string> } }>(
+    '/1.0/instances/:name/cloud-init',
+    {
+      schema: {
+        tags: tags('instances'),
+        summary: 'Replace user-data, SSH keys or meta-data (fields given replace, others stay); applied at the next boot with a new cloud-init instance-id',
+        params: nameParam,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            userData: createInstanceSchema.properties.userData,
+            sshKeys: createInstanceSchema.properties.sshKeys,
+            meta: createInstanceSchema.properties.meta,
+          },
+        },
+      },
+    },
+    async (req, reply) => sync(reply, await ctx.instances.setCloudInit(req.params.name, req.body)),
+  );
   app.put<{ Params: { name: string; disk: string }; Body: { size: number | string } }>(
     '/1.0/instances/:name/disks/:disk',
     {

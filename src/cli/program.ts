@@ -8,6 +8,7 @@ import { consoleCommand } from './console.js';
 import { daemonCommand } from './daemon.js';
 import { deleteCommand } from './delete.js';
 import { diskCommand } from './disk.js';
+import { cloudInitCommand } from './cloud-init.js';
 import { doctorCommand } from './doctor.js';
 import { forwardCommand } from './forward.js';
 import { imageCommand } from './image.js';
@@ -55,6 +56,7 @@ export function buildProgram(): Command {
   program.addCommand(networkCommand());
   program.addCommand(nicCommand());
   program.addCommand(diskCommand());
+  program.addCommand(cloudInitCommand());
   program.addCommand(consoleCommand());
   program.addCommand(logsCommand());
   program.addCommand(imageCommand());

@@ -8,6 +8,8 @@ import type { ForwardRequest } from '../network/forwards.js';
 import { Cloning } from './clone.js';
 import { Consoles } from './console.js';
 import { Disks } from './disks.js';
+import { CloudInitSettings } from './cloud-init.js';
+import type { CloudInitRequest } from '../domain/cloud-init.js';
 import { Forwards } from './forwards.js';
 import { Lifecycle } from './lifecycle.js';
 import { Nics } from './nics.js';
@@ -46,6 +48,7 @@ export class InstanceManager {
   private readonly consoles: Consoles;
   private readonly recovery: Recovery;
   private readonly disks: Disks;
+  private readonly cloudInit: CloudInitSettings;
 
   constructor(store: Store, paths: DataPaths, images: ImageStore, events: EventBus, host: HostEnvironment) {
     this.registry = new InstanceRegistry(store, paths, events, this.peers);
@@ -58,6 +61,7 @@ export class InstanceManager {
     this.consoles = new Consoles(shared);
     this.recovery = new Recovery(shared, this.provisioning);
     this.disks = new Disks(shared);
+    this.cloudInit = new CloudInitSettings(shared);
   }
 
   // The daemon builds networks, cluster and snapshots after this manager, then hands them in.
@@ -183,6 +187,11 @@ export class InstanceManager {
   /** Removes a NIC; forwards to it are refused unless `force` (then removed with it). */
   removeNic(name: string, nicId: string, opts: { force?: boolean } = {}): Promise<Nic & { removedForwards: PortForward[] }> {
     return this.nics.remove(name, nicId, opts);
+  }
+
+  /** Replaces user-data, SSH keys or meta-data; cloud-init applies them at the next boot (new instance-id). */
+  setCloudInit(name: string, req: CloudInitRequest): Promise<InstanceView> {
+    return this.cloudInit.update(name, req);
   }
 
   /** Grows a disk (online through QMP block_resize when running); never shrinks. */
