@@ -37,7 +37,9 @@ function stateCommand(action: Action): Command {
       done: (result) => {
         // A graceful stop that ended in a forced power-off did stop the VM, but not cleanly:
         // say so and exit 3, so scripts can tell it from a clean shutdown.
-        const reason = (result as { state?: string; stateReason?: string } | undefined)?.stateReason;
+        // The answer is the finished operation; its result is the instance.
+        const inst = ((result as { result?: unknown } | undefined)?.result ?? result) as { stateReason?: string } | undefined;
+        const reason = inst?.stateReason;
         if (action === 'stop' && reason?.startsWith('forced off')) {
           process.exitCode = 3;
           return `Instance ${name} ${reason} (the ACPI power button was ignored; its disks may need a check).`;
