@@ -25,7 +25,7 @@ interface Inst {
   cloudInit?: { userData?: string; sshKeys?: string[]; generation?: number };
 }
 
-describe('a real Debian guest: cloud-init, SSH keys, disk size, identity of clones', { timeout: 1_800_000 }, () => {
+describe('a real Debian guest: cloud-init, SSH keys, disk size, identity of clones', { timeout: 5_400_000 }, () => {
   let d: TestDaemon;
   let host: string;
   let tmp: string;
@@ -60,7 +60,7 @@ describe('a real Debian guest: cloud-init, SSH keys, disk size, identity of clon
       { encoding: 'utf8', timeout: timeoutS * 1000 },
     );
 
-  async function waitSsh(name: string, port: number, timeoutMs = 600_000): Promise<void> {
+  async function waitSsh(name: string, port: number, timeoutMs = 1_200_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     let last = '';
     while (Date.now() < deadline) {
@@ -156,7 +156,7 @@ describe('a real Debian guest: cloud-init, SSH keys, disk size, identity of clon
 
   it('two clones on one nat network: different machine-ids and SSH host keys, two leases', async () => {
     const vm1Id = out(2201, 'cat /etc/machine-id');
-    const stop = d.cli(['stop', 'vm1', '--timeout', '120'], { timeoutMs: 200_000 });
+    const stop = d.cli(['stop', 'vm1', '--timeout', '300'], { timeoutMs: 400_000 });
     assert.equal(stop.code, 0, stop.stderr + stop.stdout);
     for (const [c, port] of [
       ['c1', 2211],
@@ -190,14 +190,14 @@ describe('a real Debian guest: cloud-init, SSH keys, disk size, identity of clon
   });
 
   it('a NIC added with nic add comes up with its address after a restart (new instance-id)', async () => {
-    assert.equal(d.cli(['stop', 'c2', '--timeout', '120'], { timeoutMs: 200_000 }).code, 0);
+    assert.equal(d.cli(['stop', 'c2', '--timeout', '300'], { timeoutMs: 400_000 }).code, 0);
     const added = d.cli(['nic', 'add', 'c1', '--network', 'lab', '--format', 'json']);
     assert.equal(added.code, 0, added.stderr);
     const nic = JSON.parse(added.stdout) as { id: string; ipv4: string; mac: string };
     assert.ok(nic.ipv4, 'the lab network gave the NIC an address');
     const inst = d.cliJson<Inst>(['info', 'c1']);
     assert.equal(inst.cloudInit?.generation, 1, 'the NIC change makes a new cloud-init instance-id');
-    const r = d.cli(['restart', 'c1', '--timeout', '120'], { timeoutMs: 300_000 });
+    const r = d.cli(['restart', 'c1', '--timeout', '300'], { timeoutMs: 600_000 });
     assert.equal(r.code, 0, r.stderr);
     await waitSsh('c1', 2211);
     const deadline = Date.now() + 60_000;
