@@ -14,7 +14,7 @@ const DONE: Record<Action, string> = {
 
 const DESCRIPTION: Record<Action, string> = {
   start: 'Start an instance',
-  stop: 'Stop an instance: ACPI power button, forced off after --timeout seconds',
+  stop: 'Stop an instance: ACPI power button, forced off after --timeout seconds (then it says so and exits 3)',
   restart: 'Restart an instance',
   pause: 'Pause an instance (its vCPUs stop; memory is kept)',
   resume: 'Resume a paused instance',
