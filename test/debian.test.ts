@@ -109,14 +109,14 @@ describe('a real Debian guest: cloud-init, SSH keys, disk size, identity of clon
     assert.equal(img.disks[0]!.virtualSize, 2 * 1024 ** 3);
     // A disk smaller than the image, a private key, a user-data cloud-init ignores: refused, nothing made.
     const small = d.cli(['create', 'debian', 'x1', '--disk', '1G']);
-    assert.equal(small.code, 1);
+    assert.equal(small.code, 1, small.stdout + small.stderr);
     assert.match(small.stderr, /smaller than the image/);
     const priv = d.cli(['create', 'debian', 'x2', '--ssh-key', key]);
     assert.equal(priv.code, 1);
     assert.match(priv.stderr, /private key/);
     writeFileSync(join(tmp, 'junk.txt'), 'hello: world\n');
     const junk = d.cli(['create', 'debian', 'x3', '--cloud-init', join(tmp, 'junk.txt'), '--ssh-key', `${key}.pub`]);
-    assert.equal(junk.code, 1);
+    assert.equal(junk.code, 1, junk.stdout + junk.stderr);
     assert.match(junk.stderr, /cloud-init ignores/);
     assert.equal(d.cliJson<unknown[]>(['list']).length, 0);
     // Image defaults can be edited; only bios firmware exists.
