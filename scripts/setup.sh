@@ -11,8 +11,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # etcd-server, etcd-client (etcdctl): the cluster store (tests run their own etcd processes);
 # iputils-arping, conntrack: floating forward addresses are announced with gratuitous ARP, and a
 # migration source forgets the tracked connections that led to its copy of the guest;
-# util-linux: setpriv, which drops each QEMU to its guest uid (essential, listed to be explicit).
-PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip dosfstools mtools iproute2 nftables dnsmasq-base curl socat ca-certificates chromium chromium-driver etcd-server etcd-client iputils-arping conntrack util-linux)
+# util-linux: setpriv, which drops each QEMU to its guest uid (essential, listed to be explicit);
+# mmdebstrap, extlinux, syslinux-common, fdisk: "vmkit image build-debian" (guest/debian/build.sh);
+# openssh-client: the Debian guest test logs in with ssh.
+PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip dosfstools mtools iproute2 nftables dnsmasq-base curl socat ca-certificates chromium chromium-driver etcd-server etcd-client iputils-arping conntrack util-linux mmdebstrap extlinux syslinux-common fdisk openssh-client)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -64,3 +66,8 @@ bash guest/build.sh .cache/appliance
 # cloud kernel lacks: the network tests boot it to read the NIC model from inside the guest.
 KERNEL_FLAVOR=amd64 GUEST_EXTRA_MODULES="e1000 8139cp 8139too" \
   GUEST_NIC_MODELS='"virtio-net","e1000","rtl8139"' bash guest/build.sh .cache/appliance-net
+
+# A real distribution for test/debian.test.ts (cloud kernel, systemd, cloud-init, openssh):
+# built once from the host's Debian mirror (3-5 min), then reused while its inputs are unchanged.
+log "Building the Debian test image (skipped when cached)"
+bash guest/debian/build.sh .cache/debian-bookworm

@@ -46,6 +46,8 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteRule>> = {
   'POST /1.0/instances/:name/forwards/:port/check': 'operator',
   'POST /1.0/instances/:name/nics': 'operator',
   'DELETE /1.0/instances/:name/nics/:nic': 'operator',
+  'PUT /1.0/instances/:name/cloud-init': 'operator',
+  'PUT /1.0/instances/:name/disks/:disk': 'operator',
   // snapshots
   'GET /1.0/instances/:name/snapshots': 'viewer',
   'POST /1.0/instances/:name/snapshots': 'operator',
@@ -63,6 +65,9 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteRule>> = {
   'POST /1.0/images': 'admin',
   'GET /1.0/images/:name': 'viewer',
   'DELETE /1.0/images/:name': 'admin',
+  'PATCH /1.0/images/:name': 'admin',
+  'POST /1.0/images/download': 'admin',
+  'POST /1.0/images/build-debian': 'admin',
   'POST /1.0/images/:name/export': 'admin',
   // A download hands out the image's bytes (published instances' disks): as much as export.
   'GET /1.0/images/:name/export': 'admin',

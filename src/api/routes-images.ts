@@ -21,6 +21,12 @@ import {
   type PullRequest,
   type PushRequest,
   type ServeRepoRequest,
+  BuildDebianRequestSchema,
+  DownloadImageRequestSchema,
+  ImageDefaultsRequestSchema,
+  type BuildDebianRequest,
+  type DownloadImageRequest,
+  type ImageDefaultsRequest,
 } from '../wire/requests.js';
 import { RepositoryManager } from '../images/repository.js';
 import { registerUploadRoute } from './upload.js';
@@ -69,6 +75,43 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
 
   registerUploadRoute(app, ctx);
 
+  app.post<{ Body: DownloadImageRequest }>(
+    '/1.0/images/download',
+    {
+      schema: {
+        tags,
+        summary: 'Download a disk image over http(s) (resumable, sha256-checked), then import it like a file',
+        body: DownloadImageRequestSchema,
+        response: asyncReplies,
+      },
+    },
+    async (req, reply) => async(reply, ctx.services.images.importUrl(req.body)),
+  );
+  app.post<{ Body: BuildDebianRequest }>(
+    '/1.0/images/build-debian',
+    {
+      schema: {
+        tags,
+        summary: "Build a cloud-ready Debian image from the host's Debian mirror (mmdebstrap; cached between builds)",
+        body: BuildDebianRequestSchema,
+        response: asyncReplies,
+      },
+    },
+    async (req, reply) => async(reply, ctx.services.images.buildDebian(req.body)),
+  );
+  app.patch<{ Params: { name: string }; Body: ImageDefaultsRequest }>(
+    '/1.0/images/:name',
+    {
+      schema: {
+        tags,
+        summary: "Edit an image's defaults for new instances (NIC model, minimum disk, firmware, vCPUs, memory)",
+        params: nameParam,
+        body: ImageDefaultsRequestSchema,
+        response: { 200: syncResponse({ $ref: 'Image#' }), '4xx': errorResponse },
+      },
+    },
+    async (req, reply) => sync(reply, await ctx.services.images.setDefaults(req.params.name, req.body)),
+  );
   app.post<{ Params: { name: string }; Body: ExportImageRequest }>(
     '/1.0/images/:name/export',
     {

@@ -75,16 +75,17 @@ export function registerNetworkRoutes(app: FastifyInstance, ctx: ApiContext): vo
     },
     async (req, reply) => sync(reply, await ctx.instances.addNic(req.params.name, req.body), 201),
   );
-  app.delete<{ Params: { name: string; nic: string } }>(
+  app.delete<{ Params: { name: string; nic: string }; Querystring: { force?: boolean } }>(
     '/1.0/instances/:name/nics/:nic',
     {
       schema: {
         tags: ['nics'],
-        summary: 'Remove a NIC (hot-unplugged when running: device_del, DEVICE_DELETED, netdev_del)',
+        summary: 'Remove a NIC (hot-unplugged when running: device_del, DEVICE_DELETED, netdev_del); refused while port forwards use it unless force=true',
         params: Type.Object({ name: Type.String(), nic: Type.String() }),
+        querystring: Type.Object({ force: Type.Optional(Type.Boolean({ description: 'also remove the port forwards to this NIC' })) }),
       },
     },
-    async (req, reply) => sync(reply, await ctx.instances.removeNic(req.params.name, req.params.nic)),
+    async (req, reply) => sync(reply, await ctx.instances.removeNic(req.params.name, req.params.nic, { force: req.query.force })),
   );
   // Host services guests may reach (besides DHCP/DNS); "user" = QEMU user-mode NICs.
   const hostAccess = syncResponse(HostAccessSchema);

@@ -16,6 +16,10 @@ import {
   type CreateSnapshotRequestBody,
   type ForwardRequestBody,
   type StateChangeRequest,
+  CloudInitRequestSchema,
+  ResizeDiskRequestSchema,
+  type CloudInitRequest,
+  type ResizeDiskRequest,
 } from '../wire/requests.js';
 import type { ApiContext } from './context.js';
 import { registerNetworkRoutes } from './routes-networks.js';
@@ -287,6 +291,30 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
     },
     async (req, reply) => sync(reply, await ctx.instances.removeForward(req.params.name, req.params.port, req.query.proto, req.query.address)),
   );
+  app.put<{ Params: { name: string }; Body: CloudInitRequest }>(
+    '/1.0/instances/:name/cloud-init',
+    {
+      schema: {
+        tags: tags('instances'),
+        summary: 'Replace user-data, SSH keys or meta-data (fields given replace, others stay); applied at the next boot with a new cloud-init instance-id',
+        params: nameParam,
+        body: CloudInitRequestSchema,
+      },
+    },
+    async (req, reply) => sync(reply, await ctx.instances.setCloudInit(req.params.name, req.body)),
+  );
+  app.put<{ Params: { name: string; disk: string }; Body: ResizeDiskRequest }>(
+    '/1.0/instances/:name/disks/:disk',
+    {
+      schema: {
+        tags: tags('instances'),
+        summary: 'Grow a disk: QMP block_resize while running, qemu-img resize when stopped; never shrinks',
+        params: Type.Object({ name: Type.String(), disk: Type.String() }),
+        body: ResizeDiskRequestSchema,
+      },
+    },
+    async (req, reply) => sync(reply, await ctx.instances.resizeDisk(req.params.name, req.body.size, req.params.disk)),
+  );
   app.get<{ Params: { name: string }; Querystring: { tail?: number } }>(
     '/1.0/instances/:name/logs',
     {
@@ -294,7 +322,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
         tags: tags('instances'),
         summary: 'Serial console output (text)',
         params: nameParam,
-        querystring: Type.Object({ tail: Type.Optional(Type.Integer({ minimum: 1 })) }),
+        querystring: Type.Object({ tail: Type.Optional(Type.Integer({ minimum: 1, description: 'only the last N lines' })) }),
       },
     },
     async (req, reply) => reply.type('text/plain; charset=utf-8').send(await ctx.instances.logs(req.params.name, req.query.tail)),

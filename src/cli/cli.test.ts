@@ -117,6 +117,20 @@ test('exit codes: 4xx → 1, unreachable → 2, failed operation → 3', () =>
     assert.match(usage.stderr, /VMKIT_INVALID_ARGUMENT/);
   }));
 
+test('a stop that had to force the power-off says so and exits 3', () =>
+  withDaemon(async (d) => {
+    d.routes.set('PUT /1.0/instances/web1/state', { status: 202, json: { type: 'async', status_code: 202, operation: '/1.0/operations/op1', metadata: op('running') } });
+    const stopped = { ...WEB1, state: 'stopped', stateReason: 'forced off after 30 s: the guest did not power off' };
+    d.sync('GET /1.0/operations/op1/wait?timeout=1', op('success', { result: stopped }));
+    const forced = await vmkit(['--dir', d.dir, 'stop', 'web1']);
+    assert.equal(forced.code, 3, forced.stderr);
+    assert.match(forced.stdout, /Instance web1 forced off after 30 s: the guest did not power off/);
+    d.sync('GET /1.0/operations/op1/wait?timeout=1', op('success', { result: { ...WEB1, state: 'stopped' } }));
+    const clean = await vmkit(['--dir', d.dir, 'stop', 'web1']);
+    assert.equal(clean.code, 0, clean.stderr);
+    assert.equal(clean.stdout, 'Instance web1 stopped.\n');
+  }));
+
 test('stop --force --timeout and --no-wait', () =>
   withDaemon(async (d) => {
     d.routes.set('PUT /1.0/instances/web1/state', { status: 202, json: { type: 'async', status_code: 202, operation: '/1.0/operations/op1', metadata: op('pending') } });

@@ -7,6 +7,7 @@ import type { FidelityEntry, Image, ImageView, Operation } from '../domain/types
 import { VmkitError } from '../errors.js';
 import { clientFor, globals, mutate, print } from './common.js';
 import { formatMiB, renderInfo, renderList, type Field } from './output.js';
+import { parseDiskSize } from './launch.js';
 
 function size(bytes: number | undefined): string {
   if (bytes === undefined) return '';
@@ -81,6 +82,7 @@ export function imageFields(i: Image | ImageView): Field[] {
     ['Default CPUs', i.defaults?.cpus],
     ['Default memory', formatMiB(i.defaults?.memoryMiB)],
     ['NIC models', (i.nicModels ?? []).join(', ')],
+    ['Minimum disk', i.minDiskBytes !== undefined ? size(i.minDiskBytes) : undefined],
     ['Boot', i.boot ? `kernel ${i.boot.kernel}${i.boot.initrd ? `, initrd ${i.boot.initrd}` : ''}` : 'firmware (disk)'],
     [
       'Disks',
@@ -167,13 +169,29 @@ Examples:
     });
   cmd
     .command('import')
-    .description('Import a disk image (.qcow2 .raw/.img .vmdk .vdi .vhdx) or an .ova as a new image')
-    .argument('<file>', 'path of the file (on the daemon host; with --remote a file here, uploaded; relative paths are made absolute here)')
+    .description('Import a disk image (.qcow2 .raw/.img .vmdk .vdi .vhdx) or an .ova as a new image; or download one (https://… --sha256 …)')
+    .argument('<file>', 'path of the file (on the daemon host; with --remote a file here, uploaded; relative paths are made absolute here), or an http(s) URL')
+    .option('--sha256 <hex>', 'for a URL: the sha256 the download must match (required)')
     .option('-n, --name <name>', 'image name (default: from the file name)')
     .option('-F, --disk-format <format>', 'declare the file format instead of the extension (qcow2, raw, vmdk, vdi, vhdx, ova); --format stays the output format')
     .option('-d, --description <text>', 'description')
     .option('--no-wait', 'return once the operation is accepted, print its id')
-    .action(async (file: string, opts: { name?: string; diskFormat?: string; description?: string; wait: boolean }, self: Command) => {
+    .action(async (file: string, opts: { name?: string; diskFormat?: string; description?: string; sha256?: string; wait: boolean }, self: Command) => {
+      if (/^https?:\/\//i.test(file)) {
+        if (!opts.sha256) throw new VmkitError('VMKIT_INVALID_ARGUMENT', 'A download needs --sha256.', { hint: "Take it from the publisher's SHA256SUMS file." });
+        const dl: Record<string, unknown> = { url: file, sha256: opts.sha256 };
+        if (opts.name) dl.name = opts.name;
+        if (opts.diskFormat) dl.format = opts.diskFormat;
+        if (opts.description) dl.description = opts.description;
+        await mutate(self, 'POST', '/1.0/images/download', dl, {
+          wait: opts.wait,
+          done: (op) => {
+            const r = resultOf<{ image: Image; fidelity: FidelityEntry[] }>(op);
+            return `Image ${r.image.name} downloaded (sha256 checked) and imported.\n${renderFidelity(r.fidelity)}`;
+          },
+        });
+        return;
+      }
       // Against a remote daemon the file is on this machine: it is uploaded (streamed).
       const upload = clientFor(self).remote
         ? async (client: ReturnType<typeof clientFor>) => {
@@ -202,6 +220,44 @@ Examples:
           return `Image ${r.image.name} imported.\n${renderFidelity(r.fidelity)}`;
         },
       });
+    });
+  cmd
+    .command('set')
+    .description("Edit an image's defaults for instances created from now on")
+    .argument('<name>', 'image name')
+    .option('--nic-model <model>', 'default NIC model: virtio-net, e1000 or rtl8139')
+    .option('--min-disk <size>', 'minimum root disk, e.g. 10G (instances are grown to it)')
+    .option('--firmware <firmware>', 'bios (SeaBIOS; the only firmware today)')
+    .option('-c, --cpus <n>', 'default vCPUs')
+    .option('-m, --memory <MiB>', 'default memory in MiB')
+    .action(async (name: string, o: { nicModel?: string; minDisk?: string; firmware?: string; cpus?: string; memory?: string }, self: Command) => {
+      const body: Record<string, unknown> = {};
+      if (o.nicModel) body.nicModel = o.nicModel;
+      if (o.minDisk) body.minDiskBytes = parseDiskSize(o.minDisk);
+      if (o.firmware) body.firmware = o.firmware;
+      if (o.cpus) body.cpus = Number(o.cpus);
+      if (o.memory) body.memoryMiB = Number(o.memory);
+      if (Object.keys(body).length === 0)
+        throw new VmkitError('VMKIT_INVALID_ARGUMENT', 'Nothing to change.', { hint: 'Give --nic-model, --min-disk, --firmware, --cpus or --memory.' });
+      await mutate(self, 'PATCH', `/1.0/images/${encodeURIComponent(name)}`, body, { done: `Image ${name} updated.` });
+    });
+  cmd
+    .command('build-debian')
+    .description("Build a cloud-ready Debian image (cloud kernel, cloud-init, openssh-server, qemu-guest-agent) from the host's Debian mirror; the daemon must run as root")
+    .argument('<name>', 'image name')
+    .option('--release <release>', 'bookworm (default) or trixie')
+    .option('--no-wait', 'return once the operation is accepted, print its id')
+    .action(async (name: string, o: { release?: string; wait: boolean }, self: Command) => {
+      await mutate(
+        self,
+        'POST',
+        '/1.0/images/build-debian',
+        { name, ...(o.release ? { release: o.release } : {}) },
+        {
+          wait: o.wait,
+          done: `Image ${name} built (log in with --ssh-key; user "debian").`,
+        },
+      );
     });
   cmd
     .command('export')

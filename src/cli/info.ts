@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Command } from 'commander';
 import type { InstanceView } from '../domain/types.js';
 import { clientFor, globals, instancePath, print } from './common.js';
@@ -28,6 +29,30 @@ export function instanceFields(i: InstanceView): Field[] {
     ['NICs', (i.nics ?? []).map((n) => [n.id, n.model, n.mac, n.network, n.ipv4 ?? ''].join('  ').trimEnd())],
     ['Forwards', (i.forwards ?? []).map((f) => `${formatForward(f)}${f.nic ? `  (${f.nic})` : ''}`)],
     ['Disks', (i.disks ?? []).map((d) => `${d.name}  ${d.file}  ${d.format}`)],
+    ...cloudInitFields(i),
+  ];
+}
+
+/** User-data by size and hash (the full text is in --format json/yaml), keys by type and comment. */
+export function cloudInitFields(i: InstanceView): Field[] {
+  const ci = i.cloudInit;
+  if (!ci) return [];
+  const ud = ci.userData;
+  const firstLine = ud?.split('\n', 1)[0]?.trim();
+  return [
+    ['User-data', ud ? `${Buffer.byteLength(ud)} bytes, ${firstLine}, sha256 ${createHash('sha256').update(ud).digest('hex').slice(0, 16)}…` : undefined],
+    [
+      'SSH keys',
+      (ci.sshKeys ?? []).map(
+        (k) =>
+          k
+            .split(' ')
+            .filter((_, n) => n !== 1)
+            .join(' ') || k.slice(0, 20),
+      ),
+    ],
+    ['Meta-data', Object.entries(ci.meta ?? {}).map(([k, v]) => `${k}=${v}`)],
+    ['Cloud-init id', ci.generation ? `${i.id}-g${ci.generation} (NICs or user-data changed ${ci.generation} time(s))` : undefined],
   ];
 }
 

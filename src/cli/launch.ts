@@ -1,4 +1,8 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { Command } from 'commander';
+import { VmkitError } from '../errors.js';
 import { mutate, positiveInt } from './common.js';
 import { parseForwardSpec, type ForwardSpec } from './forward.js';
 import { parseNicSpec, type NicSpec } from './nic.js';
@@ -14,6 +18,10 @@ interface LaunchOptions {
   target?: string;
   storage?: string;
   floating?: boolean;
+  sshKey?: string[];
+  cloudInit?: string;
+  meta?: Record<string, string>;
+  disk?: number;
   wait: boolean;
 }
 
@@ -28,7 +36,66 @@ export function createBody(image: string, name: string, opts: LaunchOptions, sta
   if (opts.allowPrivileged) body.allowPrivileged = true;
   if (opts.target) body.target = opts.target;
   if (opts.storage) body.storage = opts.storage;
+  const keys = opts.sshKey ?? defaultSshKeys();
+  if (keys.length > 0) body.sshKeys = keys;
+  if (opts.cloudInit !== undefined) body.userData = readText(opts.cloudInit, '--cloud-init');
+  if (opts.meta && Object.keys(opts.meta).length > 0) body.meta = opts.meta;
+  if (opts.disk !== undefined) body.diskBytes = opts.disk;
   return body;
+}
+
+/** `--ssh-key FILE|KEY`: a public key line as is, else the file it names (one or more key lines). */
+export function sshKeysFrom(value: string): string[] {
+  const v = value.trim();
+  if (/^(ssh-|ecdsa-|sk-)\S+ \S+/.test(v)) return [v];
+  const text = readText(value, '--ssh-key');
+  if (/PRIVATE KEY/.test(text)) {
+    throw new VmkitError('VMKIT_INVALID_ARGUMENT', `${value} is a private key.`, { hint: `Give the public key: ${value}.pub` });
+  }
+  return text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
+}
+
+/** Like Multipass: the caller's ~/.ssh/id_*.pub when no --ssh-key is given (none: no keys). */
+export function defaultSshKeys(home = process.env.HOME || homedir()): string[] {
+  const dir = join(home, '.ssh');
+  let names: string[];
+  try {
+    names = readdirSync(dir).filter((n) => /^id_[a-z0-9_-]+\.pub$/.test(n));
+  } catch {
+    return []; // no ~/.ssh: no default key
+  }
+  return names.sort().flatMap((n) => {
+    try {
+      return sshKeysFrom(join(dir, n));
+    } catch {
+      return []; // an unreadable default key is skipped, not an error
+    }
+  });
+}
+
+function readText(file: string, flag: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new VmkitError('VMKIT_FILE_NOT_FOUND', `${flag} ${file}: ${(err as Error).message}`, { hint: 'Give a readable file on this machine.' });
+  }
+}
+
+function parseMeta(value: string, prev: Record<string, string> | undefined): Record<string, string> {
+  const i = value.indexOf('=');
+  if (i <= 0) throw new VmkitError('VMKIT_INVALID_ARGUMENT', `--meta ${value} is not KEY=VALUE.`, { hint: 'Example: --meta environment=staging' });
+  return { ...(prev ?? {}), [value.slice(0, i)]: value.slice(i + 1) };
+}
+
+/** `--disk 20G`: a size with K/M/G/T (binary) or bytes. */
+export function parseDiskSize(value: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$/i.exec(value);
+  const n = m ? Math.round(Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase())) : NaN;
+  if (!Number.isSafeInteger(n) || n <= 0) throw new VmkitError('VMKIT_INVALID_ARGUMENT', `"${value}" is not a size.`, { hint: 'Write it like 20G, 512M or 4294967296 (bytes).' });
+  return n;
 }
 
 /** `--count N`: NAME-1 … NAME-N. */
@@ -55,6 +122,14 @@ function build(verb: 'launch' | 'create'): Command {
       ...(prev ?? []),
       parseNicSpec(value),
     ])
+    .option(
+      '--ssh-key <file|key>',
+      "public key for the image's default user (cloud-init); repeatable (default: ~/.ssh/id_*.pub when present)",
+      (value: string, prev: string[] | undefined) => [...(prev ?? []), ...sshKeysFrom(value)],
+    )
+    .option('--cloud-init <file>', 'cloud-init user-data: a #cloud-config file or a script (#!)')
+    .option('--meta <key=value>', 'extra NoCloud meta-data; repeatable', parseMeta)
+    .option('--disk <size>', "root disk size, e.g. 20G (grown from the image's; cloud-init grows the filesystem)", parseDiskSize)
     .option('--allow-privileged', 'allow forwarding host ports below 1024')
     .option('--count <n>', 'make N replicas NAME-1..NAME-N from the image (linked clones)', positiveInt('--count'))
     .option('--floating', 'cluster: forward addresses follow the instance to whichever host runs it (nat NICs)')
@@ -80,7 +155,8 @@ Examples:
   vmkit launch appliance dns1 --cpus 2 --memory 512 --forward 0.0.0.0:5353:53/udp
   vmkit launch appliance web2 --forward 80:80 --allow-privileged --no-wait
   vmkit launch appliance app --count 3          # app-1, app-2, app-3
-  vmkit launch appliance web3 --target host-b   # in a cluster`
+  vmkit launch appliance web3 --target host-b   # in a cluster
+  vmkit launch debian vm1 --ssh-key ~/.ssh/id_ed25519.pub --cloud-init user-data.yaml --disk 20G -p 2222:22`
       : `
 Examples:
   vmkit create appliance web1 --forward 8080:80

@@ -82,8 +82,15 @@ Examples:
     .description('Remove a NIC (hot-unplugged when the instance runs)')
     .argument('<name>', 'instance name')
     .argument('<nic>', 'NIC id (nic0, nic1 …)')
-    .action(async (name: string, nic: string, _o: unknown, self: Command) => {
-      await mutate(self, 'DELETE', instancePath(name, 'nics', encodeURIComponent(nic)), undefined, { done: `NIC ${nic} removed from ${name}.` });
+    .option('--force', 'also remove the port forwards to this NIC (refused otherwise)')
+    .action(async (name: string, nic: string, o: { force?: boolean }, self: Command) => {
+      await mutate(self, 'DELETE', instancePath(name, 'nics', encodeURIComponent(nic)) + (o.force ? '?force=true' : ''), undefined, {
+        done: (r) => {
+          const gone = (r as { removedForwards?: { hostPort: number; guestPort: number; proto: string }[] }).removedForwards ?? [];
+          const also = gone.length > 0 ? ` Removed its forward(s): ${gone.map((f) => `${f.hostPort}->${f.guestPort}/${f.proto}`).join(', ')}.` : '';
+          return `NIC ${nic} removed from ${name}.${also}`;
+        },
+      });
     });
   return cmd;
 }

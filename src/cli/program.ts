@@ -7,6 +7,8 @@ import { cloneCommand } from './clone.js';
 import { consoleCommand } from './console.js';
 import { daemonCommand } from './daemon.js';
 import { deleteCommand } from './delete.js';
+import { diskCommand } from './disk.js';
+import { cloudInitCommand } from './cloud-init.js';
 import { doctorCommand } from './doctor.js';
 import { forwardCommand } from './forward.js';
 import { imageCommand } from './image.js';
@@ -56,6 +58,8 @@ export function buildProgram(): Command {
   program.addCommand(forwardCommand());
   program.addCommand(networkCommand());
   program.addCommand(nicCommand());
+  program.addCommand(diskCommand());
+  program.addCommand(cloudInitCommand());
   program.addCommand(consoleCommand());
   program.addCommand(logsCommand());
   program.addCommand(imageCommand());

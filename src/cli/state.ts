@@ -14,7 +14,7 @@ const DONE: Record<Action, string> = {
 
 const DESCRIPTION: Record<Action, string> = {
   start: 'Start an instance',
-  stop: 'Stop an instance: ACPI power button, forced off after --timeout seconds',
+  stop: 'Stop an instance: ACPI power button, forced off after --timeout seconds (then it says so and exits 3)',
   restart: 'Restart an instance',
   pause: 'Pause an instance (its vCPUs stop; memory is kept)',
   resume: 'Resume a paused instance',
@@ -32,7 +32,21 @@ function stateCommand(action: Action): Command {
     const body: Record<string, unknown> = { action };
     if (opts.force) body.force = true;
     if (opts.timeout !== undefined) body.timeout = opts.timeout;
-    await mutate(self, 'PUT', instancePath(name, 'state'), body, { wait: opts.wait, done: `Instance ${name} ${DONE[action]}.` });
+    await mutate(self, 'PUT', instancePath(name, 'state'), body, {
+      wait: opts.wait,
+      done: (result) => {
+        // A graceful stop that ended in a forced power-off did stop the VM, but not cleanly:
+        // say so and exit 3, so scripts can tell it from a clean shutdown.
+        // The answer is the finished operation; its result is the instance.
+        const inst = ((result as { result?: unknown } | undefined)?.result ?? result) as { stateReason?: string } | undefined;
+        const reason = inst?.stateReason;
+        if (action === 'stop' && reason?.startsWith('forced off')) {
+          process.exitCode = 3;
+          return `Instance ${name} ${reason} (the ACPI power button was ignored; its disks may need a check).`;
+        }
+        return `Instance ${name} ${DONE[action]}.`;
+      },
+    });
   });
   cmd.addHelpText(
     'after',

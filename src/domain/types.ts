@@ -7,6 +7,7 @@ import { NIC_MODELS as WIRE_NIC_MODELS, type NicModel } from '../wire/instance.j
 
 export type {
   DiskRef,
+  CloudInit as CloudInitConfig,
   FidelityEntry,
   Image,
   ImageBoot,

@@ -105,6 +105,15 @@ export class ImageStore {
     return image;
   }
 
+  /** Changes an image's metadata (its defaults); the files stay as they are. Compare-and-swap on the row. */
+  async update(name: string, change: (image: Image) => Image): Promise<Image> {
+    const found = await this.store.get<Image>('images', name);
+    if (!found) await this.get(name); // throws VMKIT_IMAGE_NOT_FOUND
+    const next = change(structuredClone(found!.value));
+    await this.store.put('images', name, next, { expectRevision: found!.revision });
+    return next;
+  }
+
   /** Deletes an image; the caller has checked that nothing uses it. */
   async remove(name: string): Promise<void> {
     await this.get(name);

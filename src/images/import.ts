@@ -15,6 +15,8 @@ export interface ImportRequest {
   /** Declared format of a disk file (qcow2, raw, vmdk, vdi, vhdx) or `ova`. */
   format?: string;
   description?: string;
+  /** Where the file came from when `source` is a download (recorded as the image's origin). */
+  origin?: string;
 }
 
 export interface ImportResult {
@@ -23,7 +25,8 @@ export interface ImportResult {
 }
 
 /** Defaults for a bare disk: no metadata travels with it. */
-export const DISK_DEFAULTS = { cpus: 1, memoryMiB: 512, nicModel: 'e1000' as NicModel };
+// virtio-net: the cloud kernels of Debian and Ubuntu cloud images have no e1000 driver (vmkit image set IMG --nic-model changes it).
+export const DISK_DEFAULTS = { cpus: 1, memoryMiB: 512, nicModel: 'virtio-net' as NicModel };
 
 export function defaultImageName(source: string): string {
   const stem = basename(source, extname(source))
@@ -77,7 +80,12 @@ async function importDiskAs(images: ImageStore, name: string, req: ImportRequest
       { item: 'disk root', value: `${file.format} → qcow2, ${file.info.virtualSize} bytes`, status: 'mapped' },
       { item: 'vCPUs', value: String(DISK_DEFAULTS.cpus), status: 'defaulted', reason: 'a bare disk carries no VM settings' },
       { item: 'memory', value: `${DISK_DEFAULTS.memoryMiB} MiB`, status: 'defaulted', reason: 'a bare disk carries no VM settings' },
-      { item: 'nic0', value: DISK_DEFAULTS.nicModel, status: 'defaulted', reason: 'e1000 has a driver in nearly every guest' },
+      {
+        item: 'nic0',
+        value: DISK_DEFAULTS.nicModel,
+        status: 'defaulted',
+        reason: 'cloud images have virtio drivers (their cloud kernels lack e1000); change it with "vmkit image set NAME --nic-model"',
+      },
       { item: 'firmware', value: 'BIOS (SeaBIOS), boots the disk', status: 'defaulted', reason: 'no direct-kernel boot files in a bare disk' },
     ];
     const image: Image = {
@@ -89,7 +97,7 @@ async function importDiskAs(images: ImageStore, name: string, req: ImportRequest
       nicModels: [DISK_DEFAULTS.nicModel],
       disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2', virtualSize: file.info.virtualSize }],
       source: 'import',
-      origin: req.source,
+      origin: req.origin ?? req.source,
       fidelity,
       createdAt: new Date().toISOString(),
     };

@@ -14,6 +14,9 @@ import { assertAbsolute, defaultImageName, importDisk, type ImportRequest } from
 import { exportImage, importOva, type ExportRequest } from './ova.js';
 import { publishInstance, type PublishRequest, type PublishSource } from './publish.js';
 import { RepositoryManager } from './repository.js';
+import { buildDebianImage, type BuildDebianRequest } from './build-debian.js';
+import { downloadChecked, downloadUrl, validateSha256 } from './download.js';
+import { NIC_MODELS, type Image, type NicModel } from '../domain/types.js';
 import { formatFromExtension, maxImageBytes } from './safety.js';
 
 export interface ImageServiceDeps {
@@ -23,6 +26,26 @@ export interface ImageServiceDeps {
   operations: OperationManager;
   events: EventBus;
   dataDir: string;
+  /** Where image builds are kept between runs (default <dataDir>/cache; env VMKIT_BUILD_CACHE). */
+  buildCacheDir?: string;
+}
+
+/** `vmkit image set`: the defaults an image gives its instances. */
+export interface ImageDefaultsChange {
+  nicModel?: NicModel;
+  minDiskBytes?: number;
+  firmware?: string;
+  cpus?: number;
+  memoryMiB?: number;
+}
+
+/** `vmkit image import https://…`: a download, checked against its sha256, then imported like a file. */
+export interface ImportUrlRequest {
+  url: string;
+  sha256: string;
+  name?: string;
+  format?: string;
+  description?: string;
 }
 
 /** An upload's query: the image's name and how to tell the file's format. */
@@ -95,6 +118,80 @@ export class ImageService {
     await this.deps.images.remove(name);
     this.deps.events.lifecycle('image-deleted', name);
     return { deleted: name };
+  }
+
+  /** Edits an image's defaults (NIC model, minimum disk, firmware, size) for instances made from now on. */
+  async setDefaults(name: string, change: ImageDefaultsChange): Promise<Image> {
+    if (change.nicModel !== undefined && !NIC_MODELS.includes(change.nicModel)) {
+      throw vmkitError('VMKIT_INVALID_ARGUMENT', `Unknown NIC model "${change.nicModel}".`, { hint: `Use one of ${NIC_MODELS.join(', ')}.` });
+    }
+    if (change.firmware !== undefined && change.firmware !== 'bios') {
+      throw vmkitError('VMKIT_INVALID_ARGUMENT', `Firmware "${change.firmware}" is not available: vmkit boots with SeaBIOS (bios) only.`, {
+        hint: 'Use --firmware bios; UEFI (OVMF) is not supported yet.',
+      });
+    }
+    for (const [k, v] of Object.entries({ minDiskBytes: change.minDiskBytes, cpus: change.cpus, memoryMiB: change.memoryMiB })) {
+      if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw vmkitError('VMKIT_INVALID_ARGUMENT', `${k} must be a positive integer.`);
+    }
+    const updated = await this.deps.images.update(name, (image) => {
+      if (change.nicModel) image.nicModels = [change.nicModel, ...image.nicModels.filter((m) => m !== change.nicModel)];
+      if (change.minDiskBytes !== undefined) image.minDiskBytes = change.minDiskBytes;
+      if (change.firmware !== undefined) image.firmware = 'bios';
+      if (change.cpus !== undefined) image.defaults.cpus = change.cpus;
+      if (change.memoryMiB !== undefined) image.defaults.memoryMiB = change.memoryMiB;
+      return image;
+    });
+    this.deps.events.lifecycle('image-updated', name, change);
+    return updated;
+  }
+
+  /** Builds a Debian cloud image from the host's Debian mirror (cached between builds). */
+  buildDebian(req: BuildDebianRequest): Operation {
+    validateName(req.name, 'image name');
+    const cacheDir = this.deps.buildCacheDir ?? process.env.VMKIT_BUILD_CACHE ?? join(this.deps.dataDir, 'cache');
+    return this.deps.operations.start({
+      kind: 'image.build',
+      description: `Building Debian ${req.release ?? 'bookworm'} as ${req.name}`,
+      target: req.name,
+      mayCancel: true,
+      run: async (opCtx) => {
+        await this.deps.images.assertFree(req.name);
+        const image = await buildDebianImage(this.deps.images, req, cacheDir, opCtx);
+        this.deps.events.lifecycle('image-created', image.name);
+        return { image };
+      },
+    });
+  }
+
+  /** Downloads a disk image (resumable, sha256-checked), then imports it like a file. */
+  importUrl(req: ImportUrlRequest): Operation {
+    const url = downloadUrl(req.url);
+    const sha256 = validateSha256(req.sha256);
+    const name = validateName(req.name ?? defaultImageName(url.pathname.split('/').pop() || 'download'), 'image name');
+    const ext = formatFromExtension(url.pathname) ? extname(url.pathname).toLowerCase() : '';
+    // Named by checksum: a second import of the same file resumes the first's partial download.
+    const part = join(this.deps.dataDir, 'downloads', `${sha256}${ext}`);
+    return this.deps.operations.start({
+      kind: 'image.import',
+      description: `Downloading ${url.href} as ${name}`,
+      target: name,
+      mayCancel: true,
+      run: async (opCtx) => {
+        await this.deps.images.assertFree(name);
+        await downloadChecked(url, sha256, part, opCtx);
+        try {
+          const r = await importDisk(
+            this.deps.images,
+            { source: part, name, format: req.format, description: req.description ?? `Downloaded from ${url.href}`, origin: url.href },
+            opCtx,
+          );
+          this.deps.events.lifecycle('image-created', r.image.name);
+          return r;
+        } finally {
+          await rm(part, { force: true });
+        }
+      },
+    });
   }
 
   /** A disk image or an OVA from a path on the daemon host. */

@@ -119,6 +119,8 @@ export class Cloning {
       updatedAt: now,
       host: host.hostName,
       ...(linked ? { linkedFrom: src.name } : {}),
+      // Same user-data and keys; the new id is a new cloud-init instance-id (and machine-id, host keys: see config-drive.ts).
+      ...(src.cloudInit ? { cloudInit: { ...src.cloudInit, generation: undefined } } : {}),
     };
   }
 

@@ -4,7 +4,7 @@ import { vmkitError } from '../errors.js';
 import { assertTransition, invalidState, isActive } from '../domain/state.js';
 import type { InstanceState, InstanceView } from '../domain/types.js';
 import type { OperationContext } from '../operations/operations.js';
-import { writeConfigDrive } from '../storage/config-drive.js';
+import { configInstanceId, writeConfigDrive } from '../storage/config-drive.js';
 import { buildQemuArgv, type QemuDisk } from '../qemu/argv.js';
 import { launchQemu, waitForExit, isProcessAlive, processUid } from '../qemu/process.js';
 import { pauseGuest, quitQemu, requestPowerdown, resumeGuest } from '../qemu/power.js';
@@ -15,6 +15,8 @@ import { ConsoleLogCap, consoleLogLimits, rotateConsoleLog } from './console-log
 import type { StartHooks, StopOptions } from './types.js';
 
 const DEFAULT_STOP_TIMEOUT_S = 30;
+/** The start of stateReason when a stop had to power the guest off (it ignored ACPI). */
+export const FORCED_OFF_REASON = 'forced off';
 
 /**
  * The power verbs of an instance: start (also the steps a suspend-resume, a snapshot restore
@@ -59,7 +61,14 @@ export class Lifecycle {
         const a = nic.network !== 'user' && nic.ipv4 && !nic.dhcp ? await peers.networking?.addressing(nic.network) : undefined;
         if (a) addressing[nic.id] = a;
       }
-      await writeConfigDrive(join(dir, 'cidata.img'), { instanceId: inst.id, hostname: inst.name, nics: inst.nics, addressing });
+      await writeConfigDrive(join(dir, 'cidata.img'), {
+        instanceId: configInstanceId(inst.id, inst.cloudInit?.generation),
+        identity: inst.id,
+        hostname: inst.name,
+        nics: inst.nics,
+        addressing,
+        cloudInit: inst.cloudInit,
+      });
       await registry.confinement.ensureUid(inst);
       await peers.networking?.plug(inst);
       const disks: QemuDisk[] = inst.disks.map((d) => ({ id: d.name, file: registry.diskPath(inst, d), format: d.format }));
@@ -178,13 +187,16 @@ export class Lifecycle {
     events.lifecycle('instance-stopping', name, { force: !!opts.force });
     rt.expectExit = true;
     let forced = !!opts.force;
+    let waitedS = 0;
     try {
       if (!forced) {
         ctx?.progress({ phase: 'ACPI power button pressed', percent: 20 });
         if (previous === 'paused') await resumeGuest(rt.qmp);
         await requestPowerdown(rt.qmp);
         const timeoutMs = (opts.timeout ?? DEFAULT_STOP_TIMEOUT_S) * 1000;
+        const t0 = Date.now();
         if (!(await waitForExitOrCancel(rt.pid, timeoutMs, ctx))) forced = true;
+        waitedS = Math.round((Date.now() - t0) / 1000);
       }
       if (forced) {
         ctx?.progress({ phase: 'forcing', percent: 70 });
@@ -208,7 +220,8 @@ export class Lifecycle {
     await rm(paths.run(inst.id), { recursive: true, force: true });
     await registry.confinement.release(inst.id);
     const after = await registry.load(name);
-    await registry.setState(after, 'stopped', forced && !opts.force ? 'forced after the guest did not power off in time' : undefined);
+    // The reason starts with FORCED_OFF_REASON: the CLI reports such a stop as not clean.
+    await registry.setState(after, 'stopped', forced && !opts.force ? `${FORCED_OFF_REASON} after ${waitedS} s: the guest did not power off` : undefined);
     await peers.networking?.unplug(after).catch((err: Error) => console.error(`vmkitd: unplugging ${name}: ${err.message}`));
     events.lifecycle('instance-stopped', name, { forced });
     return registry.view(after);

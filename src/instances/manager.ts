@@ -7,6 +7,9 @@ import type { OperationContext } from '../operations/operations.js';
 import type { ForwardRequest } from '../network/forwards.js';
 import { Cloning } from './clone.js';
 import { Consoles } from './console.js';
+import { Disks } from './disks.js';
+import { CloudInitSettings } from './cloud-init.js';
+import type { CloudInitRequest } from '../domain/cloud-init.js';
 import { Forwards } from './forwards.js';
 import { Lifecycle } from './lifecycle.js';
 import { Nics } from './nics.js';
@@ -40,6 +43,8 @@ export class InstanceManager {
   private readonly nics: Nics;
   private readonly consoles: Consoles;
   private readonly recovery: Recovery;
+  private readonly disks: Disks;
+  private readonly cloudInit: CloudInitSettings;
 
   /**
    * `peers` are the modules instances call out to (networks, cluster names, suspended state).
@@ -56,6 +61,8 @@ export class InstanceManager {
     this.cloning = new Cloning(shared, this.nics);
     this.consoles = new Consoles(shared);
     this.recovery = new Recovery(shared, this.provisioning);
+    this.disks = new Disks(shared);
+    this.cloudInit = new CloudInitSettings(shared);
   }
 
   async list(): Promise<InstanceView[]> {
@@ -146,13 +153,23 @@ export class InstanceManager {
     return this.nics.add(name, req);
   }
 
-  /** Removes a NIC (and its forwards); on a running instance it is hot-unplugged. */
-  removeNic(name: string, nicId: string): Promise<Nic> {
-    return this.nics.remove(name, nicId);
+  /** Removes a NIC; forwards to it are refused unless `force` (then removed with it). */
+  removeNic(name: string, nicId: string, opts: { force?: boolean } = {}): Promise<Nic & { removedForwards: PortForward[] }> {
+    return this.nics.remove(name, nicId, opts);
   }
 
-  logs(name: string, tailBytes?: number): Promise<string> {
-    return this.consoles.logs(name, tailBytes);
+  /** Replaces user-data, SSH keys or meta-data; cloud-init applies them at the next boot (new instance-id). */
+  setCloudInit(name: string, req: CloudInitRequest): Promise<InstanceView> {
+    return this.cloudInit.update(name, req);
+  }
+
+  /** Grows a disk (online through QMP block_resize when running); never shrinks. */
+  resizeDisk(name: string, size: number | string, disk = 'root'): ReturnType<Disks['resize']> {
+    return this.disks.resize(name, size, disk);
+  }
+
+  logs(name: string, tailLines?: number): Promise<string> {
+    return this.consoles.logs(name, tailLines);
   }
 
   serialSocket(name: string): Promise<string> {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { vmkitError } from '../errors.js';
-import type { Image, Nic } from '../domain/types.js';
+import type { CloudInitConfig, Image, Nic, PortForward } from '../domain/types.js';
 import { NIC_MODELS } from '../domain/types.js';
 import { DEVICE_RELEASE_TIMEOUT_MS, hotplugNic, unplugNic } from '../qemu/devices.js';
 import type { InstanceContext } from './registry.js';
@@ -63,7 +63,9 @@ export class Nics {
       const next = Math.max(-1, ...inst.nics.map((n) => Number(n.id.replace(/^nic/, '')))) + 1;
       const [nic] = await this.allocate([req], image, next);
       const before = inst.nics;
+      const beforeCloudInit = inst.cloudInit;
       inst.nics = [...before, nic!];
+      inst.cloudInit = nextGeneration(inst.cloudInit);
       await registry.save(inst);
       const rt = inst.state === 'running' ? registry.current(name) : undefined;
       try {
@@ -77,6 +79,7 @@ export class Nics {
         }
       } catch (err) {
         inst.nics = before;
+        inst.cloudInit = beforeCloudInit;
         await registry.save(inst);
         if (nic!.network !== 'user') {
           await peers.networking?.unplug({ ...inst, nics: [nic!] }).catch((e: Error) => console.error(`vmkitd: unplugging NIC ${nic!.id} of ${name}: ${e.message}`));
@@ -89,8 +92,11 @@ export class Nics {
     });
   }
 
-  /** Removes a NIC (and its forwards); on a running instance it is hot-unplugged. */
-  async remove(name: string, nicId: string): Promise<Nic> {
+  /**
+   * Removes a NIC; on a running instance it is hot-unplugged. Port forwards to it are refused
+   * unless `force`, which removes them too (the answer lists them).
+   */
+  async remove(name: string, nicId: string, opts: { force?: boolean } = {}): Promise<Nic & { removedForwards: PortForward[] }> {
     const { registry, events, peers } = this.shared;
     return registry.withLock(name, async () => {
       const inst = await registry.load(name);
@@ -101,6 +107,14 @@ export class Nics {
       if (inst.state !== 'stopped' && inst.state !== 'running') {
         throw vmkitError('VMKIT_INVALID_STATE', `Cannot remove a NIC from instance "${name}" while it is ${inst.state}.`);
       }
+      const removedForwards = inst.forwards.filter((f) => f.nic === nic.id);
+      if (removedForwards.length > 0 && !opts.force) {
+        const list = removedForwards.map((f) => `${f.hostAddress}:${f.hostPort}->${f.guestPort}/${f.proto}`).join(', ');
+        throw vmkitError('VMKIT_NIC_IN_USE', `NIC ${nic.id} of "${name}" carries port forward(s) ${list}; it is not removed.`, {
+          hint: `Remove the forwards first ("vmkit forward remove ${name} PORT"), or pass --force to remove them with the NIC.`,
+          details: { forwards: removedForwards },
+        });
+      }
       const rt = inst.state === 'running' ? registry.current(name) : undefined;
       if (rt && !(await unplugNic(rt.qmp, nic.id))) {
         throw vmkitError('VMKIT_TIMEOUT', `The guest of "${name}" did not release NIC ${nic.id} within ${DEVICE_RELEASE_TIMEOUT_MS / 1000} s.`, {
@@ -109,13 +123,23 @@ export class Nics {
       }
       inst.nics = inst.nics.filter((n) => n !== nic);
       inst.forwards = inst.forwards.filter((f) => f.nic !== nic.id);
+      inst.cloudInit = nextGeneration(inst.cloudInit);
       await registry.save(inst);
       if (nic.network !== 'user') {
         await peers.networking?.unplug({ ...inst, nics: [nic] });
         await peers.networking?.sync();
       }
       events.lifecycle('nic-removed', name, nic);
-      return nic;
+      return { ...nic, removedForwards };
     });
   }
+}
+
+/**
+ * The NICs (or user-data) changed: the next start writes the config drive with a new
+ * cloud-init instance-id, so the guest applies the new network-config (cloud-init renders
+ * network configuration only for a new instance).
+ */
+export function nextGeneration(ci: CloudInitConfig | undefined): CloudInitConfig {
+  return { ...(ci ?? {}), generation: (ci?.generation ?? 0) + 1 };
 }

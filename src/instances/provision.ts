@@ -8,7 +8,8 @@ import { isActive } from '../domain/state.js';
 import { findInstanceType } from '../domain/instance-types.js';
 import type { Image, Instance, InstanceView } from '../domain/types.js';
 import type { OperationContext } from '../operations/operations.js';
-import { createLinkedClone } from '../storage/qemu-img.js';
+import { createLinkedClone, resizeVolume } from '../storage/qemu-img.js';
+import { parseSize, validateCloudInit } from '../domain/cloud-init.js';
 import { assertHostPortFree, normalizeForward } from '../network/forwards.js';
 import { floatingNeedsNat, type Forwards } from './forwards.js';
 import type { Lifecycle } from './lifecycle.js';
@@ -41,6 +42,9 @@ export class Provisioning {
       }
       const image = await images.get(req.image);
       const { cpus, memoryMiB } = sizeFor(req, image);
+      const cloudInit = validateCloudInit(req);
+      const imageBytes = image.disks[0]?.virtualSize ?? 0;
+      const diskBytes = rootDiskBytes(req.diskBytes, image);
       const nics = await this.nics.allocate(req.nics ?? [{}], image);
       const forwardNic = nics.find((n) => n.network === 'user') ?? nics.find((n) => n.ipv4) ?? nics[0]!;
       const forwards = (req.forwards ?? []).map((f) => normalizeForward({ ...f, allowPrivileged: f.allowPrivileged ?? req.allowPrivileged }, forwardNic.id));
@@ -69,6 +73,7 @@ export class Provisioning {
         updatedAt: now,
         host: host.hostName,
         machine: await host.machineType?.(),
+        ...(cloudInit ? { cloudInit } : {}),
       };
       const shared = host.sharedDir && req.storage !== 'local' ? host.sharedDir : undefined;
       if (shared) inst.disks = [{ name: 'root', file: join(shared, 'disks', id, 'root.qcow2'), format: 'qcow2' }];
@@ -87,6 +92,11 @@ export class Provisioning {
           await createLinkedClone(base, rootImage.format, rootFile);
         } else {
           await createLinkedClone(images.file(image, rootImage.file), rootImage.format, rootFile);
+        }
+        // The overlay grows; cloud-init's growpart and resizefs grow the guest's partition and filesystem at boot.
+        if (diskBytes !== undefined && diskBytes > imageBytes) {
+          ctx?.progress({ phase: 'growing disk', percent: 60 });
+          await resizeVolume(rootFile, 'qcow2', diskBytes);
         }
         ctx?.checkCancelled();
         await registry.insertRow(inst);
@@ -173,6 +183,29 @@ export class Provisioning {
       await peers.networking?.sync().catch((err: Error) => console.error(`vmkitd: network sync after releasing ${inst.name}: ${err.message}`));
     }
   }
+}
+
+/** The root disk size a create asks for (or the image's minimum); never below the image's own size. */
+export function rootDiskBytes(requested: number | undefined, image: Image): number | undefined {
+  const imageBytes = image.disks[0]?.virtualSize ?? 0;
+  const min = image.minDiskBytes;
+  if (requested === undefined) return min !== undefined && min > imageBytes ? min : undefined;
+  const bytes = parseSize(requested, 'Disk size');
+  const floor = Math.max(imageBytes, min ?? 0);
+  if (bytes < floor) {
+    throw vmkitError(
+      'VMKIT_INVALID_ARGUMENT',
+      `A ${gib(bytes)} disk is smaller than ${min !== undefined && min > imageBytes ? "the image's minimum" : 'the image'} (${gib(floor)}).`,
+      {
+        hint: `Ask for at least ${gib(floor)} (--disk ${Math.ceil(floor / 1024 ** 3)}G), or leave --disk out.`,
+      },
+    );
+  }
+  return bytes;
+}
+
+function gib(bytes: number): string {
+  return `${(bytes / 1024 ** 3).toFixed(2).replace(/\.?0+$/, '')} GiB`;
 }
 
 function sizeFor(req: CreateInstanceRequest, image: Image): { cpus: number; memoryMiB: number } {

@@ -1,4 +1,5 @@
 import { validateName } from '../domain/names.js';
+import { validateCloudInit } from '../domain/cloud-init.js';
 import type { InstanceView, Operation } from '../domain/types.js';
 import type { OperationContext, OperationManager } from '../operations/operations.js';
 import type { CreateInstanceRequest, InstanceManager } from './manager.js';
@@ -44,6 +45,7 @@ export class InstanceService {
   async launch(req: LaunchRequest): Promise<Operation> {
     const { instances, images, operations } = this.deps;
     validateName(req.name, 'instance name');
+    validateCloudInit(req);
     await images.get(req.image);
     return operations.start({
       kind: req.start ? 'instance.launch' : 'instance.create',

@@ -15,6 +15,14 @@ export interface CreateInstanceRequest {
   allowPrivileged?: boolean;
   /** `local` keeps the disk in the host's data folder even when shared storage is set. */
   storage?: 'local' | 'shared';
+  /** Public keys for the image's default user (cloud-init, NoCloud `public-keys`). */
+  sshKeys?: string[];
+  /** cloud-init user-data (`#cloud-config` or a script). */
+  userData?: string;
+  /** Extra NoCloud meta-data keys. */
+  meta?: Record<string, string>;
+  /** Root disk size in bytes (the overlay is grown; never smaller than the image). */
+  diskBytes?: number;
 }
 
 export interface NicRequest {

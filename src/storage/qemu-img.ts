@@ -27,6 +27,20 @@ export async function createLinkedClone(backing: string, backingFormat: VolumeFo
   });
 }
 
+/** `qemu-img resize` to `bytes` (only ever grows: `--shrink` is never passed, so qemu-img refuses a smaller size). */
+export function resizeArgv(file: string, format: VolumeFormat, bytes: number): string[] {
+  return ['qemu-img', 'resize', '-f', format, file, String(bytes)];
+}
+
+/** Grows a volume that no QEMU has open (a running instance's disk grows through QMP block_resize). */
+export async function resizeVolume(file: string, format: VolumeFormat, bytes: number): Promise<void> {
+  await run(resizeArgv(file, format, bytes), {
+    errorCode: 'VMKIT_STORAGE_FAILED',
+    timeoutMs: 60_000,
+    hint: 'Check that the data folder is writable and has free space.',
+  });
+}
+
 export function infoArgv(file: string, format: VolumeFormat): string[] {
   return ['qemu-img', 'info', '--output=json', '-f', format, file];
 }

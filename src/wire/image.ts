@@ -29,6 +29,10 @@ const imageFields = {
   // `none`: the guest only uses its serial console, so no display device is given.
   display: Type.Optional(StringEnum(['vga', 'none'])),
   nicModels: Type.Array(StringEnum(NIC_MODELS)),
+  // Instances get a root disk of at least this many bytes (grown at creation).
+  minDiskBytes: Type.Optional(Type.Integer()),
+  // Only SeaBIOS (bios) exists today.
+  firmware: Type.Optional(StringEnum(['bios'])),
   disks: Type.Array(Type.Object({ ...diskRefFields, virtualSize: Type.Optional(Type.Integer()), actualSize: Type.Optional(Type.Integer()) })),
   source: StringEnum(['builtin', 'import', 'publish', 'pull']),
   createdAt: Type.String(),

@@ -34,6 +34,19 @@ export const PortForwardSchema = Type.Object({
 });
 export type PortForward = Static<typeof PortForwardSchema>;
 
+/** What cloud-init reads from the instance's NoCloud drive besides hostname and network. */
+export const CloudInitSchema = Type.Object({
+  // User-data as given (`#cloud-config`, a script, any format cloud-init reads).
+  userData: Type.Optional(Type.String()),
+  // Public keys for the image's default user (NoCloud meta-data `public-keys`).
+  sshKeys: Type.Optional(Type.Array(Type.String())),
+  // Extra meta-data keys (instance-id, local-hostname and public-keys are vmkit's).
+  meta: Type.Optional(Type.Record(Type.String(), Type.String())),
+  // Bumped when NICs or user-data change: cloud-init's instance-id becomes <id>-g<N>.
+  generation: Type.Optional(Type.Integer()),
+});
+export type CloudInit = Static<typeof CloudInitSchema>;
+
 export const diskRefFields = {
   // Role inside the instance: `root` is the boot disk.
   name: Type.String(),
@@ -70,6 +83,7 @@ const instanceFields = {
   machine: Type.Optional(Type.String()),
   // The uid (and gid) its QEMU runs as, unique on the host (src/host/guest-uids.ts); allocated at creation.
   uid: Type.Optional(Type.Integer()),
+  cloudInit: Type.Optional(CloudInitSchema),
 };
 
 /** An instance as stored; the API answers with InstanceView. */

@@ -45,6 +45,24 @@ export const AddNicRequestSchema = Type.Object({ ...nicFields, network: Type.Str
 export type AddNicRequest = Static<typeof AddNicRequestSchema>;
 
 /** POST /1.0/instances. */
+/** cloud-init settings: at create, and PUT /1.0/instances/{name}/cloud-init. */
+const cloudInitFields = {
+  sshKeys: Type.Optional(Type.Array(Type.String({ maxLength: 16384 }), { maxItems: 64, description: "OpenSSH public keys for the image's default user (cloud-init)" })),
+  userData: Type.Optional(Type.String({ maxLength: 524288, description: 'cloud-init user-data: #cloud-config YAML or a script' })),
+  meta: Type.Optional(Type.Record(Type.String(), Type.String(), { description: 'extra NoCloud meta-data keys' })),
+};
+
+/** PUT /1.0/instances/{name}/cloud-init. */
+export const CloudInitRequestSchema = Type.Object(cloudInitFields, strict);
+export type CloudInitRequest = Static<typeof CloudInitRequestSchema>;
+
+/** PUT /1.0/instances/{name}/disks/{disk}. */
+export const ResizeDiskRequestSchema = Type.Object(
+  { size: Type.Union([Type.Integer({ minimum: 1 }), Type.String({ maxLength: 32 })], { description: 'bytes, or a size like 40G' }) },
+  strict,
+);
+export type ResizeDiskRequest = Static<typeof ResizeDiskRequestSchema>;
+
 export const CreateInstanceRequestSchema = Type.Object(
   {
     name: Type.String(),
@@ -58,6 +76,8 @@ export const CreateInstanceRequestSchema = Type.Object(
     start: Type.Optional(Type.Boolean()),
     target: Type.Optional(Type.String({ description: 'cluster: the host to create it on (default: the live host with the most free memory)' })),
     storage: Type.Optional(StringEnum(['local', 'shared'])),
+    ...cloudInitFields,
+    diskBytes: Type.Optional(Type.Integer({ minimum: 1, description: 'root disk size in bytes (at least the image size; the guest grows its filesystem)' })),
   },
   strict,
 );
@@ -191,6 +211,36 @@ export const HostAccessRequestSchema = Type.Object(
   strict,
 );
 export type HostAccessRequest = Static<typeof HostAccessRequestSchema>;
+
+/** POST /1.0/images/download. */
+export const DownloadImageRequestSchema = Type.Object(
+  {
+    url: Type.String({ minLength: 1, maxLength: 4096, description: 'http(s) URL of a disk image' }),
+    sha256: Type.String({ description: '64 hex digits (optionally sha256:…) the file must match' }),
+    name: Type.Optional(Type.String()),
+    format: Type.Optional(StringEnum(['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx'])),
+    description: Type.Optional(Type.String({ maxLength: 1000 })),
+  },
+  strict,
+);
+export type DownloadImageRequest = Static<typeof DownloadImageRequestSchema>;
+
+/** POST /1.0/images/build-debian. */
+export const BuildDebianRequestSchema = Type.Object({ name: Type.String(), release: Type.Optional(StringEnum(['bookworm', 'trixie'])) }, strict);
+export type BuildDebianRequest = Static<typeof BuildDebianRequestSchema>;
+
+/** PATCH /1.0/images/{name}: an image's defaults for new instances. */
+export const ImageDefaultsRequestSchema = Type.Object(
+  {
+    nicModel: Type.Optional(StringEnum(NIC_MODELS)),
+    minDiskBytes: Type.Optional(Type.Integer({ minimum: 1 })),
+    firmware: Type.Optional(Type.String({ description: 'bios (the only firmware today)' })),
+    cpus: Type.Optional(Type.Integer({ minimum: 1 })),
+    memoryMiB: Type.Optional(Type.Integer({ minimum: 32 })),
+  },
+  strict,
+);
+export type ImageDefaultsRequest = Static<typeof ImageDefaultsRequestSchema>;
 
 /** POST /1.0/repos. */
 export const AddRepoRequestSchema = Type.Object(

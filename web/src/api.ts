@@ -93,7 +93,7 @@ export const api = {
   addForward: (name: string, f: ForwardRequestBody) => request<Forward>('POST', `/1.0/instances/${encodeURIComponent(name)}/forwards`, f),
   removeForward: (name: string, f: Forward) =>
     request<unknown>('DELETE', `/1.0/instances/${encodeURIComponent(name)}/forwards/${f.hostPort}?proto=${f.proto}&address=${encodeURIComponent(f.hostAddress)}`),
-  logs: (name: string, tail = 65536) => request<string>('GET', `/1.0/instances/${encodeURIComponent(name)}/logs?tail=${tail}`),
+  logs: (name: string, tail = 1000) => request<string>('GET', `/1.0/instances/${encodeURIComponent(name)}/logs?tail=${tail}`),
   cancel: (id: string) => request<Operation>('DELETE', `/1.0/operations/${encodeURIComponent(id)}`),
   snapshots: (name: string) => request<Snapshot[]>('GET', `/1.0/instances/${encodeURIComponent(name)}/snapshots`),
   createSnapshot: (name: string, body: CreateSnapshotRequestBody) => request<Operation>('POST', `/1.0/instances/${encodeURIComponent(name)}/snapshots`, body),
