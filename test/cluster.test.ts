@@ -446,7 +446,9 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     // A client whose ARP entry still names the source (it missed the announcements, as
     // routers that ignore gratuitous ARP do) keeps its open connection and makes new ones:
     // the source no longer DNATs the address into its stopped copy, it routes it on.
-    const sourceMac = topo.exec(topo.hosts[0]!.netns, ['cat', '/sys/class/net/eth0/address']).stdout.trim();
+    // From netlink (the namespace's own link), not /sys: nsenter keeps the caller's /sys mount.
+    const sourceMac = /link\/ether ([0-9a-f:]{17})/.exec(topo.exec(topo.hosts[0]!.netns, ['ip', '-o', 'link', 'show', 'dev', 'eth0']).stdout)?.[1] ?? '';
+    assert.match(sourceMac, /^[0-9a-f:]{17}$/, "the source host's MAC");
     assert.equal(topo.exec(topo.switchNetns, ['ip', 'neigh', 'replace', vip, 'lladdr', sourceMac, 'dev', topo.bridge, 'nud', 'reachable']).code, 0);
     try {
       const answer = await held.request();

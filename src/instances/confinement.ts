@@ -154,6 +154,12 @@ export class Confinement {
         // does the same at its start); its folder only lets the guest pass.
         await own(f, uid, 0o600);
         await chmod(dirname(f), 0o711);
+        // <shared>/disks/<id>/: the guest's uid must also pass through disks/ and the shared
+        // folder itself (a NAS mount made 0700 would refuse it): search, never list, is added.
+        for (const up of [dirname(dirname(f)), dirname(dirname(dirname(f)))]) {
+          const st = await stat(up);
+          if ((st.mode & 0o001) === 0) await chmod(up, (st.mode & 0o7777) | 0o011);
+        }
       }
     }
   }
