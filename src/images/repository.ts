@@ -1,6 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, writeFile, copyFile, constants } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, stat, writeFile, copyFile, constants } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -477,16 +477,19 @@ export class RepositoryManager {
         }
         const resumed = status === 206;
         let n = resumed ? from : 0;
-        const out = createWriteStream(part, { flags: resumed ? 'a' : 'w' });
-        const counter = new Transform({
-          transform: (c: Buffer, _e, cb) => {
+        // Each chunk is on disk before the next is read: a connection cut mid-way leaves every
+        // byte received in the part file, and the next attempt asks for the rest (Range).
+        const out = await open(part, resumed ? 'a' : 'w');
+        try {
+          for await (const c of res as AsyncIterable<Buffer>) {
             n += c.length;
-            if (n > f.size) return cb(new Error('more bytes than the index says'));
+            if (n > f.size) throw new Error('more bytes than the index says');
+            await out.write(c);
             onBytes(n);
-            cb(null, c);
-          },
-        });
-        await pipeline(res, counter, out);
+          }
+        } finally {
+          await out.close();
+        }
         if (n === f.size) return;
         lastError = new Error(`connection ended after ${n} of ${f.size} bytes`);
       } catch (err) {
