@@ -527,7 +527,7 @@ export class RepositoryManager {
       const res = await repoRequest(`${remote.url}/blobs/${f.sha256}`, {
         ...RepositoryManager.reach(remote, {
           signal: ctx?.signal,
-          headers: { 'content-type': 'application/octet-stream', 'content-length': String(f.size), expect: '100-continue' },
+          headers: { 'content-type': 'application/octet-stream', 'content-length': String(f.size) },
         }),
         method: 'PUT',
         body,
