@@ -702,3 +702,17 @@ export function waitHttp200(port: number, { timeoutMs = BOOT_TIMEOUT_MS, pollMs 
     attempt();
   });
 }
+
+/** Runs a bench's main: cleans up what it started whether it succeeds or fails, then exits (1 on failure). */
+export function runBench(main: () => Promise<void>): void {
+  main()
+    .then(
+      () => cleanupAll(),
+      async (err: Error) => {
+        console.error(`bench: ${err.stack || err.message}`);
+        await cleanupAll();
+        process.exitCode = 1;
+      },
+    )
+    .then(() => process.exit());
+}

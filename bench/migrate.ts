@@ -26,7 +26,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
-import { ROOT, die, log, sleep, onCleanup, cleanupAll, isCleaningUp, killPid, fileSize, waitForMarker, median, prepareGuest, rawArgv, fmtMs, qmpConnect } from './lib.js';
+import { ROOT, die, log, sleep, onCleanup, isCleaningUp, killPid, fileSize, waitForMarker, median, prepareGuest, rawArgv, fmtMs, qmpConnect, runBench } from './lib.js';
 import { parseArgs } from './args.js';
 
 const READY = 'vmkit-appliance: ready';
@@ -552,13 +552,4 @@ async function main() {
   process.stdout.write(out.join('\n') + '\n');
 }
 
-main()
-  .then(
-    () => cleanupAll(),
-    async (err) => {
-      console.error(`bench: ${err.stack || err.message}`);
-      await cleanupAll();
-      process.exitCode = 1;
-    },
-  )
-  .then(() => process.exit());
+runBench(main);

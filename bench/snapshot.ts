@@ -23,7 +23,6 @@ import {
   log,
   sleep,
   onCleanup,
-  cleanupAll,
   isCleaningUp,
   killPid,
   fileSize,
@@ -43,6 +42,7 @@ import {
   freePort,
   waitHttp200,
   httpGetStatus,
+  runBench,
 } from './lib.js';
 import { parseArgs } from './args.js';
 
@@ -547,13 +547,4 @@ async function main() {
   process.stdout.write(out.join('\n') + '\n');
 }
 
-main()
-  .then(
-    () => cleanupAll(),
-    async (err) => {
-      console.error(`bench: ${err.stack || err.message}`);
-      await cleanupAll();
-      process.exitCode = 1;
-    },
-  )
-  .then(() => process.exit());
+runBench(main);

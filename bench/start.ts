@@ -26,7 +26,6 @@ import {
   log,
   sleep,
   onCleanup,
-  cleanupAll,
   killPid,
   fileSize,
   waitForMarker,
@@ -47,6 +46,7 @@ import {
   fmtMs,
   mib,
   isCleaningUp,
+  runBench,
 } from './lib.js';
 import { parseArgs } from './args.js';
 
@@ -380,13 +380,4 @@ async function main() {
   process.stdout.write(out.join('\n') + '\n');
 }
 
-main()
-  .then(
-    () => cleanupAll(),
-    async (err) => {
-      console.error(`bench: ${err.stack || err.message}`);
-      await cleanupAll();
-      process.exitCode = 1;
-    },
-  )
-  .then(() => process.exit());
+runBench(main);

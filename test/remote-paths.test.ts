@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, startTestDaemon, tokenFile, type TestDaemon } from './helpers.js';
+import { peerInstance, prepareRequest } from '../dist-unit/cluster/migration/payload.test-support.js';
 
 const TOKEN = 'remote-paths-token-0123456789abcdef';
 
@@ -118,34 +119,9 @@ describe('remote callers: no host paths, upload and download instead', () => {
     const victim = join(client, `victim-${tag}`);
     writeFileSync(victim, 'keep me');
     const escape = `../../vmkit-escape-${tag}`;
-    const instance = (over: Record<string, unknown>) => ({
-      id: '0123456789ab',
-      name: 'web',
-      image: 'appliance',
-      imageVersion: '1',
-      cpus: 1,
-      memoryMiB: 128,
-      state: 'stopped',
-      host: 'peer',
-      nics: [],
-      forwards: [],
-      disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2' }],
-      createdAt: '',
-      updatedAt: '',
-      ...over,
-    });
-    const prepare = (inst: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
-      id: randomBytes(8).toString('hex'),
-      mode: 'cold',
-      instance: inst,
-      snapshots: [],
-      source: 'peer',
-      sourceIp: '127.0.0.1',
-      sharedDisks: false,
-      disks: [{ name: 'root', virtualSize: 1024 }],
-      wasRunning: false,
-      ...extra,
-    });
+    const instance = (over: Record<string, unknown>) => peerInstance({ host: 'peer', ...over });
+    const prepare = (inst: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
+      prepareRequest(inst, { id: randomBytes(8).toString('hex'), source: 'peer', sourceIp: '127.0.0.1', ...extra });
     const cases = [
       prepare(instance({ id: escape })),
       prepare(instance({ id: victim })),

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from './server.js';
 import { makeTestContext } from './test-context.test-support.js';
+import { peerInstance, prepareRequest } from '../cluster/migration/payload.test-support.js';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
 import { createCa, issueCertificate } from '../host/pki.js';
@@ -99,34 +100,8 @@ describe('host paths: local callers only; peer payloads validated', () => {
     assert.equal(bad.statusCode, 400);
   });
 
-  const instance = (over: Record<string, unknown> = {}) => ({
-    id: '0123456789ab',
-    name: 'web',
-    image: 'appliance',
-    imageVersion: '1',
-    cpus: 1,
-    memoryMiB: 128,
-    state: 'stopped',
-    host: 'a',
-    nics: [],
-    forwards: [],
-    disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2' }],
-    createdAt: '',
-    updatedAt: '',
-    ...over,
-  });
-  const prepare = (inst: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
-    id: '6f1c1a4e-2b7a-4a3e-9a53-0c3c1d6b9e10',
-    mode: 'cold',
-    instance: inst,
-    snapshots: [],
-    source: 'a',
-    sourceIp: '10.0.0.1',
-    sharedDisks: false,
-    disks: [{ name: 'root', virtualSize: 1024 }],
-    wasRunning: false,
-    ...extra,
-  });
+  const instance = peerInstance;
+  const prepare = prepareRequest;
 
   it('peer payloads with ../ ids, absolute or dotted disk files are refused; nothing is created or removed', async () => {
     const victim = join(top, 'victim');

@@ -76,12 +76,10 @@ function peerServerOptions(peer: NonNullable<ApiOptions['peer']>) {
 export interface ApiOptions {
   /**
    * An admin token every request may carry as `Authorization: Bearer <token>` (the daemon's
-   * bootstrap token; the cluster token on the peer listener). Setting it requires
+   * bootstrap token, from --token-file). Setting it requires
    * authentication, like `authenticate`.
    */
   token?: string;
-  /** Other admin tokens accepted too (the cluster token peers use). */
-  extraTokens?: () => Array<string | undefined>;
   /** Require authentication (a TCP listener) even without `token`: scoped tokens (ctx.tokens) only. */
   authenticate?: boolean;
   /** Serve HTTPS with this certificate and key (PEM). */
@@ -151,7 +149,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
   // the route's role (roles.ts). The unix socket needs neither: it is admin.
   const auth = new Authenticator({
     required: options.token !== undefined || options.authenticate === true,
-    adminTokens: () => [{ name: 'bootstrap (--token-file)', token: options.token }, ...(options.extraTokens?.() ?? []).map((token) => ({ name: 'cluster', token }))],
+    adminTokens: () => [{ name: 'bootstrap (--token-file)', token: options.token }],
     tokens: () => ctx.tokens,
     throttle: options.throttle,
     log: options.log,

@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { vmkitError, asVmkitError } from '../errors.js';
 import { validateName } from '../domain/names.js';
 import type { Store } from '../store/store.js';
 import type { EventBus } from '../operations/events.js';
-import { PeerClient, joinClient, memberCa, splitAddress } from './peer.js';
-import { decodeJoinToken, encodeJoinToken, hashJoinSecret, joinSecretMatches, newJoinSecret, type ClusterPki, type TlsMaterial } from './pki.js';
-import type { ClusterBackend, ClusterConfig, ClusterInfo, HostRecord, HostView, JoinAnswer, JoinRecord, LeaseHandle, OwnerRecord } from './types.js';
+import { PeerClient, splitAddress } from './peer.js';
+import { decodeJoinToken, type ClusterPki, type TlsMaterial } from './pki.js';
+import { JOIN_TOKEN_TTL_S, acceptJoin, alreadyJoined, askMembers, checkEtcdUrls, createJoinToken, tlsWanted, type JoinAsk, type JoinMember, type JoinRequest } from './join.js';
+import type { ClusterBackend, ClusterConfig, ClusterInfo, HostRecord, HostView, JoinAnswer, LeaseHandle, OwnerRecord } from './types.js';
 
 /** What the cluster needs from the rest of the daemon. */
 export interface ClusterDeps {
@@ -24,45 +24,6 @@ export interface ClusterDeps {
   listenPeer(address: string): Promise<void>;
   stopPeer(): Promise<void>;
   log(line: string): void;
-}
-
-export interface JoinRequest {
-  /** init: etcd client URLs (https://, or http:// with insecureEtcd). join: from the member. */
-  etcd?: string[];
-  /** init: this host's name. join: the token names it. */
-  name?: string;
-  address: string;
-  /** true: init (create the cluster when etcd holds none); false: join with `token`. */
-  create: boolean;
-  /** join: the one-time token `vmkit cluster add HOST` printed on a member. */
-  token?: string;
-  /** init: allow http:// etcd endpoints (no TLS, no client certificates). */
-  insecureEtcd?: boolean;
-  /** init: adopt this CA (PEM) instead of creating one (when etcd's certificates came first). */
-  ca?: { cert: string; key: string };
-}
-
-/** Default and bounds of a join token's life. */
-export const JOIN_TOKEN_TTL_S = 3600;
-const JOIN_TOKEN_MAX_TTL_S = 7 * 24 * 3600;
-
-function checkEtcdUrls(etcd: string[], insecure: boolean | undefined): void {
-  if (etcd.length === 0 || etcd.some((e) => !/^https?:\/\/[^/]+$/.test(e))) {
-    throw vmkitError('VMKIT_INVALID_ARGUMENT', `--etcd wants https://HOST:PORT URLs, got "${etcd.join(',')}".`, { hint: 'Example: --etcd https://10.0.0.10:2379' });
-  }
-  const plain = etcd.filter((e) => e.startsWith('http://'));
-  if (plain.length > 0 && !insecure) {
-    throw vmkitError('VMKIT_INVALID_ARGUMENT', `etcd at ${plain.join(', ')} is plain http: anyone who reaches it could rewrite the cluster.`, {
-      hint: 'Run etcd with TLS and client certificates (doc/cluster.md shows the flags) and give https:// URLs, or pass --insecure-etcd on a private test network.',
-    });
-  }
-  if (plain.length > 0 && plain.length < etcd.length) {
-    throw vmkitError('VMKIT_INVALID_ARGUMENT', 'Mixed http:// and https:// etcd endpoints.', { hint: 'Give every endpoint with the same scheme.' });
-  }
-}
-
-function tlsWanted(etcd: string[]): boolean {
-  return etcd.every((e) => e.startsWith('https://'));
 }
 
 /** Seconds a host's lease lives without keep-alive: after that, the cluster sees it dead. */
@@ -226,25 +187,7 @@ export class ClusterManager {
     let answer: JoinAnswer | undefined;
     try {
       const csr = await pki.newHostKey(token.name);
-      let lastError: unknown;
-      for (const member of token.addresses) {
-        try {
-          const ca = await memberCa(member, token.fingerprint);
-          const res = await joinClient(member, ca).request(
-            'POST',
-            '/1.0/internal/join',
-            { name: token.name, secret: token.secret, csr, address: req.address },
-            { timeoutMs: 30_000 },
-          );
-          answer = res.metadata as JoinAnswer;
-          break;
-        } catch (err) {
-          lastError = err;
-          // A refusal is the member's answer: asking another one would not change it.
-          if (asVmkitError(err).code !== 'VMKIT_HOST_UNREACHABLE') throw err;
-        }
-      }
-      if (!answer) throw lastError;
+      answer = await askMembers(token, { name: token.name, secret: token.secret, csr, address: req.address });
       await pki.install(answer, token.fingerprint);
       const a = answer;
       return await this.enter({ name: token.name, address: req.address, etcd: a.etcd, insecureEtcd: a.insecureEtcd }, async (backend) => {
@@ -313,60 +256,20 @@ export class ClusterManager {
     }
   }
 
-  /**
-   * `vmkit cluster add HOST`: a one-time join token for a new host of that name. etcd keeps
-   * only the secret's hash; the token (printed once) carries this host's address, the CA's
-   * fingerprint and the secret. It expires after `ttlSeconds` and is gone once used.
-   */
+  /** `vmkit cluster add HOST`: a one-time join token (join.ts). */
   async createJoinToken(name: string, ttlSeconds = JOIN_TOKEN_TTL_S): Promise<{ token: string; name: string; expiresAt: string }> {
-    validateName(name, 'host name');
-    if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > JOIN_TOKEN_MAX_TTL_S) {
-      throw vmkitError('VMKIT_INVALID_ARGUMENT', `A join token lives 1 s to 7 days, not ${ttlSeconds} s.`, { hint: 'Example: --expires 1h' });
-    }
     const backend = this.requireBackend();
-    if (await backend.get('alive', name)) {
-      throw vmkitError('VMKIT_ALREADY_EXISTS', `A live host named "${name}" is already in the cluster.`, { hint: 'Choose another name for the new host.' });
-    }
-    const secret = newJoinSecret();
-    const expiresAt = new Date(Date.now() + ttlSeconds * 1000).toISOString();
-    const record: JoinRecord = { hash: hashJoinSecret(secret), expiresAt, createdBy: this.config!.name, createdAt: new Date().toISOString() };
-    await backend.put('joins', name, record);
-    const others = (await this.listHosts()).filter((h) => h.state === 'alive' && !h.self).map((h) => h.address);
-    const token = encodeJoinToken({ name, addresses: [this.config!.address, ...others], fingerprint: await this.deps.pki.caFingerprint(), secret, expiresAt });
-    this.deps.log(`cluster: join token for host "${name}" made (expires ${expiresAt})`);
-    return { token, name, expiresAt };
+    const others = async () => (await this.listHosts()).filter((h) => h.state === 'alive' && !h.self).map((h) => h.address);
+    return createJoinToken(this.memberSide(backend), name, ttlSeconds, others);
   }
 
-  /** The member's side of a join: the secret must match an unexpired, unused token for that name. */
-  async acceptJoin(req: { name: string; secret: string; csr: string; address: string }, from: string): Promise<JoinAnswer> {
-    const backend = this.requireBackend();
-    const refuse = (why: string, hint = `Make a new one with "vmkit cluster add ${req.name}" on a member.`) => {
-      this.deps.log(`cluster: join of "${req.name}" from ${from} refused: ${why}`);
-      return vmkitError('VMKIT_FORBIDDEN', `Join refused: ${why}.`, { hint });
-    };
-    validateName(req.name, 'host name');
-    splitAddress(req.address);
-    const found = await backend.get<JoinRecord>('joins', req.name);
-    if (!found || !joinSecretMatches(req.secret, found.value.hash)) throw refuse('the token is wrong or was used already');
-    if (Date.parse(found.value.expiresAt) <= Date.now()) {
-      await backend.delete('joins', req.name, { expectRevision: found.revision }).catch(() => undefined); // gone already: fine
-      throw refuse(`the token expired at ${found.value.expiresAt}`);
-    }
-    // Single use: whoever deletes it first (compare-and-swap) joins; a replay finds nothing.
-    const consumed = await backend.delete('joins', req.name, { expectRevision: found.revision }).catch(() => false);
-    if (!consumed) throw refuse('the token was used already');
-    const { pki } = this.deps;
-    const hostCert = await pki.signFor(req.name, req.address, req.csr);
-    const tls = await pki.tls();
-    this.deps.log(`cluster: host "${req.name}" (${req.address}) joined through this host from ${from}`);
-    return {
-      clusterId: this.config!.clusterId,
-      etcd: this.config!.etcd,
-      insecureEtcd: this.config!.insecureEtcd ?? false,
-      caCert: tls.ca.toString('utf8'),
-      caKey: await readFile(pki.ca.key, 'utf8'),
-      hostCert,
-    };
+  /** The member's side of a join (join.ts). */
+  async acceptJoin(req: JoinAsk, from: string): Promise<JoinAnswer> {
+    return acceptJoin(this.memberSide(this.requireBackend()), req, from);
+  }
+
+  private memberSide(backend: ClusterBackend): JoinMember {
+    return { backend, config: this.config!, pki: this.deps.pki, log: (l) => this.deps.log(l) };
   }
 
   /** `vmkit cluster etcd-cert`: etcd's certificate from the cluster CA (made now if absent). */
@@ -589,10 +492,6 @@ export class ClusterManager {
       [],
     );
   }
-}
-
-function alreadyJoined(name: string): Error {
-  return vmkitError('VMKIT_CLUSTER_NOT_JOINED', `This host is already in a cluster as "${name}".`, { hint: 'Leave it first with "vmkit cluster leave".' });
 }
 
 export function hostNotFound(name: string): Error {

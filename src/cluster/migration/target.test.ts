@@ -7,6 +7,7 @@ import type { Instance } from '../../domain/types.js';
 import type { MigrationContext } from './context.js';
 import type { PrepareRequest } from './protocol.js';
 import { MigrationTarget } from './target.js';
+import { peerInstance, prepareRequest } from './payload.test-support.js';
 import { checkPrepareReply } from './source.js';
 
 /**
@@ -37,33 +38,8 @@ describe('MigrationTarget: a peer names files only inside this host’s folders'
   });
   after(() => rmSync(top, { recursive: true, force: true }));
 
-  const request = (inst: Partial<Instance>, extra: Partial<PrepareRequest> = {}): PrepareRequest => ({
-    id: 'm1',
-    mode: 'cold',
-    instance: {
-      id: '0123456789ab',
-      name: 'web',
-      image: 'appliance',
-      imageVersion: '1',
-      cpus: 1,
-      memoryMiB: 128,
-      state: 'stopped',
-      host: 'a',
-      nics: [],
-      forwards: [],
-      disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2' }],
-      createdAt: '',
-      updatedAt: '',
-      ...inst,
-    },
-    snapshots: [],
-    source: 'a',
-    sourceIp: '10.0.0.1',
-    sharedDisks: false,
-    disks: [{ name: 'root', virtualSize: 1 }],
-    wasRunning: false,
-    ...extra,
-  });
+  const request = (inst: Partial<Instance>, extra: Partial<PrepareRequest> = {}): PrepareRequest =>
+    prepareRequest(peerInstance(inst), { id: 'm1', disks: [{ name: 'root', virtualSize: 1 }], ...extra });
 
   const refused = async (req: PrepareRequest) =>
     assert.rejects(
