@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { Transform, pipeline } from 'node:stream';
 import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { vmkitError } from '../errors.js';
@@ -316,15 +317,26 @@ export class RepositoryManager {
     let done = 0;
     for (const f of files) {
       ctx?.checkCancelled();
-      const body = createReadStream(this.images.file(image, f.file), { highWaterMark: 1024 * 1024 });
       const start = done;
-      body.on('data', (c) =>
-        ctx?.progress({ phase: `uploading ${f.file}`, percent: Math.min(99, Math.round(((done += c.length) / Math.max(1, total)) * 100)), bytesDone: done, bytesTotal: total }),
+      // Progress is counted as bytes pass, not with a 'data' listener on the file: that would
+      // start the stream flowing at once, and with Expect: 100-continue (the body waits for the
+      // server's go) every byte read before the go would be lost — the upload then stalls.
+      // pipeline: a body destroyed early (the server refused before the go) closes the file too.
+      const body = pipeline(
+        createReadStream(this.images.file(image, f.file), { highWaterMark: 1024 * 1024 }),
+        new Transform({
+          transform: (c: Buffer, _e, cb) => {
+            done += c.length;
+            ctx?.progress({ phase: `uploading ${f.file}`, percent: Math.min(99, Math.round((done / Math.max(1, total)) * 100)), bytesDone: done, bytesTotal: total });
+            cb(null, c);
+          },
+        }),
+        () => undefined, // the upload's own error handling reports failures
       );
       const res = await repoRequest(`${remote.url}/blobs/${f.sha256}`, {
         ...RepositoryManager.reach(remote, {
           signal: ctx?.signal,
-          headers: { 'content-type': 'application/octet-stream', 'content-length': String(f.size) },
+          headers: { 'content-type': 'application/octet-stream', 'content-length': String(f.size), expect: '100-continue' },
         }),
         method: 'PUT',
         body,
