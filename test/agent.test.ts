@@ -111,7 +111,7 @@ describe('guest agent (qemu-ga in the appliance)', () => {
     assert.equal(r.code, 0, r.stderr);
     await waitForAgent('ga2');
     // Kill the respawning starter and qemu-ga itself, detached so this exec can answer first.
-    const k = d.cli(['exec', 'ga2', '--', 'sh', '-c', '(sleep 1; kill -9 $(cat /run/vmkit/qemu-ga-start.pid) $(cat /run/qemu-ga.pid)) </dev/null >/dev/null 2>&1 &']);
+    const k = d.cli(['exec', 'ga2', '--', 'sh', '-c', '(sleep 1; kill -9 $(cat /run/vmkit/qemu-ga-start.pid) $(pidof qemu-ga)) </dev/null >/dev/null 2>&1 &']);
     assert.equal(k.code, 0, k.stderr);
     await sleep(3000);
     const t0 = Date.now();
