@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { sleep, startTestDaemon, type TestDaemon } from './helpers.js';
+import { freePort, sleep, startTestDaemon, tokenFile, type TestDaemon } from './helpers.js';
+
+const TOKEN = 'agent-test-token-0123456789abcdef0123';
 
 /**
  * The guest agent against the built-in appliance, which runs Debian's real qemu-ga on the
@@ -17,6 +19,9 @@ interface Info {
 
 describe('guest agent (qemu-ga in the appliance)', () => {
   let d: TestDaemon;
+  let url: string;
+  /** The CLI as a remote (TCP + token) caller: bytes travel in requests, never host paths. */
+  const remote = (args: string[]) => d.cli([...args, '--remote', url, '--token', TOKEN]);
 
   /** exec through the CLI, retried until the agent is up after a boot. */
   async function waitForAgent(name: string): Promise<void> {
@@ -30,7 +35,9 @@ describe('guest agent (qemu-ga in the appliance)', () => {
   }
 
   before(async () => {
-    d = await startTestDaemon();
+    const port = await freePort();
+    url = `http://127.0.0.1:${port}`;
+    d = await startTestDaemon({ extraArgs: ['--listen', `127.0.0.1:${port}`, '--insecure-http', '--token-file', tokenFile(TOKEN)] });
     const r = d.cli(['launch', 'appliance', 'ga1']);
     assert.equal(r.code, 0, r.stderr);
     await waitForAgent('ga1');
@@ -49,6 +56,9 @@ describe('guest agent (qemu-ga in the appliance)', () => {
     assert.match(f.stderr, /oops/);
     const missing = d.cli(['exec', 'ga1', '--', '/no/such/program']);
     assert.notEqual(missing.code, 0);
+    const viaTcp = remote(['exec', 'ga1', '--', 'sh', '-c', 'hostname; exit 3']);
+    assert.equal(viaTcp.code, 3, viaTcp.stderr);
+    assert.equal(viaTcp.stdout.trim(), 'ga1');
   });
 
   it('file push/pull round-trips 1 MiB byte for byte', () => {
@@ -70,6 +80,14 @@ describe('guest agent (qemu-ga in the appliance)', () => {
     const g = d.cli(['file', 'pull', 'ga1:/tmp/blob', back]);
     assert.equal(g.code, 0, g.stderr);
     assert.ok(readFileSync(back).equals(data), 'the same bytes came back');
+    // The same through a remote (TCP) caller: bytes in the request and the answer.
+    const small = randomBytes(200 * 1024 + 7);
+    writeFileSync(src, small);
+    const rp = remote(['file', 'push', src, 'ga1:/tmp/remote.bin']);
+    assert.equal(rp.code, 0, rp.stderr);
+    const rg = remote(['file', 'pull', 'ga1:/tmp/remote.bin', join(d.dir, 'remote-back.bin')]);
+    assert.equal(rg.code, 0, rg.stderr);
+    assert.ok(readFileSync(join(d.dir, 'remote-back.bin')).equals(small), 'remote round trip');
     const nf = d.cli(['file', 'pull', 'ga1:/no/such/file', join(d.dir, 'x')]);
     assert.notEqual(nf.code, 0);
     assert.match(nf.stderr, /VMKIT_AGENT_ERROR/);

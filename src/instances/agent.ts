@@ -47,13 +47,23 @@ export type AgentSnapshot = InstanceAgent;
 
 export type QuiesceMode = 'auto' | 'on' | 'off';
 
+export interface SessionOptions extends QgaOptions {
+  /** The longest wait for another session of the same instance to end. */
+  waitMs?: number;
+}
+
 export class GuestAgent {
   private readonly locks = new Map<string, Promise<unknown>>();
 
   constructor(private readonly shared: InstanceContext) {}
 
-  /** Runs `fn` in an agent session of a running instance (one at a time per instance). */
-  async session<T>(name: string, fn: (c: QgaClient, inst: Instance) => Promise<T>, options: QgaOptions = {}): Promise<T> {
+  /**
+   * Runs `fn` in an agent session of a running instance (one at a time per instance).
+   * `waitMs`: give up (VMKIT_AGENT_UNAVAILABLE, busy) rather than wait longer for another
+   * session (a file transfer) to end — what stop and snapshots use, so they never queue
+   * behind a guest's slow transfer.
+   */
+  async session<T>(name: string, fn: (c: QgaClient, inst: Instance) => Promise<T>, options: SessionOptions = {}): Promise<T> {
     const inst = await this.shared.registry.load(name);
     if (inst.state === 'paused') {
       throw vmkitError('VMKIT_AGENT_UNAVAILABLE', `Instance "${name}" is paused: its guest agent cannot answer.`, { hint: `Resume it with "vmkit resume ${name}".` });
@@ -64,9 +74,22 @@ export class GuestAgent {
     return this.open(inst, fn, options);
   }
 
-  private open<T>(inst: Instance, fn: (c: QgaClient, inst: Instance) => Promise<T>, options: QgaOptions): Promise<T> {
+  private async open<T>(inst: Instance, fn: (c: QgaClient, inst: Instance) => Promise<T>, options: SessionOptions): Promise<T> {
     const name = inst.name;
     const socket = join(this.shared.paths.run(inst.id), RUN_FILES.qga);
+    const prev = this.locks.get(name);
+    if (prev && options.waitMs !== undefined) {
+      const free = await Promise.race([
+        prev.then(
+          () => true,
+          () => true,
+        ),
+        sleep(options.waitMs).then(() => false),
+      ]);
+      if (!free) {
+        throw vmkitError('VMKIT_AGENT_UNAVAILABLE', `The guest agent of ${name} is busy (a file transfer or another call).`, { hint: 'Try again when it ends.' });
+      }
+    }
     return this.serialized(name, async () => {
       const c = await QgaClient.connect(socket, options);
       try {
@@ -107,37 +130,35 @@ export class GuestAgent {
     // The agent replaces the environment when one is given: keep a PATH.
     const env = req.env?.length ? (req.env.some((e) => e.startsWith('PATH=')) ? req.env : [`PATH=${DEFAULT_PATH}`, ...req.env]) : undefined;
     const t0 = Date.now();
-    return this.session(
-      name,
-      async (c) => {
-        const pid = await ga.execStart(c, { path: path!, args, env, input: req.input });
-        let delay = 20;
-        for (;;) {
-          const s = await ga.execStatus(c, pid, MAX_EXEC_OUTPUT_BYTES);
-          if (s.exited) {
-            const r: ExecResult = {
-              exitCode: s.exitCode ?? (s.signal !== undefined ? 128 + s.signal : -1),
-              stdout: s.stdout,
-              stderr: s.stderr,
-              truncated: s.truncated,
-              durationMs: Date.now() - t0,
-            };
-            if (s.signal !== undefined) r.signal = s.signal;
-            return r;
-          }
-          if (Date.now() - t0 > timeoutMs) {
-            throw vmkitError('VMKIT_AGENT_TIMEOUT', `"${req.command.join(' ')}" still runs in ${name} after ${Math.round(timeoutMs / 1000)} s (guest pid ${pid}).`, {
-              hint: 'vmkit stopped waiting; the process still runs in the guest. Give --timeout to wait longer.',
-              details: { pid },
-            });
-          }
-          await sleep(delay);
-          delay = Math.min(delay * 2, 500);
-        }
-      },
-      // Both streams may be up to qemu-ga's 16 MiB each, in base64.
-      { maxReplyBytes: Math.ceil((2 * MAX_EXEC_OUTPUT_BYTES * 4) / 3) + 4096 },
-    );
+    const pid = await this.session(name, (c) => ga.execStart(c, { path: path!, args, env, input: req.input }));
+    // Each poll is a session of its own: between polls the channel is free for other calls
+    // (a stop's guest-shutdown, a snapshot's freeze), however long the command runs.
+    let delay = 20;
+    for (;;) {
+      const s = await this.session(name, (c) => ga.execStatus(c, pid, MAX_EXEC_OUTPUT_BYTES), {
+        // Both streams may be up to qemu-ga's 16 MiB each, in base64.
+        maxReplyBytes: Math.ceil((2 * MAX_EXEC_OUTPUT_BYTES * 4) / 3) + 4096,
+      });
+      if (s.exited) {
+        const r: ExecResult = {
+          exitCode: s.exitCode ?? (s.signal !== undefined ? 128 + s.signal : -1),
+          stdout: s.stdout,
+          stderr: s.stderr,
+          truncated: s.truncated,
+          durationMs: Date.now() - t0,
+        };
+        if (s.signal !== undefined) r.signal = s.signal;
+        return r;
+      }
+      if (Date.now() - t0 > timeoutMs) {
+        throw vmkitError('VMKIT_AGENT_TIMEOUT', `"${req.command.join(' ')}" still runs in ${name} after ${Math.round(timeoutMs / 1000)} s (guest pid ${pid}).`, {
+          hint: 'vmkit stopped waiting; the process still runs in the guest. Give --timeout to wait longer.',
+          details: { pid },
+        });
+      }
+      await sleep(delay);
+      delay = Math.min(delay * 2, 500);
+    }
   }
 
   // ---- files -------------------------------------------------------------------------------
@@ -328,7 +349,7 @@ export class GuestAgent {
             resolve(c);
             await held;
           },
-          { syncTimeoutMs: mode === 'auto' ? 2_000 : 5_000 },
+          { syncTimeoutMs: mode === 'auto' ? 2_000 : 5_000, waitMs: 3_000 },
         ).catch(reject);
       });
       client = await ready;
@@ -390,7 +411,7 @@ export class GuestAgent {
     const inst = await this.shared.registry.loadIfPresent(name);
     if (!inst || !this.shared.registry.current(name)) return false;
     try {
-      await this.open(inst, (c) => ga.shutdown(c), { connectTimeoutMs: 1000, syncTimeoutMs: 2000 });
+      await this.open(inst, (c) => ga.shutdown(c), { connectTimeoutMs: 1000, syncTimeoutMs: 2000, waitMs: 2000 });
       return true;
     } catch {
       return false;
