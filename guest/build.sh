@@ -37,6 +37,12 @@ GUEST_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 export LC_ALL=C
 
+# --- guest agent (qemu-ga from Debian; see guest/agent/install.sh) ---------------
+# shellcheck source=agent/install.sh
+. "$GUEST_DIR/agent/install.sh"
+GUEST_BUILD_PACKAGES="$GUEST_BUILD_PACKAGES $AGENT_BUILD_PACKAGES"
+GUEST_MODULES="$GUEST_MODULES $AGENT_MODULES"
+
 # --- build dependencies ------------------------------------------------------
 missing=()
 for p in $GUEST_BUILD_PACKAGES; do
@@ -71,6 +77,7 @@ input_hash() {
 	{
 		echo "kernel $KPKG $KPKG_VERSION"
 		echo "busybox $BUSYBOX_VERSION"
+		echo "qemu-ga $(agent_version)"
 		echo "flavor $KERNEL_FLAVOR modules $GUEST_MODULES $GUEST_EXTRA_MODULES"
 		echo "cmdline $GUEST_CMDLINE size $ROOT_SIZE_MIB nics $GUEST_NIC_MODELS"
 		# every file under guest/ except docs and the smoke test
@@ -215,6 +222,9 @@ kernel=$KPKG $KPKG_VERSION
 busybox=$BUSYBOX_VERSION
 build=$HASH
 EOF
+
+# guest agent: qemu-ga + libraries, its starter, /sbin/shutdown
+agent_install "$RF" "$GUEST_DIR" || die "guest agent install failed"
 
 truncate -s "${ROOT_SIZE_MIB}M" "$WORK/root.raw"
 mkfs.ext4 -q -F -L vmkit-root -d "$RF" -m 0 -E lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0 \

@@ -240,7 +240,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   await images.reconcile(new Set(quarantined.filter((r) => r.kind === 'images').map((r) => r.key)));
   const appliance = await images.ensureAppliance(options.applianceDir ?? process.env.VMKIT_APPLIANCE_DIR ?? DEFAULT_APPLIANCE_DIR, (n) => instances.usesImage(n));
   if (!appliance) log('warning: the built-in appliance is not built (run "npm run setup"); "appliance" is not available');
-  const snapshots = new SnapshotManager(store, instances.registry, instances.lifecycle, events);
+  const snapshots = new SnapshotManager(store, instances.registry, instances.lifecycle, events, instances.agent);
   await instances.recover(keptInstanceFolders);
   await snapshots.recover(new Set(quarantined.filter((r) => r.kind === 'instances').map((r) => r.key)));
   // Guest QEMU processes (user-mode NICs) reach no host service: applied at every start, with

@@ -48,6 +48,10 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteRule>> = {
   'DELETE /1.0/instances/:name/nics/:nic': 'operator',
   'PUT /1.0/instances/:name/cloud-init': 'operator',
   'PUT /1.0/instances/:name/disks/:disk': 'operator',
+  // guest agent: a root shell in the guest, and its files both ways (reading is not viewer's: secrets)
+  'POST /1.0/instances/:name/exec': 'operator',
+  'GET /1.0/instances/:name/files': 'operator',
+  'PUT /1.0/instances/:name/files': 'operator',
   // snapshots
   'GET /1.0/instances/:name/snapshots': 'viewer',
   'POST /1.0/instances/:name/snapshots': 'operator',

@@ -27,6 +27,7 @@ import { registerClusterRoutes } from './routes-cluster.js';
 import { FORWARD_PREFIX } from '../cluster/peer.js';
 import { async, errorBody, sync } from './responses.js';
 import { registerImageRoutes } from './routes-images.js';
+import { registerAgentRoutes } from './routes-agent.js';
 import { registerOrigin, type RequestOrigin } from './origin.js';
 import { isPublicPath, registerWebRoutes, WebSessions } from './routes-web.js';
 import { Authenticator, installAuth, registerAuthRoutes } from './auth.js';
@@ -217,6 +218,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
 
   // ---- images, clones, appliances (routes-images.ts)
   registerImageRoutes(app, ctx);
+  registerAgentRoutes(app, ctx);
 
   // ---- instances
   app.get<{ Querystring: { local?: boolean } }>(
@@ -239,7 +241,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
   app.get<{ Params: { name: string } }>(
     '/1.0/instances/:name',
     { schema: { tags: tags('instances'), summary: 'One instance', params: nameParam, response: { 200: syncResponse({ $ref: 'Instance#' }), '4xx': errorResponse } } },
-    async (req, reply) => sync(reply, await ctx.instances.get(req.params.name)),
+    async (req, reply) => sync(reply, await ctx.instances.info(req.params.name)),
   );
   app.put<{ Params: { name: string }; Body: StateChangeRequest }>(
     '/1.0/instances/:name/state',

@@ -22,7 +22,7 @@ export function makeTestContext(dataDir: string, dbFile = join(dataDir, 'db')): 
     qemuBinary: () => 'qemu-system-x86_64',
     accel: async () => 'tcg',
   });
-  const snapshots = new SnapshotManager(store, instances.registry, instances.lifecycle, events);
+  const snapshots = new SnapshotManager(store, instances.registry, instances.lifecycle, events, instances.agent);
   const operations = new OperationManager(events);
   const ctx: ApiContext = {
     version: '0.0.0',

@@ -8,6 +8,7 @@ import { consoleCommand } from './console.js';
 import { daemonCommand } from './daemon.js';
 import { deleteCommand } from './delete.js';
 import { diskCommand } from './disk.js';
+import { execCommand, fileCommand, shellCommand } from './agent.js';
 import { cloudInitCommand } from './cloud-init.js';
 import { doctorCommand } from './doctor.js';
 import { forwardCommand } from './forward.js';
@@ -61,6 +62,9 @@ export function buildProgram(): Command {
   program.addCommand(diskCommand());
   program.addCommand(cloudInitCommand());
   program.addCommand(consoleCommand());
+  program.addCommand(execCommand());
+  program.addCommand(shellCommand());
+  program.addCommand(fileCommand());
   program.addCommand(logsCommand());
   program.addCommand(imageCommand());
   program.addCommand(cloneCommand());

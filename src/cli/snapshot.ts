@@ -46,11 +46,14 @@ export function snapshotCommand(): Command {
     .argument('<snapshot>', 'snapshot name')
     .option('--description <text>', 'a note kept with the snapshot')
     .option('--no-memory', 'disk only, without memory: crash-consistent for a running instance (like pulling the plug)')
+    .option('--quiesce', "require the guest agent to freeze the guest's filesystems around the snapshot (fails without an agent)")
+    .option('--no-quiesce', 'never freeze (default: freeze when the guest agent answers, else go on crash-consistent)')
     .option('--no-wait', 'return once the operation is accepted, print its id')
-    .action(async (instance: string, snapshot: string, opts: { description?: string; memory: boolean; wait: boolean }, self: Command) => {
+    .action(async (instance: string, snapshot: string, opts: { description?: string; memory: boolean; wait: boolean; quiesce?: boolean }, self: Command) => {
       const body: Record<string, unknown> = { name: snapshot };
       if (opts.description !== undefined) body.description = opts.description;
       if (!opts.memory) body.memory = false;
+      if (opts.quiesce !== undefined) body.quiesce = opts.quiesce;
       await mutate(self, 'POST', snapshotPath(instance), body, {
         wait: opts.wait,
         done: (m) => {
@@ -58,7 +61,8 @@ export function snapshotCommand(): Command {
           const s = r.snapshot;
           const what = s.withMemory ? 'disk + memory' : s.vmState === null && s.pausedMs > 0 ? 'disk only, crash-consistent' : 'disk only';
           const paused = s.withMemory || s.pausedMs > 0 ? `; guest paused ${s.pausedMs} ms` : '';
-          return `Snapshot ${s.name} of ${instance} created (${what}) in ${r.durationMs} ms${paused}.`;
+          const q = s.quiesced ? '; filesystems frozen by the guest agent' : s.quiesceNote ? `; not quiesced (${s.quiesceNote})` : '';
+          return `Snapshot ${s.name} of ${instance} created (${what}) in ${r.durationMs} ms${paused}${q}.`;
         },
       });
     })

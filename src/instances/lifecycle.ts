@@ -13,6 +13,7 @@ import { touch } from './confinement.js';
 import type { InstanceContext, Runtime } from './registry.js';
 import { ConsoleLogCap, consoleLogLimits, rotateConsoleLog } from './console-log.js';
 import type { StartHooks, StopOptions } from './types.js';
+import type { GuestAgent } from './agent.js';
 
 const DEFAULT_STOP_TIMEOUT_S = 30;
 /** The start of stateReason when a stop had to power the guest off (it ignored ACPI). */
@@ -24,7 +25,10 @@ export const FORCED_OFF_REASON = 'forced off';
  * that ends a suspend. Every `…Locked` method expects the caller to hold the instance's lock.
  */
 export class Lifecycle {
-  constructor(private readonly shared: InstanceContext) {}
+  constructor(
+    private readonly shared: InstanceContext,
+    private readonly agent?: GuestAgent,
+  ) {}
 
   async start(name: string, ctx?: OperationContext): Promise<InstanceView> {
     return this.shared.registry.withLock(name, () => this.startLocked(name, ctx));
@@ -142,6 +146,8 @@ export class Lifecycle {
           console.error(`vmkitd: after starting ${name}: ${(err as Error).message}`);
         });
       }
+      // Resumed from saved state (suspend, restore): the guest's clock is behind.
+      if (hooks?.beforeCont && !hooks.leavePaused) this.agent?.syncClock(name);
       return registry.view(await registry.load(name));
     } catch (err) {
       await registry.killRuntime(inst.name);
@@ -188,14 +194,29 @@ export class Lifecycle {
     rt.expectExit = true;
     let forced = !!opts.force;
     let waitedS = 0;
+    let stopVia: 'agent' | 'acpi' | 'agent+acpi' | undefined;
     try {
       if (!forced) {
-        ctx?.progress({ phase: 'ACPI power button pressed', percent: 20 });
         if (previous === 'paused') await resumeGuest(rt.qmp);
-        await requestPowerdown(rt.qmp);
         const timeoutMs = (opts.timeout ?? DEFAULT_STOP_TIMEOUT_S) * 1000;
         const t0 = Date.now();
-        if (!(await waitForExitOrCancel(rt.pid, timeoutMs, ctx))) forced = true;
+        let exited = false;
+        // The guest agent first (guest-shutdown: an orderly OS shutdown even where ACPI is
+        // ignored), then the ACPI power button if the guest is still up after half the time.
+        // The agent session runs while the instance is `stopping`: it is asked directly.
+        if (this.agent && (await this.agent.shutdownStopping(name))) {
+          ctx?.progress({ phase: 'guest-shutdown sent to the guest agent', percent: 20 });
+          stopVia = 'agent';
+          exited = await waitForExitOrCancel(rt.pid, Math.max(1000, timeoutMs / 2 - (Date.now() - t0)), ctx);
+        }
+        if (!exited && !ctx?.signal.aborted) {
+          ctx?.progress({ phase: 'ACPI power button pressed', percent: 40 });
+          if (stopVia === undefined) stopVia = 'acpi';
+          else stopVia = 'agent+acpi';
+          await requestPowerdown(rt.qmp);
+          exited = await waitForExitOrCancel(rt.pid, Math.max(0, timeoutMs - (Date.now() - t0)), ctx);
+        }
+        if (!exited) forced = true;
         waitedS = Math.round((Date.now() - t0) / 1000);
       }
       if (forced) {
@@ -223,7 +244,7 @@ export class Lifecycle {
     // The reason starts with FORCED_OFF_REASON: the CLI reports such a stop as not clean.
     await registry.setState(after, 'stopped', forced && !opts.force ? `${FORCED_OFF_REASON} after ${waitedS} s: the guest did not power off` : undefined);
     await peers.networking?.unplug(after).catch((err: Error) => console.error(`vmkitd: unplugging ${name}: ${err.message}`));
-    events.lifecycle('instance-stopped', name, { forced });
+    events.lifecycle('instance-stopped', name, { forced, ...(stopVia ? { via: stopVia } : {}) });
     return registry.view(after);
   }
 
@@ -283,6 +304,8 @@ export class Lifecycle {
       await resumeGuest(registry.runtime(inst).qmp);
       await registry.setState(inst, 'running');
       events.lifecycle('instance-resumed', name);
+      // The guest's clock stood still while paused: the agent sets it (in the background).
+      this.agent?.syncClock(name);
       return registry.view(inst);
     });
   }

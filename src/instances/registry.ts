@@ -2,7 +2,7 @@ import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { vmkitError } from '../errors.js';
 import { assertTransition } from '../domain/state.js';
-import type { DiskRef, Instance, InstanceState, InstanceView } from '../domain/types.js';
+import type { DiskRef, Instance, InstanceAgent, InstanceState, InstanceView, Nic } from '../domain/types.js';
 import type { DataPaths } from '../paths.js';
 import type { Store } from '../store/store.js';
 import type { ImageStore } from '../images/image-store.js';
@@ -13,6 +13,18 @@ import { Confinement } from './confinement.js';
 import type { HostEnvironment, InstanceNetworking, InstanceOwnership, SuspendHandler } from './types.js';
 
 const USER_NET_GUEST_IP = '10.0.2.15';
+
+/**
+ * A NIC as shown: the address the guest agent reported for its MAC when it answered,
+ * else QEMU user-mode's fixed lease (assumed), else vmkit's own (configured).
+ */
+function nicView(n: Nic, rt: Runtime | undefined): Nic {
+  const reported = rt?.agent?.available ? rt.agent.interfaces?.find((i) => i.mac === n.mac.toLowerCase())?.ipv4[0] : undefined;
+  if (reported) return { ...n, ipv4: reported, ipv4Source: 'agent' };
+  // QEMU's user-mode DHCP server always leases 10.0.2.15 to its (only) guest.
+  if (rt && n.network === 'user' && !n.ipv4) return { ...n, ipv4: USER_NET_GUEST_IP, ipv4Source: 'assumed' };
+  return n.ipv4 ? { ...n, ipv4Source: 'configured' } : n;
+}
 
 /** What the daemon holds for a running QEMU. */
 export interface Runtime {
@@ -35,6 +47,8 @@ export interface Runtime {
   ownRunState?: boolean;
   /** Keeps the console log under its cap while this QEMU runs (closed when the daemon lets go of it). */
   consoleCap?: { close(): void };
+  /** What the guest agent last said (addresses), refreshed by src/instances/agent.ts. */
+  agent?: InstanceAgent;
   /** The last BLOCK_IO_ERROR QEMU reported since the guest last ran: the STOP that follows is an `io-error` pause. */
   ioError?: IoErrorInfo;
 }
@@ -204,7 +218,7 @@ export class InstanceRegistry {
     return {
       ...inst,
       // QEMU's user-mode DHCP server always leases 10.0.2.15 to its (only) guest.
-      nics: inst.nics.map((n) => (rt && n.network === 'user' && !n.ipv4 ? { ...n, ipv4: USER_NET_GUEST_IP } : n)),
+      nics: inst.nics.map((n) => nicView(n, rt)),
       runtime: rt
         ? {
             pid: rt.pid,
@@ -213,6 +227,7 @@ export class InstanceRegistry {
             uptimeSeconds: Math.round((Date.now() - rt.startedAtMs) / 100) / 10,
             ...(rt.uid !== undefined ? { uid: rt.uid } : {}),
             ...(rt.cgroup ? { cgroup: rt.cgroup } : {}),
+            ...(rt.agent ? { agent: rt.agent } : {}),
           }
         : {},
     };
@@ -352,7 +367,7 @@ export class InstanceRegistry {
   }
 
   /** The row as load() sees it (unsaved changes included), or undefined when there is none. */
-  private async loadIfPresent(name: string): Promise<Instance | undefined> {
+  async loadIfPresent(name: string): Promise<Instance | undefined> {
     const row = (await this.store.get<Instance>('instances', name))?.value;
     const held = this.unsaved.get(name);
     // A held change is served only while its row is there (a delete or a namesake wins).

@@ -54,9 +54,14 @@ export interface QemuLaunchSpec {
  */
 export const TCG_CPU_MODEL = 'qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16';
 
+/** The virtio-serial port name qemu-ga opens (/dev/virtio-ports/org.qemu.guest_agent.0). */
+export const QGA_CHANNEL = 'org.qemu.guest_agent.0';
+
 export const RUN_FILES = {
   qmp: 'qmp.sock',
   serial: 'serial.sock',
+  /** The guest agent's channel (virtio-serial port org.qemu.guest_agent.0): src/qemu/qga.ts. */
+  qga: 'qga.sock',
   vnc: 'vnc.sock',
   pid: 'qemu.pid',
   stderr: 'qemu.stderr',
@@ -138,6 +143,14 @@ export function buildQemuArgv(spec: QemuLaunchSpec): string[] {
     `socket,id=serial0,path=${run('serial')},server=on,wait=off,logfile=${spec.consoleLog},logappend=on`,
     '-serial',
     'chardev:serial0',
+    // The QEMU guest agent's channel: a virtio-serial port by the name qemu-ga looks for.
+    // Every instance has it; whether an agent answers is the guest's affair (doc/guest-agent.md).
+    '-chardev',
+    `socket,id=qga0,path=${run('qga')},server=on,wait=off`,
+    '-device',
+    'virtio-serial-pci,id=vser0',
+    '-device',
+    `virtserialport,bus=vser0.0,chardev=qga0,name=${QGA_CHANNEL}`,
     '-pidfile',
     run('pid'),
     '-msg',

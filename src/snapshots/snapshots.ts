@@ -4,6 +4,7 @@ import type { Instance, InstanceView, Snapshot } from '../domain/types.js';
 import type { StartHooks, SuspendHandler } from '../instances/manager.js';
 import type { InstanceRegistry } from '../instances/registry.js';
 import type { Lifecycle } from '../instances/lifecycle.js';
+import type { GuestAgent } from '../instances/agent.js';
 import type { EventBus } from '../operations/events.js';
 import type { OperationContext } from '../operations/operations.js';
 import type { QmpClient } from '../qemu/qmp.js';
@@ -31,6 +32,8 @@ export interface CreateSnapshotRequest {
   description?: string;
   /** false = disk only (crash-consistent for a running instance). Default true. */
   memory?: boolean;
+  /** Freeze the guest's filesystems around a live snapshot: true required, false never, unset when an agent answers. */
+  quiesce?: boolean;
 }
 
 export interface SnapshotResult {
@@ -70,6 +73,7 @@ export class SnapshotManager implements SuspendHandler {
     private readonly registry: InstanceRegistry,
     private readonly lifecycle: Lifecycle,
     private readonly events: EventBus,
+    private readonly agent?: GuestAgent,
   ) {
     // Rows die with their instance.
     this.events.subscribe((e) => {
@@ -165,19 +169,38 @@ export class SnapshotManager implements SuspendHandler {
       let withMemory = req.memory !== false;
       let vmState: Snapshot['vmState'] = null;
       let pausedMs = 0;
+      let quiesced: boolean | undefined;
+      let quiesceNote: string | undefined;
       if (inst.state === 'running' || inst.state === 'paused') {
         const qmp = this.qmpOf(inst);
         // A leftover tag of the same name (e.g. from a crash before the row was written) goes first.
         if ((await listLiveSnapshots(qmp)).some((s) => s.name === name)) await deleteVmSnapshot(qmp, name);
-        if (withMemory) {
-          vmState = inst.state;
-          ctx?.progress({ phase: 'saving memory and disk', percent: 20 });
-          pausedMs = await this.registry.owningRunState(inst.name, () => saveVm(qmp, name, inst.state === 'paused'));
+        const take = async (): Promise<void> => {
+          if (withMemory) {
+            vmState = inst.state as 'running' | 'paused';
+            ctx?.progress({ phase: 'saving memory and disk', percent: 20 });
+            pausedMs = await this.registry.owningRunState(inst.name, () => saveVm(qmp, name, inst.state === 'paused'));
+          } else {
+            ctx?.progress({ phase: 'snapshotting disk', percent: 20 });
+            const t = Date.now();
+            await snapshotDiskLive(qmp, name);
+            pausedMs = Date.now() - t;
+          }
+        };
+        // Filesystems frozen by the guest agent around the snapshot (a paused guest's agent cannot answer).
+        const mode = req.quiesce === false || !this.agent ? 'off' : req.quiesce === true ? 'on' : inst.state === 'running' ? 'auto' : 'off';
+        if (mode === 'on' && inst.state !== 'running') {
+          throw vmkitError('VMKIT_AGENT_UNAVAILABLE', `Cannot quiesce ${inst.name}: it is ${inst.state}, its guest agent cannot answer.`, {
+            hint: 'Resume it first, or snapshot without --quiesce.',
+          });
+        }
+        if (mode !== 'off' && this.agent) {
+          ctx?.progress({ phase: 'freezing guest filesystems', percent: 10 });
+          const r = await this.agent.quiesced(inst.name, mode, take);
+          quiesced = r.frozen;
+          quiesceNote = r.note;
         } else {
-          ctx?.progress({ phase: 'snapshotting disk', percent: 20 });
-          const t = Date.now();
-          await snapshotDiskLive(qmp, name);
-          pausedMs = Date.now() - t;
+          await take();
         }
       } else if (inst.state === 'stopped') {
         withMemory = false;
@@ -207,6 +230,8 @@ export class SnapshotManager implements SuspendHandler {
         vmState,
         pausedMs,
         size,
+        ...(quiesced !== undefined ? { quiesced } : {}),
+        ...(quiesceNote ? { quiesceNote: quiesceNote.slice(0, 300) } : {}),
       };
       // The tag exists now; the row makes it visible. A crash in between leaves a tag that
       // recover() deletes.
@@ -236,17 +261,17 @@ export class SnapshotManager implements SuspendHandler {
           await this.registry.owningRunState(inst.name, () => restoreLive(qmp, name, wasRunning, snap.vmState === 'running'));
           inst = await this.registry.load(instance);
           await this.registry.setState(inst, snap.vmState === 'running' ? 'running' : 'paused');
+          if (snap.vmState === 'running') await this.afterLiveRestore(instance, snap);
         } else if (inst.state === 'stopped' || inst.state === 'suspended') {
           const wasSuspended = inst.state === 'suspended';
           ctx?.progress({ phase: 'starting QEMU and loading the snapshot', percent: 30 });
           await this.lifecycle.startLocked(instance, ctx, {
             beforeCont: async (qmp) => loadVm(qmp, name),
             leavePaused: snap.vmState === 'paused',
-            afterStart: wasSuspended
-              ? async (qmp) => {
-                  await deleteVmSnapshot(qmp, SUSPEND_TAG);
-                }
-              : undefined,
+            afterStart: async (qmp) => {
+              if (wasSuspended) await deleteVmSnapshot(qmp, SUSPEND_TAG);
+              if (snap.vmState === 'running') await this.afterLiveRestore(instance, snap);
+            },
           });
         } else {
           throw this.badState(inst, 'restore a snapshot of');
@@ -273,6 +298,16 @@ export class SnapshotManager implements SuspendHandler {
       this.events.lifecycle('snapshot-restored', instance, { snapshot: name });
       return { instance: this.registry.view(fresh), snapshot: snap, durationMs: Date.now() - t0 };
     });
+  }
+
+  /**
+   * A memory snapshot taken quiesced holds a guest whose filesystems are frozen: its agent
+   * (restored with it, still holding the freeze) thaws them. The clock is set either way.
+   */
+  private async afterLiveRestore(instance: string, snap: Snapshot): Promise<void> {
+    if (!this.agent) return;
+    if (snap.quiesced) await this.agent.thawAfterRestore(instance);
+    this.agent.syncClock(instance);
   }
 
   // ---- delete ---------------------------------------------------------------------------

@@ -19,6 +19,9 @@ export const NicSchema = Type.Object({
   ipv4: Type.Optional(Type.String()),
   // The address is a DHCP reservation the guest asks for (not configured statically).
   dhcp: Type.Optional(Type.Boolean()),
+  // Views only: where ipv4 comes from — `agent` (the guest agent reported it), `assumed`
+  // (user-mode NAT always leases 10.0.2.15), `configured` (vmkit's static address or reservation).
+  ipv4Source: Type.Optional(StringEnum(['agent', 'assumed', 'configured'])),
 });
 export type Nic = Static<typeof NicSchema>;
 
@@ -90,6 +93,25 @@ const instanceFields = {
 export const InstanceSchema = Type.Object(instanceFields);
 export type Instance = Static<typeof InstanceSchema>;
 
+/** One interface as the guest agent reported it (validated and capped: src/qemu/guest-agent.ts). */
+export const AgentInterfaceSchema = Type.Object({
+  name: Type.String(),
+  mac: Type.Optional(Type.String()),
+  ipv4: Type.Array(Type.String()),
+  ipv6: Type.Array(Type.String()),
+});
+export type AgentInterface = Static<typeof AgentInterfaceSchema>;
+
+/** The guest agent's last answer about a running instance (doc/guest-agent.md). */
+export const InstanceAgentSchema = Type.Object({
+  available: Type.Boolean(),
+  checkedAt: Type.String(),
+  interfaces: Type.Optional(Type.Array(AgentInterfaceSchema)),
+  // Why no agent answered.
+  reason: Type.Optional(Type.String()),
+});
+export type InstanceAgent = Static<typeof InstanceAgentSchema>;
+
 /** What the API adds to an instance while it runs. */
 export const InstanceRuntimeSchema = Type.Object({
   pid: Type.Optional(Type.Integer()),
@@ -100,6 +122,7 @@ export const InstanceRuntimeSchema = Type.Object({
   // The uid the QEMU process runs as (read from /proc) and its cgroup (`/vmkit/<id>`).
   uid: Type.Optional(Type.Integer()),
   cgroup: Type.Optional(Type.String()),
+  agent: Type.Optional(InstanceAgentSchema),
 });
 export type InstanceRuntime = Static<typeof InstanceRuntimeSchema>;
 
@@ -132,6 +155,10 @@ export const SnapshotSchema = Type.Object({
   vmState: NullableStringEnum(['running', 'paused']),
   // How long the guest was paused (or its I/O held) while the snapshot was taken.
   pausedMs: Type.Number(),
+  // The guest's filesystems were frozen by its agent while it was taken (application-consistent disk).
+  quiesced: Type.Optional(Type.Boolean()),
+  // Why a snapshot that could have been quiesced was not (no agent, freeze failed).
+  quiesceNote: Type.Optional(Type.String()),
   // Bytes of saved VM state (qcow2 keeps disk clusters shared, so this is the memory part).
   size: Type.Optional(Type.Integer()),
 });

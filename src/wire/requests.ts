@@ -100,6 +100,12 @@ export const CreateSnapshotRequestSchema = Type.Object(
     name: Type.String(),
     description: Type.Optional(Type.String({ maxLength: 1024 })),
     memory: Type.Optional(Type.Boolean({ description: 'false = disk only (crash-consistent for a running instance); default true' })),
+    quiesce: Type.Optional(
+      Type.Boolean({
+        description:
+          "freeze the guest's filesystems (guest agent guest-fsfreeze) around a live snapshot: true = required (fails without an agent), false = never; default: when the agent answers",
+      }),
+    ),
   },
   strict,
 );
@@ -272,3 +278,25 @@ export type PushRequest = Static<typeof PushRequestSchema>;
 /** POST /1.0/auth/session (the web console's sign-in). */
 export const SessionRequestSchema = Type.Object({ token: Type.String({ minLength: 1, maxLength: 4096 }) }, strict);
 export type SessionRequest = Static<typeof SessionRequestSchema>;
+
+/** POST /1.0/instances/{name}/exec: a command run by the guest agent (guest-exec). */
+export const ExecRequestSchema = Type.Object(
+  {
+    command: Type.Array(Type.String({ maxLength: 65536 }), { minItems: 1, maxItems: 4096, description: 'the program and its arguments (no shell: give ["sh","-c","…"] for one)' }),
+    env: Type.Optional(
+      Type.Array(Type.String({ maxLength: 65536, pattern: '^[A-Za-z_][A-Za-z0-9_]*=' }), {
+        maxItems: 1024,
+        description: 'KEY=VALUE; replaces the environment (vmkit adds a default PATH when none is given)',
+      }),
+    ),
+    cwd: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, pattern: '^/', description: 'working directory in the guest (through /bin/sh)' })),
+    timeout: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 86400, description: 'seconds to wait for the command to end (default 300); the guest process keeps running after' }),
+    ),
+    stdin: Type.Optional(
+      Type.String({ maxLength: 1398104, pattern: '^[A-Za-z0-9+/]*={0,2}$', description: 'base64 bytes given to the command as standard input (at most 1 MiB)' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type ExecRequestBody = Static<typeof ExecRequestSchema>;

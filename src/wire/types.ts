@@ -6,6 +6,21 @@
  */
 export type { Answer, AsyncAnswer, ErrorAnswer, SyncAnswer } from './envelope.js';
 export type { FidelityEntry, Image, ImageBoot, ImageView } from './image.js';
-export type { CloudInit, DiskRef, Instance, InstanceRuntime, InstanceState, InstanceType, InstanceView, Nic, NicModel, PortForward, Protocol, Snapshot } from './instance.js';
+export type {
+  AgentInterface,
+  CloudInit,
+  DiskRef,
+  Instance,
+  InstanceAgent,
+  InstanceRuntime,
+  InstanceState,
+  InstanceType,
+  InstanceView,
+  Nic,
+  NicModel,
+  PortForward,
+  Protocol,
+  Snapshot,
+} from './instance.js';
 export type { HostAccess, Lease, Network, NetworkMode, NetworkNicView, NetworkView } from './network.js';
 export type { ErrorObject, Operation, OperationProgress, OperationStatus, VmkitEvent } from './operation.js';
