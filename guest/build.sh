@@ -13,6 +13,10 @@ set -euo pipefail
 # dosfstools/mtools are not used for the image itself but vmkit makes its
 # cloud-init config drives with them (mkfs.vfat -n cidata + mcopy).
 GUEST_BUILD_PACKAGES="apt busybox-static e2fsprogs qemu-utils cpio gzip coreutils findutils dosfstools mtools"
+# The disk's own boot loader (portable appliance, see "boot loader" below): syslinux for
+# BIOS (MBR + FAT boot partition, installed through mtools: no mount), syslinux-efi for UEFI
+# (\EFI\BOOT\BOOTX64.EFI), sfdisk (fdisk) for the partition table.
+GUEST_BUILD_PACKAGES="$GUEST_BUILD_PACKAGES syslinux syslinux-common syslinux-efi fdisk"
 
 # Kernel flavour: cloud-amd64 (virtio only, small) or amd64 (generic; has
 # e1000/rtl8139/... drivers -- add them to GUEST_EXTRA_MODULES then).
@@ -26,6 +30,12 @@ GUEST_NIC_MODELS=${GUEST_NIC_MODELS:-'"virtio-net"'}
 GUEST_CMDLINE=${GUEST_CMDLINE:-"console=ttyS0 quiet loglevel=3 panic=-1 cryptomgr.notests"}
 # Root disk virtual size (MiB).
 ROOT_SIZE_MIB=${ROOT_SIZE_MIB:-96}
+# FAT boot partition (kernel, initrd, syslinux BIOS + EFI) in front of the root partition (MiB).
+BOOT_SIZE_MIB=${BOOT_SIZE_MIB:-48}
+# Loaded by the initramfs only when the root disk is not found on virtio (a disk on IDE/SATA,
+# as raw QEMU, VirtualBox or VMware attach it): missing ones are skipped. efivarfs is for the
+# root filesystem (UEFI variables). Not loaded on vmkit's fast path.
+GUEST_LATE_MODULES=${GUEST_LATE_MODULES:-"scsi_mod sd_mod libata ata_piix ata_generic ahci efivarfs"}
 
 log() { echo "guest/build.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -80,6 +90,7 @@ input_hash() {
 		echo "qemu-ga $(agent_version)"
 		echo "flavor $KERNEL_FLAVOR modules $GUEST_MODULES $GUEST_EXTRA_MODULES"
 		echo "cmdline $GUEST_CMDLINE size $ROOT_SIZE_MIB nics $GUEST_NIC_MODELS"
+		echo "boot $BOOT_SIZE_MIB late $GUEST_LATE_MODULES"
 		# every file under guest/ except docs and the smoke test
 		(cd "$GUEST_DIR" && find . -type f ! -name '*.swp' ! -name '*.md' ! -name 'test-boot.sh' -print0 |
 			sort -z | xargs -0 sha256sum)
@@ -172,6 +183,16 @@ visit() {
 }
 for m in $want; do visit "$m"; done
 log "modules: ${ORDER[*]##*/}"
+# --- late modules (portable disk: IDE/SATA root, efivarfs) --------------------------------
+EARLY=("${ORDER[@]}")
+ORDER=()
+for m in $GUEST_LATE_MODULES; do
+	n=${m//-/_}
+	[ -n "${MODPATH[$n]:-}" ] && visit "$m"
+done
+LATE=("${ORDER[@]}")
+ORDER=("${EARLY[@]}")
+log "late modules: ${LATE[*]##*/}"
 
 # --- initramfs -------------------------------------------------------------------------
 BB=$(command -v busybox)
@@ -190,6 +211,14 @@ for p in "${ORDER[@]}"; do
 	grep -m1 "^$p:" "$MODDIR/modules.dep" >> "$IR/lib/modules/$KVER/modules.dep"
 done
 cp "$IR/etc/vmkit-modules" "$IR/lib/modules/$KVER/vmkit-modules"
+: > "$IR/etc/vmkit-modules-late"
+for p in "${LATE[@]}"; do
+	mkdir -p "$IR/lib/modules/$KVER/$(dirname "$p")"
+	cp "$MODDIR/$p" "$IR/lib/modules/$KVER/$p"
+	echo "$p" >> "$IR/etc/vmkit-modules-late"
+	grep -m1 "^$p:" "$MODDIR/modules.dep" >> "$IR/lib/modules/$KVER/modules.dep"
+done
+cp "$IR/etc/vmkit-modules-late" "$IR/lib/modules/$KVER/vmkit-modules-late"
 (cd "$IR" && find . -mindepth 1 | sort | cpio -o -H newc -R 0:0 --quiet) | gzip -9 -n > "$STAGE/initrd.img"
 
 # --- root filesystem -----------------------------------------------------------------------
@@ -229,7 +258,45 @@ agent_install "$RF" "$GUEST_DIR" || die "guest agent install failed"
 truncate -s "${ROOT_SIZE_MIB}M" "$WORK/root.raw"
 mkfs.ext4 -q -F -L vmkit-root -d "$RF" -m 0 -E lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0 \
 	"$WORK/root.raw" >&2
-qemu-img convert -f raw -O qcow2 "$WORK/root.raw" "$STAGE/root.qcow2"
+
+# --- boot loader (portable disk) ----------------------------------------------------------
+# The disk boots by itself, so an exported VMDK/VDI/OVA runs in raw QEMU, VirtualBox or
+# VMware: MBR (syslinux mbr.bin) -> partition 1, FAT, active: vmlinuz, initrd.img, syslinux
+# for BIOS (ldlinux.sys) and for UEFI (\EFI\BOOT\BOOTX64.EFI, the removable-media path
+# OVMF boots without a boot entry); partition 2: the ext4 root (LABEL=vmkit-root, found by
+# label by the initramfs). Built without any mount: mkfs.vfat + mcopy + syslinux --install
+# (mtools) on the partition image, sfdisk on the disk image, dd to place both.
+# vmkit itself still boots the kernel directly (image.json "boot"): faster, see doc/images.md.
+BOOT_CFG="DEFAULT appliance
+PROMPT 0
+TIMEOUT 0
+LABEL appliance
+  LINUX /vmlinuz
+  INITRD /initrd.img
+  APPEND $GUEST_CMDLINE"
+truncate -s "${BOOT_SIZE_MIB}M" "$WORK/boot.raw"
+mkfs.vfat -n VMKITBOOT -i 766d6b74 "$WORK/boot.raw" >/dev/null
+export MTOOLS_SKIP_CHECK=1
+mcopy -i "$WORK/boot.raw" "$STAGE/vmlinuz" ::/vmlinuz
+mcopy -i "$WORK/boot.raw" "$STAGE/initrd.img" ::/initrd.img
+printf '%s\n' "$BOOT_CFG" > "$WORK/syslinux.cfg"
+mcopy -i "$WORK/boot.raw" "$WORK/syslinux.cfg" ::/syslinux.cfg
+mmd -i "$WORK/boot.raw" ::/EFI ::/EFI/BOOT
+mcopy -i "$WORK/boot.raw" /usr/lib/SYSLINUX.EFI/efi64/syslinux.efi ::/EFI/BOOT/BOOTX64.EFI
+mcopy -i "$WORK/boot.raw" /usr/lib/syslinux/modules/efi64/ldlinux.e64 ::/EFI/BOOT/ldlinux.e64
+mcopy -i "$WORK/boot.raw" "$WORK/syslinux.cfg" ::/EFI/BOOT/syslinux.cfg
+syslinux --install "$WORK/boot.raw"
+BOOT_START=2048
+ROOT_START=$((BOOT_START + BOOT_SIZE_MIB * 2048))
+truncate -s "$(((ROOT_START / 2048 + ROOT_SIZE_MIB) * 1024 * 1024))" "$WORK/disk.raw"
+# type ef: the EFI system partition (OVMF reads any FAT partition; BIOS boots the active one)
+printf 'label: dos\nlabel-id: 0x766d6b74\nstart=%s, size=%s, type=ef, bootable\nstart=%s, type=83\n' \
+	"$BOOT_START" "$((BOOT_SIZE_MIB * 2048))" "$ROOT_START" | sfdisk -q "$WORK/disk.raw" >&2
+dd if=/usr/lib/syslinux/mbr/mbr.bin of="$WORK/disk.raw" bs=440 count=1 conv=notrunc status=none
+dd if="$WORK/boot.raw" of="$WORK/disk.raw" bs=1M seek=1 conv=notrunc,sparse status=none
+dd if="$WORK/root.raw" of="$WORK/disk.raw" bs=1M seek="$((1 + BOOT_SIZE_MIB))" conv=notrunc,sparse status=none
+rm -f "$WORK/boot.raw" "$WORK/root.raw"
+qemu-img convert -f raw -O qcow2 "$WORK/disk.raw" "$STAGE/root.qcow2"
 
 # --- metadata -------------------------------------------------------------------------------
 VERSION="$(date -u +%Y%m%d)-${HASH:0:12}"

@@ -13,8 +13,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # migration source forgets the tracked connections that led to its copy of the guest;
 # util-linux: setpriv, which drops each QEMU to its guest uid (essential, listed to be explicit);
 # mmdebstrap, extlinux, syslinux-common, fdisk: "vmkit image build-debian" (guest/debian/build.sh);
-# openssh-client: the Debian guest test logs in with ssh.
-PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip dosfstools mtools iproute2 nftables dnsmasq-base curl socat ca-certificates chromium chromium-driver etcd-server etcd-client iputils-arping conntrack util-linux mmdebstrap extlinux syslinux-common fdisk openssh-client qemu-guest-agent)
+# openssh-client: the Debian guest test logs in with ssh; qemu-guest-agent: the appliance build
+# copies its qemu-ga; syslinux, syslinux-efi: the appliance's own boot loader (BIOS and UEFI);
+# ovmf: UEFI firmware for --firmware uefi.
+PACKAGES=(qemu-system-x86 qemu-utils busybox-static e2fsprogs cpio gzip dosfstools mtools iproute2 nftables dnsmasq-base curl socat ca-certificates chromium chromium-driver etcd-server etcd-client iputils-arping conntrack util-linux mmdebstrap extlinux syslinux-common fdisk openssh-client qemu-guest-agent syslinux syslinux-efi ovmf)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

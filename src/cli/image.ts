@@ -7,7 +7,7 @@ import type { FidelityEntry, Image, ImageView, Operation } from '../domain/types
 import { VmkitError } from '../errors.js';
 import { clientFor, globals, mutate, print } from './common.js';
 import { formatMiB, renderInfo, renderList, type Field } from './output.js';
-import { parseDiskSize } from './launch.js';
+import { parseDiskSize, parseFirmwareFlag } from './launch.js';
 
 function size(bytes: number | undefined): string {
   if (bytes === undefined) return '';
@@ -84,6 +84,7 @@ export function imageFields(i: Image | ImageView): Field[] {
     ['NIC models', (i.nicModels ?? []).join(', ')],
     ['Minimum disk', i.minDiskBytes !== undefined ? size(i.minDiskBytes) : undefined],
     ['Boot', i.boot ? `kernel ${i.boot.kernel}${i.boot.initrd ? `, initrd ${i.boot.initrd}` : ''}` : 'firmware (disk)'],
+    ['Firmware', i.firmware === 'uefi' ? 'UEFI (OVMF)' : 'BIOS (SeaBIOS)'],
     [
       'Disks',
       (i.disks ?? []).map((d) =>
@@ -227,14 +228,14 @@ Examples:
     .argument('<name>', 'image name')
     .option('--nic-model <model>', 'default NIC model: virtio-net, e1000 or rtl8139')
     .option('--min-disk <size>', 'minimum root disk, e.g. 10G (instances are grown to it)')
-    .option('--firmware <firmware>', 'bios (SeaBIOS; the only firmware today)')
+    .option('--firmware <firmware>', 'bios (SeaBIOS) or uefi (OVMF; needs the ovmf package on the host)')
     .option('-c, --cpus <n>', 'default vCPUs')
     .option('-m, --memory <MiB>', 'default memory in MiB')
     .action(async (name: string, o: { nicModel?: string; minDisk?: string; firmware?: string; cpus?: string; memory?: string }, self: Command) => {
       const body: Record<string, unknown> = {};
       if (o.nicModel) body.nicModel = o.nicModel;
       if (o.minDisk) body.minDiskBytes = parseDiskSize(o.minDisk);
-      if (o.firmware) body.firmware = o.firmware;
+      if (o.firmware) body.firmware = parseFirmwareFlag(o.firmware);
       if (o.cpus) body.cpus = Number(o.cpus);
       if (o.memory) body.memoryMiB = Number(o.memory);
       if (Object.keys(body).length === 0)

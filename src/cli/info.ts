@@ -15,6 +15,7 @@ export function instanceFields(i: InstanceView): Field[] {
     ['Type', i.type],
     ['CPUs', i.cpus],
     ['Memory', formatMiB(i.memoryMiB)],
+    ['Firmware', i.firmware === 'uefi' ? 'UEFI (OVMF, own NVRAM)' : 'BIOS (SeaBIOS)'],
     ['Host', i.host],
     ['Created', i.createdAt],
     ['Last started', i.lastStartedAt],

@@ -22,6 +22,7 @@ interface LaunchOptions {
   cloudInit?: string;
   meta?: Record<string, string>;
   disk?: number;
+  firmware?: 'bios' | 'uefi';
   wait: boolean;
 }
 
@@ -41,6 +42,7 @@ export function createBody(image: string, name: string, opts: LaunchOptions, sta
   if (opts.cloudInit !== undefined) body.userData = readText(opts.cloudInit, '--cloud-init');
   if (opts.meta && Object.keys(opts.meta).length > 0) body.meta = opts.meta;
   if (opts.disk !== undefined) body.diskBytes = opts.disk;
+  if (opts.firmware) body.firmware = opts.firmware;
   return body;
 }
 
@@ -98,6 +100,14 @@ export function parseDiskSize(value: string): number {
   return n;
 }
 
+/** `--firmware bios|uefi` (`efi`, as OVF and VMware spell it, is uefi). */
+export function parseFirmwareFlag(value: string): 'bios' | 'uefi' {
+  const v = value.trim().toLowerCase();
+  if (v === 'bios' || v === 'seabios') return 'bios';
+  if (v === 'uefi' || v === 'efi' || v === 'ovmf') return 'uefi';
+  throw new VmkitError('VMKIT_INVALID_ARGUMENT', `Unknown firmware "${value}".`, { hint: 'Use --firmware bios (SeaBIOS) or --firmware uefi (OVMF).' });
+}
+
 /** `--count N`: NAME-1 … NAME-N. */
 export function replicaNames(name: string, count: number): string[] {
   return Array.from({ length: count }, (_, i) => `${name}-${i + 1}`);
@@ -130,6 +140,7 @@ function build(verb: 'launch' | 'create'): Command {
     .option('--cloud-init <file>', 'cloud-init user-data: a #cloud-config file or a script (#!)')
     .option('--meta <key=value>', 'extra NoCloud meta-data; repeatable', parseMeta)
     .option('--disk <size>', "root disk size, e.g. 20G (grown from the image's; cloud-init grows the filesystem)", parseDiskSize)
+    .option('--firmware <firmware>', "bios (SeaBIOS) or uefi (OVMF, with an NVRAM of the instance's own); default: the image's", parseFirmwareFlag)
     .option('--allow-privileged', 'allow forwarding host ports below 1024')
     .option('--count <n>', 'make N replicas NAME-1..NAME-N from the image (linked clones)', positiveInt('--count'))
     .option('--floating', 'cluster: forward addresses follow the instance to whichever host runs it (nat NICs)')

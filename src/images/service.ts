@@ -18,6 +18,7 @@ import { buildDebianImage, type BuildDebianRequest } from './build-debian.js';
 import { downloadChecked, downloadUrl, validateSha256 } from './download.js';
 import { NIC_MODELS, type Image, type NicModel } from '../domain/types.js';
 import { formatFromExtension, maxImageBytes } from './safety.js';
+import { findOvmf, parseFirmware } from '../qemu/firmware.js';
 
 export interface ImageServiceDeps {
   images: ImageStore;
@@ -125,18 +126,15 @@ export class ImageService {
     if (change.nicModel !== undefined && !NIC_MODELS.includes(change.nicModel)) {
       throw vmkitError('VMKIT_INVALID_ARGUMENT', `Unknown NIC model "${change.nicModel}".`, { hint: `Use one of ${NIC_MODELS.join(', ')}.` });
     }
-    if (change.firmware !== undefined && change.firmware !== 'bios') {
-      throw vmkitError('VMKIT_INVALID_ARGUMENT', `Firmware "${change.firmware}" is not available: vmkit boots with SeaBIOS (bios) only.`, {
-        hint: 'Use --firmware bios; UEFI (OVMF) is not supported yet.',
-      });
-    }
+    const firmware = change.firmware !== undefined ? parseFirmware(change.firmware) : undefined;
+    if (firmware === 'uefi') await findOvmf();
     for (const [k, v] of Object.entries({ minDiskBytes: change.minDiskBytes, cpus: change.cpus, memoryMiB: change.memoryMiB })) {
       if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw vmkitError('VMKIT_INVALID_ARGUMENT', `${k} must be a positive integer.`);
     }
     const updated = await this.deps.images.update(name, (image) => {
       if (change.nicModel) image.nicModels = [change.nicModel, ...image.nicModels.filter((m) => m !== change.nicModel)];
       if (change.minDiskBytes !== undefined) image.minDiskBytes = change.minDiskBytes;
-      if (change.firmware !== undefined) image.firmware = 'bios';
+      if (firmware !== undefined) image.firmware = firmware;
       if (change.cpus !== undefined) image.defaults.cpus = change.cpus;
       if (change.memoryMiB !== undefined) image.defaults.memoryMiB = change.memoryMiB;
       return image;

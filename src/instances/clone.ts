@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, mkdir, rename, rm } from 'node:fs/promises';
+import { copyNvram } from '../qemu/firmware.js';
 import { isAbsolute, join } from 'node:path';
 import { vmkitError } from '../errors.js';
 import { validateName } from '../domain/names.js';
@@ -79,6 +80,8 @@ export class Cloning {
             await chmod(layer, 0o444);
             await createLinkedClone(layer, 'qcow2', join(dir, 'root.qcow2'));
           }
+          // A UEFI source's NVRAM (boot entries, variables) goes with its disk.
+          await copyNvram(paths.instance(src.id), dir);
           ctx?.checkCancelled();
           await registry.insertRow(inst);
         } catch (err) {
@@ -119,6 +122,7 @@ export class Cloning {
       updatedAt: now,
       host: host.hostName,
       ...(linked ? { linkedFrom: src.name } : {}),
+      ...(src.firmware === 'uefi' ? { firmware: src.firmware } : {}),
       // Same user-data and keys; the new id is a new cloud-init instance-id (and machine-id, host keys: see config-drive.ts).
       ...(src.cloudInit ? { cloudInit: { ...src.cloudInit, generation: undefined } } : {}),
     };
@@ -158,6 +162,8 @@ export class Cloning {
             onProgress: (f) =>
               ctx?.progress({ phase: `copying snapshot ${snapshot}`, percent: Math.min(99, Math.round(f * 100)), bytesDone: Math.round(f * total), bytesTotal: total }),
           });
+          // A UEFI source's NVRAM (boot entries, variables) goes with its disk.
+          await copyNvram(paths.instance(src.id), dir);
           ctx?.checkCancelled();
           await registry.insertRow(inst);
         } catch (err) {

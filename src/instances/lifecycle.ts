@@ -10,6 +10,7 @@ import { launchQemu, waitForExit, isProcessAlive, processUid } from '../qemu/pro
 import { pauseGuest, quitQemu, requestPowerdown, resumeGuest } from '../qemu/power.js';
 import { assertHostPortFree } from '../network/forwards.js';
 import { touch } from './confinement.js';
+import { ensureNvram, findOvmf } from '../qemu/firmware.js';
 import type { InstanceContext, Runtime } from './registry.js';
 import { ConsoleLogCap, consoleLogLimits, rotateConsoleLog } from './console-log.js';
 import type { StartHooks, StopOptions } from './types.js';
@@ -77,6 +78,9 @@ export class Lifecycle {
       await peers.networking?.plug(inst);
       const disks: QemuDisk[] = inst.disks.map((d) => ({ id: d.name, file: registry.diskPath(inst, d), format: d.format }));
       disks.push({ id: 'cidata', file: join(dir, 'cidata.img'), format: 'raw', readOnly: true });
+      // UEFI: OVMF's code (shared, read-only) + the instance's NVRAM, made at its first UEFI start.
+      const ovmf = inst.firmware === 'uefi' ? await findOvmf() : undefined;
+      const uefi = ovmf ? { code: ovmf.code, nvram: await ensureNvram(dir, ovmf) } : undefined;
       const kernel = image.boot ? images.file(image, image.boot.kernel) : undefined;
       const initrd = image.boot?.initrd ? images.file(image, image.boot.initrd) : undefined;
       const argv = buildQemuArgv({
@@ -98,14 +102,15 @@ export class Lifecycle {
         consoleLog: paths.consoleLog(inst.id),
         startPaused: true,
         machine: inst.machine,
+        uefi,
         extraArgs: hooks?.extraArgs,
       });
       // The guest's uid gets its files, a cgroup gets its limits (src/instances/confinement.ts).
       const confined = await registry.confinement.prepare(
         inst,
         accel,
-        disks.filter((d) => !d.readOnly).map((d) => d.file),
-        [kernel, initrd].filter((f): f is string => !!f),
+        [...disks.filter((d) => !d.readOnly).map((d) => d.file), ...(uefi ? [uefi.nvram] : [])],
+        [kernel, initrd, uefi?.code].filter((f): f is string => !!f),
       );
       ctx?.progress({ phase: 'starting QEMU', percent: 40 });
       const { pid, qmp } = await launchQemu(argv, runDir, undefined, confined.prefix);

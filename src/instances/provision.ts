@@ -17,6 +17,7 @@ import type { Nics } from './nics.js';
 import type { InstanceContext } from './registry.js';
 import type { CreateInstanceRequest } from './types.js';
 import { confinePath, isSafeSegment } from '../util/confine.js';
+import { findOvmf, parseFirmware } from '../qemu/firmware.js';
 
 /**
  * The birth and end of an instance on this host: create from an image (a linked clone of its
@@ -42,6 +43,9 @@ export class Provisioning {
       }
       const image = await images.get(req.image);
       const { cpus, memoryMiB } = sizeFor(req, image);
+      const firmware = parseFirmware(req.firmware ?? image.firmware ?? 'bios');
+      // Checked before anything is made: a UEFI instance on a host without OVMF would never start.
+      if (firmware === 'uefi') await findOvmf();
       const cloudInit = validateCloudInit(req);
       const imageBytes = image.disks[0]?.virtualSize ?? 0;
       const diskBytes = rootDiskBytes(req.diskBytes, image);
@@ -73,6 +77,7 @@ export class Provisioning {
         updatedAt: now,
         host: host.hostName,
         machine: await host.machineType?.(),
+        ...(firmware === 'uefi' ? { firmware } : {}),
         ...(cloudInit ? { cloudInit } : {}),
       };
       const shared = host.sharedDir && req.storage !== 'local' ? host.sharedDir : undefined;

@@ -2,6 +2,7 @@ import { validateName } from '../domain/names.js';
 import { validateCloudInit } from '../domain/cloud-init.js';
 import type { InstanceView, Operation } from '../domain/types.js';
 import type { OperationContext, OperationManager } from '../operations/operations.js';
+import { findOvmf, parseFirmware } from '../qemu/firmware.js';
 import type { CreateInstanceRequest, InstanceManager } from './manager.js';
 
 export type StateAction = 'start' | 'stop' | 'restart' | 'pause' | 'resume' | 'suspend';
@@ -27,7 +28,7 @@ export interface Suspender {
 export interface InstanceServiceDeps {
   /** The instance manager's public verbs only (its internals are being rewritten). */
   instances: Pick<InstanceManager, 'get' | 'create' | 'start' | 'stop' | 'restart' | 'pause' | 'resume' | 'delete' | 'clone'>;
-  images: { get(name: string): Promise<unknown> };
+  images: { get(name: string): Promise<{ firmware?: string }> };
   snapshots: Suspender;
   operations: OperationManager;
 }
@@ -46,7 +47,10 @@ export class InstanceService {
     const { instances, images, operations } = this.deps;
     validateName(req.name, 'instance name');
     validateCloudInit(req);
-    await images.get(req.image);
+    const image = await images.get(req.image);
+    // Refused before an operation starts (a 4xx/5xx, not a failed operation): an unknown
+    // firmware, or UEFI on a host without OVMF.
+    if (parseFirmware(req.firmware ?? image.firmware ?? 'bios') === 'uefi') await findOvmf();
     return operations.start({
       kind: req.start ? 'instance.launch' : 'instance.create',
       description: `${req.start ? 'Launching' : 'Creating'} ${req.name}`,

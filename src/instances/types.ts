@@ -23,6 +23,8 @@ export interface CreateInstanceRequest {
   meta?: Record<string, string>;
   /** Root disk size in bytes (the overlay is grown; never smaller than the image). */
   diskBytes?: number;
+  /** bios or uefi (OVMF with an NVRAM of the instance's own); default: the image's firmware. */
+  firmware?: string;
 }
 
 export interface NicRequest {

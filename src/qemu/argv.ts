@@ -1,4 +1,5 @@
 import type { Nic, NicModel, PortForward } from '../domain/types.js';
+import { pflashArgs } from './firmware.js';
 
 /**
  * The one place that knows QEMU's command line. Tuned like a careful toolstack (libvirt's
@@ -42,6 +43,8 @@ export interface QemuLaunchSpec {
    * default, which a guest's cgroup limit would have to allow for. Unset: QEMU's default.
    */
   tbSizeMiB?: number;
+  /** UEFI (OVMF): the read-only firmware code and the instance's own variable store (raw files). */
+  uefi?: { code: string; nvram: string };
   /** Appended as they are (e.g. `-incoming defer`). */
   extraArgs?: readonly string[];
 }
@@ -107,6 +110,8 @@ function blockdevArgs(d: QemuDisk): string[] {
 
 export function buildQemuArgv(spec: QemuLaunchSpec): string[] {
   const run = (f: keyof typeof RUN_FILES) => `${spec.runDir}/${RUN_FILES[f]}`;
+  const pflash = spec.uefi ? pflashArgs(spec.uefi.code, spec.uefi.nvram) : undefined;
+  const machine = `${spec.machine ?? 'pc'}${pflash?.machine ?? ''}`;
   const argv: string[] = [
     spec.qemuBinary,
     '-name',
@@ -115,8 +120,8 @@ export function buildQemuArgv(spec: QemuLaunchSpec): string[] {
     '-no-user-config',
     // `-accel` and `-machine accel=` cannot be mixed: a bounded TCG cache takes `-accel`.
     ...(spec.accel === 'tcg' && spec.tbSizeMiB
-      ? ['-machine', `${spec.machine ?? 'pc'},usb=off,dump-guest-core=off`, '-accel', `tcg,tb-size=${spec.tbSizeMiB}`]
-      : ['-machine', `${spec.machine ?? 'pc'},accel=${spec.accel},usb=off,dump-guest-core=off`]),
+      ? ['-machine', `${machine},usb=off,dump-guest-core=off`, '-accel', `tcg,tb-size=${spec.tbSizeMiB}`]
+      : ['-machine', `${machine},accel=${spec.accel},usb=off,dump-guest-core=off`]),
     '-cpu',
     spec.accel === 'kvm' ? 'host' : TCG_CPU_MODEL,
     '-smp',
@@ -159,6 +164,7 @@ export function buildQemuArgv(spec: QemuLaunchSpec): string[] {
     '-uuid',
     instanceUuid(spec.instanceId),
   ];
+  if (pflash) argv.push(...pflash.args);
   if (spec.kernel) argv.push('-kernel', spec.kernel);
   if (spec.initrd) argv.push('-initrd', spec.initrd);
   if (spec.kernel && spec.cmdline) argv.push('-append', spec.cmdline);

@@ -31,8 +31,8 @@ const imageFields = {
   nicModels: Type.Array(StringEnum(NIC_MODELS)),
   // Instances get a root disk of at least this many bytes (grown at creation).
   minDiskBytes: Type.Optional(Type.Integer()),
-  // Only SeaBIOS (bios) exists today.
-  firmware: Type.Optional(StringEnum(['bios'])),
+  // bios (SeaBIOS, the default) or uefi (OVMF): what instances made from it boot with.
+  firmware: Type.Optional(StringEnum(['bios', 'uefi'])),
   disks: Type.Array(Type.Object({ ...diskRefFields, virtualSize: Type.Optional(Type.Integer()), actualSize: Type.Optional(Type.Integer()) })),
   source: StringEnum(['builtin', 'import', 'publish', 'pull']),
   createdAt: Type.String(),

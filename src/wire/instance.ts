@@ -84,6 +84,8 @@ const instanceFields = {
   linkedFrom: Type.Optional(Type.String()),
   // QEMU's concrete machine type (e.g. pc-i440fx-7.2), fixed at creation: live migration needs the same on both ends.
   machine: Type.Optional(Type.String()),
+  // uefi: OVMF with the instance's own NVRAM (nvram.fd in its folder); absent or bios: SeaBIOS.
+  firmware: Type.Optional(StringEnum(['bios', 'uefi'])),
   // The uid (and gid) its QEMU runs as, unique on the host (src/host/guest-uids.ts); allocated at creation.
   uid: Type.Optional(Type.Integer()),
   cloudInit: Type.Optional(CloudInitSchema),

@@ -77,6 +77,7 @@ export const CreateInstanceRequestSchema = Type.Object(
     target: Type.Optional(Type.String({ description: 'cluster: the host to create it on (default: the live host with the most free memory)' })),
     storage: Type.Optional(StringEnum(['local', 'shared'])),
     ...cloudInitFields,
+    firmware: Type.Optional(StringEnum(['bios', 'uefi'], { description: "bios (SeaBIOS) or uefi (OVMF, with the instance's own NVRAM); default: the image's" })),
     diskBytes: Type.Optional(Type.Integer({ minimum: 1, description: 'root disk size in bytes (at least the image size; the guest grows its filesystem)' })),
   },
   strict,
@@ -240,7 +241,7 @@ export const ImageDefaultsRequestSchema = Type.Object(
   {
     nicModel: Type.Optional(StringEnum(NIC_MODELS)),
     minDiskBytes: Type.Optional(Type.Integer({ minimum: 1 })),
-    firmware: Type.Optional(Type.String({ description: 'bios (the only firmware today)' })),
+    firmware: Type.Optional(Type.String({ description: 'bios (SeaBIOS) or uefi (OVMF)' })),
     cpus: Type.Optional(Type.Integer({ minimum: 1 })),
     memoryMiB: Type.Optional(Type.Integer({ minimum: 32 })),
   },
