@@ -5,7 +5,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, processAlive, sleep, startTestDaemon, waitForHttp, type TestDaemon } from './helpers.js';
 import { GUEST_UID_BASE, isGuestUid } from '../dist/host/guest-uids.js';
-import { QEMU_OVERHEAD_MIB, TCG_CACHE_ALLOWANCE_MIB, detectCgroups, guestCgroup } from '../dist/host/cgroups.js';
+import { QEMU_OVERHEAD_MIB, TCG_CACHE_ALLOWANCE_MIB, TCG_TB_SIZE_MIB, detectCgroups, guestCgroup } from '../dist/host/cgroups.js';
 
 /**
  * Least privilege for QEMU (issue 12, item 2), against a real daemon and real QEMU: each
@@ -78,6 +78,9 @@ describe('every QEMU runs unprivileged in a cgroup of its own', { timeout: 600_0
       assert.equal(info.runtime.uid, uid);
       uids.add(uid);
 
+      // The translation cache the limit allows for is the one QEMU is given (bounded, not 1 GiB).
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      assert.equal(argv[argv.indexOf('-accel') + 1], `tcg,tb-size=${TCG_TB_SIZE_MIB}`);
       const g = guestCgroup(layout!, info.id);
       assert.equal(info.runtime.cgroup, `/vmkit/${info.id}`);
       const procCgroup = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
@@ -211,7 +214,8 @@ describe("a guest's memory limit is enforced", { timeout: 300_000 }, () => {
     }
     assert.notEqual(info.state, 'running', `a guest over its limit does not keep running (launch: ${r.stderr})`);
     assert.equal(info.state, 'error', `${info.stateReason} ${r.stderr}`);
-    assert.match(info.stateReason ?? '', /ended unexpectedly/);
+    // The cgroup's oom_kill count, read before the group goes, says why.
+    assert.match(info.stateReason ?? '', /the kernel's OOM killer ended the QEMU process: its cgroup reached its memory limit \(96 MiB\)/);
     // Where the kernel log is readable, it names the cgroup whose limit killed QEMU.
     const kmsg = spawnSync('dmesg', [], { encoding: 'utf8' });
     if (kmsg.status === 0) assert.match(kmsg.stdout, new RegExp(`oom_memcg=/vmkit/${info.id}\\b.*task=qemu-system`));

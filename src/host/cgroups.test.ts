@@ -14,7 +14,9 @@ import {
   guestLimits,
   memoryLimitBytes,
   memoryLimitOf,
+  parseOomKills,
   parseProcCgroup,
+  TCG_TB_SIZE_MIB,
   removeGuestCgroup,
 } from './cgroups.js';
 
@@ -140,5 +142,20 @@ describe('guest limits', () => {
   });
   it('takes the test-only override', () => {
     assert.equal(memoryLimitBytes(256, 'tcg', { VMKIT_TEST_MEMORY_LIMIT_MIB: '100' }), 100 * MiB);
+  });
+});
+
+describe('OOM kills of a group', () => {
+  it('reads oom_kill from memory.events (v2) and memory.oom_control (v1); absent on old kernels', () => {
+    assert.equal(parseOomKills('low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n'), 1);
+    assert.equal(parseOomKills('oom_kill_disable 0\nunder_oom 0\noom_kill 3\n'), 3);
+    assert.equal(parseOomKills('oom_kill_disable 0\nunder_oom 0\n'), undefined);
+    assert.equal(parseOomKills(''), undefined);
+  });
+});
+
+describe('the TCG allowance', () => {
+  it('holds the bounded translation cache QEMU is given (-accel tcg,tb-size=) and room for its index', () => {
+    assert.ok(TCG_CACHE_ALLOWANCE_MIB >= TCG_TB_SIZE_MIB + 32);
   });
 });

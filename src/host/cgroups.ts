@@ -202,15 +202,45 @@ export async function memoryLimitOf(layout: CgroupLayout, id: string): Promise<n
   return text && Number.isFinite(n) ? n : undefined;
 }
 
+/**
+ * How often the kernel's OOM killer ended a process of the group for reaching its memory limit
+ * (v2: `oom_kill` in memory.events; v1: `oom_kill` in memory.oom_control, kernel 4.13+), read
+ * before the group is removed so a crash can say why. Undefined when the kernel does not say.
+ */
+export async function oomKillsOf(layout: CgroupLayout, id: string): Promise<number | undefined> {
+  const g = guestCgroup(layout, id);
+  const text = await readFile(join(g.dirs[0]!, layout.version === 2 ? 'memory.events' : 'memory.oom_control'), 'utf8').catch(() => '');
+  return parseOomKills(text);
+}
+
+export function parseOomKills(text: string): number | undefined {
+  const m = /^oom_kill (\d+)$/m.exec(text);
+  return m ? Number(m[1]) : undefined;
+}
+
 // ---- the limits of a guest ------------------------------------------------------------------
 
 /**
- * What the TCG translation cache may take (QEMU 7.2 reserves 1 GiB and touches it as the guest
- * runs more code: ≈ 47 MiB after the appliance's boot). Bounding it with `-accel
- * tcg,tb-size=64` was tried and dropped: the cache then thrashed and the appliance became
- * several times slower after a snapshot (the snapshot tests' console deadlines were missed).
+ * TCG's translation cache, bounded with `-accel tcg,tb-size=` whenever QEMU runs in a guest's
+ * cgroup. QEMU 7.2's default reserves 1 GiB and touches it as the guest translates code,
+ * flushing only once all of it is used: the appliance touches ≈ 47 MiB in its boot, but a
+ * Debian cloud guest had touched 440 MiB by the time ssh answered and 760 MiB a minute later
+ * (code pages freed and reused by new processes are translated again; the old translations
+ * stay until a flush). Unbounded, the Debian guest's QEMU crossed its limit (then RAM + 96 +
+ * 256 MiB) and the kernel's OOM killer ended it in the middle of cloud-init's first boot.
+ * Bounded at 256 MiB the cache is flushed every minute or so while such a guest boots
+ * (boot to ssh 280 s vs 293 s unbounded, side by side on a host at load 14) and never for
+ * the appliance; 64 MiB was too small (the appliance's snapshot tests thrashed).
  */
-export const TCG_CACHE_ALLOWANCE_MIB = 256;
+export const TCG_TB_SIZE_MIB = 256;
+
+/**
+ * What the limit allows for TCG: the bounded cache, and 64 MiB for its index (QEMU's hash
+ * table of translated blocks and their page descriptors, on QEMU's heap, which grow with the
+ * number of blocks until a flush). Measured on the Debian guest (512 MiB, guest RAM filled
+ * with page cache, cache full): 512 MiB RAM + 255 MiB cache + 68 MiB for all the rest.
+ */
+export const TCG_CACHE_ALLOWANCE_MIB = TCG_TB_SIZE_MIB + 64;
 
 /**
  * What a QEMU process needs beside guest RAM and the TCG cache: its code, heap, device and

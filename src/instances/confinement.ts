@@ -3,7 +3,7 @@ import { dirname, isAbsolute, join } from 'node:path';
 import { vmkitError } from '../errors.js';
 import type { Instance } from '../domain/types.js';
 import { allocateGuestUid, confineGuests } from '../host/guest-uids.js';
-import { cgroupOfProcess, createGuestCgroup, detectCgroups, guestCgroup, guestLimits, removeGuestCgroup, type CgroupLayout } from '../host/cgroups.js';
+import { cgroupOfProcess, createGuestCgroup, detectCgroups, guestCgroup, guestLimits, memoryLimitOf, oomKillsOf, removeGuestCgroup, type CgroupLayout } from '../host/cgroups.js';
 import { confinementPrefix } from '../qemu/confine.js';
 import type { DataPaths } from '../paths.js';
 
@@ -122,6 +122,19 @@ export class Confinement {
     const layout = this.cgroupLayout();
     if (!layout || qemuRunsAsRoot()) return;
     await removeGuestCgroup(layout, instanceId).catch((err: Error) => console.error(`vmkitd: cgroup of instance ${instanceId}: ${err.message}`));
+  }
+
+  /**
+   * Why a QEMU that ended unexpectedly ended, when its cgroup knows: the kernel's OOM killer
+   * (the group reached its memory limit). Read before `release` removes the group.
+   */
+  async oomKilled(instanceId: string): Promise<{ limitMiB?: number } | undefined> {
+    const layout = this.cgroupLayout();
+    if (!layout || qemuRunsAsRoot()) return undefined;
+    const kills = await oomKillsOf(layout, instanceId);
+    if (!kills) return undefined;
+    const limit = await memoryLimitOf(layout, instanceId);
+    return { limitMiB: limit === undefined ? undefined : Math.round(limit / 1024 / 1024) };
   }
 
   /** The cgroup a running QEMU is in (after a daemon restart), as `/vmkit/<id>`. */

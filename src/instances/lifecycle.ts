@@ -9,8 +9,9 @@ import { buildQemuArgv, type QemuDisk } from '../qemu/argv.js';
 import { launchQemu, waitForExit, isProcessAlive, processUid } from '../qemu/process.js';
 import { pauseGuest, quitQemu, requestPowerdown, resumeGuest } from '../qemu/power.js';
 import { assertHostPortFree } from '../network/forwards.js';
-import { touch } from './confinement.js';
+import { qemuRunsAsRoot, touch } from './confinement.js';
 import { ensureNvram, findOvmf } from '../qemu/firmware.js';
+import { TCG_TB_SIZE_MIB } from '../host/cgroups.js';
 import type { InstanceContext, Runtime } from './registry.js';
 import { ConsoleLogCap, consoleLogLimits, rotateConsoleLog } from './console-log.js';
 import type { StartHooks, StopOptions } from './types.js';
@@ -103,6 +104,8 @@ export class Lifecycle {
         startPaused: true,
         machine: inst.machine,
         uefi,
+        // The cgroup's memory limit allows for a bounded translation cache (src/host/cgroups.ts).
+        tbSizeMiB: qemuRunsAsRoot() ? undefined : TCG_TB_SIZE_MIB,
         extraArgs: hooks?.extraArgs,
       });
       // The guest's uid gets its files, a cgroup gets its limits (src/instances/confinement.ts).

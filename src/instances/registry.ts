@@ -438,14 +438,18 @@ export class InstanceRegistry {
     const inst = await this.loadIfPresent(name);
     if (!inst) return;
     await rm(this.paths.run(inst.id), { recursive: true, force: true }).catch((err: Error) => console.error(`vmkitd: removing the run folder of ${name}: ${err.message}`));
+    const oom = rt.guestShutdown ? undefined : await this.confinement.oomKilled(inst.id).catch(() => undefined);
     await this.confinement.release(inst.id);
     if (inst.state === 'deleting') return;
     if (rt.guestShutdown) {
       await this.setStateFromEvent(inst, 'stopped', 'the guest powered off');
       this.events.lifecycle('instance-stopped', name);
     } else {
-      await this.setStateFromEvent(inst, 'error', 'the QEMU process ended unexpectedly (killed or crashed); its forwards were released');
-      this.events.lifecycle('instance-crashed', name, { pid: rt.pid });
+      const why = oom
+        ? `the kernel's OOM killer ended the QEMU process: its cgroup reached its memory limit${oom.limitMiB ? ` (${oom.limitMiB} MiB)` : ''}`
+        : 'the QEMU process ended unexpectedly (killed or crashed)';
+      await this.setStateFromEvent(inst, 'error', `${why}; its forwards were released`);
+      this.events.lifecycle('instance-crashed', name, { pid: rt.pid, ...(oom ? { oomKilled: true } : {}) });
     }
     await this.peers.networking?.unplug(inst).catch((err: Error) => console.error(`vmkitd: unplugging ${name}: ${err.message}`));
   }

@@ -1,0 +1,466 @@
+#!/usr/bin/env node
+// Debian boot-to-ssh benchmark: the same Debian 12 cloud image (vmkit image build-debian, cached
+// in .cache/debian-bookworm) booted under raw QEMU, libvirt and vmkit, in the same run; the
+// clock runs from the start call to the first successful ssh login with the key cloud-init
+// installed. Every boot is a first boot (fresh overlay, new instance-id): cloud-init runs its
+// per-instance modules (host keys, the key for "debian") in all three.
+//
+//   node dist-bench/debian-boot.js [--runs N (1)] [--memory MiB (512)] [--image DIR]
+//                                  [--skip-libvirt] [--no-kvm-fix] [--timeout S (900)]
+//
+// Runs as root. It re-executes itself in a network namespace of its own (unshare --net), so
+// the vmkit daemon's nftables table and every forward stay out of the host's network; a
+// libvirtd that already runs elsewhere is used as it is (ssh then goes through the namespace
+// of its QEMU: nsenter --net). See bench/README.md, "Debian boot to ssh".
+
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import {
+  ROOT,
+  VMKIT_BIN,
+  DOMAIN,
+  VIRSH,
+  TCG_CPU_MODEL,
+  die,
+  log,
+  sleep,
+  onCleanup,
+  cleanupAll,
+  killPid,
+  median,
+  run,
+  startDaemon,
+  freePort,
+  ensureLibvirtInstalled,
+  startLibvirtDaemons,
+  libvirtCpu,
+  normalizeDevKvm,
+  isCleaningUp,
+} from './lib.js';
+import { parseArgs } from './args.js';
+import { writeConfigDrive } from '../dist/storage/config-drive.js';
+
+const USAGE = 'node dist-bench/debian-boot.js [--runs N (1)] [--memory MiB (512)] [--image DIR] [--skip-libvirt] [--no-kvm-fix] [--timeout S (900)]';
+
+function options() {
+  return parseArgs(USAGE, {
+    runs: { flag: '--runs', kind: 'int', min: 1, default: 1 },
+    memory: { flag: '--memory', kind: 'int', min: 256, default: 512 },
+    timeoutS: { flag: '--timeout', kind: 'int', min: 60, default: 900 },
+    imageDir: { flag: '--image', kind: 'path', default: path.join(ROOT, '.cache', 'debian-bookworm') },
+    libvirt: { flag: '--skip-libvirt', kind: 'clear' },
+    kvmFix: { flag: '--no-kvm-fix', kind: 'clear' },
+  });
+}
+
+const LIBVIRT_DOMAIN = `${DOMAIN}-debian`;
+
+interface Boot {
+  /** Start call → first successful ssh login (ms). */
+  sshMs: number;
+  /** Start call → the start call returned (virsh start, vmkit's start operation; raw: spawn). */
+  ctlMs: number;
+}
+
+interface Contender {
+  name: string;
+  run(round: number): Promise<Boot>;
+  stop(): Promise<void>;
+}
+
+/** What every contender boots: the same files, guest size and key. */
+interface Guest {
+  work: string;
+  base: string;
+  key: string;
+  pubKey: string;
+  memoryMiB: number;
+  timeoutMs: number;
+  /** The cached build (`<cache>/debian-<release>`): vmkit's build-debian imports it from there. */
+  imageDir: string;
+}
+
+// ---- ssh -----------------------------------------------------------------------------------
+
+/** One ssh login with the bench's key (in the network namespace of `pid` when given). */
+function sshOnce(g: Guest, port: number, nsPid?: number): boolean {
+  const ssh = [
+    'ssh',
+    '-i',
+    g.key,
+    '-p',
+    String(port),
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    'StrictHostKeyChecking=no',
+    '-o',
+    'UserKnownHostsFile=/dev/null',
+    '-o',
+    'LogLevel=ERROR',
+    '-o',
+    'ConnectTimeout=4',
+    'debian@127.0.0.1',
+    'true',
+  ];
+  const argv = nsPid ? ['nsenter', `--net=/proc/${nsPid}/ns/net`, '--', ...ssh] : ssh;
+  const r = spawnSync(argv[0]!, argv.slice(1), { stdio: 'ignore', timeout: 8000 });
+  return r.status === 0;
+}
+
+/**
+ * Resolves with performance.now() at the first ssh login that works. Attempts follow each
+ * other 500 ms apart (a refused one returns at once, so the resolution is ≈ 0.5–1 s on a boot
+ * of a minute or more); `alive` ends the wait early when the guest's QEMU is gone.
+ */
+async function waitSsh(g: Guest, port: number, label: string, alive: () => boolean, nsPid?: () => number | undefined): Promise<number> {
+  const deadline = performance.now() + g.timeoutMs;
+  while (performance.now() < deadline) {
+    if (isCleaningUp()) throw new Error('interrupted');
+    if (!alive()) throw new Error(`${label}: the guest's QEMU is gone before ssh answered`);
+    if (sshOnce(g, port, nsPid?.())) return performance.now();
+    await sleep(500);
+  }
+  throw new Error(`${label}: ssh did not answer within ${g.timeoutMs / 1000} s`);
+}
+
+/** A first-boot NoCloud drive exactly as vmkit writes it (src/storage/config-drive.ts). */
+async function seed(g: Guest, file: string, name: string, mac: string): Promise<void> {
+  await writeConfigDrive(file, {
+    instanceId: `${name}-${Date.now().toString(36)}`,
+    identity: `${name}-${Date.now().toString(36)}`,
+    hostname: name,
+    nics: [{ id: 'nic0', model: 'virtio-net', mac, network: 'user' }],
+    cloudInit: { sshKeys: [g.pubKey] },
+  });
+  await fsp.chmod(file, 0o644);
+}
+
+async function overlay(g: Guest, file: string): Promise<void> {
+  await fsp.rm(file, { force: true });
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', g.base, file]);
+  await fsp.chmod(file, 0o666);
+}
+
+// ---- contender 1: raw QEMU -----------------------------------------------------------------
+
+function rawArgv(g: Guest, disk: string, cidata: string, port: number, mac: string, consoleFile: string): string[] {
+  return [
+    '-nodefaults',
+    '-no-user-config',
+    '-machine',
+    'pc,accel=tcg',
+    '-cpu',
+    TCG_CPU_MODEL,
+    '-smp',
+    '1',
+    '-m',
+    `${g.memoryMiB}M`,
+    '-display',
+    'none',
+    '-vga',
+    'none',
+    '-chardev',
+    `file,id=serial0,path=${consoleFile},append=on`,
+    '-serial',
+    'chardev:serial0',
+    '-blockdev',
+    JSON.stringify({ driver: 'file', filename: disk, 'node-name': 'root-file' }),
+    '-blockdev',
+    JSON.stringify({ driver: 'qcow2', file: 'root-file', 'node-name': 'root' }),
+    '-device',
+    'virtio-blk-pci,drive=root,id=root-dev,bootindex=1',
+    '-blockdev',
+    JSON.stringify({ driver: 'file', filename: cidata, 'node-name': 'cidata-file', 'read-only': true }),
+    '-blockdev',
+    JSON.stringify({ driver: 'raw', file: 'cidata-file', 'node-name': 'cidata', 'read-only': true }),
+    '-device',
+    'virtio-blk-pci,drive=cidata,id=cidata-dev',
+    '-netdev',
+    `user,id=nic0,hostfwd=tcp:127.0.0.1:${port}-:22`,
+    '-device',
+    `virtio-net-pci,netdev=nic0,mac=${mac},id=nic0-dev`,
+  ];
+}
+
+function makeRaw(g: Guest): Contender {
+  let child: ReturnType<typeof spawn> | null = null;
+  const stop = async () => {
+    const c = child;
+    child = null;
+    if (c?.pid) await killPid(c.pid, 'raw QEMU');
+  };
+  onCleanup('raw QEMU', stop);
+  const mac = '52:54:00:de:b1:01';
+  return {
+    name: 'raw QEMU',
+    async run(round) {
+      const disk = path.join(g.work, 'raw.qcow2');
+      const cidata = path.join(g.work, 'raw-cidata.img');
+      await overlay(g, disk);
+      await seed(g, cidata, `raw${round}`, mac);
+      const port = await freePort();
+      const t0 = performance.now();
+      const c = spawn('qemu-system-x86_64', rawArgv(g, disk, cidata, port, mac, path.join(g.work, 'raw-console.log')), { stdio: ['ignore', 'ignore', 'pipe'] });
+      child = c;
+      let stderr = '';
+      c.stderr!.on('data', (d) => (stderr += d));
+      const ctl = performance.now();
+      try {
+        const t1 = await waitSsh(g, port, 'raw QEMU', () => c.exitCode === null && c.signalCode === null);
+        return { sshMs: t1 - t0, ctlMs: ctl - t0 };
+      } catch (err) {
+        throw new Error(`${(err as Error).message} ${stderr.trim()}`);
+      }
+    },
+    stop,
+  };
+}
+
+// ---- contender 2: libvirt ------------------------------------------------------------------
+
+function domainXml(g: Guest, disk: string, cidata: string, mac: string, consoleFile: string): string {
+  const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/'/g, '&apos;');
+  return `<domain type='qemu'>
+  <name>${LIBVIRT_DOMAIN}</name>
+  <memory unit='MiB'>${g.memoryMiB}</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <boot dev='hd'/>
+  </os>
+  <features><acpi/></features>
+  ${libvirtCpu('tcg')}
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='${esc(disk)}'/>
+      <backingStore type='file'>
+        <format type='qcow2'/>
+        <source file='${esc(g.base)}'/>
+        <backingStore/>
+      </backingStore>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='${esc(cidata)}'/>
+      <target dev='vdb' bus='virtio'/>
+      <readonly/>
+    </disk>
+    <interface type='user'>
+      <mac address='${mac}'/>
+      <model type='virtio'/>
+    </interface>
+    <serial type='file'>
+      <source path='${esc(consoleFile)}' append='on'/>
+      <target port='0'/>
+    </serial>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+`;
+}
+
+async function libvirtQemuPid(): Promise<number | undefined> {
+  const text = await fsp.readFile(`/run/libvirt/qemu/${LIBVIRT_DOMAIN}.pid`, 'utf8').catch(() => '');
+  const pid = Number(text.trim());
+  return pid > 0 ? pid : undefined;
+}
+
+async function makeLibvirt(g: Guest, o: { kvmFix: boolean; accel: string }): Promise<Contender> {
+  await ensureLibvirtInstalled();
+  await normalizeDevKvm(o);
+  await startLibvirtDaemons();
+  await run('virsh', [...VIRSH, 'destroy', LIBVIRT_DOMAIN]).catch(() => undefined);
+  await run('virsh', [...VIRSH, 'undefine', LIBVIRT_DOMAIN]).catch(() => undefined);
+  const disk = path.join(g.work, 'libvirt.qcow2');
+  const cidata = path.join(g.work, 'libvirt-cidata.img');
+  const mac = '52:54:00:de:b1:02';
+  await overlay(g, disk);
+  const xmlFile = path.join(g.work, 'debian-domain.xml');
+  await fsp.writeFile(xmlFile, domainXml(g, disk, cidata, mac, path.join(g.work, 'libvirt-console.log')));
+  await seed(g, cidata, 'lv0', mac);
+  await run('virsh', [...VIRSH, 'define', xmlFile]);
+  onCleanup('undefine libvirt domain', async () => {
+    await run('virsh', [...VIRSH, 'undefine', LIBVIRT_DOMAIN]);
+    log(`undefined libvirt domain ${LIBVIRT_DOMAIN}`);
+  });
+  let running = false;
+  const stop = async () => {
+    if (!running) return;
+    running = false;
+    await run('virsh', [...VIRSH, 'destroy', LIBVIRT_DOMAIN]);
+  };
+  onCleanup('destroy libvirt domain', stop);
+  let pid: number | undefined;
+  return {
+    name: 'libvirt',
+    async run(round) {
+      // A fresh overlay and drive at the same paths (libvirt's dynamic ownership gives them to libvirt-qemu).
+      await overlay(g, disk);
+      await seed(g, cidata, `lv${round}`, mac);
+      const port = await freePort();
+      const t0 = performance.now();
+      running = true;
+      await run('virsh', [...VIRSH, 'start', LIBVIRT_DOMAIN]);
+      const ctl = performance.now();
+      // libvirt 9.0 has no port forwards for a user-mode (slirp) interface: the same hostfwd
+      // vmkit and raw QEMU put on their command line is added over the monitor (the guest is
+      // still in its firmware by then).
+      pid = await libvirtQemuPid();
+      await run('virsh', [...VIRSH, 'qemu-monitor-command', LIBVIRT_DOMAIN, '--hmp', `hostfwd_add hostnet0 tcp:127.0.0.1:${port}-:22`]);
+      const t1 = await waitSsh(
+        g,
+        port,
+        'libvirt',
+        () => !!pid && fs.existsSync(`/proc/${pid}`),
+        () => pid,
+      );
+      return { sshMs: t1 - t0, ctlMs: ctl - t0 };
+    },
+    stop,
+  };
+}
+
+// ---- contender 3: vmkit --------------------------------------------------------------------
+
+async function makeVmkit(g: Guest, o: { accel: string }): Promise<Contender> {
+  const dir = path.join(g.work, 'vmkit');
+  await fsp.mkdir(dir);
+  const daemon = await startDaemon(dir, { accel: o.accel, applianceDir: path.join(ROOT, '.cache', 'appliance') }, { VMKIT_BUILD_CACHE: path.dirname(g.imageDir) });
+  log(`vmkit daemon pid ${daemon.pid}, accelerator ${daemon.info.accel}, data folder ${dir}`);
+  const cli = (args: string[]) => run(process.execPath, [VMKIT_BIN, ...args], { env: daemon.env });
+  // build-debian finds the build in VMKIT_BUILD_CACHE (same inputs hash) and only imports it.
+  const t = performance.now();
+  await cli(['image', 'build-debian', 'debian']);
+  log(`vmkit: image build-debian imported the cached build in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  let current: string | undefined;
+  const stop = async () => {
+    if (!current) return;
+    const name = current;
+    current = undefined;
+    const r = await daemon.api.request('PUT', `/1.0/instances/${name}/state`, { action: 'stop', force: true });
+    await daemon.api.waitOp(r.operation, 60);
+    await cli(['delete', name]);
+  };
+  return {
+    name: 'vmkit',
+    async run(round) {
+      const name = `deb${round}`;
+      const port = await freePort();
+      // Created (not timed: an O(1) overlay), then started: a new instance, so a first boot.
+      await cli(['create', 'debian', name, '--memory', String(g.memoryMiB), '--ssh-key', g.pubKey, '-p', `${port}:22`]);
+      current = name;
+      const t0 = performance.now();
+      const accepted = await daemon.api.request('PUT', `/1.0/instances/${name}/state`, { action: 'start' });
+      await daemon.api.waitOp(accepted.operation, 300);
+      const ctl = performance.now();
+      const inst = (await daemon.api.request('GET', `/1.0/instances/${name}`)).metadata;
+      const pid = inst.runtime?.pid as number | undefined;
+      const t1 = await waitSsh(
+        g,
+        port,
+        'vmkit',
+        () => !!pid && fs.existsSync(`/proc/${pid}`),
+        () => pid,
+      );
+      return { sshMs: t1 - t0, ctlMs: ctl - t0 };
+    },
+    stop,
+  };
+}
+
+// ---- main ----------------------------------------------------------------------------------
+
+async function main() {
+  const o = options();
+  if (process.getuid?.() !== 0) die('run as root (libvirt, the vmkit daemon and the network namespace need it)');
+  if (!process.env.VMKIT_BENCH_IN_NETNS) {
+    const r = spawnSync('unshare', ['--net', '--', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', process.execPath, ...process.argv.slice(1)], {
+      stdio: 'inherit',
+      env: { ...process.env, VMKIT_BENCH_IN_NETNS: '1' },
+    });
+    process.exit(r.status ?? 1);
+  }
+  if (!fs.existsSync(path.join(ROOT, 'dist', 'daemon.js'))) die('dist/ is missing: run "npx tsc -p tsconfig.json" (npm run build) first');
+  const baseSrc = path.join(o.imageDir, 'root.qcow2');
+  if (!fs.existsSync(baseSrc)) die(`no Debian build in ${o.imageDir} (scripts/setup.sh, or: bash guest/debian/build.sh ${o.imageDir})`);
+
+  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'vmkit-bench-deb-'));
+  await fsp.chmod(work, 0o755); // libvirt-qemu must reach the guest files
+  onCleanup('remove temp folder', () => fsp.rm(work, { recursive: true, force: true }));
+  // A copy of the image for raw QEMU and libvirt (libvirt's dynamic ownership chowns the backing
+  // file; the shared cache must stay as it is). Reading it also warms the page cache for all.
+  const base = path.join(work, 'debian-base.qcow2');
+  await fsp.copyFile(baseSrc, base);
+  await fsp.chmod(base, 0o644);
+  const key = path.join(work, 'id_ed25519');
+  await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'vmkit-bench', '-f', key]);
+  const g: Guest = {
+    work,
+    base,
+    key,
+    pubKey: (await fsp.readFile(`${key}.pub`, 'utf8')).trim(),
+    memoryMiB: o.memory,
+    timeoutMs: o.timeoutS * 1000,
+    imageDir: o.imageDir,
+  };
+  log(`work folder ${work}; TCG; ${o.runs} round(s); guest ${o.memory} MiB, 1 vCPU; image ${o.imageDir}`);
+
+  const ctx = { accel: 'tcg', kvmFix: o.kvmFix };
+  const contenders: Contender[] = [makeRaw(g)];
+  if (o.libvirt) contenders.push(await makeLibvirt(g, ctx));
+  contenders.push(await makeVmkit(g, ctx));
+
+  const results = new Map<string, Boot[]>(contenders.map((c) => [c.name, []]));
+  const load0 = os.loadavg().map((x) => x.toFixed(2));
+  for (let round = 1; round <= o.runs; round++) {
+    for (const c of contenders) {
+      if (isCleaningUp()) return;
+      const b = await c.run(round);
+      await c.stop();
+      log(`round ${round}/${o.runs} ${c.name.padEnd(8)} ssh after ${(b.sshMs / 1000).toFixed(1)} s (start call returned after ${(b.ctlMs / 1000).toFixed(2)} s)`);
+      results.get(c.name)!.push(b);
+      await sleep(1000);
+    }
+  }
+  const load1 = os.loadavg().map((x) => x.toFixed(2));
+
+  const s = (xs: number[]) => (median(xs) / 1000).toFixed(1);
+  const out: string[] = [];
+  out.push('', `## Debian 12 boot to ssh (TCG, ${o.memory} MiB, 1 vCPU; ${o.runs} round(s), alternating; s)`, '');
+  out.push('| | median | min | max | start call returned (median) | runs |', '|---|---:|---:|---:|---:|---|');
+  for (const [name, bs] of results) {
+    const ms = bs.map((b) => b.sshMs);
+    out.push(
+      `| ${name} | ${s(ms)} | ${(Math.min(...ms) / 1000).toFixed(1)} | ${(Math.max(...ms) / 1000).toFixed(1)} | ${s(bs.map((b) => b.ctlMs))} | ${ms.map((x) => (x / 1000).toFixed(1)).join(', ')} |`,
+    );
+  }
+  out.push('', `host: ${os.cpus().length} CPUs; load average before ${load0.join(' ')}, after ${load1.join(' ')}`, '');
+  const med = (n: string) => median(results.get(n)!.map((b) => b.sshMs));
+  out.push(`vmkit / raw QEMU = ${(med('vmkit') / med('raw QEMU')).toFixed(3)}`);
+  if (results.has('libvirt')) out.push(`vmkit / libvirt  = ${(med('vmkit') / med('libvirt')).toFixed(3)}`);
+  else out.push('libvirt skipped (--skip-libvirt)');
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+main()
+  .then(
+    () => cleanupAll(),
+    async (err) => {
+      console.error(`bench: ${err.stack || err.message}`);
+      await cleanupAll();
+      process.exitCode = 1;
+    },
+  )
+  .then(() => process.exit());
