@@ -2,7 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startTestDaemon, type TestDaemon } from './helpers.js';
+import { qemuPidsUnder, sleep, startTestDaemon, type TestDaemon } from './helpers.js';
 import { SerialSession } from '../dist/images/build/session.js';
 
 interface BuiltImage {
@@ -169,5 +169,65 @@ steps:
     }
     assert.equal(d.cliJson<BuiltImage[]>(['image', 'list']).length, images, 'no image appeared');
     noLeftovers();
+  });
+
+  it('a failing step reports its exit status and output, and cleans up; --keep-on-failure leaves the build VM to look at', async () => {
+    const file = join(work, 'fail.yaml');
+    writeFileSync(file, 'name: failing\nbase: appliance\nsteps:\n  - run: echo "about to fail"; touch /etc/failed-here; exit 3\n');
+    const r = d.cli(['image', 'build', '-f', file], { timeoutMs: 600_000 });
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stderr, /VMKIT_BUILD_FAILED/);
+    assert.match(r.stderr, /exit status 3/);
+    assert.match(r.stderr, /about to fail/);
+    assert.ok(!d.cliJson<BuiltImage[]>(['image', 'list']).some((i) => i.name.startsWith('failing')));
+    noLeftovers();
+
+    const k = d.cli(['image', 'build', '-f', file, '--keep-on-failure'], { timeoutMs: 600_000 });
+    assert.equal(k.code, 1, k.stdout);
+    const vm = /build VM (build-[0-9a-f]{8}) is left running/.exec(k.stderr)?.[1];
+    assert.ok(vm, k.stderr);
+    assert.equal(d.cliJson<{ state: string }>(['info', vm]).state, 'running');
+    // The failed step's effect is there to inspect, through the VM's console.
+    assert.equal((await inGuest(vm, 'ls /etc/failed-here')).trim(), '/etc/failed-here');
+    assert.equal(d.cli(['delete', vm, '--force']).code, 0);
+    noLeftovers();
+  });
+
+  it('copy steps need the recipe folder: a caller that cannot name it (remote) gets VMKIT_RECIPE_INVALID', async () => {
+    const r = await d.api<{ error: { code: string; message: string; details?: { path?: string } } }>('POST', '/1.0/images/build', { recipe: recipe('x') });
+    assert.equal(r.status, 400);
+    assert.equal(r.body.error.code, 'VMKIT_RECIPE_INVALID');
+    assert.equal(r.body.error.details?.path, 'steps[0].copy.src');
+  });
+
+  it('a daemon killed mid-build removes the build VM at restart; a re-run resumes from the cached steps', async () => {
+    const file = join(work, 'slow.yaml');
+    writeFileSync(file, 'name: slow\nbase: appliance\nsteps:\n  - run: echo one > /etc/one\n  - run: sleep 600\n');
+    const started = d.cli(['image', 'build', '-f', file, '--no-wait']);
+    assert.equal(started.code, 0, started.stderr);
+    // Wait until the second step runs (the first one's overlay is in the cache).
+    let vm: string | undefined;
+    for (let i = 0; i < 600 && !vm; i++) {
+      await sleep(500);
+      const ops = d.cliJson<Array<{ kind: string; progress?: { phase?: string } }>>(['operation', 'list']);
+      if (ops.some((o) => o.kind === 'image.build' && /step 2\/2/.test(o.progress?.phase ?? ''))) {
+        vm = d.cliJson<Array<{ name: string }>>(['list']).find((x) => x.name.startsWith('build-'))?.name;
+      }
+    }
+    assert.ok(vm, 'the build reached its second step');
+    await sleep(3000);
+    const before = qemuPidsUnder(d.dir).length;
+    await d.kill9();
+    await d.restart();
+    assert.ok(!d.cliJson<Array<{ name: string }>>(['list']).some((x) => x.name === vm), 'the build VM is gone');
+    assert.equal(qemuPidsUnder(d.dir).length, before - 1, "the build VM's QEMU was stopped");
+    assert.match(d.log(), /removed build VM build-/);
+    noLeftovers();
+    // Resumed: step 1 comes from the cache (its overlay was complete before the crash).
+    writeFileSync(file, 'name: slow\nbase: appliance\nsteps:\n  - run: echo one > /etc/one\n  - run: echo two > /etc/two\n');
+    const again = d.cli(['image', 'build', '-f', file], { timeoutMs: 600_000 });
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /1\. run: echo one > \/etc\/one\s+cached/);
+    assert.match(again.stdout, /Image slow:1 built/);
   });
 });
