@@ -280,6 +280,7 @@ async function runSteps(deps: BuildDeps, recipe: Recipe, inputs: Map<number, Inp
     await vms.create({
       name: vm,
       image: plan.base,
+      userData: BUILD_USER_DATA,
       ...(recipe.size?.cpus ? { cpus: recipe.size.cpus } : {}),
       ...(recipe.size?.memoryMiB ? { memoryMiB: recipe.size.memoryMiB } : {}),
     });
@@ -296,7 +297,8 @@ async function runSteps(deps: BuildDeps, recipe: Recipe, inputs: Map<number, Inp
         await rm(rootDisk, { force: true });
         await createLinkedClone(overlay(i - 1), i === 0 ? ((await deps.images.get(plan.base)).disks[0]!.format as 'qcow2' | 'raw') : 'qcow2', rootDisk);
       });
-      if (s.kind === 'cloud-init') await vms.setCloudInit(vm, { userData: s.userData });
+      if (s.kind === 'cloud-init') await vms.setCloudInit(vm, { userData: withBuildUserData(s.userData) });
+      else if (i > plan.firstMissing && recipe.steps[i - 1]!.kind === 'cloud-init') await vms.setCloudInit(vm, { userData: BUILD_USER_DATA });
       await vms.start(vm);
       let session: GuestSession | undefined;
       try {
@@ -311,7 +313,10 @@ async function runSteps(deps: BuildDeps, recipe: Recipe, inputs: Map<number, Inp
             details: { step: i + 1, exit: r.exit, ...(plan.keepOnFailure ? { vm } : {}) },
           });
         }
-        const sync = await session.run('sync', { timeoutMs: 120_000 });
+        // After each step a cloud-init guest forgets the build VM's boot (its instance, the
+        // user-data with the console shell): the next boot — a later cloud-init step, or an
+        // instance of the image — runs cloud-init as a first boot.
+        const sync = await session.run('if command -v cloud-init >/dev/null 2>&1; then cloud-init clean --logs; fi\nsync', { timeoutMs: 120_000 });
         if (sync.exit !== 0) throw vmkitError('VMKIT_BUILD_FAILED', 'sync failed in the build VM.', { hint: 'Look at the build VM console.' });
       } catch (err) {
         session?.close();
@@ -344,6 +349,37 @@ async function runSteps(deps: BuildDeps, recipe: Recipe, inputs: Map<number, Inp
       await rm(journal, { force: true });
     }
   }
+}
+
+/**
+ * The build VM's own user-data: on a cloud-init guest (the Debian image) it puts a root shell
+ * on ttyS0 for the session, every boot of the build VM only (the serial getty is masked for
+ * that boot). The appliance ignores user-data: its ttyS0 is a root shell already.
+ */
+export const BUILD_USER_DATA = `#cloud-config
+bootcmd:
+  - [sh, -c, "systemctl mask --runtime --now serial-getty@ttyS0.service >/dev/null 2>&1; (setsid sh -c 'while :; do sh -i </dev/ttyS0 >/dev/ttyS0 2>&1; sleep 1; done' </dev/null >/dev/null 2>&1 &)"]
+`;
+
+/** A cloud-init step's user-data beside the build VM's: one MIME multipart document. */
+export function withBuildUserData(userData: string): string {
+  const boundary = `vmkit-${randomBytes(8).toString('hex')}`;
+  const type = userData.trimStart().startsWith('#!') ? 'text/x-shellscript' : 'text/cloud-config';
+  return [
+    `Content-Type: multipart/mixed; boundary="${boundary}"`,
+    'MIME-Version: 1.0',
+    '',
+    `--${boundary}`,
+    'Content-Type: text/cloud-config; charset="us-ascii"',
+    '',
+    BUILD_USER_DATA,
+    `--${boundary}`,
+    `Content-Type: ${type}; charset="utf-8"`,
+    '',
+    userData,
+    `--${boundary}--`,
+    '',
+  ].join('\n');
 }
 
 async function runStep(session: GuestSession, s: RecipeStep, input: Input | undefined, onOutput: (t: string) => void): Promise<{ exit: number; output: string }> {
