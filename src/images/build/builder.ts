@@ -282,7 +282,7 @@ async function runSteps(deps: BuildDeps, recipe: Recipe, inputs: Map<number, Inp
       image: plan.base,
       userData: BUILD_USER_DATA,
       ...(recipe.size?.cpus ? { cpus: recipe.size.cpus } : {}),
-      ...(recipe.size?.memoryMiB ? { memoryMiB: recipe.size.memoryMiB } : {}),
+      ...(buildVmMemory(recipe) ? { memoryMiB: buildVmMemory(recipe) } : {}),
     });
     say(`build VM ${vm}`);
     for (let i = plan.firstMissing; i < total; i++) {
@@ -349,6 +349,17 @@ async function runSteps(deps: BuildDeps, recipe: Recipe, inputs: Map<number, Inp
       await rm(journal, { force: true });
     }
   }
+}
+
+/**
+ * The build VM's memory: the recipe's size, else the base's default — but at least 1 GiB for a
+ * Debian base. Under TCG a systemd guest with 512 MiB was OOM-killed in its cgroup during boot
+ * (QEMU's RSS reached the limit, guest memory + 96 + 256 MiB, with the TCG code cache); 1 GiB
+ * raises the limit enough (measured: a Debian build passes).
+ */
+export function buildVmMemory(recipe: Recipe): number | undefined {
+  if ('debian' in recipe.base) return Math.max(recipe.size?.memoryMiB ?? 0, 1024);
+  return recipe.size?.memoryMiB;
 }
 
 /**
