@@ -230,4 +230,24 @@ steps:
     assert.match(again.stdout, /1\. run: echo one > \/etc\/one\s+cached/);
     assert.match(again.stdout, /Image slow:1 built/);
   });
+
+  it('cancelling a build stops the running step and removes the build VM', async () => {
+    const file = join(work, 'cancel.yaml');
+    writeFileSync(file, 'name: cancelled\nbase: appliance\nsteps:\n  - run: sleep 600\n');
+    const op = d.cliJson<{ id: string }>(['image', 'build', '-f', file, '--no-wait']);
+    let running = false;
+    for (let i = 0; i < 600 && !running; i++) {
+      await sleep(500);
+      const o = d.cliJson<{ progress?: { phase?: string } }>(['operation', 'show', op.id]);
+      running = /step 1\/1 run: sleep 600$/.test(o.progress?.phase ?? '');
+    }
+    assert.ok(running, 'the step started');
+    await sleep(2000);
+    assert.equal(d.cli(['operation', 'cancel', op.id]).code, 0);
+    const w = d.cli(['operation', 'wait', op.id], { timeoutMs: 180_000 });
+    assert.equal(w.code, 1);
+    assert.match(w.stderr, /VMKIT_OPERATION_CANCELLED/);
+    assert.ok(!d.cliJson<BuiltImage[]>(['image', 'list']).some((i) => i.name.startsWith('cancelled')));
+    noLeftovers();
+  });
 });

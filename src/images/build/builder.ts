@@ -303,7 +303,7 @@ async function runSteps(deps: BuildDeps, recipe: Recipe, inputs: Map<number, Inp
       let session: GuestSession | undefined;
       try {
         session = await SerialSession.open(await vms.serialSocket(vm), deps.bootTimeoutMs ?? 180_000, ctx?.signal);
-        const r = await runStep(session, s, inputs.get(i), (t) => say(`  | ${t.replace(/\n$/, '').replace(/\n/g, '\n  | ')}`));
+        const r = await runStep(session, s, inputs.get(i), ctx?.signal, (t) => say(`  | ${t.replace(/\n$/, '').replace(/\n/g, '\n  | ')}`));
         if (r.exit !== 0) {
           const tail = r.output.trim().split('\n').slice(-15).join('\n');
           throw vmkitError('VMKIT_BUILD_FAILED', `Step ${i + 1}/${total} (${d}) failed with exit status ${r.exit}.${tail ? `\n${tail}` : ''}`, {
@@ -393,11 +393,17 @@ export function withBuildUserData(userData: string): string {
   ].join('\n');
 }
 
-async function runStep(session: GuestSession, s: RecipeStep, input: Input | undefined, onOutput: (t: string) => void): Promise<{ exit: number; output: string }> {
-  if (s.kind === 'run') return session.run(s.command, { timeoutMs: (s.timeoutSeconds ?? DEFAULT_STEP_TIMEOUT_S) * 1000, onOutput });
+async function runStep(
+  session: GuestSession,
+  s: RecipeStep,
+  input: Input | undefined,
+  signal: AbortSignal | undefined,
+  onOutput: (t: string) => void,
+): Promise<{ exit: number; output: string }> {
+  if (s.kind === 'run') return session.run(s.command, { timeoutMs: (s.timeoutSeconds ?? DEFAULT_STEP_TIMEOUT_S) * 1000, onOutput, signal });
   if (s.kind === 'cloud-init') {
     const script = 'if ! command -v cloud-init >/dev/null 2>&1; then echo "this base image has no cloud-init: use run steps"; exit 127; fi\ncloud-init status --wait\n';
-    return session.run(script, { timeoutMs: (s.timeoutSeconds ?? DEFAULT_STEP_TIMEOUT_S) * 1000, onOutput });
+    return session.run(script, { timeoutMs: (s.timeoutSeconds ?? DEFAULT_STEP_TIMEOUT_S) * 1000, onOutput, signal });
   }
   if (!input) throw vmkitError('VMKIT_INTERNAL', 'A copy step has no input.');
   const mode = s.mode ?? 0o644;

@@ -9,7 +9,7 @@ import { vmkitError } from '../../errors.js';
  */
 export interface GuestSession {
   /** Runs a shell script (`sh -e`, stdin /dev/null, cwd /); output is stdout+stderr together. */
-  run(script: string, opts: { timeoutMs: number; onOutput?: (text: string) => void }): Promise<{ exit: number; output: string }>;
+  run(script: string, opts: { timeoutMs: number; onOutput?: (text: string) => void; signal?: AbortSignal }): Promise<{ exit: number; output: string }>;
   /** Writes a file in the guest (parent folders made), atomically (temporary name, then mv). */
   push(path: string, bytes: Buffer, mode: number): Promise<void>;
   close(): void;
@@ -164,14 +164,14 @@ export class SerialSession implements GuestSession {
     if (r[1] !== '0') throw vmkitError('VMKIT_BUILD_FAILED', `Could not write ${guestFile} in the build VM (base64 -d exited ${r[1]}).`, { hint: 'Is /tmp of the guest full?' });
   }
 
-  async run(script: string, opts: { timeoutMs: number; onOutput?: (text: string) => void }): Promise<{ exit: number; output: string }> {
+  async run(script: string, opts: { timeoutMs: number; onOutput?: (text: string) => void; signal?: AbortSignal }): Promise<{ exit: number; output: string }> {
     await this.upload('/tmp/.vmkit-step.sh', Buffer.from(script));
     const begin = this.marker('BEGIN');
     const done = this.marker('RC');
     this.send(`${begin.cmd}; (cd / && sh -e /tmp/.vmkit-step.sh) </dev/null 2>&1; ${done.cmd}`);
     await this.expect(begin.re, 30_000);
     let output = '';
-    const m = await this.expect(done.re, opts.timeoutMs, undefined, (t) => {
+    const m = await this.expect(done.re, opts.timeoutMs, opts.signal, (t) => {
       output += t;
       opts.onOutput?.(t);
     });
