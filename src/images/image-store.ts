@@ -128,9 +128,10 @@ export class ImageStore {
   }
 
   /** Changes an image's metadata (its defaults); the files stay as they are. Compare-and-swap on the row. */
-  async update(name: string, change: (image: Image) => Image): Promise<Image> {
+  async update(ref: string, change: (image: Image) => Image): Promise<Image> {
+    const name = (await this.get(ref)).name; // throws VMKIT_IMAGE_NOT_FOUND; `web` → its newest `web:N`
     const found = await this.store.get<Image>('images', name);
-    if (!found) await this.get(name); // throws VMKIT_IMAGE_NOT_FOUND
+    if (!found) await this.get(name);
     const next = change(structuredClone(found!.value));
     await this.store.put('images', name, next, { expectRevision: found!.revision });
     return next;
