@@ -320,6 +320,8 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     tokens,
     services: createApiServices({ dataDir: paths.root, instances, snapshots, images, operations, events, cluster, migrations }),
   };
+  // Image builds a crash interrupted: their build VMs and half-written cache files go.
+  await context.services.builds.recover(log).catch((err: Error) => log(`warning: interrupted image builds not cleaned up: ${err.message}`));
   await cluster.start();
   // Migrations interrupted by a daemon death are finished or undone (etcd says which).
   const recoverMigrations = async (): Promise<void> => {

@@ -13,6 +13,7 @@ import { ForwardingService } from '../cluster/forwarding.js';
 import { EvacuationService } from '../cluster/evacuate.js';
 import { InstanceListing } from '../cluster/listing.js';
 import { MigrateRequests } from '../cluster/migrate-request.js';
+import { ImageBuildService } from '../images/build/service.js';
 import { SnapshotService, type SnapshotServiceDeps } from '../snapshots/service.js';
 import type { TokenManager } from '../auth/tokens.js';
 
@@ -32,6 +33,8 @@ export interface ApiServices {
   snapshots: SnapshotService;
   /** POST/DELETE /1.0/instances/{name}/migrate. */
   migrations: MigrateRequests;
+  /** POST /1.0/images/build (recipes → NAME:N). */
+  builds: ImageBuildService;
 }
 
 /** What the HTTP layer may call: it parses requests into these calls and nothing else. */
@@ -80,5 +83,6 @@ export function createApiServices(deps: ServiceDeps): ApiServices {
     evacuation: new EvacuationService({ cluster, migrations, instances, operations, forwarding }),
     snapshots: new SnapshotService({ snapshots, operations }),
     migrations: new MigrateRequests({ cluster, migrations, instances, operations }),
+    builds: new ImageBuildService({ images, vms: instances, operations, events, dataDir }),
   };
 }

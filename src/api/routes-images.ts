@@ -22,6 +22,8 @@ import {
   type PushRequest,
   type ServeRepoRequest,
   BuildDebianRequestSchema,
+  BuildImageRequestSchema,
+  type BuildImageRequest,
   DownloadImageRequestSchema,
   ImageDefaultsRequestSchema,
   type BuildDebianRequest,
@@ -86,6 +88,33 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
       },
     },
     async (req, reply) => async(reply, ctx.services.images.importUrl(req.body)),
+  );
+  app.post<{ Body: BuildImageRequest }>(
+    '/1.0/images/build',
+    {
+      schema: {
+        tags,
+        summary: 'Build an image from a recipe (YAML): steps run in a build VM, cached by key; publishes NAME:N (see doc/images.md)',
+        body: BuildImageRequestSchema,
+        response: asyncReplies,
+      },
+    },
+    async (req, reply) => {
+      if (req.body.dir !== undefined) requireLocal(req, "Naming the recipe's folder on the daemon host", 'Leave out dir: a recipe without copy steps builds remotely.');
+      return async(reply, ctx.services.builds.build(req.body));
+    },
+  );
+  app.get<{ Params: { name: string } }>(
+    '/1.0/images/:name/build',
+    {
+      schema: {
+        tags,
+        summary: 'The recipe and build log of an image built from a recipe',
+        params: nameParam,
+        response: { 200: syncResponse({ type: 'object' }), '4xx': errorResponse },
+      },
+    },
+    async (req, reply) => sync(reply, await ctx.services.builds.record(req.params.name)),
   );
   app.post<{ Body: BuildDebianRequest }>(
     '/1.0/images/build-debian',

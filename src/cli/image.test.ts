@@ -28,7 +28,7 @@ describe('image, clone, publish and repo commands', () => {
     const names = program.commands.map((c) => c.name());
     for (const n of ['clone', 'publish', 'repo', 'image']) assert.ok(names.includes(n), n);
     const image = program.commands.find((c) => c.name() === 'image')!;
-    assert.deepEqual(image.commands.map((c) => c.name()).sort(), ['build-debian', 'delete', 'export', 'import', 'info', 'list', 'pull', 'push', 'set']);
+    assert.deepEqual(image.commands.map((c) => c.name()).sort(), ['build', 'build-debian', 'delete', 'export', 'import', 'info', 'list', 'pull', 'push', 'set']);
     const imp = image.commands.find((c) => c.name() === 'import')!;
     assert.ok(imp.options.some((o) => o.long === '--disk-format'));
     const launch = program.commands.find((c) => c.name() === 'launch')!;

@@ -1,5 +1,5 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { rename, rm, stat } from 'node:fs/promises';
+import { readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Command } from 'commander';
@@ -95,6 +95,15 @@ export function imageFields(i: Image | ImageView): Field[] {
     ],
     ['Used by', users ? users.instances : undefined],
     [
+      'Build',
+      i.build
+        ? [
+            `on ${i.build.base} in ${i.build.seconds.toFixed(1)} s (recipe and log: vmkit image info ${i.name} --recipe / --log)`,
+            ...i.build.steps.map((st) => `${st.index}. ${st.step}  ${st.cached ? 'cached' : `${st.seconds.toFixed(1)} s`}`),
+          ]
+        : undefined,
+    ],
+    [
       'Fidelity',
       i.fidelity
         ? renderFidelity(i.fidelity)
@@ -129,6 +138,8 @@ export function imageCommand(): Command {
 Examples:
   vmkit image list
   vmkit image info appliance
+  vmkit image build -f recipe.yaml          # → NAME:N (see doc/images.md)
+  vmkit image info web:2 --log
   vmkit image import ./disk.vmdk --name legacy-app
   vmkit image import ./appliance.ova
   vmkit image export legacy-app ./out.ova
@@ -163,10 +174,42 @@ Examples:
     .command('info')
     .alias('show')
     .description('Show one image: disks (format, virtual and actual size), checksum, metadata, users')
-    .argument('<name>', 'image name')
-    .action(async (name: string, _opts: unknown, self: Command) => {
+    .argument('<name>', 'image name (NAME:N for one version of a built image; NAME alone is its newest)')
+    .option('--recipe', 'print the recipe the image was built from (built images)')
+    .option('--log', 'print the build log (built images)')
+    .action(async (name: string, o: { recipe?: boolean; log?: boolean }, self: Command) => {
+      if (o.recipe || o.log) {
+        const r = await clientFor(self).get<{ recipe: string; log: string }>(`/1.0/images/${encodeURIComponent(name)}/build`);
+        print([o.recipe ? r.recipe.trimEnd() : undefined, o.log ? r.log.trimEnd() : undefined].filter((x) => x !== undefined).join('\n\n'));
+        return;
+      }
       const image = await clientFor(self).get<ImageView>(`/1.0/images/${encodeURIComponent(name)}`);
       print(renderInfo(image, globals(self).format, () => imageFields(image)));
+    });
+  cmd
+    .command('build')
+    .description(
+      'Build an image from a recipe (YAML: name, base, steps of copy/run/cloud-init) in a build VM; publishes NAME:N, NAME pointing at the newest. Unchanged steps come from the cache',
+    )
+    .requiredOption('-f, --file <recipe>', 'the recipe file (copy steps read files relative to its folder)')
+    .option('--keep-on-failure', 'leave the build VM running when a step fails, to look at it (vmkit console)')
+    .option('--no-wait', 'return once the operation is accepted, print its id')
+    .action(async (o: { file: string; keepOnFailure?: boolean; wait: boolean }, self: Command) => {
+      const file = resolve(o.file);
+      const recipe = await readFile(file, 'utf8').catch((err: Error) => {
+        throw new VmkitError('VMKIT_FILE_NOT_FOUND', `Cannot read the recipe ${file}: ${err.message}`, { hint: 'Give the path of a recipe file with -f.' });
+      });
+      // A remote daemon cannot read this host's files: the recipe goes as text, without its folder
+      // (the daemon then refuses copy steps with VMKIT_RECIPE_INVALID).
+      const body: Record<string, unknown> = { recipe, ...(clientFor(self).remote ? {} : { dir: dirname(file) }), ...(o.keepOnFailure ? { keepOnFailure: true } : {}) };
+      await mutate(self, 'POST', '/1.0/images/build', body, {
+        wait: o.wait,
+        done: (r) => {
+          const res = resultOf<{ image: Image; steps: Array<{ index: number; step: string; cached: boolean; seconds: number }>; seconds: number }>(r);
+          const lines = res.steps.map((st) => `  ${st.index}. ${st.step.padEnd(50)} ${st.cached ? 'cached' : `${st.seconds.toFixed(1)} s`}`);
+          return [`Image ${res.image.name} built in ${res.seconds.toFixed(1)} s:`, ...lines].join('\n');
+        },
+      });
     });
   cmd
     .command('import')

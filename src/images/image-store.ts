@@ -8,6 +8,7 @@ import type { Image } from '../domain/types.js';
 import type { DataPaths } from '../paths.js';
 import type { Store } from '../store/store.js';
 import { volumeInfo } from '../storage/qemu-img.js';
+import { versionedName, versionsOf } from './build/versions.js';
 
 /** What the appliance build (guest/build.sh) writes beside its files. */
 interface ApplianceManifest {
@@ -40,8 +41,19 @@ export class ImageStore {
     return (await this.store.list<Image>('images')).map((v) => v.value);
   }
 
+  /**
+   * An image by name; `NAME` with no image of exactly that name is the newest `NAME:N`
+   * (versioned images from `vmkit image build`, see build/versions.ts).
+   */
   async get(name: string): Promise<Image> {
-    const found = await this.store.get<Image>('images', name);
+    let found = await this.store.get<Image>('images', name);
+    if (!found && !name.includes(':')) {
+      const newest = versionsOf(
+        (await this.store.list<Image>('images')).map((v) => v.key),
+        name,
+      )[0];
+      if (newest !== undefined) found = await this.store.get<Image>('images', versionedName(name, newest));
+    }
     if (!found) {
       throw vmkitError('VMKIT_IMAGE_NOT_FOUND', `There is no image "${name}".`, {
         hint: '"vmkit image list" shows the images this host has.',
@@ -55,10 +67,20 @@ export class ImageStore {
     return join(this.paths.image(image.name), relative);
   }
 
+  /** The image named exactly `name` (no version resolution), or undefined. */
+  async getExact(name: string): Promise<Image | undefined> {
+    return (await this.store.get<Image>('images', name))?.value;
+  }
+
   /** Fails with VMKIT_ALREADY_EXISTS when the name is taken (checked before long work starts). */
   async assertFree(name: string): Promise<void> {
     validateName(name, 'image name');
-    if (this.reserved.has(name) || (await this.store.get('images', name))) {
+    const versioned =
+      versionsOf(
+        (await this.store.list<Image>('images')).map((v) => v.key),
+        name,
+      ).length > 0;
+    if (this.reserved.has(name) || versioned || (await this.store.get('images', name))) {
       throw vmkitError('VMKIT_ALREADY_EXISTS', `An image named "${name}" already exists.`, {
         hint: 'Choose another --name, or delete the existing image first ("vmkit image delete NAME").',
       });
@@ -106,9 +128,10 @@ export class ImageStore {
   }
 
   /** Changes an image's metadata (its defaults); the files stay as they are. Compare-and-swap on the row. */
-  async update(name: string, change: (image: Image) => Image): Promise<Image> {
+  async update(ref: string, change: (image: Image) => Image): Promise<Image> {
+    const name = (await this.get(ref)).name; // throws VMKIT_IMAGE_NOT_FOUND; `web` → its newest `web:N`
     const found = await this.store.get<Image>('images', name);
-    if (!found) await this.get(name); // throws VMKIT_IMAGE_NOT_FOUND
+    if (!found) await this.get(name);
     const next = change(structuredClone(found!.value));
     await this.store.put('images', name, next, { expectRevision: found!.revision });
     return next;

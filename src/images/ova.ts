@@ -272,7 +272,8 @@ export async function exportImage(images: ImageStore, name: string, req: ExportR
       fidelity.push({ item: 'vCPUs, memory, NICs, boot', status: 'dropped', reason: 'a bare disk file carries no VM settings; use .ova to keep them' });
     } else {
       await mkdir(work);
-      const stem = validateName(image.name, 'image name');
+      // A built image's version (web:2) becomes part of the member names (web-2.ovf).
+      const stem = validateName(image.name.replace(/:([0-9]+)$/, '-$1'), 'image name');
       const files: Array<{ name: string; path: string; size: number }> = [];
       const disks: Array<{ href: string; size: number; capacity: number }> = [];
       const totalVirtual = image.disks.reduce((s, d) => s + (d.virtualSize ?? 0), 0);

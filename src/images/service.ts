@@ -105,12 +105,18 @@ export class ImageService {
   async view(name: string): Promise<ImageView> {
     await this.deps.images.checksum(name);
     const image = await this.deps.images.get(name);
-    const instances = (await this.deps.instances.list()).filter((i) => i.image === name).map((i) => i.name);
+    // `web` may stand for the newest `web:N`: users are those of the image it resolved to.
+    const instances = (await this.deps.instances.list()).filter((i) => i.image === image.name).map((i) => i.name);
     return { ...image, users: { instances } };
   }
 
   async delete(name: string): Promise<{ deleted: string }> {
     const view = await this.view(name);
+    if (view.name !== name) {
+      throw vmkitError('VMKIT_INVALID_ARGUMENT', `"${name}" names the newest version of a built image, ${view.name}; delete versions one by one.`, {
+        hint: `Name the version: vmkit image delete ${view.name} ("vmkit image list" shows them all).`,
+      });
+    }
     if (view.users.instances.length > 0) {
       throw vmkitError('VMKIT_IMAGE_IN_USE', `Image "${name}" is used by instance(s) ${view.users.instances.join(', ')}.`, {
         hint: 'Delete those instances first (a full clone or a published image keeps their data).',

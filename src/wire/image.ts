@@ -18,6 +18,16 @@ export const FidelityEntrySchema = Type.Object({
 });
 export type FidelityEntry = Static<typeof FidelityEntrySchema>;
 
+function ImageBuildSchema() {
+  return Type.Object({
+    base: Type.String(),
+    recipe: Type.String({ description: 'file in the image folder holding the recipe' }),
+    log: Type.String({ description: 'file in the image folder holding the build log' }),
+    seconds: Type.Number(),
+    steps: Type.Array(Type.Object({ index: Type.Integer(), step: Type.String(), key: Type.String(), cached: Type.Boolean(), seconds: Type.Number() })),
+  });
+}
+
 const imageFields = {
   name: Type.String(),
   version: Type.String(),
@@ -34,7 +44,7 @@ const imageFields = {
   // bios (SeaBIOS, the default) or uefi (OVMF): what instances made from it boot with.
   firmware: Type.Optional(StringEnum(['bios', 'uefi'])),
   disks: Type.Array(Type.Object({ ...diskRefFields, virtualSize: Type.Optional(Type.Integer()), actualSize: Type.Optional(Type.Integer()) })),
-  source: StringEnum(['builtin', 'import', 'publish', 'pull']),
+  source: StringEnum(['builtin', 'import', 'publish', 'pull', 'build']),
   createdAt: Type.String(),
   // `sha256:<hex>` of the first disk's file as stored (computed once, then kept).
   checksum: Type.Optional(Type.String()),
@@ -42,6 +52,9 @@ const imageFields = {
   origin: Type.Optional(Type.String()),
   // What an import mapped and dropped (see doc/images.md).
   fidelity: Type.Optional(Type.Array(FidelityEntrySchema)),
+  // An image built from a recipe (vmkit image build): its base, the recipe and the build log
+  // (files in the image folder) and each step with its timing.
+  build: Type.Optional(ImageBuildSchema()),
 };
 
 /** An image as stored; the API answers with ImageView. */

@@ -232,6 +232,22 @@ export const DownloadImageRequestSchema = Type.Object(
 );
 export type DownloadImageRequest = Static<typeof DownloadImageRequestSchema>;
 
+/** POST /1.0/images/build: a recipe (YAML text) built into NAME:N. */
+export const BuildImageRequestSchema = Type.Object(
+  {
+    recipe: Type.String({ minLength: 1, maxLength: 1048576, description: 'the recipe, as YAML text (see doc/images.md, "Building images")' }),
+    dir: Type.Optional(
+      Type.String({
+        maxLength: 4096,
+        description: "absolute path of the recipe's folder on the daemon host, where copy steps read their files (local callers on the unix socket only)",
+      }),
+    ),
+    keepOnFailure: Type.Optional(Type.Boolean({ description: 'leave the build VM running when a step fails, to look at it' })),
+  },
+  strict,
+);
+export type BuildImageRequest = Static<typeof BuildImageRequestSchema>;
+
 /** POST /1.0/images/build-debian. */
 export const BuildDebianRequestSchema = Type.Object({ name: Type.String(), release: Type.Optional(StringEnum(['bookworm', 'trixie'])) }, strict);
 export type BuildDebianRequest = Static<typeof BuildDebianRequestSchema>;
