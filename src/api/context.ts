@@ -15,6 +15,7 @@ import { InstanceListing } from '../cluster/listing.js';
 import { MigrateRequests } from '../cluster/migrate-request.js';
 import { SnapshotService, type SnapshotServiceDeps } from '../snapshots/service.js';
 import type { TokenManager } from '../auth/tokens.js';
+import type { StackService } from '../stacks/service.js';
 
 /**
  * The services whose calls are more than one manager call (orchestration lives there, not in
@@ -53,6 +54,8 @@ export interface ApiContext {
   migrations?: MigrationService;
   /** Scoped API tokens (vmkit token create); absent: only the daemon's own tokens. */
   tokens?: TokenManager;
+  /** Stacks (vmkit apply): absent in contexts without networks. */
+  stacks?: StackService;
   services: ApiServices;
 }
 

@@ -272,3 +272,12 @@ export type PushRequest = Static<typeof PushRequestSchema>;
 /** POST /1.0/auth/session (the web console's sign-in). */
 export const SessionRequestSchema = Type.Object({ token: Type.String({ minLength: 1, maxLength: 4096 }) }, strict);
 export type SessionRequest = Static<typeof SessionRequestSchema>;
+
+/** POST /1.0/stacks (apply) and POST /1.0/stacks/diff: the stack file's text (YAML or JSON). */
+export const ApplyStackRequestSchema = Type.Object(
+  {
+    file: Type.String({ minLength: 1, maxLength: 1_000_000, description: 'the stack file (YAML; JSON is YAML too)' }),
+  },
+  strict,
+);
+export type ApplyStackRequest = Static<typeof ApplyStackRequestSchema>;
