@@ -288,8 +288,12 @@ describe('stacks: replicas, service address, self-healing, rolling upgrades', { 
     );
   });
 
-  it('scales down newest first, and delete removes replicas, rules and its network', async () => {
-    const f = file('shop-2.yaml', EXAMPLE.replace('image: appliance', 'image: appliance-v2').replace('replicas: 3', 'replicas: 2'));
+  it('scales down newest first; a service address on the network; delete removes replicas, rules and its network', async () => {
+    const f = file(
+      'shop-2.yaml',
+      EXAMPLE.replace('image: appliance', 'image: appliance-v2').replace('replicas: 3', 'replicas: 2').replace('guestPort: 80', 'guestPort: 80\n    address: 10.90.0.100:80'),
+    );
+    assert.match(d.cli(['stack', 'diff', '-f', f]).stdout, /scale 3 → 2[\s\S]*address \(none\) → 10\.90\.0\.100:80/);
     const before = members()
       .map((m) => m)
       .sort((a, b) => Number(a.instance.split('-').pop()) - Number(b.instance.split('-').pop()));
@@ -298,6 +302,19 @@ describe('stacks: replicas, service address, self-healing, rolling upgrades', { 
       members().map((m) => m.instance),
       before.slice(0, 2).map((m) => m.instance),
       'the newest replica went',
+    );
+    // The address on the stack's network balances the same way (here asked from the host).
+    const viaAddress = new Set<string>();
+    for (let i = 0; i < 10; i++) {
+      const res = await fetch('http://10.90.0.100/status', { signal: AbortSignal.timeout(3000), headers: { connection: 'close' } });
+      viaAddress.add(((await res.json()) as { hostname: string }).hostname);
+    }
+    assert.deepEqual(
+      [...viaAddress].sort(),
+      before
+        .slice(0, 2)
+        .map((m) => m.instance)
+        .sort(),
     );
     const del = d.cli(['stack', 'delete', 'shop']);
     assert.equal(del.code, 0, del.stderr);

@@ -91,7 +91,8 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteRule>> = {
   // stacks (they make networks: admin, like networks)
   'GET /1.0/stacks': 'viewer',
   'POST /1.0/stacks': 'admin',
-  'POST /1.0/stacks/diff': 'viewer',
+  // A POST (the file is the body): the same role as apply.
+  'POST /1.0/stacks/diff': 'admin',
   'GET /1.0/stacks/:name': 'viewer',
   'DELETE /1.0/stacks/:name': 'admin',
   'POST /1.0/stacks/:name/rollback': 'admin',

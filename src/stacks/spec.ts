@@ -164,11 +164,11 @@ function service(v: unknown, path: string): StackServiceSpec {
 export function parseStack(input: string | unknown): StackSpec {
   let raw: unknown = input;
   if (typeof input === 'string') {
-    const doc = parseDocument(input, { prettyErrors: false, uniqueKeys: true });
+    const doc = parseDocument(input, { prettyErrors: true, uniqueKeys: true });
     if (doc.errors.length > 0) {
       const e = doc.errors[0]!;
       const at = e.linePos?.[0] ? ` (line ${e.linePos[0].line}, column ${e.linePos[0].col})` : '';
-      throw stackInvalid('', `not valid YAML${at}: ${e.message.split('\n')[0]}`);
+      throw stackInvalid('', `not valid YAML${at}: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`);
     }
     raw = doc.toJS();
   }
