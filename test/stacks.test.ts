@@ -134,6 +134,8 @@ describe('stacks: replicas, service address, self-healing, rolling upgrades', { 
   });
 
   after(async () => {
+    // The stack's network has a dnsmasq that would outlive the daemon: delete the stack first.
+    if (d && d.proc.exitCode === null) d.cli(['stack', 'delete', 'shop']);
     await d?.stop();
   });
 
@@ -160,6 +162,9 @@ describe('stacks: replicas, service address, self-healing, rolling upgrades', { 
 
   it('the example as written: 60 requests answered by all three replicas; apply twice changes nothing', async () => {
     const f = file('shop.yaml', EXAMPLE);
+    // An instance of the user's with the name a replica would get: the stack skips the name and
+    // never touches (or deletes) it.
+    assert.equal(d.cli(['create', 'appliance', 'shop-web-4']).code, 0);
     const diff = d.cli(['stack', 'diff', '-f', f]);
     assert.equal(diff.code, 0, diff.stderr);
     assert.match(diff.stdout, /\+ network shopnet/);
@@ -250,7 +255,7 @@ describe('stacks: replicas, service address, self-healing, rolling upgrades', { 
     console.log(`# rolling upgrade: ${samples.length} requests, ${failed.length} failed; hosts seen ${[...seen].join(' ')}`);
     assert.deepEqual(failed, [], 'no request failed during the roll');
     for (const m of members()) assert.ok(seen.has(m.instance), `new replica ${m.instance} served`);
-    assert.equal(d.cliJson<unknown[]>(['list']).length, 3, 'the old replicas are gone');
+    assert.equal(d.cliJson<unknown[]>(['list']).length, 4, "the old replicas are gone (the user's shop-web-4 stays)");
   });
 
   it('an upgrade to an image that never answers stops the roll and leaves the old replicas serving; rollback', async () => {
@@ -319,7 +324,11 @@ describe('stacks: replicas, service address, self-healing, rolling upgrades', { 
     const del = d.cli(['stack', 'delete', 'shop']);
     assert.equal(del.code, 0, del.stderr);
     assert.deepEqual(d.cliJson<unknown[]>(['stack', 'list']), []);
-    assert.deepEqual(d.cliJson<unknown[]>(['list']), []);
+    assert.deepEqual(
+      d.cliJson<Array<{ name: string; state: string }>>(['list']).map((i) => [i.name, i.state]),
+      [['shop-web-4', 'stopped']],
+      "only the user's instance is left, untouched",
+    );
     assert.deepEqual(d.cliJson<unknown[]>(['network', 'list']), []);
     await assert.rejects(fetch('http://127.0.0.1:8080/status', { signal: AbortSignal.timeout(2000) }));
   });

@@ -60,6 +60,7 @@ export class StackController {
   private addresses = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
   private unsubscribe: (() => void) | undefined;
+  private closed = false;
 
   constructor(readonly deps: StackDeps) {}
 
@@ -77,6 +78,7 @@ export class StackController {
 
   /** Stops the loop and the health checks; replicas and rules stay (the daemon only lets go). */
   close(): void {
+    this.closed = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     this.unsubscribe?.();
@@ -115,7 +117,7 @@ export class StackController {
   }
 
   kick(name: string): void {
-    if (this.busy.has(name)) return;
+    if (this.closed || this.busy.has(name)) return;
     this.busy.add(name);
     void this.withLock(name, () => this.tick(name))
       .catch((err: Error) => this.deps.log(`stack ${name}: ${err.message}`))
