@@ -6,9 +6,10 @@ import type { CreateInstanceRequest } from '../instances/types.js';
 import type { CreateNetworkRequest } from '../network/network.js';
 import type { EventBus } from '../operations/events.js';
 import type { Store } from '../store/store.js';
-import type { ReplicaView, StackServiceSpec, StackServiceView, StackView } from '../wire/stack.js';
+import type { StackServiceSpec, StackView } from '../wire/stack.js';
 import { ReplicaProbe } from './health.js';
 import { templateKey } from './spec.js';
+import { stackView } from './view.js';
 import { REPLICA_META_KEY, type ReplicaRecord, type ServiceState, type StackRecord } from './types.js';
 
 /** What the controller needs of instances (InstanceManager has it). */
@@ -455,60 +456,12 @@ export class StackController {
   // ---- views ----------------------------------------------------------------------------------
 
   view(rec: StackRecord): StackView {
-    const services: StackServiceView[] = rec.spec.services.map((svc) => {
-      const st = rec.services[svc.name] ?? { replicas: [], nextIndex: 1 };
-      const key = templateKey(svc);
-      const members: ReplicaView[] = st.replicas.map((r) => {
-        const inst = this.insts.get(r.instance);
-        const probe = this.probes.get(r.instance)?.probe.state;
-        const health: ReplicaView['health'] = !svc.health
-          ? inst?.state === 'running'
-            ? 'healthy'
-            : 'unknown'
-          : probe?.healthy
-            ? 'healthy'
-            : r.everHealthy
-              ? 'unhealthy'
-              : 'starting';
-        return {
-          instance: r.instance,
-          image: r.image,
-          current: r.template === key,
-          state: inst?.state ?? (r.created ? 'missing' : 'creating'),
-          ipv4: this.ipOf(r.instance, svc.networks[0]),
-          health,
-          serving: this.isServing(r),
-          lastError: probe?.lastError,
-          createdAt: r.createdAt,
-        };
-      });
-      const ready = members.filter((m) => m.current && m.serving).length;
-      const old = members.filter((m) => !m.current);
-      const failed = st.failedTemplate === key;
-      const phase: StackServiceView['phase'] = failed ? 'failed' : old.length > 0 ? 'rolling' : ready !== svc.replicas || members.length !== svc.replicas ? 'scaling' : 'steady';
-      return {
-        name: svc.name,
-        image: svc.image,
-        replicas: svc.replicas,
-        ready,
-        port: svc.port,
-        address: svc.address,
-        phase,
-        message: st.message,
-        roll: old.length > 0 && !failed ? { from: [...new Set(old.map((m) => m.image))], to: svc.image, updated: ready, total: svc.replicas } : undefined,
-        members,
-      };
+    return stackView(rec, {
+      instance: (name) => this.insts.get(name),
+      health: (name) => this.probes.get(name)?.probe.state,
+      serving: (r) => this.isServing(r),
+      ipOf: (name, network) => this.ipOf(name, network),
     });
-    return {
-      name: rec.name,
-      generation: rec.generation,
-      ready: !rec.deleting && services.every((s) => s.phase === 'steady'),
-      hasPrevious: rec.previous !== undefined,
-      deleting: rec.deleting === true,
-      spec: rec.spec,
-      services,
-      updatedAt: rec.updatedAt,
-    };
   }
 
   async refreshedView(rec: StackRecord): Promise<StackView> {
