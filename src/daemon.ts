@@ -31,6 +31,8 @@ import { installLastResort } from './util/last-resort.js';
 import { MIN_TOKEN_LENGTH, TokenManager } from './auth/tokens.js';
 import { createSelfSigned, fingerprint, pairExists, readPair, type CertPair } from './host/pki.js';
 import { isIP } from 'node:net';
+import { StackController } from './stacks/controller.js';
+import { StackService } from './stacks/service.js';
 
 export interface DaemonOptions {
   dir?: string;
@@ -249,6 +251,10 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   // After the instances: taps of VMs that still run are kept, the rest is made to match.
   await networks.reconcile().catch((err: Error) => log(`warning: networks not reconciled: ${err.message}`));
 
+  // Stacks: the controller carries on from the stored rows (rules first, then its loop).
+  const stackController = new StackController({ store, instances, networks, images, events, log });
+  await stackController.start();
+
   // ---- cluster (etcd) and migration
   const servers: FastifyInstance[] = [];
   let peerServer: { address: string; app: FastifyInstance } | undefined;
@@ -318,6 +324,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     cluster,
     migrations,
     tokens,
+    stacks: new StackService(stackController),
     services: createApiServices({ dataDir: paths.root, instances, snapshots, images, operations, events, cluster, migrations }),
   };
   // Image builds a crash interrupted: their build VMs and half-written cache files go.
@@ -370,6 +377,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
     async close() {
       if (closed) return;
       closed = true;
+      stackController.close();
       for (const s of servers) await s.close();
       await peerServer?.app.close();
       await cluster.close();

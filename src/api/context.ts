@@ -16,6 +16,7 @@ import { MigrateRequests } from '../cluster/migrate-request.js';
 import { ImageBuildService } from '../images/build/service.js';
 import { SnapshotService, type SnapshotServiceDeps } from '../snapshots/service.js';
 import type { TokenManager } from '../auth/tokens.js';
+import type { StackService } from '../stacks/service.js';
 
 /**
  * The services whose calls are more than one manager call (orchestration lives there, not in
@@ -56,6 +57,8 @@ export interface ApiContext {
   migrations?: MigrationService;
   /** Scoped API tokens (vmkit token create); absent: only the daemon's own tokens. */
   tokens?: TokenManager;
+  /** Stacks (vmkit apply): absent in contexts without networks. */
+  stacks?: StackService;
   services: ApiServices;
 }
 

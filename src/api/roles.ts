@@ -94,6 +94,14 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteRule>> = {
   'DELETE /1.0/networks/:name': 'admin',
   'GET /1.0/networks/:name/host-access': 'viewer',
   'PATCH /1.0/networks/:name/host-access': 'admin',
+  // stacks (they make networks: admin, like networks)
+  'GET /1.0/stacks': 'viewer',
+  'POST /1.0/stacks': 'admin',
+  // A POST (the file is the body): the same role as apply.
+  'POST /1.0/stacks/diff': 'admin',
+  'GET /1.0/stacks/:name': 'viewer',
+  'DELETE /1.0/stacks/:name': 'admin',
+  'POST /1.0/stacks/:name/rollback': 'admin',
   // cluster and migration
   'GET /1.0/cluster': 'viewer',
   'POST /1.0/cluster': 'admin',

@@ -23,6 +23,7 @@ import {
 } from '../wire/requests.js';
 import type { ApiContext } from './context.js';
 import { registerNetworkRoutes } from './routes-networks.js';
+import { registerStackRoutes } from './routes-stacks.js';
 import { registerClusterRoutes } from './routes-cluster.js';
 import { FORWARD_PREFIX } from '../cluster/peer.js';
 import { async, errorBody, sync } from './responses.js';
@@ -450,6 +451,7 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
   );
 
   registerNetworkRoutes(app, ctx);
+  registerStackRoutes(app, ctx);
 
   return app;
 }

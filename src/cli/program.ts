@@ -26,6 +26,7 @@ import { remoteCommand } from './remote.js';
 import { tokenCommand } from './token.js';
 import { FORMATS, type Format } from './output.js';
 import { snapshotCommand } from './snapshot.js';
+import { applyCommand, stackCommand } from './stack.js';
 import { stateCommands } from './state.js';
 import { typesCommand } from './types.js';
 
@@ -58,6 +59,8 @@ export function buildProgram(): Command {
   program.addCommand(snapshotCommand());
   program.addCommand(forwardCommand());
   program.addCommand(networkCommand());
+  program.addCommand(applyCommand());
+  program.addCommand(stackCommand());
   program.addCommand(nicCommand());
   program.addCommand(diskCommand());
   program.addCommand(cloudInitCommand());

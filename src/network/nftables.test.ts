@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { renderFlush, renderGuard, renderRuleset } from './nftables.js';
+import { renderFlush, renderGuard, renderRuleset, renderServices } from './nftables.js';
 import { editHostRules, parseHostRule, validateNetworkRequest, type Network } from './network.js';
 import { guestUidRange } from '../host/guest-uids.js';
 
@@ -179,5 +179,42 @@ table inet vmkit-guard {
       assert.throws(() => parseHostRule(bad), /VMKIT_INVALID_ARGUMENT|not a host service/, bad);
     }
     assert.deepEqual(editHostRules(['tcp/8080'], ['udp/53', 'tcp/22', 'tcp/8080'], ['tcp/8080']), ['tcp/22', 'udp/53']);
+  });
+});
+
+describe('stack service addresses (golden)', () => {
+  it('balances new connections over the healthy replicas with numgen, in its own table', () => {
+    const text = renderServices([
+      {
+        id: 'shop/web',
+        host: { address: '127.0.0.1', port: 8080 },
+        address: { ip: '10.90.0.100', port: 80 },
+        endpoints: [
+          { ip: '10.90.0.2', port: 80 },
+          { ip: '10.90.0.3', port: 80 },
+        ],
+      },
+      { id: 'shop/api', host: { address: '0.0.0.0', port: 9090 }, endpoints: [{ ip: '10.90.0.5', port: 8000 }] },
+      { id: 'shop/down', host: { address: '127.0.0.1', port: 9191 }, endpoints: [] },
+    ]);
+    assert.equal(
+      text,
+      `table inet vmkit-stacks
+delete table inet vmkit-stacks
+table inet vmkit-stacks {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    fib daddr type local tcp dport 9090 dnat ip to 10.90.0.5:8000 comment "shop/api"
+    ip daddr 10.90.0.100 tcp dport 80 dnat ip to numgen inc mod 2 map { 0 : 10.90.0.2 . 80, 1 : 10.90.0.3 . 80 } comment "shop/web"
+  }
+  chain output {
+    type nat hook output priority -100; policy accept;
+    fib daddr type local tcp dport 9090 dnat ip to 10.90.0.5:8000 comment "shop/api"
+    ip daddr 127.0.0.1 tcp dport 8080 dnat ip to numgen inc mod 2 map { 0 : 10.90.0.2 . 80, 1 : 10.90.0.3 . 80 } comment "shop/web"
+    ip daddr 10.90.0.100 tcp dport 80 dnat ip to numgen inc mod 2 map { 0 : 10.90.0.2 . 80, 1 : 10.90.0.3 . 80 } comment "shop/web"
+  }
+}
+`,
+    );
   });
 });

@@ -258,3 +258,80 @@ export async function listRuleset(): Promise<string> {
   const b = await run(['nft', 'list', 'table', 'bridge', TABLE], { allowFailure: true, errorCode: 'VMKIT_NETWORK_FAILED' });
   return (a.code === 0 ? a.stdout : '') + (b.code === 0 ? b.stdout : '');
 }
+
+/** The table of stacks' service addresses (src/stacks/): kept apart so a stack's rules go with it. */
+export const SERVICE_TABLE = 'vmkit-stacks';
+
+export interface ServiceEndpoint {
+  ip: string;
+  port: number;
+}
+
+/** One load-balanced address of a stack's service: a host port and/or an address on its network. */
+export interface RulesetService {
+  /** `stack/service`, written as a comment beside its rules. */
+  id: string;
+  /** The host port: on `hostAddress` (127.0.0.1 = the host only, 0.0.0.0 = every local address). */
+  host?: { address: string; port: number };
+  /** An address on the service's network (the host holds it on the bridge). */
+  address?: ServiceEndpoint;
+  /** The healthy replicas, in a stable order; none = no rule (nothing answers). */
+  endpoints: readonly ServiceEndpoint[];
+}
+
+/**
+ * The DNAT of one service's connections over its healthy replicas, decided per connection in
+ * the kernel: `numgen inc` deals new connections round-robin (conntrack keeps each connection
+ * on the replica it got), so no proxy process sits in the data path.
+ */
+function serviceDnat(endpoints: readonly ServiceEndpoint[]): string {
+  if (endpoints.length === 1) return `dnat ip to ${endpoints[0]!.ip}:${endpoints[0]!.port}`;
+  const map = endpoints.map((e, i) => `${i} : ${e.ip} . ${e.port}`).join(', ');
+  return `dnat ip to numgen inc mod ${endpoints.length} map { ${map} }`;
+}
+
+/** The `nft -f` script of every stack's service addresses (the whole table, replaced at once). */
+export function renderServices(services: readonly RulesetService[]): string {
+  const pre: string[] = [];
+  const out: string[] = [];
+  for (const s of [...services].sort((a, b) => a.id.localeCompare(b.id))) {
+    if (s.endpoints.length === 0) continue;
+    const dnat = `${serviceDnat(s.endpoints)} comment ${q(s.id)}`;
+    if (s.host) {
+      const match = s.host.address === '0.0.0.0' ? 'fib daddr type local' : `ip daddr ${s.host.address}`;
+      // From elsewhere (not for a loopback address) and from the host itself.
+      if (!s.host.address.startsWith('127.')) pre.push(`${match} tcp dport ${s.host.port} ${dnat}`);
+      out.push(`${match} tcp dport ${s.host.port} ${dnat}`);
+    }
+    if (s.address) {
+      pre.push(`ip daddr ${s.address.ip} tcp dport ${s.address.port} ${dnat}`);
+      out.push(`ip daddr ${s.address.ip} tcp dport ${s.address.port} ${dnat}`);
+    }
+  }
+  const chain = (name: string, hook: string, priority: string, rules: string[]): string[] => [
+    `  chain ${name} {`,
+    `    type nat hook ${hook} priority ${priority}; policy accept;`,
+    ...rules.map((r) => `    ${r}`),
+    '  }',
+  ];
+  return [
+    `table inet ${SERVICE_TABLE}`,
+    `delete table inet ${SERVICE_TABLE}`,
+    `table inet ${SERVICE_TABLE} {`,
+    ...chain('prerouting', 'prerouting', 'dstnat', pre),
+    ...chain('output', 'output', '-100', out),
+    '}',
+    '',
+  ].join('\n');
+}
+
+/** Applies the services' table; with none, removes it (a host without stacks keeps no table). */
+export async function applyServices(services: readonly RulesetService[]): Promise<void> {
+  if (services.length === 0) {
+    const tables = await run(['nft', 'list', 'tables'], { allowFailure: true, errorCode: 'VMKIT_NETWORK_FAILED' }).catch(() => undefined);
+    if (!tables || tables.code !== 0 || !tables.stdout.includes(`table inet ${SERVICE_TABLE}`)) return;
+    await nftStdin(`table inet ${SERVICE_TABLE}\ndelete table inet ${SERVICE_TABLE}\n`);
+    return;
+  }
+  await nftStdin(renderServices(services));
+}

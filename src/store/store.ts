@@ -5,7 +5,8 @@ import { vmkitError, type VmkitError } from '../errors.js';
  * revision, so the same interface maps onto SQLite (one host) and etcd (a cluster, where the
  * revision becomes etcd's mod_revision and `expectRevision` a compare-and-swap transaction).
  */
-export type StoreKind = 'instances' | 'images' | 'operations' | 'networks' | 'snapshots' | 'hosts' | 'meta' | 'owners' | 'alive' | 'migrations' | 'cluster' | 'tokens' | 'joins';
+export type StoreKind =
+  'instances' | 'images' | 'operations' | 'networks' | 'snapshots' | 'hosts' | 'meta' | 'owners' | 'alive' | 'migrations' | 'cluster' | 'tokens' | 'joins' | 'stacks';
 
 export interface Versioned<T> {
   key: string;

@@ -317,3 +317,12 @@ export const ExecRequestSchema = Type.Object(
   { additionalProperties: false },
 );
 export type ExecRequestBody = Static<typeof ExecRequestSchema>;
+
+/** POST /1.0/stacks (apply) and POST /1.0/stacks/diff: the stack file's text (YAML or JSON). */
+export const ApplyStackRequestSchema = Type.Object(
+  {
+    file: Type.String({ minLength: 1, maxLength: 1_000_000, description: 'the stack file (YAML; JSON is YAML too)' }),
+  },
+  strict,
+);
+export type ApplyStackRequest = Static<typeof ApplyStackRequestSchema>;

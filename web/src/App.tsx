@@ -10,6 +10,7 @@ import { InstancesPage } from './pages/Instances.js';
 import { NetworksPage } from './pages/Networks.js';
 import { OperationsPage, isActive } from './pages/Operations.js';
 import { SignInPage } from './pages/SignIn.js';
+import { StacksPage } from './pages/Stacks.js';
 import { useConsoleData, useRoute, type ConsoleData } from './store.js';
 import { RoleContext } from './role.js';
 import { roleAtLeast, type Whoami } from '../../src/wire/auth.js';
@@ -27,6 +28,7 @@ export const PAGES: Array<{ id: string; title: string; render: (data: ConsoleDat
   { id: 'operations', title: 'Operations', render: (d) => <OperationsPage data={d} /> },
   { id: 'images', title: 'Images', render: (d) => <ImagesPage data={d} /> },
   { id: 'networks', title: 'Networks', render: (d, parts) => <NetworksPage data={d} name={parts[1]} /> },
+  { id: 'stacks', title: 'Stacks', render: (d) => <StacksPage data={d} /> },
 ];
 
 interface Toast {

@@ -1,7 +1,7 @@
 import type { Answer } from '../../src/wire/types.js';
 import type { CloneRequest, CreateInstanceRequestBody, CreateNetworkRequestBody, CreateSnapshotRequestBody, ForwardRequestBody, PullRequest } from '../../src/wire/requests.js';
 import type { Whoami } from '../../src/wire/auth.js';
-import type { Forward, Image, Instance, InstanceType, Network, Operation, Snapshot, VmkitEvent } from './lib/types.js';
+import type { Forward, Image, Instance, InstanceType, Network, Operation, Snapshot, Stack, VmkitEvent } from './lib/types.js';
 
 /**
  * The daemon's REST API from the browser. Signed-in browsers carry the session cookie
@@ -100,6 +100,9 @@ export const api = {
   restoreSnapshot: (name: string, snap: string) => request<Operation>('POST', `/1.0/instances/${encodeURIComponent(name)}/snapshots/${encodeURIComponent(snap)}/restore`),
   deleteSnapshot: (name: string, snap: string) => request<Operation>('DELETE', `/1.0/instances/${encodeURIComponent(name)}/snapshots/${encodeURIComponent(snap)}`),
   networks: () => request<Network[]>('GET', '/1.0/networks'),
+  stacks: () => request<Stack[]>('GET', '/1.0/stacks'),
+  rollbackStack: (name: string) => request<unknown>('POST', `/1.0/stacks/${encodeURIComponent(name)}/rollback`),
+  deleteStack: (name: string) => request<unknown>('DELETE', `/1.0/stacks/${encodeURIComponent(name)}`),
   createNetwork: (body: CreateNetworkRequestBody) => request<Network>('POST', '/1.0/networks', body),
   deleteNetwork: (name: string) => request<unknown>('DELETE', `/1.0/networks/${encodeURIComponent(name)}`),
   network: (name: string) => request<Network>('GET', `/1.0/networks/${encodeURIComponent(name)}`),

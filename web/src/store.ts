@@ -9,6 +9,8 @@ export interface ConsoleData {
   types: InstanceType[];
   /** The event stream is connected: what is shown is live. */
   live: boolean;
+  /** Counts stack events (replicas healthy or not, rolls): the Stacks page re-reads on a change. */
+  stacksVersion: number;
   refreshImages(): void;
   refreshInstance(name: string): void;
 }
@@ -24,6 +26,7 @@ export function useConsoleData(enabled: boolean): ConsoleData {
   const [images, setImages] = useState<Image[]>([]);
   const [types, setTypes] = useState<InstanceType[]>([]);
   const [live, setLive] = useState(false);
+  const [stacksVersion, setStacksVersion] = useState(0);
   const pending = useRef(new Map<string, ReturnType<typeof setTimeout>>());
 
   const refreshInstance = useCallback((name: string) => {
@@ -76,6 +79,10 @@ export function useConsoleData(enabled: boolean): ConsoleData {
         return;
       }
       if (!e.target) return;
+      if (e.action?.startsWith('stack-')) {
+        setStacksVersion((n) => n + 1);
+        return;
+      }
       // An image imported, uploaded, pulled, published or deleted: read the image list again.
       if (e.action?.startsWith('image-')) {
         refreshImages();
@@ -108,7 +115,7 @@ export function useConsoleData(enabled: boolean): ConsoleData {
     };
   }, [enabled, refreshAll, refreshImages, refreshInstance]);
 
-  return { instances, operations, images, types, live, refreshImages, refreshInstance };
+  return { instances, operations, images, types, live, stacksVersion, refreshImages, refreshInstance };
 }
 
 /** The hash route: #/instances/web1/console → ['instances', 'web1', 'console'] + query. */

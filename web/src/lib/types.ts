@@ -13,6 +13,8 @@ export type Image = ImageView;
 /** GET /1.0/networks[/{name}]: a network with its NICs, leases and forwards. */
 export type Network = NetworkView;
 export type Forward = PortForward;
+/** GET /1.0/stacks: a stack with its services and their replicas. */
+export type { StackView as Stack, StackServiceView as StackService, ReplicaView as Replica } from '../../../src/wire/stack.js';
 
 /** The result of a snapshot.create operation. */
 export interface SnapshotCreateResult {
