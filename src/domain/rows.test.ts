@@ -34,6 +34,10 @@ describe('a stored row the daemon can use', () => {
     assert.match(storedRowProblem('instances', 'vm1', { ...good, disks: [null] })!, /disks\[0\]/);
     assert.match(storedRowProblem('images', 'appliance', { name: 'appliance' })!, /"disks"/);
     assert.equal(storedRowProblem('meta', 'x', { anything: 1 }), undefined);
+    const stack = { name: 'shop', spec: { name: 'shop', networks: [], services: [] }, services: { web: { replicas: [], nextIndex: 1 } }, ownedNetworks: [], generation: 1 };
+    assert.equal(storedRowProblem('stacks', 'shop', stack), undefined);
+    assert.match(storedRowProblem('stacks', 'shop', { ...stack, spec: {} })!, /"spec"/);
+    assert.match(storedRowProblem('stacks', 'shop', { ...stack, services: { web: {} } })!, /replica lists/);
   });
 
   it('finds the id of an instance row that no longer parses (its folder is kept)', () => {

@@ -29,6 +29,16 @@ export function storedRowProblem(kind: string, key: string, value: unknown): str
       return same(value, 'name', key) ?? str(value, 'mode') ?? str(value, 'bridge');
     case 'snapshots':
       return str(value, 'instance') ?? str(value, 'name');
+    case 'stacks':
+      // What the stack controller reads at start-up (src/stacks/types.ts).
+      return (
+        same(value, 'name', key) ??
+        (isObject(value.spec) && Array.isArray(value.spec.services) && Array.isArray(value.spec.networks) ? undefined : '"spec" is missing its services or networks') ??
+        (isObject(value.services) && Object.values(value.services).every((st) => isObject(st) && Array.isArray(st.replicas))
+          ? undefined
+          : '"services" is missing or has no replica lists') ??
+        (Array.isArray(value.ownedNetworks) ? undefined : '"ownedNetworks" is missing or not a list')
+      );
     default:
       return undefined;
   }

@@ -328,17 +328,6 @@ export class StackController {
           for (const v of victims) await this.removeReplica(rec, st, v, 'scaled down', true);
           changed = true;
         }
-        const now = st.replicas.filter((r) => r.template === tKey);
-        if (now.length === want && now.every((r) => this.isServing(r))) {
-          if (!st.stable || templateKey(st.stable) !== tKey || JSON.stringify(st.stable) !== JSON.stringify(target)) {
-            st.stable = target;
-            changed = true;
-          }
-          if (st.failedTemplate !== wantKey && st.message) {
-            st.message = undefined;
-            changed = true;
-          }
-        }
       } else {
         // A roll: surge new replicas (maxSurge over `want`), take an old one out only when the
         // replicas still serving stay at least want - maxUnavailable.
@@ -356,6 +345,18 @@ export class StackController {
           if (!(st.replicas.length > want || maxUnavailable > 0) || after < want - maxUnavailable) break;
           await this.removeReplica(rec, st, v, 'rolled to the new version', true);
           serving = after;
+          changed = true;
+        }
+      }
+      // Every replica of the target serves and no old one is left: the target is the good one.
+      const now = st.replicas.filter((r) => r.template === tKey);
+      if (now.length === want && now.length === st.replicas.length && now.every((r) => this.isServing(r))) {
+        if (!st.stable || JSON.stringify(st.stable) !== JSON.stringify(target)) {
+          st.stable = target;
+          changed = true;
+        }
+        if (st.failedTemplate !== wantKey && st.message) {
+          st.message = undefined;
           changed = true;
         }
       }
