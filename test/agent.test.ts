@@ -106,6 +106,8 @@ describe('guest agent (qemu-ga in the appliance)', () => {
     assert.equal(info!.nics[0]!.ipv4, '10.0.2.15');
     const itf = info!.runtime.agent!.interfaces!.find((f) => f.mac === info!.nics[0]!.mac);
     assert.ok(itf && itf.ipv4.includes('10.0.2.15'), JSON.stringify(info!.runtime.agent));
+    // list marks it too (from the last answer).
+    assert.match(d.cli(['list']).stdout, /ga1\s+running.*10\.0\.2\.15 \(agent\)/);
   });
 
   it('a snapshot is quiesced when the agent answers; restore thaws; the guest writes after', () => {
