@@ -106,6 +106,8 @@ describe('guest agent (qemu-ga in the appliance)', () => {
     assert.equal(info!.nics[0]!.ipv4, '10.0.2.15');
     const itf = info!.runtime.agent!.interfaces!.find((f) => f.mac === info!.nics[0]!.mac);
     assert.ok(itf && itf.ipv4.includes('10.0.2.15'), JSON.stringify(info!.runtime.agent));
+    // list marks it too (from the last answer).
+    assert.match(d.cli(['list']).stdout, /ga1\s+running.*10\.0\.2\.15 \(agent\)/);
   });
 
   it('a snapshot is quiesced when the agent answers; restore thaws; the guest writes after', () => {
@@ -114,6 +116,10 @@ describe('guest agent (qemu-ga in the appliance)', () => {
     assert.match(c.stdout, /filesystems frozen by the guest agent/);
     const snap = d.cliJson<Array<{ name: string; quiesced?: boolean }>>(['snapshot', 'list', 'ga1']).find((x) => x.name === 'q1');
     assert.equal(snap?.quiesced, true, JSON.stringify(snap));
+    // Disk-only snapshots are quiesced by default when the agent answers.
+    const disk = d.cli(['snapshot', 'create', 'ga1', 'd1', '--no-memory']);
+    assert.equal(disk.code, 0, disk.stderr);
+    assert.match(disk.stdout, /filesystems frozen by the guest agent/);
     const w = d.cli(['exec', 'ga1', '--timeout', '20', '--', 'sh', '-c', 'echo after > /data/after-snap && sync && cat /data/after-snap']);
     assert.equal(w.code, 0, w.stderr);
     const r = d.cli(['snapshot', 'restore', 'ga1', 'q1']);
@@ -141,7 +147,8 @@ describe('guest agent (qemu-ga in the appliance)', () => {
     const q = d.cli(['snapshot', 'create', 'ga2', 'must', '--quiesce']);
     assert.notEqual(q.code, 0);
     assert.match(q.stderr, /VMKIT_AGENT_UNAVAILABLE/);
-    const s = d.cli(['snapshot', 'create', 'ga2', 'plain']);
+    // A disk-only snapshot would be quiesced by default: without an agent it is crash-consistent, and says why.
+    const s = d.cli(['snapshot', 'create', 'ga2', 'plain', '--no-memory']);
     assert.equal(s.code, 0, s.stderr);
     assert.match(s.stdout, /not quiesced/);
     const info = d.cliJson<Info>(['info', 'ga2']);

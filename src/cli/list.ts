@@ -11,7 +11,11 @@ export const INSTANCE_COLUMNS: Column<InstanceView>[] = [
   { header: 'IMAGE', value: (i) => i.image },
   { header: 'CPUS', value: (i) => i.cpus },
   { header: 'MEMORY', value: (i) => formatMiB(i.memoryMiB) },
-  { header: 'IPV4', value: (i) => (i.nics ?? []).flatMap((n) => (n.ipv4 ? [n.ipv4] : [])).join(',') },
+  // Where an address comes from when it is not vmkit's own: the guest agent, or user-mode NAT's fixed lease.
+  {
+    header: 'IPV4',
+    value: (i) => (i.nics ?? []).flatMap((n) => (n.ipv4 ? [n.ipv4Source === 'agent' || n.ipv4Source === 'assumed' ? `${n.ipv4} (${n.ipv4Source})` : n.ipv4] : [])).join(','),
+  },
   { header: 'FORWARDS', value: (i) => (i.forwards ?? []).map(formatForward).join(',') },
 ];
 

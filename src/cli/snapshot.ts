@@ -47,7 +47,7 @@ export function snapshotCommand(): Command {
     .option('--description <text>', 'a note kept with the snapshot')
     .option('--no-memory', 'disk only, without memory: crash-consistent for a running instance (like pulling the plug)')
     .option('--quiesce', "require the guest agent to freeze the guest's filesystems around the snapshot (fails without an agent)")
-    .option('--no-quiesce', 'never freeze (default: freeze when the guest agent answers, else go on crash-consistent)')
+    .option('--no-quiesce', 'never freeze (default: a --no-memory snapshot is frozen when the guest agent answers, else crash-consistent; memory snapshots only with --quiesce)')
     .option('--no-wait', 'return once the operation is accepted, print its id')
     .action(async (instance: string, snapshot: string, opts: { description?: string; memory: boolean; wait: boolean; quiesce?: boolean }, self: Command) => {
       const body: Record<string, unknown> = { name: snapshot };

@@ -55,7 +55,15 @@ export interface SessionOptions extends QgaOptions {
 export class GuestAgent {
   private readonly locks = new Map<string, Promise<unknown>>();
 
-  constructor(private readonly shared: InstanceContext) {}
+  /** How long a freeze or a thaw may take before vmkit gives up on it (10 s). */
+  private readonly freezeTimeoutMs: number;
+
+  constructor(
+    private readonly shared: InstanceContext,
+    options: { freezeTimeoutMs?: number } = {},
+  ) {
+    this.freezeTimeoutMs = options.freezeTimeoutMs ?? 10_000;
+  }
 
   /**
    * Runs `fn` in an agent session of a running instance (one at a time per instance).
@@ -353,12 +361,18 @@ export class GuestAgent {
         ).catch(reject);
       });
       client = await ready;
-      await ga.fsfreeze(client, 10_000);
+      await ga.fsfreeze(client, this.freezeTimeoutMs);
     } catch (err) {
       note = `no filesystem freeze: ${(err as Error).message}`;
-      if (client && !client.isClosed) await ga.fsthaw(client, 10_000).catch(() => undefined);
-      else if (client) await this.thawFresh(name);
-      release?.();
+      // A freeze may have half-happened (some filesystems frozen): always thaw. On a broken
+      // connection the thaw goes over a new one, once this session has let go of the channel.
+      if (client && !client.isClosed) {
+        await ga.fsthaw(client, this.freezeTimeoutMs).catch(() => undefined);
+        release?.();
+      } else {
+        release?.();
+        if (client) await this.thawFresh(name);
+      }
       client = undefined;
       if (mode === 'on') {
         const e = err instanceof QgaError ? err : undefined;
@@ -371,7 +385,7 @@ export class GuestAgent {
       return { result: await fn(), frozen: client !== undefined, ...(note ? { note } : {}) };
     } finally {
       if (client) {
-        const ok = await ga.fsthaw(client, 10_000).then(
+        const ok = await ga.fsthaw(client, this.freezeTimeoutMs).then(
           () => true,
           () => false,
         );
@@ -386,7 +400,7 @@ export class GuestAgent {
     const t0 = Date.now();
     for (;;) {
       try {
-        await this.session(name, (c) => ga.fsthaw(c, 10_000), { syncTimeoutMs: 3_000 });
+        await this.session(name, (c) => ga.fsthaw(c, this.freezeTimeoutMs), { syncTimeoutMs: 3_000 });
         return;
       } catch (err) {
         if (Date.now() - t0 > 15_000) {
@@ -400,7 +414,7 @@ export class GuestAgent {
 
   /** A thaw over a new connection (the old one failed); logged when that fails too. */
   private async thawFresh(name: string): Promise<void> {
-    await this.session(name, (c) => ga.fsthaw(c, 10_000)).catch((err: Error) => console.error(`vmkitd: thawing the filesystems of ${name}: ${err.message}`));
+    await this.session(name, (c) => ga.fsthaw(c, this.freezeTimeoutMs)).catch((err: Error) => console.error(`vmkitd: thawing the filesystems of ${name}: ${err.message}`));
   }
 
   /**

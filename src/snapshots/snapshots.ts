@@ -188,7 +188,10 @@ export class SnapshotManager implements SuspendHandler {
           }
         };
         // Filesystems frozen by the guest agent around the snapshot (a paused guest's agent cannot answer).
-        const mode = req.quiesce === false || !this.agent ? 'off' : req.quiesce === true ? 'on' : inst.state === 'running' ? 'auto' : 'off';
+        // Default: a disk-only snapshot of a running guest is quiesced when its agent answers
+        // (its disk is all it keeps). A memory snapshot is consistent at its instant already;
+        // frozen, every restore would depend on the agent to thaw it: only with --quiesce.
+        const mode = req.quiesce === false || !this.agent ? 'off' : req.quiesce === true ? 'on' : inst.state === 'running' && !withMemory ? 'auto' : 'off';
         if (mode === 'on' && inst.state !== 'running') {
           throw vmkitError('VMKIT_AGENT_UNAVAILABLE', `Cannot quiesce ${inst.name}: it is ${inst.state}, its guest agent cannot answer.`, {
             hint: 'Resume it first, or snapshot without --quiesce.',

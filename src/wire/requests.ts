@@ -104,7 +104,7 @@ export const CreateSnapshotRequestSchema = Type.Object(
     quiesce: Type.Optional(
       Type.Boolean({
         description:
-          "freeze the guest's filesystems (guest agent guest-fsfreeze) around a live snapshot: true = required (fails without an agent), false = never; default: when the agent answers",
+          "freeze the guest's filesystems (guest agent guest-fsfreeze) around a live snapshot: true = required (fails without an agent), false = never; default: for a disk-only snapshot (memory false) of a running guest when its agent answers",
       }),
     ),
   },
