@@ -1,6 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { freePort, sleep, startTestDaemon, waitForHttp, type GuestStatus, type TestDaemon } from './helpers.js';
@@ -9,6 +9,7 @@ const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
 // A vendor GUID of vmkit's own for the test variable (efivarfs names a variable NAME-GUID).
 const VAR = 'VmkitTest-6d6b7669-7400-4e56-8000-766d6b697401';
 const VARFILE = `/sys/firmware/efi/efivars/${VAR}`;
+const VARFILE2 = `/sys/firmware/efi/efivars/VmkitTest2-6d6b7669-7400-4e56-8000-766d6b697401`;
 
 /** Types a command on the guest's serial shell and hangs up (the command goes on in the guest). */
 function serialSend(socketPath: string, command: string): Promise<void> {
@@ -32,7 +33,10 @@ async function waitForLog(file: string, pattern: RegExp, timeoutMs: number): Pro
     const text = existsSync(file) ? readFileSync(file, 'utf8') : '';
     const m = pattern.exec(text);
     if (m) return m[0];
-    if (Date.now() > deadline) throw new Error(`console never matched ${pattern}; its end:\n${text.slice(-1500)}`);
+    if (Date.now() > deadline) {
+      writeFileSync('/tmp/vmkit-uefi-console.log', text);
+      throw new Error(`console never matched ${pattern}; its end:\n${text.slice(-1500)}`);
+    }
     await sleep(300);
   }
 }
@@ -98,20 +102,43 @@ describe('UEFI firmware (OVMF)', { skip: !existsSync(OVMF_VARS) && 'the ovmf pac
     await serialSend(serial, `echo "after-restart-$(tail -c +5 ${VARFILE})"`);
     await waitForLog(log, /after-restart-vmkit-nvram-42/, 60_000);
 
-    // A clone of the stopped instance boots with the same variables.
+    // A checkpoint (with memory) brings the variables back: in the guest at once (the
+    // firmware's state is in the saved machine state) and in the NVRAM file for the next boot.
+    // A variable made after the checkpoint must be gone after the restore, in both places.
+    const snap = d.cli(['snapshot', 'create', 'u1', 'cp1'], { timeoutMs: 180_000 });
+    assert.equal(snap.code, 0, snap.stderr);
+    await serialSend(serial, `printf '\\007\\000\\000\\000after-cp' > ${VARFILE2}; echo "made-$(tail -c +5 ${VARFILE2})"`);
+    await waitForLog(log, /made-after-cp/, 60_000);
+    const restore = d.cli(['snapshot', 'restore', 'u1', 'cp1'], { timeoutMs: 180_000 });
+    assert.equal(restore.code, 0, restore.stderr);
+    const both = (tag: string) => `echo "${tag}-[$(tail -c +5 ${VARFILE2} 2>/dev/null)]-$(tail -c +5 ${VARFILE})"`;
+    await serialSend(serial, both('restored'));
+    assert.equal(await waitForLog(log, /restored-\[[^\]$]*\]-vmkit\S*/, 60_000), 'restored-[]-vmkit-nvram-42');
+    assert.equal(d.cli(['stop', 'u1'], { timeoutMs: 180_000 }).code, 0);
+    assert.ok(!readFileSync(nvram).includes(Buffer.from('after-cp')), "the NVRAM file is the checkpoint's");
+    assert.equal(d.cli(['start', 'u1'], { timeoutMs: 180_000 }).code, 0);
+    await waitForHttp(`http://127.0.0.1:${port}/status`, 240_000);
+    await serialSend(serial, both('third-boot'));
+    assert.equal(await waitForLog(log, /third-boot-\[[^\]$]*\]-vmkit\S*/, 60_000), 'third-boot-[]-vmkit-nvram-42');
+
+    // Clones get the NVRAM: a full clone the current one, a clone from a checkpoint the checkpoint's.
     assert.equal(d.cli(['stop', 'u1', '--force']).code, 0);
-    const c = d.cli(['clone', 'u1', 'u2']);
+    const c = d.cli(['clone', 'u1', 'u2', '--full'], { timeoutMs: 180_000 });
     assert.equal(c.code, 0, c.stderr);
     const u2 = d.cliJson<{ id: string; firmware?: string }>(['info', 'u2']);
     assert.equal(u2.firmware, 'uefi');
     assert.ok(readFileSync(join(d.dir, 'instances', u2.id, 'nvram.fd')).equals(readFileSync(nvram)), 'the clone has the same NVRAM');
+    const fromCp = d.cli(['clone', 'u1', 'u3', '--from-snapshot', 'cp1'], { timeoutMs: 180_000 });
+    assert.equal(fromCp.code, 0, fromCp.stderr);
+    const u3 = d.cliJson<{ id: string }>(['info', 'u3']);
+    assert.ok(readFileSync(join(d.dir, 'instances', u3.id, 'nvram.fd')).equals(readFileSync(join(dir, 'nvram-snapshot-cp1.fd'))));
   });
 
   it('image set --firmware uefi makes new instances UEFI; bad firmware names are refused', () => {
     assert.equal(d.cli(['image', 'set', 'disk', '--firmware', 'uefi']).code, 0);
     assert.equal(d.cliJson<{ firmware?: string }>(['image', 'info', 'disk']).firmware, 'uefi');
-    assert.equal(d.cli(['create', 'disk', 'u3']).code, 0);
-    assert.equal(d.cliJson<{ firmware?: string }>(['info', 'u3']).firmware, 'uefi');
+    assert.equal(d.cli(['create', 'disk', 'u5']).code, 0);
+    assert.equal(d.cliJson<{ firmware?: string }>(['info', 'u5']).firmware, 'uefi');
     const bad = d.cli(['create', 'disk', 'u4', '--firmware', 'coreboot']);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /VMKIT_INVALID_ARGUMENT/);

@@ -135,6 +135,11 @@ describe('OVA: tar, OVF, manifest (crafted files)', () => {
     );
     assert.deepEqual(o.boot, { kernelRef: 'kernel', initrdRef: 'initrd', cmdline: 'console=ttyS0' });
     assert.equal(o.firmware, 'bios');
+    // UEFI: written as VMware's firmware key, read back as efi; the XML stays well-formed.
+    const efi = buildOvf({ name: 'app', description: 'd', cpus: 1, memoryMiB: 256, disks: [{ href: 'a.vmdk', size: 1, capacity: 1 }], nics: [], firmware: 'efi' });
+    assert.match(efi, /<vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"\/>/);
+    assert.equal(parseOvf(efi).firmware, 'efi');
+    assert.equal(parseOvf(efi).boot, undefined);
     // Other tools' units: GigaBytes memory, MegaBytes capacity.
     const vbox = xml.replace('byte * 2^20', 'GigaBytes').replace('<rasd:VirtualQuantity>384<', '<rasd:VirtualQuantity>1<');
     assert.equal(parseOvf(vbox).memoryMiB, 1024);

@@ -168,7 +168,7 @@ async function importOvaAs(images: ImageStore, name: string, req: ImportRequest,
       }
     });
     if (ovf.nics.length === 0) fidelity.push({ item: 'NICs', status: 'dropped', reason: 'the OVF has none; instances get one virtio-net NIC' });
-    if (ovf.firmware === 'efi') fidelity.push({ item: 'firmware', value: 'EFI', status: 'dropped', reason: 'vmkit boots with SeaBIOS (BIOS); an EFI-only guest will not boot' });
+    if (ovf.firmware === 'efi') fidelity.push({ item: 'firmware', value: 'EFI → uefi (OVMF; each instance gets its own NVRAM)', status: 'mapped' });
 
     let boot: Image['boot'];
     if (ovf.boot) {
@@ -189,6 +189,7 @@ async function importOvaAs(images: ImageStore, name: string, req: ImportRequest,
       boot,
       defaults: { cpus: cpus ?? 1, memoryMiB: memoryMiB ?? 512 },
       nicModels,
+      ...(ovf.firmware === 'efi' ? { firmware: 'uefi' as const } : {}),
       disks,
       source: 'import',
       origin: req.source,
@@ -318,8 +319,16 @@ export async function exportImage(images: ImageStore, name: string, req: ExportR
           status: 'mapped',
           reason: 'VirtualBox/VMware ignore the section and boot the disk with BIOS, which needs a boot loader on the disk',
         });
-      } else {
+      } else if (image.firmware !== 'uefi') {
         fidelity.push({ item: 'firmware', value: 'BIOS', status: 'mapped' });
+      }
+      if (image.firmware === 'uefi') {
+        fidelity.push({
+          item: 'firmware',
+          value: 'UEFI → vmw:Config firmware=efi',
+          status: 'mapped',
+          reason: "the NVRAM stays with the instances (an image has none): an importer starts from an empty variable store and boots the disk's removable-media path",
+        });
       }
       fidelity.push({ item: 'vCPUs', value: String(image.defaults.cpus), status: 'mapped' });
       fidelity.push({ item: 'memory', value: `${image.defaults.memoryMiB} MiB`, status: 'mapped' });
@@ -334,7 +343,19 @@ export async function exportImage(images: ImageStore, name: string, req: ExportR
       );
       const ovfName = `${stem}.ovf`;
       const ovfPath = join(work, ovfName);
-      await writeFile(ovfPath, buildOvf({ name: image.name, description: image.description, cpus: image.defaults.cpus, memoryMiB: image.defaults.memoryMiB, disks, nics, boot }));
+      await writeFile(
+        ovfPath,
+        buildOvf({
+          name: image.name,
+          description: image.description,
+          cpus: image.defaults.cpus,
+          memoryMiB: image.defaults.memoryMiB,
+          disks,
+          nics,
+          boot,
+          firmware: image.firmware === 'uefi' ? 'efi' : undefined,
+        }),
+      );
       const ovfFile = { name: ovfName, path: ovfPath, size: (await stat(ovfPath)).size };
       // One pass over each file: hashed while it is copied into the archive; the manifest
       // (fixed size: one SHA256 line per file) is written into its reserved slot at the end.

@@ -147,6 +147,8 @@ export interface OvfBuild {
   disks: Array<{ href: string; size: number; capacity: number }>;
   nics: NicModel[];
   boot?: { kernel: { href: string; size: number }; initrd?: { href: string; size: number }; cmdline: string };
+  /** efi: VMware's `vmw:Config firmware=efi` (what parseOvf and VMware read); absent: BIOS. */
+  firmware?: 'bios' | 'efi';
 }
 
 /** An OVF 1.0 envelope VirtualBox and VMware import: IDE-attached stream-optimized VMDKs, E1000/virtio NICs on "NAT". */
@@ -218,7 +220,7 @@ export function buildOvf(b: OvfBuild): string {
     </vmkit:BootSection>`
     : '';
   return `<?xml version="1.0" encoding="UTF-8"?>
-<Envelope ovf:version="1.0" xml:lang="en-US" xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:vmkit="${VMKIT_NS}">
+<Envelope ovf:version="1.0" xml:lang="en-US" xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:vmkit="${VMKIT_NS}"${b.firmware === 'efi' ? ' xmlns:vmw="http://www.vmware.com/schema/ovf"' : ''}>
   <References>
 ${refs.join('\n')}
   </References>
@@ -252,7 +254,7 @@ ${diskEls.join('\n')}
         <vssd:VirtualSystemType>vmx-07</vssd:VirtualSystemType>
       </System>
 ${items.join('\n')}
-    </VirtualHardwareSection>${boot}
+${b.firmware === 'efi' ? '      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>\n' : ''}    </VirtualHardwareSection>${boot}
   </VirtualSystem>
 </Envelope>
 `;

@@ -64,6 +64,8 @@ async function publishAs(images: ImageStore, instances: PublishSource, source: s
         boot: from.boot,
         defaults: { cpus: inst.cpus, memoryMiB: inst.memoryMiB },
         nicModels: [...new Set(inst.nics.map((n) => n.model))],
+        // The firmware comes along (the instance's NVRAM does not: each new instance starts empty).
+        ...(inst.firmware === 'uefi' ? { firmware: 'uefi' as const } : {}),
         disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2', virtualSize: info.virtualSize }],
         source: 'publish',
         origin: `instance ${inst.name}`,

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, mkdir, rename, rm } from 'node:fs/promises';
-import { copyNvram } from '../qemu/firmware.js';
+import { copyNvram, snapshotNvramFile } from '../qemu/firmware.js';
 import { isAbsolute, join } from 'node:path';
 import { vmkitError } from '../errors.js';
 import { validateName } from '../domain/names.js';
@@ -163,7 +163,7 @@ export class Cloning {
               ctx?.progress({ phase: `copying snapshot ${snapshot}`, percent: Math.min(99, Math.round(f * 100)), bytesDone: Math.round(f * total), bytesTotal: total }),
           });
           // A UEFI source's NVRAM (boot entries, variables) goes with its disk.
-          await copyNvram(paths.instance(src.id), dir);
+          if (!(await copyNvram(paths.instance(src.id), dir, snapshotNvramFile(snapshot)))) await copyNvram(paths.instance(src.id), dir);
           ctx?.checkCancelled();
           await registry.insertRow(inst);
         } catch (err) {

@@ -5,7 +5,22 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VmkitError } from '../errors.js';
 import { buildQemuArgv } from './argv.js';
-import { copyNvram, ensureNvram, findOvmf, NVRAM_FILE, parseFirmware, pflashArgs } from './firmware.js';
+import { gzipSync } from 'node:zlib';
+import {
+  copyNvram,
+  dropSnapshotNvram,
+  ensureNvram,
+  findOvmf,
+  MAX_NVRAM_BYTES,
+  NVRAM_FILE,
+  packNvram,
+  parseFirmware,
+  pflashArgs,
+  restoreSnapshotNvram,
+  saveSnapshotNvram,
+  snapshotNvramFile,
+  unpackNvram,
+} from './firmware.js';
 
 function tmp(): string {
   return mkdtempSync(join(tmpdir(), 'vmkit-fw-'));
@@ -120,5 +135,44 @@ describe('firmware', () => {
     });
     assert.ok(!bios.join(' ').includes('pflash'));
     assert.equal(pflashArgs('/c', '/n').machine, ',pflash0=pflash0,pflash1=pflash1');
+  });
+
+  it("keeps a checkpoint's NVRAM and puts it back; drops it with the checkpoint", async () => {
+    const d = tmp();
+    try {
+      writeFileSync(join(d, NVRAM_FILE), 'A');
+      await saveSnapshotNvram(d, 'before');
+      assert.equal(statSync(join(d, snapshotNvramFile('before'))).mode & 0o777, 0o600);
+      writeFileSync(join(d, NVRAM_FILE), 'B');
+      assert.equal(await restoreSnapshotNvram(d, 'before'), true);
+      assert.equal(readFileSync(join(d, NVRAM_FILE), 'utf8'), 'A');
+      await dropSnapshotNvram(d, 'before');
+      assert.equal(await restoreSnapshotNvram(d, 'before'), false, 'a checkpoint without one leaves the NVRAM as it is');
+      assert.equal(readFileSync(join(d, NVRAM_FILE), 'utf8'), 'A');
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+
+  it('packs an NVRAM for a migration and unpacks it on the target, bounded', async () => {
+    const src = tmp();
+    const dst = tmp();
+    try {
+      assert.equal(await packNvram(src), undefined, 'a BIOS instance sends none');
+      const store = Buffer.alloc(540672, 0xff);
+      store.write('vmkit-var', 1000);
+      writeFileSync(join(src, NVRAM_FILE), store);
+      const packed = (await packNvram(src))!;
+      assert.ok(packed.length < 10_000, `mostly empty: ${packed.length} bytes packed`);
+      await unpackNvram(dst, packed);
+      assert.ok(readFileSync(join(dst, NVRAM_FILE)).equals(store));
+      const bomb = gzipSync(Buffer.alloc(MAX_NVRAM_BYTES + 1)).toString('base64');
+      await assert.rejects(unpackNvram(dst, bomb), (e: VmkitError) => e.code === 'VMKIT_BAD_REQUEST');
+      await assert.rejects(unpackNvram(dst, 'not gzip'), (e: VmkitError) => e.code === 'VMKIT_BAD_REQUEST');
+      assert.ok(readFileSync(join(dst, NVRAM_FILE)).equals(store), 'a refused store leaves the one there');
+    } finally {
+      rmSync(src, { recursive: true, force: true });
+      rmSync(dst, { recursive: true, force: true });
+    }
   });
 });

@@ -1,5 +1,6 @@
 import { constants } from 'node:fs';
-import { access, copyFile, rename, rm, stat } from 'node:fs/promises';
+import { access, chmod, copyFile, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { vmkitError } from '../errors.js';
 
@@ -107,4 +108,53 @@ export async function copyNvram(fromDir: string, toDir: string, fromName = NVRAM
   }
   await rename(tmp, dst);
   return true;
+}
+
+/** The copy of the NVRAM a checkpoint keeps beside the instance's disk (disk-only checkpoints need it). */
+export function snapshotNvramFile(snapshot: string): string {
+  return `nvram-snapshot-${snapshot}.fd`;
+}
+
+/**
+ * The NVRAM a checkpoint saw, kept root-only beside it; a memory checkpoint also holds it in
+ * its machine state (QEMU saves the flash with the RAM and writes it back when it loads).
+ */
+export async function saveSnapshotNvram(instanceDir: string, snapshot: string): Promise<void> {
+  if (await copyNvram(instanceDir, instanceDir, NVRAM_FILE, snapshotNvramFile(snapshot))) await chmod(join(instanceDir, snapshotNvramFile(snapshot)), 0o600);
+}
+
+/** Puts a checkpoint's NVRAM back (the instance is stopped); false when the checkpoint has none. */
+export async function restoreSnapshotNvram(instanceDir: string, snapshot: string): Promise<boolean> {
+  return copyNvram(instanceDir, instanceDir, snapshotNvramFile(snapshot), NVRAM_FILE);
+}
+
+export async function dropSnapshotNvram(instanceDir: string, snapshot: string): Promise<void> {
+  await rm(join(instanceDir, snapshotNvramFile(snapshot)), { force: true });
+}
+
+/** An instance's NVRAM for a migration request: gzip + base64 (an OVMF store is mostly empty). */
+export async function packNvram(instanceDir: string): Promise<string | undefined> {
+  try {
+    return gzipSync(await readFile(join(instanceDir, NVRAM_FILE))).toString('base64');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** The largest variable store accepted from a peer (OVMF's are 128 KiB to 4 MiB). */
+export const MAX_NVRAM_BYTES = 4 * 1024 * 1024;
+
+/** Writes an NVRAM a peer sent (bounded: a hostile peer cannot make it unpack to more than 4 MiB). */
+export async function unpackNvram(instanceDir: string, packed: string): Promise<void> {
+  let bytes: Buffer;
+  try {
+    bytes = gunzipSync(Buffer.from(packed, 'base64'), { maxOutputLength: MAX_NVRAM_BYTES });
+  } catch (err) {
+    throw vmkitError('VMKIT_BAD_REQUEST', `The UEFI variable store sent by the peer is not usable: ${(err as Error).message}`, { cause: err });
+  }
+  if (bytes.length === 0) throw vmkitError('VMKIT_BAD_REQUEST', 'The UEFI variable store sent by the peer is empty.');
+  const file = join(instanceDir, NVRAM_FILE);
+  await writeFile(`${file}.new`, bytes, { mode: 0o600 });
+  await rename(`${file}.new`, file);
 }

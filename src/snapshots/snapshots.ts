@@ -12,6 +12,7 @@ import { saveVm, settleJobs } from '../qemu/jobs.js';
 import { queryRunState } from '../qemu/power.js';
 import { deleteVmSnapshot, listLiveSnapshots, loadVm, restoreLive, saveForSuspend, snapshotDiskLive } from '../qemu/snapshots.js';
 import type { Store } from '../store/store.js';
+import { dropSnapshotNvram, restoreSnapshotNvram, saveSnapshotNvram } from '../qemu/firmware.js';
 import { diskSnapshot, listDiskSnapshots, type InternalSnapshotInfo } from '../storage/qemu-img.js';
 
 /**
@@ -219,6 +220,8 @@ export class SnapshotManager implements SuspendHandler {
           details: { state: inst.state },
         });
       }
+      // A UEFI instance's variables as they were (a disk-only checkpoint has no other copy).
+      if (inst.firmware === 'uefi') await saveSnapshotNvram(this.registry.instanceDir(inst), name);
       ctx?.progress({ phase: 'recording', percent: 90 });
       // The size is informative only: a snapshot whose size cannot be read is still taken.
       const size = await this.sizeOf(inst, name).catch(() => undefined);
@@ -267,6 +270,8 @@ export class SnapshotManager implements SuspendHandler {
           if (snap.vmState === 'running') await this.afterLiveRestore(instance, snap);
         } else if (inst.state === 'stopped' || inst.state === 'suspended') {
           const wasSuspended = inst.state === 'suspended';
+          // The flash comes back with the machine state at `cont`; the file agrees from the start.
+          if (inst.firmware === 'uefi') await restoreSnapshotNvram(this.registry.instanceDir(inst), name);
           ctx?.progress({ phase: 'starting QEMU and loading the snapshot', percent: 30 });
           await this.lifecycle.startLocked(instance, ctx, {
             beforeCont: async (qmp) => loadVm(qmp, name),
@@ -294,6 +299,7 @@ export class SnapshotManager implements SuspendHandler {
         }
         ctx?.progress({ phase: 'reverting disk', percent: 50 });
         await diskSnapshot('apply', file, name);
+        if (inst.firmware === 'uefi') await restoreSnapshotNvram(this.registry.instanceDir(inst), name);
       }
       const fresh = await this.registry.load(instance);
       fresh.currentSnapshot = name;
@@ -331,6 +337,7 @@ export class SnapshotManager implements SuspendHandler {
         throw this.badState(inst, 'delete a snapshot of');
       }
       // Tag gone first, then the row; children now descend from the deleted one's parent.
+      await dropSnapshotNvram(this.registry.instanceDir(inst), name);
       await this.store.delete('snapshots', key(inst.name, name));
       for (const child of (await this.rowsOf(inst)).filter((s) => s.parent === name)) {
         child.parent = snap.parent;

@@ -75,6 +75,8 @@ export const PrepareRequestSchema = Type.Object(
     }),
     imageChecksum: Type.Optional(Type.String({ maxLength: 128 })),
     wasRunning: Type.Boolean(),
+    // A UEFI instance's NVRAM, gzip + base64 (at most 4 MiB once unpacked).
+    nvram: Type.Optional(Type.String({ maxLength: 800_000 })),
   },
   { additionalProperties: false },
 );

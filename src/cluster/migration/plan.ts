@@ -1,6 +1,7 @@
 import { isAbsolute } from 'node:path';
 import { asVmkitError } from '../../errors.js';
 import { compareVersions } from '../../qemu/capabilities.js';
+import { findOvmf } from '../../qemu/firmware.js';
 import type { Blocker, MigrationMode, MigrationPlan } from '../types.js';
 import type { MigrationContext } from './context.js';
 import { isLive, MEMORY_MARGIN_MIB, type CheckRequest, type MigrateOptions } from './protocol.js';
@@ -87,6 +88,10 @@ export async function checkIncoming(ctx: MigrationContext, req: CheckRequest): P
   if (!image) blockers.push({ check: 'image', message: `${here} has no image "${inst.image}" (its kernel and firmware files are needed to run the guest).` });
   else if (req.imageChecksum && (await ctx.images.checksum(image.name)) !== req.imageChecksum) {
     blockers.push({ check: 'image', message: `Image "${inst.image}" on ${here} differs from the source's (checksum); the disk is backed by it.` });
+  }
+  if (inst.firmware === 'uefi') {
+    const ovmf = await findOvmf().catch((err: Error) => err);
+    if (ovmf instanceof Error) blockers.push({ check: 'firmware', message: `${here} has no UEFI firmware (OVMF) for "${inst.name}": ${ovmf.message}` });
   }
   const locals = (await ctx.instances.list()).filter((i) => i.name !== inst.name);
   for (const nic of inst.nics) {

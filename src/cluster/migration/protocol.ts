@@ -36,6 +36,8 @@ export interface PrepareRequest {
   imageChecksum?: string;
   /** The source's runstate: the target resumes only a running guest. */
   wasRunning: boolean;
+  /** A UEFI instance's NVRAM file, gzip + base64 (src/qemu/firmware.ts packNvram). */
+  nvram?: string;
 }
 
 export interface PrepareReply {

@@ -5,6 +5,7 @@ import type { OperationContext } from '../../operations/operations.js';
 import * as engine from '../../qemu/migrate.js';
 import { queryRunState, resumeGuest } from '../../qemu/power.js';
 import { sharedVolumeInfo } from '../../storage/qemu-img.js';
+import { packNvram } from '../../qemu/firmware.js';
 import { Revert } from '../../util/revert.js';
 import { splitAddress, type PeerClient } from '../peer.js';
 import { settleOwnership, stepLogger, type StepLog } from '../switchover.js';
@@ -119,6 +120,9 @@ export class MigrationSource {
           disks,
           imageChecksum,
           wasRunning,
+          // UEFI: the variable store goes along (a live move's flash also travels with the RAM,
+          // and the target's QEMU writes it back into this file when the guest resumes there).
+          ...(inst.firmware === 'uefi' ? { nvram: await packNvram(registry.instanceDir(inst)) } : {}),
         };
         const prep = await peer.request<PrepareReply>('POST', '/1.0/internal/migrations', req, 60_000);
         prepared = true;

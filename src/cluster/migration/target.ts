@@ -7,6 +7,7 @@ import { asVmkitError, vmkitError } from '../../errors.js';
 import type { Instance, InstanceState } from '../../domain/types.js';
 import * as engine from '../../qemu/migrate.js';
 import { createEmptyVolume, rebaseUnsafe, sharedVolumeInfo } from '../../storage/qemu-img.js';
+import { unpackNvram } from '../../qemu/firmware.js';
 import { Revert } from '../../util/revert.js';
 import { confinePath, isSafeSegment } from '../../util/confine.js';
 import { validateName } from '../../domain/names.js';
@@ -71,6 +72,7 @@ export class MigrationTarget {
         // A row of that name (another instance's, or ours when its release failed) keeps it.
         if (!(await this.ctx.instances.has(name))) await rm(dir, { recursive: true, force: true });
       });
+      if (req.nvram) await unpackNvram(dir, req.nvram);
       await registry.insert(inst);
       // Releasing the row also ends the incoming QEMU started below.
       undo.add(`the row of "${name}"`, () =>
