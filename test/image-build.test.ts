@@ -134,6 +134,9 @@ steps:
     assert.equal(d.cliJson<BuiltImage>(['image', 'info', 'webb']).name, 'webb:2');
     const list = d.cliJson<BuiltImage[]>(['image', 'list']).map((i) => i.name);
     assert.ok(list.includes('webb:1') && list.includes('webb:2'), list.join(','));
+    const table = d.cli(['image', 'list']).stdout;
+    assert.match(table, /^webb:2\s+2 \(webb\)/m, 'the table marks the version "webb" names');
+    assert.match(table, /^webb:1\s+1\s/m);
     const l = d.cli(['launch', 'webb', 'from2'], { timeoutMs: 180_000 });
     assert.equal(l.code, 0, l.stderr);
     assert.equal(d.cliJson<{ image: string }>(['info', 'from2']).image, 'webb:2');

@@ -159,10 +159,20 @@ Examples:
       const images = repo
         ? await clientFor(self).get<Image[]>(`/1.0/repos/${encodeURIComponent(repo.replace(/:$/, ''))}/images`)
         : await clientFor(self).get<Image[]>('/1.0/images');
+      // Built images are NAME:N; the newest of each is what NAME alone names.
+      const newest = new Map<string, number>();
+      for (const i of images) {
+        const m = /^(.+):([0-9]+)$/.exec(i.name);
+        if (m) newest.set(m[1]!, Math.max(newest.get(m[1]!) ?? 0, Number(m[2])));
+      }
+      const isNewest = (name: string) => {
+        const m = /^(.+):([0-9]+)$/.exec(name);
+        return !!m && newest.get(m[1]!) === Number(m[2]) && !images.some((i) => i.name === m[1]);
+      };
       print(
         renderList(images, globals(self).format, [
           { header: 'NAME', value: (i) => i.name },
-          { header: 'VERSION', value: (i) => i.version },
+          { header: 'VERSION', value: (i) => (!repo && isNewest(i.name) ? `${i.version} (${i.name.replace(/:[0-9]+$/, '')})` : i.version) },
           { header: 'SOURCE', value: (i) => i.source ?? repo },
           { header: 'CPUS', value: (i) => i.defaults?.cpus },
           { header: 'MEMORY', value: (i) => formatMiB(i.defaults?.memoryMiB) },

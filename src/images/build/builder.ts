@@ -368,6 +368,9 @@ export function buildVmMemory(recipe: Recipe): number | undefined {
  * that boot). The appliance ignores user-data: its ttyS0 is a root shell already.
  */
 export const BUILD_USER_DATA = `#cloud-config
+# The build VM needs no locale: Debian bookworm's cloud-init failed generating en_US.UTF-8 there
+# (status: error), which failed every cloud-init step. A step's own "locale:" still wins.
+locale: false
 bootcmd:
   - [sh, -c, "systemctl mask --runtime --now serial-getty@ttyS0.service >/dev/null 2>&1; (setsid sh -c 'while :; do sh -i </dev/ttyS0 >/dev/ttyS0 2>&1; sleep 1; done' </dev/null >/dev/null 2>&1 &)"]
 `;
@@ -402,7 +405,8 @@ async function runStep(
 ): Promise<{ exit: number; output: string }> {
   if (s.kind === 'run') return session.run(s.command, { timeoutMs: (s.timeoutSeconds ?? DEFAULT_STEP_TIMEOUT_S) * 1000, onOutput, signal });
   if (s.kind === 'cloud-init') {
-    const script = 'if ! command -v cloud-init >/dev/null 2>&1; then echo "this base image has no cloud-init: use run steps"; exit 127; fi\ncloud-init status --wait\n';
+    const script =
+      'if ! command -v cloud-init >/dev/null 2>&1; then echo "this base image has no cloud-init: use run steps"; exit 127; fi\nrc=0; cloud-init status --wait >/dev/null || rc=$?\ncloud-init status --long\nexit $rc\n';
     return session.run(script, { timeoutMs: (s.timeoutSeconds ?? DEFAULT_STEP_TIMEOUT_S) * 1000, onOutput, signal });
   }
   if (!input) throw vmkitError('VMKIT_INTERNAL', 'A copy step has no input.');
