@@ -1,7 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, sleep, startTestDaemon, type TestDaemon } from './helpers.js';
@@ -22,7 +22,7 @@ interface Inst {
   id: string;
   state: string;
   stateReason?: string;
-  nics: Array<{ id: string; network: string; ipv4?: string; mac: string }>;
+  nics: Array<{ id: string; network: string; ipv4?: string; ipv4Source?: string; mac: string }>;
   cloudInit?: { userData?: string; sshKeys?: string[]; generation?: number };
 }
 
@@ -88,6 +88,27 @@ describe('a real Debian guest: cloud-init, SSH keys, disk size, identity of clon
     return r.stdout.trim();
   };
 
+  /** `vmkit exec` through the guest's own qemu-guest-agent, retried while the agent comes up. */
+  async function agentExec(name: string, command: string[]): Promise<string> {
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      const r = d.cli(['exec', name, '--', ...command]);
+      if (r.code === 0) return r.stdout.trim();
+      if (Date.now() > deadline || !/VMKIT_AGENT_UNAVAILABLE/.test(r.stderr)) throw new Error(`exec ${command.join(' ')} in ${name}: ${r.code} ${r.stderr}`);
+      await sleep(2000);
+    }
+  }
+
+  /** The NIC as info shows it once the agent reported the address `want`. */
+  async function agentAddress(name: string, mac: string, want: string): Promise<Inst['nics'][number]> {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const nic = d.cliJson<Inst>(['info', name]).nics.find((n) => n.mac === mac)!;
+      if ((nic.ipv4Source === 'agent' && nic.ipv4 === want) || Date.now() > deadline) return nic;
+      await sleep(1000);
+    }
+  }
+
   before(async () => {
     assert.ok(existsSync(join(CACHE, 'debian-bookworm', 'root.qcow2')), 'the Debian image is built (scripts/setup.sh: guest/debian/build.sh .cache/debian-bookworm)');
     host = createNetns('deb');
@@ -129,8 +150,8 @@ describe('a real Debian guest: cloud-init, SSH keys, disk size, identity of clon
     assert.equal(junk.code, 1, junk.stdout + junk.stderr);
     assert.match(junk.stderr, /cloud-init ignores/);
     assert.equal(d.cliJson<unknown[]>(['list']).length, 0);
-    // Image defaults can be edited; only bios firmware exists.
-    assert.equal(d.cli(['image', 'set', 'debian', '--firmware', 'uefi']).code, 1);
+    // Image defaults can be edited; an unknown firmware is refused.
+    assert.equal(d.cli(['image', 'set', 'debian', '--firmware', 'coreboot']).code, 1);
     assert.equal(d.cli(['image', 'set', 'debian', '--nic-model', 'virtio-net', '--firmware', 'bios']).code, 0);
   });
 
@@ -150,13 +171,22 @@ describe('a real Debian guest: cloud-init, SSH keys, disk size, identity of clon
     await waitSsh('vm1', 2201);
     assert.equal(out(2201, 'cat /var/tmp/from-user-data.txt'), USER_DATA_TEXT);
     assert.equal(out(2201, 'hostname'), 'vm1');
-    // GUEST AGENT (issue 14, item 3; the s-agent branch builds it): to be added here, on vm1 as it runs now —
-    //  - `vmkit exec vm1 -- hostname` prints "vm1", exit 0; `vmkit exec vm1 -- cat /var/tmp/from-user-data.txt`
-    //    prints USER_DATA_TEXT (the image runs qemu-guest-agent; vmkit gives it the org.qemu.guest_agent.0 channel);
-    //  - `vmkit info vm1 --format json`: nics[0].ipv4 is the address `ip -4 -o addr show ens4` shows over ssh,
-    //    with ipv4Source "agent";
-    //  - `vmkit file push` of 1 MiB of random bytes to vm1:/var/tmp/blob, `vmkit file pull` back: byte for byte
-    //    equal (and `sha256sum /var/tmp/blob` over ssh gives the same digest).
+    // The guest agent (the image's qemu-guest-agent on vmkit's org.qemu.guest_agent.0 channel).
+    assert.equal(await agentExec('vm1', ['hostname']), 'vm1');
+    assert.equal(await agentExec('vm1', ['cat', '/var/tmp/from-user-data.txt']), USER_DATA_TEXT);
+    const vm1Nic = d.cliJson<Inst>(['info', 'vm1']).nics[0]!;
+    const seen = /inet (\d+\.\d+\.\d+\.\d+)\//.exec(out(2201, 'ip -4 -o addr show scope global'))?.[1];
+    assert.ok(seen, 'the guest has a global IPv4 address');
+    const reported = await agentAddress('vm1', vm1Nic.mac, seen!);
+    assert.deepEqual([reported.ipv4, reported.ipv4Source], [seen, 'agent']);
+    const blob = randomBytes(1024 * 1024);
+    writeFileSync(join(tmp, 'blob'), blob);
+    const push = d.cli(['file', 'push', join(tmp, 'blob'), 'vm1:/var/tmp/blob']);
+    assert.equal(push.code, 0, push.stderr);
+    assert.equal(out(2201, 'sha256sum /var/tmp/blob').split(' ')[0], createHash('sha256').update(blob).digest('hex'));
+    const pull = d.cli(['file', 'pull', 'vm1:/var/tmp/blob', join(tmp, 'blob.back')]);
+    assert.equal(pull.code, 0, pull.stderr);
+    assert.ok(readFileSync(join(tmp, 'blob.back')).equals(blob), 'file pull gave back the same 1 MiB');
     const rootBytes = Number(out(2201, 'df -B1 --output=size / | tail -n1'));
     assert.ok(rootBytes > 3 * 1024 ** 3, `root filesystem is ${rootBytes} bytes`);
     // Online growth: QMP block_resize; the guest's kernel sees the new capacity at once.
@@ -213,8 +243,13 @@ describe('a real Debian guest: cloud-init, SSH keys, disk size, identity of clon
       const lease = mine.find((l) => l.mac === infos[i]!.mac)!;
       assert.match(out(port, 'ip -4 -o addr show'), new RegExp(`inet ${lease.ipv4.replace(/\./g, '\\.')}/`));
     }
-    // GUEST AGENT (s-agent): to be added here — `vmkit info c1/c2 --format json` show these lease
-    // addresses with ipv4Source "agent", and `vmkit exec cN -- cat /etc/machine-id` matches ids[N].
+    // The agents agree: each clone reports its lease address, and its own machine-id.
+    for (const [i, c] of ['c1', 'c2'].entries()) {
+      const lease = mine.find((l) => l.mac === infos[i]!.mac)!;
+      const nic = await agentAddress(c, infos[i]!.mac, lease.ipv4);
+      assert.deepEqual([nic.ipv4, nic.ipv4Source], [lease.ipv4, 'agent']);
+      assert.equal(await agentExec(c, ['cat', '/etc/machine-id']), ids[i]);
+    }
   });
 
   it('a NIC added with nic add comes up with its address after a restart (new instance-id)', async () => {
@@ -238,8 +273,8 @@ describe('a real Debian guest: cloud-init, SSH keys, disk size, identity of clon
     assert.ok(addrs.includes(`${nic.ipv4}/`), `the new NIC has ${nic.ipv4}:\n${addrs}`);
     // The machine-id stays: a NIC change is not a new machine.
     assert.equal(out(2211, 'cat /etc/machine-id'), c1MachineId);
-    // GUEST AGENT (s-agent): to be added here — `vmkit info c1 --format json` reports the new NIC's
-    // address with ipv4Source "agent".
+    const added2 = await agentAddress('c1', nic.mac, nic.ipv4);
+    assert.deepEqual([added2.ipv4, added2.ipv4Source], [nic.ipv4, 'agent']);
   });
 
   it('nic remove refuses a NIC with forwards unless --force, which says what it removed', () => {

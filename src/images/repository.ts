@@ -11,6 +11,7 @@ import type { ImageStore } from './image-store.js';
 import { inspectUntrusted, maxImageBytes } from './safety.js';
 import { readCapped, repoRequest, tooLarge } from './repo-http.js';
 import { RepoServer } from './repo-serve.js';
+import { splitVersion } from './build/versions.js';
 import {
   INDEX_FORMAT,
   maxIndexBytes,
@@ -308,6 +309,12 @@ export class RepositoryManager {
         hint: `Re-add it with "vmkit repo add ${repoName} URL --token TOKEN".`,
       });
     const image = await this.images.get(imageName);
+    if (splitVersion(image.name)) {
+      // A repository's index holds plain names; versions of built images stay local for now.
+      throw vmkitError('VMKIT_INVALID_ARGUMENT', `${image.name} is a built image's version: repositories hold plain image names.`, {
+        hint: `Publish a plain-named copy first: "vmkit create ${image.name} tmp && vmkit publish tmp --name NAME && vmkit delete tmp", then push NAME.`,
+      });
+    }
     const files: RepoFile[] = [];
     for (const f of imageFiles(image)) {
       const path = this.images.file(image, f);

@@ -123,6 +123,8 @@ export class Cloning {
       host: host.hostName,
       ...(linked ? { linkedFrom: src.name } : {}),
       ...(src.firmware === 'uefi' ? { firmware: src.firmware } : {}),
+      // The same machine type: a guest made on i440fx (or q35) keeps the board it knows.
+      ...(src.machine ? { machine: src.machine } : {}),
       // Same user-data and keys; the new id is a new cloud-init instance-id (and machine-id, host keys: see config-drive.ts).
       ...(src.cloudInit ? { cloudInit: { ...src.cloudInit, generation: undefined } } : {}),
     };
