@@ -110,6 +110,20 @@ describe('guest agent (qemu-ga in the appliance)', () => {
     assert.match(d.cli(['list']).stdout, /ga1\s+running.*10\.0\.2\.15 \(agent\)/);
   });
 
+  it('resume sets the guest clock (guest-set-time): no lag after a pause', async () => {
+    const guestNow = () => Number(d.cli(['exec', 'ga1', '--', 'date', '+%s']).stdout.trim());
+    assert.equal(d.cli(['pause', 'ga1']).code, 0);
+    await sleep(6000);
+    assert.equal(d.cli(['resume', 'ga1']).code, 0);
+    // The clock is set in the background right after the resume; without it the guest stays ≥ 6 s behind.
+    let lag = Infinity;
+    for (let i = 0; i < 10 && lag > 2; i++) {
+      await sleep(500);
+      lag = Date.now() / 1000 - guestNow();
+    }
+    assert.ok(lag < 3, `guest clock ${lag.toFixed(1)} s behind the host after a 6 s pause`);
+  });
+
   it('a snapshot is quiesced when the agent answers; restore thaws; the guest writes after', () => {
     const c = d.cli(['snapshot', 'create', 'ga1', 'q1', '--quiesce']);
     assert.equal(c.code, 0, c.stderr);
