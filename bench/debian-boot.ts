@@ -13,7 +13,7 @@
 // libvirtd it starts runs there too (one that already runs elsewhere cannot be measured: the
 // bench says so; --skip-libvirt). See bench/README.md, "Debian boot to ssh".
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import net from 'node:net';
@@ -41,6 +41,7 @@ import {
   libvirtCpu,
   normalizeDevKvm,
   isCleaningUp,
+  enterOwnNetns,
 } from './lib.js';
 import { parseArgs } from './args.js';
 import { writeConfigDrive } from '../dist/storage/config-drive.js';
@@ -439,13 +440,7 @@ async function makeVmkit(g: Guest, o: { accel: string }): Promise<Contender> {
 async function main() {
   const o = options();
   if (process.getuid?.() !== 0) die('run as root (libvirt, the vmkit daemon and the network namespace need it)');
-  if (!process.env.VMKIT_BENCH_IN_NETNS) {
-    const r = spawnSync('unshare', ['--net', '--', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', process.execPath, ...process.argv.slice(1)], {
-      stdio: 'inherit',
-      env: { ...process.env, VMKIT_BENCH_IN_NETNS: '1' },
-    });
-    process.exit(r.status ?? 1);
-  }
+  enterOwnNetns();
   if (!fs.existsSync(path.join(ROOT, 'dist', 'daemon.js'))) die('dist/ is missing: run "npx tsc -p tsconfig.json" (npm run build) first');
   const baseSrc = path.join(o.imageDir, 'root.qcow2');
   if (!fs.existsSync(baseSrc)) die(`no Debian build in ${o.imageDir} (scripts/setup.sh, or: bash guest/debian/build.sh ${o.imageDir})`);

@@ -4,7 +4,7 @@
 // spoken to with vmkit's own API client (src/client), raw QEMU with vmkit's QMP client
 // (src/qemu/qmp.ts), both from the build (../dist/).
 
-import { spawn, execFile } from 'node:child_process';
+import { spawn, spawnSync, execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import http from 'node:http';
 import net from 'node:net';
@@ -715,4 +715,18 @@ export function runBench(main: () => Promise<void>): void {
       },
     )
     .then(() => process.exit());
+}
+
+/**
+ * Re-runs this bench in a network namespace of its own (unshare --net, loopback up) and exits
+ * with its status: the vmkit daemon it starts puts nftables tables (the guest guard) and
+ * bridges in the namespace it runs in, and a bench never touches the machine's own network.
+ */
+export function enterOwnNetns(): void {
+  if (process.env.VMKIT_BENCH_NETNS) return;
+  const r = spawnSync('unshare', ['--net', '--', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', process.execPath, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, VMKIT_BENCH_NETNS: '1' },
+  });
+  process.exit(r.status ?? 1);
 }

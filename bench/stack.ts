@@ -13,18 +13,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from './args.js';
-import { makeApi } from './lib.js';
+import { enterOwnNetns, makeApi } from './lib.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BIN = join(ROOT, 'bin', 'vmkit.js');
 
-if (!process.env.VMKIT_BENCH_NETNS) {
-  const r = spawnSync('unshare', ['--net', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', process.execPath, ...process.argv.slice(1)], {
-    stdio: 'inherit',
-    env: { ...process.env, VMKIT_BENCH_NETNS: '1' },
-  });
-  process.exit(r.status ?? 1);
-}
+enterOwnNetns();
 
 const { runs: RUNS } = parseArgs('node dist-bench/stack.js [--runs N (1)]', { runs: { flag: '--runs', kind: 'int', min: 1, default: 1 } });
 const DIR = mkdtempSync('/tmp/vmkt-bench-stack-');

@@ -47,6 +47,7 @@ import {
   mib,
   isCleaningUp,
   runBench,
+  enterOwnNetns,
 } from './lib.js';
 import { parseArgs } from './args.js';
 
@@ -235,6 +236,7 @@ async function listBench(o, work) {
 
 async function main() {
   const o = options();
+  enterOwnNetns();
   if (!fs.existsSync(path.join(ROOT, 'dist', 'daemon.js'))) die('dist/ is missing: run "npx tsc -p tsconfig.json" (npm run build) first');
   if (!fs.existsSync(path.join(o.applianceDir, 'image.json'))) die(`no appliance in ${o.applianceDir} (run "npm run setup")`);
   if (o.accel === 'kvm' && !fs.existsSync('/dev/kvm')) die('--accel kvm needs /dev/kvm');
