@@ -1,7 +1,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, sleep, startTestDaemon, type TestDaemon } from './helpers.js';
 
@@ -11,22 +12,8 @@ import { ROOT, sleep, startTestDaemon, type TestDaemon } from './helpers.js';
  * SIGKILLed replica healed, a rolling upgrade and one that never gets healthy, rollback.
  */
 
-const EXAMPLE = `name: shop
-networks:
-  - name: shopnet
-    mode: nat
-    subnet: 10.90.0.0/24
-services:
-  - name: web
-    image: appliance
-    type: small
-    replicas: 3
-    networks: [shopnet]
-    port: 8080            # host port → guest port 80 of the healthy replicas
-    guestPort: 80
-    health: { http: /status, intervalMs: 1000, failures: 3 }
-    update: { maxUnavailable: 0, maxSurge: 1 }
-`;
+/** The issue's example, as the docs ship it. */
+const EXAMPLE = readFileSync(join(ROOT, 'doc', 'examples', 'shop.yaml'), 'utf8');
 
 interface Sample {
   t: number;
@@ -40,8 +27,11 @@ interface Sample {
  * /status every 50 ms, each on a new connection, each with its time, result and hostname.
  */
 class Poller {
+  /** Pollers not stopped yet: a failed assertion must not leave one keeping the test process alive. */
+  static readonly live = new Set<Poller>();
   private readonly worker: Worker;
   constructor(url: string) {
+    Poller.live.add(this);
     this.worker = new Worker(
       `
       const { parentPort, workerData } = require('node:worker_threads');
@@ -81,8 +71,12 @@ class Poller {
   }
   async stop(): Promise<Sample[]> {
     const s = await this.ask('stop');
-    await this.worker.terminate();
+    await this.terminate();
     return s.sort((a, b) => a.t - b.t);
+  }
+  async terminate(): Promise<void> {
+    Poller.live.delete(this);
+    await this.worker.terminate();
   }
 }
 
@@ -134,6 +128,7 @@ describe('stacks: replicas, service address, self-healing, rolling upgrades', { 
   });
 
   after(async () => {
+    for (const p of [...Poller.live]) await p.terminate();
     // The stack's network has a dnsmasq that would outlive the daemon: delete the stack first.
     if (d && d.proc.exitCode === null) d.cli(['stack', 'delete', 'shop']);
     await d?.stop();
@@ -259,8 +254,11 @@ describe('stacks: replicas, service address, self-healing, rolling upgrades', { 
   });
 
   it('an upgrade to an image that never answers stops the roll and leaves the old replicas serving; rollback', async () => {
-    // A disk without the appliance's kernel: QEMU runs, the guest never boots, /status never answers.
-    assert.equal(d.cli(['image', 'import', join(ROOT, '.cache', 'appliance', 'root.qcow2'), '--name', 'broken']).code, 0);
+    // A blank disk (no boot loader, no kernel): QEMU runs, the guest never boots, /status never answers.
+    const blank = join(d.dir, 'blank.qcow2');
+    assert.equal(spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', blank, '128M']).status, 0);
+    const imported = d.cli(['image', 'import', blank, '--name', 'broken']);
+    assert.equal(imported.code, 0, imported.stderr);
     const before = members().map((m) => m.instance);
     const f = file('shop-broken.yaml', EXAMPLE.replace('image: appliance', 'image: broken').replace('maxSurge: 1 }', 'maxSurge: 1, readyTimeoutMs: 30000 }'));
     const poller = new Poller('http://127.0.0.1:8080/status');

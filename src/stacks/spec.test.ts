@@ -1,25 +1,12 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { VmkitError } from '../errors.js';
 import { parseStack, templateKey } from './spec.js';
 import { planChanges } from './plan.js';
 
-const EXAMPLE = `name: shop
-networks:
-  - name: shopnet
-    mode: nat
-    subnet: 10.90.0.0/24
-services:
-  - name: web
-    image: appliance
-    type: small
-    replicas: 3
-    networks: [shopnet]
-    port: 8080            # host port → guest port 80 of the healthy replicas
-    guestPort: 80
-    health: { http: /status, intervalMs: 1000, failures: 3 }
-    update: { maxUnavailable: 0, maxSurge: 1 }
-`;
+/** The issue's example, as the docs ship it (doc/examples/shop.yaml). */
+const EXAMPLE = readFileSync(new URL('../../doc/examples/shop.yaml', import.meta.url), 'utf8');
 
 function invalidAt(text: string | unknown): string {
   try {
