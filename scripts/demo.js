@@ -101,12 +101,21 @@ for (const p of pages) {
   );
   console.log(`  ${(p.url + 'status').padEnd(26)} -> its health document (JSON)`);
 }
+// The guest agent (qemu-ga in the appliance): a command run inside demo1, no network needed.
+let ran;
+for (let i = 0; i < 40 && !(ran && ran.code === 0); i++) {
+  if (i > 0) await sleep(500);
+  ran = vmkit(['exec', 'demo1', '--', 'uname', '-sr'], { quiet: true });
+}
+console.log(ran.code === 0 ? `\n  vmkit exec demo1 -- uname -sr  ->  ${ran.stdout.trim()}` : `\n  (the guest agent of demo1 did not answer: ${ran.stderr.trim()})`);
 console.log(`
 Try:
   export VMKIT_DIR=${dir}
   ./bin/vmkit.js list                     # or "vmkit list" after "npm link"
   ./bin/vmkit.js console demo1            # serial console, Ctrl-] detaches
   ./bin/vmkit.js forward add demo1 9090:80
+  ./bin/vmkit.js exec demo1 -- cat /proc/cpuinfo   # through the guest agent; file push/pull too
+  ./bin/vmkit.js apply -f doc/examples/shop.yaml  # 3 replicas behind one kernel-balanced port (doc/stacks.md)
   ./bin/vmkit.js stop demo1 ; ./bin/vmkit.js start demo1
 
 To stop:

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { Instance } from '../../domain/types.js';
 import type { MigrationContext } from './context.js';
 import { checkIncoming } from './plan.js';
+import { peerInstance } from './payload.test-support.js';
 
 /** The target's pre-flight for a UEFI instance: OVMF must be there (a fake context with room for everything else). */
 describe('migration pre-flight: firmware', () => {
@@ -17,22 +18,7 @@ describe('migration pre-flight: firmware', () => {
     self: async () => ({ memoryFreeMiB: 8192, memoryTotalMiB: 8192, memoryAssignedMiB: 0, cpus: 8 }),
     images: { get: async (name: string) => ({ name }), checksum: async () => 'sha256:x' },
   } as unknown as MigrationContext;
-  const inst = (firmware?: 'uefi'): Instance => ({
-    id: '0123456789ab',
-    name: 'web',
-    image: 'appliance',
-    imageVersion: '1',
-    cpus: 1,
-    memoryMiB: 128,
-    state: 'stopped',
-    host: 'a',
-    nics: [],
-    forwards: [],
-    disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2' }],
-    createdAt: '',
-    updatedAt: '',
-    ...(firmware ? { firmware } : {}),
-  });
+  const inst = (firmware?: 'uefi'): Instance => peerInstance(firmware ? { firmware } : {});
   const check = (i: Instance) => checkIncoming(ctx, { instance: i, mode: 'cold', sharedDisks: false, source: 'a' });
 
   before(() => {
