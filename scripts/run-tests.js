@@ -46,7 +46,15 @@ if (unit.length === 0) {
   console.error('no unit tests found in dist-unit/: run "npx tsc -p tsconfig.unit.json" (npm run build:tests) first');
   process.exit(1);
 }
-const files = [...unit, ...(unitOnly ? [] : find('dist-test'))];
-const args = ['--test', '--test-reporter=spec', `--test-concurrency=${process.env.VMKIT_TEST_CONCURRENCY ?? 2}`, ...files];
-const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
-process.exit(r.status ?? 1);
+// Files that measure a service's answers while guests die, roll or pause (requests every 50 ms
+// to TCG guests) run after the others, one at a time: next to another file's VMs on a 2-core
+// host, a guest can go seconds without a time slice and the measure becomes the host's load.
+// Their fast polling load would likewise skew the timing checks of the files beside them.
+const ALONE = new Set(['stacks.test.js']);
+const integration = unitOnly ? [] : find('dist-test');
+const alone = integration.filter((f) => ALONE.has(f.split('/').pop()));
+const files = [...unit, ...integration.filter((f) => !alone.includes(f))];
+const run = (list, concurrency) => spawnSync(process.execPath, ['--test', '--test-reporter=spec', `--test-concurrency=${concurrency}`, ...list], { stdio: 'inherit' }).status ?? 1;
+const first = run(files, process.env.VMKIT_TEST_CONCURRENCY ?? 2);
+const second = alone.length > 0 ? run(alone, 1) : 0;
+process.exit(first || second);
