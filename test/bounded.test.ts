@@ -3,10 +3,9 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, statSync, statfsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import net from 'node:net';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { freePort, sleep, startTestDaemon, waitForHttp, type TestDaemon } from './helpers.js';
+import { freePort, sleep, startTestDaemon, waitForHttp, type TestDaemon, serialSend } from './helpers.js';
 import { guestExec } from './netns.js';
 
 /**
@@ -38,22 +37,6 @@ function cpuSeconds(pid: number): number {
 
 function serialSocket(d: TestDaemon, id: string): string {
   return join(d.dir, 'instances', id, 'run', 'serial.sock');
-}
-
-/** Types a command on the guest's serial shell and hangs up (the command goes on in the guest). */
-function serialSend(socketPath: string, command: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(socketPath, () => {
-      s.write(`\n${command}\n`, () =>
-        setTimeout(() => {
-          s.destroy();
-          resolve();
-        }, 300),
-      );
-    });
-    s.on('data', () => undefined);
-    s.on('error', reject);
-  });
 }
 
 async function waitFor<T>(what: string, fn: () => T | undefined | false, timeoutMs: number, stepMs = 250): Promise<T> {

@@ -253,3 +253,19 @@ export function tokenFile(token: string): string {
   writeFileSync(file, `${token}\n`, { mode: 0o600 });
   return file;
 }
+
+/** Types a command on the guest's serial shell and hangs up (the command goes on in the guest). */
+export function serialSend(socketPath: string, command: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(socketPath, () => {
+      s.write(`\n${command}\n`, () =>
+        setTimeout(() => {
+          s.destroy();
+          resolve();
+        }, 300),
+      );
+    });
+    s.on('data', () => undefined);
+    s.on('error', reject);
+  });
+}
