@@ -102,17 +102,28 @@ export class ClusterManager {
     }
   }
 
+  /**
+   * Registers again until it works. The connection in hand (if any) keeps serving meanwhile:
+   * a lost lease is this host's liveness key, not the cluster store — dropping the connection
+   * with it made every request answer VMKIT_CLUSTER_UNAVAILABLE for seconds whenever a busy host
+   * renewed its lease late. The first attempt is immediate, on the same connection; after a
+   * failed one, a fresh connection is tried (the old one may be wedged), and swapped in only
+   * once the host registered on it.
+   */
   private scheduleReconnect(): void {
     if (this.reconnecting || this.closed) return;
     this.reconnecting = (async () => {
+      let attempt = 0;
       while (!this.closed && this.config) {
-        await new Promise((r) => setTimeout(r, 2_000));
+        if (attempt++ > 0) await new Promise((r) => setTimeout(r, Math.min(2_000, 250 * attempt)));
+        if (this.closed || !this.config) break;
         try {
-          await this.connect();
+          if (attempt === 1 && this.backend) await this.register();
+          else await this.connectFresh();
           this.deps.log('cluster store reachable again: host re-registered');
           break;
-        } catch {
-          /* keep trying */
+        } catch (err) {
+          if (attempt === 1 || attempt % 10 === 0) this.deps.log(`warning: re-registering in the cluster failed (attempt ${attempt}): ${(err as Error).message}`);
         }
       }
       this.reconnecting = undefined;
@@ -317,10 +328,26 @@ export class ClusterManager {
   }
 
   private async connect(): Promise<void> {
+    if (this.backend) return this.register();
+    return this.connectFresh();
+  }
+
+  /** A new connection to the store; it replaces the current one once this host registered on it. */
+  private async connectFresh(): Promise<void> {
     const config = this.config!;
-    const backend = this.backend ?? (await this.deps.connect(config.etcd, config.insecureEtcd ? undefined : await this.deps.pki.tls()));
-    this.backend = backend;
-    await this.register();
+    const fresh = await this.deps.connect(config.etcd, config.insecureEtcd ? undefined : await this.deps.pki.tls());
+    const old = this.backend;
+    this.backend = fresh;
+    try {
+      await this.register();
+    } catch (err) {
+      // Back to the old connection (still serving reads); the unused new one has nothing to say on close.
+      if (this.backend === fresh) this.backend = old;
+      await fresh.close().catch(() => undefined);
+      throw err;
+    }
+    // The old connection's watches were closed by register(); closing it has nothing to report.
+    if (old && old !== fresh) void old.close().catch(() => undefined);
   }
 
   /** Publishes this host and puts its liveness key on a fresh lease; watches the others. */
@@ -332,13 +359,14 @@ export class ClusterManager {
     await this.publish();
     const lease = await backend.grantLease(leaseTtlSeconds());
     await lease.put('alive', config.name, { hostId: this.hostId, since: new Date().toISOString() });
+    // A lease from an earlier, half-done registration holds nothing now (the key moved to the
+    // new one): it goes, rather than being kept alive for ever.
+    const prev = this.lease;
+    if (prev && prev !== lease) void prev.revoke().catch(() => undefined);
     lease.onLost(() => {
       if (this.lease !== lease || this.closed) return;
-      this.deps.log('warning: the cluster lease was lost; re-registering');
+      this.deps.log('warning: the cluster lease was lost; re-registering (the cluster connection keeps serving)');
       this.lease = undefined;
-      this.backend = undefined;
-      // The lost connection is replaced below; its close has nothing to report.
-      void backend.close().catch(() => undefined);
       this.scheduleReconnect();
     });
     this.lease = lease;
