@@ -68,13 +68,28 @@ function guestStatus(url: string): { uptime: number; hostname: string } {
   return JSON.parse(r.stdout) as { uptime: number; hostname: string };
 }
 
-async function waitFor(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+async function waitFor(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 60_000, explain?: () => string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await fn()) return;
     await sleep(250);
   }
-  assert.fail(`timed out waiting for ${what}`);
+  assert.fail(`timed out waiting for ${what}${explain ? `\n${explain()}` : ''}`);
+}
+
+/** The daemons' log lines that mention `word` (a failed wait explains itself with them). */
+function logsAbout(word: string): string {
+  return hosts
+    .map(
+      (d, i) =>
+        `--- ${names[i]}:\n${d
+          .log()
+          .split('\n')
+          .filter((l) => l.includes(word))
+          .slice(-60)
+          .join('\n')}`,
+    )
+    .join('\n');
 }
 
 function hostsSeenBy(d: TestDaemon): HostView[] {
@@ -337,12 +352,26 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     }
   });
 
-  test('launch on a named host from another; any host lists and acts on it', () => {
+  test('launch on a named host from another; any host lists and acts on it, guest agent included', async () => {
     ok(hosts[0]!, ['launch', 'appliance', 'remote1', '--target', 'h2']);
     const seen = find(hosts[2]!, 'remote1');
     assert.equal(seen?.host, 'h2');
     assert.equal(seen?.state, 'running');
     assert.ok(qemuPidsUnder(hosts[1]!.dir).length >= 1, 'its QEMU runs on h2');
+    // The guest agent through hosts that do not own it: exec (JSON), and files both ways as raw
+    // bytes (forwarding used to decode answers as UTF-8 text and could not stream an upload).
+    await waitFor('the guest agent of remote1', () => hosts[2]!.cli(['exec', 'remote1', '--', 'true']).code === 0, 60_000);
+    const host = hosts[2]!.cli(['exec', 'remote1', '--', 'hostname']);
+    assert.equal(host.code, 0, host.stderr);
+    assert.equal(host.stdout.trim(), 'remote1');
+    const blob = join(hosts[2]!.dir, 'blob.bin');
+    writeFileSync(blob, Buffer.from(Array.from({ length: 200_000 }, (_, i) => (i * 131 + (i >> 8)) & 0xff)));
+    const push = hosts[2]!.cli(['file', 'push', blob, 'remote1:/tmp/blob.bin']);
+    assert.equal(push.code, 0, push.stderr);
+    const back = join(hosts[0]!.dir, 'blob-back.bin');
+    const pull = hosts[0]!.cli(['file', 'pull', 'remote1:/tmp/blob.bin', back]);
+    assert.equal(pull.code, 0, pull.stderr);
+    assert.ok(readFileSync(back).equals(readFileSync(blob)), 'the file came back byte for byte through two forwarding hosts');
     // A name is unique in the whole cluster.
     const clash = hosts[2]!.cli(['create', 'appliance', 'remote1', '--target', 'h3']);
     assert.notEqual(clash.code, 0);
@@ -554,6 +583,7 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
         }
       },
       90_000,
+      () => `${JSON.stringify(instances(hosts[0]!).filter((i) => i.name === 'web4'))}\n${logsAbout('web4')}`,
     );
     const ok3 = hosts[0]!.cli(['migrate', 'web4', '--to', 'h2', '--format', 'json'], { timeoutMs: 300_000 });
     assert.equal(ok3.code, 0, ok3.stderr);

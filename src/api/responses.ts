@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import type { FastifyReply } from 'fastify';
 import type { Operation } from '../domain/types.js';
 import type { VmkitError } from '../errors.js';
@@ -26,5 +27,6 @@ export function errorBody(err: VmkitError): { type: 'error'; status_code: number
 
 /** Another host's answer, sent on as it came (forwarding in a cluster). */
 export function relayed(reply: FastifyReply, answer: RelayedAnswer): FastifyReply {
-  return reply.code(answer.status).header('content-type', answer.contentType).header('x-vmkit-host', answer.host).send(answer.text);
+  const body = Buffer.isBuffer(answer.body) ? answer.body : Readable.from(answer.body);
+  return reply.code(answer.status).header('content-type', answer.contentType).header('x-vmkit-host', answer.host).send(body);
 }

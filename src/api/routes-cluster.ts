@@ -35,7 +35,15 @@ function requireCluster(ctx: ApiContext): ClusterManager {
 /** What forwarding needs of a request. */
 function incoming(req: FastifyRequest): IncomingRequest {
   const by = req.headers['x-vmkit-forwarded-by'];
-  return { method: req.method, url: req.url, body: req.body, forwardedBy: Array.isArray(by) ? by[0] : by };
+  const length = req.headers['content-length'];
+  return {
+    method: req.method,
+    url: req.url,
+    body: req.body,
+    forwardedBy: Array.isArray(by) ? by[0] : by,
+    contentType: req.headers['content-type'],
+    ...(length !== undefined ? { contentLength: String(length) } : {}),
+  };
 }
 
 /** `peer`: the cluster's mutual-TLS listener, which alone serves the host-to-host routes. */

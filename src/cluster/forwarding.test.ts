@@ -1,5 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
 import type { Image } from '../domain/types.js';
 import { vmkitError } from '../errors.js';
 import { ForwardingService, type ForwardingCluster, type IncomingRequest } from './forwarding.js';
@@ -12,8 +13,8 @@ interface Sent {
   headers: Record<string, string>;
 }
 
-/** A joined host "h1" whose peers answer with `answer`; every send is recorded. */
-function fakeCluster(owners: Record<string, string>, answer: { status: number; body: unknown }, joined = true): { cluster: ForwardingCluster; sent: Sent[] } {
+/** A joined host "h1" whose peers answer with `answer` (JSON, or raw bytes); every request is recorded. */
+function fakeCluster(owners: Record<string, string>, answer: { status: number; body: unknown; contentType?: string }, joined = true): { cluster: ForwardingCluster; sent: Sent[] } {
   const sent: Sent[] = [];
   const cluster: ForwardingCluster = {
     joined,
@@ -28,13 +29,29 @@ function fakeCluster(owners: Record<string, string>, answer: { status: number; b
       return { name } as unknown as Awaited<ReturnType<ForwardingCluster['host']>>;
     },
     peer: async (host) => ({
-      send: async (method, path, body, _timeoutMs, headers) => {
-        sent.push({ host, method, path, body, headers });
-        return { status: answer.status, contentType: 'application/json', body: Buffer.from(JSON.stringify(answer.body)) };
+      open: async (method, path, body, headers) => {
+        let got: unknown = body;
+        if (body !== undefined) {
+          const chunks: Buffer[] = [];
+          if (body instanceof Uint8Array || typeof body === 'string') chunks.push(Buffer.from(body));
+          else for await (const c of body) chunks.push(Buffer.from(c));
+          const raw = Buffer.concat(chunks);
+          got = headers['content-type'] === 'application/json' ? JSON.parse(raw.toString('utf8')) : raw;
+        }
+        sent.push({ host, method, path, body: got, headers });
+        const bytes = Buffer.isBuffer(answer.body) ? answer.body : Buffer.from(JSON.stringify(answer.body));
+        return { status: answer.status, contentType: answer.contentType ?? 'application/json', body: Readable.from([bytes.subarray(0, 3), bytes.subarray(3)]) };
       },
     }),
   };
   return { cluster, sent };
+}
+
+async function bytesOf(body: Buffer | AsyncIterable<Uint8Array> | undefined): Promise<Buffer> {
+  if (!body || Buffer.isBuffer(body)) return body ?? Buffer.alloc(0);
+  const chunks: Buffer[] = [];
+  for await (const c of body) chunks.push(Buffer.from(c));
+  return Buffer.concat(chunks);
 }
 
 const request = (method: string, url: string, body?: unknown, forwardedBy?: string): IncomingRequest => ({ method, url, body, forwardedBy });
@@ -54,7 +71,7 @@ describe('ForwardingService', () => {
     const { cluster, sent } = fakeCluster({ vm: 'h2' }, { status: 404, body: { type: 'error' } });
     const f = new ForwardingService({ cluster, instances: { has: async () => false }, images: { get: noImage }, operations: { has: () => false } });
     const a = await f.route(request('GET', '/1.0/instances/vm/logs?tail=5'));
-    assert.deepEqual(a && { status: a.status, host: a.host, text: a.text }, { status: 404, host: 'h2', text: '{"type":"error"}' });
+    assert.deepEqual(a && { status: a.status, host: a.host, text: (await bytesOf(a.body)).toString() }, { status: 404, host: 'h2', text: '{"type":"error"}' });
     assert.deepEqual(
       sent.map((s) => [s.host, s.method, s.path, s.headers['x-vmkit-forwarded-by']]),
       [['h2', 'GET', '/1.0/instances/vm/logs?tail=5', 'h1']],
@@ -84,6 +101,24 @@ describe('ForwardingService', () => {
     assert.equal(await f.route(request('GET', '/1.0/operations/op-1')), undefined);
     // A create for this host stays here.
     assert.equal(await f.route(request('POST', '/1.0/instances', { name: 'vm3', image: 'appliance', target: 'h1' })), undefined);
+  });
+
+  it('streams raw bodies both ways byte for byte: a file pushed into a guest, a file pulled from one', async () => {
+    const binary = Buffer.from([0, 255, 254, 0xc3, 0x28, 10, 13, 0x80, 1, 2, 3]);
+    const { cluster, sent } = fakeCluster({ vm: 'h2' }, { status: 200, body: binary, contentType: 'application/octet-stream' });
+    const f = new ForwardingService({ cluster, instances: { has: async () => false }, images: { get: noImage }, operations: { has: () => false } });
+    const pulled = await f.route(request('GET', '/1.0/instances/vm/files?path=%2Fbin%2Fx'));
+    assert.ok(pulled && !Buffer.isBuffer(pulled.body), 'a non-JSON answer is streamed, not read whole');
+    assert.deepEqual(await bytesOf(pulled.body), binary, 'bytes not decoded as text on the way');
+    const upload = {
+      ...request('PUT', '/1.0/instances/vm/files?path=%2Ftmp%2Fy', Readable.from([binary])),
+      contentType: 'application/octet-stream',
+      contentLength: String(binary.length),
+    };
+    await f.route(upload);
+    assert.deepEqual(sent[1]!.body, binary);
+    assert.equal(sent[1]!.headers['content-type'], 'application/octet-stream');
+    assert.equal(sent[1]!.headers['content-length'], String(binary.length));
   });
 
   it("refuses an unknown target host with the cluster's own error", async () => {

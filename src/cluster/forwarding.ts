@@ -1,7 +1,7 @@
 import type { Image } from '../domain/types.js';
 import type { ClusterManager } from './cluster.js';
 import { joinedCluster } from './support.js';
-import type { RawResponse } from '../client/transport.js';
+import type { RequestBody, StreamResponse } from '../client/transport.js';
 
 /** A request as it came in, as much of it as forwarding needs. */
 export interface IncomingRequest {
@@ -11,21 +11,28 @@ export interface IncomingRequest {
   body: unknown;
   /** The x-vmkit-forwarded-by header: set, the request was forwarded here and stays here. */
   forwardedBy: string | undefined;
+  /** The body's type and length as sent (a raw body — a file pushed into a guest — goes on as it came). */
+  contentType?: string;
+  contentLength?: string;
 }
 
-/** Another host's answer, relayed as it is (status, content type, body text). */
+/**
+ * Another host's answer, relayed as it is: JSON read whole (an operation it starts is
+ * remembered), anything else — a file pulled from a guest, an image download, logs — streamed
+ * through byte for byte, never held whole in memory nor decoded as text.
+ */
 export interface RelayedAnswer {
   status: number;
   contentType: string;
   /** The host that answered (sent back as x-vmkit-host). */
   host: string;
-  text: string;
+  body: Buffer | AsyncIterable<Uint8Array>;
 }
 
 /** What forwarding needs of the cluster manager (a ClusterManager; tests pass a fake). */
 export interface ForwardingCluster extends Pick<ClusterManager, 'joined' | 'name' | 'requireJoined' | 'place' | 'host'> {
   owner(name: string): Promise<{ record: { host: string } } | undefined>;
-  peer(name: string): Promise<{ send(method: string, path: string, body: unknown, timeoutMs: number, headers: Record<string, string>): Promise<RawResponse> }>;
+  peer(name: string): Promise<{ open(method: string, path: string, body: RequestBody | undefined, headers: Record<string, string>, timeoutMs: number): Promise<StreamResponse> }>;
 }
 
 export interface ForwardingDeps {
@@ -90,14 +97,35 @@ export class ForwardingService {
   async forward(req: IncomingRequest, host: string, body?: unknown): Promise<RelayedAnswer> {
     const cluster = joinedCluster(this.deps.cluster);
     const peer = await cluster.peer(host);
-    const res = await peer.send(req.method, req.url, body ?? req.body, FORWARD_TIMEOUT_MS, { 'x-vmkit-forwarded-by': cluster.name! });
-    const text = res.body.toString('utf8');
+    const headers: Record<string, string> = { 'x-vmkit-forwarded-by': cluster.name! };
+    const b = body ?? req.body;
+    let payload: RequestBody | undefined;
+    if (isStream(b)) {
+      payload = b;
+      headers['content-type'] = req.contentType ?? 'application/octet-stream';
+      if (req.contentLength !== undefined) headers['content-length'] = req.contentLength;
+    } else if (b !== undefined && b !== null) {
+      payload = Buffer.from(JSON.stringify(b));
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = String(payload.length);
+    }
+    const res = await peer.open(req.method, req.url, payload, headers, FORWARD_TIMEOUT_MS);
+    const contentType = res.contentType || 'application/json';
+    if (!/\bjson\b/.test(contentType)) return { status: res.status, contentType, host, body: res.body };
+    const chunks: Buffer[] = [];
+    for await (const c of res.body) chunks.push(Buffer.from(c));
+    const text = Buffer.concat(chunks);
     try {
-      const j = JSON.parse(text) as { type?: string; metadata?: { id?: string } };
+      const j = JSON.parse(text.toString('utf8')) as { type?: string; metadata?: { id?: string } };
       if (j.type === 'async' && j.metadata?.id) this.remoteOperations.set(j.metadata.id, host);
     } catch {
-      /* not JSON (logs) */
+      /* a JSON type with a body that is not: relayed as it is */
     }
-    return { status: res.status, contentType: res.contentType || 'application/json', host, text };
+    return { status: res.status, contentType, host, body: text };
   }
+}
+
+/** A body still arriving (a raw upload), not an object to send as JSON. */
+function isStream(b: unknown): b is AsyncIterable<Uint8Array> {
+  return typeof b === 'object' && b !== null && !Buffer.isBuffer(b) && typeof (b as { [Symbol.asyncIterator]?: unknown })[Symbol.asyncIterator] === 'function';
 }

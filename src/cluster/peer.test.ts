@@ -131,11 +131,24 @@ test('putFile streams the file with its length and reports progress; a refusal i
   ).finally(() => rmSync(dir, { recursive: true, force: true }));
 });
 
-test('send returns the raw answer for forwarding', () =>
+test('open streams the raw answer for forwarding (bytes as they are, headers passed on)', () =>
   withPeer(
-    (req, _body, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(`by ${req.headers['x-vmkit-forwarded-by']}`),
+    (req, body, res) =>
+      res
+        .writeHead(200, { 'content-type': 'application/octet-stream' })
+        .end(Buffer.concat([Buffer.from(`by ${req.headers['x-vmkit-forwarded-by']} `), body, Buffer.from([0xff, 0])])),
     async (peer) => {
-      const res = await peer.send('GET', '/1.0/instances/x/logs', undefined, 1000, { 'x-vmkit-forwarded-by': 'h1' });
-      assert.deepEqual({ status: res.status, contentType: res.contentType, text: res.body.toString() }, { status: 200, contentType: 'text/plain', text: 'by h1' });
+      const res = await peer.open(
+        'PUT',
+        '/1.0/instances/x/files',
+        Buffer.from([0x80, 0xc3]),
+        { 'x-vmkit-forwarded-by': 'h1', 'content-type': 'application/octet-stream', 'content-length': '2' },
+        1000,
+      );
+      const chunks: Buffer[] = [];
+      for await (const c of res.body) chunks.push(Buffer.from(c));
+      assert.equal(res.status, 200);
+      assert.equal(res.contentType, 'application/octet-stream');
+      assert.deepEqual(Buffer.concat(chunks), Buffer.concat([Buffer.from('by h1 '), Buffer.from([0x80, 0xc3, 0xff, 0])]));
     },
   ));

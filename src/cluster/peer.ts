@@ -4,7 +4,7 @@ import { checkServerIdentity, connect, type PeerCertificate } from 'node:tls';
 import { isIP } from 'node:net';
 import { X509Certificate } from 'node:crypto';
 import { ApiClient, type RequestOptions } from '../client/client.js';
-import { nodeHttpTransport, type RawResponse } from '../client/transport.js';
+import { nodeHttpTransport, type RequestBody, type StreamResponse } from '../client/transport.js';
 import { VmkitError, vmkitError, type ErrorCode } from '../errors.js';
 import type { TlsMaterial } from './pki.js';
 
@@ -55,9 +55,14 @@ export class PeerClient {
     return `https://${this.address}${onPeerListener(path)}`;
   }
 
-  /** The raw answer (request forwarding relays it as it is). */
-  async send(method: string, path: string, body?: unknown, timeoutMs = DEFAULT_TIMEOUT_MS, headers: Record<string, string> = {}): Promise<RawResponse> {
-    return this.client.raw(method, onPeerListener(path), body, { timeoutMs, headers, accept: '*/*' });
+  /** The answer as it arrives (forwarding streams files through without holding them). */
+  async open(method: string, path: string, body: RequestBody | undefined, headers: Record<string, string>, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<StreamResponse> {
+    const all = { accept: '*/*', ...this.client.options.headers, ...headers };
+    try {
+      return await this.client.options.transport.open(method, onPeerListener(path), body, { headers: all, timeoutMs });
+    } catch (err) {
+      throw this.client.options.unreachable(err as Error);
+    }
   }
 
   async request<T = unknown>(method: string, path: string, body?: unknown, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<T> {
