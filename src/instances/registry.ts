@@ -435,23 +435,28 @@ export class InstanceRegistry {
     if (rt.expectExit || this.runtimes.get(name) !== rt) return;
     this.runtimes.delete(name);
     rt.consoleCap?.close();
-    const inst = await this.loadIfPresent(name);
-    if (!inst) return;
-    await rm(this.paths.run(inst.id), { recursive: true, force: true }).catch((err: Error) => console.error(`vmkitd: removing the run folder of ${name}: ${err.message}`));
-    const oom = rt.guestShutdown ? undefined : await this.confinement.oomKilled(inst.id).catch(() => undefined);
-    await this.confinement.release(inst.id);
-    if (inst.state === 'deleting') return;
-    if (rt.guestShutdown) {
-      await this.setStateFromEvent(inst, 'stopped', 'the guest powered off');
-      this.events.lifecycle('instance-stopped', name);
-    } else {
-      const why = oom
-        ? `the kernel's OOM killer ended the QEMU process: its cgroup reached its memory limit${oom.limitMiB ? ` (${oom.limitMiB} MiB)` : ''}`
-        : 'the QEMU process ended unexpectedly (killed or crashed)';
-      await this.setStateFromEvent(inst, 'error', `${why}; its forwards were released`);
-      this.events.lifecycle('instance-crashed', name, { pid: rt.pid, ...(oom ? { oomKilled: true } : {}) });
-    }
-    await this.peers.networking?.unplug(inst).catch((err: Error) => console.error(`vmkitd: unplugging ${name}: ${err.message}`));
+    // Under the instance's lock: an operation that removes the instance meanwhile (a migration's
+    // target aborting, a delete) finishes first, and a row it removed is not written back here
+    // (an aborted incoming migration's QEMU exits by itself; its row used to come back as `error`).
+    await this.withLock(name, async () => {
+      const inst = await this.loadIfPresent(name);
+      if (!inst || (rt.instanceId !== undefined && inst.id !== rt.instanceId)) return;
+      await rm(this.paths.run(inst.id), { recursive: true, force: true }).catch((err: Error) => console.error(`vmkitd: removing the run folder of ${name}: ${err.message}`));
+      const oom = rt.guestShutdown ? undefined : await this.confinement.oomKilled(inst.id).catch(() => undefined);
+      await this.confinement.release(inst.id);
+      if (inst.state === 'deleting') return;
+      if (rt.guestShutdown) {
+        await this.setStateFromEvent(inst, 'stopped', 'the guest powered off');
+        this.events.lifecycle('instance-stopped', name);
+      } else {
+        const why = oom
+          ? `the kernel's OOM killer ended the QEMU process: its cgroup reached its memory limit${oom.limitMiB ? ` (${oom.limitMiB} MiB)` : ''}`
+          : 'the QEMU process ended unexpectedly (killed or crashed)';
+        await this.setStateFromEvent(inst, 'error', `${why}; its forwards were released`);
+        this.events.lifecycle('instance-crashed', name, { pid: rt.pid, ...(oom ? { oomKilled: true } : {}) });
+      }
+      await this.peers.networking?.unplug(inst).catch((err: Error) => console.error(`vmkitd: unplugging ${name}: ${err.message}`));
+    });
   }
 }
 
