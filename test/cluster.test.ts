@@ -5,6 +5,7 @@ import { X509Certificate } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import WebSocket from 'ws';
 import { createClusterTopology, etcdctl, startEtcd, type ClusterTopology, type EtcdProcess } from './cluster-net.js';
 import { qemuPidsUnder, processAlive, sleep, startTestDaemon, type TestDaemon } from './helpers.js';
 
@@ -75,6 +76,31 @@ async function waitFor(what: string, fn: () => boolean | Promise<boolean>, timeo
     await sleep(250);
   }
   assert.fail(`timed out waiting for ${what}${explain ? `\n${explain()}` : ''}`);
+}
+
+/** The first frame a WebSocket receives (as text), or why there was none. */
+function firstFrame(url: string): Promise<string> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url);
+    const timer = setTimeout(() => {
+      ws.terminate();
+      resolve('no frame in 15 s');
+    }, 15_000);
+    ws.on('message', (d: Buffer) => {
+      clearTimeout(timer);
+      resolve(d.toString('latin1'));
+      ws.terminate();
+    });
+    ws.on('unexpected-response', (_req, res) => {
+      clearTimeout(timer);
+      resolve(`HTTP ${res.statusCode}`);
+      ws.terminate();
+    });
+    ws.on('error', (err) => {
+      clearTimeout(timer);
+      resolve(`error: ${err.message}`);
+    });
+  });
 }
 
 /** The daemons' log lines that mention `word` (a failed wait explains itself with them). */
@@ -372,6 +398,13 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
     const pull = hosts[0]!.cli(['file', 'pull', 'remote1:/tmp/blob.bin', back]);
     assert.equal(pull.code, 0, pull.stderr);
     assert.ok(readFileSync(back).equals(readFileSync(blob)), 'the file came back byte for byte through two forwarding hosts');
+    // The serial console and the VNC display through hosts that do not own it (bridged WebSockets).
+    const c = hosts[2]!.cli(['console', 'remote1'], { input: 'echo console-$((6*7))\n', timeoutMs: 30_000 });
+    assert.equal(c.code, 0, c.stderr);
+    assert.match(c.stdout, /console-42/);
+    assert.match(await firstFrame(`ws+unix://${join(hosts[0]!.dir, 'vmkit.sock')}:/1.0/instances/remote1/vnc`), /^RFB 003\.00\d/);
+    const missing = await firstFrame(`ws+unix://${join(hosts[0]!.dir, 'vmkit.sock')}:/1.0/instances/nosuch/console`);
+    assert.match(missing, /VMKIT_INSTANCE_NOT_FOUND/);
     // A name is unique in the whole cluster.
     const clash = hosts[2]!.cli(['create', 'appliance', 'remote1', '--target', 'h3']);
     assert.notEqual(clash.code, 0);

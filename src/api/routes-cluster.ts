@@ -50,6 +50,8 @@ function incoming(req: FastifyRequest): IncomingRequest {
 export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext, peer = false): void {
   // ---- forwarding: any host acts on any instance -----------------------------------------
   app.addHook('preHandler', async (req, reply) => {
+    // Console WebSockets bridge to the owning host themselves (console-bridge.ts).
+    if (String(req.headers.upgrade ?? '').toLowerCase() === 'websocket') return;
     const answer = await ctx.services.forwarding.route(incoming(req));
     if (answer) return relayed(reply, answer);
   });

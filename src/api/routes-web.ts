@@ -2,11 +2,11 @@ import { SessionRequestSchema, type SessionRequest } from '../wire/requests.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
-import net from 'node:net';
 import { dirname, extname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { bridgeConsole, consoleEnds } from './console-bridge.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { asVmkitError, vmkitError } from '../errors.js';
+import { vmkitError } from '../errors.js';
 import { errorBody, sync } from './responses.js';
 import { nameParam } from './schemas.js';
 import type { ApiContext } from './context.js';
@@ -193,21 +193,11 @@ export function registerWebRoutes(app: FastifyInstance, ctx: ApiContext, options
     '/1.0/instances/:name/vnc',
     { websocket: true, schema: { tags: ['instances'], summary: 'Graphical console (WebSocket, binary RFB frames to the VNC server)', params: nameParam } },
     (socket, req: FastifyRequest<{ Params: { name: string } }>) => {
-      ctx.instances
-        .vncSocket(req.params.name)
-        .then((path) => {
-          const vnc = net.connect(path);
-          vnc.on('data', (d) => socket.send(d));
-          vnc.on('close', () => socket.close(1000, 'display closed'));
-          vnc.on('error', () => socket.close(1011, 'display unavailable'));
-          socket.on('message', (d: Buffer) => vnc.write(d));
-          socket.on('close', () => vnc.destroy());
-        })
-        .catch((err: unknown) => {
-          const e = asVmkitError(err);
-          socket.send(JSON.stringify(errorBody(e)));
-          socket.close(1008, e.code);
-        });
+      const name = req.params.name;
+      bridgeConsole(
+        socket,
+        consoleEnds(ctx, req, name, () => ctx.instances.vncSocket(name), { closed: 'display closed', unavailable: 'display unavailable' }),
+      );
     },
   );
 

@@ -1,9 +1,9 @@
-import net from 'node:net';
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import websocket from '@fastify/websocket';
+import { bridgeConsole, consoleEnds } from './console-bridge.js';
 import { asVmkitError, vmkitError } from '../errors.js';
 import { INSTANCE_TYPES } from '../domain/instance-types.js';
 import { Type } from '@sinclair/typebox';
@@ -332,21 +332,11 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
     '/1.0/instances/:name/console',
     { websocket: true, schema: { tags: tags('instances'), summary: 'Serial console (WebSocket, binary frames)', params: nameParam } },
     (socket, req: FastifyRequest<{ Params: { name: string } }>) => {
-      ctx.instances
-        .serialSocket(req.params.name)
-        .then((path) => {
-          const serial = net.connect(path);
-          serial.on('data', (d) => socket.send(d));
-          serial.on('close', () => socket.close(1000, 'console closed'));
-          serial.on('error', () => socket.close(1011, 'console unavailable'));
-          socket.on('message', (d: Buffer) => serial.write(d));
-          socket.on('close', () => serial.destroy());
-        })
-        .catch((err: unknown) => {
-          const e = asVmkitError(err);
-          socket.send(JSON.stringify(errorBody(e)));
-          socket.close(1008, e.code);
-        });
+      const name = req.params.name;
+      bridgeConsole(
+        socket,
+        consoleEnds(ctx, req, name, () => ctx.instances.serialSocket(name), { closed: 'console closed', unavailable: 'console unavailable' }),
+      );
     },
   );
 

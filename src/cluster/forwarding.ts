@@ -64,12 +64,8 @@ export class ForwardingService {
     const path = req.url.split('?')[0]!;
     const inst = /^\/1\.0\/instances\/([^/]+)(\/.*)?$/.exec(path);
     if (inst) {
-      const name = decodeURIComponent(inst[1]!);
-      if (await this.deps.instances.has(name)) return undefined;
-      // Unreadable ownership: answer here, where the instance's absence gives a clear 404.
-      const owner = await cluster.owner(name).catch(() => undefined);
-      if (owner && owner.record.host !== cluster.name) return this.forward(req, owner.record.host);
-      return undefined;
+      const host = await this.ownerElsewhere(decodeURIComponent(inst[1]!));
+      return host ? this.forward(req, host) : undefined;
     }
     if (path === '/1.0/instances' && req.method === 'POST') {
       const body = req.body as { target?: string; image: string; memoryMiB?: number; name: string };
@@ -91,6 +87,19 @@ export class ForwardingService {
       if (host && !this.deps.operations.has(op[1]!)) return this.forward(req, host);
     }
     return undefined;
+  }
+
+  /**
+   * The other host that owns an instance this host does not have, or undefined (it is here,
+   * nobody owns it, or ownership cannot be read: then it is answered here, where the
+   * instance's absence gives a clear 404). Console WebSockets use it to bridge to the owner.
+   */
+  async ownerElsewhere(name: string): Promise<string | undefined> {
+    const cluster = this.deps.cluster;
+    if (!cluster?.joined) return undefined;
+    if (await this.deps.instances.has(name)) return undefined;
+    const owner = await cluster.owner(name).catch(() => undefined);
+    return owner && owner.record.host !== cluster.name ? owner.record.host : undefined;
   }
 
   /** Sends the request as it came (or with `body`) to `host` and returns its answer. */

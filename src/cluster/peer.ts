@@ -4,7 +4,8 @@ import { checkServerIdentity, connect, type PeerCertificate } from 'node:tls';
 import { isIP } from 'node:net';
 import { X509Certificate } from 'node:crypto';
 import { ApiClient, type RequestOptions } from '../client/client.js';
-import { nodeHttpTransport, type RequestBody, type StreamResponse } from '../client/transport.js';
+import WebSocket from 'ws';
+import { nodeHttpTransport, type RequestBody, type StreamResponse, type TlsOptions } from '../client/transport.js';
 import { VmkitError, vmkitError, type ErrorCode } from '../errors.js';
 import type { TlsMaterial } from './pki.js';
 
@@ -29,21 +30,23 @@ function onPeerListener(path: string): string {
  */
 export class PeerClient {
   private readonly client: ApiClient;
+  private readonly tls: TlsOptions;
 
   constructor(
     private readonly address: string,
     tls: TlsMaterial,
     private readonly hostName: string,
   ) {
+    this.tls = {
+      ca: tls.ca,
+      cert: tls.cert,
+      key: tls.key,
+      // The address must be in the certificate (the default check), and it must be that host's.
+      checkServerIdentity: (host, cert) => checkServerIdentity(host, cert) ?? wrongHost(cert, hostName),
+      servername: sniFor(address),
+    };
     this.client = new ApiClient({
-      transport: nodeHttpTransport(new URL(`https://${address}`), {
-        ca: tls.ca,
-        cert: tls.cert,
-        key: tls.key,
-        // The address must be in the certificate (the default check), and it must be that host's.
-        checkServerIdentity: (host, cert) => checkServerIdentity(host, cert) ?? wrongHost(cert, hostName),
-        servername: sniFor(address),
-      }),
+      transport: nodeHttpTransport(new URL(`https://${address}`), this.tls),
       unreachable: (err) => unreachable(hostName, address, err),
       errorOf: (res) => errorFromBody(res.body.toString('utf8'), res.status, hostName),
       // Anything but a 2xx is the peer's refusal.
@@ -53,6 +56,11 @@ export class PeerClient {
 
   url(path: string): string {
     return `https://${this.address}${onPeerListener(path)}`;
+  }
+
+  /** A WebSocket to the same route on the peer (a console of an instance it runs), over the same mutual TLS. */
+  webSocket(path: string, headers: Record<string, string>): WebSocket {
+    return new WebSocket(`wss://${this.address}${onPeerListener(path)}`, { ...this.tls, headers, handshakeTimeout: 10_000 });
   }
 
   /** The answer as it arrives (forwarding streams files through without holding them). */
