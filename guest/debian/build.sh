@@ -85,6 +85,7 @@ mmdebstrap --mode=root --variant=apt --include="$PACKAGES" \
 	--customize-hook="echo 'UUID=$UUID / ext4 rw,discard,errors=remount-ro 0 1' > \"\$1/etc/fstab\"" \
 	--customize-hook='rm -f "$1"/etc/ssh/ssh_host_*; : > "$1/etc/machine-id"; rm -f "$1/var/lib/dbus/machine-id"' \
 	--customize-hook='chroot "$1" systemctl enable systemd-networkd >/dev/null 2>&1' \
+	--customize-hook='mkdir -p "$1/etc/systemd/system/systemd-networkd-wait-online.service.d" && printf "%s\n" "[Service]" "ExecStart=" "ExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=30" > "$1/etc/systemd/system/systemd-networkd-wait-online.service.d/vmkit.conf"' \
 	--customize-hook='mkdir -p "$1/etc/cloud/cloud.cfg.d" && printf "%s\n" "datasource_list: [ NoCloud, None ]" > "$1/etc/cloud/cloud.cfg.d/90-vmkit-datasource.cfg"' \
 	--customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/log/*.log' \
 	"$RELEASE" "$ROOT" "$MIRROR" >&2
