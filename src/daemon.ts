@@ -289,7 +289,10 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
       if (peerServer) await peerServer.app.close();
       const { host, port } = parseListen(address);
       const tls = await pki.tls();
-      const app = await buildApi(context, { peer: { key: tls.key, cert: await pki.chain(), ca: tls.ca }, origin: 'remote' });
+      const app = await buildApi(context, {
+        peer: { key: tls.key, cert: await pki.chain(), ca: tls.ca, revoked: (cn, notBefore) => clusterOwner?.certificateRevoked(cn, notBefore) ?? false },
+        origin: 'remote',
+      });
       await app.listen({ host, port });
       peerServer = { address, app };
       log(`cluster peers reach this host at https://${address} (mutual TLS, cluster CA)`);

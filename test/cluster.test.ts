@@ -360,6 +360,36 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
       const cert = new X509Certificate(answer.hostCert);
       assert.ok(cert.verify(new X509Certificate(readFileSync(join(hosts[0]!.dir, 'cluster', 'ca.pem'))).publicKey));
       assert.match(cert.subject, /CN=h4/);
+      // That certificate reaches h1's peer routes like a member's, until it is revoked — on
+      // another host: h1 learns it through its watch of etcd. A member's stays valid.
+      writeFileSync(join(work, 'h4.pem'), answer.hostCert);
+      const peerGet = (certDir: string, cert: string, key: string) => {
+        const r = topo.exec(sw, [
+          'curl',
+          '-sS',
+          '-m',
+          '10',
+          '-w',
+          '\n%{http_code}',
+          '--cacert',
+          join(hosts[0]!.dir, 'cluster', 'ca.pem'),
+          '--cert',
+          join(certDir, cert),
+          '--key',
+          join(certDir, key),
+          `https://${topo.hosts[0]!.address}:8443/1.0/internal/forward/1.0/instances?local=true`,
+        ]);
+        const lines = r.stdout.trimEnd().split('\n');
+        return { status: Number(lines.at(-1)), body: lines.slice(0, -1).join('\n') };
+      };
+      assert.equal(peerGet(work, 'h4.pem', 'k.pem').status, 200);
+      const live = hosts[1]!.cli(['cluster', 'revoke', 'h3']);
+      assert.notEqual(live.code, 0, 'a live host cannot be revoked');
+      assert.match(live.stderr, /is alive/);
+      ok(hosts[1]!, ['cluster', 'revoke', 'h4']);
+      await waitFor('h1 to refuse the revoked certificate', () => peerGet(work, 'h4.pem', 'k.pem').status === 403, 10_000);
+      assert.match(peerGet(work, 'h4.pem', 'k.pem').body, /VMKIT_FORBIDDEN.*revoked/s);
+      assert.equal(peerGet(join(hosts[1]!.dir, 'cluster'), 'host.pem', 'host.key').status, 200, "a member's certificate still works");
       // Used: refused the second time.
       const again = post({ name: 'h4', secret: secretOf(token), csr, address });
       assert.equal(again.status, 403, again.body);

@@ -111,6 +111,7 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteRule>> = {
   'POST /1.0/cluster/etcd-certificate': 'admin',
   'GET /1.0/cluster/hosts': 'viewer',
   'DELETE /1.0/cluster/hosts/:host': 'admin',
+  'POST /1.0/cluster/hosts/:host/revoke': 'admin',
   'POST /1.0/cluster/hosts/:host/evacuate': 'admin',
   'POST /1.0/instances/:name/migrate': 'admin',
   'DELETE /1.0/instances/:name/migrate': 'admin',

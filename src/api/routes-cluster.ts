@@ -111,6 +111,11 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext, pee
     await requireCluster(ctx).forget(req.params.host);
     return sync(reply, { forgotten: req.params.host });
   });
+  app.post<{ Params: { host: string } }>(
+    '/1.0/cluster/hosts/:host/revoke',
+    { schema: { tags: tags('cluster'), summary: 'Revoke every certificate issued for a host until now (peer listeners refuse them); a live host must leave first' } },
+    async (req, reply) => sync(reply, { host: req.params.host, ...(await requireCluster(ctx).revoke(req.params.host)) }),
+  );
   app.post<{ Params: { host: string }; Body: { mode?: MigrationMode } | null }>(
     '/1.0/cluster/hosts/:host/evacuate',
     { schema: { tags: tags('cluster'), summary: 'Move every instance of a host to the others (maintenance)', response: asyncReplies } },

@@ -99,9 +99,10 @@ export interface ApiOptions {
    * The cluster's peer listener: HTTPS with this host's certificate (`cert` = the chain, host
    * then CA), client certificates checked against the cluster CA (`ca`). A client whose
    * certificate the CA did not sign gets 403 everywhere but the join route; a peer reaches
-   * `/1.0/internal/…` only (public routes it forwards come under FORWARD_PREFIX).
+   * `/1.0/internal/…` only (public routes it forwards come under FORWARD_PREFIX). `revoked`
+   * says whether a CA-signed certificate was revoked since (by CN and issue time): 403 too.
    */
-  peer?: { key: Buffer; cert: Buffer; ca: Buffer };
+  peer?: { key: Buffer; cert: Buffer; ca: Buffer; revoked?: (commonName: string, notBefore: Date) => boolean };
 }
 
 const asyncReplies = { 202: asyncResponse, '4xx': errorResponse, '5xx': errorResponse };
@@ -171,6 +172,13 @@ export async function buildApi(ctx: ApiContext, options: ApiOptions = {}): Promi
         if (req.method === 'POST' && path === '/1.0/internal/join') return;
         const err = vmkitError('VMKIT_FORBIDDEN', 'This listener serves the hosts of the cluster only: present a host certificate signed by the cluster CA.', {
           hint: 'Clients use the API listener (--listen); a new host joins with "vmkit cluster join TOKEN".',
+        });
+        return reply.code(403).send(errorBody(err));
+      }
+      const peerCert = (req.raw.socket as TLSSocket).getPeerCertificate();
+      if (peerCert && options.peer!.revoked?.(String(peerCert.subject?.CN ?? ''), new Date(peerCert.valid_from))) {
+        const err = vmkitError('VMKIT_FORBIDDEN', `The certificate of host "${String(peerCert.subject?.CN ?? '')}" was revoked (the host left, was forgotten or revoked).`, {
+          hint: 'A host comes back with a new certificate: "vmkit cluster add HOST" on a member, then "vmkit cluster join TOKEN" on it.',
         });
         return reply.code(403).send(errorBody(err));
       }

@@ -123,7 +123,7 @@ function etcdCertVerb(): Command {
     });
 }
 
-/** `vmkit cluster init|join|list|evacuate|leave|forget`. */
+/** `vmkit cluster init|join|list|evacuate|leave|forget|revoke`. */
 export function clusterCommand(): Command {
   const cmd = new Command('cluster').description('Run vmkit on several hosts whose state lives in etcd');
   cmd.addHelpText(
@@ -189,7 +189,16 @@ Examples:
     .description('Remove a dead host from the list')
     .argument('<host>', 'host name')
     .action(async (host: string, _o: unknown, self: Command) => {
-      await mutate(self, 'DELETE', `/1.0/cluster/hosts/${encodeURIComponent(host)}`, undefined, { done: `Host ${host} forgotten.` });
+      await mutate(self, 'DELETE', `/1.0/cluster/hosts/${encodeURIComponent(host)}`, undefined, { done: `Host ${host} forgotten; its certificates are revoked.` });
+    });
+  cmd
+    .command('revoke')
+    .description("Revoke every certificate issued for a host until now: the cluster's peer listeners refuse it (a lost or stolen host key)")
+    .argument('<host>', 'host name (a live host must leave first)')
+    .action(async (host: string, _o: unknown, self: Command) => {
+      await mutate(self, 'POST', `/1.0/cluster/hosts/${encodeURIComponent(host)}/revoke`, undefined, {
+        done: `Certificates of ${host} issued until now are revoked; it can join again with a new token ("vmkit cluster add ${host}").`,
+      });
     });
   return cmd;
 }

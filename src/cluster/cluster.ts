@@ -6,7 +6,7 @@ import type { EventBus } from '../operations/events.js';
 import { PeerClient, splitAddress } from './peer.js';
 import { decodeJoinToken, type ClusterPki, type TlsMaterial } from './pki.js';
 import { JOIN_TOKEN_TTL_S, acceptJoin, alreadyJoined, askMembers, checkEtcdUrls, createJoinToken, tlsWanted, type JoinAsk, type JoinMember, type JoinRequest } from './join.js';
-import type { ClusterBackend, ClusterConfig, ClusterInfo, HostRecord, HostView, JoinAnswer, LeaseHandle, OwnerRecord } from './types.js';
+import type { ClusterBackend, ClusterConfig, ClusterInfo, HostRecord, HostView, JoinAnswer, LeaseHandle, OwnerRecord, RevokedRecord } from './types.js';
 
 /** What the cluster needs from the rest of the daemon. */
 export interface ClusterDeps {
@@ -48,6 +48,8 @@ export class ClusterManager {
   private watchers: Array<{ close(): Promise<void> }> = [];
   private hosts = new Map<string, HostRecord>();
   private alive = new Set<string>();
+  /** Host name → until when its certificates are revoked (ms), from etcd's `revoked/`. */
+  private revoked = new Map<string, number>();
   private closed = false;
   private reconnecting?: Promise<void>;
 
@@ -301,6 +303,8 @@ export class ClusterManager {
         hint: `Move them first ("vmkit cluster evacuate ${name}") or delete them.`,
       });
     }
+    // The certificate this host leaves with opens no peer listener any more.
+    await this.putRevoked(backend, name, 'the host left the cluster');
     await this.stopTimers();
     // Leaving regardless: an unrevoked lease expires on its own; a host record left behind is
     // logged (another host can remove it with "vmkit cluster forget").
@@ -317,14 +321,46 @@ export class ClusterManager {
     this.deps.events.emit({ type: 'cluster', action: 'host-left', target: name });
   }
 
-  /** Removes a dead host's record (after it is gone for good). Its instances stay listed as lost. */
+  /**
+   * Removes a dead host's record (after it is gone for good) and revokes its certificates.
+   * Its instances stay listed as lost.
+   */
   async forget(host: string): Promise<void> {
     const backend = this.requireBackend();
     if (!(await backend.get('hosts', host))) throw hostNotFound(host);
-    if (this.alive.has(host) || (await backend.get('alive', host))) {
-      throw vmkitError('VMKIT_INVALID_STATE', `Host "${host}" is alive.`, { hint: 'A live host leaves with "vmkit cluster leave" on that host.' });
-    }
+    await this.assertNotAlive(backend, host, 'A live host leaves with "vmkit cluster leave" on that host.');
+    await this.putRevoked(backend, host, 'the host was forgotten');
     await backend.delete('hosts', host);
+  }
+
+  /**
+   * `vmkit cluster revoke NAME`: every certificate issued for NAME until now is refused by
+   * every peer listener (a lost or stolen host key, a join answer that leaked). NAME may have
+   * joined or not (a token's certificate that was never used); a live host must leave first.
+   */
+  async revoke(name: string): Promise<RevokedRecord> {
+    validateName(name, 'host name');
+    const backend = this.requireBackend();
+    await this.assertNotAlive(backend, name, `Take it out first: "vmkit cluster leave" on ${name}, or stop its daemon and "vmkit cluster forget ${name}".`);
+    return this.putRevoked(backend, name, 'revoked by an administrator');
+  }
+
+  /** Whether a peer's certificate (its CN and issue time) was revoked. */
+  certificateRevoked(commonName: string, notBefore: Date): boolean {
+    const at = this.revoked.get(commonName);
+    return at !== undefined && notBefore.getTime() <= at;
+  }
+
+  private async assertNotAlive(backend: ClusterBackend, host: string, hint: string): Promise<void> {
+    if (this.alive.has(host) || (await backend.get('alive', host))) throw vmkitError('VMKIT_INVALID_STATE', `Host "${host}" is alive.`, { hint });
+  }
+
+  private async putRevoked(backend: ClusterBackend, name: string, why: string): Promise<RevokedRecord> {
+    const record: RevokedRecord = { at: new Date().toISOString(), by: this.config!.name, why };
+    await backend.put('revoked', name, record);
+    this.revoked.set(name, Date.parse(record.at));
+    this.deps.log(`certificates of host ${name} issued until ${record.at} are revoked (${why})`);
+    return record;
   }
 
   private async connect(): Promise<void> {
@@ -377,7 +413,13 @@ export class ClusterManager {
     }
     for (const h of await backend.list<HostRecord>('hosts')) this.hosts.set(h.key, h.value);
     for (const a of await backend.list('alive')) this.alive.add(a.key);
+    for (const r of await backend.list<RevokedRecord>('revoked')) this.revoked.set(r.key, Date.parse(r.value.at));
     this.watchers.push(
+      await backend.watch('revoked', (ev) => {
+        const at = ev.type === 'put' ? Date.parse((ev.value as RevokedRecord | undefined)?.at ?? '') : NaN;
+        if (Number.isFinite(at)) this.revoked.set(ev.key, at);
+        else this.revoked.delete(ev.key);
+      }),
       await backend.watch('alive', (ev) => {
         const was = this.alive.has(ev.key);
         if (ev.type === 'put') this.alive.add(ev.key);

@@ -29,6 +29,17 @@ export interface HostRecord {
 
 export type HostState = 'alive' | 'dead';
 
+/**
+ * `revoked/<name>` in etcd: every certificate issued for host `name` until `at` is refused by
+ * the peer listeners (a host forgotten, left, or revoked by hand). A certificate issued later
+ * — the host joins again with a new token — is not.
+ */
+export interface RevokedRecord {
+  at: string;
+  by: string;
+  why: string;
+}
+
 export interface HostView extends HostRecord {
   state: HostState;
   /** This is the host that answered. */

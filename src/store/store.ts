@@ -6,7 +6,7 @@ import { vmkitError, type VmkitError } from '../errors.js';
  * revision becomes etcd's mod_revision and `expectRevision` a compare-and-swap transaction).
  */
 export type StoreKind =
-  'instances' | 'images' | 'operations' | 'networks' | 'snapshots' | 'hosts' | 'meta' | 'owners' | 'alive' | 'migrations' | 'cluster' | 'tokens' | 'joins' | 'stacks';
+  'instances' | 'images' | 'operations' | 'networks' | 'snapshots' | 'hosts' | 'meta' | 'owners' | 'alive' | 'migrations' | 'cluster' | 'tokens' | 'joins' | 'stacks' | 'revoked';
 
 export interface Versioned<T> {
   key: string;

@@ -151,11 +151,10 @@ describe('ClusterManager: a lost lease', () => {
     t.after(() => m.close());
     etcd.refuseLeases = true;
     etcd.leases[0]!.expire();
-    await new Promise((r) => setTimeout(r, 700));
+    await until('a fresh connection tried and closed', () => etcd.connections.length >= 2 && etcd.connections[1]!.closed);
     assert.ok(!etcd.rows.has('alive/h1'));
     // Still serving reads on the connection in hand while it retries.
     assert.equal((await m.host('h1')).state, 'dead');
-    assert.ok(etcd.connections.length >= 2, 'a fresh connection was tried');
     assert.ok(
       etcd.connections.slice(1).every((c) => c.closed),
       'failed fresh connections are closed',
@@ -167,5 +166,38 @@ describe('ClusterManager: a lost lease', () => {
     assert.equal(live.length, 1, 'exactly one connection left open');
     assert.notEqual(live[0], etcd.connections[0], 'the fresh connection replaced the old one');
     assert.ok(logs.some((l) => l.includes('re-registered')));
+  });
+});
+
+describe('ClusterManager: revoked certificates', () => {
+  it('revokes the certificates of a name issued until now, not later ones, and never a live host', async (t) => {
+    const etcd = new FakeEtcd();
+    const m = manager(etcd, []);
+    await m.start();
+    t.after(() => m.close());
+    await assert.rejects(m.revoke('h1'), { code: 'VMKIT_INVALID_STATE' });
+    await assert.rejects(m.revoke('../x'), { code: 'VMKIT_NAME_INVALID' });
+    const before = new Date(Date.now() - 60_000);
+    assert.equal(m.certificateRevoked('h4', before), false);
+    const rec = await m.revoke('h4');
+    assert.ok(etcd.rows.has('revoked/h4'));
+    assert.equal(rec.by, 'h1');
+    assert.equal(m.certificateRevoked('h4', before), true, 'a certificate issued before');
+    assert.equal(m.certificateRevoked('h4', new Date(Date.now() + 2_000)), false, 'a new certificate (joined again)');
+    assert.equal(m.certificateRevoked('h2', before), false, 'another host');
+  });
+
+  it('forget revokes the dead host it removes; a restarted manager reads the revocations back', async (t) => {
+    const etcd = new FakeEtcd();
+    etcd.rows.set('hosts/h9', { value: { name: 'h9' }, revision: 1 });
+    const m = manager(etcd, []);
+    await m.start();
+    await m.forget('h9');
+    assert.ok(!etcd.rows.has('hosts/h9'));
+    await m.close();
+    const again = manager(etcd, []);
+    await again.start();
+    t.after(() => again.close());
+    assert.equal(again.certificateRevoked('h9', new Date(Date.now() - 1_000)), true);
   });
 });
