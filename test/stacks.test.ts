@@ -1,10 +1,10 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, sleep, startTestDaemon, type TestDaemon } from './helpers.js';
+import { ROOT, VMKIT_BIN, sleep, startTestDaemon, type CliResult, type TestDaemon } from './helpers.js';
 
 /**
  * Stacks with real guests, in the test's own network namespace (the daemon runs in it, so its
@@ -89,7 +89,7 @@ interface StackView {
     phase: string;
     ready: number;
     message?: string;
-    members: Array<{ instance: string; image: string; state: string; health: string; serving: boolean; ipv4?: string }>;
+    members: Array<{ instance: string; image: string; state: string; health: string; serving: boolean; ipv4?: string; lastError?: string }>;
   }>;
 }
 
@@ -254,15 +254,43 @@ describe('stacks: replicas, service address, self-healing, rolling upgrades', { 
   });
 
   it('an upgrade to an image that never answers stops the roll and leaves the old replicas serving; rollback', async () => {
-    // A blank disk (no boot loader, no kernel): QEMU runs, the guest never boots, /status never answers.
-    const blank = join(d.dir, 'blank.qcow2');
-    assert.equal(spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', blank, '128M']).status, 0);
-    const imported = d.cli(['image', 'import', blank, '--name', 'broken']);
-    assert.equal(imported.code, 0, imported.stderr);
+    // The appliance rebuilt (`vmkit image build`) without its HTTP server: it boots, gets its
+    // address by DHCP and idles, but nothing listens on port 80, so /status is refused forever.
+    // (It used to be a blank disk: SeaBIOS then retried the boot forever, one TCG vCPU at 100 %,
+    // and on 2 cores that starved the healthy replicas until a poll timed out.)
+    const recipe = file(
+      'broken.yaml',
+      `name: broken
+base: appliance
+description: the appliance without its HTTP server (never healthy)
+steps:
+  - run: |
+      sed -i '/^# --- HTTP server on :80/,/^) &$/d' /sbin/init
+      ! grep -q 'nc -ll' /sbin/init
+`,
+    );
+    const tb = Date.now();
+    const built = d.cli(['image', 'build', '-f', recipe], { timeoutMs: 600_000 });
+    console.log(`# never-healthy image built in ${Date.now() - tb} ms`);
+    assert.equal(built.code, 0, `${built.stdout}\n${built.stderr}\n${d.log().slice(-3000)}`);
     const before = members().map((m) => m.instance);
     const f = file('shop-broken.yaml', EXAMPLE.replace('image: appliance', 'image: broken').replace('maxSurge: 1 }', 'maxSurge: 1, readyTimeoutMs: 30000 }'));
     const poller = new Poller('http://127.0.0.1:8080/status');
-    const r = d.cli(['apply', '-f', f, '--wait', '--timeout', '300'], { timeoutMs: 320_000 });
+    // The CLI in a child process of its own, so the test can watch the roll meanwhile.
+    const applying = new Promise<CliResult>((resolve) => {
+      const p = spawn(process.execPath, [VMKIT_BIN, 'apply', '-f', f, '--wait', '--timeout', '300'], { env: d.env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      p.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+      p.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+      p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    });
+    // A guest that runs, has its address, and refuses the port: not one that never boots.
+    const broken = await until('the new replica running with an address, its port 80 refused', () =>
+      members().find((m) => m.image.startsWith('broken') && m.state === 'running' && m.ipv4 && m.lastError === 'ECONNREFUSED'),
+    );
+    console.log(`# never-healthy replica ${broken.instance} at ${broken.ipv4}: ${broken.lastError}`);
+    const r = await applying;
     assert.notEqual(r.code, 0, 'apply --wait reports the stopped roll');
     assert.match(r.stderr, /not healthy within 30000 ms/);
     const s = show();
