@@ -347,6 +347,14 @@ steps:
         .map((m) => m.instance)
         .sort(),
     );
+    // The service address is reserved: never a NIC's, so dnsmasq never hands it out.
+    const taker = d.cli(['create', 'appliance', 'taker', '--nic', 'shopnet,ip=10.90.0.100']);
+    assert.notEqual(taker.code, 0, 'a static NIC address equal to the service address is refused');
+    assert.match(taker.stderr, /VMKIT_ADDRESS_IN_USE/);
+    assert.match(taker.stderr, /reserved: it is the address of stack service shop\/web/);
+    const conf = readFileSync(join(d.dir, 'networks', 'shopnet', 'dnsmasq.conf'), 'utf8');
+    for (const m of members()) assert.ok(conf.includes(`,${m.ipv4},${m.instance}\n`), `${m.instance} has its reservation: ${conf}`);
+    assert.doesNotMatch(conf, /10\.90\.0\.100/, 'no DHCP reservation for the service address');
     const del = d.cli(['stack', 'delete', 'shop']);
     assert.equal(del.code, 0, del.stderr);
     assert.deepEqual(d.cliJson<unknown[]>(['stack', 'list']), []);
@@ -357,5 +365,33 @@ steps:
     );
     assert.deepEqual(d.cliJson<unknown[]>(['network', 'list']), []);
     await assert.rejects(fetch('http://127.0.0.1:8080/status', { signal: AbortSignal.timeout(2000) }));
+  });
+
+  it('the DHCP pool skips a service address while a stack holds it, and gives it again after', () => {
+    // A two-address pool whose first address is a service address: NICs get the other one, then none.
+    assert.equal(d.cli(['network', 'create', 'tiny', '--mode', 'nat', '--subnet', '10.91.0.0/24', '--dhcp-range', '.100-.101']).code, 0);
+    const f = file('edge.yaml', 'name: edge\nservices:\n  - name: lb\n    image: appliance\n    replicas: 0\n    networks: [tiny]\n    address: 10.91.0.100:80\n');
+    const ap = d.cli(['apply', '-f', f]);
+    assert.equal(ap.code, 0, ap.stderr);
+    const ipOf = (name: string) => d.cliJson<{ nics: Array<{ ipv4?: string }> }>(['info', name]).nics[0]!.ipv4;
+    assert.equal(d.cli(['create', 'appliance', 'pool-1', '--nic', 'tiny']).code, 0);
+    assert.equal(ipOf('pool-1'), '10.91.0.101', 'the pool skipped the service address');
+    const full = d.cli(['create', 'appliance', 'pool-2', '--nic', 'tiny']);
+    assert.notEqual(full.code, 0);
+    assert.match(full.stderr, /VMKIT_POOL_EXHAUSTED/);
+    assert.match(full.stderr, /1 reserved for stack service addresses/);
+    assert.deepEqual(
+      d
+        .cliJson<Array<{ name: string }>>(['list'])
+        .map((x) => x.name)
+        .filter((x) => x.startsWith('pool-')),
+      ['pool-1'],
+      'nothing half-made for the refused create',
+    );
+    assert.equal(d.cli(['stack', 'delete', 'edge']).code, 0);
+    assert.equal(d.cli(['create', 'appliance', 'pool-2', '--nic', 'tiny']).code, 0);
+    assert.equal(ipOf('pool-2'), '10.91.0.100', 'released with the stack');
+    for (const n of ['pool-1', 'pool-2']) assert.equal(d.cli(['delete', n]).code, 0);
+    assert.equal(d.cli(['network', 'delete', 'tiny']).code, 0);
   });
 });
