@@ -256,8 +256,8 @@ describe('stacks: replicas, service address, self-healing, rolling upgrades', { 
   it('an upgrade to an image that never answers stops the roll and leaves the old replicas serving; rollback', async () => {
     // The appliance rebuilt (`vmkit image build`) without its HTTP server: it boots, gets its
     // address by DHCP and idles, but nothing listens on port 80, so /status is refused forever.
-    // (It used to be a blank disk: its QEMU spun a core for ~15 s — SeaBIOS, then network-boot
-    // attempts — right as the roll started, and on 2 cores that starved the healthy replicas
+    // (It used to be a blank disk: its QEMU spun a core for ~15 s (SeaBIOS, then likely network-boot
+    // attempts) right as the roll started, and on 2 cores that starved the healthy replicas
     // until a 2 s poll timed out. Figures in doc/stacks.md.)
     const recipe = file(
       'broken.yaml',
