@@ -153,6 +153,70 @@ steps:
     noLeftovers();
   });
 
+  it('build-cache: list shows the steps; prune never removes what a running build uses; after prune --all a build runs every step again', async () => {
+    type Entry = { key: string; bytes: number; lastUsed: string; step?: string; image?: string; inUse: boolean };
+    type Pruned = { removed: Array<{ key: string }>; kept: number };
+    const list = () => d.cliJson<{ entries: Entry[]; bytes: number }>(['image', 'build-cache', 'list']);
+    const qcows = () => readdirSync(join(d.dir, 'build-cache')).filter((f) => f.endsWith('.qcow2'));
+    const webb2 = d.cliJson<BuiltImage>(['image', 'info', 'webb:2']);
+    const before = list();
+    assert.equal(before.entries.length, qcows().length, 'one entry per overlay');
+    for (const st of webb2.build!.steps) {
+      const e = before.entries.find((x) => x.key === st.key);
+      assert.ok(e, `step ${st.index} of webb:2 is in the cache`);
+      assert.equal(e.image, 'webb');
+      assert.ok(e.bytes > 0 && !e.inUse && Date.parse(e.lastUsed) > Date.now() - 3_600_000, JSON.stringify(e));
+    }
+    assert.match(d.cli(['image', 'build-cache', 'list']).stdout, /copy files\/hello\.txt/);
+    // Everything was used within the hour: --older-than 1h removes nothing.
+    assert.deepEqual(d.cliJson<Pruned>(['image', 'build-cache', 'prune', '--older-than', '1h']).removed, []);
+
+    // A build running its second step on the cached first one: prune --all leaves that chain.
+    const held = join(work, 'held.yaml');
+    writeFileSync(held, 'name: held\nbase: appliance\nsteps:\n  - copy: { src: files/hello.txt, dest: /srv/www/hello.txt, mode: "0640" }\n  - run: sleep 8\n');
+    const first = webb2.build!.steps[0]!.key;
+    const op = d.cliJson<{ id: string }>(['image', 'build', '-f', held, '--no-wait']);
+    let running = false;
+    for (let i = 0; i < 600 && !running; i++) {
+      await sleep(250);
+      running = /step 2\/2 run: sleep 8$/.test(d.cliJson<{ progress?: { phase?: string } }>(['operation', 'show', op.id]).progress?.phase ?? '');
+    }
+    assert.ok(running, 'the build reached its second step');
+    assert.equal(list().entries.find((e) => e.key === first)?.inUse, true, 'the running build uses the first step');
+    const during = d.cliJson<Pruned>(['image', 'build-cache', 'prune', '--all']);
+    assert.ok(!during.removed.some((e) => e.key === first), 'the entry in use stays');
+    assert.ok(during.removed.length >= 2, `the others go: ${JSON.stringify(during)}`);
+    const w = d.cli(['operation', 'wait', op.id], { timeoutMs: 300_000 });
+    assert.equal(w.code, 0, `${w.stderr}\n${d.log().slice(-3000)}`);
+    assert.deepEqual(
+      d.cliJson<BuiltImage>(['image', 'info', 'held']).build!.steps.map((x) => x.cached),
+      [true, false],
+    );
+    assert.ok(
+      list().entries.every((e) => !e.inUse),
+      'released when the build ended',
+    );
+
+    // prune --all empties the cache; the next build of webb runs every step again.
+    const all = d.cliJson<Pruned>(['image', 'build-cache', 'prune', '--all']);
+    assert.ok(all.removed.some((e) => e.key === first));
+    assert.equal(all.kept, 0);
+    assert.deepEqual(qcows(), [], 'no overlay left');
+    assert.deepEqual(list().entries, []);
+    const file = join(work, 'recipe.yaml');
+    writeFileSync(file, recipe('second'));
+    const { out } = build(file);
+    assert.doesNotMatch(out, /cached/, 'no step came from the cache');
+    const img = d.cliJson<BuiltImage>(['image', 'info', 'webb']);
+    assert.deepEqual(
+      img.build!.steps.map((x) => x.cached),
+      [false, false],
+    );
+    assert.equal(img.build!.steps[0]!.key, first, 'the same key, rebuilt');
+    assert.equal(list().entries.length, 2);
+    noLeftovers();
+  });
+
   it('a bad recipe is refused with the path of the bad field, and nothing is left behind', () => {
     const cases: Array<[string, RegExp]> = [
       ['name: webb\nbase: appliance\nsteps:\n  - copy: { src: files/missing.txt, dest: /x }\n', /steps\[0\]\.copy\.src/],

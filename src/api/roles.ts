@@ -74,6 +74,8 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteRule>> = {
   'POST /1.0/images/build-debian': 'admin',
   'POST /1.0/images/build': 'admin',
   'GET /1.0/images/:name/build': 'viewer',
+  'GET /1.0/images/build/cache': 'viewer',
+  'POST /1.0/images/build/cache/prune': 'admin',
   'POST /1.0/images/:name/export': 'admin',
   // A download hands out the image's bytes (published instances' disks): as much as export.
   'GET /1.0/images/:name/export': 'admin',

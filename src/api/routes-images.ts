@@ -24,6 +24,8 @@ import {
   BuildDebianRequestSchema,
   BuildImageRequestSchema,
   type BuildImageRequest,
+  PruneBuildCacheRequestSchema,
+  type PruneBuildCacheRequest,
   DownloadImageRequestSchema,
   ImageDefaultsRequestSchema,
   type BuildDebianRequest,
@@ -103,6 +105,29 @@ export function registerImageRoutes(app: FastifyInstance, ctx: ApiContext): void
       if (req.body.dir !== undefined) requireLocal(req, "Naming the recipe's folder on the daemon host", 'Leave out dir: a recipe without copy steps builds remotely.');
       return async(reply, ctx.services.builds.build(req.body));
     },
+  );
+  app.get(
+    '/1.0/images/build/cache',
+    {
+      schema: {
+        tags,
+        summary: 'The image build step cache: entries (key, step, image, bytes, last used, in use), total bytes and limits',
+        response: { 200: syncResponse({ type: 'object' }), '4xx': errorResponse },
+      },
+    },
+    async (_req, reply) => sync(reply, await ctx.services.builds.cacheList()),
+  );
+  app.post<{ Body: PruneBuildCacheRequest }>(
+    '/1.0/images/build/cache/prune',
+    {
+      schema: {
+        tags,
+        summary: 'Remove image build step cache entries (all, or not used for olderThanSeconds), each with the entries linked on it; never one a build uses',
+        body: PruneBuildCacheRequestSchema,
+        response: { 200: syncResponse({ type: 'object' }), '4xx': errorResponse },
+      },
+    },
+    async (req, reply) => sync(reply, await ctx.services.builds.cachePrune(req.body)),
   );
   app.get<{ Params: { name: string } }>(
     '/1.0/images/:name/build',

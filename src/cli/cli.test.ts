@@ -167,3 +167,29 @@ test('--remote sends the bearer token from VMKIT_TOKEN', async () => {
     await d.close();
   }
 });
+
+test('image build-cache list prints the entries; prune sends what to remove and prints what went', () =>
+  withDaemon(async (d) => {
+    const key = 'ab'.repeat(32);
+    d.sync('GET /1.0/images/build/cache', {
+      entries: [{ key, bytes: 3 * 2 ** 20, createdAt: '2026-01-01T00:00:00.000Z', lastUsed: '2026-01-02T03:04:05.678Z', step: 'run: echo hi', image: 'web', inUse: true }],
+      bytes: 3 * 2 ** 20,
+      limits: { maxBytes: 10 * 2 ** 30, maxEntries: 0 },
+    });
+    const l = await vmkit(['--dir', d.dir, 'image', 'build-cache', 'list']);
+    assert.equal(l.code, 0, l.stderr);
+    assert.match(l.stdout, /^KEY\s+IMAGE\s+STEP\s+SIZE\s+LAST USED\s+IN USE$/m);
+    assert.match(l.stdout, /^abababababab\s+web\s+run: echo hi\s+3MiB\s+2026-01-02T03:04:05Z\s+yes$/m);
+    assert.match(l.stdout, /1 entries, 3MiB; kept after each build: 10\.0GiB/);
+    d.sync('POST /1.0/images/build/cache/prune', { removed: [{ key, bytes: 2 ** 20, lastUsed: 't', step: 'run: echo hi' }], freedBytes: 2 ** 20, kept: 0, keptBytes: 0 });
+    const p = await vmkit(['--dir', d.dir, 'image', 'build-cache', 'prune', '--older-than', '7d']);
+    assert.equal(p.code, 0, p.stderr);
+    assert.deepEqual(d.seen.at(-1)!.body, { olderThanSeconds: 604800 });
+    assert.match(p.stdout, /^Removed 1 cache entry \(1MiB\); 0 kept/);
+    const all = await vmkit(['--dir', d.dir, 'image', 'build-cache', 'prune', '--all']);
+    assert.equal(all.code, 0, all.stderr);
+    assert.deepEqual(d.seen.at(-1)!.body, { all: true });
+    const none = await vmkit(['--dir', d.dir, 'image', 'build-cache', 'prune']);
+    assert.notEqual(none.code, 0);
+    assert.match(none.stderr, /--all or --older-than/);
+  }));

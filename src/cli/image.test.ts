@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { renderFidelity } from './image.js';
+import { parseDuration, renderFidelity } from './image.js';
 import { replicaNames } from './launch.js';
 import { buildProgram } from './program.js';
 import { progressLine } from './output.js';
@@ -23,12 +23,22 @@ describe('image, clone, publish and repo commands', () => {
     );
   });
 
+  it('parses --older-than durations', () => {
+    assert.equal(parseDuration('90s'), 90);
+    assert.equal(parseDuration('30m'), 1800);
+    assert.equal(parseDuration('12h'), 43200);
+    assert.equal(parseDuration('7d'), 604800);
+    assert.equal(parseDuration('2w'), 1209600);
+    assert.equal(parseDuration('45'), 45);
+    assert.throws(() => parseDuration('a week'), /is not a duration/);
+  });
+
   it('has the verbs of the issue, with --disk-format (since --format is the output format)', () => {
     const program = buildProgram();
     const names = program.commands.map((c) => c.name());
     for (const n of ['clone', 'publish', 'repo', 'image']) assert.ok(names.includes(n), n);
     const image = program.commands.find((c) => c.name() === 'image')!;
-    assert.deepEqual(image.commands.map((c) => c.name()).sort(), ['build', 'build-debian', 'delete', 'export', 'import', 'info', 'list', 'pull', 'push', 'set']);
+    assert.deepEqual(image.commands.map((c) => c.name()).sort(), ['build', 'build-cache', 'build-debian', 'delete', 'export', 'import', 'info', 'list', 'pull', 'push', 'set']);
     const imp = image.commands.find((c) => c.name() === 'import')!;
     assert.ok(imp.options.some((o) => o.long === '--disk-format'));
     const launch = program.commands.find((c) => c.name() === 'launch')!;

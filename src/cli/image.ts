@@ -6,13 +6,26 @@ import { Command } from 'commander';
 import type { FidelityEntry, Image, ImageView, Operation } from '../domain/types.js';
 import { VmkitError } from '../errors.js';
 import { clientFor, globals, mutate, print } from './common.js';
-import { formatMiB, renderInfo, renderList, type Field } from './output.js';
+import { formatMiB, renderData, renderInfo, renderList, type Field } from './output.js';
 import { parseDiskSize, parseFirmwareFlag } from './launch.js';
 
 function size(bytes: number | undefined): string {
   if (bytes === undefined) return '';
   if (bytes >= 2 ** 30) return `${(bytes / 2 ** 30).toFixed(1)}GiB`;
   return `${Math.round(bytes / 2 ** 20)}MiB`;
+}
+
+interface BuildCacheList {
+  entries: Array<{ key: string; bytes: number; lastUsed: string; step?: string; image?: string; inUse: boolean }>;
+  bytes: number;
+  limits: { maxBytes: number; maxEntries: number };
+}
+
+/** `90s`, `30m`, `12h`, `7d`, `2w` (or bare seconds) → seconds. */
+export function parseDuration(text: string): number {
+  const m = /^(\d+)\s*([smhdw]?)$/i.exec(text.trim());
+  if (!m) throw new VmkitError('VMKIT_INVALID_ARGUMENT', `"${text}" is not a duration.`, { hint: 'Write a number with s, m, h, d or w, e.g. 7d or 12h.' });
+  return Number(m[1]) * { '': 1, s: 1, m: 60, h: 3600, d: 86400, w: 604800 }[m[2]!.toLowerCase() as '' | 's' | 'm' | 'h' | 'd' | 'w'];
 }
 
 const EXPORT_FORMATS = ['ova', 'qcow2', 'vmdk', 'vdi', 'vhdx', 'raw'];
@@ -218,6 +231,51 @@ Examples:
           const res = resultOf<{ image: Image; steps: Array<{ index: number; step: string; cached: boolean; seconds: number }>; seconds: number }>(r);
           const lines = res.steps.map((st) => `  ${st.index}. ${st.step.padEnd(50)} ${st.cached ? 'cached' : `${st.seconds.toFixed(1)} s`}`);
           return [`Image ${res.image.name} built in ${res.seconds.toFixed(1)} s:`, ...lines].join('\n');
+        },
+      });
+    });
+  const cache = cmd.command('build-cache').description('The step cache of "vmkit image build": list its entries, prune them (see doc/images.md, "The step cache")');
+  cache
+    .command('list')
+    .alias('ls')
+    .description('List the step cache: each entry (a step result), its size, when a build last used it, least recently used first')
+    .action(async (_o: unknown, self: Command) => {
+      const r = await clientFor(self).get<BuildCacheList>('/1.0/images/build/cache');
+      const format = globals(self).format;
+      if (format === 'json' || format === 'yaml') {
+        print(renderData(r, format));
+        return;
+      }
+      print(
+        renderList(r.entries, format, [
+          { header: 'KEY', value: (e) => e.key.slice(0, 12) },
+          { header: 'IMAGE', value: (e) => e.image ?? '' },
+          { header: 'STEP', value: (e) => (e.step ?? '').slice(0, 50) },
+          { header: 'SIZE', value: (e) => size(e.bytes) },
+          { header: 'LAST USED', value: (e) => e.lastUsed.replace(/\.\d+Z$/, 'Z') },
+          { header: 'IN USE', value: (e) => (e.inUse ? 'yes' : '') },
+        ]),
+      );
+      const limit = [r.limits.maxBytes ? `${size(r.limits.maxBytes)}` : '', r.limits.maxEntries ? `${r.limits.maxEntries} entries` : ''].filter(Boolean).join(', ') || 'none';
+      print(`${r.entries.length} entries, ${size(r.bytes) || '0MiB'}; kept after each build: ${limit}`);
+    });
+  cache
+    .command('prune')
+    .description('Remove step cache entries no build uses (each with the entries linked on it): the next build runs those steps again')
+    .option('--all', 'every entry not in use')
+    .option('--older-than <duration>', 'entries no build used for this long: 90s, 30m, 12h, 7d, 2w')
+    .action(async (o: { all?: boolean; olderThan?: string }, self: Command) => {
+      if (!o.all && o.olderThan === undefined) throw new VmkitError('VMKIT_INVALID_ARGUMENT', 'Say what to prune.', { hint: 'Give --all or --older-than DURATION (e.g. 7d).' });
+      const body: Record<string, unknown> = {};
+      if (o.all) body.all = true;
+      if (o.olderThan !== undefined) body.olderThanSeconds = parseDuration(o.olderThan);
+      await mutate(self, 'POST', '/1.0/images/build/cache/prune', body, {
+        done: (res) => {
+          const r = res as { removed: Array<{ key: string; bytes: number; step?: string }>; freedBytes: number; kept: number; keptBytes: number };
+          return [
+            `Removed ${r.removed.length} cache entr${r.removed.length === 1 ? 'y' : 'ies'} (${size(r.freedBytes) || '0MiB'}); ${r.kept} kept (${size(r.keptBytes) || '0MiB'}).`,
+            ...r.removed.map((e) => `  ${e.key.slice(0, 12)}  ${e.step ?? ''}`),
+          ].join('\n');
         },
       });
     });

@@ -357,9 +357,21 @@ export class NetworkManager {
     const taken = new Set<string>();
     for (const inst of await this.instances()) for (const x of inst.nics) if (x.network === network && x.ipv4) taken.add(x.ipv4);
     for (const x of pending) if (x.network === network && x.ipv4) taken.add(x.ipv4);
-    if (requestedIp !== undefined) return { ipv4: allocateAddress(n, taken, requestedIp) };
+    const reserved = this.reservedAddresses(network);
+    if (requestedIp !== undefined) return { ipv4: allocateAddress(n, taken, requestedIp, reserved) };
     if (!n.dhcp || !n.subnet) return {};
-    return { ipv4: allocateAddress(n, taken), dhcp: true };
+    return { ipv4: allocateAddress(n, taken, undefined, reserved), dhcp: true };
+  }
+
+  /** Addresses on a network no NIC may get (address → its holder, for errors): set by the stacks. */
+  private reservedAddresses: (network: string) => ReadonlyMap<string, string> = () => new Map();
+
+  /**
+   * Who reserves addresses (the stack controller: its service addresses). Asked at every NIC
+   * allocation, so a reservation holds exactly as long as a stack's spec names the address.
+   */
+  setAddressReservations(fn: (network: string) => ReadonlyMap<string, string>): void {
+    this.reservedAddresses = fn;
   }
 
   async assertForwardable(network: string): Promise<void> {

@@ -63,4 +63,24 @@ describe('network model', () => {
     assert.throws(() => allocateAddress(n, new Set(), '10.80.1.5'), /outside network "lan"/);
     assert.throws(() => allocateAddress(n, new Set(), '10.80.0.255'), /outside/);
   });
+
+  it('never gives a reserved address (a stack service address): not from the pool, not as a static one', () => {
+    const n = net();
+    const reserved = new Map([['10.80.0.100', 'stack service shop/web']]);
+    assert.equal(allocateAddress(n, new Set(), undefined, reserved), '10.80.0.101', 'the pool skips it');
+    assert.equal(allocateAddress(n, new Set(['10.80.0.101']), undefined, reserved), '10.80.0.102');
+    assert.throws(
+      () => allocateAddress(n, new Set(['10.80.0.101', '10.80.0.102']), undefined, reserved),
+      (e: Error & { code?: string }) => e.code === 'VMKIT_POOL_EXHAUSTED' && /1 reserved for stack service addresses/.test(e.message),
+    );
+    assert.throws(
+      () => allocateAddress(n, new Set(), '10.80.0.100', reserved),
+      (e: Error & { code?: string }) => e.code === 'VMKIT_ADDRESS_IN_USE' && /reserved: it is the address of stack service shop\/web/.test(e.message),
+    );
+    // Outside the pool too: a static address is refused as well.
+    assert.throws(
+      () => allocateAddress(n, new Set(), '10.80.0.20', new Map([['10.80.0.20', 'stack service a/b']])),
+      (e: Error & { code?: string }) => e.code === 'VMKIT_ADDRESS_IN_USE',
+    );
+  });
 });

@@ -179,9 +179,10 @@ export function managesAddresses(n: Network): boolean {
 
 /**
  * Picks an address for a NIC: the requested static one (checked) or the lowest free one of
- * the DHCP pool. `taken` holds the addresses other NICs already hold.
+ * the DHCP pool. `taken` holds the addresses other NICs already hold; `reserved` the addresses
+ * no NIC may get (a stack service's address on this network → who holds it, for the error).
  */
-export function allocateAddress(n: Network, taken: ReadonlySet<string>, requested?: string): string {
+export function allocateAddress(n: Network, taken: ReadonlySet<string>, requested?: string, reserved: ReadonlyMap<string, string> = new Map()): string {
   if (!n.subnet || !n.hostAddress) {
     if (requested) {
       throw vmkitError('VMKIT_INVALID_ARGUMENT', `Network "${n.name}" (${n.mode}) has no subnet vmkit manages, so it cannot give a static address.`, {
@@ -204,6 +205,12 @@ export function allocateAddress(n: Network, taken: ReadonlySet<string>, requeste
         hint: `Give an address from ${intToIp(c.first + 1)} to ${intToIp(c.last)}.`,
       });
     }
+    const owner = reserved.get(requested);
+    if (owner !== undefined) {
+      throw vmkitError('VMKIT_ADDRESS_IN_USE', `The address ${requested} on network "${n.name}" is reserved: it is the address of ${owner}.`, {
+        hint: 'Give another address (or none: the DHCP pool never hands out a reserved address).',
+      });
+    }
     if (taken.has(requested)) {
       throw vmkitError('VMKIT_ADDRESS_IN_USE', `The address ${requested} on network "${n.name}" is already taken by another NIC.`, {
         hint: '"vmkit network info NAME" lists the addresses in use.',
@@ -215,11 +222,16 @@ export function allocateAddress(n: Network, taken: ReadonlySet<string>, requeste
   const end = ipToInt(n.dhcpRange?.end ?? intToIp(c.last));
   for (let v = start; v <= end; v++) {
     const ip = intToIp(v);
-    if (!taken.has(ip)) return ip;
+    if (!taken.has(ip) && !reserved.has(ip)) return ip;
   }
-  throw vmkitError('VMKIT_POOL_EXHAUSTED', `The DHCP pool of network "${n.name}" (${n.dhcpRange?.start}-${n.dhcpRange?.end}, ${end - start + 1} addresses) is exhausted.`, {
-    hint: 'Remove a NIC from the network, give a static address outside the pool, or use a network with a larger pool.',
-  });
+  const held = [...reserved.keys()].filter((ip) => ipToInt(ip) >= start && ipToInt(ip) <= end).length;
+  throw vmkitError(
+    'VMKIT_POOL_EXHAUSTED',
+    `The DHCP pool of network "${n.name}" (${n.dhcpRange?.start}-${n.dhcpRange?.end}, ${end - start + 1} addresses${held ? `, ${held} reserved for stack service addresses` : ''}) is exhausted.`,
+    {
+      hint: 'Remove a NIC from the network, give a static address outside the pool, or use a network with a larger pool.',
+    },
+  );
 }
 
 /**

@@ -10,6 +10,7 @@ import { SqliteStore } from '../store/sqlite.js';
 import type { Network } from '../wire/network.js';
 import { StackController, type StackInstances, type StackNetworks } from './controller.js';
 import { StackService } from './service.js';
+import { parseStack } from './spec.js';
 
 /**
  * The controller's steps with fake instances (start = running at once) and no service port or
@@ -146,5 +147,50 @@ describe('stack controller (fake instances)', () => {
     );
     second.controller.close();
     await second.store.close();
+  });
+
+  it('a service address is reserved on its network while a stack names it; no other service may take it', async () => {
+    let reserved: ((network: string) => ReadonlyMap<string, string>) | undefined;
+    const nat: StackNetworks = {
+      ...networks,
+      exists: async (name) => name === 'lan',
+      load: async (name) => ({ name, mode: 'nat', subnet: '10.90.0.0/24', bridge: 'x', dhcp: true, dns: true, createdAt: '' }) as Network,
+      setAddressReservations: (fn) => (reserved = fn),
+    };
+    const store = new SqliteStore(join(dir, 'addr.db'));
+    // Not started: no loop, no rules (nft) — only the rows, the reservations and the checks.
+    const controller = new StackController({
+      store,
+      instances: new FakeInstances(),
+      networks: nat,
+      images: { get: async () => ({}) },
+      events: new EventBus(),
+      log: () => undefined,
+    });
+    const service = new StackService(controller);
+    const withAddress = (stack: string, address: string, svc = 'web') => `name: ${stack}
+services:
+  - name: ${svc}
+    image: img
+    replicas: 0
+    networks: [lan]
+    address: ${address}
+`;
+    assert.ok(reserved, 'the controller registers its reservations with the networks');
+    assert.deepEqual([...reserved('lan')], []);
+    await controller.save({ name: 'a', spec: parseStack(withAddress('a', '10.90.0.100:80')), generation: 1, ownedNetworks: [], services: {}, updatedAt: '' });
+    assert.deepEqual([...reserved('lan')], [['10.90.0.100', 'stack service a/web']]);
+    assert.deepEqual([...reserved('other')], [], 'only on the service’s network');
+    await assert.rejects(
+      service.diff(withAddress('b', '10.90.0.100:8080')),
+      (e: Error & { code?: string }) => e.code === 'VMKIT_STACK_INVALID' && /stack service a\/web/.test(e.message),
+    );
+    const twice = `${withAddress('c', '10.90.0.50:80')}  - name: api\n    image: img\n    replicas: 0\n    networks: [lan]\n    address: 10.90.0.50:81\n`;
+    await assert.rejects(service.diff(twice), (e: Error & { code?: string }) => e.code === 'VMKIT_STACK_INVALID' && /services\[1\]\.address.*c\/web/.test(e.message));
+    // The same stack may keep its own address (apply of a changed file).
+    assert.equal((await service.diff(withAddress('a', '10.90.0.100:8080'))).changed, true);
+    await controller.forget('a');
+    assert.deepEqual([...reserved('lan')], [], 'released with the stack');
+    await store.close();
   });
 });

@@ -26,6 +26,8 @@ export interface StackNetworks {
   load(name: string): Promise<Network>;
   create(req: CreateNetworkRequest): Promise<Network>;
   delete(name: string): Promise<void>;
+  /** Addresses no NIC may be given (the service addresses): asked at every NIC allocation. */
+  setAddressReservations?(fn: (network: string) => ReadonlyMap<string, string>): void;
 }
 
 export interface StackDeps {
@@ -63,7 +65,20 @@ export class StackController {
   private unsubscribe: (() => void) | undefined;
   private closed = false;
 
-  constructor(readonly deps: StackDeps) {}
+  constructor(readonly deps: StackDeps) {
+    deps.networks.setAddressReservations?.((network) => this.serviceAddresses(network));
+  }
+
+  /**
+   * The service addresses on a network (address → "stack service STACK/SERVICE"): reserved
+   * for as long as a stack's spec names them, so no NIC (DHCP pool or static) is given one.
+   */
+  serviceAddresses(network: string): Map<string, string> {
+    const out = new Map<string, string>();
+    for (const rec of this.all())
+      for (const s of rec.spec.services) if (s.address !== undefined && s.networks[0] === network) out.set(s.address.split(':')[0]!, `stack service ${rec.name}/${s.name}`);
+    return out;
+  }
 
   /** Loads every stack, rewrites the same rules as before a restart, and starts the loop. */
   async start(): Promise<void> {

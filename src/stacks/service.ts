@@ -89,6 +89,9 @@ export class StackService {
       if (!rec.previous) {
         throw vmkitError('VMKIT_INVALID_STATE', `Stack "${name}" has no previous spec to return to.`, { hint: 'A rollback needs an earlier "vmkit apply" of this stack.' });
       }
+      // The previous spec is checked like a new file: its service address may have been given
+      // to a NIC (or another stack) since it was replaced.
+      await this.check(rec.previous);
       const changes = planChanges(rec.spec, rec.previous);
       const next: StackRecord = { ...rec, spec: rec.previous, previous: rec.spec, generation: rec.generation + 1 };
       for (const st of Object.values(next.services)) {
@@ -186,8 +189,19 @@ export class StackService {
         if (v <= c.first || v > c.last) {
           throw stackInvalid(`${at}.address`, `${ip} is not a usable guest address of ${subnet} (the host holds ${intToIp(c.first)})`);
         }
-        if (instances.some((inst) => inst.nics.some((n) => n.ipv4 === ip)))
-          throw stackInvalid(`${at}.address`, `${ip} is already an instance's address`, 'Pick a free address, e.g. near the top of the subnet.');
+        const holder = instances.find((inst) => inst.nics.some((n) => n.network === first && n.ipv4 === ip));
+        if (holder) throw stackInvalid(`${at}.address`, `${ip} is already the address of instance "${holder.name}"`, 'Pick a free address, e.g. near the top of the subnet.');
+        const other = this.controller
+          .all()
+          .filter((r) => r.name !== spec.name)
+          .flatMap((r) => r.spec.services.filter((o) => o.networks[0] === first && o.address?.split(':')[0] === ip).map((o) => `${r.name}/${o.name}`))[0];
+        const twice = spec.services.findIndex((o, k) => k < i && o.networks[0] === first && o.address?.split(':')[0] === ip);
+        if (other || twice >= 0)
+          throw stackInvalid(
+            `${at}.address`,
+            `${ip} is already the address of stack service ${other ?? `${spec.name}/${spec.services[twice]!.name}`}`,
+            'Give each service an address of its own.',
+          );
       }
     }
   }

@@ -248,6 +248,16 @@ export const BuildImageRequestSchema = Type.Object(
 );
 export type BuildImageRequest = Static<typeof BuildImageRequestSchema>;
 
+/** POST /1.0/images/build/cache/prune: which step cache entries to remove (never one a build uses). */
+export const PruneBuildCacheRequestSchema = Type.Object(
+  {
+    all: Type.Optional(Type.Boolean({ description: 'every entry no running build (or kept build VM) uses' })),
+    olderThanSeconds: Type.Optional(Type.Integer({ minimum: 0, description: 'entries no build has used for this long' })),
+  },
+  strict,
+);
+export type PruneBuildCacheRequest = Static<typeof PruneBuildCacheRequestSchema>;
+
 /** POST /1.0/images/build-debian. */
 export const BuildDebianRequestSchema = Type.Object({ name: Type.String(), release: Type.Optional(StringEnum(['bookworm', 'trixie'])) }, strict);
 export type BuildDebianRequest = Static<typeof BuildDebianRequestSchema>;

@@ -7,6 +7,7 @@ import type { OperationContext } from '../../operations/operations.js';
 import { createLinkedClone, flattenVolume } from '../../storage/qemu-img.js';
 import { run } from '../../util/exec.js';
 import type { ImageStore } from '../image-store.js';
+import { BuildCache } from './cache.js';
 import { describeStep, parseRecipe, type Recipe, type RecipeStep } from './recipe.js';
 import { MAX_PUSH_BYTES, SerialSession, shellQuote, type GuestSession } from './session.js';
 import { nextVersion, versionedName } from './versions.js';
@@ -24,6 +25,8 @@ export interface BuildVms {
   withStoppedInstance<T>(name: string, verb: string, fn: (inst: { id: string }, rootDisk: string) => Promise<T>): Promise<T>;
   serialSocket(name: string): Promise<string>;
   setCloudInit(name: string, req: { userData?: string }): Promise<unknown>;
+  /** Whether an instance exists (a build VM kept by --keep-on-failure pins its cache entries while it does). */
+  has?(name: string): Promise<boolean>;
 }
 
 export interface BuildRequest {
@@ -56,6 +59,8 @@ export interface BuildDeps {
   debianBase(release: string, ctx?: OperationContext): Promise<Image>;
   /** How long the guest may take to give a shell after start (default 180 s). */
   bootTimeoutMs?: number;
+  /** The step cache (default: `<data>/build-cache`, default limits). */
+  cache?: BuildCache;
 }
 
 /** Where step overlays are kept, by key: `<data>/build-cache/<key>.qcow2` (root 0444). */
@@ -170,6 +175,8 @@ export async function buildImage(deps: BuildDeps, req: BuildRequest, ctx?: Opera
   }
   let scratch: string | undefined;
   const tmp = async () => (scratch ??= await deps.images.tempDir(`build-in-${recipe.name}`));
+  let release: (() => void) | undefined;
+  let finish: (() => Promise<void>) | undefined;
   building.add(recipe.name);
   try {
     const inputs = await readInputs(recipe, req.dir, tmp);
@@ -181,19 +188,31 @@ export async function buildImage(deps: BuildDeps, req: BuildRequest, ctx?: Opera
     say(`base ${base.name} (${await deps.images.checksum(base.name)})`);
     const baseKey = sha256(`base ${await deps.images.checksum(base.name)}`);
 
-    const cache = cacheDir(deps.dataDir);
-    await mkdir(cache, { recursive: true });
-    await chmod(cache, 0o755);
+    const cache = deps.cache ?? new BuildCache(cacheDir(deps.dataDir), journalDir(deps.dataDir));
+    await mkdir(cache.dir, { recursive: true });
+    await chmod(cache.dir, 0o755);
     const keys: string[] = [];
     let parent = baseKey;
     for (const [i, s] of recipe.steps.entries()) {
       parent = stepKey(parent, s, inputs.get(i)?.bytes);
       keys.push(parent);
     }
-    const overlay = (i: number) => (i < 0 ? baseFile : join(cache, `${keys[i]}.qcow2`));
-    // The longest cached prefix: a step is reused only when every step before it was.
-    let firstMissing = 0;
-    while (firstMissing < keys.length && (await exists(overlay(firstMissing)))) firstMissing++;
+    const overlay = (i: number) => (i < 0 ? baseFile : cache.file(keys[i]!));
+    // The longest cached prefix: a step is reused only when every step before it was. Every key
+    // of the recipe is pinned first, in the same locked section, so no prune removes an overlay
+    // this build is about to use (or makes) until it ends.
+    const firstMissing = await cache.locked(async () => {
+      release = cache.pin(keys);
+      let n = 0;
+      while (n < keys.length && (await exists(overlay(n)))) n++;
+      return n;
+    });
+    finish = async () => {
+      // At the end of every build, also a failed one: least recently used entries beyond the limits go.
+      await cache.enforceLimits().catch(() => undefined);
+      release?.();
+    };
+    for (let i = 0; i < firstMissing; i++) await cache.touch(keys[i]!, { step: describeStep(recipe.steps[i]!), image: recipe.name });
 
     const results: BuildStepResult[] = [];
     const total = recipe.steps.length;
@@ -206,7 +225,7 @@ export async function buildImage(deps: BuildDeps, req: BuildRequest, ctx?: Opera
     }
 
     if (firstMissing < total) {
-      await runSteps(deps, recipe, inputs, { keys, overlay, firstMissing, results, say, pct, keepOnFailure: !!req.keepOnFailure, base: base.name }, ctx);
+      await runSteps(deps, recipe, inputs, { keys, overlay, firstMissing, results, say, pct, keepOnFailure: !!req.keepOnFailure, base: base.name, cache }, ctx);
     }
 
     // Publish: the last overlay flattened into one independent qcow2 (images never depend on others).
@@ -250,6 +269,7 @@ export async function buildImage(deps: BuildDeps, req: BuildRequest, ctx?: Opera
       throw err;
     }
   } finally {
+    await finish?.();
     building.delete(recipe.name);
     if (scratch) await rm(scratch, { recursive: true, force: true });
   }
@@ -264,6 +284,7 @@ interface StepPlan {
   pct: (i: number) => number;
   keepOnFailure: boolean;
   base: string;
+  cache: BuildCache;
 }
 
 /** Runs the uncached steps in one build VM, one boot per step; each step's disk goes to the cache. */
@@ -276,6 +297,7 @@ async function runSteps(deps: BuildDeps, recipe: Recipe, inputs: Map<number, Inp
   await mkdir(journalDir(dataDir), { recursive: true });
   await writeFile(journal, JSON.stringify({ vm, image: recipe.name, startedAt: new Date().toISOString() }));
   let keep = false;
+  let step = plan.firstMissing;
   try {
     await vms.create({
       name: vm,
@@ -286,6 +308,7 @@ async function runSteps(deps: BuildDeps, recipe: Recipe, inputs: Map<number, Inp
     });
     say(`build VM ${vm}`);
     for (let i = plan.firstMissing; i < total; i++) {
+      step = i;
       ctx?.checkCancelled();
       const s = recipe.steps[i]!;
       const d = describeStep(s);
@@ -336,6 +359,7 @@ async function runSteps(deps: BuildDeps, recipe: Recipe, inputs: Map<number, Inp
         await chmod(part, 0o444);
         await rename(part, overlay(i));
       });
+      await plan.cache.touch(keys[i]!, { step: d, image: recipe.name });
       const seconds = (Date.now() - t0) / 1000;
       results.push({ index: i + 1, step: d, key: keys[i]!, cached: false, seconds });
       say(`step ${i + 1}/${total} ${d}: done in ${seconds.toFixed(1)} s (${keys[i]!.slice(0, 12)})`);
@@ -343,6 +367,9 @@ async function runSteps(deps: BuildDeps, recipe: Recipe, inputs: Map<number, Inp
     }
   } finally {
     if (keep) {
+      // The kept VM's disk is linked on the cached steps before the one that failed: they stay
+      // (no prune or limit removes them) while the VM exists.
+      await writeFile(join(journalDir(dataDir), `${vm}.pin`), JSON.stringify(keys.slice(0, step))).catch(() => undefined);
       await rm(journal, { force: true });
     } else {
       await vms.delete(vm, { force: true }).catch(() => undefined);

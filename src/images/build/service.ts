@@ -6,7 +6,8 @@ import type { EventBus } from '../../operations/events.js';
 import type { OperationContext, OperationManager } from '../../operations/operations.js';
 import { buildDebianImage } from '../build-debian.js';
 import type { ImageStore } from '../image-store.js';
-import { buildImage, recoverBuilds, type BuildRequest, type BuildVms } from './builder.js';
+import { buildImage, cacheDir, journalDir, recoverBuilds, type BuildRequest, type BuildVms } from './builder.js';
+import { BuildCache, cacheLimitsFromEnv, type CacheEntry, type CacheLimits, type PruneRequest, type PruneResult } from './cache.js';
 import { parseRecipe } from './recipe.js';
 
 export interface ImageBuildDeps {
@@ -17,11 +18,31 @@ export interface ImageBuildDeps {
   events: EventBus;
   dataDir: string;
   buildCacheDir?: string;
+  /** Limits of the step cache (default: VMKIT_BUILD_CACHE_MAX / VMKIT_BUILD_CACHE_MAX_ENTRIES, else 10 GiB). */
+  stepCacheLimits?: CacheLimits;
 }
 
 /** `vmkit image build`: checks the recipe at once (a bad one answers 400), then builds as an operation. */
 export class ImageBuildService {
-  constructor(private readonly deps: ImageBuildDeps) {}
+  readonly cache: BuildCache;
+
+  constructor(private readonly deps: ImageBuildDeps) {
+    const vms = deps.vms;
+    this.cache = new BuildCache(cacheDir(deps.dataDir), journalDir(deps.dataDir), deps.stepCacheLimits ?? cacheLimitsFromEnv(), (name) =>
+      vms.has ? vms.has(name) : Promise.resolve(true),
+    );
+  }
+
+  /** The step cache's entries, least recently used first (GET /1.0/images/build/cache). */
+  async cacheList(): Promise<{ entries: CacheEntry[]; bytes: number; limits: CacheLimits }> {
+    const entries = await this.cache.list();
+    return { entries, bytes: entries.reduce((s, e) => s + e.bytes, 0), limits: this.cache.limits };
+  }
+
+  /** Removes step cache entries no build uses (POST /1.0/images/build/cache/prune). */
+  cachePrune(req: PruneRequest): Promise<PruneResult> {
+    return this.cache.prune(req);
+  }
 
   build(req: BuildRequest): Operation {
     const recipe = parseRecipe(req.recipe);
@@ -43,7 +64,11 @@ export class ImageBuildService {
       target: recipe.name,
       mayCancel: true,
       run: async (ctx) => {
-        const r = await buildImage({ images: this.deps.images, vms: this.deps.vms, dataDir: this.deps.dataDir, debianBase: (rel, c) => this.debianBase(rel, c) }, req, ctx);
+        const r = await buildImage(
+          { images: this.deps.images, vms: this.deps.vms, dataDir: this.deps.dataDir, debianBase: (rel, c) => this.debianBase(rel, c), cache: this.cache },
+          req,
+          ctx,
+        );
         this.deps.events.lifecycle('image-created', r.image.name);
         return r;
       },
