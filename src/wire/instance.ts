@@ -109,6 +109,10 @@ export const InstanceAgentSchema = Type.Object({
   available: Type.Boolean(),
   checkedAt: Type.String(),
   interfaces: Type.Optional(Type.Array(AgentInterfaceSchema)),
+  // Who the guest says it is (guest-get-host-name, guest-get-osinfo), when its agent has those commands.
+  hostname: Type.Optional(Type.String()),
+  os: Type.Optional(Type.String()),
+  kernel: Type.Optional(Type.String()),
   // Why no agent answered.
   reason: Type.Optional(Type.String()),
 });

@@ -1,5 +1,13 @@
 import type { Answer } from '../../src/wire/types.js';
-import type { CloneRequest, CreateInstanceRequestBody, CreateNetworkRequestBody, CreateSnapshotRequestBody, ForwardRequestBody, PullRequest } from '../../src/wire/requests.js';
+import type {
+  CloneRequest,
+  CreateInstanceRequestBody,
+  ExecRequestBody,
+  CreateNetworkRequestBody,
+  CreateSnapshotRequestBody,
+  ForwardRequestBody,
+  PullRequest,
+} from '../../src/wire/requests.js';
 import type { Whoami } from '../../src/wire/auth.js';
 import type { Forward, Image, Instance, InstanceType, Network, Operation, Snapshot, Stack, VmkitEvent } from './lib/types.js';
 
@@ -110,8 +118,20 @@ export const api = {
   repos: () => request<Repository[]>('GET', '/1.0/repos'),
   repoImages: (repo: string) => request<RepoImage[]>('GET', `/1.0/repos/${encodeURIComponent(repo)}/images`),
   pull: (body: PullRequest) => request<Operation>('POST', '/1.0/images/pull', body),
+  // The guest agent runs a command (operator): the answer comes when it ends (doc/guest-agent.md).
+  exec: (name: string, body: ExecRequestBody) => request<ExecResult>('POST', `/1.0/instances/${encodeURIComponent(name)}/exec`, body),
   wait: (id: string, timeoutSeconds = 120) => request<Operation>('GET', `/1.0/operations/${encodeURIComponent(id)}/wait?timeout=${timeoutSeconds}`),
 };
+
+/** POST /1.0/instances/NAME/exec: the command's end (stdout and stderr in base64). */
+export interface ExecResult {
+  exitCode: number;
+  signal?: number;
+  stdout: string;
+  stderr: string;
+  truncated: boolean;
+  durationMs: number;
+}
 
 export interface Repository {
   name: string;

@@ -10,6 +10,7 @@ import type { Instance } from '../lib/types.js';
 import { addressProblem, portProblem } from '../lib/validate.js';
 import { OperationRow, isActive } from './Operations.js';
 import { SnapshotsTab } from './Snapshots.js';
+import { GuestAgentTab } from './GuestAgent.js';
 import { go, type ConsoleData } from '../store.js';
 import { Can, useCan, useRole } from '../role.js';
 import { roleAtLeast, type Role } from '../../../src/wire/auth.js';
@@ -50,6 +51,8 @@ export const INSTANCE_TABS: Array<{ id: string; title: string; needs?: Role; ren
       </Suspense>
     ),
   },
+  // Everyone sees what the agent reports; the Run command box in it is for operators.
+  { id: 'agent', title: 'Guest agent', render: (i) => <GuestAgentTab inst={i} /> },
   { id: 'log', title: 'Log', render: (i) => <Log inst={i} /> },
 ];
 
