@@ -186,8 +186,11 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
       rows.some((r) => r.includes(`${VM}:/# `)),
       'the appliance prompt is shown',
     );
-    // Freeze the guest's power-button watcher: a graceful stop then waits (for the cancel test).
-    await page.keyboard.type('for p in /proc/[0-9]*; do grep -qs powerbtn $p/cmdline && kill -STOP ${p##*/}; done; echo frozen-$((6*7))');
+    // Freeze the guest's power-button watcher and make the guest agent's /sbin/shutdown a no-op
+    // (until the next boot): a graceful stop then waits, through both of its ways, for the cancel test.
+    await page.keyboard.type(
+      "for p in /proc/[0-9]*; do grep -qs powerbtn $p/cmdline && kill -STOP ${p##*/}; done; printf '#!/bin/sh\\nexit 0\\n' > /tmp/no-shutdown; chmod 755 /tmp/no-shutdown; mount -o bind /tmp/no-shutdown /sbin/shutdown && echo frozen-$((6*7))",
+    );
     await page.keyboard.press('Enter');
     const until = Date.now() + 15_000;
     while (!(await terminalRows(page)).some((r) => r.trim() === 'frozen-42') && Date.now() < until) await sleep(200);

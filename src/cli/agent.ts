@@ -4,6 +4,7 @@ import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { VmkitError } from '../errors.js';
+import type { ExecResult } from '../wire/types.js';
 import { clientFor, globals, instancePath, print } from './common.js';
 import { runConsole } from './console.js';
 import { formatBytes, renderData } from './output.js';
@@ -14,15 +15,6 @@ import { downloadFile, progress, refuseExisting } from './transfer.js';
  * goes through the API (POST …/exec, PUT/GET …/files), so they work the same with --remote:
  * the daemon never reads or writes a path on its own host for them.
  */
-
-interface ExecAnswer {
-  exitCode: number;
-  signal?: number;
-  stdout: string;
-  stderr: string;
-  truncated: boolean;
-  durationMs: number;
-}
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
 
@@ -62,7 +54,7 @@ Examples:
         body.stdin = Buffer.concat(chunks).toString('base64');
       }
       const client = clientFor(self);
-      const r = await client.post<ExecAnswer>(instancePath(name, 'exec'), body, { timeoutMs: ((o.timeout ?? 300) + 60) * 1000 });
+      const r = await client.post<ExecResult>(instancePath(name, 'exec'), body, { timeoutMs: ((o.timeout ?? 300) + 60) * 1000 });
       const format = globals(self).format;
       if (format === 'json' || format === 'yaml') {
         print(renderData({ ...r, stdout: Buffer.from(r.stdout, 'base64').toString('utf8'), stderr: Buffer.from(r.stderr, 'base64').toString('utf8') }, format));

@@ -118,6 +118,17 @@ export const InstanceAgentSchema = Type.Object({
 });
 export type InstanceAgent = Static<typeof InstanceAgentSchema>;
 
+/** POST /1.0/instances/{name}/exec: how the guest command ended, its output in base64. */
+export const ExecResultSchema = Type.Object({
+  exitCode: Type.Integer({ description: "the command's exit status (128+N when killed by signal N)" }),
+  signal: Type.Optional(Type.Integer()),
+  stdout: Type.String({ description: 'base64' }),
+  stderr: Type.String({ description: 'base64' }),
+  truncated: Type.Boolean({ description: 'the guest agent kept only the first 16 MiB of a stream' }),
+  durationMs: Type.Integer(),
+});
+export type ExecResult = Static<typeof ExecResultSchema>;
+
 /** What the API adds to an instance while it runs. */
 export const InstanceRuntimeSchema = Type.Object({
   pid: Type.Optional(Type.Integer()),

@@ -9,7 +9,7 @@ import type {
   PullRequest,
 } from '../../src/wire/requests.js';
 import type { Whoami } from '../../src/wire/auth.js';
-import type { Forward, Image, Instance, InstanceType, Network, Operation, Snapshot, Stack, VmkitEvent } from './lib/types.js';
+import type { ExecResult, Forward, Image, Instance, InstanceType, Network, Operation, Snapshot, Stack, VmkitEvent } from './lib/types.js';
 
 /**
  * The daemon's REST API from the browser. Signed-in browsers carry the session cookie
@@ -122,16 +122,6 @@ export const api = {
   exec: (name: string, body: ExecRequestBody) => request<ExecResult>('POST', `/1.0/instances/${encodeURIComponent(name)}/exec`, body),
   wait: (id: string, timeoutSeconds = 120) => request<Operation>('GET', `/1.0/operations/${encodeURIComponent(id)}/wait?timeout=${timeoutSeconds}`),
 };
-
-/** POST /1.0/instances/NAME/exec: the command's end (stdout and stderr in base64). */
-export interface ExecResult {
-  exitCode: number;
-  signal?: number;
-  stdout: string;
-  stderr: string;
-  truncated: boolean;
-  durationMs: number;
-}
 
 export interface Repository {
   name: string;

@@ -1,9 +1,10 @@
 import { useEffect, useState, type FormEvent } from 'react';
-import { api, type ExecResult } from '../api.js';
+import { api } from '../api.js';
 import { ErrorBox, Field } from '../components/ui.js';
 import { formatDuration, timeAgo } from '../lib/format.js';
-import type { Instance } from '../lib/types.js';
+import type { ExecResult, Instance } from '../lib/types.js';
 import { Can } from '../role.js';
+import { useRequest } from '../feedback.js';
 
 /** Base64 from the API as text (UTF-8; what is not is shown as U+FFFD). */
 function decode(b64: string): string {
@@ -102,24 +103,18 @@ export function GuestAgentTab({ inst }: { inst: Instance }) {
 function RunCommand({ inst, running }: { inst: Instance; running: boolean }) {
   const [command, setCommand] = useState('');
   const [timeout, setTimeoutS] = useState('60');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, setError, send } = useRequest();
   const [result, setResult] = useState<(ExecResult & { command: string }) | null>(null);
   const seconds = Number(timeout);
   const timeoutProblem = Number.isInteger(seconds) && seconds >= 1 && seconds <= 86400 ? null : 'Whole seconds, 1 to 86400.';
   const run = async (e: FormEvent) => {
     e.preventDefault();
     if (!command.trim() || timeoutProblem) return;
-    setBusy(true);
     setError(null);
-    try {
+    await send(async () => {
       const r = await api.exec(inst.name, { command: ['/bin/sh', '-c', command], timeout: seconds });
       setResult({ ...r, command });
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <div className="run-command">

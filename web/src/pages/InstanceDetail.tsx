@@ -4,7 +4,7 @@ import { InstanceActions } from '../components/InstanceActions.js';
 import { CloneDialog } from '../components/Clone.js';
 
 import { ErrorBox, Field, StateBadge } from '../components/ui.js';
-import { useFeedback } from '../feedback.js';
+import { useFeedback, useRequest } from '../feedback.js';
 import { addresses, formatForward, formatMemory, formatUptime, timeAgo } from '../lib/format.js';
 import type { Instance } from '../lib/types.js';
 import { addressProblem, portProblem } from '../lib/validate.js';
@@ -182,8 +182,7 @@ function Forwards({ inst }: { inst: Instance }) {
   const [proto, setProto] = useState<'tcp' | 'udp'>('tcp');
   const [hostAddress, setHostAddress] = useState('127.0.0.1');
   const [submitted, setSubmitted] = useState(false);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, setError, send } = useRequest();
   const problems = {
     hostPort: portProblem(hostPort, 'host port'),
     guestPort: portProblem(guestPort, 'guest port'),
@@ -195,16 +194,11 @@ function Forwards({ inst }: { inst: Instance }) {
     setSubmitted(true);
     setError(null);
     if (!valid) return;
-    setBusy(true);
-    try {
+    await send(async () => {
       await api.addForward(inst.name, { hostPort: Number(hostPort), guestPort: Number(guestPort), proto, hostAddress });
       setHostPort('');
       setSubmitted(false);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <div>
