@@ -25,7 +25,6 @@ import {
   VMKIT_BIN,
   DOMAIN,
   VIRSH,
-  TCG_CPU_MODEL,
   die,
   log,
   sleep,
@@ -38,10 +37,15 @@ import {
   freePort,
   ensureLibvirtInstalled,
   startLibvirtDaemons,
-  libvirtCpu,
   normalizeDevKvm,
   isCleaningUp,
   enterOwnNetns,
+  rawArgv,
+  domainXml,
+  defineDomain,
+  requireBuild,
+  makeWorkDir,
+  type BenchGuest,
 } from './lib.js';
 import { parseArgs } from './args.js';
 import { writeConfigDrive } from '../dist/storage/config-drive.js';
@@ -203,44 +207,8 @@ async function overlay(g: Guest, file: string): Promise<void> {
 
 // ---- contender 1: raw QEMU -----------------------------------------------------------------
 
-function rawArgv(g: Guest, disk: string, cidata: string, port: number, mac: string, consoleFile: string): string[] {
-  return [
-    '-nodefaults',
-    '-no-user-config',
-    '-machine',
-    'pc,accel=tcg',
-    '-cpu',
-    TCG_CPU_MODEL,
-    '-smp',
-    '1',
-    '-m',
-    `${g.memoryMiB}M`,
-    '-display',
-    'none',
-    '-vga',
-    'none',
-    '-chardev',
-    `file,id=serial0,path=${consoleFile},append=on`,
-    '-serial',
-    'chardev:serial0',
-    '-blockdev',
-    JSON.stringify({ driver: 'file', filename: disk, 'node-name': 'root-file' }),
-    '-blockdev',
-    JSON.stringify({ driver: 'qcow2', file: 'root-file', 'node-name': 'root' }),
-    '-device',
-    'virtio-blk-pci,drive=root,id=root-dev,bootindex=1',
-    '-blockdev',
-    JSON.stringify({ driver: 'file', filename: cidata, 'node-name': 'cidata-file', 'read-only': true }),
-    '-blockdev',
-    JSON.stringify({ driver: 'raw', file: 'cidata-file', 'node-name': 'cidata', 'read-only': true }),
-    '-device',
-    'virtio-blk-pci,drive=cidata,id=cidata-dev',
-    '-netdev',
-    `user,id=nic0,hostfwd=tcp:127.0.0.1:${port}-:22`,
-    '-device',
-    `virtio-net-pci,netdev=nic0,mac=${mac},id=nic0-dev`,
-  ];
-}
+/** The guest as bench/lib.ts's rawArgv and domainXml take it: one vCPU, booting from its disk. */
+const benchGuest = (g: Guest): BenchGuest => ({ cpus: 1, memoryMiB: g.memoryMiB, base: g.base });
 
 function makeRaw(g: Guest): Contender {
   let child: ReturnType<typeof spawn> | null = null;
@@ -260,7 +228,18 @@ function makeRaw(g: Guest): Contender {
       await seed(g, cidata, `raw${round}`, mac);
       const port = await freePort();
       const t0 = performance.now();
-      const c = spawn('qemu-system-x86_64', rawArgv(g, disk, cidata, port, mac, path.join(g.work, 'raw-console.log')), { stdio: ['ignore', 'ignore', 'pipe'] });
+      const c = spawn(
+        'qemu-system-x86_64',
+        rawArgv({ accel: 'tcg' }, benchGuest(g), {
+          name: 'debian-raw',
+          overlay: disk,
+          cidata,
+          console: path.join(g.work, 'raw-console.log'),
+          mac,
+          hostfwd: [`tcp:127.0.0.1:${port}-:22`],
+        }),
+        { stdio: ['ignore', 'ignore', 'pipe'] },
+      );
       child = c;
       let stderr = '';
       c.stderr!.on('data', (d) => (stderr += d));
@@ -277,54 +256,6 @@ function makeRaw(g: Guest): Contender {
 }
 
 // ---- contender 2: libvirt ------------------------------------------------------------------
-
-function domainXml(g: Guest, disk: string, cidata: string, mac: string, consoleFile: string): string {
-  const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/'/g, '&apos;');
-  return `<domain type='qemu'>
-  <name>${LIBVIRT_DOMAIN}</name>
-  <memory unit='MiB'>${g.memoryMiB}</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <boot dev='hd'/>
-  </os>
-  <features><acpi/></features>
-  ${libvirtCpu('tcg')}
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>restart</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='${esc(disk)}'/>
-      <backingStore type='file'>
-        <format type='qcow2'/>
-        <source file='${esc(g.base)}'/>
-        <backingStore/>
-      </backingStore>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='${esc(cidata)}'/>
-      <target dev='vdb' bus='virtio'/>
-      <readonly/>
-    </disk>
-    <interface type='user'>
-      <mac address='${mac}'/>
-      <model type='virtio'/>
-    </interface>
-    <serial type='file'>
-      <source path='${esc(consoleFile)}' append='on'/>
-      <target port='0'/>
-    </serial>
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-`;
-}
 
 /** The bench reaches forwards on its own loopback: a QEMU elsewhere (a libvirtd that ran before, outside this namespace) cannot be measured. */
 async function sameNetns(pid: number | undefined): Promise<void> {
@@ -347,27 +278,13 @@ async function makeLibvirt(g: Guest, o: { kvmFix: boolean; accel: string }): Pro
   await ensureLibvirtInstalled();
   await normalizeDevKvm(o);
   await startLibvirtDaemons();
-  await run('virsh', [...VIRSH, 'destroy', LIBVIRT_DOMAIN]).catch(() => undefined);
-  await run('virsh', [...VIRSH, 'undefine', LIBVIRT_DOMAIN]).catch(() => undefined);
   const disk = path.join(g.work, 'libvirt.qcow2');
   const cidata = path.join(g.work, 'libvirt-cidata.img');
   const mac = '52:54:00:de:b1:02';
   await overlay(g, disk);
-  const xmlFile = path.join(g.work, 'debian-domain.xml');
-  await fsp.writeFile(xmlFile, domainXml(g, disk, cidata, mac, path.join(g.work, 'libvirt-console.log')));
   await seed(g, cidata, 'lv0', mac);
-  await run('virsh', [...VIRSH, 'define', xmlFile]);
-  onCleanup('undefine libvirt domain', async () => {
-    await run('virsh', [...VIRSH, 'undefine', LIBVIRT_DOMAIN]);
-    log(`undefined libvirt domain ${LIBVIRT_DOMAIN}`);
-  });
-  let running = false;
-  const stop = async () => {
-    if (!running) return;
-    running = false;
-    await run('virsh', [...VIRSH, 'destroy', LIBVIRT_DOMAIN]);
-  };
-  onCleanup('destroy libvirt domain', stop);
+  const xml = domainXml({ accel: 'tcg' }, benchGuest(g), { name: LIBVIRT_DOMAIN, overlay: disk, cidata, mac, console: path.join(g.work, 'libvirt-console.log') });
+  const domain = await defineDomain(LIBVIRT_DOMAIN, xml, path.join(g.work, 'debian-domain.xml'));
   let pid: number | undefined;
   return {
     name: 'libvirt',
@@ -377,8 +294,7 @@ async function makeLibvirt(g: Guest, o: { kvmFix: boolean; accel: string }): Pro
       await seed(g, cidata, `lv${round}`, mac);
       const port = await freePort();
       const t0 = performance.now();
-      running = true;
-      await run('virsh', [...VIRSH, 'start', LIBVIRT_DOMAIN]);
+      await domain.start();
       const ctl = performance.now();
       // libvirt 9.0 has no port forwards for a user-mode (slirp) interface: the same hostfwd
       // vmkit and raw QEMU put on their command line is added over the monitor (the guest is
@@ -389,7 +305,7 @@ async function makeLibvirt(g: Guest, o: { kvmFix: boolean; accel: string }): Pro
       const t1 = await waitSsh(g, port, 'libvirt', () => !!pid && fs.existsSync(`/proc/${pid}`));
       return { sshMs: t1 - t0, ctlMs: ctl - t0, qemuCpuS: cpuSeconds(pid) };
     },
-    stop,
+    stop: domain.stop,
   };
 }
 
@@ -441,13 +357,11 @@ async function main() {
   const o = options();
   if (process.getuid?.() !== 0) die('run as root (libvirt, the vmkit daemon and the network namespace need it)');
   enterOwnNetns();
-  if (!fs.existsSync(path.join(ROOT, 'dist', 'daemon.js'))) die('dist/ is missing: run "npx tsc -p tsconfig.json" (npm run build) first');
+  requireBuild();
   const baseSrc = path.join(o.imageDir, 'root.qcow2');
   if (!fs.existsSync(baseSrc)) die(`no Debian build in ${o.imageDir} (scripts/setup.sh, or: bash guest/debian/build.sh ${o.imageDir})`);
 
-  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'vmkit-bench-deb-'));
-  await fsp.chmod(work, 0o755); // libvirt-qemu must reach the guest files
-  onCleanup('remove temp folder', () => fsp.rm(work, { recursive: true, force: true }));
+  const work = await makeWorkDir('vmkit-bench-deb-');
   // A copy of the image for raw QEMU and libvirt (libvirt's dynamic ownership chowns the backing
   // file; the shared cache must stay as it is). Reading it also warms the page cache for all.
   const base = path.join(work, 'debian-base.qcow2');

@@ -10,6 +10,7 @@ import http from 'node:http';
 import net from 'node:net';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
@@ -36,7 +37,8 @@ export const BOOT_TIMEOUT_MS = 120_000;
 export const DOMAIN = 'vmkit-bench';
 export const VIRSH = ['-c', 'qemu:///system'];
 
-export { die } from './args.js';
+import { die } from './args.js';
+export { die };
 
 export const log = (msg) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 23)}] ${msg}\n`);
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -380,11 +382,6 @@ export async function prepareGuest(o, work) {
 
 // ---- contender 1: raw QEMU ----------------------------------------------------------------
 
-/**
- * A minimal QEMU argv for the appliance. `opts` (all optional) override the defaults of
- * bench/start.js: name, memoryMiB, overlay (root disk), console (serial log file), mac,
- * qmp (path of a QMP unix socket to serve), hostfwd ("tcp::HOST-:GUEST" list).
- */
 /** Options of one guest's argv or domain (each has a default). */
 export interface GuestOptions {
   name?: string;
@@ -394,9 +391,34 @@ export interface GuestOptions {
   mac?: string;
   qmp?: string;
   hostfwd?: string[];
+  /** A NoCloud drive (raw, read-only) attached as a second virtio disk. */
+  cidata?: string;
 }
 
-export function rawArgv(o, guest, opts: GuestOptions = {}) {
+/**
+ * What rawArgv and domainXml boot: the appliance (prepareGuest: its kernel, initrd and command
+ * line) or, without `kernel`, a disk image that boots by itself (the Debian cloud image).
+ */
+export interface BenchGuest {
+  cpus: number;
+  memoryMiB: number;
+  /** The overlays' read-only backing file. */
+  base: string;
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  rawOverlay?: string;
+  rawConsole?: string;
+  libvirtOverlay?: string;
+  libvirtConsole?: string;
+}
+
+/**
+ * A minimal QEMU argv for a bench guest. `opts` (all optional) override the defaults of
+ * bench/start.js: name, memoryMiB, overlay (root disk), console (serial log file), mac,
+ * qmp (path of a QMP unix socket to serve), hostfwd ("tcp::HOST-:GUEST" list), cidata.
+ */
+export function rawArgv(o: { accel: string }, guest: BenchGuest, opts: GuestOptions = {}): string[] {
   const argv = [
     '-name',
     `guest=${opts.name ?? 'bench-raw'}`,
@@ -418,23 +440,30 @@ export function rawArgv(o, guest, opts: GuestOptions = {}) {
     `file,id=serial0,path=${opts.console ?? guest.rawConsole},append=on`,
     '-serial',
     'chardev:serial0',
-    '-kernel',
-    guest.kernel,
-    '-initrd',
-    guest.initrd,
-    '-append',
-    guest.cmdline,
+    ...(guest.kernel ? ['-kernel', guest.kernel, '-initrd', guest.initrd, '-append', guest.cmdline] : []),
     '-blockdev',
     JSON.stringify({ driver: 'file', filename: opts.overlay ?? guest.rawOverlay, 'node-name': 'root-file' }),
     '-blockdev',
     JSON.stringify({ driver: 'qcow2', file: 'root-file', 'node-name': 'root' }),
     '-device',
     'virtio-blk-pci,drive=root,id=root-dev,bootindex=1',
+  ];
+  if (opts.cidata) {
+    argv.push(
+      '-blockdev',
+      JSON.stringify({ driver: 'file', filename: opts.cidata, 'node-name': 'cidata-file', 'read-only': true }),
+      '-blockdev',
+      JSON.stringify({ driver: 'raw', file: 'cidata-file', 'node-name': 'cidata', 'read-only': true }),
+      '-device',
+      'virtio-blk-pci,drive=cidata,id=cidata-dev',
+    );
+  }
+  argv.push(
     '-netdev',
     `user,id=nic0${(opts.hostfwd ?? []).map((f) => `,hostfwd=${f}`).join('')}`,
     '-device',
     `virtio-net-pci,netdev=nic0,mac=${opts.mac ?? '52:54:00:be:4c:01'},id=nic0-dev`,
-  ];
+  );
   if (opts.qmp) argv.push('-chardev', `socket,id=qmp,path=${opts.qmp},server=on,wait=off`, '-mon', 'chardev=qmp,mode=control');
   return argv;
 }
@@ -526,20 +555,32 @@ export function libvirtCpu(accel) {
 }
 
 /**
- * The libvirt domain of bench/start.js. `opts` (all optional): name, memoryMiB, overlay
- * (root disk), console (serial log file), mac.
+ * The libvirt domain of bench/start.js: the same guest as rawArgv. `opts` (all optional):
+ * name, memoryMiB, overlay (root disk), console (serial log file), mac, cidata.
  */
-export function domainXml(o, guest, opts: GuestOptions = {}) {
-  const esc = (s) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/'/g, '&apos;');
+export function domainXml(o: { accel: string }, guest: BenchGuest, opts: GuestOptions = {}): string {
+  const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/'/g, '&apos;');
+  const boot = guest.kernel
+    ? `<kernel>${esc(guest.kernel)}</kernel>
+    <initrd>${esc(guest.initrd)}</initrd>
+    <cmdline>${esc(guest.cmdline)}</cmdline>`
+    : "<boot dev='hd'/>";
+  const cidata = opts.cidata
+    ? `
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='${esc(opts.cidata)}'/>
+      <target dev='vdb' bus='virtio'/>
+      <readonly/>
+    </disk>`
+    : '';
   return `<domain type='${o.accel === 'kvm' ? 'kvm' : 'qemu'}'>
   <name>${opts.name ?? DOMAIN}</name>
   <memory unit='MiB'>${opts.memoryMiB ?? guest.memoryMiB}</memory>
   <vcpu>${guest.cpus}</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>${esc(guest.kernel)}</kernel>
-    <initrd>${esc(guest.initrd)}</initrd>
-    <cmdline>${esc(guest.cmdline)}</cmdline>
+    ${boot}
   </os>
   <features><acpi/></features>
   ${libvirtCpu(o.accel)}
@@ -557,7 +598,7 @@ export function domainXml(o, guest, opts: GuestOptions = {}) {
         <backingStore/>
       </backingStore>
       <target dev='vda' bus='virtio'/>
-    </disk>
+    </disk>${cidata}
     <interface type='user'>
       <mac address='${opts.mac ?? '52:54:00:be:4c:02'}'/>
       <model type='virtio'/>
@@ -571,6 +612,36 @@ export function domainXml(o, guest, opts: GuestOptions = {}) {
   </devices>
 </domain>
 `;
+}
+
+/**
+ * Defines the libvirt domain `name` from `xml` (written to `xmlFile`), first dropping one an
+ * interrupted run left behind; it is undefined at clean-up. `start()` is virsh start; `stop()`
+ * destroys the domain if it was started (and runs at clean-up too).
+ */
+export async function defineDomain(name: string, xml: string, xmlFile: string): Promise<{ start(): Promise<unknown>; stop(): Promise<void> }> {
+  await run('virsh', [...VIRSH, 'destroy', name]).catch(() => undefined);
+  await run('virsh', [...VIRSH, 'undefine', name]).catch(() => undefined);
+  await fsp.writeFile(xmlFile, xml);
+  await run('virsh', [...VIRSH, 'define', xmlFile]);
+  onCleanup('undefine libvirt domain', async () => {
+    await run('virsh', [...VIRSH, 'undefine', name]);
+    log(`undefined libvirt domain ${name}`);
+  });
+  let running = false;
+  const stop = async () => {
+    if (!running) return;
+    running = false;
+    await run('virsh', [...VIRSH, 'destroy', name]);
+  };
+  onCleanup('destroy libvirt domain', stop);
+  return {
+    start() {
+      running = true;
+      return run('virsh', [...VIRSH, 'start', name]);
+    },
+    stop,
+  };
 }
 
 /**
@@ -611,6 +682,26 @@ export async function normalizeDevKvm(o) {
 }
 
 // ---- main ---------------------------------------------------------------------------------
+
+/** Exits with what to do when the daemon's build (dist/) is missing. */
+export function requireBuild(): void {
+  if (!fs.existsSync(path.join(ROOT, 'dist', 'daemon.js'))) die('dist/ is missing: run "npx tsc -p tsconfig.json" (npm run build) first');
+}
+
+/** Exits with what to do when the build, the appliance or (with --accel kvm) /dev/kvm is missing. */
+export function requireApplianceBench(o: { applianceDir: string; accel: string }): void {
+  requireBuild();
+  if (!fs.existsSync(path.join(o.applianceDir, 'image.json'))) die(`no appliance in ${o.applianceDir} (run "npm run setup")`);
+  if (o.accel === 'kvm' && !fs.existsSync('/dev/kvm')) die('--accel kvm needs /dev/kvm');
+}
+
+/** A new work folder under the temp folder (`prefix` + random), readable by libvirt-qemu, removed at clean-up. */
+export async function makeWorkDir(prefix: string): Promise<string> {
+  const work = await fsp.mkdtemp(path.join(os.tmpdir(), prefix));
+  await fsp.chmod(work, 0o755); // libvirt-qemu must reach the guest files
+  onCleanup('remove temp folder', () => fsp.rm(work, { recursive: true, force: true }));
+  return work;
+}
 
 export function fmtMs(x) {
   return x === undefined ? '-' : x >= 100 ? x.toFixed(0) : x.toFixed(1);

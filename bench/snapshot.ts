@@ -19,7 +19,6 @@ import { performance } from 'node:perf_hooks';
 import {
   ROOT,
   VIRSH,
-  die,
   log,
   sleep,
   onCleanup,
@@ -35,6 +34,8 @@ import {
   ensureLibvirtInstalled,
   startLibvirtDaemons,
   domainXml,
+  requireApplianceBench,
+  makeWorkDir,
   normalizeDevKvm,
   fmtMs,
   qmpConnect,
@@ -410,13 +411,9 @@ async function suspendBench(o, vm) {
 async function main() {
   const o = options();
   enterOwnNetns();
-  if (!fs.existsSync(path.join(ROOT, 'dist', 'daemon.js'))) die('dist/ is missing: run "npx tsc -p tsconfig.json" (npm run build) first');
-  if (!fs.existsSync(path.join(o.applianceDir, 'image.json'))) die(`no appliance in ${o.applianceDir} (run "npm run setup")`);
-  if (o.accel === 'kvm' && !fs.existsSync('/dev/kvm')) die('--accel kvm needs /dev/kvm');
+  requireApplianceBench(o);
 
-  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'vmkit-bench-snap-'));
-  await fsp.chmod(work, 0o755); // libvirt-qemu must reach the guest files
-  onCleanup('remove temp folder', () => fsp.rm(work, { recursive: true, force: true }));
+  const work = await makeWorkDir('vmkit-bench-snap-');
   log(`work folder ${work}; accel ${o.accel}; sizes ${o.sizes.join(', ')} MiB; ${o.runs} runs (+${o.warmup} warm-up)`);
   const load0 = os.loadavg();
 

@@ -11,7 +11,6 @@
 // Run as root (libvirt's system daemon and apt-get need it). See bench/README.md.
 
 import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,8 +20,6 @@ import {
   VMKIT_BIN,
   POLL_MS,
   DOMAIN,
-  VIRSH,
-  die,
   log,
   sleep,
   onCleanup,
@@ -42,6 +39,9 @@ import {
   ensureLibvirtInstalled,
   startLibvirtDaemons,
   domainXml,
+  requireApplianceBench,
+  makeWorkDir,
+  defineDomain,
   normalizeDevKvm,
   fmtMs,
   mib,
@@ -111,23 +111,7 @@ async function makeLibvirt(o, guest, work) {
   await ensureLibvirtInstalled();
   await normalizeDevKvm(o);
   const daemonPids = await startLibvirtDaemons();
-  // A domain left over from an interrupted run
-  await run('virsh', [...VIRSH, 'destroy', DOMAIN]).catch(() => undefined);
-  await run('virsh', [...VIRSH, 'undefine', DOMAIN]).catch(() => undefined);
-  const xmlFile = path.join(work, 'domain.xml');
-  await fsp.writeFile(xmlFile, domainXml(o, guest));
-  await run('virsh', [...VIRSH, 'define', xmlFile]);
-  onCleanup('undefine libvirt domain', async () => {
-    await run('virsh', [...VIRSH, 'undefine', DOMAIN]);
-    log(`undefined libvirt domain ${DOMAIN}`);
-  });
-  let running = false;
-  const stop = async () => {
-    if (!running) return;
-    running = false;
-    await run('virsh', [...VIRSH, 'destroy', DOMAIN]);
-  };
-  onCleanup('destroy libvirt domain', stop);
+  const domain = await defineDomain(DOMAIN, domainXml(o, guest), path.join(work, 'domain.xml'));
   return {
     name: 'libvirt',
     async run(): Promise<StartRun> {
@@ -136,8 +120,7 @@ async function makeLibvirt(o, guest, work) {
       const cpu0 = await cpuMs(pids);
       const t0 = performance.now();
       const seen = waitForMarker(guest.libvirtConsole, offset);
-      running = true;
-      const started = run('virsh', [...VIRSH, 'start', DOMAIN]).then(
+      const started = domain.start().then(
         () => performance.now(),
         (e) => Promise.reject(new Error(`virsh start: ${(e.stderr || e.message).trim()}`)),
       );
@@ -145,7 +128,7 @@ async function makeLibvirt(o, guest, work) {
       const cpu = (await cpuMs(pids)) - cpu0;
       return { ms: t1 - t0, ctlMs: (await started) - t0, cpu };
     },
-    stop,
+    stop: domain.stop,
   };
 }
 
@@ -237,13 +220,9 @@ async function listBench(o, work) {
 async function main() {
   const o = options();
   enterOwnNetns();
-  if (!fs.existsSync(path.join(ROOT, 'dist', 'daemon.js'))) die('dist/ is missing: run "npx tsc -p tsconfig.json" (npm run build) first');
-  if (!fs.existsSync(path.join(o.applianceDir, 'image.json'))) die(`no appliance in ${o.applianceDir} (run "npm run setup")`);
-  if (o.accel === 'kvm' && !fs.existsSync('/dev/kvm')) die('--accel kvm needs /dev/kvm');
+  requireApplianceBench(o);
 
-  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'vmkit-bench-'));
-  await fsp.chmod(work, 0o755); // libvirt-qemu must reach the guest files
-  onCleanup('remove temp folder', () => fsp.rm(work, { recursive: true, force: true }));
+  const work = await makeWorkDir('vmkit-bench-');
   log(`work folder ${work}; accel ${o.accel}; ${o.runs} runs each (+${o.warmup} warm-up); console poll ${POLL_MS} ms`);
 
   const guest = await prepareGuest(o, work);

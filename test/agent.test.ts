@@ -14,7 +14,7 @@ const TOKEN = 'agent-test-token-0123456789abcdef0123';
 interface Info {
   state: string;
   nics: Array<{ mac: string; ipv4?: string; ipv4Source?: string }>;
-  runtime: { pid?: number; agent?: { available: boolean; interfaces?: Array<{ name: string; mac?: string; ipv4: string[] }> } };
+  runtime: { pid?: number; agent?: { available: boolean; hostname?: string; kernel?: string; interfaces?: Array<{ name: string; mac?: string; ipv4: string[] }> } };
 }
 
 describe('guest agent (qemu-ga in the appliance)', () => {
@@ -108,6 +108,11 @@ describe('guest agent (qemu-ga in the appliance)', () => {
     assert.ok(itf && itf.ipv4.includes('10.0.2.15'), JSON.stringify(info!.runtime.agent));
     // list marks it too (from the last answer).
     assert.match(d.cli(['list']).stdout, /ga1\s+running.*10\.0\.2\.15 \(agent\)/);
+    // Who the guest says it is: its host name (from vmkit's config drive) and the kernel it runs.
+    const kernel = d.cli(['exec', 'ga1', '--', 'uname', '-r']).stdout.trim();
+    assert.equal(info!.runtime.agent!.hostname, 'ga1');
+    assert.equal(info!.runtime.agent!.kernel, kernel);
+    assert.match(d.cli(['info', 'ga1']).stdout, new RegExp(`Guest:\\s+ga1, .*${kernel.replace(/\./g, '\\.')}`));
   });
 
   it('resume sets the guest clock (guest-set-time): no lag after a pause', async () => {

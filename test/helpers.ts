@@ -247,6 +247,20 @@ export async function guestStatus(port: number): Promise<GuestStatus> {
   return JSON.parse(await waitForHttp(`http://127.0.0.1:${port}/status`)) as GuestStatus;
 }
 
+/**
+ * Waits for the appliance's "ready" console line (its hostname and address are set) and
+ * returns the IPv4 address it reports ('' without one).
+ */
+export async function waitApplianceReady(d: TestDaemon, name: string, timeoutMs: number): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const m = /vmkit-appliance: ready hostname=(\S+) ipv4=(\S*)/.exec(d.cli(['logs', name]).stdout);
+    if (m) return m[2]!;
+    await sleep(500);
+  }
+  throw new Error(`${name} did not become ready:\n${d.cli(['logs', name]).stdout.slice(-2000)}`);
+}
+
 /** A token in a file of its own (mode 0600), for --token-file. */
 export function tokenFile(token: string): string {
   const file = join(mkdtempSync('/tmp/vmkt-token-'), 'token');

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, qemuPidsUnder, sleep, startTestDaemon, type TestDaemon } from './helpers.js';
+import { ROOT, qemuPidsUnder, sleep, startTestDaemon, waitApplianceReady, type TestDaemon } from './helpers.js';
 import { createNetns, deleteNetns, guestExec, ns, nsRun, veth } from './netns.js';
 
 /**
@@ -52,15 +52,7 @@ describe('guests cannot reach the host (namespaces, real guests)', { timeout: 90
     return m[1]!;
   };
 
-  async function waitReady(name: string, timeoutMs = 240_000): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      const m = /vmkit-appliance: ready hostname=(\S+) ipv4=(\S*)/.exec(d.cli(['logs', name]).stdout);
-      if (m) return m[2]!;
-      await sleep(500);
-    }
-    throw new Error(`${name} did not become ready:\n${d.cli(['logs', name]).stdout.slice(-2000)}`);
-  }
+  const waitReady = (name: string) => waitApplianceReady(d, name, 240_000);
   function launch(name: string, ...nics: string[]): Inst {
     const r = d.cli(['launch', 'appliance', name, '--memory', '128', ...nics.flatMap((n) => ['--nic', n])], { timeoutMs: 240_000 });
     assert.equal(r.code, 0, r.stderr);

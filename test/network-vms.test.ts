@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { mkdtempSync, writeFileSync, existsSync, rmSync } from 'node:fs';
-import { ROOT, sleep, startTestDaemon, type TestDaemon } from './helpers.js';
+import { ROOT, sleep, startTestDaemon, waitApplianceReady, type TestDaemon } from './helpers.js';
 import { createNetns, deleteNetns, guestExec, ns, nsRun, veth } from './netns.js';
 
 /**
@@ -37,15 +37,7 @@ describe('guests on networks (namespaces)', { timeout: 900_000 }, () => {
   const inGuest = (name: string, cmd: string, t?: number) => guestExec(serial(name), cmd, t);
   const curl = (nsName: string, url: string) => nsRun(nsName, ['curl', '-s', '-m', '4', url]);
 
-  async function waitReady(name: string, timeoutMs = 180_000): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      const m = /vmkit-appliance: ready hostname=(\S+) ipv4=(\S*)/.exec(d.cli(['logs', name]).stdout);
-      if (m) return m[2]!;
-      await sleep(500);
-    }
-    throw new Error(`${name} did not become ready:\n${d.cli(['logs', name]).stdout.slice(-2000)}`);
-  }
+  const waitReady = (name: string) => waitApplianceReady(d, name, 180_000);
 
   before(async () => {
     host = createNetns('host');

@@ -186,8 +186,11 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
       rows.some((r) => r.includes(`${VM}:/# `)),
       'the appliance prompt is shown',
     );
-    // Freeze the guest's power-button watcher: a graceful stop then waits (for the cancel test).
-    await page.keyboard.type('for p in /proc/[0-9]*; do grep -qs powerbtn $p/cmdline && kill -STOP ${p##*/}; done; echo frozen-$((6*7))');
+    // Freeze the guest's power-button watcher and make the guest agent's /sbin/shutdown a no-op
+    // (until the next boot): a graceful stop then waits, through both of its ways, for the cancel test.
+    await page.keyboard.type(
+      "for p in /proc/[0-9]*; do grep -qs powerbtn $p/cmdline && kill -STOP ${p##*/}; done; printf '#!/bin/sh\\nexit 0\\n' > /tmp/no-shutdown; chmod 755 /tmp/no-shutdown; mount -o bind /tmp/no-shutdown /sbin/shutdown && echo frozen-$((6*7))",
+    );
     await page.keyboard.press('Enter');
     const until = Date.now() + 15_000;
     while (!(await terminalRows(page)).some((r) => r.trim() === 'frozen-42') && Date.now() < until) await sleep(200);
@@ -381,6 +384,43 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
     await phone.close();
   });
 
+  it('shows what the guest agent reports and runs a command for an operator', async () => {
+    await page.goto(`${base}/ui/#/instances/${VM}/agent`);
+    await page.waitForSelector('[data-testid=agent-status]');
+    // The guest may have just been resumed: ask again until its agent answers.
+    const deadline = Date.now() + 90_000;
+    while ((await page.getAttribute('[data-testid=agent-status]', 'data-available')) !== 'yes' && Date.now() < deadline) {
+      await sleep(2000);
+      await page.click('[data-action=agent-refresh]');
+    }
+    assert.equal(await page.getAttribute('[data-testid=agent-status]', 'data-available'), 'yes', (await page.textContent('[data-testid=agent-status]')) ?? '');
+    assert.equal((await page.textContent('[data-testid=agent-hostname]'))?.trim(), VM, 'the host name comes from the guest');
+    assert.match((await page.textContent('[data-testid=agent-os]')) ?? '', /\d+\.\d+/, 'the kernel release (or the distribution) is shown');
+    const mac = (await d.api<{ metadata: { nics: Array<{ mac: string }> } }>('GET', `/1.0/instances/${VM}`)).body.metadata.nics[0]!.mac;
+    const itf = page.locator('[data-testid=agent-addresses] tr', { hasText: mac });
+    assert.match((await itf.textContent()) ?? '', /10\.0\.2\.15/, 'the address the guest has on its user-mode NIC');
+    // Run a command: exit code, standard output and standard error, each where it belongs.
+    await page.fill('[data-testid=exec-form] input[name=command]', 'echo out-$((6*7)); hostname; echo err-$((5+5)) >&2; exit 3');
+    await page.click('[data-testid=exec-submit]');
+    await page.waitForSelector('[data-testid=exec-result]', { timeout: 60_000 });
+    assert.equal((await page.textContent('[data-testid=exec-exit-code]'))?.trim(), '3');
+    assert.equal((await page.textContent('[data-testid=exec-stdout]'))?.trim(), `out-42\n${VM}`);
+    assert.equal((await page.textContent('[data-testid=exec-stderr]'))?.trim(), 'err-10');
+    await shot(page, '14b-guest-agent');
+    // The same API path with an operator token (not the admin one the page uses): allowed.
+    const op = d.cli(['token', 'create', 'web-operator', '--role', 'operator']);
+    assert.equal(op.code, 0, op.stderr);
+    const r = await fetch(`${base}/1.0/instances/${VM}/exec`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${op.stdout.trim()}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ command: ['cat', '/proc/sys/kernel/hostname'] }),
+    });
+    assert.equal(r.status, 200);
+    const answer = (await r.json()) as { metadata: { exitCode: number; stdout: string } };
+    assert.equal(answer.metadata.exitCode, 0);
+    assert.equal(Buffer.from(answer.metadata.stdout, 'base64').toString().trim(), VM);
+  });
+
   it('shows a viewer the instance but no action it may not take; the daemon refuses them anyway', async () => {
     const made = d.cli(['token', 'create', 'web-viewer', '--role', 'viewer']);
     assert.equal(made.code, 0, made.stderr);
@@ -405,6 +445,10 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
       assert.equal(await viewer.locator('.page-head [data-action]').count(), 0, 'no start/stop/delete/clone');
       assert.equal(await viewer.locator('[data-tab=console], [data-tab=screen]').count(), 0, 'no consoles');
       assert.ok(await viewer.isVisible('[data-tab=log]'), 'the log is readable');
+      // What the agent reports is readable; the command box is not there.
+      await viewer.click('[data-tab=agent]');
+      await viewer.waitForSelector('[data-testid=agent-facts]');
+      assert.equal(await viewer.locator('[data-testid=exec-form]').count(), 0, 'no Run command box');
       await viewer.click('[data-tab=forwards]');
       assert.equal(await viewer.locator('[data-testid=forward-form], [data-action=remove-forward]').count(), 0);
       await viewer.click('[data-tab=snapshots]');
@@ -425,6 +469,24 @@ describe('web console in a real browser', { timeout: 600_000 }, () => {
         return `${r.status} ${((await r.json()) as { error?: { code?: string } }).error?.code}`;
       }, VM);
       assert.equal(status, '403 VMKIT_FORBIDDEN');
+      // Nor may the viewer run a command in the guest, by its session cookie or by its token.
+      const exec = await viewer.evaluate(async (name) => {
+        const r = await fetch(`/1.0/instances/${name}/exec`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ command: ['touch', '/tmp/viewer-was-here'] }),
+        });
+        return `${r.status} ${((await r.json()) as { error?: { code?: string } }).error?.code}`;
+      }, VM);
+      assert.equal(exec, '403 VMKIT_FORBIDDEN');
+      const byToken = await fetch(`${base}/1.0/instances/${VM}/exec`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${made.stdout.trim()}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ command: ['touch', '/tmp/viewer-was-here'] }),
+      });
+      assert.equal(byToken.status, 403);
+      assert.equal(((await byToken.json()) as { error: { code: string } }).error.code, 'VMKIT_FORBIDDEN');
+      assert.equal(d.cli(['exec', VM, '--', 'test', '-e', '/tmp/viewer-was-here']).code, 1, 'the refused command did not run');
       assert.equal((await d.api<{ metadata: { state: string } }>('GET', `/1.0/instances/${VM}`)).body.metadata.state, 'running');
     } finally {
       await viewerContext.close();

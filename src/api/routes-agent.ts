@@ -6,15 +6,7 @@ import type { ApiContext } from './context.js';
 import { sync } from './responses.js';
 import { errorResponse, nameParam, syncResponse } from './schemas.js';
 import { ExecRequestSchema, type ExecRequestBody } from '../wire/requests.js';
-
-const ExecResultSchema = Type.Object({
-  exitCode: Type.Integer({ description: "the command's exit status (128+N when killed by signal N)" }),
-  signal: Type.Optional(Type.Integer()),
-  stdout: Type.String({ description: 'base64' }),
-  stderr: Type.String({ description: 'base64' }),
-  truncated: Type.Boolean({ description: 'the guest agent kept only the first 16 MiB of a stream' }),
-  durationMs: Type.Integer(),
-});
+import { ExecResultSchema } from '../wire/instance.js';
 
 const fileQuery = Type.Object(
   {

@@ -1,28 +1,20 @@
 import { Command } from 'commander';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { Transform } from 'node:stream';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { VmkitError } from '../errors.js';
+import type { ExecResult } from '../wire/types.js';
 import { clientFor, globals, instancePath, print } from './common.js';
 import { runConsole } from './console.js';
 import { formatBytes, renderData } from './output.js';
+import { downloadFile, progress, refuseExisting } from './transfer.js';
 
 /**
  * The guest agent's verbs: `exec`, `shell`, `file push|pull` (doc/guest-agent.md). Every byte
  * goes through the API (POST …/exec, PUT/GET …/files), so they work the same with --remote:
  * the daemon never reads or writes a path on its own host for them.
  */
-
-interface ExecAnswer {
-  exitCode: number;
-  signal?: number;
-  stdout: string;
-  stderr: string;
-  truncated: boolean;
-  durationMs: number;
-}
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
 
@@ -62,7 +54,7 @@ Examples:
         body.stdin = Buffer.concat(chunks).toString('base64');
       }
       const client = clientFor(self);
-      const r = await client.post<ExecAnswer>(instancePath(name, 'exec'), body, { timeoutMs: ((o.timeout ?? 300) + 60) * 1000 });
+      const r = await client.post<ExecResult>(instancePath(name, 'exec'), body, { timeoutMs: ((o.timeout ?? 300) + 60) * 1000 });
       const format = globals(self).format;
       if (format === 'json' || format === 'yaml') {
         print(renderData({ ...r, stdout: Buffer.from(r.stdout, 'base64').toString('utf8'), stderr: Buffer.from(r.stderr, 'base64').toString('utf8') }, format));
@@ -99,32 +91,6 @@ export function parseGuestTarget(spec: string): { name: string; path: string } {
     throw new VmkitError('VMKIT_INVALID_ARGUMENT', `"${spec}" is not NAME:/absolute/path.`, { hint: 'e.g. vmkit file push ./app.conf web1:/etc/app.conf' });
   }
   return { name: spec.slice(0, at), path: spec.slice(at + 1) };
-}
-
-/** Counts bytes through a stream and draws "push web1:/x 1.0MiB/4.0MiB" on a TTY's stderr. */
-function progress(label: string, total: number | undefined): Transform {
-  let done = 0;
-  let last = 0;
-  const tty = process.stderr.isTTY === true;
-  const draw = (): void => {
-    if (!tty) return;
-    const pct = total ? ` ${Math.floor((done / total) * 100)}%` : '';
-    process.stderr.write(`\r\x1b[K${label} ${formatBytes(done)}${total ? `/${formatBytes(total)}` : ''}${pct}`);
-  };
-  return new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      done += chunk.length;
-      if (Date.now() - last > 100) {
-        last = Date.now();
-        draw();
-      }
-      cb(null, chunk);
-    },
-    flush(cb) {
-      if (tty) process.stderr.write('\r\x1b[K');
-      cb();
-    },
-  });
 }
 
 export function fileCommand(): Command {
@@ -181,39 +147,13 @@ export function fileCommand(): Command {
       const { name, path } = parseGuestTarget(source);
       const client = clientFor(self);
       const dest = local === '-' ? undefined : resolve(local);
-      if (
-        dest &&
-        !o.overwrite &&
-        (await stat(dest).then(
-          () => true,
-          () => false,
-        ))
-      )
-        throw new VmkitError('VMKIT_ALREADY_EXISTS', `${dest} already exists.`, { hint: 'Give --overwrite to replace it.' });
-      const res = await client.options.transport
-        .open('GET', `${instancePath(name, 'files')}?${new URLSearchParams({ path })}`, undefined, { headers: { ...client.authHeaders(), accept: '*/*' } })
-        .catch((err: Error) => {
-          throw client.connectionError(err);
-        });
-      if (res.status !== 200) {
-        const chunks: Buffer[] = [];
-        for await (const c of res.body) chunks.push(Buffer.from(c));
-        client.parse({ status: res.status, contentType: res.contentType, body: Buffer.concat(chunks) });
-        throw new VmkitError('VMKIT_INTERNAL', `The daemon answered ${res.status} to the download.`);
-      }
+      if (dest && !o.overwrite) await refuseExisting(dest, 'Give --overwrite to replace it.');
+      const url = `${instancePath(name, 'files')}?${new URLSearchParams({ path })}`;
       if (!dest) {
-        await pipeline(res.body, process.stdout);
+        await pipeline(await client.download(url), process.stdout);
         return;
       }
-      const partial = join(dirname(dest), `.${basename(dest)}.partial-${process.pid}`);
-      try {
-        await pipeline(res.body, progress(`pull ${source}`, undefined), createWriteStream(partial, { flags: 'wx' }));
-        await rename(partial, dest);
-      } catch (err) {
-        await rm(partial, { force: true });
-        throw err;
-      }
-      const bytes = (await stat(dest)).size;
+      const bytes = await downloadFile(client, url, dest, `pull ${source}`);
       const format = globals(self).format;
       if (format === 'json' || format === 'yaml') print(renderData({ path: dest, bytes }, format));
       else print(`Pulled ${formatBytes(bytes)} from ${name}:${path} to ${dest}.`);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { InstanceView, Operation } from '../domain/types.js';
-import { FakeDaemon } from './fake-daemon.test-support.js';
+import { FakeDaemon, withDaemon } from './fake-daemon.test-support.js';
 
 const BIN = fileURLToPath(new URL('../../bin/vmkit.js', import.meta.url));
 
@@ -36,16 +36,6 @@ const WEB1: InstanceView = {
 
 function op(status: Operation['status'], extra: Partial<Operation> = {}): Operation {
   return { id: 'op1', kind: 'instance.create', description: 'Creating web1', status, progress: { phase: 'x' }, mayCancel: false, createdAt: 't', updatedAt: 't', ...extra };
-}
-
-async function withDaemon(fn: (d: FakeDaemon) => Promise<void>): Promise<void> {
-  const d = new FakeDaemon();
-  await d.listen();
-  try {
-    await fn(d);
-  } finally {
-    await d.close();
-  }
 }
 
 test('list prints a table, --format json the exact metadata', () =>

@@ -92,3 +92,14 @@ export class FakeDaemon {
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+/** Runs `fn` against a fake daemon listening for the call, closed afterwards whatever happens. */
+export async function withDaemon(fn: (d: FakeDaemon) => Promise<void>): Promise<void> {
+  const d = new FakeDaemon();
+  await d.listen();
+  try {
+    await fn(d);
+  } finally {
+    await d.close();
+  }
+}

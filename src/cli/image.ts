@@ -1,12 +1,12 @@
-import { createReadStream, createWriteStream } from 'node:fs';
-import { readFile, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, extname, join, resolve } from 'node:path';
-import { pipeline } from 'node:stream/promises';
+import { createReadStream } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { basename, dirname, extname, resolve } from 'node:path';
 import { Command } from 'commander';
 import type { FidelityEntry, Image, ImageView, Operation } from '../domain/types.js';
 import { VmkitError } from '../errors.js';
 import { clientFor, globals, mutate, print } from './common.js';
 import { formatMiB, renderData, renderInfo, renderList, type Field } from './output.js';
+import { downloadFile, refuseExisting } from './transfer.js';
 import { parseDiskSize, parseFirmwareFlag } from './launch.js';
 
 function size(bytes: number | undefined): string {
@@ -47,35 +47,9 @@ function exportFormatOf(file: string, declared?: string): string {
  * here, under a temporary name renamed into place once complete.
  */
 async function downloadExport(self: Command, name: string, file: string, format: string): Promise<void> {
-  const client = clientFor(self);
   const dest = resolve(file);
-  if (
-    await stat(dest).then(
-      () => true,
-      () => false,
-    )
-  )
-    throw new VmkitError('VMKIT_ALREADY_EXISTS', `${dest} already exists.`, { hint: 'Choose another destination or remove the file first.' });
-  const res = await client.options.transport
-    .open('GET', `/1.0/images/${encodeURIComponent(name)}/export?format=${format}`, undefined, { headers: { ...client.authHeaders(), accept: '*/*' } })
-    .catch((err: Error) => {
-      throw client.connectionError(err);
-    });
-  if (res.status !== 200) {
-    const chunks: Buffer[] = [];
-    for await (const c of res.body) chunks.push(Buffer.from(c));
-    client.parse({ status: res.status, contentType: res.contentType, body: Buffer.concat(chunks) });
-    throw new VmkitError('VMKIT_INTERNAL', `The daemon answered ${res.status} to the download.`);
-  }
-  const partial = join(dirname(dest), `.${basename(dest)}.partial-${process.pid}`);
-  try {
-    await pipeline(res.body, createWriteStream(partial, { flags: 'wx' }));
-    await rename(partial, dest);
-  } catch (err) {
-    await rm(partial, { force: true });
-    throw err;
-  }
-  const bytes = (await stat(dest)).size;
+  await refuseExisting(dest, 'Choose another destination or remove the file first.');
+  const bytes = await downloadFile(clientFor(self), `/1.0/images/${encodeURIComponent(name)}/export?format=${format}`, dest, `export ${name}`);
   if (globals(self).format === 'json' || globals(self).format === 'yaml') print(JSON.stringify({ path: dest, format, size: bytes }));
   else print(`Image ${name} downloaded to ${dest} (${format}, ${size(bytes)}).`);
 }

@@ -30,6 +30,7 @@ export function instanceFields(i: InstanceView): Field[] {
     ['NICs', (i.nics ?? []).map((n) => [n.id, n.model, n.mac, n.network, n.ipv4 ? `${n.ipv4}${n.ipv4Source ? ` (${n.ipv4Source})` : ''}` : ''].join('  ').trimEnd())],
     // What the guest agent reports (every interface, including those vmkit did not make).
     ['Guest agent', rt.agent ? (rt.agent.available ? 'answers' : `none (${rt.agent.reason ?? 'no answer'})`) : undefined],
+    ['Guest', rt.agent?.available ? [rt.agent.hostname, rt.agent.os, rt.agent.kernel].filter((x) => x).join(', ') || undefined : undefined],
     ['Guest addresses', rt.agent?.interfaces?.filter((f) => f.name !== 'lo').map((f) => `${f.name}  ${f.mac ?? ''}  ${[...f.ipv4, ...f.ipv6].join(' ')}`.replace(/\s+$/, ''))],
     ['Forwards', (i.forwards ?? []).map((f) => `${formatForward(f)}${f.nic ? `  (${f.nic})` : ''}`)],
     ['Disks', (i.disks ?? []).map((d) => `${d.name}  ${d.file}  ${d.format}`)],

@@ -120,8 +120,8 @@ export function progressLine(op: Operation, barWidth = 20): string {
   return `${op.description} [${'#'.repeat(filled)}${'-'.repeat(barWidth - filled)}] ${String(Math.round(pct)).padStart(3)}% ${p.phase}${bytes}`;
 }
 
-/** 1536 → "1.5KiB", in binary units (image and transfer sizes). */
-export function formatBytes(n: number): string {
+/** 1536 → "1.5KiB" (with `sep` ' ': "1.5 KiB"), in binary units (image and transfer sizes). */
+export function formatBytes(n: number, sep = ''): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let v = n;
   let i = 0;
@@ -129,7 +129,7 @@ export function formatBytes(n: number): string {
     v /= 1024;
     i++;
   }
-  return i === 0 ? `${v}B` : `${v.toFixed(1)}${units[i]}`;
+  return `${i === 0 ? v : v.toFixed(1)}${sep}${units[i]}`;
 }
 
 /**

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Operation, Snapshot } from '../domain/types.js';
-import { FakeDaemon } from './fake-daemon.test-support.js';
+import { withDaemon } from './fake-daemon.test-support.js';
 import { formatBytes } from './snapshot.js';
 
 const BIN = fileURLToPath(new URL('../../bin/vmkit.js', import.meta.url));
@@ -40,16 +40,6 @@ const S2: Snapshot = {
 
 function op(status: Operation['status'], result?: unknown): Operation {
   return { id: 'op1', kind: 'snapshot.create', description: 'x', status, progress: { phase: 'x' }, mayCancel: false, createdAt: 't', updatedAt: 't', result };
-}
-
-async function withDaemon(fn: (d: FakeDaemon) => Promise<void>): Promise<void> {
-  const d = new FakeDaemon();
-  await d.listen();
-  try {
-    await fn(d);
-  } finally {
-    await d.close();
-  }
 }
 
 test('snapshot create posts name, description and memory=false, and prints the paused time', () =>

@@ -1,20 +1,13 @@
 import { Command } from 'commander';
 import type { Operation, Snapshot } from '../domain/types.js';
 import { clientFor, globals, instancePath, mutate, print } from './common.js';
-import { renderList, type Column } from './output.js';
+import { formatBytes as formatSize, renderList, type Column } from './output.js';
 
-/** Bytes as a short human size (KiB/MiB/GiB). */
+/** Bytes as a short human size (KiB/MiB/GiB): "93.9 MiB", "-" when unknown. */
 export function formatBytes(n: number | undefined): string {
   if (n === undefined || n === null) return '-';
   if (n === 0) return '0';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+  return formatSize(n, ' ');
 }
 
 export const SNAPSHOT_COLUMNS: Column<Snapshot>[] = [

@@ -1,7 +1,7 @@
 import { VmkitError } from '../errors.js';
 import type { Operation, VmkitEvent } from '../wire/types.js';
 import { errorOfAnswer, isFinished, operationError, parseAnswer, type ApiAnswer } from './envelope.js';
-import { send, type RawResponse, type RequestBody, type Transport } from './transport.js';
+import { send, type RawResponse, type RequestBody, type StreamResponse, type Transport } from './transport.js';
 
 export interface ApiClientOptions {
   transport: Transport;
@@ -104,6 +104,35 @@ export class ApiClient {
   }
 
   /**
+   * Opens a GET whose answer is bytes to keep (a guest file, an image export) and returns the
+   * body as it arrives; an error answer is read and thrown as the daemon's error.
+   */
+  async download(path: string, options: { signal?: AbortSignal } = {}): Promise<AsyncIterable<Uint8Array>> {
+    const res = await this.open('GET', path, { accept: '*/*' }, options.signal);
+    if (res.status !== 200) {
+      await this.throwAnswer(res);
+      throw new VmkitError('VMKIT_INTERNAL', `The daemon answered ${res.status} to the download.`);
+    }
+    return res.body;
+  }
+
+  /** Opens a request whose answer is read as it arrives; a failure to connect is the client's error. */
+  private async open(method: string, path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<StreamResponse> {
+    try {
+      return await this.options.transport.open(method, path, undefined, { headers: { ...this.options.headers, ...headers }, signal });
+    } catch (err) {
+      throw this.options.unreachable(err as Error);
+    }
+  }
+
+  /** Reads a streamed answer whole and throws it when it is an error answer. */
+  private async throwAnswer(res: StreamResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of res.body) chunks.push(Buffer.from(c));
+    this.parse({ status: res.status, contentType: res.contentType, body: Buffer.concat(chunks) });
+  }
+
+  /**
    * Waits until operation `id` ends, calling onProgress with each state seen. Uses short
    * `/wait` calls so progress can be drawn; resolves with the successful operation and
    * throws the operation's own error (code, message, hint) when it failed or was cancelled.
@@ -149,17 +178,13 @@ export class ApiClient {
     const path = `/1.0/events${options.type ? `?type=${options.type}` : ''}`;
     let res;
     try {
-      res = await this.options.transport.open('GET', path, undefined, { headers: { accept: 'text/event-stream', ...this.options.headers }, signal: options.signal });
+      res = await this.open('GET', path, { accept: 'text/event-stream' }, options.signal);
     } catch (err) {
       if (options.signal?.aborted) return;
-      throw this.options.unreachable(err as Error);
+      throw err;
     }
     const decoder = new TextDecoder();
-    if (res.status >= 400) {
-      const chunks: Buffer[] = [];
-      for await (const c of res.body) chunks.push(Buffer.from(c));
-      this.parse({ status: res.status, contentType: res.contentType, body: Buffer.concat(chunks) });
-    }
+    if (res.status >= 400) await this.throwAnswer(res);
     let buffer = '';
     let data: string[] = [];
     const dispatch = (): void => {

@@ -311,13 +311,23 @@ export class GuestAgent {
     const sync = Math.max(500, budgetMs - 1000);
     let snap: AgentSnapshot;
     try {
-      const interfaces = await this.session(name, (c) => ga.networkInterfaces(c, 1000), {
-        connectTimeoutMs: 500,
-        syncTimeoutMs: sync,
-        commandTimeoutMs: 1000,
-        maxReplyBytes: 1024 * 1024,
-      });
-      snap = { checkedAt: new Date().toISOString(), available: true, interfaces };
+      const answer = await this.session(
+        name,
+        async (c) => {
+          const interfaces = await ga.networkInterfaces(c, 1000);
+          // Who the guest is: optional (an agent may lack or refuse these commands), never a reason to call it absent.
+          const hostname = await ga.hostName(c, 500).catch(() => undefined);
+          const os = await ga.osInfo(c, 500).catch(() => ({}));
+          return { interfaces, ...(hostname ? { hostname } : {}), ...os };
+        },
+        {
+          connectTimeoutMs: 500,
+          syncTimeoutMs: sync,
+          commandTimeoutMs: 1000,
+          maxReplyBytes: 1024 * 1024,
+        },
+      );
+      snap = { checkedAt: new Date().toISOString(), available: true, ...answer };
     } catch (err) {
       snap = { checkedAt: new Date().toISOString(), available: false, reason: (err as Error).message.slice(0, 200) };
     }

@@ -149,6 +149,36 @@ export async function networkInterfaces(c: QgaClient, timeoutMs?: number): Promi
   return out;
 }
 
+/** A guest-supplied text as vmkit shows it: printable ASCII only, trimmed, at most `max` characters. */
+function label(value: unknown, max: number): string | undefined {
+  if (typeof value !== 'string') return undefined;
+  const text = value
+    .replace(/[^\x20-\x7e]/g, '?')
+    .trim()
+    .slice(0, max);
+  return text || undefined;
+}
+
+/** guest-get-host-name: the guest's host name (printable, at most 64 characters). */
+export async function hostName(c: QgaClient, timeoutMs?: number): Promise<string | undefined> {
+  const r = await c.execute('guest-get-host-name', undefined, { timeoutMs });
+  if (!isRecord(r)) throw bad('guest-get-host-name', 'not an object');
+  return label(r['host-name'], 64);
+}
+
+/**
+ * guest-get-osinfo: the distribution's name (os-release's PRETTY_NAME, else NAME VERSION) and
+ * the kernel release, each printable and capped (an agent without os-release gives the kernel only).
+ */
+export async function osInfo(c: QgaClient, timeoutMs?: number): Promise<{ os?: string; kernel?: string }> {
+  const r = await c.execute('guest-get-osinfo', undefined, { timeoutMs });
+  if (!isRecord(r)) throw bad('guest-get-osinfo', 'not an object');
+  const named = [label(r.name, 64), label(r.version, 64)].filter((x) => x).join(' ');
+  const os = label(r['pretty-name'], 128) ?? label(named, 128);
+  const kernel = label(r['kernel-release'], 128);
+  return { ...(os ? { os } : {}), ...(kernel ? { kernel } : {}) };
+}
+
 // ---- filesystems, power, clock -------------------------------------------------------------
 
 /** Freezes every filesystem the agent can; resolves with how many. */

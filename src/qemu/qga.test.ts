@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { QgaClient, QgaError } from './qga.js';
-import { execStatus, fileRead, networkInterfaces } from './guest-agent.js';
+import { execStatus, fileRead, hostName, networkInterfaces, osInfo } from './guest-agent.js';
 
 /** A fake agent on a unix socket: `onLine` gets each request and the socket to answer on. */
 async function fakeAgent(onLine: (req: Record<string, unknown>, s: net.Socket) => void, onConnect?: (s: net.Socket) => void) {
@@ -167,5 +167,30 @@ test('replies are validated: wrong shapes refused, addresses and interfaces capp
     c.close();
   } finally {
     a.close();
+  }
+});
+
+test("the guest's host name and OS: printable, capped, kernel alone without os-release; a wrong shape refused", async () => {
+  const a = await fakeAgent(
+    honest({
+      'guest-get-host-name': { 'host-name': `web1\u001b[31m${'x'.repeat(100)}` },
+      'guest-get-osinfo': { 'kernel-release': '6.1.0-28-cloud-amd64', name: 'Debian GNU/Linux', version: '12 (bookworm)' },
+    }),
+  );
+  const b = await fakeAgent(honest({ 'guest-get-host-name': 'not-an-object', 'guest-get-osinfo': { 'kernel-release': '6.1.0', 'pretty-name': 'Debian GNU/Linux 12 (bookworm)' } }));
+  try {
+    const c = await QgaClient.connect(a.path);
+    const host = await hostName(c);
+    assert.equal(host?.length, 64);
+    assert.ok(host!.startsWith('web1?[31mxxx'), host);
+    assert.deepEqual(await osInfo(c), { os: 'Debian GNU/Linux 12 (bookworm)', kernel: '6.1.0-28-cloud-amd64' });
+    c.close();
+    const d = await QgaClient.connect(b.path);
+    await assert.rejects(hostName(d), (e: QgaError) => e.code === 'VMKIT_AGENT_ERROR');
+    assert.deepEqual(await osInfo(d), { os: 'Debian GNU/Linux 12 (bookworm)', kernel: '6.1.0' });
+    d.close();
+  } finally {
+    a.close();
+    b.close();
   }
 });

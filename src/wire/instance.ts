@@ -109,10 +109,25 @@ export const InstanceAgentSchema = Type.Object({
   available: Type.Boolean(),
   checkedAt: Type.String(),
   interfaces: Type.Optional(Type.Array(AgentInterfaceSchema)),
+  // Who the guest says it is (guest-get-host-name, guest-get-osinfo), when its agent has those commands.
+  hostname: Type.Optional(Type.String()),
+  os: Type.Optional(Type.String()),
+  kernel: Type.Optional(Type.String()),
   // Why no agent answered.
   reason: Type.Optional(Type.String()),
 });
 export type InstanceAgent = Static<typeof InstanceAgentSchema>;
+
+/** POST /1.0/instances/{name}/exec: how the guest command ended, its output in base64. */
+export const ExecResultSchema = Type.Object({
+  exitCode: Type.Integer({ description: "the command's exit status (128+N when killed by signal N)" }),
+  signal: Type.Optional(Type.Integer()),
+  stdout: Type.String({ description: 'base64' }),
+  stderr: Type.String({ description: 'base64' }),
+  truncated: Type.Boolean({ description: 'the guest agent kept only the first 16 MiB of a stream' }),
+  durationMs: Type.Integer(),
+});
+export type ExecResult = Static<typeof ExecResultSchema>;
 
 /** What the API adds to an instance while it runs. */
 export const InstanceRuntimeSchema = Type.Object({

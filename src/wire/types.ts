@@ -8,6 +8,7 @@ export type { Answer, AsyncAnswer, ErrorAnswer, SyncAnswer } from './envelope.js
 export type { FidelityEntry, Image, ImageBoot, ImageView } from './image.js';
 export type {
   AgentInterface,
+  ExecResult,
   CloudInit,
   DiskRef,
   Instance,

@@ -1,7 +1,15 @@
 import type { Answer } from '../../src/wire/types.js';
-import type { CloneRequest, CreateInstanceRequestBody, CreateNetworkRequestBody, CreateSnapshotRequestBody, ForwardRequestBody, PullRequest } from '../../src/wire/requests.js';
+import type {
+  CloneRequest,
+  CreateInstanceRequestBody,
+  ExecRequestBody,
+  CreateNetworkRequestBody,
+  CreateSnapshotRequestBody,
+  ForwardRequestBody,
+  PullRequest,
+} from '../../src/wire/requests.js';
 import type { Whoami } from '../../src/wire/auth.js';
-import type { Forward, Image, Instance, InstanceType, Network, Operation, Snapshot, Stack, VmkitEvent } from './lib/types.js';
+import type { ExecResult, Forward, Image, Instance, InstanceType, Network, Operation, Snapshot, Stack, VmkitEvent } from './lib/types.js';
 
 /**
  * The daemon's REST API from the browser. Signed-in browsers carry the session cookie
@@ -110,6 +118,8 @@ export const api = {
   repos: () => request<Repository[]>('GET', '/1.0/repos'),
   repoImages: (repo: string) => request<RepoImage[]>('GET', `/1.0/repos/${encodeURIComponent(repo)}/images`),
   pull: (body: PullRequest) => request<Operation>('POST', '/1.0/images/pull', body),
+  // The guest agent runs a command (operator): the answer comes when it ends (doc/guest-agent.md).
+  exec: (name: string, body: ExecRequestBody) => request<ExecResult>('POST', `/1.0/instances/${encodeURIComponent(name)}/exec`, body),
   wait: (id: string, timeoutSeconds = 120) => request<Operation>('GET', `/1.0/operations/${encodeURIComponent(id)}/wait?timeout=${timeoutSeconds}`),
 };
 

@@ -1,6 +1,6 @@
 import { useState, type FormEvent } from 'react';
 import { api } from '../api.js';
-import { useFeedback } from '../feedback.js';
+import { useFeedback, useRequest } from '../feedback.js';
 import type { Instance, Operation } from '../lib/types.js';
 import { nameProblem } from '../lib/validate.js';
 import { OperationRow } from '../pages/Operations.js';
@@ -17,8 +17,7 @@ export function CloneDialog({ inst, data, fromSnapshot, onClose }: { inst: Insta
   const [name, setName] = useState(`${inst.name}-clone`.slice(0, 63));
   const [full, setFull] = useState(false);
   const [submitted, setSubmitted] = useState(false);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, setError, send } = useRequest();
   const [opId, setOpId] = useState<string | null>(null);
   const problem = nameProblem(name, 'the clone') ?? (data.instances[name] && !opId ? `There is already an instance "${name}".` : null);
   const op: Operation | undefined = opId ? data.operations[opId] : undefined;
@@ -27,16 +26,11 @@ export function CloneDialog({ inst, data, fromSnapshot, onClose }: { inst: Insta
     setSubmitted(true);
     setError(null);
     if (problem) return;
-    setBusy(true);
-    try {
+    await send(async () => {
       const started = await api.clone(inst.name, { name, ...(full ? { full } : {}), ...(fromSnapshot ? { fromSnapshot } : {}) });
       fb.watch(started);
       setOpId(started.id);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   const stopped = inst.state === 'stopped';
   return (

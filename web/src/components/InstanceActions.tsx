@@ -3,8 +3,7 @@ import { api } from '../api.js';
 import { actionsFor } from '../lib/format.js';
 import type { Instance } from '../lib/types.js';
 import { Confirm } from './ui.js';
-import { useFeedback } from '../feedback.js';
-import type { Operation } from '../lib/types.js';
+import { useOperationStarter } from '../feedback.js';
 import { useCan } from '../role.js';
 
 const TITLES: Partial<Record<keyof typeof LABELS, string>> = {
@@ -15,20 +14,9 @@ const LABELS = { start: 'Start', stop: 'Stop', 'force-stop': 'Force stop', resta
 
 /** The verbs an instance's state allows, and delete behind a confirmation. */
 export function InstanceActions({ inst, onDeleted, compact }: { inst: Instance; onDeleted?: () => void; compact?: boolean }) {
-  const fb = useFeedback();
   const [asking, setAsking] = useState<null | 'delete' | 'force-stop'>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, run } = useOperationStarter();
   const allowed = useCan('operator');
-  const run = async (p: () => Promise<Operation>) => {
-    setBusy(true);
-    try {
-      fb.watch(await p());
-    } catch (err) {
-      fb.error(err);
-    } finally {
-      setBusy(false);
-    }
-  };
   const act = (a: keyof typeof LABELS) => {
     if (a === 'force-stop') return setAsking('force-stop');
     void run(() => api.changeState(inst.name, a));

@@ -4,7 +4,7 @@
  */
 import type { ImageView, InstanceView, NetworkView, PortForward, Snapshot } from '../../../src/wire/types.js';
 
-export type { InstanceState, InstanceType, NetworkMode, Nic, Operation, Snapshot, VmkitEvent } from '../../../src/wire/types.js';
+export type { ExecResult, InstanceState, InstanceType, NetworkMode, Nic, Operation, Snapshot, VmkitEvent } from '../../../src/wire/types.js';
 
 /** GET /1.0/instances[/{name}]: an instance with its runtime. */
 export type Instance = InstanceView;

@@ -4,12 +4,13 @@ import { InstanceActions } from '../components/InstanceActions.js';
 import { CloneDialog } from '../components/Clone.js';
 
 import { ErrorBox, Field, StateBadge } from '../components/ui.js';
-import { useFeedback } from '../feedback.js';
+import { useFeedback, useRequest } from '../feedback.js';
 import { addresses, formatForward, formatMemory, formatUptime, timeAgo } from '../lib/format.js';
 import type { Instance } from '../lib/types.js';
 import { addressProblem, portProblem } from '../lib/validate.js';
 import { OperationRow, isActive } from './Operations.js';
 import { SnapshotsTab } from './Snapshots.js';
+import { GuestAgentTab } from './GuestAgent.js';
 import { go, type ConsoleData } from '../store.js';
 import { Can, useCan, useRole } from '../role.js';
 import { roleAtLeast, type Role } from '../../../src/wire/auth.js';
@@ -50,6 +51,8 @@ export const INSTANCE_TABS: Array<{ id: string; title: string; needs?: Role; ren
       </Suspense>
     ),
   },
+  // Everyone sees what the agent reports; the Run command box in it is for operators.
+  { id: 'agent', title: 'Guest agent', render: (i) => <GuestAgentTab inst={i} /> },
   { id: 'log', title: 'Log', render: (i) => <Log inst={i} /> },
 ];
 
@@ -179,8 +182,7 @@ function Forwards({ inst }: { inst: Instance }) {
   const [proto, setProto] = useState<'tcp' | 'udp'>('tcp');
   const [hostAddress, setHostAddress] = useState('127.0.0.1');
   const [submitted, setSubmitted] = useState(false);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, setError, send } = useRequest();
   const problems = {
     hostPort: portProblem(hostPort, 'host port'),
     guestPort: portProblem(guestPort, 'guest port'),
@@ -192,16 +194,11 @@ function Forwards({ inst }: { inst: Instance }) {
     setSubmitted(true);
     setError(null);
     if (!valid) return;
-    setBusy(true);
-    try {
+    await send(async () => {
       await api.addForward(inst.name, { hostPort: Number(hostPort), guestPort: Number(guestPort), proto, hostAddress });
       setHostPort('');
       setSubmitted(false);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <div>

@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useState, type FormEvent, type ReactNode } from 'react';
 import { api } from '../api.js';
 import { Confirm, ErrorBox, Field } from '../components/ui.js';
-import { useFeedback } from '../feedback.js';
+import { useFeedback, useRequest } from '../feedback.js';
 import { timeAgo } from '../lib/format.js';
 import type { Network } from '../lib/types.js';
 import { networkProblems, type NetworkModeDraft } from '../lib/validate.js';
@@ -136,8 +136,7 @@ function CreateNetwork({ taken, onCancel, onCreated }: { taken: string[]; onCanc
   const [dhcp, setDhcp] = useState(false);
   const [dns, setDns] = useState(true);
   const [submitted, setSubmitted] = useState(false);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, setError, send } = useRequest();
   const p = networkProblems({ name, mode, subnet, dhcpRange, uplink });
   const nameProblem = p.name ?? (taken.includes(name) ? 'A network of that name exists.' : null);
   const valid = !nameProblem && !p.subnet && !p.uplink;
@@ -155,14 +154,7 @@ function CreateNetwork({ taken, onCancel, onCreated }: { taken: string[]; onCanc
       if (mode === 'internal') body.dhcp = dhcp || !!dhcpRange.trim();
       body.dns = dns;
     }
-    setBusy(true);
-    try {
-      onCreated(await api.createNetwork(body));
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    await send(async () => onCreated(await api.createNetwork(body)));
   };
   const show = (s: string | null) => (submitted ? s : null);
   return (

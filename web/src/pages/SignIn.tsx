@@ -1,11 +1,11 @@
 import { useState, type FormEvent } from 'react';
 import { api, setBearer } from '../api.js';
 import { ErrorBox, Field } from '../components/ui.js';
+import { useRequest } from '../feedback.js';
 
 export function SignInPage({ onSignedIn }: { onSignedIn: () => void }) {
   const [token, setToken] = useState('');
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, setError, send } = useRequest();
   const submit = async (e: FormEvent) => {
     e.preventDefault();
     if (!token)
@@ -14,17 +14,12 @@ export function SignInPage({ onSignedIn }: { onSignedIn: () => void }) {
         message: 'Enter the token.',
         hint: 'Any API token works: an admin makes one with "vmkit token create NAME --role viewer|operator|admin".',
       });
-    setBusy(true);
     setError(null);
-    try {
+    await send(async () => {
       await api.signIn(token);
       setBearer(token);
       onSignedIn();
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <main className="signin">

@@ -2,7 +2,7 @@ import { useEffect, useMemo, useState, type FormEvent } from 'react';
 import { api } from '../api.js';
 import { Confirm, ErrorBox, Field } from '../components/ui.js';
 import { CloneDialog } from '../components/Clone.js';
-import { useFeedback } from '../feedback.js';
+import { useFeedback, useOperationStarter, useRequest } from '../feedback.js';
 import { formatBytes, formatDuration, timeAgo } from '../lib/format.js';
 import type { Instance, Operation, Snapshot, SnapshotCreateResult } from '../lib/types.js';
 import { snapshotNameProblem } from '../lib/validate.js';
@@ -22,7 +22,7 @@ export function SnapshotsTab({ inst, data }: { inst: Instance; data: ConsoleData
   const [list, setList] = useState<Snapshot[] | null>(null);
   const [loadError, setLoadError] = useState<unknown>(null);
   const [asking, setAsking] = useState<null | { what: 'restore' | 'delete'; snap: Snapshot }>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, run } = useOperationStarter();
   const [cloneFrom, setCloneFrom] = useState<string | null>(null);
 
   const ops = useMemo(
@@ -48,17 +48,6 @@ export function SnapshotsTab({ inst, data }: { inst: Instance; data: ConsoleData
       stale = true;
     };
   }, [inst.name, opsKey, inst.currentSnapshot, data.live]);
-
-  const run = async (p: () => Promise<Operation>) => {
-    setBusy(true);
-    try {
-      fb.watch(await p());
-    } catch (err) {
-      fb.error(err);
-    } finally {
-      setBusy(false);
-    }
-  };
 
   const lastCreate = ops.find((o) => o.kind === 'snapshot.create' && o.status === 'success');
   const created = lastCreate?.result as SnapshotCreateResult | undefined;
@@ -196,8 +185,7 @@ function TakeSnapshot({ inst, taken, onTaken }: { inst: Instance; taken: string[
   const [description, setDescription] = useState('');
   const [memory, setMemory] = useState(up);
   const [submitted, setSubmitted] = useState(false);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, setError, send } = useRequest();
   // Memory is on by default while the instance runs; a stopped one has only its disk.
   useEffect(() => setMemory(up), [up]);
   const problem = snapshotNameProblem(name, taken);
@@ -206,18 +194,13 @@ function TakeSnapshot({ inst, taken, onTaken }: { inst: Instance; taken: string[
     setSubmitted(true);
     setError(null);
     if (problem) return;
-    setBusy(true);
-    try {
+    await send(async () => {
       const body = { name, ...(description ? { description } : {}), ...(up ? { memory } : {}) };
       onTaken(await api.createSnapshot(inst.name, body));
       setName('');
       setDescription('');
       setSubmitted(false);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form className="card take-snapshot" onSubmit={submit} noValidate data-testid="snapshot-form">
