@@ -265,6 +265,12 @@ export const SERVICE_TABLE = 'vmkit-stacks';
 export interface ServiceEndpoint {
   ip: string;
   port: number;
+  /**
+   * A replica on another cluster host, reached through its port forward there: connections
+   * DNATed to it leave this host masqueraded (else that host's answer would go straight to
+   * the client, who never spoke to it).
+   */
+  remote?: boolean;
 }
 
 /** One load-balanced address of a stack's service: a host port and/or an address on its network. */
@@ -294,9 +300,11 @@ function serviceDnat(endpoints: readonly ServiceEndpoint[]): string {
 export function renderServices(services: readonly RulesetService[]): string {
   const pre: string[] = [];
   const out: string[] = [];
+  const post: string[] = [];
   for (const s of [...services].sort((a, b) => a.id.localeCompare(b.id))) {
     if (s.endpoints.length === 0) continue;
     const dnat = `${serviceDnat(s.endpoints)} comment ${q(s.id)}`;
+    for (const e of s.endpoints) if (e.remote) post.push(`ip daddr ${e.ip} tcp dport ${e.port} ct status dnat masquerade comment ${q(s.id)}`);
     if (s.host) {
       const match = s.host.address === '0.0.0.0' ? 'fib daddr type local' : `ip daddr ${s.host.address}`;
       // From elsewhere (not for a loopback address) and from the host itself.
@@ -320,6 +328,7 @@ export function renderServices(services: readonly RulesetService[]): string {
     `table inet ${SERVICE_TABLE} {`,
     ...chain('prerouting', 'prerouting', 'dstnat', pre),
     ...chain('output', 'output', '-100', out),
+    ...chain('postrouting', 'postrouting', 'srcnat', post),
     '}',
     '',
   ].join('\n');
