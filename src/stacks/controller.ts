@@ -582,7 +582,9 @@ export class StackController {
         this.insts.set(r.instance, self ? { ...started, host: self } : started);
       }
       this.ensureProbe(rec, svc, r);
-      this.deps.log(`stack ${rec.name}: started replica ${r.instance} (${target.image})${host ? ` on ${host.name}${r.endpoint ? ` (reached at ${r.endpoint.ip}:${r.endpoint.port})` : ''}` : ''}`);
+      this.deps.log(
+        `stack ${rec.name}: started replica ${r.instance} (${target.image})${host ? ` on ${host.name}${r.endpoint ? ` (reached at ${r.endpoint.ip}:${r.endpoint.port})` : ''}` : ''}`,
+      );
       return true;
     } catch (err) {
       // Left in the row: the next pass finds it stopped (or missing) and removes it.

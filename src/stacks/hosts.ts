@@ -111,7 +111,10 @@ export class ClusterStackHosts implements StackCluster {
     }
     if (op.status !== 'success') {
       const e = op.error;
-      throw new VmkitError((e?.code ?? 'VMKIT_OPERATION_CANCELLED') as ErrorCode, `host ${host}: ${e?.message ?? `${op.description} was ${op.status}`}`, { hint: e?.hint, status: 500 });
+      throw new VmkitError((e?.code ?? 'VMKIT_OPERATION_CANCELLED') as ErrorCode, `host ${host}: ${e?.message ?? `${op.description} was ${op.status}`}`, {
+        hint: e?.hint,
+        status: 500,
+      });
     }
     return op;
   }
