@@ -244,7 +244,8 @@ table inet vmkit-stacks {
   }
   chain output {
     type nat hook output priority -100; policy accept;
-    fib daddr type local tcp dport 8080 dnat ip to numgen inc mod 3 map { 0 : 10.90.0.2 . 80, 1 : 192.168.50.12 . 20417, 2 : 192.168.50.13 . 24001 } comment "shop/web"
+    ip daddr 127.0.0.0/8 tcp dport 8080 dnat ip to 10.90.0.2:80 comment "shop/web"
+    fib daddr type local ip daddr != 127.0.0.0/8 tcp dport 8080 dnat ip to numgen inc mod 3 map { 0 : 10.90.0.2 . 80, 1 : 192.168.50.12 . 20417, 2 : 192.168.50.13 . 24001 } comment "shop/web"
   }
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;

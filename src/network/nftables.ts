@@ -309,7 +309,13 @@ export function renderServices(services: readonly RulesetService[]): string {
       const match = s.host.address === '0.0.0.0' ? 'fib daddr type local' : `ip daddr ${s.host.address}`;
       // From elsewhere (not for a loopback address) and from the host itself.
       if (!s.host.address.startsWith('127.')) pre.push(`${match} tcp dport ${s.host.port} ${dnat}`);
-      out.push(`${match} tcp dport ${s.host.port} ${dnat}`);
+      // The host's own connections to a loopback address carry 127.0.0.1 as their source, which
+      // the kernel does not route to another host: they go to the replicas here only.
+      const local = s.endpoints.filter((e) => !e.remote);
+      const loopbackApart = local.length < s.endpoints.length && (s.host.address === '0.0.0.0' || s.host.address.startsWith('127.'));
+      if (loopbackApart && local.length > 0) out.push(`ip daddr 127.0.0.0/8 tcp dport ${s.host.port} ${serviceDnat(local)} comment ${q(s.id)}`);
+      if (!loopbackApart) out.push(`${match} tcp dport ${s.host.port} ${dnat}`);
+      else if (!s.host.address.startsWith('127.')) out.push(`${match} ip daddr != 127.0.0.0/8 tcp dport ${s.host.port} ${dnat}`);
     }
     if (s.address) {
       pre.push(`ip daddr ${s.address.ip} tcp dport ${s.address.port} ${dnat}`);

@@ -168,6 +168,26 @@ describe('stack controller in a cluster (fake hosts)', () => {
     await t.done();
   });
 
+  it('a service port on a loopback address keeps its replicas on the home host', async () => {
+    const t = await setup('loopback.db');
+    await t.service.apply(file(3).replace('networks: [net]', 'networks: [net]\n    port: 18080'));
+    await t.pass();
+    assert.deepEqual(
+      (await t.members()).map((x) => x.host),
+      ['h1', 'h1', 'h1'],
+    );
+    assert.equal(t.cluster.launches.length, 0);
+    await t.done();
+  });
+
+  it('a stack of the same name applied on another host is refused', async () => {
+    const t = await setup('otherhome.db');
+    t.cluster.h2.set('s-web-1', view({ name: 's-web-1', image: 'img', meta: { [REPLICA_META_KEY]: 's/web', [REPLICA_HOME_META_KEY]: 'h2' } }, 'h2'));
+    await assert.rejects(t.service.apply(file(2)), /runs replicas for cluster host h2/);
+    assert.deepEqual(await t.service.list(), []);
+    await t.done();
+  });
+
   it('a host without the network gets nothing; no host at all: the reason is the message, nothing is made', async () => {
     const t = await setup('nonet.db');
     t.cluster.h2Networks = [{ name: 'other', mode: 'nat' }];

@@ -374,8 +374,25 @@ export class StackController {
     }
   }
 
+  /** The instance is this stack's replica: its marker, and (in a cluster) no other home than this host. */
   private owned(inst: InstanceView, rec: StackRecord, svcName: string): boolean {
-    return inst.cloudInit?.meta?.[REPLICA_META_KEY] === `${rec.name}/${svcName}`;
+    const meta = inst.cloudInit?.meta;
+    const home = meta?.[REPLICA_HOME_META_KEY];
+    const self = this.deps.cluster?.self();
+    return meta?.[REPLICA_META_KEY] === `${rec.name}/${svcName}` && (home === undefined || self === undefined || home === self);
+  }
+
+  /** In a cluster: other hosts whose replicas of a stack with this name run (it was applied there). */
+  async otherHomes(stack: string): Promise<string[]> {
+    const self = this.deps.cluster?.self();
+    if (!self) return [];
+    await this.refreshInstances();
+    const homes = new Set<string>();
+    for (const i of this.insts.values()) {
+      const home = i.cloudInit?.meta?.[REPLICA_HOME_META_KEY];
+      if (i.cloudInit?.meta?.[REPLICA_META_KEY]?.split('/')[0] === stack && home && home !== self) homes.add(home);
+    }
+    return [...homes].sort();
   }
 
   private async reconcileService(rec: StackRecord, svc: StackServiceSpec): Promise<void> {
@@ -485,13 +502,16 @@ export class StackController {
 
   /**
    * Where a new replica goes. Alone (or when the service cannot be reached on another host:
-   * its first network is not nat): here. In a cluster: a live host with the image, room for
+   * its first network is not nat, or its port is on a loopback address): here. In a cluster: a live host with the image, room for
    * its memory and every one of its networks (same name, same mode), the one with the fewest
    * replicas of this service first, then the emptiest (the cluster's own placement order).
    */
   private async placeReplica(rec: StackRecord, svc: StackServiceSpec, target: StackServiceSpec, st: ServiceState): Promise<StackHost | undefined> {
     const self = this.deps.cluster?.self();
     if (!self || !this.deps.cluster) return undefined;
+    // A port on a loopback address is reached from this host only, and its connections (source
+    // 127.0.0.1) cannot be routed to another host: such a service keeps its replicas here.
+    if (svc.port !== undefined && (svc.hostAddress ?? '127.0.0.1').startsWith('127.')) return undefined;
     const first = target.networks[0];
     const modeOf = async (net: string) => rec.spec.networks.find((n) => n.name === net)?.mode ?? (await this.deps.networks.load(net).catch(() => undefined))?.mode;
     if (!first || (await modeOf(first)) !== 'nat') return undefined;
@@ -539,7 +559,7 @@ export class StackController {
       serving: false,
     };
     const self = this.deps.cluster?.self();
-    if (host) r.host = host.name;
+    if (host ?? self) r.host = host?.name ?? self;
     if (host && !host.self) r.endpoint = { ip: host.ip, port: forwardPort() };
     st.replicas.push(r);
     await this.save(rec);
