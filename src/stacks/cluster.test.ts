@@ -226,6 +226,8 @@ describe('stack controller in a cluster (fake hosts)', () => {
     t.cluster.silent = false;
     // Another home's replica of a stack with the same name, on h2: never touched.
     t.cluster.h2.set('s-web-99', view({ name: 's-web-99', image: 'img', meta: { [REPLICA_META_KEY]: 's/web', [REPLICA_HOME_META_KEY]: 'h3' } }, 'h2'));
+    // A clone of a replica (it may carry the meta-data) has another name: never touched either.
+    t.cluster.h2.set('my-clone', view({ name: 'my-clone', image: 'img', meta: { [REPLICA_META_KEY]: 's/web', [REPLICA_HOME_META_KEY]: 'h1' } }, 'h2'));
     // h2's lease expires.
     t.cluster.state = 'dead';
     t.events.emit({ type: 'cluster', action: 'host-dead', target: 'h2' });
@@ -235,7 +237,7 @@ describe('stack controller in a cluster (fake hosts)', () => {
       m.map((x) => x.host),
       ['h1', 'h1', 'h1', 'h1'],
     );
-    assert.equal(t.cluster.h2.size, 3, 'the dead host is not asked to delete anything');
+    assert.equal(t.cluster.h2.size, 4, 'the dead host is not asked to delete anything');
     assert.ok(
       t.logs.some((l) => /its host h2 is dead/.test(l)),
       t.logs.join('\n'),
@@ -244,7 +246,7 @@ describe('stack controller in a cluster (fake hosts)', () => {
     t.cluster.state = 'alive';
     await t.pass();
     await t.sweep();
-    assert.deepEqual([...t.cluster.h2.keys()], ['s-web-99']);
+    assert.deepEqual([...t.cluster.h2.keys()], ['s-web-99', 'my-clone']);
     assert.equal(t.cluster.deletes.length, 2);
     assert.equal((await t.members()).length, 4);
     assert.deepEqual(t.local.deleted, [], 'no replica in the row was deleted');

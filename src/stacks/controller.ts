@@ -81,6 +81,7 @@ export class StackController {
   private silent = new Set<string>();
   private clusterKnown = false;
   private passes = 0;
+  private sweeping = false;
   private rules: Promise<unknown> = Promise.resolve();
   private addresses = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
@@ -162,24 +163,33 @@ export class StackController {
    */
   private async sweep(): Promise<void> {
     const self = this.deps.cluster?.self();
-    if (!self || !this.clusterKnown || this.closed) return;
-    for (const inst of [...this.insts.values()]) {
-      const mark = inst.cloudInit?.meta?.[REPLICA_META_KEY];
-      if (!mark || inst.cloudInit?.meta?.[REPLICA_HOME_META_KEY] !== self || !inst.host) continue;
-      if (this.hostState.get(inst.host) !== 'alive' || this.silent.has(inst.host)) continue;
-      const stackName = mark.split('/')[0]!;
-      await this.withLock(stackName, async () => {
-        if (this.findReplica(inst.name) || this.closed) return;
-        this.deps.log(`stack ${stackName}: deleting ${inst.name} on ${inst.host}: a replica of this host's stack that no longer belongs to it`);
-        try {
-          if (inst.host === self) await this.deps.instances.delete(inst.name, { force: true });
-          else await this.deps.cluster!.delete(inst.host!, inst.name);
-          this.insts.delete(inst.name);
-        } catch (err) {
-          if (asVmkitError(err).code !== 'VMKIT_INSTANCE_NOT_FOUND') this.deps.log(`stack ${stackName}: deleting ${inst.name}: ${(err as Error).message}`);
-        }
-      });
+    if (!self || !this.clusterKnown || this.closed || this.sweeping) return;
+    this.sweeping = true;
+    try {
+      for (const inst of [...this.insts.values()]) await this.sweepOne(inst, self);
+    } finally {
+      this.sweeping = false;
     }
+  }
+
+  private async sweepOne(inst: InstanceView, self: string): Promise<void> {
+    const mark = inst.cloudInit?.meta?.[REPLICA_META_KEY];
+    if (!mark || inst.cloudInit?.meta?.[REPLICA_HOME_META_KEY] !== self || !inst.host) return;
+    if (this.hostState.get(inst.host) !== 'alive' || this.silent.has(inst.host)) return;
+    const [stackName = '', svcName = ''] = mark.split('/');
+    // And a replica's name (a clone of a replica, which may carry its meta-data, has another).
+    if (!inst.name.startsWith(`${stackName}-${svcName}-`) || !/^\d+$/.test(inst.name.slice(stackName.length + svcName.length + 2))) return;
+    await this.withLock(stackName, async () => {
+      if (this.findReplica(inst.name) || this.closed) return;
+      this.deps.log(`stack ${stackName}: deleting ${inst.name} on ${inst.host}: a replica of this host's stack that no longer belongs to it`);
+      try {
+        if (inst.host === self) await this.deps.instances.delete(inst.name, { force: true });
+        else await this.deps.cluster!.delete(inst.host!, inst.name);
+        this.insts.delete(inst.name);
+      } catch (err) {
+        if (asVmkitError(err).code !== 'VMKIT_INSTANCE_NOT_FOUND') this.deps.log(`stack ${stackName}: deleting ${inst.name}: ${(err as Error).message}`);
+      }
+    });
   }
 
   // ---- events and health --------------------------------------------------------------------
