@@ -646,7 +646,7 @@ export class StackController {
       // A replica on a dead host, or one that does not answer now, stays there until its host
       // is back: sweep() deletes it then (it carries this stack's marker and home).
       if (where === 'local') await this.deps.instances.delete(r.instance, { force: true }).catch(gone);
-      else if (where === 'alive') await this.deps.cluster!.delete(r.host!, r.instance).catch(gone);
+      else if (where === 'alive') await this.deps.cluster!.delete(inst.host ?? r.host!, r.instance).catch(gone);
     }
     st.replicas = st.replicas.filter((x) => x !== r);
     this.draining.delete(r.instance);
