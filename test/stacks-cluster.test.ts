@@ -61,7 +61,7 @@ services:
     port: ${PORT}
     hostAddress: 0.0.0.0
     guestPort: 80
-    health: { http: /status, intervalMs: 500, failures: 2, timeoutMs: 1000 }
+    health: { http: /status, intervalMs: 500, failures: 2, timeoutMs: 2000 }
 `;
 
 function ok(d: TestDaemon, args: string[]): string {
@@ -99,7 +99,7 @@ function fromSwitch<T>(script: string, netns = topo.switchNetns, timeoutMs = 120
 function hostnames(n: number, netns = topo.switchNetns, address = topo.hosts[0]!.address): string[] {
   const url = `http://${address}:${PORT}/status`;
   return fromSwitch<string[]>(
-    `(async()=>{const out=[];for(let i=0;i<${n};i++){const r=await fetch(${JSON.stringify(url)},{signal:AbortSignal.timeout(3000),headers:{connection:'close'}});out.push((await r.json()).hostname)}console.log(JSON.stringify(out))})().catch(e=>{console.error(e);process.exit(1)})`,
+    `(async()=>{const out=[];for(let i=0;i<${n};i++){const r=await fetch(${JSON.stringify(url)},{signal:AbortSignal.timeout(10000),headers:{connection:'close'}});out.push((await r.json()).hostname)}console.log(JSON.stringify(out))})().catch(e=>{console.error(e);process.exit(1)})`,
     netns,
   );
 }
@@ -112,7 +112,7 @@ function startPoller(): { stop(): Promise<Sample[]> } {
     [
       process.execPath,
       '-e',
-      `const http=require('http');const one=()=>{const t=Date.now();const req=http.get(${JSON.stringify(url)},{agent:false,timeout:2000},(res)=>{let b='';res.on('data',(d)=>b+=d);res.on('end',()=>{let host;try{host=JSON.parse(b).hostname}catch{}console.log(JSON.stringify({t,ok:res.statusCode===200&&!!host,host}))})});req.on('timeout',()=>req.destroy(new Error('timeout')));req.on('error',(e)=>console.log(JSON.stringify({t,ok:false,err:e.code||e.message})))};const timer=setInterval(one,100);process.on('SIGTERM',()=>{clearInterval(timer);setTimeout(()=>process.exit(0),2500)});`,
+      `const http=require('http');const one=()=>{const t=Date.now();const req=http.get(${JSON.stringify(url)},{agent:false,timeout:4000},(res)=>{let b='';res.on('data',(d)=>b+=d);res.on('end',()=>{let host;try{host=JSON.parse(b).hostname}catch{}console.log(JSON.stringify({t,ok:res.statusCode===200&&!!host,host}))})});req.on('timeout',()=>req.destroy(new Error('timeout')));req.on('error',(e)=>console.log(JSON.stringify({t,ok:false,err:e.code||e.message})))};const timer=setInterval(one,100);process.on('SIGTERM',()=>{clearInterval(timer);setTimeout(()=>process.exit(0),2500)});`,
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );

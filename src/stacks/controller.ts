@@ -180,7 +180,8 @@ export class StackController {
     // And a replica's name (a clone of a replica, which may carry its meta-data, has another).
     if (!inst.name.startsWith(`${stackName}-${svcName}-`) || !/^\d+$/.test(inst.name.slice(stackName.length + svcName.length + 2))) return;
     await this.withLock(stackName, async () => {
-      if (this.findReplica(inst.name) || this.closed) return;
+      // Still there and still in no row (a replica removed meanwhile is gone already).
+      if (this.findReplica(inst.name) || !this.insts.has(inst.name) || this.closed) return;
       this.deps.log(`stack ${stackName}: deleting ${inst.name} on ${inst.host}: a replica of this host's stack that no longer belongs to it`);
       try {
         if (inst.host === self) await this.deps.instances.delete(inst.name, { force: true });
