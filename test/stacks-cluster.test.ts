@@ -227,8 +227,6 @@ describe('stacks in a cluster: replicas over two hosts, a host dies and returns'
         () => members().every((x) => x.host !== 'h2' || !x.serving) && members().filter((x) => x.serving).length >= 2,
         (TTL + 5) * 1000,
       );
-      const outAt = Date.now();
-      console.log(`# h2 killed → stack show reports its replicas out of the service address: ${outAt - killedAt} ms`);
       // Replacements on h1, serving; four serving replicas in all.
       await until(
         'four serving replicas on h1',
