@@ -53,7 +53,7 @@ if (unit.length === 0) {
 // The cluster test is one too: its hosts hold etcd leases of a few seconds, and a host starved
 // of CPU beside another file's VMs loses its lease and drops its cluster connection (a bug in
 // cluster.ts to fix: it should keep serving while it re-registers).
-const ALONE = new Set(['stacks.test.js', 'cluster.test.js']);
+const ALONE = new Set(['stacks.test.js', 'cluster.test.js', 'stacks-cluster.test.js']);
 const integration = unitOnly ? [] : find('dist-test');
 const alone = integration.filter((f) => ALONE.has(f.split('/').pop()));
 const files = [...unit, ...integration.filter((f) => !alone.includes(f))];

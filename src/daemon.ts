@@ -33,6 +33,7 @@ import { createSelfSigned, fingerprint, pairExists, readPair, type CertPair } fr
 import { isIP } from 'node:net';
 import { StackController } from './stacks/controller.js';
 import { StackService } from './stacks/service.js';
+import { ClusterStackHosts } from './stacks/hosts.js';
 
 export interface DaemonOptions {
   dir?: string;
@@ -252,7 +253,8 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<RunningD
   await networks.reconcile().catch((err: Error) => log(`warning: networks not reconciled: ${err.message}`));
 
   // Stacks: the controller carries on from the stored rows (rules first, then its loop).
-  const stackController = new StackController({ store, instances, networks, images, events, log });
+  // In a cluster it places replicas on other hosts too (the cluster is reached once it exists).
+  const stackController = new StackController({ store, instances, networks, images, events, log, cluster: new ClusterStackHosts(() => clusterOwner, instances) });
   await stackController.start();
 
   // ---- cluster (etcd) and migration

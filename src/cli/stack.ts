@@ -40,7 +40,20 @@ export function stackFields(s: StackView): Field[] {
     if (svc.message) fields.push(['  Message', svc.message]);
     fields.push([
       '  Replicas',
-      svc.members.map((m) => [m.instance, m.image, m.state, m.ipv4 ?? '-', m.health, m.serving ? 'serving' : 'not serving', m.lastError ?? ''].join('  ').trim()),
+      svc.members.map((m) =>
+        [
+          m.instance,
+          m.image,
+          m.state,
+          m.ipv4 ?? '-',
+          ...(m.host ? [`on ${m.host}${m.endpoint ? ` via ${m.endpoint}` : ''}`] : []),
+          m.health,
+          m.serving ? 'serving' : 'not serving',
+          m.lastError ?? '',
+        ]
+          .join('  ')
+          .trim(),
+      ),
     ]);
   }
   return fields;

@@ -213,6 +213,45 @@ table inet vmkit-stacks {
     ip daddr 127.0.0.1 tcp dport 8080 dnat ip to numgen inc mod 2 map { 0 : 10.90.0.2 . 80, 1 : 10.90.0.3 . 80 } comment "shop/web"
     ip daddr 10.90.0.100 tcp dport 80 dnat ip to numgen inc mod 2 map { 0 : 10.90.0.2 . 80, 1 : 10.90.0.3 . 80 } comment "shop/web"
   }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+  }
+}
+`,
+    );
+  });
+
+  it('reaches replicas on other cluster hosts through their forwards, masqueraded on the way out', () => {
+    const text = renderServices([
+      {
+        id: 'shop/web',
+        host: { address: '0.0.0.0', port: 8080 },
+        endpoints: [
+          { ip: '10.90.0.2', port: 80 },
+          { ip: '192.168.50.12', port: 20417, remote: true },
+          { ip: '192.168.50.13', port: 24001, remote: true },
+        ],
+      },
+    ]);
+    assert.equal(
+      text,
+      `table inet vmkit-stacks
+delete table inet vmkit-stacks
+table inet vmkit-stacks {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    fib daddr type local tcp dport 8080 dnat ip to numgen inc mod 3 map { 0 : 10.90.0.2 . 80, 1 : 192.168.50.12 . 20417, 2 : 192.168.50.13 . 24001 } comment "shop/web"
+  }
+  chain output {
+    type nat hook output priority -100; policy accept;
+    ip daddr 127.0.0.0/8 tcp dport 8080 dnat ip to 10.90.0.2:80 comment "shop/web"
+    fib daddr type local ip daddr != 127.0.0.0/8 tcp dport 8080 dnat ip to numgen inc mod 3 map { 0 : 10.90.0.2 . 80, 1 : 192.168.50.12 . 20417, 2 : 192.168.50.13 . 24001 } comment "shop/web"
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip daddr 192.168.50.12 tcp dport 20417 ct status dnat masquerade comment "shop/web"
+    ip daddr 192.168.50.13 tcp dport 24001 ct status dnat masquerade comment "shop/web"
+  }
 }
 `,
     );

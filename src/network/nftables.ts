@@ -265,6 +265,12 @@ export const SERVICE_TABLE = 'vmkit-stacks';
 export interface ServiceEndpoint {
   ip: string;
   port: number;
+  /**
+   * A replica on another cluster host, reached through its port forward there: connections
+   * DNATed to it leave this host masqueraded (else that host's answer would go straight to
+   * the client, who never spoke to it).
+   */
+  remote?: boolean;
 }
 
 /** One load-balanced address of a stack's service: a host port and/or an address on its network. */
@@ -294,14 +300,22 @@ function serviceDnat(endpoints: readonly ServiceEndpoint[]): string {
 export function renderServices(services: readonly RulesetService[]): string {
   const pre: string[] = [];
   const out: string[] = [];
+  const post: string[] = [];
   for (const s of [...services].sort((a, b) => a.id.localeCompare(b.id))) {
     if (s.endpoints.length === 0) continue;
     const dnat = `${serviceDnat(s.endpoints)} comment ${q(s.id)}`;
+    for (const e of s.endpoints) if (e.remote) post.push(`ip daddr ${e.ip} tcp dport ${e.port} ct status dnat masquerade comment ${q(s.id)}`);
     if (s.host) {
       const match = s.host.address === '0.0.0.0' ? 'fib daddr type local' : `ip daddr ${s.host.address}`;
       // From elsewhere (not for a loopback address) and from the host itself.
       if (!s.host.address.startsWith('127.')) pre.push(`${match} tcp dport ${s.host.port} ${dnat}`);
-      out.push(`${match} tcp dport ${s.host.port} ${dnat}`);
+      // The host's own connections to a loopback address carry 127.0.0.1 as their source, which
+      // the kernel does not route to another host: they go to the replicas here only.
+      const local = s.endpoints.filter((e) => !e.remote);
+      const loopbackApart = local.length < s.endpoints.length && (s.host.address === '0.0.0.0' || s.host.address.startsWith('127.'));
+      if (loopbackApart && local.length > 0) out.push(`ip daddr 127.0.0.0/8 tcp dport ${s.host.port} ${serviceDnat(local)} comment ${q(s.id)}`);
+      if (!loopbackApart) out.push(`${match} tcp dport ${s.host.port} ${dnat}`);
+      else if (!s.host.address.startsWith('127.')) out.push(`${match} ip daddr != 127.0.0.0/8 tcp dport ${s.host.port} ${dnat}`);
     }
     if (s.address) {
       pre.push(`ip daddr ${s.address.ip} tcp dport ${s.address.port} ${dnat}`);
@@ -320,6 +334,7 @@ export function renderServices(services: readonly RulesetService[]): string {
     `table inet ${SERVICE_TABLE} {`,
     ...chain('prerouting', 'prerouting', 'dstnat', pre),
     ...chain('output', 'output', '-100', out),
+    ...chain('postrouting', 'postrouting', 'srcnat', post),
     '}',
     '',
   ].join('\n');

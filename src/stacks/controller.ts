@@ -1,3 +1,5 @@
+import { asVmkitError, vmkitError } from '../errors.js';
+import { findInstanceType } from '../domain/instance-types.js';
 import { addHostAddress, deleteHostAddress } from '../network/bridge.js';
 import { applyServices, type RulesetService } from '../network/nftables.js';
 import type { InstanceView, VmkitEvent } from '../domain/types.js';
@@ -8,9 +10,10 @@ import type { EventBus } from '../operations/events.js';
 import type { Store } from '../store/store.js';
 import type { StackServiceSpec, StackView } from '../wire/stack.js';
 import { ReplicaProbe } from './health.js';
+import type { StackCluster, StackHost } from './hosts.js';
 import { templateKey } from './spec.js';
 import { stackView } from './view.js';
-import { REPLICA_META_KEY, type ReplicaRecord, type ServiceState, type StackRecord } from './types.js';
+import { REPLICA_HOME_META_KEY, REPLICA_META_KEY, type ReplicaRecord, type ServiceState, type StackRecord } from './types.js';
 
 /** What the controller needs of instances (InstanceManager has it). */
 export interface StackInstances {
@@ -37,13 +40,29 @@ export interface StackDeps {
   images: { get(name: string): Promise<unknown> };
   events: EventBus;
   log: (line: string) => void;
+  /** The cluster (placement on other hosts, their instances); absent or alone: everything stays here. */
+  cluster?: StackCluster;
 }
+
+/** Where a replica is, as far as this pass knows. */
+type Whereabouts = 'local' | 'alive' | 'dead' | 'unknown';
+
+/** Ports the forwards of replicas on other hosts are taken from (below Linux's ephemeral range). */
+const FORWARD_PORTS = { first: 20000, count: 10000 };
+const FORWARD_TRIES = 5;
+/** Every this many passes, instances of this host's stacks that no row lists are deleted (see sweep()). */
+const SWEEP_EVERY = 5;
 
 /** How long a replica leaving the service address keeps running (requests in flight finish). */
 export const DRAIN_MS = 1000;
 const TICK_MS = 1000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A port for a remote replica's forward (a clash on that host is retried with another). */
+function forwardPort(): number {
+  return FORWARD_PORTS.first + Math.floor(Math.random() * FORWARD_PORTS.count);
+}
 
 /**
  * The stacks' controller: makes every stack's replicas match its spec, in the daemon. It is
@@ -59,6 +78,12 @@ export class StackController {
   private readonly probes = new Map<string, { probe: ReplicaProbe; key: string }>();
   private readonly draining = new Set<string>();
   private insts = new Map<string, InstanceView>();
+  /** Cluster hosts by the lease in etcd (last survey), hosts that did not answer it, and whether it came in. */
+  private hostState = new Map<string, 'alive' | 'dead'>();
+  private silent = new Set<string>();
+  private clusterKnown = false;
+  private passes = 0;
+  private sweeping = false;
   private rules: Promise<unknown> = Promise.resolve();
   private addresses = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
@@ -142,6 +167,45 @@ export class StackController {
 
   private tickAll(): void {
     for (const name of this.records.keys()) this.kick(name);
+    if (++this.passes % SWEEP_EVERY === 0) void this.sweep().catch((err: Error) => this.deps.log(`stacks: clean-up: ${err.message}`));
+  }
+
+  /**
+   * In a cluster: replicas this host made that no row lists any more — left on a host that was
+   * dead when they were replaced (or when their stack was deleted), or made by a create whose
+   * answer never came — are deleted once their host is alive and answering. Only instances
+   * that carry this stack's marker and name this host as their home are ever touched.
+   */
+  private async sweep(): Promise<void> {
+    const self = this.deps.cluster?.self();
+    if (!self || !this.clusterKnown || this.closed || this.sweeping) return;
+    this.sweeping = true;
+    try {
+      for (const inst of [...this.insts.values()]) await this.sweepOne(inst, self);
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  private async sweepOne(inst: InstanceView, self: string): Promise<void> {
+    const mark = inst.cloudInit?.meta?.[REPLICA_META_KEY];
+    if (!mark || inst.cloudInit?.meta?.[REPLICA_HOME_META_KEY] !== self || !inst.host) return;
+    if (this.hostState.get(inst.host) !== 'alive' || this.silent.has(inst.host)) return;
+    const [stackName = '', svcName = ''] = mark.split('/');
+    // And a replica's name (a clone of a replica, which may carry its meta-data, has another).
+    if (!inst.name.startsWith(`${stackName}-${svcName}-`) || !/^\d+$/.test(inst.name.slice(stackName.length + svcName.length + 2))) return;
+    await this.withLock(stackName, async () => {
+      // Still there and still in no row (a replica removed meanwhile is gone already).
+      if (this.findReplica(inst.name) || !this.insts.has(inst.name) || this.closed) return;
+      this.deps.log(`stack ${stackName}: deleting ${inst.name} on ${inst.host}: a replica of this host's stack that no longer belongs to it`);
+      try {
+        if (inst.host === self) await this.deps.instances.delete(inst.name, { force: true });
+        else await this.deps.cluster!.delete(inst.host!, inst.name);
+        this.insts.delete(inst.name);
+      } catch (err) {
+        if (asVmkitError(err).code !== 'VMKIT_INSTANCE_NOT_FOUND') this.deps.log(`stack ${stackName}: deleting ${inst.name}: ${(err as Error).message}`);
+      }
+    });
   }
 
   // ---- events and health --------------------------------------------------------------------
@@ -158,6 +222,7 @@ export class StackController {
 
   /** A replica's QEMU ended (crash, kill, stop): out of the service address at once. */
   private onEvent(e: VmkitEvent): void {
+    if (e.type === 'cluster' && e.action === 'host-dead' && typeof e.target === 'string') return this.onHostDead(e.target);
     if (e.type !== 'lifecycle' || typeof e.target !== 'string') return;
     if (!['instance-crashed', 'instance-stopped', 'instance-stopping', 'instance-paused', 'instance-deleted'].includes(e.action)) return;
     const found = this.findReplica(e.target);
@@ -171,6 +236,24 @@ export class StackController {
     this.kick(found.rec.name);
   }
 
+  /** A cluster host's lease expired: its replicas leave the service addresses at once and are replaced. */
+  private onHostDead(host: string): void {
+    this.hostState.set(host, 'dead');
+    let changed = false;
+    for (const rec of this.records.values()) {
+      for (const st of Object.values(rec.services)) {
+        for (const r of st.replicas) {
+          if (!r.endpoint || r.host !== host) continue;
+          this.probes.get(r.instance)?.probe.markDead(`host ${host} is dead`);
+          if (r.serving) changed = true;
+          r.serving = false;
+        }
+      }
+    }
+    if (changed) void this.applyRules().catch((err: Error) => this.deps.log(`stacks: rules: ${err.message}`));
+    this.tickAll();
+  }
+
   private ensureProbe(rec: StackRecord, svc: StackServiceSpec, r: ReplicaRecord): void {
     if (!svc.health) return;
     const key = JSON.stringify([svc.health, svc.guestPort, svc.networks[0]]);
@@ -179,7 +262,8 @@ export class StackController {
     have?.probe.stop();
     const stackName = rec.name;
     const probe = new ReplicaProbe(
-      () => ({ ip: this.ipOf(r.instance, svc.networks[0]), port: svc.guestPort ?? 80 }),
+      // The same endpoint the service rules use: a remote replica's forward, or its own address.
+      () => r.endpoint ?? { ip: this.ipOf(r.instance, svc.networks[0]), port: svc.guestPort ?? 80 },
       svc.health,
       (healthy) => {
         const cur = this.records.get(stackName);
@@ -210,8 +294,46 @@ export class StackController {
     return r.serving && !this.draining.has(r.instance);
   }
 
+  /**
+   * The instances this pass works with. In a cluster: every host's (the cluster-wide listing)
+   * and the hosts' states from etcd; an alive host that did not answer keeps its instances'
+   * last view, and when etcd itself is out of reach only this host's are refreshed — a
+   * moment of silence neither kills nor replaces anything.
+   */
   private async refreshInstances(): Promise<void> {
-    this.insts = new Map((await this.deps.instances.list()).map((i) => [i.name, i]));
+    const self = this.deps.cluster?.self();
+    if (!self || !this.deps.cluster) {
+      this.insts = new Map((await this.deps.instances.list()).map((i) => [i.name, i]));
+      this.clusterKnown = false;
+      return;
+    }
+    try {
+      const s = await this.deps.cluster.survey();
+      const next = new Map<string, InstanceView>();
+      for (const i of s.instances) {
+        const prev = this.insts.get(i.name);
+        next.set(i.name, i.host && s.silent.has(i.host) && prev?.host === i.host ? prev : i);
+      }
+      this.insts = next;
+      this.hostState = s.hosts;
+      this.silent = s.silent;
+      this.clusterKnown = true;
+    } catch {
+      const next = new Map([...this.insts].filter(([, v]) => v.host !== undefined && v.host !== self));
+      for (const i of await this.deps.instances.list()) next.set(i.name, { ...i, host: self });
+      this.insts = next;
+      this.clusterKnown = false;
+    }
+  }
+
+  /** local: on this host; alive/dead: on another host whose lease is (not) alive; unknown: not known now. */
+  private where(r: ReplicaRecord): Whereabouts {
+    if (!r.endpoint) return 'local';
+    if (!this.clusterKnown || !r.host) return 'unknown';
+    const state = this.hostState.get(r.host);
+    // A host whose record is gone ("cluster forget") is as dead as one whose lease expired.
+    if (state !== 'alive') return 'dead';
+    return this.silent.has(r.host) ? 'unknown' : 'alive';
   }
 
   // ---- the service address (nftables + the address on the bridge) ------------------------------
@@ -234,7 +356,7 @@ export class StackController {
         const endpoints = (st?.replicas ?? [])
           .filter((r) => this.isServing(r))
           .sort((a, b) => a.index - b.index)
-          .map((r) => ({ ip: this.ipOf(r.instance, svc.networks[0]) ?? '', port: svc.guestPort ?? 80 }))
+          .map((r) => (r.endpoint ? { ...r.endpoint, remote: true } : { ip: this.ipOf(r.instance, svc.networks[0]) ?? '', port: svc.guestPort ?? 80 }))
           .filter((e) => e.ip);
         const address = svc.address ? { ip: svc.address.split(':')[0]!, port: Number(svc.address.split(':')[1]) } : undefined;
         services.push({
@@ -278,8 +400,25 @@ export class StackController {
     }
   }
 
+  /** The instance is this stack's replica: its marker, and (in a cluster) no other home than this host. */
   private owned(inst: InstanceView, rec: StackRecord, svcName: string): boolean {
-    return inst.cloudInit?.meta?.[REPLICA_META_KEY] === `${rec.name}/${svcName}`;
+    const meta = inst.cloudInit?.meta;
+    const home = meta?.[REPLICA_HOME_META_KEY];
+    const self = this.deps.cluster?.self();
+    return meta?.[REPLICA_META_KEY] === `${rec.name}/${svcName}` && (home === undefined || self === undefined || home === self);
+  }
+
+  /** In a cluster: other hosts whose replicas of a stack with this name run (it was applied there). */
+  async otherHomes(stack: string): Promise<string[]> {
+    const self = this.deps.cluster?.self();
+    if (!self) return [];
+    await this.refreshInstances();
+    const homes = new Set<string>();
+    for (const i of this.insts.values()) {
+      const home = i.cloudInit?.meta?.[REPLICA_HOME_META_KEY];
+      if (i.cloudInit?.meta?.[REPLICA_META_KEY]?.split('/')[0] === stack && home && home !== self) homes.add(home);
+    }
+    return [...homes].sort();
   }
 
   private async reconcileService(rec: StackRecord, svc: StackServiceSpec): Promise<void> {
@@ -289,6 +428,12 @@ export class StackController {
     // 1. Replicas that are gone, dead, failing or never became healthy are removed.
     for (const r of [...st.replicas]) {
       const inst = this.insts.get(r.instance);
+      const where = this.where(r);
+      // On a host that is silent for now (or before the cluster is reached): left as it is.
+      if (where === 'unknown') {
+        this.ensureProbe(rec, svc, r);
+        continue;
+      }
       if (!r.created) {
         // A create the daemon did not see finish: the instance is ours only if it says so.
         if (inst && this.owned(inst, rec, svc.name)) r.created = true;
@@ -308,7 +453,7 @@ export class StackController {
           await this.applyRules();
         }
       }
-      const dead = !inst || inst.state === 'error' || inst.state === 'stopped';
+      const dead = where === 'dead' || !inst || inst.state === 'error' || inst.state === 'stopped';
       const failing = svc.health !== undefined && r.everHealthy && this.probes.get(r.instance)?.probe.state.healthy === false;
       const neverReady = !r.everHealthy && Date.now() - Date.parse(r.createdAt) > svc.update.readyTimeoutMs;
       if (!dead && !failing && !neverReady) continue;
@@ -318,7 +463,9 @@ export class StackController {
         this.deps.log(`stack ${rec.name}: ${st.message}`);
       }
       const why = dead
-        ? `its instance is ${inst ? inst.state : 'gone'}`
+        ? where === 'dead'
+          ? `its host ${r.host} is dead`
+          : `its instance is ${inst ? inst.state : 'gone'}`
         : failing
           ? `its health check failed (${this.probes.get(r.instance)?.probe.state.lastError ?? ''})`
           : 'it never became healthy';
@@ -379,8 +526,51 @@ export class StackController {
     if (changed) await this.save(rec);
   }
 
+  /**
+   * Where a new replica goes. Alone (or when the service cannot be reached on another host:
+   * its first network is not nat, or its port is on a loopback address): here. In a cluster: a live host with the image, room for
+   * its memory and every one of its networks (same name, same mode), the one with the fewest
+   * replicas of this service first, then the emptiest (the cluster's own placement order).
+   */
+  private async placeReplica(rec: StackRecord, svc: StackServiceSpec, target: StackServiceSpec, st: ServiceState): Promise<StackHost | undefined> {
+    const self = this.deps.cluster?.self();
+    if (!self || !this.deps.cluster) return undefined;
+    // A port on a loopback address is reached from this host only, and its connections (source
+    // 127.0.0.1) cannot be routed to another host: such a service keeps its replicas here.
+    if (svc.port !== undefined && (svc.hostAddress ?? '127.0.0.1').startsWith('127.')) return undefined;
+    const first = target.networks[0];
+    const modeOf = async (net: string) => rec.spec.networks.find((n) => n.name === net)?.mode ?? (await this.deps.networks.load(net).catch(() => undefined))?.mode;
+    if (!first || (await modeOf(first)) !== 'nat') return undefined;
+    const image = (await this.deps.images.get(target.image).catch(() => undefined)) as { defaults?: { memoryMiB?: number } } | undefined;
+    const memoryMiB = target.memoryMiB ?? (target.type ? findInstanceType(target.type).memoryMiB : undefined) ?? image?.defaults?.memoryMiB ?? 256;
+    const wanted = await Promise.all(target.networks.filter((n) => n !== 'user').map(async (n) => ({ name: n, mode: await modeOf(n) })));
+    const fits = (await this.deps.cluster.candidates(target.image, memoryMiB)).filter(
+      (h) => h.self || wanted.every((w) => h.networks.some((n) => n.name === w.name && n.mode === w.mode)),
+    );
+    if (fits.length === 0) {
+      throw vmkitError(
+        'VMKIT_RESOURCES_EXCEEDED',
+        `No live cluster host can take a replica of ${rec.name}/${svc.name}: none has image "${target.image}", ${memoryMiB} MiB free and the network(s) ${wanted.map((w) => `${w.name} (${w.mode})`).join(', ')}.`,
+        { hint: '"vmkit cluster list" shows the hosts; create the network on another host or free memory. The controller retries on every pass.' },
+      );
+    }
+    const count = (h: string) => st.replicas.filter((r) => (r.host ?? self) === h).length;
+    // A stable sort: among hosts with as many replicas, the cluster's order (most room first) stays.
+    return [...fits].sort((a, b) => count(a.name) - count(b.name))[0];
+  }
+
   /** A new replica: row first (not yet `created`), then the instance, then `created`. */
   private async createReplica(rec: StackRecord, svc: StackServiceSpec, target: StackServiceSpec, st: ServiceState): Promise<boolean> {
+    let host: StackHost | undefined;
+    try {
+      host = await this.placeReplica(rec, svc, target, st);
+    } catch (err) {
+      // Nothing is made: the reason is the service's message until a pass finds a host.
+      st.message = (err as Error).message;
+      this.deps.log(`stack ${rec.name}: ${st.message}`);
+      await this.save(rec);
+      return false;
+    }
     let index = st.nextIndex;
     while (this.insts.has(`${rec.name}-${svc.name}-${index}`)) index++;
     st.nextIndex = index + 1;
@@ -394,25 +584,53 @@ export class StackController {
       everHealthy: false,
       serving: false,
     };
+    const self = this.deps.cluster?.self();
+    if (host ?? self) r.host = host?.name ?? self;
+    if (host && !host.self) r.endpoint = { ip: host.ip, port: forwardPort() };
     st.replicas.push(r);
     await this.save(rec);
+    const req = {
+      name: r.instance,
+      image: target.image,
+      type: target.type,
+      cpus: target.cpus,
+      memoryMiB: target.memoryMiB,
+      nics: target.networks.map((network) => ({ network })),
+      userData: target.userData,
+      meta: { [REPLICA_META_KEY]: `${rec.name}/${svc.name}`, ...(self ? { [REPLICA_HOME_META_KEY]: self } : {}) },
+    };
     try {
-      const view = await this.deps.instances.create({
-        name: r.instance,
-        image: target.image,
-        type: target.type,
-        cpus: target.cpus,
-        memoryMiB: target.memoryMiB,
-        nics: target.networks.map((network) => ({ network })),
-        userData: target.userData,
-        meta: { [REPLICA_META_KEY]: `${rec.name}/${svc.name}` },
-      });
-      this.insts.set(r.instance, view);
-      r.created = true;
-      await this.save(rec);
-      this.insts.set(r.instance, await this.deps.instances.start(r.instance));
+      if (host && r.endpoint) {
+        // On another host: created and started there (undone there when it fails), with a
+        // forward on its cluster address that the service rules and the health check use.
+        for (let attempt = 1; ; attempt++) {
+          try {
+            const view = await this.deps.cluster!.launch(host.name, {
+              ...req,
+              forwards: [{ hostPort: r.endpoint.port, guestPort: target.guestPort ?? 80, hostAddress: r.endpoint.ip }],
+            });
+            this.insts.set(r.instance, { ...view, host: host.name });
+            break;
+          } catch (err) {
+            if (asVmkitError(err).code !== 'VMKIT_PORT_IN_USE' || attempt >= FORWARD_TRIES) throw err;
+            r.endpoint = { ip: host.ip, port: forwardPort() };
+            await this.save(rec);
+          }
+        }
+        r.created = true;
+        await this.save(rec);
+      } else {
+        const view = await this.deps.instances.create(req);
+        this.insts.set(r.instance, self ? { ...view, host: self } : view);
+        r.created = true;
+        await this.save(rec);
+        const started = await this.deps.instances.start(r.instance);
+        this.insts.set(r.instance, self ? { ...started, host: self } : started);
+      }
       this.ensureProbe(rec, svc, r);
-      this.deps.log(`stack ${rec.name}: started replica ${r.instance} (${target.image})`);
+      this.deps.log(
+        `stack ${rec.name}: started replica ${r.instance} (${target.image})${host ? ` on ${host.name}${r.endpoint ? ` (reached at ${r.endpoint.ip}:${r.endpoint.port})` : ''}` : ''}`,
+      );
       return true;
     } catch (err) {
       // Left in the row: the next pass finds it stopped (or missing) and removes it.
@@ -434,12 +652,17 @@ export class StackController {
       if (drain) await sleep(DRAIN_MS);
     }
     r.serving = false;
-    this.dropProbe(r.instance);
     const inst = this.insts.get(r.instance);
+    const where = this.where(r);
+    this.dropProbe(r.instance);
     if (r.created && inst && this.owned(inst, rec, Object.keys(rec.services).find((k) => rec.services[k] === st) ?? '')) {
-      await this.deps.instances.delete(r.instance, { force: true }).catch((err: Error) => {
+      const gone = (err: Error) => {
         if (!/not found|no instance/i.test(err.message)) throw err;
-      });
+      };
+      // A replica on a dead host, or one that does not answer now, stays there until its host
+      // is back: sweep() deletes it then (it carries this stack's marker and home).
+      if (where === 'local') await this.deps.instances.delete(r.instance, { force: true }).catch(gone);
+      else if (where === 'alive') await this.deps.cluster!.delete(inst.host ?? r.host!, r.instance).catch(gone);
     }
     st.replicas = st.replicas.filter((x) => x !== r);
     this.draining.delete(r.instance);

@@ -122,6 +122,14 @@ export class StackService {
   /** The checks against the host: images, networks (declared or existing), ports, addresses. */
   private async check(spec: StackSpec): Promise<void> {
     const cur = this.controller.record(spec.name);
+    // In a cluster a stack belongs to the host it was applied on; a second one of the same name
+    // elsewhere would fight over the replicas' names.
+    const homes = await this.controller.otherHomes(spec.name);
+    if (homes.length > 0) {
+      throw vmkitError('VMKIT_ALREADY_EXISTS', `A stack named "${spec.name}" runs replicas for cluster host ${homes.join(', ')}, where it was applied.`, {
+        hint: `Apply or change it on ${homes[0]}, or give this stack another name.`,
+      });
+    }
     for (const [i, n] of spec.networks.entries()) {
       if (!(await this.deps.networks.exists(n.name))) continue;
       const have = await this.deps.networks.load(n.name);

@@ -14,6 +14,14 @@ export interface ReplicaRecord {
   everHealthy: boolean;
   /** In the service address (kept in the row so a restarted daemon rewrites the same rules). */
   serving: boolean;
+  /** In a cluster: the host it runs on (absent: made before, or alone — this host). */
+  host?: string;
+  /**
+   * A replica on another host: the port forward there (that host's cluster address and a free
+   * port) which the service rules and the health check reach it through. Absent: on this host,
+   * reached on its own address.
+   */
+  endpoint?: { ip: string; port: number };
 }
 
 export interface ServiceState {
@@ -43,3 +51,6 @@ export interface StackRecord {
 
 /** The meta-data key that marks an instance as a stack's replica (`stack/service`). */
 export const REPLICA_META_KEY = 'vmkit-stack';
+
+/** The meta-data key naming the replica's home host (cluster): only that host's controller deletes it. */
+export const REPLICA_HOME_META_KEY = 'vmkit-stack-home';

@@ -35,6 +35,8 @@ export function stackView(rec: StackRecord, seen: ViewSources): StackView {
         current: r.template === key,
         state: inst?.state ?? (r.created ? 'missing' : 'creating'),
         ipv4: seen.ipOf(r.instance, svc.networks[0]),
+        host: r.host,
+        endpoint: r.endpoint ? `${r.endpoint.ip}:${r.endpoint.port}` : undefined,
         health,
         serving: seen.serving(r),
         lastError: probe?.lastError,

@@ -64,6 +64,9 @@ export const ReplicaViewSchema = Type.Object({
   current: Type.Boolean(),
   state: Type.String(),
   ipv4: Type.Optional(Type.String()),
+  // In a cluster: the host it runs on, and for one on another host the forward there the service reaches it through.
+  host: Type.Optional(Type.String()),
+  endpoint: Type.Optional(Type.String()),
   health: StringEnum(['healthy', 'unhealthy', 'starting', 'unknown'] as const),
   // In the service address now.
   serving: Type.Boolean(),
