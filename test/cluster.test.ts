@@ -360,8 +360,9 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
       const cert = new X509Certificate(answer.hostCert);
       assert.ok(cert.verify(new X509Certificate(readFileSync(join(hosts[0]!.dir, 'cluster', 'ca.pem'))).publicKey));
       assert.match(cert.subject, /CN=h4/);
-      // That certificate reaches h1's peer routes like a member's, until it is revoked — on
-      // another host: h1 learns it through its watch of etcd. A member's stays valid.
+      // That certificate reaches h1's peer routes and an etcd that reads the cluster's CRL like a
+      // member's, until it is revoked — on another host: h1 learns it through its watch of etcd;
+      // that etcd once the CRL file is made again (no restart). A member's stays valid.
       writeFileSync(join(work, 'h4.pem'), answer.hostCert);
       const peerGet = (certDir: string, cert: string, key: string) => {
         const r = topo.exec(sw, [
@@ -382,14 +383,32 @@ describe('cluster: three hosts on etcd, migration', { timeout: 1_500_000 }, () =
         const lines = r.stdout.trimEnd().split('\n');
         return { status: Number(lines.at(-1)), body: lines.slice(0, -1).join('\n') };
       };
-      assert.equal(peerGet(work, 'h4.pem', 'k.pem').status, 200);
-      const live = hosts[1]!.cli(['cluster', 'revoke', 'h3']);
-      assert.notEqual(live.code, 0, 'a live host cannot be revoked');
-      assert.match(live.stderr, /is alive/);
-      ok(hosts[1]!, ['cluster', 'revoke', 'h4']);
-      await waitFor('h1 to refuse the revoked certificate', () => peerGet(work, 'h4.pem', 'k.pem').status === 403, 10_000);
-      assert.match(peerGet(work, 'h4.pem', 'k.pem').body, /VMKIT_FORBIDDEN.*revoked/s);
-      assert.equal(peerGet(join(hosts[1]!.dir, 'cluster'), 'host.pem', 'host.key').status, 200, "a member's certificate still works");
+      const crlFile = join(work, 'crl.pem');
+      ok(hosts[0]!, ['cluster', 'crl', '--out', crlFile]);
+      const strict = await startEtcd({ netns: sw, host: topo.switchAddress, clientPort: 23791, peerPort: 23801, tls: etcd.tls, extraArgs: [`--client-crl-file=${crlFile}`] });
+      try {
+        const etcdAs = (dir: string, cert: string, key: string) =>
+          etcdctl(sw, strict.endpoint, ['put', 'probe', 'x'], { tls: { ca: etcd.tls!.ca, cert: join(dir, cert), key: join(dir, key) } });
+        const asH4 = () => etcdAs(work, 'h4.pem', 'k.pem');
+        const asH2 = () => etcdAs(join(hosts[1]!.dir, 'cluster'), 'host.pem', 'host.key');
+        assert.equal(peerGet(work, 'h4.pem', 'k.pem').status, 200);
+        assert.equal(asH4().code, 0, `before the revocation: ${asH4().stderr}`);
+        const live = hosts[1]!.cli(['cluster', 'revoke', 'h3']);
+        assert.notEqual(live.code, 0, 'a live host cannot be revoked');
+        assert.match(live.stderr, /is alive/);
+        ok(hosts[1]!, ['cluster', 'revoke', 'h4']);
+        await waitFor('h1 to refuse the revoked certificate', () => peerGet(work, 'h4.pem', 'k.pem').status === 403, 10_000);
+        assert.match(peerGet(work, 'h4.pem', 'k.pem').body, /VMKIT_FORBIDDEN.*revoked/s);
+        assert.equal(peerGet(join(hosts[1]!.dir, 'cluster'), 'host.pem', 'host.key').status, 200, "a member's certificate still works");
+        const made = ok(hosts[0]!, ['cluster', 'crl', '--out', crlFile]);
+        assert.match(made, /1 revoked certificate\(s\) \(h4 /);
+        const refused = asH4();
+        assert.notEqual(refused.code, 0, `etcd took a revoked certificate: ${refused.stdout}`);
+        const member = asH2();
+        assert.equal(member.code, 0, `a member's certificate: ${member.stderr}`);
+      } finally {
+        await strict.destroy();
+      }
       // Used: refused the second time.
       const again = post({ name: 'h4', secret: secretOf(token), csr, address });
       assert.equal(again.status, 403, again.body);

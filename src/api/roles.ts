@@ -114,6 +114,7 @@ export const ROUTE_ROLES: Readonly<Record<string, RouteRule>> = {
   'GET /1.0/cluster/hosts': 'viewer',
   'DELETE /1.0/cluster/hosts/:host': 'admin',
   'POST /1.0/cluster/hosts/:host/revoke': 'admin',
+  'GET /1.0/cluster/crl': 'admin',
   'POST /1.0/cluster/hosts/:host/evacuate': 'admin',
   'POST /1.0/instances/:name/migrate': 'admin',
   'DELETE /1.0/instances/:name/migrate': 'admin',

@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { Type } from '@sinclair/typebox';
 import type { Readable } from 'node:stream';
 import type { ClusterManager } from '../cluster/cluster.js';
 import type { IncomingRequest } from '../cluster/forwarding.js';
@@ -111,6 +112,17 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: ApiContext, pee
     await requireCluster(ctx).forget(req.params.host);
     return sync(reply, { forgotten: req.params.host });
   });
+  app.get<{ Querystring: { days?: number } }>(
+    '/1.0/cluster/crl',
+    {
+      schema: {
+        tags: tags('cluster'),
+        summary: "A CRL (PEM) signed by the cluster CA listing the revoked host certificates, for etcd's --client-crl-file",
+        querystring: Type.Object({ days: Type.Optional(Type.Integer({ minimum: 1, maximum: 3650, description: 'validity of the CRL (30)' })) }),
+      },
+    },
+    async (req, reply) => sync(reply, await requireCluster(ctx).crl(req.query.days)),
+  );
   app.post<{ Params: { host: string } }>(
     '/1.0/cluster/hosts/:host/revoke',
     { schema: { tags: tags('cluster'), summary: 'Revoke every certificate issued for a host until now (peer listeners refuse them); a live host must leave first' } },

@@ -5,7 +5,7 @@ import { Command, Option } from 'commander';
 import { vmkitError } from '../errors.js';
 import type { HostView } from '../cluster/types.js';
 import { clientFor, globals, mutate, print } from './common.js';
-import { formatMiB, renderInfo, renderList } from './output.js';
+import { formatMiB, renderData, renderInfo, renderList } from './output.js';
 
 const HOST_COLUMNS = [
   { header: 'NAME', value: (h: HostView) => (h.self ? `${h.name} *` : h.name) },
@@ -123,7 +123,7 @@ function etcdCertVerb(): Command {
     });
 }
 
-/** `vmkit cluster init|join|list|evacuate|leave|forget|revoke`. */
+/** `vmkit cluster init|join|list|evacuate|leave|forget|revoke|crl`. */
 export function clusterCommand(): Command {
   const cmd = new Command('cluster').description('Run vmkit on several hosts whose state lives in etcd');
   cmd.addHelpText(
@@ -190,6 +190,26 @@ Examples:
     .argument('<host>', 'host name')
     .action(async (host: string, _o: unknown, self: Command) => {
       await mutate(self, 'DELETE', `/1.0/cluster/hosts/${encodeURIComponent(host)}`, undefined, { done: `Host ${host} forgotten; its certificates are revoked.` });
+    });
+  cmd
+    .command('crl')
+    .description("Write a CRL signed by the cluster CA listing the revoked host certificates, for etcd's --client-crl-file (run it again after each revoke, forget or leave)")
+    .option('--out <file>', 'write it to this file (default: standard output)')
+    .option('--days <n>', 'how long the CRL is valid', '30')
+    .action(async (o: { out?: string; days: string }, self: Command) => {
+      const days = Number(o.days);
+      if (!Number.isInteger(days) || days < 1 || days > 3650) throw vmkitError('VMKIT_INVALID_ARGUMENT', `--days ${o.days} is not a whole number of days from 1 to 3650.`);
+      const r = (await clientFor(self).request('GET', `/1.0/cluster/crl?days=${days}`)).metadata as { crl: string; revoked: Array<{ serial: string; host: string }> };
+      const format = globals(self).format;
+      if (!o.out) {
+        if (format === 'json' || format === 'yaml') print(renderData(r, format));
+        else process.stdout.write(r.crl);
+        return;
+      }
+      await writeFile(o.out, r.crl);
+      print(
+        `Wrote ${o.out}: ${r.revoked.length} revoked certificate(s)${r.revoked.length ? ` (${r.revoked.map((x) => `${x.host} ${x.serial}`).join(', ')})` : ''}. etcd reads it with --client-crl-file ${o.out}.`,
+      );
     });
   cmd
     .command('revoke')

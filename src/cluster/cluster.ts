@@ -5,8 +5,21 @@ import type { Store } from '../store/store.js';
 import type { EventBus } from '../operations/events.js';
 import { PeerClient, splitAddress } from './peer.js';
 import { decodeJoinToken, type ClusterPki, type TlsMaterial } from './pki.js';
-import { JOIN_TOKEN_TTL_S, acceptJoin, alreadyJoined, askMembers, checkEtcdUrls, createJoinToken, tlsWanted, type JoinAsk, type JoinMember, type JoinRequest } from './join.js';
-import type { ClusterBackend, ClusterConfig, ClusterInfo, HostRecord, HostView, JoinAnswer, LeaseHandle, OwnerRecord, RevokedRecord } from './types.js';
+import {
+  JOIN_TOKEN_TTL_S,
+  acceptJoin,
+  alreadyJoined,
+  askMembers,
+  checkEtcdUrls,
+  createJoinToken,
+  recordCertificate,
+  tlsWanted,
+  type JoinAsk,
+  type JoinMember,
+  type JoinRequest,
+} from './join.js';
+import type { CertRecord, ClusterBackend, ClusterConfig, ClusterInfo, HostRecord, HostView, JoinAnswer, LeaseHandle, OwnerRecord, RevokedRecord } from './types.js';
+import { createCrl } from '../host/pki.js';
 
 /** What the cluster needs from the rest of the daemon. */
 export interface ClusterDeps {
@@ -351,6 +364,28 @@ export class ClusterManager {
     return at !== undefined && notBefore.getTime() <= at;
   }
 
+  /**
+   * `vmkit cluster crl`: a CRL signed by the cluster CA listing every recorded host certificate
+   * that is revoked — for etcd's `--client-crl-file`, so a revoked host key no longer reaches
+   * etcd either (the peer listeners refuse it already).
+   */
+  async crl(days = 30): Promise<{ crl: string; revoked: Array<{ serial: string; host: string; revokedAt: string }> }> {
+    const backend = this.requireBackend();
+    const revokedAt = new Map((await backend.list<RevokedRecord>('revoked')).map((r) => [r.key, r.value.at] as const));
+    const revoked: Array<{ serial: string; host: string; revokedAt: string }> = [];
+    for (const c of await backend.list<CertRecord>('certs')) {
+      const at = revokedAt.get(c.value.name);
+      if (at !== undefined && Date.parse(c.value.notBefore) <= Date.parse(at)) revoked.push({ serial: c.key, host: c.value.name, revokedAt: at });
+    }
+    revoked.sort((a, b) => a.host.localeCompare(b.host) || a.serial.localeCompare(b.serial));
+    const crl = await createCrl(
+      this.deps.pki.ca,
+      revoked.map((r) => ({ serial: r.serial, revokedAt: new Date(r.revokedAt) })),
+      days,
+    );
+    return { crl, revoked };
+  }
+
   private async assertNotAlive(backend: ClusterBackend, host: string, hint: string): Promise<void> {
     if (this.alive.has(host) || (await backend.get('alive', host))) throw vmkitError('VMKIT_INVALID_STATE', `Host "${host}" is alive.`, { hint });
   }
@@ -414,6 +449,12 @@ export class ClusterManager {
     for (const h of await backend.list<HostRecord>('hosts')) this.hosts.set(h.key, h.value);
     for (const a of await backend.list('alive')) this.alive.add(a.key);
     for (const r of await backend.list<RevokedRecord>('revoked')) this.revoked.set(r.key, Date.parse(r.value.at));
+    // This host's own certificate is listed too (hosts that joined before certificates were recorded).
+    try {
+      if (this.deps.pki.hasHost()) await recordCertificate(backend, (await this.deps.pki.tls()).cert);
+    } catch (err) {
+      this.deps.log(`warning: recording this host's certificate failed: ${(err as Error).message}`);
+    }
     this.watchers.push(
       await backend.watch('revoked', (ev) => {
         const at = ev.type === 'put' ? Date.parse((ev.value as RevokedRecord | undefined)?.at ?? '') : NaN;

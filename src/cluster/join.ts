@@ -1,9 +1,10 @@
+import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { vmkitError, asVmkitError } from '../errors.js';
 import { validateName } from '../domain/names.js';
 import { joinClient, memberCa, splitAddress } from './peer.js';
 import { encodeJoinToken, hashJoinSecret, joinSecretMatches, newJoinSecret, type ClusterPki, type JoinToken } from './pki.js';
-import type { ClusterBackend, ClusterConfig, JoinAnswer, JoinRecord } from './types.js';
+import type { CertRecord, ClusterBackend, ClusterConfig, JoinAnswer, JoinRecord } from './types.js';
 
 /**
  * Joining a cluster: the arguments of `cluster init`/`join`, and the two sides of the one-time
@@ -131,6 +132,8 @@ export async function acceptJoin(m: JoinMember, req: JoinAsk, from: string): Pro
   if (!consumed) throw refuse('the token was used already');
   const { pki } = m;
   const hostCert = await pki.signFor(req.name, req.address, req.csr);
+  // Recorded before it is handed out: a certificate the cluster cannot list cannot be revoked in etcd's CRL.
+  await recordCertificate(backend, hostCert);
   const tls = await pki.tls();
   m.log(`cluster: host "${req.name}" (${req.address}) joined through this host from ${from}`);
   return {
@@ -145,4 +148,13 @@ export async function acceptJoin(m: JoinMember, req: JoinAsk, from: string): Pro
 
 export function alreadyJoined(name: string): Error {
   return vmkitError('VMKIT_CLUSTER_NOT_JOINED', `This host is already in a cluster as "${name}".`, { hint: 'Leave it first with "vmkit cluster leave".' });
+}
+
+/** Writes `certs/<serial>` for a host certificate the cluster CA signed (idempotent). */
+export async function recordCertificate(backend: ClusterBackend, pem: string | Buffer): Promise<void> {
+  const x = new X509Certificate(pem);
+  const name = /(?:^|\n)CN=([^\n]+)/.exec(x.subject)?.[1] ?? '';
+  const record: CertRecord = { name, notBefore: new Date(x.validFrom).toISOString(), notAfter: new Date(x.validTo).toISOString() };
+  const have = await backend.get<CertRecord>('certs', x.serialNumber);
+  if (!have || have.value.name !== record.name || have.value.notBefore !== record.notBefore) await backend.put('certs', x.serialNumber, record);
 }

@@ -34,6 +34,13 @@ export type HostState = 'alive' | 'dead';
  * the peer listeners (a host forgotten, left, or revoked by hand). A certificate issued later
  * — the host joins again with a new token — is not.
  */
+/** `certs/<serial>`: a host certificate the cluster CA signed (recorded by the signer), so a CRL can list it. */
+export interface CertRecord {
+  name: string;
+  notBefore: string;
+  notAfter: string;
+}
+
 export interface RevokedRecord {
   at: string;
   by: string;

@@ -1,10 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { createCa, createSelfSigned, fingerprint, issueCertificate, signedBy } from './pki.js';
+import { createCa, createCrl, createSelfSigned, fingerprint, issueCertificate, signedBy } from './pki.js';
 
 test('pki: a self-signed certificate carries its names and is pinned by its fingerprint', async () => {
   const dir = mkdtempSync('/tmp/vmkit-pki-');
@@ -32,6 +33,30 @@ test('pki: a CA signs host certificates; another CA does not verify them', async
     assert.match(new X509Certificate(pem).subjectAltName ?? '', /IP Address:10\.0\.0\.1/);
     assert.equal(new X509Certificate(readFileSync(ca.cert)).ca, true);
     assert.equal(new X509Certificate(pem).ca, false);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('pki: a CRL signed by the CA revokes the serials it lists and no other', async () => {
+  const dir = mkdtempSync('/tmp/vmkit-pki-');
+  try {
+    const ca = await createCa({ cert: join(dir, 'ca.crt'), key: join(dir, 'ca.key') }, 'vmkit cluster CA');
+    const gone = await issueCertificate(ca, { cert: join(dir, 'g.crt'), key: join(dir, 'g.key') }, { commonName: 'h4' });
+    const kept = await issueCertificate(ca, { cert: join(dir, 'k.crt'), key: join(dir, 'k.key') }, { commonName: 'h2' });
+    const serial = new X509Certificate(readFileSync(gone.cert)).serialNumber;
+    const crl = await createCrl(ca, [{ serial, revokedAt: new Date() }]);
+    assert.match(crl, /^-----BEGIN X509 CRL-----/);
+    writeFileSync(join(dir, 'crl.pem'), crl);
+    const verify = (cert: string) => spawnSync('openssl', ['verify', '-crl_check', '-CAfile', ca.cert, '-CRLfile', join(dir, 'crl.pem'), cert], { encoding: 'utf8' });
+    const r1 = verify(gone.cert);
+    assert.notEqual(r1.status, 0, r1.stdout);
+    assert.match(r1.stdout + r1.stderr, /revoked/);
+    assert.equal(verify(kept.cert).status, 0);
+    // An empty list is a valid CRL too (every certificate passes), and garbage is refused.
+    writeFileSync(join(dir, 'crl.pem'), await createCrl(ca, []));
+    assert.equal(verify(gone.cert).status, 0);
+    await assert.rejects(createCrl(ca, [{ serial: '12; rm -rf /', revokedAt: new Date() }]), { code: 'VMKIT_INVALID_ARGUMENT' });
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

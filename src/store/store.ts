@@ -6,7 +6,22 @@ import { vmkitError, type VmkitError } from '../errors.js';
  * revision becomes etcd's mod_revision and `expectRevision` a compare-and-swap transaction).
  */
 export type StoreKind =
-  'instances' | 'images' | 'operations' | 'networks' | 'snapshots' | 'hosts' | 'meta' | 'owners' | 'alive' | 'migrations' | 'cluster' | 'tokens' | 'joins' | 'stacks' | 'revoked';
+  | 'instances'
+  | 'images'
+  | 'operations'
+  | 'networks'
+  | 'snapshots'
+  | 'hosts'
+  | 'meta'
+  | 'owners'
+  | 'alive'
+  | 'migrations'
+  | 'cluster'
+  | 'tokens'
+  | 'joins'
+  | 'stacks'
+  | 'revoked'
+  | 'certs';
 
 export interface Versioned<T> {
   key: string;
