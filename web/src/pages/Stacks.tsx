@@ -122,6 +122,7 @@ function ServiceBlock({ svc }: { svc: StackService }) {
             <th>Replica</th>
             <th>Image</th>
             <th>State</th>
+            {svc.members.some((r) => r.host) && <th>Host</th>}
             <th>Address</th>
             <th>Health</th>
             <th>Service address</th>
@@ -140,8 +141,14 @@ function ServiceBlock({ svc }: { svc: StackService }) {
                 {r.current ? '' : ' (old)'}
               </td>
               <td data-label="State">{r.state}</td>
+              {svc.members.some((m) => m.host) && (
+                <td data-label="Host" title={r.endpoint ? `reached through ${r.endpoint}` : undefined}>
+                  {r.host ?? '—'}
+                </td>
+              )}
               <td data-label="Address" className="mono">
                 {r.ipv4 ?? '—'}
+                {r.endpoint ? <span className="muted"> via {r.endpoint}</span> : null}
               </td>
               <td data-label="Health">
                 <span className={`badge ${healthClass(r)}`} title={r.lastError}>
