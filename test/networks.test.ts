@@ -149,6 +149,17 @@ describe('networks (no VM)', { timeout: 600_000 }, () => {
     assert.equal(d.cli(['network', 'delete', 'tiny']).code, 0);
     // The freed addresses are reservable again.
     assert.doesNotMatch(ns(nsName, ['cat', `${d.dir}/networks/lab/dnsmasq.conf`]), /10\.81\.0\.10/);
+    // Creates at the same moment never get the same address (each is claimed from its pick
+    // until the row holds it), and a create that fails after its pick leaves nothing claimed.
+    const together = await Promise.all(['p1', 'p2', 'p3', 'p4'].map((n) => create(n, [{ network: 'lan' }])));
+    for (const x of together) assert.equal(opErr(x), undefined);
+    const got = ['p1', 'p2', 'p3', 'p4'].map((n) => d.cliJson<{ nics: Array<{ ipv4?: string }> }>(['info', n]).nics[0]!.ipv4);
+    assert.equal(new Set(got).size, 4, `addresses of creates at the same moment: ${got.join(', ')}`);
+    r = await create('q1', [{ network: 'lan', ipv4: '10.80.0.150' }, { network: 'nosuch' }]);
+    assert.equal(opErr(r)?.code, 'VMKIT_NETWORK_NOT_FOUND');
+    r = await create('q2', [{ network: 'lan', ipv4: '10.80.0.150' }]);
+    assert.equal(opErr(r), undefined, 'the failed create left its address free');
+    for (const n of ['p1', 'p2', 'p3', 'p4', 'q2']) assert.equal(d.cli(['delete', n]).code, 0);
   });
 
   it('reconciles at start-up: missing pieces re-made, strays removed', async () => {

@@ -31,67 +31,69 @@ export class Cloning {
     const { registry, paths, events } = this.shared;
     const cloneName = validateName(name, 'instance name');
     if (opts.fromSnapshot !== undefined) return this.cloneFromSnapshot(source, cloneName, validateName(opts.fromSnapshot, 'snapshot name'), !!opts.full, ctx);
-    return registry.withLock(source, () =>
-      registry.withLock(cloneName, async () => {
-        const src = await registry.load(source);
-        if (src.state !== 'stopped') {
-          throw vmkitError('VMKIT_INVALID_STATE', `Instance "${source}" is ${src.state}; only a stopped instance is cloned.`, {
-            hint: `Stop it first ("vmkit stop ${source}").`,
-          });
-        }
-        const inst = await this.cloneRecord(src, cloneName, !opts.full);
-        const dir = paths.instance(inst.id);
-        const srcDir = paths.instance(src.id);
-        await mkdir(dir, { recursive: true });
-        try {
-          if (opts.full) {
-            const srcFile = registry.diskPath(src, src.disks[0]!);
-            const total = (await volumeInfo(srcFile, 'qcow2')).virtualSize;
-            ctx?.progress({ phase: 'copying disk', percent: 0, bytesDone: 0, bytesTotal: total });
-            await flattenVolume(srcFile, join(dir, 'root.qcow2'), {
-              signal: ctx?.signal,
-              onProgress: (f) => ctx?.progress({ phase: 'copying disk', percent: Math.min(99, Math.round(f * 100)), bytesDone: Math.round(f * total), bytesTotal: total }),
+    return registry
+      .withLock(source, () =>
+        registry.withLock(cloneName, async () => {
+          const src = await registry.load(source);
+          if (src.state !== 'stopped') {
+            throw vmkitError('VMKIT_INVALID_STATE', `Instance "${source}" is ${src.state}; only a stopped instance is cloned.`, {
+              hint: `Stop it first ("vmkit stop ${source}").`,
             });
-          } else {
-            if (isAbsolute(src.disks[0]!.file)) {
-              throw vmkitError('VMKIT_INVALID_STATE', `The disk of "${source}" is on shared storage; a linked clone would tie a local disk to it.`, {
-                hint: `Use "vmkit clone ${source} ${cloneName} --full".`,
-              });
-            }
-            // Internal snapshots live in the source's disk file, which a linked clone freezes
-            // into a read-only layer: they would no longer be revertible.
-            const snaps = await listDiskSnapshots(join(srcDir, 'root.qcow2'));
-            if (snaps.length > 0) {
-              throw vmkitError('VMKIT_INVALID_STATE', `Instance "${source}" has snapshots (${snaps.map((x) => x.name).join(', ')}); a linked clone would freeze them.`, {
-                hint: `Use "vmkit clone ${source} ${cloneName} --full", or delete its snapshots first.`,
-              });
-            }
-            ctx?.progress({ phase: 'freezing the source disk', percent: 30 });
-            const layer = join(srcDir, `layer-${randomBytes(4).toString('hex')}.qcow2`);
-            await rename(join(srcDir, 'root.qcow2'), layer);
-            try {
-              await createLinkedClone(layer, 'qcow2', join(srcDir, 'root.qcow2'));
-            } catch (err) {
-              await rename(layer, join(srcDir, 'root.qcow2'));
-              throw err;
-            }
-            // A frozen layer is read by several guests: root's, read-only (no guest uid may chmod it back).
-            await chown(layer, 0, 0);
-            await chmod(layer, 0o444);
-            await createLinkedClone(layer, 'qcow2', join(dir, 'root.qcow2'));
           }
-          // A UEFI source's NVRAM (boot entries, variables) goes with its disk.
-          await copyNvram(paths.instance(src.id), dir);
-          ctx?.checkCancelled();
-          await registry.insertRow(inst);
-        } catch (err) {
-          await rm(dir, { recursive: true, force: true });
-          throw err;
-        }
-        events.lifecycle('instance-created', cloneName, { clonedFrom: source, full: !!opts.full });
-        return registry.view(inst);
-      }),
-    );
+          const inst = await this.cloneRecord(src, cloneName, !opts.full);
+          const dir = paths.instance(inst.id);
+          const srcDir = paths.instance(src.id);
+          await mkdir(dir, { recursive: true });
+          try {
+            if (opts.full) {
+              const srcFile = registry.diskPath(src, src.disks[0]!);
+              const total = (await volumeInfo(srcFile, 'qcow2')).virtualSize;
+              ctx?.progress({ phase: 'copying disk', percent: 0, bytesDone: 0, bytesTotal: total });
+              await flattenVolume(srcFile, join(dir, 'root.qcow2'), {
+                signal: ctx?.signal,
+                onProgress: (f) => ctx?.progress({ phase: 'copying disk', percent: Math.min(99, Math.round(f * 100)), bytesDone: Math.round(f * total), bytesTotal: total }),
+              });
+            } else {
+              if (isAbsolute(src.disks[0]!.file)) {
+                throw vmkitError('VMKIT_INVALID_STATE', `The disk of "${source}" is on shared storage; a linked clone would tie a local disk to it.`, {
+                  hint: `Use "vmkit clone ${source} ${cloneName} --full".`,
+                });
+              }
+              // Internal snapshots live in the source's disk file, which a linked clone freezes
+              // into a read-only layer: they would no longer be revertible.
+              const snaps = await listDiskSnapshots(join(srcDir, 'root.qcow2'));
+              if (snaps.length > 0) {
+                throw vmkitError('VMKIT_INVALID_STATE', `Instance "${source}" has snapshots (${snaps.map((x) => x.name).join(', ')}); a linked clone would freeze them.`, {
+                  hint: `Use "vmkit clone ${source} ${cloneName} --full", or delete its snapshots first.`,
+                });
+              }
+              ctx?.progress({ phase: 'freezing the source disk', percent: 30 });
+              const layer = join(srcDir, `layer-${randomBytes(4).toString('hex')}.qcow2`);
+              await rename(join(srcDir, 'root.qcow2'), layer);
+              try {
+                await createLinkedClone(layer, 'qcow2', join(srcDir, 'root.qcow2'));
+              } catch (err) {
+                await rename(layer, join(srcDir, 'root.qcow2'));
+                throw err;
+              }
+              // A frozen layer is read by several guests: root's, read-only (no guest uid may chmod it back).
+              await chown(layer, 0, 0);
+              await chmod(layer, 0o444);
+              await createLinkedClone(layer, 'qcow2', join(dir, 'root.qcow2'));
+            }
+            // A UEFI source's NVRAM (boot entries, variables) goes with its disk.
+            await copyNvram(paths.instance(src.id), dir);
+            ctx?.checkCancelled();
+            await registry.insertRow(inst);
+          } catch (err) {
+            await rm(dir, { recursive: true, force: true });
+            throw err;
+          }
+          events.lifecycle('instance-created', cloneName, { clonedFrom: source, full: !!opts.full });
+          return registry.view(inst);
+        }),
+      )
+      .finally(() => this.nics.settle(cloneName));
   }
 
   /** The row of a new clone of `src`: same image and size, new id and MACs, no forwards. */
@@ -104,6 +106,7 @@ export class Cloning {
     const nics = await this.nics.allocate(
       src.nics.map((n) => ({ network: n.network, model: n.model })),
       image,
+      cloneName,
     );
     const now = new Date().toISOString();
     return {
@@ -137,45 +140,47 @@ export class Cloning {
    */
   private async cloneFromSnapshot(source: string, cloneName: string, snapshot: string, full: boolean, ctx?: OperationContext): Promise<InstanceView> {
     const { registry, store, paths, events } = this.shared;
-    return registry.withLock(source, () =>
-      registry.withLock(cloneName, async () => {
-        const src = await registry.load(source);
-        if (src.state === 'deleting' || src.state === 'migrating') {
-          throw vmkitError('VMKIT_INVALID_STATE', `Instance "${source}" is ${src.state}.`, { hint: 'Wait for the running operation to finish.' });
-        }
-        if (!(await store.get('snapshots', `${source}/${snapshot}`))) {
-          throw vmkitError('VMKIT_SNAPSHOT_NOT_FOUND', `Instance "${source}" has no snapshot "${snapshot}".`, {
-            hint: `"vmkit snapshot list ${source}" shows its snapshots.`,
-          });
-        }
-        const srcDisk = registry.diskPath(src, src.disks[0]!);
-        const srcInfo = await sharedVolumeInfo(srcDisk);
-        const base = full ? undefined : srcInfo.backing;
-        // A base inside the source's folder (a frozen layer) ties the clone to the source.
-        const tiedToSource = !!base && base.file.startsWith(paths.instance(src.id) + '/');
-        const inst = await this.cloneRecord(src, cloneName, tiedToSource);
-        const dir = paths.instance(inst.id);
-        await mkdir(dir, { recursive: true });
-        try {
-          const total = srcInfo.virtualSize;
-          ctx?.progress({ phase: `copying snapshot ${snapshot}`, percent: 0, bytesDone: 0, bytesTotal: total });
-          await exportSnapshotVolume(srcDisk, snapshot, join(dir, 'root.qcow2'), base, {
-            signal: ctx?.signal,
-            onProgress: (f) =>
-              ctx?.progress({ phase: `copying snapshot ${snapshot}`, percent: Math.min(99, Math.round(f * 100)), bytesDone: Math.round(f * total), bytesTotal: total }),
-          });
-          // A UEFI source's NVRAM (boot entries, variables) goes with its disk.
-          if (!(await copyNvram(paths.instance(src.id), dir, snapshotNvramFile(snapshot)))) await copyNvram(paths.instance(src.id), dir);
-          ctx?.checkCancelled();
-          await registry.insertRow(inst);
-        } catch (err) {
-          await rm(dir, { recursive: true, force: true });
-          throw err;
-        }
-        events.lifecycle('instance-created', cloneName, { clonedFrom: source, snapshot, full });
-        return registry.view(inst);
-      }),
-    );
+    return registry
+      .withLock(source, () =>
+        registry.withLock(cloneName, async () => {
+          const src = await registry.load(source);
+          if (src.state === 'deleting' || src.state === 'migrating') {
+            throw vmkitError('VMKIT_INVALID_STATE', `Instance "${source}" is ${src.state}.`, { hint: 'Wait for the running operation to finish.' });
+          }
+          if (!(await store.get('snapshots', `${source}/${snapshot}`))) {
+            throw vmkitError('VMKIT_SNAPSHOT_NOT_FOUND', `Instance "${source}" has no snapshot "${snapshot}".`, {
+              hint: `"vmkit snapshot list ${source}" shows its snapshots.`,
+            });
+          }
+          const srcDisk = registry.diskPath(src, src.disks[0]!);
+          const srcInfo = await sharedVolumeInfo(srcDisk);
+          const base = full ? undefined : srcInfo.backing;
+          // A base inside the source's folder (a frozen layer) ties the clone to the source.
+          const tiedToSource = !!base && base.file.startsWith(paths.instance(src.id) + '/');
+          const inst = await this.cloneRecord(src, cloneName, tiedToSource);
+          const dir = paths.instance(inst.id);
+          await mkdir(dir, { recursive: true });
+          try {
+            const total = srcInfo.virtualSize;
+            ctx?.progress({ phase: `copying snapshot ${snapshot}`, percent: 0, bytesDone: 0, bytesTotal: total });
+            await exportSnapshotVolume(srcDisk, snapshot, join(dir, 'root.qcow2'), base, {
+              signal: ctx?.signal,
+              onProgress: (f) =>
+                ctx?.progress({ phase: `copying snapshot ${snapshot}`, percent: Math.min(99, Math.round(f * 100)), bytesDone: Math.round(f * total), bytesTotal: total }),
+            });
+            // A UEFI source's NVRAM (boot entries, variables) goes with its disk.
+            if (!(await copyNvram(paths.instance(src.id), dir, snapshotNvramFile(snapshot)))) await copyNvram(paths.instance(src.id), dir);
+            ctx?.checkCancelled();
+            await registry.insertRow(inst);
+          } catch (err) {
+            await rm(dir, { recursive: true, force: true });
+            throw err;
+          }
+          events.lifecycle('instance-created', cloneName, { clonedFrom: source, snapshot, full });
+          return registry.view(inst);
+        }),
+      )
+      .finally(() => this.nics.settle(cloneName));
   }
 
   /**

@@ -13,8 +13,12 @@ import type { NicRequest } from './types.js';
 export class Nics {
   constructor(private readonly shared: InstanceContext) {}
 
-  /** NICs for `reqs`, numbered from nic<first>, with MACs no instance of this host uses. */
-  async allocate(reqs: NicRequest[], image: Image, first = 0): Promise<Nic[]> {
+  /**
+   * NICs for `reqs` of instance `owner`, numbered from nic<first>, with MACs no instance of
+   * this host uses. Their addresses stay claimed for `owner` until `settle(owner)`: call it
+   * once the row holds them, or the change failed.
+   */
+  async allocate(reqs: NicRequest[], image: Image, owner: string, first = 0): Promise<Nic[]> {
     const networking = this.shared.peers.networking;
     const used = new Set((await this.shared.registry.list()).flatMap((i) => i.nics.map((n) => n.mac)));
     const out: Nic[] = [];
@@ -36,7 +40,7 @@ export class Nics {
           hint: 'Only user-mode NAT ("user") NICs are available on this host.',
         });
       } else {
-        address = await networking.allocate(network, r.ipv4, out);
+        address = await networking.allocate(network, r.ipv4, out, owner);
       }
       let mac: string;
       do {
@@ -47,6 +51,11 @@ export class Nics {
       out.push({ id: `nic${first + i}`, model, mac, network, ...(address.ipv4 ? { ipv4: address.ipv4 } : {}), ...(address.dhcp ? { dhcp: true } : {}) });
     }
     return out;
+  }
+
+  /** The addresses allocated for `owner` are in its row now, or its change failed: their claims end. */
+  settle(owner: string): void {
+    this.shared.peers.networking?.settle?.(owner);
   }
 
   /** Adds a NIC; on a running instance it is hot-plugged (QMP netdev_add + device_add). */
@@ -61,12 +70,16 @@ export class Nics {
       }
       const image = await images.get(inst.image);
       const next = Math.max(-1, ...inst.nics.map((n) => Number(n.id.replace(/^nic/, '')))) + 1;
-      const [nic] = await this.allocate([req], image, next);
+      const [nic] = await this.allocate([req], image, name, next);
       const before = inst.nics;
       const beforeCloudInit = inst.cloudInit;
       inst.nics = [...before, nic!];
       inst.cloudInit = nextGeneration(inst.cloudInit);
-      await registry.save(inst);
+      try {
+        await registry.save(inst);
+      } finally {
+        this.settle(name);
+      }
       const rt = inst.state === 'running' ? registry.current(name) : undefined;
       try {
         if (nic!.network !== 'user') {

@@ -33,87 +33,91 @@ export class Provisioning {
   ) {}
 
   async create(req: CreateInstanceRequest, ctx?: OperationContext): Promise<InstanceView> {
-    const { registry, store, images, paths, host, events, peers } = this.shared;
+    const { registry } = this.shared;
     const name = validateName(req.name, 'instance name');
-    return registry.withLock(name, async () => {
-      if (await store.get('instances', name)) {
-        throw vmkitError('VMKIT_ALREADY_EXISTS', `An instance named "${name}" already exists.`, {
-          hint: 'Choose another name, or delete the existing instance first.',
-        });
-      }
-      const image = await images.get(req.image);
-      const { cpus, memoryMiB } = sizeFor(req, image);
-      const firmware = parseFirmware(req.firmware ?? image.firmware ?? 'bios');
-      // Checked before anything is made: a UEFI instance on a host without OVMF would never start.
-      if (firmware === 'uefi') await findOvmf();
-      const cloudInit = validateCloudInit(req);
-      const imageBytes = image.disks[0]?.virtualSize ?? 0;
-      const diskBytes = rootDiskBytes(req.diskBytes, image);
-      const nics = await this.nics.allocate(req.nics ?? [{}], image);
-      const forwardNic = nics.find((n) => n.network === 'user') ?? nics.find((n) => n.ipv4) ?? nics[0]!;
-      const forwards = (req.forwards ?? []).map((f) => normalizeForward({ ...f, allowPrivileged: f.allowPrivileged ?? req.allowPrivileged }, forwardNic.id));
-      if (forwards.length > 0 && forwardNic.network !== 'user') await peers.networking?.assertForwardable(forwardNic.network);
-      if (forwards.some((f) => f.floating) && forwardNic.network === 'user') throw floatingNeedsNat();
-      this.forwards.assertNoSelfCollision(forwards);
-      await this.forwards.assertNoConflict(name, forwards);
-      for (const f of forwards) await assertHostPortFree(f);
+    // The NICs' addresses are claimed from their pick until the row holds them (or this failed).
+    return registry.withLock(name, () => this.createLocked(req, name, ctx).finally(() => this.nics.settle(name)));
+  }
 
-      const id = randomBytes(6).toString('hex');
-      const dir = paths.instance(id);
-      const now = new Date().toISOString();
-      const inst: Instance = {
-        id,
-        name,
-        image: image.name,
-        imageVersion: image.version,
-        type: req.type,
-        cpus,
-        memoryMiB,
-        nics,
-        forwards,
-        disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2' }],
-        state: 'stopped',
-        createdAt: now,
-        updatedAt: now,
-        host: host.hostName,
-        machine: await host.machineType?.(),
-        ...(firmware === 'uefi' ? { firmware } : {}),
-        ...(cloudInit ? { cloudInit } : {}),
-      };
-      const shared = host.sharedDir && req.storage !== 'local' ? host.sharedDir : undefined;
-      if (shared) inst.disks = [{ name: 'root', file: join(shared, 'disks', id, 'root.qcow2'), format: 'qcow2' }];
-      ctx?.progress({ phase: 'cloning disk', percent: 30 });
-      // Files first, row second: a crash in between leaves a folder without a row, which
-      // reconcile() removes; never a row pointing at a missing disk.
-      await mkdir(dir, { recursive: true });
-      try {
-        const rootImage = image.disks[0]!;
-        const rootFile = registry.diskPath(inst, inst.disks[0]!);
-        if (shared) {
-          // Every host must reach the whole chain: the image's disk is copied once into the
-          // shared storage (named by its checksum) and the instance's disk is backed by that.
-          const base = await images.sharedBase(image, shared);
-          await mkdir(dirname(rootFile), { recursive: true });
-          await createLinkedClone(base, rootImage.format, rootFile);
-        } else {
-          await createLinkedClone(images.file(image, rootImage.file), rootImage.format, rootFile);
-        }
-        // The overlay grows; cloud-init's growpart and resizefs grow the guest's partition and filesystem at boot.
-        if (diskBytes !== undefined && diskBytes > imageBytes) {
-          ctx?.progress({ phase: 'growing disk', percent: 60 });
-          await resizeVolume(rootFile, 'qcow2', diskBytes);
-        }
-        ctx?.checkCancelled();
-        await registry.insertRow(inst);
-      } catch (err) {
-        await rm(dir, { recursive: true, force: true });
-        if (shared) await rm(join(shared, 'disks', id), { recursive: true, force: true });
-        throw err;
+  private async createLocked(req: CreateInstanceRequest, name: string, ctx?: OperationContext): Promise<InstanceView> {
+    const { registry, store, images, paths, host, events, peers } = this.shared;
+    if (await store.get('instances', name)) {
+      throw vmkitError('VMKIT_ALREADY_EXISTS', `An instance named "${name}" already exists.`, {
+        hint: 'Choose another name, or delete the existing instance first.',
+      });
+    }
+    const image = await images.get(req.image);
+    const { cpus, memoryMiB } = sizeFor(req, image);
+    const firmware = parseFirmware(req.firmware ?? image.firmware ?? 'bios');
+    // Checked before anything is made: a UEFI instance on a host without OVMF would never start.
+    if (firmware === 'uefi') await findOvmf();
+    const cloudInit = validateCloudInit(req);
+    const imageBytes = image.disks[0]?.virtualSize ?? 0;
+    const diskBytes = rootDiskBytes(req.diskBytes, image);
+    const nics = await this.nics.allocate(req.nics ?? [{}], image, name);
+    const forwardNic = nics.find((n) => n.network === 'user') ?? nics.find((n) => n.ipv4) ?? nics[0]!;
+    const forwards = (req.forwards ?? []).map((f) => normalizeForward({ ...f, allowPrivileged: f.allowPrivileged ?? req.allowPrivileged }, forwardNic.id));
+    if (forwards.length > 0 && forwardNic.network !== 'user') await peers.networking?.assertForwardable(forwardNic.network);
+    if (forwards.some((f) => f.floating) && forwardNic.network === 'user') throw floatingNeedsNat();
+    this.forwards.assertNoSelfCollision(forwards);
+    await this.forwards.assertNoConflict(name, forwards);
+    for (const f of forwards) await assertHostPortFree(f);
+
+    const id = randomBytes(6).toString('hex');
+    const dir = paths.instance(id);
+    const now = new Date().toISOString();
+    const inst: Instance = {
+      id,
+      name,
+      image: image.name,
+      imageVersion: image.version,
+      type: req.type,
+      cpus,
+      memoryMiB,
+      nics,
+      forwards,
+      disks: [{ name: 'root', file: 'root.qcow2', format: 'qcow2' }],
+      state: 'stopped',
+      createdAt: now,
+      updatedAt: now,
+      host: host.hostName,
+      machine: await host.machineType?.(),
+      ...(firmware === 'uefi' ? { firmware } : {}),
+      ...(cloudInit ? { cloudInit } : {}),
+    };
+    const shared = host.sharedDir && req.storage !== 'local' ? host.sharedDir : undefined;
+    if (shared) inst.disks = [{ name: 'root', file: join(shared, 'disks', id, 'root.qcow2'), format: 'qcow2' }];
+    ctx?.progress({ phase: 'cloning disk', percent: 30 });
+    // Files first, row second: a crash in between leaves a folder without a row, which
+    // reconcile() removes; never a row pointing at a missing disk.
+    await mkdir(dir, { recursive: true });
+    try {
+      const rootImage = image.disks[0]!;
+      const rootFile = registry.diskPath(inst, inst.disks[0]!);
+      if (shared) {
+        // Every host must reach the whole chain: the image's disk is copied once into the
+        // shared storage (named by its checksum) and the instance's disk is backed by that.
+        const base = await images.sharedBase(image, shared);
+        await mkdir(dirname(rootFile), { recursive: true });
+        await createLinkedClone(base, rootImage.format, rootFile);
+      } else {
+        await createLinkedClone(images.file(image, rootImage.file), rootImage.format, rootFile);
       }
-      if (inst.nics.some((n) => n.network !== 'user')) await peers.networking?.sync();
-      events.lifecycle('instance-created', name);
-      return registry.view(inst);
-    });
+      // The overlay grows; cloud-init's growpart and resizefs grow the guest's partition and filesystem at boot.
+      if (diskBytes !== undefined && diskBytes > imageBytes) {
+        ctx?.progress({ phase: 'growing disk', percent: 60 });
+        await resizeVolume(rootFile, 'qcow2', diskBytes);
+      }
+      ctx?.checkCancelled();
+      await registry.insertRow(inst);
+    } catch (err) {
+      await rm(dir, { recursive: true, force: true });
+      if (shared) await rm(join(shared, 'disks', id), { recursive: true, force: true });
+      throw err;
+    }
+    if (inst.nics.some((n) => n.network !== 'user')) await peers.networking?.sync();
+    events.lifecycle('instance-created', name);
+    return registry.view(inst);
   }
 
   async delete(name: string, opts: { force?: boolean } = {}, ctx?: OperationContext): Promise<void> {

@@ -36,8 +36,14 @@ export interface NicRequest {
 
 /** What instances need from vmkit networks (src/network/manager.ts implements it). */
 export interface InstanceNetworking {
-  /** Checks the network and picks the NIC's address (static, or a DHCP reservation). */
-  allocate(network: string, requestedIp: string | undefined, pending: readonly Nic[]): Promise<{ ipv4?: string; dhcp?: boolean }>;
+  /**
+   * Checks the network and picks the NIC's address (static, or a DHCP reservation) for the
+   * instance `owner`: the address stays claimed for it until `settle(owner)`, so a create
+   * running at the same moment never gets the same one.
+   */
+  allocate(network: string, requestedIp: string | undefined, pending: readonly Nic[], owner?: string): Promise<{ ipv4?: string; dhcp?: boolean }>;
+  /** The instance's row holds its addresses now (or its create failed): its claims end. */
+  settle?(owner: string): void;
   addressing(network: string): Promise<{ prefix: number; gateway?: string; dns?: string[] } | undefined>;
   taps(inst: Instance): Record<string, string>;
   /** Before QEMU starts: taps, reservations, rules. */

@@ -54,6 +54,9 @@ export function bridgeMac(n: Pick<Network, 'name' | 'subnet'>): string {
   return ['02', ...[...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
 }
 
+/** How long an address claim lasts if its create never settles it (the daemon died mid-create: it restarts anyway). */
+const CLAIM_MS = 10 * 60_000;
+
 export class NetworkManager {
   private chain: Promise<unknown> = Promise.resolve();
   /**
@@ -352,16 +355,37 @@ export class NetworkManager {
    * one, or a DHCP reservation from the pool). `pending` = NICs being allocated in the same
    * request.
    */
-  async allocate(network: string, requestedIp: string | undefined, pending: readonly Nic[]): Promise<{ ipv4?: string; dhcp?: boolean }> {
+  async allocate(network: string, requestedIp: string | undefined, pending: readonly Nic[], owner?: string): Promise<{ ipv4?: string; dhcp?: boolean }> {
     const n = await this.load(network);
     const taken = new Set<string>();
     for (const inst of await this.instances()) for (const x of inst.nics) if (x.network === network && x.ipv4) taken.add(x.ipv4);
+    // From here to the claim nothing awaits: two creates at the same moment see each other's claims.
+    const now = Date.now();
+    for (const [ip, c] of this.claims) {
+      if (c.until < now) this.claims.delete(ip);
+      else if (c.network === network && c.owner !== owner) taken.add(c.ip);
+    }
     for (const x of pending) if (x.network === network && x.ipv4) taken.add(x.ipv4);
     const reserved = this.reservedAddresses(network);
-    if (requestedIp !== undefined) return { ipv4: allocateAddress(n, taken, requestedIp, reserved) };
-    if (!n.dhcp || !n.subnet) return {};
-    return { ipv4: allocateAddress(n, taken, undefined, reserved), dhcp: true };
+    let picked: { ipv4?: string; dhcp?: boolean } = {};
+    if (requestedIp !== undefined) picked = { ipv4: allocateAddress(n, taken, requestedIp, reserved) };
+    else if (n.dhcp && n.subnet) picked = { ipv4: allocateAddress(n, taken, undefined, reserved), dhcp: true };
+    if (picked.ipv4 && owner !== undefined) this.claims.set(`${network} ${picked.ipv4}`, { network, ip: picked.ipv4, owner, until: now + CLAIM_MS });
+    return picked;
   }
+
+  /** The instance's row holds its addresses now, or its create failed: its claims end. */
+  settle(owner: string): void {
+    for (const [k, c] of this.claims) if (c.owner === owner) this.claims.delete(k);
+  }
+
+  /**
+   * Addresses picked for NICs whose instance row is not stored yet: a create clones its disk
+   * between the pick and the row, and another create at that moment must not pick the same
+   * address. Each ends with `settle` (after the row is written, or the create failed); one
+   * left by a crash lapses after CLAIM_MS.
+   */
+  private readonly claims = new Map<string, { network: string; ip: string; owner: string; until: number }>();
 
   /** Addresses on a network no NIC may get (address → its holder, for errors): set by the stacks. */
   private reservedAddresses: (network: string) => ReadonlyMap<string, string> = () => new Map();
