@@ -1,43 +1,27 @@
 import { randomUUID } from 'node:crypto';
-import { vmkitError, asVmkitError } from '../errors.js';
+import { vmkitError } from '../errors.js';
 import { validateName } from '../domain/names.js';
-import type { Store } from '../store/store.js';
-import type { EventBus } from '../operations/events.js';
 import { PeerClient, splitAddress } from './peer.js';
-import { decodeJoinToken, type ClusterPki, type TlsMaterial } from './pki.js';
+import type { ClusterPki } from './pki.js';
 import {
   JOIN_TOKEN_TTL_S,
   acceptJoin,
   alreadyJoined,
-  askMembers,
   checkEtcdUrls,
   createJoinToken,
-  recordCertificate,
+  joinWithToken,
+  recordOwnCertificate,
   tlsWanted,
   type JoinAsk,
   type JoinMember,
   type JoinRequest,
 } from './join.js';
-import type { CertRecord, ClusterBackend, ClusterConfig, ClusterInfo, HostRecord, HostView, JoinAnswer, LeaseHandle, OwnerRecord, RevokedRecord } from './types.js';
-import { createCrl } from '../host/pki.js';
+import type { ClusterBackend, ClusterConfig, ClusterDeps, ClusterInfo, HostRecord, HostView, JoinAnswer, LeaseHandle, OwnerRecord, RevokedRecord } from './types.js';
+import { claimOwnership, releaseOwnership, transferOwnership } from './ownership.js';
+import { noHostFits, placementOrder } from './placement.js';
+import { Revocations, revocationList, type RevokedCertificateView } from './revocation.js';
 
-/** What the cluster needs from the rest of the daemon. */
-export interface ClusterDeps {
-  local: Store;
-  events: EventBus;
-  /** Opens the cluster store (etcd) at these endpoints, with this host's certificate unless plain http. */
-  connect(endpoints: string[], tls: TlsMaterial | undefined): Promise<ClusterBackend>;
-  /** The cluster CA and this host's certificate, in the data folder. */
-  pki: ClusterPki;
-  /** The facts this host publishes (everything but name/address/hostId/updatedAt). */
-  hostFacts(): Promise<Omit<HostRecord, 'name' | 'address' | 'hostId' | 'updatedAt'>>;
-  /** The instances this host has: claimed in etcd when the host joins. */
-  localInstances(): Promise<Array<{ name: string; image: string; cpus: number; memoryMiB: number }>>;
-  /** Starts (or re-keys) the mutual-TLS listener peers call (with the pki's certificate). */
-  listenPeer(address: string): Promise<void>;
-  stopPeer(): Promise<void>;
-  log(line: string): void;
-}
+export type { ClusterDeps } from './types.js';
 
 /** Seconds a host's lease lives without keep-alive: after that, the cluster sees it dead. */
 export function leaseTtlSeconds(): number {
@@ -61,8 +45,7 @@ export class ClusterManager {
   private watchers: Array<{ close(): Promise<void> }> = [];
   private hosts = new Map<string, HostRecord>();
   private alive = new Set<string>();
-  /** Host name → until when its certificates are revoked (ms), from etcd's `revoked/`. */
-  private revoked = new Map<string, number>();
+  private readonly revocations = new Revocations();
   private closed = false;
   private reconnecting?: Promise<void>;
 
@@ -167,7 +150,7 @@ export class ClusterManager {
   /** `vmkit cluster init` (create) / `vmkit cluster join TOKEN`. */
   async join(req: JoinRequest): Promise<ClusterConfig> {
     splitAddress(req.address);
-    if (!req.create) return this.joinWithToken(req);
+    if (!req.create) return joinWithToken(req, { pki: this.deps.pki, joinedAs: () => this.config?.name, enter: (c, idOf) => this.enter(c, idOf) });
     const name = req.name ?? '';
     validateName(name, 'host name');
     const etcd = req.etcd ?? [];
@@ -201,40 +184,6 @@ export class ClusterManager {
   }
 
   /** The joiner's side: check the member against the token, prove the secret, get a certificate. */
-  private async joinWithToken(req: JoinRequest): Promise<ClusterConfig> {
-    if (!req.token) throw vmkitError('VMKIT_INVALID_ARGUMENT', 'Joining needs the token a member printed.', { hint: 'Run "vmkit cluster add HOST" on a member.' });
-    const token = decodeJoinToken(req.token);
-    if (this.config) throw alreadyJoined(this.config.name);
-    if (Date.parse(token.expiresAt) <= Date.now()) {
-      throw vmkitError('VMKIT_FORBIDDEN', `This join token expired at ${token.expiresAt}.`, { hint: `Make a new one with "vmkit cluster add ${token.name}" on a member.` });
-    }
-    const { pki } = this.deps;
-    const hadCa = pki.hasCa();
-    let answer: JoinAnswer | undefined;
-    try {
-      const csr = await pki.newHostKey(token.name);
-      answer = await askMembers(token, { name: token.name, secret: token.secret, csr, address: req.address });
-      await pki.install(answer, token.fingerprint);
-      const a = answer;
-      return await this.enter({ name: token.name, address: req.address, etcd: a.etcd, insecureEtcd: a.insecureEtcd }, async (backend) => {
-        const info = await backend.get<ClusterInfo>('cluster', 'config');
-        if (!info || info.value.id !== a.clusterId) {
-          throw vmkitError('VMKIT_CLUSTER_NOT_JOINED', `etcd at ${a.etcd.join(', ')} does not hold the cluster the member belongs to.`, {
-            hint: 'Check etcd and retry with a new token.',
-          });
-        }
-        return info.value.id;
-      });
-    } catch (err) {
-      // Nothing half-made: the key, certificate and CA this failed join wrote go.
-      if (!this.config) {
-        await pki.forgetHost();
-        if (!hadCa) await pki.forgetCa();
-      }
-      throw err;
-    }
-  }
-
   /** The common end of init and join: etcd reachable with this host's certificate, name free, instances claimed. */
   private async enter(
     c: { name: string; address: string; etcd: string[]; insecureEtcd: boolean },
@@ -360,42 +309,20 @@ export class ClusterManager {
 
   /** Whether a peer's certificate (its CN and issue time) was revoked. */
   certificateRevoked(commonName: string, notBefore: Date): boolean {
-    const at = this.revoked.get(commonName);
-    return at !== undefined && notBefore.getTime() <= at;
+    return this.revocations.has(commonName, notBefore);
   }
 
-  /**
-   * `vmkit cluster crl`: a CRL signed by the cluster CA listing every recorded host certificate
-   * that is revoked — for etcd's `--client-crl-file`, so a revoked host key no longer reaches
-   * etcd either (the peer listeners refuse it already).
-   */
-  async crl(days = 30): Promise<{ crl: string; revoked: Array<{ serial: string; host: string; revokedAt: string }> }> {
-    const backend = this.requireBackend();
-    const revokedAt = new Map((await backend.list<RevokedRecord>('revoked')).map((r) => [r.key, r.value.at] as const));
-    const revoked: Array<{ serial: string; host: string; revokedAt: string }> = [];
-    for (const c of await backend.list<CertRecord>('certs')) {
-      const at = revokedAt.get(c.value.name);
-      if (at !== undefined && Date.parse(c.value.notBefore) <= Date.parse(at)) revoked.push({ serial: c.key, host: c.value.name, revokedAt: at });
-    }
-    revoked.sort((a, b) => a.host.localeCompare(b.host) || a.serial.localeCompare(b.serial));
-    const crl = await createCrl(
-      this.deps.pki.ca,
-      revoked.map((r) => ({ serial: r.serial, revokedAt: new Date(r.revokedAt) })),
-      days,
-    );
-    return { crl, revoked };
+  /** `vmkit cluster crl` (revocation.ts). */
+  async crl(days = 30): Promise<{ crl: string; revoked: RevokedCertificateView[] }> {
+    return revocationList(this.requireBackend(), this.deps.pki.ca, days);
   }
 
   private async assertNotAlive(backend: ClusterBackend, host: string, hint: string): Promise<void> {
     if (this.alive.has(host) || (await backend.get('alive', host))) throw vmkitError('VMKIT_INVALID_STATE', `Host "${host}" is alive.`, { hint });
   }
 
-  private async putRevoked(backend: ClusterBackend, name: string, why: string): Promise<RevokedRecord> {
-    const record: RevokedRecord = { at: new Date().toISOString(), by: this.config!.name, why };
-    await backend.put('revoked', name, record);
-    this.revoked.set(name, Date.parse(record.at));
-    this.deps.log(`certificates of host ${name} issued until ${record.at} are revoked (${why})`);
-    return record;
+  private putRevoked(backend: ClusterBackend, name: string, why: string): Promise<RevokedRecord> {
+    return this.revocations.revoke(backend, this.config!.name, name, why, (l) => this.deps.log(l));
   }
 
   private async connect(): Promise<void> {
@@ -448,19 +375,9 @@ export class ClusterManager {
     }
     for (const h of await backend.list<HostRecord>('hosts')) this.hosts.set(h.key, h.value);
     for (const a of await backend.list('alive')) this.alive.add(a.key);
-    for (const r of await backend.list<RevokedRecord>('revoked')) this.revoked.set(r.key, Date.parse(r.value.at));
-    // This host's own certificate is listed too (hosts that joined before certificates were recorded).
-    try {
-      if (this.deps.pki.hasHost()) await recordCertificate(backend, (await this.deps.pki.tls()).cert);
-    } catch (err) {
-      this.deps.log(`warning: recording this host's certificate failed: ${(err as Error).message}`);
-    }
+    await recordOwnCertificate(backend, this.deps.pki, (l) => this.deps.log(l));
     this.watchers.push(
-      await backend.watch('revoked', (ev) => {
-        const at = ev.type === 'put' ? Date.parse((ev.value as RevokedRecord | undefined)?.at ?? '') : NaN;
-        if (Number.isFinite(at)) this.revoked.set(ev.key, at);
-        else this.revoked.delete(ev.key);
-      }),
+      await this.revocations.follow(backend),
       await backend.watch('alive', (ev) => {
         const was = this.alive.has(ev.key);
         if (ev.type === 'put') this.alive.add(ev.key);
@@ -536,20 +453,14 @@ export class ClusterManager {
 
   /** Placement that avoids one host (evacuation). */
   async placeExcept(image: string, memoryMiB: number, except?: string): Promise<string> {
-    const fits = await this.candidates(image, memoryMiB, except);
-    if (fits.length === 0) {
-      throw vmkitError('VMKIT_RESOURCES_EXCEEDED', `No live host with image "${image}" has ${memoryMiB} MiB free.`, {
-        hint: '"vmkit cluster list" shows each host\'s free memory; pick one with --target.',
-      });
-    }
-    return fits[0]!.name;
+    const best = (await this.candidates(image, memoryMiB, except))[0];
+    if (!best) throw noHostFits(image, memoryMiB);
+    return best.name;
   }
 
-  /** Live hosts with the image and room for the memory, the emptiest first. */
+  /** Live hosts with the image and room for the memory, the emptiest first (placement.ts). */
   async candidates(image: string, memoryMiB: number, except?: string): Promise<HostView[]> {
-    const hosts = (await this.listHosts()).filter((h) => h.state === 'alive' && h.name !== except && h.images.some((i) => i.name === image));
-    const room = (h: HostView) => Math.min(h.memoryFreeMiB, h.memoryTotalMiB - h.memoryAssignedMiB);
-    return hosts.filter((h) => room(h) >= memoryMiB).sort((a, b) => room(b) - room(a) || a.name.localeCompare(b.name));
+    return placementOrder(await this.listHosts(), image, memoryMiB, except);
   }
 
   // ---- ownership ---------------------------------------------------------------------------
@@ -563,45 +474,19 @@ export class ClusterManager {
     return (await this.requireBackend().list<OwnerRecord>('owners')).map((o) => ({ name: o.key, record: o.value }));
   }
 
-  /** Makes this host the owner of a new instance name (fails if any host owns it). */
+  /** Makes this host the owner of a new instance name (fails if any host owns it; ownership.ts). */
   async claim(name: string, summary: { image?: string; cpus?: number; memoryMiB?: number }): Promise<void> {
-    const backend = this.requireBackend();
-    const record: OwnerRecord = { host: this.config!.name, since: new Date().toISOString(), image: summary.image, cpus: summary.cpus, memoryMiB: summary.memoryMiB };
-    try {
-      await backend.put('owners', name, record, { expectRevision: 0 });
-    } catch (err) {
-      const e = asVmkitError(err);
-      if (e.code !== 'VMKIT_ALREADY_EXISTS') throw e;
-      const other = await backend.get<OwnerRecord>('owners', name);
-      if (other?.value.host === this.config!.name) return;
-      throw vmkitError('VMKIT_ALREADY_EXISTS', `An instance named "${name}" already exists on cluster host "${other?.value.host}".`, {
-        hint: 'Instance names are unique in the whole cluster; choose another.',
-      });
-    }
+    return claimOwnership(this.requireBackend(), this.config!.name, name, summary);
   }
 
   /** The instance was deleted here: its name is free again (only if this host owns it). */
   async released(name: string): Promise<void> {
-    if (!this.backend || !this.config) return;
-    const found = await this.backend.get<OwnerRecord>('owners', name);
-    if (found?.value.host === this.config.name) {
-      const host = this.config.name;
-      await this.backend
-        .delete('owners', name, { expectRevision: found.revision })
-        .catch((err: Error) => this.deps.log(`warning: freeing the name ${name} (owned by ${host}) failed: ${err.message}`));
-    }
+    if (this.backend && this.config) await releaseOwnership(this.backend, this.config.name, name, (l) => this.deps.log(l));
   }
 
   /** Moves ownership from → to, only if nobody changed it since `revision` (compare-and-swap). */
   async transfer(name: string, from: string, to: string, revision: number, summary: Partial<OwnerRecord>): Promise<boolean> {
-    const backend = this.requireBackend();
-    const current = await backend.get<OwnerRecord>('owners', name);
-    if (!current || current.revision !== revision || current.value.host !== from) return false;
-    return backend.txn(
-      [{ kind: 'owners', key: name, expectRevision: revision }],
-      [{ kind: 'owners', key: name, value: { ...current.value, ...summary, host: to, since: new Date().toISOString() } }],
-      [],
-    );
+    return transferOwnership(this.requireBackend(), name, from, to, revision, summary);
   }
 }
 

@@ -3,8 +3,8 @@ import { readFile } from 'node:fs/promises';
 import { vmkitError, asVmkitError } from '../errors.js';
 import { validateName } from '../domain/names.js';
 import { joinClient, memberCa, splitAddress } from './peer.js';
-import { encodeJoinToken, hashJoinSecret, joinSecretMatches, newJoinSecret, type ClusterPki, type JoinToken } from './pki.js';
-import type { CertRecord, ClusterBackend, ClusterConfig, JoinAnswer, JoinRecord } from './types.js';
+import { decodeJoinToken, encodeJoinToken, hashJoinSecret, joinSecretMatches, newJoinSecret, type ClusterPki, type JoinToken } from './pki.js';
+import type { CertRecord, ClusterBackend, ClusterConfig, ClusterInfo, JoinAnswer, JoinRecord } from './types.js';
 
 /**
  * Joining a cluster: the arguments of `cluster init`/`join`, and the two sides of the one-time
@@ -157,4 +157,56 @@ export async function recordCertificate(backend: ClusterBackend, pem: string | B
   const record: CertRecord = { name, notBefore: new Date(x.validFrom).toISOString(), notAfter: new Date(x.validTo).toISOString() };
   const have = await backend.get<CertRecord>('certs', x.serialNumber);
   if (!have || have.value.name !== record.name || have.value.notBefore !== record.notBefore) await backend.put('certs', x.serialNumber, record);
+}
+
+/** What the joiner's side needs of the cluster manager. */
+export interface Joiner {
+  pki: ClusterPki;
+  /** This host's name when it is in a cluster already. */
+  joinedAs(): string | undefined;
+  /** The common end of init and join (ClusterManager.enter). */
+  enter(c: { name: string; address: string; etcd: string[]; insecureEtcd: boolean }, clusterIdOf: (backend: ClusterBackend) => Promise<string>): Promise<ClusterConfig>;
+}
+
+/** The joiner's side: check the member against the token, prove the secret, get a certificate. */
+export async function joinWithToken(req: JoinRequest, j: Joiner): Promise<ClusterConfig> {
+  if (!req.token) throw vmkitError('VMKIT_INVALID_ARGUMENT', 'Joining needs the token a member printed.', { hint: 'Run "vmkit cluster add HOST" on a member.' });
+  const token = decodeJoinToken(req.token);
+  const already = j.joinedAs();
+  if (already !== undefined) throw alreadyJoined(already);
+  if (Date.parse(token.expiresAt) <= Date.now()) {
+    throw vmkitError('VMKIT_FORBIDDEN', `This join token expired at ${token.expiresAt}.`, { hint: `Make a new one with "vmkit cluster add ${token.name}" on a member.` });
+  }
+  const { pki } = j;
+  const hadCa = pki.hasCa();
+  try {
+    const csr = await pki.newHostKey(token.name);
+    const a = await askMembers(token, { name: token.name, secret: token.secret, csr, address: req.address });
+    await pki.install(a, token.fingerprint);
+    return await j.enter({ name: token.name, address: req.address, etcd: a.etcd, insecureEtcd: a.insecureEtcd }, async (backend) => {
+      const info = await backend.get<ClusterInfo>('cluster', 'config');
+      if (!info || info.value.id !== a.clusterId) {
+        throw vmkitError('VMKIT_CLUSTER_NOT_JOINED', `etcd at ${a.etcd.join(', ')} does not hold the cluster the member belongs to.`, {
+          hint: 'Check etcd and retry with a new token.',
+        });
+      }
+      return info.value.id;
+    });
+  } catch (err) {
+    // Nothing half-made: the key, certificate and CA this failed join wrote go.
+    if (j.joinedAs() === undefined) {
+      await pki.forgetHost();
+      if (!hadCa) await pki.forgetCa();
+    }
+    throw err;
+  }
+}
+
+/** This host's own certificate in `certs/` too (hosts that joined before certificates were recorded); never fails. */
+export async function recordOwnCertificate(backend: ClusterBackend, pki: ClusterPki, log: (line: string) => void): Promise<void> {
+  try {
+    if (pki.hasHost()) await recordCertificate(backend, (await pki.tls()).cert);
+  } catch (err) {
+    log(`warning: recording this host's certificate failed: ${(err as Error).message}`);
+  }
 }

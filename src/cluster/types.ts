@@ -1,5 +1,7 @@
 import { MIGRATION_MODES } from '../wire/requests.js';
 import type { Store, StoreKind } from '../store/store.js';
+import type { EventBus } from '../operations/events.js';
+import type { ClusterPki, TlsMaterial } from './pki.js';
 
 /** What each host publishes about itself in etcd (`hosts/<name>`), refreshed every few seconds. */
 export interface HostRecord {
@@ -142,4 +144,22 @@ export interface MigrationPlan {
   sharedStorage: boolean;
   blockers: Blocker[];
   ok: boolean;
+}
+
+/** What the cluster needs from the rest of the daemon. */
+export interface ClusterDeps {
+  local: Store;
+  events: EventBus;
+  /** Opens the cluster store (etcd) at these endpoints, with this host's certificate unless plain http. */
+  connect(endpoints: string[], tls: TlsMaterial | undefined): Promise<ClusterBackend>;
+  /** The cluster CA and this host's certificate, in the data folder. */
+  pki: ClusterPki;
+  /** The facts this host publishes (everything but name/address/hostId/updatedAt). */
+  hostFacts(): Promise<Omit<HostRecord, 'name' | 'address' | 'hostId' | 'updatedAt'>>;
+  /** The instances this host has: claimed in etcd when the host joins. */
+  localInstances(): Promise<Array<{ name: string; image: string; cpus: number; memoryMiB: number }>>;
+  /** Starts (or re-keys) the mutual-TLS listener peers call (with the pki's certificate). */
+  listenPeer(address: string): Promise<void>;
+  stopPeer(): Promise<void>;
+  log(line: string): void;
 }

@@ -1,3 +1,4 @@
+import { AddressClaims } from './address-claims.js';
 import { createHash } from 'node:crypto';
 import { claimAddress, forgetConnections, releaseAddress } from './floating.js';
 import { mkdir, readdir, rm } from 'node:fs/promises';
@@ -53,9 +54,6 @@ export function bridgeMac(n: Pick<Network, 'name' | 'subnet'>): string {
     .digest();
   return ['02', ...[...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
 }
-
-/** How long an address claim lasts if its create never settles it (the daemon died mid-create: it restarts anyway). */
-const CLAIM_MS = 10 * 60_000;
 
 export class NetworkManager {
   private chain: Promise<unknown> = Promise.resolve();
@@ -350,53 +348,33 @@ export class NetworkManager {
 
   // ---- what the instance manager asks -----------------------------------------------------
 
-  /**
-   * Checks a NIC request against its network and picks its address (the requested static
-   * one, or a DHCP reservation from the pool). `pending` = NICs being allocated in the same
-   * request.
-   */
+  /** Picks a NIC's address (static, checked, or from the pool); `pending` = NICs of the same request. */
   async allocate(network: string, requestedIp: string | undefined, pending: readonly Nic[], owner?: string): Promise<{ ipv4?: string; dhcp?: boolean }> {
     const n = await this.load(network);
     const taken = new Set<string>();
     for (const inst of await this.instances()) for (const x of inst.nics) if (x.network === network && x.ipv4) taken.add(x.ipv4);
-    // From here to the claim nothing awaits: two creates at the same moment see each other's claims.
-    const now = Date.now();
-    for (const [ip, c] of this.claims) {
-      if (c.until < now) this.claims.delete(ip);
-      else if (c.network === network && c.owner !== owner) taken.add(c.ip);
-    }
+    this.claims.heldFor(network, owner, taken);
     for (const x of pending) if (x.network === network && x.ipv4) taken.add(x.ipv4);
-    const reserved = this.reservedAddresses(network);
+    const reserved = this.reservedAddresses(network); // nothing awaits from the claims read to the claim (AddressClaims)
     let picked: { ipv4?: string; dhcp?: boolean } = {};
     if (requestedIp !== undefined) picked = { ipv4: allocateAddress(n, taken, requestedIp, reserved) };
     else if (n.dhcp && n.subnet) picked = { ipv4: allocateAddress(n, taken, undefined, reserved), dhcp: true };
-    if (picked.ipv4 && owner !== undefined) this.claims.set(`${network} ${picked.ipv4}`, { network, ip: picked.ipv4, owner, until: now + CLAIM_MS });
+    if (picked.ipv4 && owner !== undefined) this.claims.claim(network, picked.ipv4, owner);
     return picked;
   }
 
   /** The instance's row holds its addresses now, or its create failed: its claims end. */
   settle(owner: string): void {
-    for (const [k, c] of this.claims) if (c.owner === owner) this.claims.delete(k);
+    this.claims.settle(owner);
   }
 
-  /**
-   * Addresses picked for NICs whose instance row is not stored yet: a create clones its disk
-   * between the pick and the row, and another create at that moment must not pick the same
-   * address. Each ends with `settle` (after the row is written, or the create failed); one
-   * left by a crash lapses after CLAIM_MS.
-   */
-  private readonly claims = new Map<string, { network: string; ip: string; owner: string; until: number }>();
-
-  /** Addresses on a network no NIC may get (address → its holder, for errors): set by the stacks. */
-  private reservedAddresses: (network: string) => ReadonlyMap<string, string> = () => new Map();
-
-  /**
-   * Who reserves addresses (the stack controller: its service addresses). Asked at every NIC
-   * allocation, so a reservation holds exactly as long as a stack's spec names the address.
-   */
+  /** Addresses no NIC may get (the stacks' service addresses → holder), asked at every allocation. */
   setAddressReservations(fn: (network: string) => ReadonlyMap<string, string>): void {
     this.reservedAddresses = fn;
   }
+
+  private readonly claims = new AddressClaims();
+  private reservedAddresses: (network: string) => ReadonlyMap<string, string> = () => new Map();
 
   async assertForwardable(network: string): Promise<void> {
     const n = await this.load(network);
